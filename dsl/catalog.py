@@ -1,0 +1,86 @@
+"""The catalog: every declaration of a folder by kind and name.
+
+Names are global across the folder; a second declaration of a name is an
+error that points at both places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dsl import nodes as n
+from dsl.diagnostics import Diagnostic, make
+
+# Which catalog table a declaration kind lands in.
+_TABLE = {
+    "entity": "entities", "metric": "metrics", "event": "events", "calendar": "calendars",
+    "trigger": "triggers", "score": "scores", "gate": "gates", "route": "routes",
+    "template": "templates", "play": "plays", "test": "tests",
+}
+
+# Built-in inbound events a play may wait for or exit on, with what brings them.
+INBOUND_EVENTS = {
+    "replied": "the recipient replied to a message of this play",
+    "unsubscribed": "the recipient unsubscribed",
+    "bounced": "a message of this play bounced",
+    "stage_changed": "the account's pipeline stage changed",
+    "closed_won": "the expansion opportunity was won",
+    "closed_lost": "the expansion opportunity was lost",
+}
+
+
+@dataclass
+class Catalog:
+    entities: dict[str, n.EntityDecl] = field(default_factory=dict)
+    metrics: dict[str, n.MetricDecl] = field(default_factory=dict)
+    events: dict[str, n.EventDecl] = field(default_factory=dict)
+    calendars: dict[str, n.CalendarDecl] = field(default_factory=dict)
+    triggers: dict[str, n.TriggerDecl] = field(default_factory=dict)
+    scores: dict[str, n.ScoreDecl] = field(default_factory=dict)
+    gates: dict[str, n.GateDecl] = field(default_factory=dict)
+    routes: dict[str, n.RouteDecl] = field(default_factory=dict)
+    templates: dict[str, n.TemplateDecl] = field(default_factory=dict)
+    plays: dict[str, n.PlayDecl] = field(default_factory=dict)
+    tests: dict[str, n.TestDecl] = field(default_factory=dict)
+
+    @property
+    def account(self) -> n.EntityDecl | None:
+        return self.entities.get("account")
+
+    def entity_field(self, entity: str, name: str) -> n.FieldDecl | None:
+        ent = self.entities.get(entity)
+        if ent is None:
+            return None
+        return next((f for f in ent.fields if f.name == name), None)
+
+    def entity_let(self, entity: str, name: str) -> n.LetDecl | None:
+        ent = self.entities.get(entity)
+        if ent is None:
+            return None
+        return next((f for f in ent.lets if f.name == name), None)
+
+    def triggers_starting(self, play: str) -> list[n.TriggerDecl]:
+        return [t for t in self.triggers.values() if any(a.play == play for a in t.then)]
+
+
+def build(modules: list[n.Module]) -> tuple[Catalog, list[Diagnostic]]:
+    catalog = Catalog()
+    diagnostics: list[Diagnostic] = []
+    seen: dict[str, n.Node] = {}  # one namespace across kinds, except tests
+    for module in modules:
+        for decl in module.declarations:
+            table: dict = getattr(catalog, _TABLE[decl.decl])
+            key = decl.name
+            first = table.get(key) if decl.decl == "test" else seen.get(key)
+            if first is not None:
+                where = f"{first.span.file}:{first.span.start.line}"
+                what = "test" if decl.decl == "test" else f"name '{key}'"
+                diagnostics.append(make(
+                    "PB101", f"duplicate {what}: already declared at {where}", decl.span,
+                    detail=f"names are global across the folder; rename this {decl.decl} or remove one of them",
+                ))
+                continue
+            table[key] = decl
+            if decl.decl != "test":
+                seen[key] = decl
+    return catalog, diagnostics

@@ -1,0 +1,300 @@
+"""Text -> AST, with every syntax error of a file reported in words.
+
+Recovery is by declaration: the file is cut where a line starts at column 1
+(outside a triple-quoted string), each piece is parsed alone, so one broken
+declaration never hides the errors or the meaning of the others.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.indenter import Indenter
+
+from dsl import nodes as n
+from dsl.builder import Builder, BuildError
+from dsl.diagnostics import Diagnostic, make, point_span
+
+GRAMMAR = Path(__file__).with_name("grammar.lark")
+MAX_NESTING = 64
+MAX_EXPECTED_SHOWN = 8
+
+
+class _SyntaxProblem(Exception):
+    def __init__(self, code: str, message: str, offset: int, length: int = 1, hint: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.offset, self.length, self.hint = code, message, offset, length, hint
+
+
+class PlayIndenter(Indenter):
+    """Lark's Indenter, plus: brackets may not nest deeper than MAX_NESTING,
+    and a bad dedent is reported with its position. (A line starting with
+    `and`/`or` continues the previous one: see _CONTINUATION in the grammar.)"""
+
+    NL_type = "_NL"
+    OPEN_PAREN_types = ["LPAR", "LSQB"]
+    CLOSE_PAREN_types = ["RPAR", "RSQB"]
+    INDENT_type = "_INDENT"
+    DEDENT_type = "_DEDENT"
+    tab_len = 8
+
+    def handle_NL(self, token: Token):
+        if self.paren_level > 0:
+            return
+        indent_str = token.rsplit("\n", 1)[1]
+        indent = indent_str.count(" ") + indent_str.count("\t") * self.tab_len
+        yield token
+        if indent > self.indent_level[-1]:
+            self.indent_level.append(indent)
+            yield Token.new_borrow_pos(self.INDENT_type, indent_str, token)
+        else:
+            while indent < self.indent_level[-1]:
+                self.indent_level.pop()
+                yield Token.new_borrow_pos(self.DEDENT_type, indent_str, token)
+            if indent != self.indent_level[-1]:
+                raise _SyntaxProblem(
+                    "PB004",
+                    "this line's indentation matches no enclosing block",
+                    token.end_pos, 1,
+                    "indent it like the lines of the block it belongs to",
+                )
+
+    def _process(self, stream):
+        for token in stream:
+            if token.type == self.NL_type:
+                yield from self.handle_NL(token)
+                continue
+            if token.type in self.OPEN_PAREN_types:
+                self.paren_level += 1
+                if self.paren_level > MAX_NESTING:
+                    raise _SyntaxProblem(
+                        "PB005", f"brackets nest deeper than {MAX_NESTING} levels", token.start_pos, 1,
+                        "split the condition into `let` fields",
+                    )
+            elif token.type in self.CLOSE_PAREN_types:
+                self.paren_level = max(0, self.paren_level - 1)
+            yield token
+        while len(self.indent_level) > 1:
+            self.indent_level.pop()
+            yield Token(self.DEDENT_type, "")
+
+
+@lru_cache(maxsize=1)
+def lark_parser() -> Lark:
+    """The Lark parser, built once per process from grammar.lark."""
+    return Lark(
+        GRAMMAR.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        postlex=PlayIndenter(),
+        propagate_positions=True,
+        maybe_placeholders=False,
+        strict=True,
+    )
+
+
+# Strings and comments, to find where declarations start and to keep comments.
+_SCAN = re.compile(r'"""(?:.|\n)*?(?:"""|\Z)|"(?:[^"\\\n]|\\.)*"?|#[^\n]*', re.S)
+
+
+@dataclass
+class Chunk:
+    text: str
+    offset: int
+    line: int
+
+
+@dataclass
+class ParseResult:
+    module: n.Module
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def split(text: str) -> tuple[list[Chunk], list[n.Comment]]:
+    """Cut `text` into top-level declarations; collect `#` comments."""
+    comments: list[n.Comment] = []
+    blocked: list[tuple[int, int]] = []  # spans inside multi-line strings
+    for m in _SCAN.finditer(text):
+        tok = m.group()
+        if tok.startswith("#"):
+            line = text.count("\n", 0, m.start()) + 1
+            col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+            comments.append(n.Comment(line=line, column=col, text=tok))
+        elif "\n" in tok:
+            blocked.append((m.start(), m.end()))
+    starts = [0]
+    for m in re.finditer(r"\n(?=[^\s#])", text):
+        pos = m.end()
+        if not any(a < pos < b for a, b in blocked):
+            starts.append(pos)
+    chunks = []
+    for i, s in enumerate(starts):
+        e = starts[i + 1] if i + 1 < len(starts) else len(text)
+        chunk = text[s:e]
+        if chunk.strip():
+            chunks.append(Chunk(chunk, s, text.count("\n", 0, s) + 1))
+    return chunks, comments
+
+
+def parse(text: str, file: str = "<input>") -> ParseResult:
+    """Parse one file's text. Never raises on any input."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    chunks, comments = split(text)
+    declarations: list = []
+    diagnostics: list[Diagnostic] = []
+    for chunk in chunks:
+        decls, diag = _parse_chunk(chunk, file, text)
+        declarations += decls
+        if diag is not None:
+            diagnostics.append(diag)
+    return ParseResult(n.Module(file=file, declarations=declarations, comments=comments), diagnostics)
+
+
+def parse_file(path: str | Path, display: str | None = None) -> ParseResult:
+    path = Path(path)
+    name = display or str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        return _unreadable(name, f"cannot read file: {e.strerror or e}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return _unreadable(name, f"file is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x})")
+    return parse(text, name)
+
+
+def _unreadable(name: str, message: str) -> ParseResult:
+    d = make("PB001", message, n.Span(file=name))
+    return ParseResult(n.Module(file=name), [d])
+
+
+def _parse_chunk(chunk: Chunk, file: str, whole: str) -> tuple[list, Diagnostic | None]:
+    text = chunk.text if chunk.text.endswith("\n") else chunk.text + "\n"
+    parser = lark_parser()
+    try:
+        tree = parser.parse(text)
+    except _SyntaxProblem as p:
+        return [], _diag(p, chunk, file, whole)
+    except UnexpectedInput as e:
+        return [], _diag(_describe(e, text), chunk, file, whole)
+    try:
+        return Builder(file, chunk.line - 1, chunk.offset).transform(tree), None
+    except BuildError as e:
+        return [], make("PB006", str(e), e.span)
+    except RecursionError:
+        return [], _diag(_too_deep(chunk), chunk, file, whole)
+
+
+def _too_deep(chunk: Chunk) -> _SyntaxProblem:
+    return _SyntaxProblem("PB005", "expression is too long or nested too deeply", 0, 1, "split it into `let` fields")
+
+
+def _diag(p: _SyntaxProblem, chunk: Chunk, file: str, whole: str) -> Diagnostic:
+    offset = chunk.offset + min(p.offset, len(chunk.text))
+    return make(p.code, p.message, point_span(file, whole, offset, p.length), detail=p.hint)
+
+
+# ---------------------------------------------------------------- messages
+
+_TERMINAL_WORDS = {
+    "_NL": "end of line",
+    "$END": "end of file",
+    "_INDENT": "an indented line",
+    "_DEDENT": "the end of the indented block",
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": 'a "quoted text"',
+    "LONG_STRING": 'a """multi-line text"""',
+    "DATE": "a date (YYYY-MM-DD)",
+    "TIME": "a time (HH:MM)",
+    "DURATION_UNIT": "a unit (days, business days, weeks, months, hours)",
+}
+
+
+def _word(terminal: str) -> str:
+    if terminal in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[terminal]
+    try:
+        pattern = lark_parser().get_terminal(terminal).pattern
+    except KeyError:
+        return terminal
+    if pattern.type == "str":
+        return f"`{pattern.value}`"
+    return terminal.lower()
+
+
+def _found(token: Token) -> str:
+    if token.type in ("_NL", "$END", "_INDENT", "_DEDENT"):
+        return _TERMINAL_WORDS[token.type]
+    text = str(token)
+    return f"`{text[:40]}`" if len(text) <= 40 else f"`{text[:37]}...`"
+
+
+_DECLARATION_WORDS = "a declaration (entity, metric, event, calendar, trigger, score, gate, route, template, play or test)"
+_VALUE_WORDS = 'a value (a number, "text", a field such as account.arr, or a function such as days_since(...))'
+
+
+def _expected(expected: set[str]) -> str | None:
+    if {"PLAY", "TRIGGER", "ENTITY"} <= expected:
+        return _DECLARATION_WORDS
+    if {"NUMBER", "NAME", "STRING"} <= expected:
+        return _VALUE_WORDS
+    words = sorted({_word(t) for t in expected if not t.startswith("__")})
+    if not words or len(words) > MAX_EXPECTED_SHOWN:
+        return None
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _describe(e: UnexpectedInput, text: str) -> _SyntaxProblem:
+    if isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        shown = repr(ch)[1:-1] if not ch.isprintable() else ch
+        if ch == '"':
+            return _SyntaxProblem("PB003", "this text has no closing quote", e.pos_in_stream, 1,
+                                  'close it with " on the same line, or use """ for several lines')
+        return _SyntaxProblem("PB003", f"unexpected character '{shown}' (U+{ord(ch):04X})" if ch else "unexpected character",
+                              e.pos_in_stream, 1, "remove it, or put it inside \"quotes\"")
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        known = _known_mistake(e, tok)
+        expected = _expected(e.expected)
+        msg = f"unexpected {_found(tok)}"
+        if expected:
+            msg += f"; expected {expected}"
+        offset = tok.start_pos if tok.start_pos is not None else len(text)
+        length = len(str(tok)) if tok.type not in ("_NL", "_INDENT", "_DEDENT", "$END") else 1
+        if tok.type in ("_NL", "_DEDENT", "_INDENT"):
+            offset, length = tok.start_pos or 0, 1
+            if tok.type == "_INDENT":
+                offset = tok.end_pos or offset
+        return _SyntaxProblem("PB002", msg, offset, length, known)
+    if isinstance(e, UnexpectedEOF):
+        expected = _expected(set(e.expected))
+        return _SyntaxProblem("PB002", "unexpected end of file" + (f"; expected {expected}" if expected else ""),
+                              len(text.rstrip()), 1)
+    return _SyntaxProblem("PB002", "syntax error", 0, 1)
+
+
+def _known_mistake(e: UnexpectedToken, tok: Token) -> str | None:
+    """Hints for mistakes users make often, keyed by what was found vs expected."""
+    exp = set(e.expected)
+    if str(tok) == "=" and "EQ" in exp:
+        return "compare with `==`; a single `=` only sets a value"
+    if tok.type == "_NL" and "THEN" in exp:
+        return "a trigger needs a `then start PLAY` line under its `when`"
+    if tok.type == "NAME" and str(tok) in ("AND", "OR", "And", "Or", "NOT"):
+        return "keywords are lower case: and, or, not"
+    if tok.type == "_INDENT":
+        return "this line is indented more than the line before it, which opens no block"
+    if tok.type == "NUMBER" and "DURATION_UNIT" in exp:
+        return "give a unit after the number, e.g. `90 days`"
+    if "DURATION_UNIT" in exp:
+        return "durations need a unit: days, business days, weeks, months or hours"
+    return None
