@@ -1,11 +1,809 @@
-"""The checker: names, types, templates and timing, every error of every file."""
+"""The checker: names, types, templates and timing, every error of every file.
+
+One pass per concern, each a method group of `Checker`; expression types
+come from a dispatch on node kind (`_type_<kind>`), with UNKNOWN stopping
+cascades. Codes are stable and listed in docs/diagnostics.md.
+"""
 
 from __future__ import annotations
 
-from dsl.diagnostics import Diagnostic
+import re
+from dataclasses import dataclass, field
+
+from dsl import nodes as n
+from dsl import types as T
+from dsl.catalog import INBOUND_EVENTS, Catalog
+from dsl.diagnostics import Diagnostic, Severity, make
 from dsl.project import Project
+from dsl.suggest import closest, did_you_mean
+
+# Namespaces a dotted reference may start with, and what they hold.
+NAMESPACES = ("account", "score", "band", "route", "gate", "trigger")
+
+# Names a template may use besides account and recipient fields.
+TEMPLATE_BUILTINS = {"sender_name", "sender_email", "unsubscribe_url", "play_title"}
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+_PLACEHOLDER_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
+
+
+@dataclass
+class Scope:
+    """What bare names and refs mean where an expression sits."""
+
+    play: bool = False  # play conditions may read inbound events and `stage`
+
+
+@dataclass
+class Checker:
+    project: Project
+    out: list[Diagnostic] = field(default_factory=list)
+    let_types: dict[str, T.Type] = field(default_factory=dict)
+    _let_stack: list[str] = field(default_factory=list)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.project.catalog
+
+    # ------------------------------------------------------------ reporting
+    def error(self, code: str, summary: str, span: n.Span, detail: str | None = None, fix: str | None = None) -> None:
+        self.out.append(make(code, summary, span, detail=detail or None, fix=fix))
+
+    def warn(self, code: str, summary: str, span: n.Span, detail: str | None = None, fix: str | None = None) -> None:
+        self.out.append(make(code, summary, span, severity=Severity.WARNING, detail=detail or None, fix=fix))
+
+    def sub_span(self, span: n.Span, needle: str, last: bool = False) -> n.Span:
+        """The span of `needle` inside `span`'s source text (the whole span if absent)."""
+        text = self.project.sources.get(span.file, "")
+        lo, hi = span.start.offset, span.end.offset
+        segment = text[lo:hi]
+        pattern = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(needle) + r"(?![A-Za-z0-9_])")
+        found = list(pattern.finditer(segment))
+        if not found:
+            return span
+        m = found[-1] if last else found[0]
+        start = lo + m.start()
+        line = text.count("\n", 0, start) + 1
+        col = start - (text.rfind("\n", 0, start) + 1) + 1
+        return n.Span(
+            file=span.file,
+            start=n.Position(line=line, column=col, offset=start),
+            end=n.Position(line=line, column=col + len(needle), offset=start + len(needle)),
+        )
+
+    def source_of(self, node: n.Node) -> str:
+        text = self.project.sources.get(node.span.file, "")
+        return " ".join(text[node.span.start.offset:node.span.end.offset].split())
+
+    # ------------------------------------------------------------ driver
+    def run(self) -> list[Diagnostic]:
+        c = self.catalog
+        if c.account is None and any(m.declarations for m in self.project.modules):
+            first = next(d for m in self.project.modules for d in m.declarations)
+            self.error("PB120", "no `entity account` is declared", first.span,
+                       "rules read account fields; declare them with `entity account` and `field NAME TYPE` lines")
+        for ent in c.entities.values():
+            self.check_entity(ent)
+        for cal in c.calendars.values():
+            self.check_calendar(cal)
+        for trig in c.triggers.values():
+            self.check_trigger(trig)
+        for score in c.scores.values():
+            self.check_score(score)
+        for gate in c.gates.values():
+            self.check_gate(gate)
+        for route in c.routes.values():
+            self.check_route(route)
+        used_templates: set[str] = set()
+        for play in c.plays.values():
+            self.check_play(play, used_templates)
+        for tpl in c.templates.values():
+            self.check_template(tpl, used_templates)
+        for test in c.tests.values():
+            self.check_test(test)
+        return self.out
+
+    # ------------------------------------------------------------ data
+    def check_entity(self, ent: n.EntityDecl) -> None:
+        seen: dict[str, n.Node] = {}
+        for item in [*ent.fields, *ent.lets]:
+            if item.name in seen:
+                self.error("PB101", f"duplicate field '{item.name}' in entity {ent.name}", item.span,
+                           f"already declared at line {seen[item.name].span.start.line}")
+            seen[item.name] = item
+        for f in ent.fields:
+            t = f.type
+            if t.name == n.TypeName.ENUM and len(set(t.values)) != len(t.values):
+                self.error("PB121", f"enum of field '{f.name}' lists a value twice", t.span)
+            if t.low is not None and t.high is not None and t.low > t.high:
+                self.error("PB122", f"range {t.low:g}..{t.high:g} of field '{f.name}' is empty", t.span,
+                           "write the smaller bound first")
+        if ent.name == "account":
+            for let in ent.lets:
+                self.let_type(let.name)
+
+    def let_type(self, name: str) -> T.Type:
+        """The type of a derived account field, checking it once; cycles are errors."""
+        if name in self.let_types:
+            return self.let_types[name]
+        let = self.catalog.entity_let("account", name)
+        if let is None:
+            return T.UNKNOWN
+        if name in self._let_stack:
+            cycle = " -> ".join([*self._let_stack[self._let_stack.index(name):], name])
+            self.error("PB701", f"derived field '{name}' depends on itself: {cycle}", let.span)
+            return T.UNKNOWN
+        self._let_stack.append(name)
+        t = self.type_of(let.value, Scope())
+        self._let_stack.pop()
+        self.let_types[name] = t
+        return t
+
+    def check_calendar(self, cal: n.CalendarDecl) -> None:
+        if len(set(cal.holidays)) != len(cal.holidays):
+            self.warn("PB123", f"calendar '{cal.name}' lists a date twice", cal.span)
+
+    # ------------------------------------------------------------ rules
+    def check_trigger(self, trig: n.TriggerDecl) -> None:
+        self.condition(trig.when, Scope(), f"trigger '{trig.name}'")
+        for action in trig.then:
+            if action.play not in self.catalog.plays:
+                self.error("PB105", f"unknown play '{action.play}'", self.sub_span(action.span, action.play, last=True),
+                           did_you_mean(action.play, self.catalog.plays), closest(action.play, self.catalog.plays))
+
+    def check_score(self, score: n.ScoreDecl) -> None:
+        if score.formula is None and not score.points:
+            self.error("PB130", f"score '{score.name}' has no formula and no points", score.span,
+                       "add `= expression` or `points N if condition, ...` lines")
+        if score.formula is not None and score.points:
+            self.error("PB131", f"score '{score.name}' has both a formula and points lines", score.span,
+                       "a score is either weighted (`= ...`) or a sum of points")
+        if score.formula is not None:
+            t = self.type_of(score.formula, Scope())
+            if not t.numeric:
+                self.error("PB205", f"score '{score.name}' must be a number, not {T.words(t)}", score.formula.span)
+        for rule in score.points:
+            for case in rule.cases:
+                self.condition(case.when, Scope(), f"score '{score.name}'")
+        self.check_bands(score)
+
+    def check_bands(self, score: n.ScoreDecl) -> None:
+        seen: set[str] = set()
+        for band in score.bands:
+            if band.name in seen:
+                self.error("PB101", f"duplicate band '{band.name}' in score '{score.name}'", band.span)
+            seen.add(band.name)
+            if band.low is not None and band.high is not None and (
+                band.low > band.high or (band.low == band.high and not (band.low_inclusive and band.high_inclusive))
+            ):
+                self.error("PB132", f"band '{band.name}' holds no value", band.span, "write the smaller bound first")
+        for i, a in enumerate(score.bands):
+            for b in score.bands[i + 1:]:
+                if _ranges_overlap(a, b):
+                    self.warn("PB133", f"bands '{a.name}' and '{b.name}' overlap; the first one declared wins", b.span)
+
+    def check_gate(self, gate: n.GateDecl) -> None:
+        if not gate.cases:
+            self.error("PB140", f"gate '{gate.name}' has no requirements", gate.span)
+        for case in gate.cases:
+            if case.when is not None:
+                self.condition(case.when, Scope(), f"gate '{gate.name}'")
+            for req in case.requires:
+                self.condition(req.when, Scope(), f"gate '{gate.name}'")
+
+    def check_route(self, route: n.RouteDecl) -> None:
+        seen_otherwise = False
+        for case in route.cases:
+            if seen_otherwise:
+                self.warn("PB150", "this case comes after `otherwise` and is never used", case.span)
+            if case.when is None:
+                seen_otherwise = True
+            else:
+                self.condition(case.when, Scope(), f"route '{route.name}'")
+
+    # ------------------------------------------------------------ plays
+    def check_play(self, play: n.PlayDecl, used_templates: set[str]) -> None:
+        scope = Scope(play=True)
+        if play.owner is not None:
+            self.expect_kind(play.owner, scope, "user", "the owner")
+        if play.gate is not None and play.gate not in self.catalog.gates:
+            self.error("PB107", f"unknown gate '{play.gate}'", self.sub_span(play.span, play.gate),
+                       did_you_mean(play.gate, self.catalog.gates), closest(play.gate, self.catalog.gates))
+        if play.gate is None and not play.ungated:
+            self.error("PB307", f"play '{play.name}' has no gate", self.sub_span(play.span, play.name),
+                       "a play must say which readiness gate an account passes first: add `gate NAME`, "
+                       "or `ungated` to start it on any account")
+        if play.gate is not None and play.ungated:
+            self.error("PB308", f"play '{play.name}' is both gated and `ungated`", play.span)
+        if play.calendar is not None and play.calendar not in self.catalog.calendars:
+            self.error("PB108", f"unknown calendar '{play.calendar}'", self.sub_span(play.span, play.calendar),
+                       did_you_mean(play.calendar, self.catalog.calendars), closest(play.calendar, self.catalog.calendars))
+        if play.exit is not None:
+            self.condition(play.exit, scope, f"play '{play.name}'")
+        if play.anchor is not None:
+            self.expect_kind(play.anchor, scope, "date", "the anchor")
+        if play.window is not None:
+            w = play.window
+            if w.start >= w.end:
+                self.error("PB309", f"send window {w.start} to {w.end} is empty", w.span, "the start must be before the end")
+            if w.timezone is not None:
+                self.expect_kind(w.timezone, scope, "text", "the time zone")
+        if not play.steps:
+            self.error("PB305", f"play '{play.name}' has no steps", self.sub_span(play.span, play.name))
+        self.check_timeline(play)
+        for step in play.steps:
+            self.check_action(step.action, scope, used_templates)
+            if step.unless is not None:
+                self.condition(step.unless, scope, "this step")
+        self.check_reachable(play)
+
+    def check_timeline(self, play: n.PlayDecl) -> None:
+        previous: n.Step | None = None
+        labels: dict[str, n.Step] = {}
+        for step in play.steps:
+            t = step.timing
+            if t.day < 0 and play.anchor is None:
+                self.error("PB301", f"day {t.day} needs an anchor date", t.span,
+                           "negative days count back from a date: add `anchor account.renewal_date` (or another date field) to the play")
+            if t.at is not None and play.window is not None and not (play.window.start <= t.at <= play.window.end):
+                self.warn("PB311", f"{t.at} is outside the send window {play.window.start} to {play.window.end}", t.span,
+                          "the step will wait for the window to open")
+            if previous is not None and _day_order(t) < _day_order(previous.timing):
+                self.error("PB302", f"this step (day {t.day}) comes after a step on day {previous.timing.day}", t.span,
+                           "steps run in the order written: move this step up, or fix its day")
+            if step.label is not None:
+                if step.label in labels:
+                    self.error("PB101", f"duplicate step label '{step.label}'", step.span)
+                labels[step.label] = step
+            previous = step
+
+    def check_action(self, action: n.Node, scope: Scope, used_templates: set[str]) -> None:
+        if isinstance(action, n.EmailStep):
+            self.expect_kind(action.to, scope, "contact", "an email recipient")
+            used_templates.add(action.template)
+            if action.template not in self.catalog.templates:
+                self.error("PB106", f"unknown template '{action.template}'", self.sub_span(action.span, action.template, last=True),
+                           did_you_mean(action.template, self.catalog.templates), closest(action.template, self.catalog.templates))
+        elif isinstance(action, n.TaskStep):
+            self.expect_kind(action.assignee, scope, "user", "a task assignee")
+        elif isinstance(action, n.OpportunityStep):
+            if action.amount is not None:
+                t = self.type_of(action.amount, scope)
+                if not t.numeric:
+                    self.error("PB201", f"an opportunity amount must be a number, not {T.words(t)}", action.amount.span)
+            if action.owner is not None:
+                self.expect_kind(action.owner, scope, "user", "an opportunity owner")
+        elif isinstance(action, n.SetStep):
+            target = self.type_of(action.field, Scope())
+            if action.field.path[0] != "account" or len(action.field.path) != 2 or \
+                    self.catalog.entity_field("account", action.field.path[-1]) is None:
+                if target.kind != "unknown":
+                    self.error("PB160", "only a declared account field can be set", action.field.span)
+            else:
+                value = self.type_of(action.value, scope)
+                self.compare_types(target, value, action.span, action.value)
+        elif isinstance(action, n.WaitStep):
+            for event in action.events:
+                if event not in INBOUND_EVENTS:
+                    self.error("PB113", f"unknown event '{event}'", self.sub_span(action.span, event),
+                               f"a play can wait for: {', '.join(INBOUND_EVENTS)}. {did_you_mean(event, INBOUND_EVENTS)}",
+                               closest(event, INBOUND_EVENTS))
+        elif isinstance(action, n.BranchStep):
+            self.condition(action.condition, scope, "this branch")
+            for sub in [*action.then, *action.otherwise]:
+                self.check_action(sub, scope, used_templates)
+        elif isinstance(action, n.WebhookStep):
+            if not re.match(r"^https?://", action.url):
+                self.error("PB161", f"webhook address '{action.url}' is not an http(s) URL", action.span)
+
+    def check_reachable(self, play: n.PlayDecl) -> None:
+        starters = self.catalog.triggers_starting(play.name)
+        if not starters:
+            self.warn("PB306", f"play '{play.name}' can never start: no trigger starts it",
+                      self.sub_span(play.span, play.name),
+                      f"add `then start {play.name}` to a trigger")
+
+    # ------------------------------------------------------------ templates
+    def check_template(self, tpl: n.TemplateDecl, used: set[str]) -> None:
+        if not tpl.subject.strip():
+            self.error("PB404", f"template '{tpl.name}' has no subject", tpl.span, 'add `subject "..."`')
+        if not tpl.body.strip():
+            self.error("PB404", f"template '{tpl.name}' has no body", tpl.span, 'add `body """..."""`')
+        if tpl.name not in used:
+            self.warn("PB403", f"template '{tpl.name}' is not used by any play", self.sub_span(tpl.span, tpl.name))
+        for text, span in ((tpl.subject, tpl.subject_span), (tpl.body, tpl.body_span)):
+            self.check_placeholders(text, span)
+
+    def template_names(self) -> set[str]:
+        names = set(TEMPLATE_BUILTINS)
+        for entity in ("account", "contact"):
+            ent = self.catalog.entities.get(entity)
+            if ent is not None:
+                names |= {f.name for f in ent.fields} | {f.name for f in ent.lets}
+        return names
+
+    def check_placeholders(self, text: str, span: n.Span) -> None:
+        from jinja2 import TemplateSyntaxError
+        from jinja2.sandbox import SandboxedEnvironment
+
+        source = self.project.sources.get(span.file, "")
+        raw = source[span.start.offset:span.end.offset] if span.end.offset > span.start.offset else ""
+        try:
+            SandboxedEnvironment().parse(text)
+        except TemplateSyntaxError as e:
+            self.error("PB402", f"template syntax error: {e.message}", span)
+            return
+        names = self.template_names()
+        for m in _PLACEHOLDER.finditer(raw):
+            expr = m.group(1)
+            nm = _PLACEHOLDER_NAME.match(expr)
+            if not nm:
+                continue
+            dotted = nm.group(1)
+            parts = dotted.split(".")
+            problem = self.placeholder_problem(parts, names)
+            if problem is None:
+                continue
+            bad, candidates = problem
+            start = span.start.offset + m.start() + m.group(0).index(expr)
+            line = source.count("\n", 0, start) + 1
+            col = start - (source.rfind("\n", 0, start) + 1) + 1
+            where = n.Span(file=span.file, start=n.Position(line=line, column=col, offset=start),
+                           end=n.Position(line=line, column=col + len(dotted), offset=start + len(dotted)))
+            self.error("PB401", f"placeholder '{{{{ {dotted} }}}}' names no known field", where,
+                       f"templates can use account and recipient fields. {did_you_mean(bad, candidates)}".strip(),
+                       closest(bad, candidates))
+
+    def placeholder_problem(self, parts: list[str], names: set[str]) -> tuple[str, set[str]] | None:
+        if len(parts) == 1:
+            return None if parts[0] in names else (parts[0], names)
+        head, name = parts[0], parts[1]
+        if head in ("account", "contact"):
+            ent = self.catalog.entities.get(head)
+            fields = {f.name for f in ent.fields} | {f.name for f in ent.lets} if ent else set()
+            return None if name in fields else (name, fields)
+        if head in ("score", "band"):
+            return None if name in self.catalog.scores else (name, set(self.catalog.scores))
+        if head == "route":
+            return None if name in self.catalog.routes else (name, set(self.catalog.routes))
+        return (head, names | {"account", "contact", "score", "band", "route"})
+
+    # ------------------------------------------------------------ tests
+    def check_test(self, test: n.TestDecl) -> None:
+        c = self.catalog
+        for given in test.given:
+            if isinstance(given, n.GivenAccount):
+                for gf in given.fields:
+                    f = c.entity_field("account", gf.name)
+                    if f is None:
+                        candidates = [x.name for x in c.account.fields] if c.account else []
+                        self.error("PB602", f"account has no field '{gf.name}'", self.sub_span(gf.span, gf.name),
+                                   did_you_mean(gf.name, candidates), closest(gf.name, candidates))
+                        continue
+                    self.compare_types(T.from_decl(f.type), self.type_of(gf.value, Scope()), gf.span, gf.value)
+            elif isinstance(given, n.GivenMetric) and given.metric not in c.metrics:
+                self.error("PB109", f"unknown metric '{given.metric}'", self.sub_span(given.span, given.metric),
+                           did_you_mean(given.metric, c.metrics), closest(given.metric, c.metrics))
+            elif isinstance(given, n.GivenEvent) and given.event not in c.events:
+                self.error("PB109", f"unknown event '{given.event}'", self.sub_span(given.span, given.event),
+                           did_you_mean(given.event, c.events), closest(given.event, c.events))
+        for exp in test.expect:
+            table, name = {
+                n.ExpectStart: (c.plays, getattr(exp, "play", "")),
+                n.ExpectTrigger: (c.triggers, getattr(exp, "trigger", "")),
+                n.ExpectGate: (c.gates, getattr(exp, "gate", "")),
+            }.get(type(exp), (None, ""))
+            if isinstance(exp, n.ExpectValue):
+                self.check_expect_value(exp)
+                continue
+            if table is not None and name not in table:
+                kind = type(exp).__name__.removeprefix("Expect").lower()
+                self.error("PB601", f"unknown {kind} '{name}'", self.sub_span(exp.span, name, last=True),
+                           did_you_mean(name, table), closest(name, table))
+
+    def check_expect_value(self, exp: n.ExpectValue) -> None:
+        c = self.catalog
+        if exp.what in ("score", "band"):
+            score = c.scores.get(exp.name)
+            if score is None:
+                self.error("PB601", f"unknown score '{exp.name}'", self.sub_span(exp.span, exp.name),
+                           did_you_mean(exp.name, c.scores), closest(exp.name, c.scores))
+                return
+            if exp.what == "band":
+                self.expect_member(exp.value, [b.name for b in score.bands], f"band of score '{exp.name}'")
+            return
+        if exp.what == "route":
+            route = c.routes.get(exp.name)
+            if route is None:
+                self.error("PB601", f"unknown route '{exp.name}'", self.sub_span(exp.span, exp.name),
+                           did_you_mean(exp.name, c.routes), closest(exp.name, c.routes))
+                return
+            self.expect_member(exp.value, [r.target for r in route.cases], f"target of route '{exp.name}'")
+            return
+        ref = n.Ref(path=["account", exp.name], span=self.sub_span(exp.span, exp.name))
+        self.compare_types(self.type_of(ref, Scope()), self.type_of(exp.value, Scope()), exp.span, exp.value)
+
+    def expect_member(self, value: n.Node, members: list[str], what: str) -> None:
+        name = value.name if isinstance(value, n.Symbol) else value.value if isinstance(value, n.String) else None
+        if name is None or name not in members:
+            shown = name if name is not None else "this value"
+            self.error("PB112", f"'{shown}' is not a {what}", value.span,
+                       f"expected one of: {', '.join(members)}. {did_you_mean(str(name), members)}".strip(),
+                       closest(str(name), members))
+
+    # ------------------------------------------------------------ expressions
+    def condition(self, expr: n.Node, scope: Scope, where: str) -> None:
+        t = self.type_of(expr, scope)
+        if t.kind == "symbol":
+            options = list(INBOUND_EVENTS) if scope.play else []
+            self.error("PB111", f"unknown name '{t.values[0]}'", expr.span,
+                       (f"a play condition can test: {', '.join(options)}. " if options else
+                        "a condition reads fields such as account.health_score. ") + did_you_mean(t.values[0], options),
+                       closest(t.values[0], options))
+            return
+        if t.kind not in ("bool", "unknown"):
+            self.error("PB203", f"a condition must be true or false, but this is {T.words(t)}", expr.span,
+                       "compare it with something, e.g. `> 0`, or test `is empty`")
+            return
+        self.never_true(expr, where)
+
+    def expect_kind(self, ref: n.Ref, scope: Scope, kind: str, role: str) -> None:
+        t = self.type_of(ref, scope)
+        if t.kind not in (kind, "unknown"):
+            self.error("PB204", f"{role} must be {T.WORDS[kind]} field, but '{ref.dotted}' is {T.words(t)}", ref.span)
+
+    def type_of(self, expr: n.Node, scope: Scope) -> T.Type:
+        method = getattr(self, f"_type_{expr.kind}", None)  # type: ignore[attr-defined]
+        if method is None:  # pragma: no cover - every node kind has a rule
+            raise NotImplementedError(f"checker has no type rule for {expr.kind}")
+        return method(expr, scope)
+
+    def _type_number(self, e, s):
+        return T.NUMBER
+
+    def _type_percent(self, e, s):
+        return T.PERCENT
+
+    def _type_string(self, e, s):
+        return T.TEXT
+
+    def _type_bool(self, e, s):
+        return T.BOOL
+
+    def _type_duration(self, e, s):
+        return T.DURATION
+
+    def _type_date(self, e, s):
+        return T.DATE
+
+    def _type_ago(self, e, s):
+        return T.DATE
+
+    def _type_today(self, e, s):
+        return T.DATE
+
+    def _type_symbol(self, e: n.Symbol, s: Scope) -> T.Type:
+        if s.play and e.name in INBOUND_EVENTS:
+            return T.BOOL
+        if s.play and e.name == "stage":
+            return T.TEXT
+        if e.name in self.catalog.metrics:
+            return T.METRIC
+        if e.name in self.catalog.events:
+            return T.EVENT
+        return T.symbol(e.name)
+
+    def _type_ref(self, e: n.Ref, s: Scope) -> T.Type:
+        head, rest = e.path[0], e.path[1:]
+        c = self.catalog
+        if head == "account":
+            return self._field_type("account", rest, e)
+        if head == "contact" and "contact" in c.entities:
+            return self._field_type("contact", rest, e)
+        tables = {"score": c.scores, "band": c.scores, "route": c.routes, "gate": c.gates, "trigger": c.triggers}
+        if head in tables:
+            name = rest[0]
+            table = tables[head]
+            if name not in table or len(rest) > 1:
+                self.error("PB104", f"unknown {head} '{name}'", self.sub_span(e.span, name, last=True),
+                           did_you_mean(name, table), closest(name, table))
+                return T.UNKNOWN
+            if head == "score":
+                return T.NUMBER
+            if head == "band":
+                return T.Type("enum", tuple(b.name for b in c.scores[name].bands))
+            if head == "route":
+                return T.Type("enum", tuple(dict.fromkeys(r.target for r in c.routes[name].cases)))
+            return T.BOOL
+        options = [*NAMESPACES, *(["contact"] if "contact" in c.entities else [])]
+        self.error("PB103", f"unknown name '{head}'", self.sub_span(e.span, head),
+                   f"a dotted name starts with one of: {', '.join(options)}. {did_you_mean(head, options)}".strip(),
+                   closest(head, options))
+        return T.UNKNOWN
+
+    def _field_type(self, entity: str, rest: list[str], e: n.Ref) -> T.Type:
+        c = self.catalog
+        ent = c.entities.get(entity)
+        if ent is None:
+            return T.UNKNOWN
+        name = rest[0]
+        f = c.entity_field(entity, name)
+        if f is not None:
+            t = T.from_decl(f.type)
+            if len(rest) == 1:
+                return t
+            if t.kind in ("contact", "user") and t.kind in c.entities:
+                return self._field_type(t.kind, rest[1:], e)
+            if t.kind in ("contact", "user"):
+                return T.TEXT  # contact/user attributes (email, name) live in the store
+            self.error("PB102", f"'{entity}.{name}' is {T.words(t)} and has no fields", e.span)
+            return T.UNKNOWN
+        if entity == "account" and c.entity_let("account", name) is not None and len(rest) == 1:
+            return self.let_type(name)
+        candidates = [x.name for x in ent.fields] + [x.name for x in ent.lets]
+        hint = did_you_mean(name, candidates)
+        self.error("PB102", f"unknown field '{name}'", self.sub_span(e.span, name, last=True),
+                   f"{entity} has no field '{name}'. {hint}".strip(), closest(name, candidates))
+        return T.UNKNOWN
+
+    def _type_unary(self, e: n.Unary, s: Scope) -> T.Type:
+        t = self.type_of(e.operand, s)
+        if e.op == n.UnOp.NOT:
+            if t.kind not in ("bool", "unknown"):
+                self.error("PB206", f"`not` needs a condition, but this is {T.words(t)}", e.operand.span)
+                return T.UNKNOWN
+            return T.BOOL
+        if not t.numeric:
+            self.error("PB202", f"cannot negate {T.words(t)}", e.operand.span)
+            return T.UNKNOWN
+        return t
+
+    def _type_binary(self, e: n.Binary, s: Scope) -> T.Type:
+        left, right = self.type_of(e.left, s), self.type_of(e.right, s)
+        if e.op in (n.BinOp.AND, n.BinOp.OR):
+            for side, t in ((e.left, left), (e.right, right)):
+                if t.kind not in ("bool", "unknown"):
+                    self.error("PB206", f"`{e.op.value}` joins conditions, but this is {T.words(t)}", side.span,
+                               "compare it with something, e.g. `> 0`")
+            return T.BOOL
+        if e.op in n.ARITHMETIC:
+            for side, t in ((e.left, left), (e.right, right)):
+                if not t.numeric:
+                    self.error("PB202", f"cannot use {T.words(t)} in arithmetic (`{e.op.value}`)", side.span,
+                               "for dates use days_since(...) or days_until(...)" if t.kind == "date" else None)
+                    return T.UNKNOWN
+            if "unknown" in (left.kind, right.kind):
+                return T.UNKNOWN
+            if e.op in (n.BinOp.ADD, n.BinOp.SUB) and left.kind == right.kind == "percent":
+                return T.PERCENT
+            return T.NUMBER
+        self.compare_types(left, right, e.span, e.right, ordering=e.op not in (n.BinOp.EQ, n.BinOp.NE), left_node=e.left)
+        return T.BOOL
+
+    def compare_types(self, left: T.Type, right: T.Type, span: n.Span, right_node: n.Node,
+                      ordering: bool = False, left_node: n.Node | None = None) -> None:
+        for t, node in ((left, left_node), (right, right_node)):
+            if t.kind == "symbol" and node is not None and not (
+                left.kind == "enum" or right.kind == "enum" or "unknown" in (left.kind, right.kind)
+            ):
+                self.error("PB111", f"unknown name '{t.values[0]}'", node.span,
+                           f'to compare with text, quote it: "{t.values[0]}"', f'"{t.values[0]}"')
+                return
+        if left.kind == "enum" or right.kind == "enum":
+            enum_t, other, node = (left, right, right_node) if left.kind == "enum" else (right, left, left_node)
+            member = other.values[0] if other.kind == "symbol" else (
+                node.value if isinstance(node, n.String) else None)
+            if other.kind in ("symbol", "text") and member is not None and member not in enum_t.values:
+                self.error("PB112", f"'{member}' is not one of ({', '.join(enum_t.values)})", node.span if node else span,
+                           did_you_mean(member, enum_t.values), closest(member, enum_t.values))
+                return
+        if not T.comparable(left, right):
+            self.error("PB201", f"cannot compare {T.words(left)} with {T.words(right)}", span,
+                       _compare_hint(left, right))
+            return
+        if ordering and not (T.orderable(left) and T.orderable(right)):
+            bad = left if not T.orderable(left) else right
+            self.error("PB201", f"{T.words(bad)} has no order; use == or != (or `in [...]`)", span)
+
+    def _type_in(self, e: n.InList, s: Scope) -> T.Type:
+        value = self.type_of(e.value, s)
+        for item in e.items:
+            self.compare_types(value, self.type_of(item, s), item.span, item, left_node=e.value)
+        return T.BOOL
+
+    def _type_between(self, e: n.Between, s: Scope) -> T.Type:
+        value = self.type_of(e.value, s)
+        for bound in (e.low, e.high):
+            self.compare_types(value, self.type_of(bound, s), bound.span, bound, ordering=True, left_node=e.value)
+        return T.BOOL
+
+    def _type_is_empty(self, e: n.IsEmpty, s: Scope) -> T.Type:
+        self.type_of(e.value, s)
+        return T.BOOL
+
+    def _type_call(self, e: n.Call, s: Scope) -> T.Type:
+        sigs = T.FUNCTIONS.get(e.func)
+        args = [self.type_of(a, s) for a in e.args]
+        if sigs is None:
+            self.error("PB110", f"unknown function '{e.func}'", self.sub_span(e.span, e.func),
+                       f"functions: {', '.join(sorted(T.FUNCTIONS))}. {did_you_mean(e.func, T.FUNCTIONS)}".strip(),
+                       closest(e.func, T.FUNCTIONS))
+            return T.UNKNOWN
+        for sig in sigs:
+            if len(sig.params) == len(args) and all(T.accepts(k, t) for k, t in zip(sig.params, args)):
+                return sig.result
+        for a, t in zip(e.args, args):  # a bare name that is neither metric nor event
+            if t.kind == "symbol":
+                known = [*self.catalog.metrics, *self.catalog.events]
+                self.error("PB109", f"unknown metric or event '{t.values[0]}'", a.span,
+                           did_you_mean(t.values[0], known), closest(t.values[0], known))
+                return sigs[0].result
+        shown = ", ".join(T.words(t) for t in args)
+        self.error("PB204", f"{e.func}(...) does not take ({shown})", e.span,
+                   "use " + " or ".join(sig.doc for sig in sigs))
+        return sigs[0].result
+
+    # ------------------------------------------------------------ logic
+    def never_true(self, expr: n.Node, where: str) -> None:
+        """Cheap contradictions in `and` chains: `x > 5 and x < 3`, `x == a and x == b`,
+        and bounds outside a field's declared range."""
+        for chain in _and_chains(expr):
+            bounds: dict[str, _Interval] = {}
+            for term in chain:
+                fact = _fact(term)
+                if fact is None:
+                    continue
+                path, interval = fact
+                declared = self._declared_interval(path)
+                if declared is not None and interval.intersect(declared).empty:
+                    self.warn("PB503", f"`{self.source_of(term)}` is never true: {path} is declared {declared}", term.span)
+                current = bounds.get(path, _Interval())
+                merged = current.intersect(interval)
+                if merged.empty and not current.empty:
+                    self.error("PB501", f"this condition of {where} can never be true", _chain_span(chain),
+                               f"{path} cannot be {interval} and {current} at once")
+                    break
+                bounds[path] = merged
+
+    def _declared_interval(self, path: str) -> _Interval | None:
+        parts = path.split(".")
+        if len(parts) != 2 or parts[0] != "account":
+            return None
+        f = self.catalog.entity_field("account", parts[1])
+        if f is None or (f.type.low is None and f.type.high is None):
+            return None
+        return _Interval(f.type.low, True, f.type.high, True)
+
+
+# ---------------------------------------------------------------- helpers
 
 
 def check(project: Project) -> list[Diagnostic]:
-    """Return the check findings of `project` (syntax errors are already in project.diagnostics)."""
-    return []
+    """The check findings of `project` (syntax errors are already in project.diagnostics)."""
+    return sorted(Checker(project).run(), key=Diagnostic.sort_key)
+
+
+def _compare_hint(left: T.Type, right: T.Type) -> str | None:
+    kinds = {left.kind, right.kind}
+    if "date" in kinds and kinds & {"number", "duration", "percent"}:
+        return "to compare a date with a number of days, use days_since(date) > 90 or date < 90 days ago"
+    if "text" in kinds and kinds & {"number", "percent"}:
+        return "quote text and write numbers bare: 80% or 80, not \"80%\""
+    if "bool" in kinds:
+        return "a true/false field is a condition by itself: write `account.flag` or `not account.flag`"
+    return None
+
+
+def _day_order(t: n.Timing) -> float:
+    # A business day is ~7/5 calendar days; enough to tell order for checking.
+    return t.day * 7 / 5 if t.business else t.day
+
+
+def _ranges_overlap(a: n.Band, b: n.Band) -> bool:
+    lo = max(_lo(a), _lo(b), key=lambda x: (x[0], not x[1]))
+    hi = min(_hi(a), _hi(b), key=lambda x: (x[0], x[1]))
+    if lo[0] < hi[0]:
+        return True
+    return lo[0] == hi[0] and lo[1] and hi[1]
+
+
+def _lo(b: n.Band) -> tuple[float, bool]:
+    return (b.low, b.low_inclusive) if b.low is not None else (float("-inf"), True)
+
+
+def _hi(b: n.Band) -> tuple[float, bool]:
+    return (b.high, b.high_inclusive) if b.high is not None else (float("inf"), True)
+
+
+@dataclass(frozen=True)
+class _Interval:
+    low: float | None = None
+    low_closed: bool = True
+    high: float | None = None
+    high_closed: bool = True
+
+    @property
+    def empty(self) -> bool:
+        if self.low is None or self.high is None:
+            return False
+        return self.low > self.high or (self.low == self.high and not (self.low_closed and self.high_closed))
+
+    def intersect(self, o: _Interval) -> _Interval:
+        low, low_closed = self.low, self.low_closed
+        if o.low is not None and (low is None or o.low > low or (o.low == low and not o.low_closed)):
+            low, low_closed = o.low, o.low_closed
+        high, high_closed = self.high, self.high_closed
+        if o.high is not None and (high is None or o.high < high or (o.high == high and not o.high_closed)):
+            high, high_closed = o.high, o.high_closed
+        return _Interval(low, low_closed, high, high_closed)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.low == self.high:
+            return f"{self.low:g}"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>=' if self.low_closed else '>'} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<=' if self.high_closed else '<'} {self.high:g}")
+        return " and ".join(parts) or "anything"
+
+
+_FLIP = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.LT, n.BinOp.GE: n.BinOp.LE, n.BinOp.EQ: n.BinOp.EQ}
+
+
+def _fact(term: n.Node) -> tuple[str, _Interval] | None:
+    """`account.x > 5` as ("account.x", (5, inf)); None if not of that shape."""
+    if isinstance(term, n.Between) and isinstance(term.value, n.Ref):
+        lo, hi = _literal(term.low), _literal(term.high)
+        if lo is not None and hi is not None:
+            return term.value.dotted, _Interval(lo, True, hi, True)
+        return None
+    if not isinstance(term, n.Binary) or term.op not in _FLIP:
+        return None
+    op, left, right = term.op, term.left, term.right
+    if not isinstance(left, n.Ref):
+        left, right, op = right, left, _FLIP[op]
+    value = _literal(right)
+    if not isinstance(left, n.Ref) or value is None:
+        return None
+    return left.dotted, {
+        n.BinOp.LT: _Interval(high=value, high_closed=False),
+        n.BinOp.LE: _Interval(high=value),
+        n.BinOp.GT: _Interval(low=value, low_closed=False),
+        n.BinOp.GE: _Interval(low=value),
+        n.BinOp.EQ: _Interval(value, True, value, True),
+    }[op]
+
+
+def _literal(e: n.Node) -> float | None:
+    if isinstance(e, (n.Number, n.Percent)):
+        return e.value
+    return None
+
+
+def _and_chains(expr: n.Node):
+    """Every maximal `and` chain in `expr`, as its list of terms."""
+    if isinstance(expr, n.Binary) and expr.op == n.BinOp.AND:
+        terms: list[n.Node] = []
+        stack = [expr]
+        while stack:
+            e = stack.pop()
+            if isinstance(e, n.Binary) and e.op == n.BinOp.AND:
+                stack += [e.right, e.left]
+            else:
+                terms.append(e)
+        yield terms
+        for t in terms:
+            yield from _and_chains(t)
+    elif isinstance(expr, n.Binary) and expr.op == n.BinOp.OR:
+        yield from _and_chains(expr.left)
+        yield from _and_chains(expr.right)
+    elif isinstance(expr, n.Unary):
+        yield from _and_chains(expr.operand)
+    elif isinstance(expr, (n.Binary, n.Between)):
+        yield [expr]
+
+
+def _chain_span(chain: list[n.Node]) -> n.Span:
+    first, last = chain[0].span, chain[-1].span
+    return n.Span(file=first.file, start=first.start, end=last.end)

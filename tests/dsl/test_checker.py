@@ -1,0 +1,151 @@
+"""Checker findings: each case states one mistake and the exact finding."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsl.checker import check
+from dsl.project import load_text
+
+PRELUDE = '''\
+entity account
+  field segment enum(smb, mid_market, enterprise)
+  field arr money
+  field health_score number 0..100
+  field usage_percent percent
+  field plan text
+  field renewal_date date
+  field last_expansion_at date?
+  field exec_sponsor bool
+  field admin contact
+  field csm user
+  let seat_ratio = account.arr / 10
+
+entity contact
+  field first_name text
+  field email text
+
+metric api_calls per day
+event funding_announced
+
+gate ready
+  require account.health_score >= 60
+
+trigger usage
+  when account.usage_percent >= 80%
+  then start usage_limit
+
+template hello
+  subject "Hi {{ first_name }}"
+  body """
+    Hello {{ first_name }}, you use {{ usage_percent }} of {{ plan }}.
+    """
+
+play usage_limit "Usage limit"
+  gate ready
+  day 1 email account.admin template hello
+'''
+
+PRELUDE_LINES = PRELUDE.count("\n")
+
+
+def findings(extra: str) -> list[tuple[str, str, int, int, str]]:
+    project = load_text(PRELUDE + extra, "t.play")
+    diags = project.diagnostics + check(project)
+    return [(d.code, d.severity.value, d.range.start.line - PRELUDE_LINES, d.range.start.column, d.summary) for d in diags]
+
+
+def test_prelude_is_clean():
+    assert findings("") == []
+
+
+CASES = [
+    # (name, source appended to the prelude, expected (code, severity, line, column, summary))
+    ("unknown field with did-you-mean", "trigger t\n  when account.helth_score > 5\n  then start usage_limit\n",
+     ("PB102", "error", 2, 16, "unknown field 'helth_score'")),
+    ("unknown namespace", "trigger t\n  when acount.arr > 5\n  then start usage_limit\n",
+     ("PB103", "error", 2, 8, "unknown name 'acount'")),
+    ("percent compared with text", "trigger t\n  when account.usage_percent > \"80%\"\n  then start usage_limit\n",
+     ("PB201", "error", 2, 8, "cannot compare a percentage with text")),
+    ("date compared with number", "trigger t\n  when account.renewal_date > 30\n  then start usage_limit\n",
+     ("PB201", "error", 2, 8, "cannot compare a date with a number")),
+    ("unknown play", "trigger t\n  when account.arr > 5\n  then start usage_limmit\n",
+     ("PB105", "error", 3, 14, "unknown play 'usage_limmit'")),
+    ("unknown template", "play p\n  ungated\n  day 1 email account.admin template helo\n",
+     ("PB106", "error", 3, 38, "unknown template 'helo'")),
+    ("unknown gate", "play p\n  gate redy\n  day 1 stage \"Qualified\"\n",
+     ("PB107", "error", 2, 8, "unknown gate 'redy'")),
+    ("unknown score in a ref", "trigger t\n  when score.expansoin > 5\n  then start usage_limit\n",
+     ("PB104", "error", 2, 14, "unknown score 'expansoin'")),
+    ("unknown enum value", "trigger t\n  when account.segment == smbb\n  then start usage_limit\n",
+     ("PB112", "error", 2, 27, "'smbb' is not one of (smb, mid_market, enterprise)")),
+    ("negative day without anchor", "play p\n  ungated\n  day -90 stage \"Qualified\"\n",
+     ("PB301", "error", 3, 3, "day -90 needs an anchor date")),
+    ("steps out of order", "play p\n  ungated\n  day 7 stage \"A\"\n  day 3 stage \"B\"\n",
+     ("PB302", "error", 4, 3, "this step (day 3) comes after a step on day 7")),
+    ("placeholder naming no field", "template t2\n  subject \"x\"\n  body \"Hi {{ frist_name }}\"\n",
+     ("PB401", "error", 3, 15, "placeholder '{{ frist_name }}' names no known field")),
+    ("contradiction", "trigger t\n  when account.arr > 5 and account.arr < 3\n  then start usage_limit\n",
+     ("PB501", "error", 2, 8, "this condition of trigger 't' can never be true")),
+    ("outside declared range", "trigger t\n  when account.health_score > 150\n  then start usage_limit\n",
+     ("PB503", "warning", 2, 8, "`account.health_score > 150` is never true: account.health_score is declared >= 0 and <= 100")),
+    ("play that can never start", "play lonely\n  ungated\n  day 1 stage \"A\"\n",
+     ("PB306", "warning", 1, 6, "play 'lonely' can never start: no trigger starts it")),
+    ("play without gate", "trigger t\n  when account.arr > 5\n  then start p\nplay p\n  day 1 stage \"A\"\n",
+     ("PB307", "error", 4, 6, "play 'p' has no gate")),
+    ("duplicate name across the folder", "score usage\n  = account.arr\n",
+     ("PB101", "error", 1, 1, "duplicate name 'usage': already declared at t.play:24")),
+    ("condition that is not a condition", "trigger t\n  when account.arr\n  then start usage_limit\n",
+     ("PB203", "error", 2, 8, "a condition must be true or false, but this is a number")),
+    ("email to a user", "play p\n  ungated\n  day 1 email account.csm template hello\n",
+     ("PB204", "error", 3, 15, "an email recipient must be a contact field, but 'account.csm' is a user")),
+    ("unknown function", "trigger t\n  when dayz_since(account.renewal_date) > 5\n  then start usage_limit\n",
+     ("PB110", "error", 2, 8, "unknown function 'dayz_since'")),
+    ("unknown metric in a window", "trigger t\n  when growth(api_cals, 60 days) > 10%\n  then start usage_limit\n",
+     ("PB109", "error", 2, 15, "unknown metric or event 'api_cals'")),
+    ("unknown inbound event", "play p\n  ungated\n  exit when repled\n  day 1 stage \"A\"\n",
+     ("PB111", "error", 3, 13, "unknown name 'repled'")),
+    ("test naming an unknown play", "test \"x\"\n  expect start nope\n",
+     ("PB601", "error", 2, 16, "unknown start 'nope'")),
+    ("given with an unknown field", "test \"x\"\n  given account helth=5\n  expect start usage_limit\n",
+     ("PB602", "error", 2, 17, "account has no field 'helth'")),
+    ("let cycle", "entity deal\n  field x int\n",
+     None),
+]
+
+
+@pytest.mark.parametrize("name,source,expected", CASES, ids=[c[0] for c in CASES])
+def test_checker_reports(name, source, expected):
+    got = findings(source)
+    if expected is None:
+        assert [f for f in got if f[1] == "error"] == []
+        return
+    assert expected in got, got
+
+
+def test_did_you_mean_offers_a_fix():
+    project = load_text(PRELUDE + "trigger t\n  when account.helth_score > 5\n  then start usage_limit\n", "t.play")
+    [d] = check(project)
+    assert d.detail == "account has no field 'helth_score'. Did you mean 'health_score'?"
+    assert d.fix is not None and d.fix.replace == "health_score"
+    assert (d.range.end.column - d.range.start.column) == len("helth_score")
+
+
+def test_every_error_of_a_file_is_reported():
+    src = ("trigger a\n  when account.nope > 1\n  then start usage_limit\n"
+           "trigger b\n  when account.arr > \n  then start usage_limit\n"
+           "trigger c\n  when account.zip > 1\n  then start nowhere\n")
+    codes = [f[0] for f in findings(src)]
+    assert codes.count("PB102") == 2 and "PB002" in codes and "PB105" in codes
+
+
+def test_derived_field_cycle_is_an_error():
+    src = PRELUDE.replace("  let seat_ratio = account.arr / 10\n",
+                          "  let a = account.b + 1\n  let b = account.a + 1\n")
+    project = load_text(src, "t.play")
+    assert any(d.code == "PB701" for d in check(project))
+
+
+def test_unknown_symbol_after_unknown_field_does_not_cascade():
+    got = findings("trigger t\n  when account.nope == smb\n  then start usage_limit\n")
+    assert [f[0] for f in got] == ["PB102"]
