@@ -1,0 +1,253 @@
+"""Payloads of the play workflow: its input, signals, queries and schedule.
+
+Everything here crosses the Temporal boundary through the pydantic data
+converter, so every field is a plain, JSON-serialisable pydantic type.
+Nothing here may read a clock, a file or a time zone database: this module
+is imported inside the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from pydantic import BaseModel, Field
+
+from dsl.nodes import Duration, Expr, Ref
+from dsl.plan import Plan, PlanTemplate
+
+# ---------------------------------------------------------------------------
+# Inbound events (one signal, typed payload)
+
+
+class EventKind(str, enum.Enum):
+    """Inbound events a play reacts to; the values are the names used in `.play` conditions."""
+
+    REPLIED = "replied"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    STAGE_CHANGED = "stage_changed"
+    CLOSED_WON = "closed_won"
+    CLOSED_LOST = "closed_lost"
+
+
+CLOSED_WON_STAGE = "Closed Won"
+CLOSED_LOST_STAGE = "Closed Lost"
+
+
+class PlayEvent(BaseModel):
+    """The payload of the `event` signal."""
+
+    kind: EventKind
+    stage: str | None = None  # the new stage, for stage_changed
+    at: dt.datetime | None = None  # when it happened at the source (informational)
+    id: str | None = None  # the source's event id; a repeated id is ignored
+    source: str | None = None  # "smtp", "hubspot", "store", ...
+
+
+class EventState(BaseModel):
+    """What the play knows of the outside world: sticky flags and the current stage.
+
+    Flags are sticky: `replied` stays true once a reply arrived after
+    enrollment. `stage` is the pipeline stage as last reported (None: unknown).
+    """
+
+    flags: dict[str, bool] = {}
+    stage: str | None = None
+    seen_ids: list[str] = []  # event ids already applied (deduplicates redelivered events)
+
+    def flag(self, name: str) -> bool:
+        return self.flags.get(name, False)
+
+
+# ---------------------------------------------------------------------------
+# Schedule: every step's instant in UTC, computed outside the workflow
+
+
+class ScheduledStep(BaseModel):
+    label: str
+    due_at: dt.datetime  # UTC
+    local: str  # the same instant in the recipient's zone, for people: "2026-03-09 09:00 EDT"
+    missed: bool = False  # due on a day before enrollment: never run (see docs/workflows.md)
+    notes: list[str] = []  # why the instant moved: weekend, holiday, send window, DST gap
+    # Timeout of every `wait` inside this step (by action path), resolved against
+    # the step's own calendar position, so business-day waits need no calendar later.
+    wait_seconds: dict[str, float] = {}
+
+
+class Schedule(BaseModel):
+    timezone: str
+    steps: list[ScheduledStep]
+
+
+class ScheduleRequest(BaseModel):
+    plan: Plan
+    enrolled_at: dt.datetime
+    anchor: dt.date | None = None
+    timezone: str = "UTC"
+
+
+# ---------------------------------------------------------------------------
+# Workflow input, state and queries
+
+
+class Outcome(str, enum.Enum):
+    RAN = "ran"
+    SKIPPED = "skipped"  # an `unless` condition held
+    MISSED = "missed"  # due before enrollment
+    LATE = "late"  # ran after its time (a wait before it ran long)
+    THEN = "then"  # branch condition true
+    OTHERWISE = "otherwise"  # branch condition false or empty
+    EVENT = "event"  # a wait ended by an event
+    TIMEOUT = "timeout"  # a wait ended by its timeout
+    EXITED = "exited"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"  # the connector had already acted for this key
+
+
+class Decision(BaseModel):
+    step: str  # action path: "call", "day14/then/0"
+    outcome: Outcome
+    reason: str
+    at: dt.datetime
+
+
+class PlayState(BaseModel):
+    """Everything carried across continue-as-new."""
+
+    schedule: Schedule
+    next_index: int = 0
+    events: EventState = EventState()
+    decisions: list[Decision] = []
+    wait_deadlines: dict[str, dt.datetime] = {}  # a wait in progress survives continue-as-new
+    runs: int = 1  # how many runs this enrollment has used (1 + continue-as-new count)
+
+
+class PlayInput(BaseModel):
+    plan: Plan
+    account_id: str
+    enrolled_at: dt.datetime  # UTC; fixed here (not workflow.now()) so resets keep it
+    # Distinguishes two enrollments of the same account in the same plan version
+    # (re-entry after a cooldown) inside idempotency keys. Stable across retries,
+    # replays, resets and continue-as-new; defaults to enrolled_at.
+    enrollment_id: str | None = None
+    anchor: dt.date | None = None  # value of plan.anchor for this account, resolved at enrollment
+    timezone: str = "UTC"  # recipient's IANA zone, resolved at enrollment
+    events: list[PlayEvent] = []  # events known at enrollment time
+    state: PlayState | None = None  # set only by continue-as-new
+    # Continue as new after this many steps in one run. The server suggests it
+    # by history size already; this makes it testable on the test server,
+    # which never suggests it.
+    steps_per_run: int | None = None
+
+    def enrollment(self) -> str:
+        if self.enrollment_id:
+            return self.enrollment_id
+        return self.enrolled_at.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+class PlayStatus(BaseModel):
+    """Answer of the `status` query."""
+
+    play: str
+    account_id: str
+    plan_hash: str
+    current_step: str | None  # the step being run or waited for
+    next_step: str | None
+    next_at: dt.datetime | None
+    state: str  # "sleeping", "running", "waiting", "exited", "completed"
+    events: EventState
+    decisions: list[Decision]
+    runs: int
+
+
+class PlayResult(BaseModel):
+    outcome: str  # "completed" or "exited"
+    reason: str
+    decisions: list[Decision]
+
+
+# ---------------------------------------------------------------------------
+# Activity requests
+
+
+class StepContext(BaseModel):
+    """What every acting activity receives: who, which step, and the idempotency key."""
+
+    key: str
+    play: str
+    plan_hash: str
+    account_id: str
+    step: str
+    requested_at: dt.datetime  # workflow time when the step ran (not the activity's clock)
+    timezone: str = "UTC"
+    holidays: list[dt.date] = []
+
+    @property
+    def actor(self) -> str:
+        return f"play:{self.play}"
+
+
+class EmailRequest(BaseModel):
+    ctx: StepContext
+    to: Ref
+    template: PlanTemplate
+
+
+class TaskRequest(BaseModel):
+    ctx: StepContext
+    assignee: Ref
+    title: str
+    due: Duration | None = None
+
+
+class StageRequest(BaseModel):
+    ctx: StepContext
+    stage: str
+
+
+class OpportunityRequest(BaseModel):
+    ctx: StepContext
+    title: str
+    amount: Expr | None = None
+    owner: Ref | None = None
+
+
+class NotifyRequest(BaseModel):
+    ctx: StepContext
+    channel: str
+    message: str
+
+
+class WebhookRequest(BaseModel):
+    ctx: StepContext
+    url: str
+    event: str | None = None
+
+
+class SetFieldRequest(BaseModel):
+    ctx: StepContext
+    field: Ref
+    value: Expr
+
+
+class TrialRequest(BaseModel):
+    ctx: StepContext
+    feature: str
+    duration: Duration
+
+
+class ConditionRequest(BaseModel):
+    account_id: str
+    expr: Expr
+    events: EventState = Field(default_factory=EventState)
+    at: dt.datetime  # workflow time: the evaluator's `today`
+
+
+class ActResult(BaseModel):
+    """What the workflow records of an action: enough for the decision log."""
+
+    duplicate: bool = False  # the key had been used: nothing was done this time
+    external_id: str | None = None
+    summary: str = ""
+
