@@ -1,0 +1,431 @@
+"""The store's tables: fixed ORM models plus the entity columns built from `entity` declarations.
+
+Two kinds of tables live here:
+
+* Fixed tables (users, contacts' core, metric points, events, enrollments,
+  opportunities, tasks, outbox, outcomes, decisions, audit log). They are
+  SQLAlchemy 2 declarative models on `Base.metadata`, and the Alembic
+  migrations in `engine/migrations/versions/` create exactly them (a test
+  compares the two with Alembic's autogenerate).
+* Declared columns: every `field` of `entity account` (and `entity contact`)
+  becomes a typed column of `accounts` (`contacts`). Those depend on the
+  user's .play files, so no migration can know them: `engine.store.sync_entities`
+  adds them at run time, and `entity_table()` builds a Core `Table` with the
+  core and the declared columns for the evaluator and the importers.
+
+Names of tables and columns here are an API: connectors/ and workflows/
+write to them. Add, never rename.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from dsl import nodes as n
+
+# Stable constraint names, so migrations on SQLite (batch mode) and
+# PostgreSQL can address constraints by name later.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A point in time, always returned as an aware UTC datetime.
+
+    Why: SQLite has no time zone type and hands back naive datetimes while
+    PostgreSQL's timestamptz hands back aware ones; callers (workflows that
+    compare `sent_at` with a deadline) must see the same thing on both.
+    Naive inputs are taken as UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.astimezone(dt.timezone.utc)
+        # SQLite stores text; keep it naive so lexical order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+# JSONB on PostgreSQL (indexable, compact); JSON text elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# Autoincrement ids: BIGINT on PostgreSQL, but INTEGER on SQLite, where only
+# `INTEGER PRIMARY KEY` aliases the rowid (BIGINT would not autoincrement).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+# --------------------------------------------------------------------------
+# People and accounts
+
+
+class Account(Base):
+    """Core columns only; the declared fields are added by `sync_entities`.
+
+    Use `entity_table(catalog, "account")` to read or write declared fields.
+    """
+
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+
+
+class User(Base):
+    """People on our side who own accounts and tasks: CSMs, AEs."""
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    email: Mapped[str | None] = mapped_column(Text, unique=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    role: Mapped[str | None] = mapped_column(Text)  # csm, ae, ... (free text)
+
+
+class Contact(Base):
+    """People at the customer. Declared `entity contact` fields are added like accounts'."""
+
+    __tablename__ = "contacts"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    email: Mapped[str | None] = mapped_column(Text, index=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    first_name: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str | None] = mapped_column(Text)  # IANA zone, for send windows
+    # Set by the inbound `unsubscribed` event; outbound email must skip the contact.
+    unsubscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+# --------------------------------------------------------------------------
+# Signals: time series and events
+
+
+class MetricPoint(Base):
+    """One value of a declared metric for one account on one day.
+
+    The primary key leads with `metric` on purpose: window functions are
+    evaluated set-wise (`WHERE metric = ? AND date > ? GROUP BY account_id`),
+    and with (metric, account_id, date) as a clustered key (WITHOUT ROWID on
+    SQLite) that scan reads one contiguous, account-ordered, covering range.
+    No foreign key to accounts: at a million accounts this table holds tens
+    of millions of rows, and SQLite would have to scan it for every deleted
+    account; the importers check account ids instead.
+    """
+
+    __tablename__ = "metric_points"
+    # One account's history (the reference evaluator, `playbook why`) is a
+    # primary-key range per metric: no second index to pay for on insert.
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    metric: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    value: Mapped[float | None] = mapped_column(Double)
+
+
+class Event(Base):
+    """A dated occurrence of a declared event (funding, hiring, NPS response, ticket).
+
+    `key` makes re-imports idempotent: the source's event id when it has
+    one, else `account_id|event|occurred_at` (see docs/store.md).
+    `occurred_on` is the UTC day of `occurred_at`, stored so day windows are
+    a plain range test on both databases.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_event_account_id_occurred_on", "event", "account_id", "occurred_on"),
+        Index("ix_events_account_id_occurred_at", "account_id", "occurred_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    event: Mapped[str] = mapped_column(Text)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    occurred_on: Mapped[dt.date] = mapped_column(Date)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+# --------------------------------------------------------------------------
+# Plays in flight
+
+
+class Enrollment(Base):
+    """One run of a play for an account (a Temporal workflow execution).
+
+    The partial unique index is the store's half of the invariant "one
+    account is never in the same play twice at once".
+    """
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        Index(
+            "uq_enrollments_running_play_account",
+            "play", "account_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
+        ),
+        Index("ix_enrollments_account_id_play", "account_id", "play"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workflow_id: Mapped[str] = mapped_column(Text, index=True)  # play:<play>:<account>
+    run_id: Mapped[str | None] = mapped_column(Text)
+    play: Mapped[str] = mapped_column(Text)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    plan_hash: Mapped[str] = mapped_column(Text)
+    trigger: Mapped[str | None] = mapped_column(Text)
+    route: Mapped[str | None] = mapped_column(Text)
+    # running | completed | exited | failed | cancelled
+    status: Mapped[str] = mapped_column(Text, default="running")
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class Opportunity(Base):
+    """An expansion deal in the built-in SQL pipeline (or mirrored from a CRM)."""
+
+    __tablename__ = "opportunities"
+    __table_args__ = (Index("ix_opportunities_account_id_play", "account_id", "play"),)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    play: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(Text)
+    amount: Mapped[float | None] = mapped_column(Double)
+    owner: Mapped[str | None] = mapped_column(Text)  # users.id
+    # `<workflow id>:<step>` when a play created it: a retried step finds it again.
+    idempotency_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    external_id: Mapped[str | None] = mapped_column(Text)  # the CRM's deal id
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class StageChange(Base):
+    """Append-only history of an opportunity's stages (the first row is its creation)."""
+
+    __tablename__ = "stage_history"
+    __table_args__ = (Index("ix_stage_history_opportunity_id_at", "opportunity_id", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    opportunity_id: Mapped[str] = mapped_column(ForeignKey("opportunities.id"))
+    from_stage: Mapped[str | None] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str | None] = mapped_column(Text)  # user id, "play:<name>", "crm"
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_assignee_status", "assignee", "status"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(Text, unique=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    play: Mapped[str | None] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(Text)  # users.id
+    title: Mapped[str] = mapped_column(Text)
+    due: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(Text, default="open")  # open | done | cancelled
+    external_id: Mapped[str | None] = mapped_column(Text)  # the CRM's task id
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(Base):
+    """An outbound message, written before it is sent (transactional outbox).
+
+    `idempotency_key` (`<workflow id>:<step>`) is UNIQUE: a retried or
+    replayed step inserts nothing new, so a customer is never emailed twice.
+    No foreign key on account_id: messages may go to people outside any
+    account (a Slack channel, a webhook) and must outlive account deletes.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_status_created_at", "status", "created_at"),
+        Index("ix_outbox_recipient_created_at", "recipient", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(Text, unique=True)
+    channel: Mapped[str] = mapped_column(Text)  # email | slack | webhook | ...
+    recipient: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text, default="")
+    # pending | sending | sent | failed | cancelled
+    status: Mapped[str] = mapped_column(Text, default="pending")
+    account_id: Mapped[str | None] = mapped_column(Text, index=True)
+    play: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Outcome(Base):
+    """What a play achieved: closed_won, closed_lost, churned, ... with its value."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (Index("ix_outcomes_account_id_play", "account_id", "play"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    play: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Double)
+    enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollments.id"))
+    opportunity_id: Mapped[str | None] = mapped_column(ForeignKey("opportunities.id"))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EnrollmentDecision(Base):
+    """Why an account was (not) started in a play at a sweep: gate, cooldown, cap, ..."""
+
+    __tablename__ = "enrollment_decisions"
+    __table_args__ = (Index("ix_enrollment_decisions_account_id_play_at", "account_id", "play", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    play: Mapped[str] = mapped_column(Text)
+    decision: Mapped[str] = mapped_column(Text)  # enrolled | skipped | ...
+    trigger: Mapped[str | None] = mapped_column(Text)
+    plan_hash: Mapped[str | None] = mapped_column(Text)
+    reasons: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Append-only log of who did what (imports, enrollments, manual overrides)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[Any] = mapped_column(JSONType, nullable=True)
+
+
+class EntityField(Base):
+    """Which declared fields `sync_entities` has added, with the type they were added as.
+
+    Why a table: reflected SQLite types are too coarse to tell `percent`
+    from `number` or `enum` from `text`, and a type change in a .play file
+    must be reported, not silently applied.
+    """
+
+    __tablename__ = "entity_fields"
+    entity: Mapped[str] = mapped_column(Text, primary_key=True)
+    field: Mapped[str] = mapped_column(Text, primary_key=True)
+    type: Mapped[str] = mapped_column(Text)  # TypeName value
+    added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --------------------------------------------------------------------------
+# Declared (dynamic) columns
+
+# entity name -> table holding it, and that table's fixed columns.
+ENTITY_TABLES: dict[str, str] = {"account": "accounts", "contact": "contacts"}
+CORE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "account": tuple(c.name for c in Account.__table__.columns),
+    "contact": tuple(c.name for c in Contact.__table__.columns),
+}
+
+# How a declared type is stored. money is a double, not NUMERIC: rule values
+# mix money with numbers and percents, and the reference evaluator (Python
+# floats) must agree bit for bit with SQL. duration is stored in days.
+# user and contact hold an id (users.id / contacts.id) with no foreign key,
+# since accounts are usually imported before their people.
+TYPE_MAP: dict[n.TypeName, sa.types.TypeEngine[Any]] = {
+    n.TypeName.INT: BigInteger(),
+    n.TypeName.NUMBER: Double(),
+    n.TypeName.PERCENT: Double(),
+    n.TypeName.MONEY: Double(),
+    n.TypeName.BOOL: Boolean(),
+    n.TypeName.TEXT: Text(),
+    n.TypeName.ENUM: Text(),
+    n.TypeName.DATE: Date(),
+    n.TypeName.DATETIME: UTCDateTime(),
+    n.TypeName.DURATION: Double(),
+    n.TypeName.USER: Text(),
+    n.TypeName.CONTACT: Text(),
+}
+
+# Declared types a core column may take, when a declaration re-declares it.
+CORE_COMPATIBLE: dict[str, set[n.TypeName]] = {
+    "name": {n.TypeName.TEXT},
+    "email": {n.TypeName.TEXT},
+    "first_name": {n.TypeName.TEXT},
+    "timezone": {n.TypeName.TEXT},
+}
+
+
+def declared_column(field: n.FieldDecl) -> sa.Column[Any]:
+    """The column of one declared field. Always NULLable in the database:
+    columns are added to tables that already hold rows, and `field x int`
+    (not `int?`) is enforced by the importers instead."""
+    return sa.Column(field.name, TYPE_MAP[field.type.name], nullable=True)
+
+
+def entity_table(entity: n.EntityDecl | None, kind: str = "account", metadata: MetaData | None = None) -> Table:
+    """A Core table with the core columns plus the declared ones of `entity`.
+
+    Built in its own MetaData (not `Base.metadata`, whose `accounts` holds
+    the core columns only). Fields whose names are core columns keep the
+    core column. Pass the catalog's `entities["account"]`; None gives the core.
+    """
+    core = Base.metadata.tables[ENTITY_TABLES[kind]]
+    md = metadata if metadata is not None else MetaData()
+    cols: list[sa.Column[Any]] = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                                  for c in core.columns]
+    core_names = {c.name for c in core.columns}
+    for f in entity.fields if entity is not None else []:
+        if f.name not in core_names:
+            cols.append(declared_column(f))
+    return Table(ENTITY_TABLES[kind], md, *cols)
+
+
+__all__ = [
+    "Account", "AuditEntry", "Base", "BigId", "CORE_COLUMNS", "Contact", "ENTITY_TABLES", "EntityField",
+    "Enrollment", "EnrollmentDecision", "Event", "JSONType", "MetricPoint", "Opportunity", "Outcome",
+    "OutboxMessage", "StageChange", "TYPE_MAP", "Task", "UTCDateTime", "User", "declared_column",
+    "entity_table", "utcnow",
+]
