@@ -64,7 +64,9 @@ def load(paths: list[str | Path]) -> Project:
         project.modules.append(result.module)
         project.diagnostics += result.diagnostics
         try:
-            project.sources[name] = path.read_text(encoding="utf-8").removeprefix("\ufeff")
+            # bytes.decode, not read_text: read_text turns CRLF into LF, which
+            # shifts every offset the parser recorded for a CRLF file.
+            project.sources[name] = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
         except (OSError, UnicodeDecodeError):
             project.sources[name] = ""
     project.catalog, dups = cat.build(project.modules)
