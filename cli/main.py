@@ -1,0 +1,390 @@
+"""The `playbook` command: thin functions over the library (dsl/*).
+
+Exit codes (documented in README.md and `playbook --help`):
+
+    0  clean: no errors (and, with --strict, no warnings); tests passed
+    1  findings: errors in the files, failing tests, files `fmt --check`
+       would change, a play `compile` could not build
+    2  bad usage: unknown option, unknown path, a folder with no .play file,
+       `compile` of a name that is not a play
+    3  internal error: a bug in playbook itself (never a traceback; set
+       PLAYBOOK_DEBUG=1 to see one)
+
+With `--format json` stdout holds exactly one JSON document, whatever
+happens — usage and internal errors included.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+try:  # typer >= 0.23 vendors click; older versions depend on it
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc  # type: ignore[no-redef]
+
+from cli import render
+from dsl.diagnostics import Diagnostic, Severity, make
+from dsl.nodes import Span
+from dsl.project import Project, UsageError, discover, load
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+DEFAULT_PATHS = ["playbooks"]
+
+app = typer.Typer(
+    name="playbook",
+    help="Check, format, test and compile .play files. "
+    "Exit codes: 0 clean, 1 findings, 2 bad usage, 3 internal error.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # our guard in main() owns unexpected errors
+    rich_markup_mode=None,
+)
+
+
+class CheckFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+class TextOrJson(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+class TestFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+    junit = "junit"
+
+
+PathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Files or folders of .play files (default: playbooks/).", show_default=False),
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat warnings as errors (exit 1).")]
+
+
+class Fail(Exception):
+    """A usage problem found inside a command (exit 2), reported like click's."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.message, self.exit_code = message, exit_code
+
+
+# ---------------------------------------------------------------- shared steps
+
+
+def _paths(paths: list[Path] | None) -> list[str | Path]:
+    return list(paths) if paths else list(DEFAULT_PATHS)
+
+
+def _load(paths: list[Path] | None) -> Project:
+    try:
+        return load(_paths(paths))
+    except UsageError as e:
+        raise Fail(str(e)) from e
+
+
+def _check(project: Project, strict: bool = False) -> list[Diagnostic]:
+    """Syntax errors, duplicates and checker findings, sorted file/line/col.
+    With `strict`, warnings are reported *as* errors, so the text, JSON and
+    GitHub outputs agree with the exit code."""
+    from dsl.checker import check
+
+    found = list(project.diagnostics) + list(check(project))
+    if strict:
+        found = [
+            d.model_copy(update={"severity": Severity.ERROR}) if d.severity == Severity.WARNING else d for d in found
+        ]
+    unique: dict[str, Diagnostic] = {}
+    for d in found:  # a finding reported by two passes is shown once
+        unique.setdefault(d.model_dump_json(), d)
+    return sorted(unique.values(), key=lambda d: d.sort_key())
+
+
+def _has_errors(diagnostics: Sequence[Diagnostic]) -> bool:
+    return any(d.severity == Severity.ERROR for d in diagnostics)
+
+
+def _print_diagnostics(
+    fmt: str, diagnostics: Sequence[Diagnostic], sources: dict[str, str], files: int, **extra: Any
+) -> None:
+    counts = render.Counts.of(diagnostics, files)
+    if fmt == "json":
+        print(render.json_document(diagnostics, counts, **extra))
+    elif fmt == "github":
+        for d in diagnostics:
+            print(render.github_annotation(d))
+        print(counts.line())
+    else:
+        out = render.console()
+        for t in render.check_text(diagnostics, sources, counts):
+            out.print(t)
+
+
+# ---------------------------------------------------------------- check
+
+
+@app.command()
+def check(
+    paths: PathsArg = None,
+    format: Annotated[CheckFormat, typer.Option("--format", help="Output format.")] = CheckFormat.text,
+    strict: StrictOpt = False,
+) -> None:
+    """Check .play files: syntax, names, types, templates, timing."""
+    project = _load(paths)
+    diagnostics = _check(project, strict)
+    _print_diagnostics(format.value, diagnostics, project.sources, len(project.modules))
+    raise typer.Exit(EXIT_FINDINGS if _has_errors(diagnostics) else EXIT_OK)
+
+
+# ---------------------------------------------------------------- fmt
+
+
+def _read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        return None, make("PB001", f"cannot read file: {e.strerror or e}", Span(file=str(path)))
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return None, make(
+            "PB001", f"file is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x})", Span(file=str(path))
+        )
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path`'s content with `text` so that a reader (or a crash)
+    sees the old file or the new one, never half of one: write a temporary
+    file beside it, fsync, keep the mode, then rename over. A symlink is
+    followed, so the link stays a link."""
+    target = Path(os.path.realpath(path))
+    mode = target.stat().st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:  # newline="": keep the formatter's endings
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@app.command()
+def fmt(
+    paths: PathsArg = None,
+    check_only: Annotated[
+        bool, typer.Option("--check", help="Change nothing; list files that would change and exit 1 if any.")
+    ] = False,
+    format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
+) -> None:
+    """Rewrite .play files in the one canonical layout (comments kept)."""
+    from dsl.formatter import format_source
+
+    try:
+        files = discover(_paths(paths))
+    except UsageError as e:
+        raise Fail(str(e)) from e
+    changed: list[str] = []
+    unchanged: list[str] = []
+    problems: list[Diagnostic] = []
+    sources: dict[str, str] = {}
+    for path in files:
+        name = str(path)
+        text, problem = _read_source(path)
+        if problem is not None or text is None:
+            problems.append(problem)  # type: ignore[arg-type]
+            continue
+        sources[name] = text.removeprefix("\ufeff")
+        result = format_source(text, name)
+        if result.text is None:  # syntax errors: the formatter refuses, and so do we
+            problems += [d for d in result.diagnostics if d.severity == Severity.ERROR] or [
+                make("PB002", "file has syntax errors; not formatted", Span(file=name))
+            ]
+            continue
+        if result.text == text:
+            unchanged.append(name)
+            continue
+        changed.append(name)
+        if not check_only:
+            write_atomically(path, result.text)
+
+    problems.sort(key=lambda d: d.sort_key())
+    verb = "would reformat" if check_only else "reformatted"
+    if format == TextOrJson.json:
+        counts = render.Counts.of(problems, len(files))
+        print(render.json_document(problems, counts, changed=changed, unchanged=unchanged, check=check_only))
+    else:
+        out = render.console()
+        for d in problems:
+            out.print(render.format_diagnostic(d, sources.get(d.range.file)))
+            out.print()
+        for name in changed:
+            out.print(f"{verb} {name}")
+        parts = [f"{plural_files(len(changed))} {verb}", f"{len(unchanged)} unchanged"]
+        if problems:
+            parts.append(f"{plural_files(len({d.range.file for d in problems}))} not formatted (errors)")
+        out.print(", ".join(parts))
+    failed = bool(problems) or (check_only and bool(changed))
+    raise typer.Exit(EXIT_FINDINGS if failed else EXIT_OK)
+
+
+def plural_files(count: int) -> str:
+    return render.plural(count, "file")
+
+
+# ---------------------------------------------------------------- compile
+
+
+@app.command("compile")
+def compile_(
+    name: Annotated[str | None, typer.Argument(help="The play to compile.", show_default=False)] = None,
+    paths: PathsArg = None,
+    all_: Annotated[bool, typer.Option("--all", help="Print every play's Plan.")] = False,
+    format: Annotated[TextOrJson, typer.Option("--format", help="Only json: a Plan is JSON.")] = TextOrJson.json,
+) -> None:
+    """Print a play's compiled Plan as JSON (`--all`: every play's).
+
+    Exit 1 when the files have errors (the diagnostics JSON is printed
+    instead), 2 when NAME is no play (with a did-you-mean)."""
+    from dsl.compiler import compile_plans
+    from dsl.plan import PlanBundle
+
+    if all_ and name is not None:
+        # `compile --all playbooks/`: the positional lands in NAME; it is a path.
+        paths = [Path(name), *(paths or [])]
+        name = None
+    if name is None and not all_:
+        raise Fail("give the name of a play, or --all")
+    project = _load(paths)
+    diagnostics = _check(project)
+    if _has_errors(diagnostics):
+        counts = render.Counts.of(diagnostics, len(project.modules))
+        print(render.json_document(diagnostics, counts))
+        print(f"playbook compile: {counts.line()}; run `playbook check` to see them", file=sys.stderr)
+        raise typer.Exit(EXIT_FINDINGS)
+    plans = compile_plans(project)
+    if all_:
+        print(PlanBundle(plans=plans).model_dump_json(indent=2))
+        raise typer.Exit(EXIT_OK)
+    by_name = {p.play: p for p in plans}
+    if name not in by_name:
+        close = difflib.get_close_matches(name or "", list(by_name), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else (
+            f"; plays: {', '.join(sorted(by_name))}" if by_name else "; the files declare no play"
+        )
+        raise Fail(f"no play named '{name}'{hint}")
+    print(by_name[name].to_json())  # type: ignore[index]
+    raise typer.Exit(EXIT_OK)
+
+
+# ---------------------------------------------------------------- main / guard
+
+
+def _sniff_format(argv: Sequence[str]) -> str | None:
+    """The --format asked for, read before click parses (a usage error must
+    still come out as JSON when JSON was asked for)."""
+    for i, arg in enumerate(argv):
+        if arg == "--format" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--format="):
+            return arg.split("=", 1)[1]
+    if argv and argv[0] == "compile":
+        return "json"  # compile's stdout is always JSON
+    return None
+
+
+def _report_error(kind: str, message: str, exit_code: int, json_mode: bool, command: str = "playbook") -> None:
+    if json_mode:
+        print(render.usage_error_json(message, exit_code, kind))
+    prefix = "internal error" if kind == "internal" else "error"
+    print(f"{command}: {prefix}: {message}", file=sys.stderr)
+
+
+def _harden_streams() -> None:
+    """Never crash on output: an unencodable character (a lone surrogate, a
+    non-UTF-8 locale) is escaped instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # pragma: no cover - closed or exotic stream
+                pass
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` and return the exit code (never raises,
+    except SystemExit-free KeyboardInterrupt handling as 130)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_mode = _sniff_format(args) == "json"
+    command = "playbook" + (f" {args[0]}" if args and not args[0].startswith("-") else "")
+    cmd = typer.main.get_command(app)
+    try:
+        rv = cmd.main(args=args, prog_name="playbook", standalone_mode=False)
+        return rv if isinstance(rv, int) else EXIT_OK
+    except Fail as e:
+        _report_error("usage", e.message, e.exit_code, json_mode, command)
+        return e.exit_code
+    except click_exc.NoArgsIsHelpError as e:
+        print(e.ctx.get_help() if e.ctx else e.format_message())
+        return EXIT_USAGE
+    except click_exc.UsageError as e:
+        where = e.ctx.command_path if e.ctx else command
+        message = e.format_message()
+        if not json_mode:
+            message += f"\n  (see `{where} --help`)"
+        _report_error("usage", message, EXIT_USAGE, json_mode, where)
+        return EXIT_USAGE
+    except click_exc.ClickException as e:  # pragma: no cover - e.g. FileError
+        _report_error("usage", e.format_message(), EXIT_USAGE, json_mode, command)
+        return EXIT_USAGE
+    except (KeyboardInterrupt, typer.Abort):
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `playbook check | head`: the reader left; say nothing more.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stop the interpreter's flush from failing
+        except OSError:  # pragma: no cover
+            pass
+        return EXIT_FINDINGS
+    except Exception as e:  # the guard: a bug in playbook, reported in one line
+        if os.environ.get("PLAYBOOK_DEBUG"):
+            raise
+        message = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        message += " (a bug in playbook: please report it; PLAYBOOK_DEBUG=1 shows the traceback)"
+        _report_error("internal", message, EXIT_INTERNAL, json_mode, command)
+        return EXIT_INTERNAL
+
+
+def main() -> NoReturn:
+    """Console-script entry point (`playbook = "cli.main:main"`)."""
+    _harden_streams()
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
