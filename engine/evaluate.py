@@ -1,0 +1,83 @@
+"""Run rules against the store: SQL for every account at once, and one-account
+snapshots for the reference evaluator (`why`, tests, the differential check)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dsl import nodes as n
+from dsl.catalog import Catalog
+from dsl.evaluator import Account
+from engine.schema import Base
+from engine.sqlcompile import Compiled, SQLCompiler, compiler
+
+BATCH = 10_000  # rows fetched per round trip when streaming results
+
+
+@dataclass
+class RuleSQL:
+    """Compile rules for one database and one evaluation day."""
+
+    catalog: Catalog
+    today: dt.date
+    dialect: str
+
+    def new(self) -> SQLCompiler:
+        return compiler(self.catalog, self.today, self.dialect)
+
+    def condition(self, expr: n.Node) -> Compiled:
+        c = self.new()
+        return c.finish(c.compile(expr))
+
+    def trigger(self, name: str) -> sa.Select:
+        """Ids of the accounts the trigger fires on: one query, filtered in the database."""
+        c = self.new()
+        cond = c.trigger(name)
+        return sa.select(c.accounts.c.id).select_from(c.from_clause()).where(cond).order_by(c.accounts.c.id)
+
+
+def fired(conn: Connection, rules: RuleSQL, trigger: str) -> list[str]:
+    return [row[0] for row in conn.execute(rules.trigger(trigger))]
+
+
+def stream(conn: Connection, query: sa.Select) -> Iterator[sa.Row]:
+    """Rows of `query` in batches, so a million accounts never sit in memory at once."""
+    result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(query)
+    yield from result
+
+
+def values(conn: Connection, rules: RuleSQL, expr: n.Node) -> dict[str, object]:
+    """account id -> value of `expr` (small data sets: tests, `why`)."""
+    compiled = rules.condition(expr)
+    return {row[0]: normalise(row[1]) for row in conn.execute(compiled.select())}
+
+
+def normalise(value: object) -> object:
+    """SQLite answers 0/1 for conditions; PostgreSQL true/false. Make them agree."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    return value
+
+
+def snapshot(conn: Connection, catalog: Catalog, accounts: sa.Table, account_id: str) -> Account | None:
+    """Everything a rule may read about one account, for the reference evaluator."""
+    row = conn.execute(sa.select(accounts).where(accounts.c.id == account_id)).mappings().first()
+    if row is None:
+        return None
+    declared = {f.name for f in catalog.account.fields} if catalog.account else set()
+    fields = {k: v for k, v in row.items() if k in declared}
+    metrics: dict[str, list[tuple[dt.date, float]]] = {}
+    mp = Base.metadata.tables["metric_points"]
+    for m, d, v in conn.execute(sa.select(mp.c.metric, mp.c.date, mp.c.value).where(mp.c.account_id == account_id)):
+        if v is not None:
+            metrics.setdefault(m, []).append((d, v))
+    events: dict[str, list[dt.date]] = {}
+    ev = Base.metadata.tables["events"]
+    for e, d in conn.execute(sa.select(ev.c.event, ev.c.occurred_on).where(ev.c.account_id == account_id)):
+        events.setdefault(e, []).append(d)
+    return Account(fields=fields, metrics=metrics, events=events)
