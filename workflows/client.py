@@ -1,0 +1,75 @@
+"""Starting plays and delivering inbound events: the only ways in.
+
+The workflow id `play:<play>:<account>` plus the FAIL conflict policy is
+what keeps an account out of the same play twice at once: a second start
+while a run is open raises `AlreadyEnrolled`. Reuse after a run closed is
+allowed (re-entry); cooldowns (`reenter after 90 days`) are the store's
+enrollment record's job, because Temporal only remembers closed runs for
+the namespace's retention period.
+"""
+
+from __future__ import annotations
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows.model import PlayEvent, PlayInput, PlayResult
+from workflows.play import PlayWorkflow, workflow_id
+
+TASK_QUEUE = "playbook"
+DATA_CONVERTER = pydantic_data_converter  # client, worker, test envs and Replayer all use it
+
+
+class AlreadyEnrolled(Exception):
+    """The account is in this play right now."""
+
+
+def memo(inp: PlayInput) -> dict[str, str | int]:
+    """Shown by the Web UI on every run (no search attribute registration needed)."""
+    plan = inp.plan
+    out: dict[str, str | int] = {"play": plan.play, "title": plan.title, "plan_hash": plan.hash}
+    if plan.source is not None:
+        out |= {"file": plan.source.file, "line": plan.source.line}
+    return out
+
+
+async def start_play(
+    client: Client,
+    inp: PlayInput,
+    *,
+    task_queue: str = TASK_QUEUE,
+    first_event: PlayEvent | None = None,
+) -> WorkflowHandle[PlayWorkflow, PlayResult]:
+    """Enroll one account. `first_event`: an event that raced the enrollment (signal-with-start)."""
+    if not inp.plan.hash:
+        inp = inp.model_copy(update={"plan": inp.plan.with_hash()})
+    try:
+        return await client.start_workflow(
+            PlayWorkflow.run,
+            inp,
+            id=workflow_id(inp.plan.play, inp.account_id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            memo=memo(inp),
+            static_summary=f"{inp.plan.title} for {inp.account_id}",
+            start_signal="event" if first_event else None,
+            start_signal_args=[first_event] if first_event else [],
+        )
+    except WorkflowAlreadyStartedError as exc:
+        raise AlreadyEnrolled(f"{inp.account_id} is already in {inp.plan.play}") from exc
+
+
+async def send_event(client: Client, play: str, account_id: str, event: PlayEvent) -> bool:
+    """Deliver an inbound event to a running play; False if the account is not in it."""
+    handle = client.get_workflow_handle(workflow_id(play, account_id))
+    try:
+        await handle.signal(PlayWorkflow.event, event)
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
