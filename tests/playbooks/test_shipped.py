@@ -1,0 +1,57 @@
+"""The shipped playbooks/ folder: it checks clean and every test in it passes.
+
+This is the same gate CI applies to a user's repository (`playbook check
+--strict playbooks/` and `playbook test playbooks/`), run on our own plays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsl.checker import check
+from dsl.project import load
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+
+
+@pytest.fixture(scope="module")
+def project():
+    return load([PLAYBOOKS])
+
+
+def _where(d) -> str:
+    r = d.range
+    return f"{r.file}:{r.start.line}:{r.start.column} {d.code} {d.summary}"
+
+
+def test_shipped_playbooks_parse_and_check_clean(project):
+    findings = list(project.diagnostics) + list(check(project))
+    assert not findings, "\n".join(_where(d) for d in findings)
+
+
+def test_shipped_playbooks_declare_the_five_plays(project):
+    assert set(project.catalog.plays) == {
+        "usage_limit", "renewal_expansion", "feature_upsell", "team_growth", "cross_sell",
+    }
+
+
+def test_every_shipped_play_is_gated_and_started_by_a_trigger(project):
+    for name, play in project.catalog.plays.items():
+        assert play.gate or play.ungated, name
+        assert project.catalog.triggers_starting(name), name
+
+
+def test_shipped_rule_tests_pass(project):
+    testing = pytest.importorskip("dsl.testing")
+    report = testing.run_tests(project.catalog)
+    assert report.results, "no tests found in playbooks/"
+    assert report.ok, testing.render_text(report)
+
+
+def test_shipped_rule_tests_exercise_every_trigger_play_and_gate_both_ways(project):
+    testing = pytest.importorskip("dsl.testing")
+    report = testing.run_tests(project.catalog)
+    one_sided = [f"{c.kind} {c.name}: only {c.outcomes}" for c in report.coverage if len(c.outcomes) < 2]
+    assert not one_sided, "\n".join(one_sided)
