@@ -17,9 +17,10 @@ workflow's retry policy.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -48,23 +49,40 @@ from workflows.model import (
 T = TypeVar("T")
 
 
+class Recipient(BaseModel):
+    """A person an email goes to, as templates see it: {{ recipient.first_name }}."""
+
+    address: str
+    name: str | None = None
+    first_name: str | None = None
+    unsubscribed: bool = False
+
+
 class AccountSource(Protocol):
-    """Where activities read an account: the engine's store in production."""
+    """Where activities read an account: the engine's store in production (workflows/accounts.py)."""
 
     async def snapshot(self, account_id: str) -> Account: ...
 
+    async def recipient(self, account_id: str, contact: str) -> Recipient:
+        """The person a contact field's value (a contact id, or an address) designates."""
+        ...
+
 
 class StaticAccounts:
-    """Accounts held in memory (tests, simulation)."""
+    """Accounts held in memory (tests, simulation): contact fields hold addresses."""
 
-    def __init__(self, accounts: Mapping[str, Account]) -> None:
+    def __init__(self, accounts: Mapping[str, Account], unsubscribed: frozenset[str] = frozenset()) -> None:
         self.accounts = dict(accounts)
+        self.unsubscribed = unsubscribed
 
     async def snapshot(self, account_id: str) -> Account:
         try:
             return self.accounts[account_id]
         except KeyError:
             raise cb.MissingDataError(f"no account {account_id!r}") from None
+
+    async def recipient(self, account_id: str, contact: str) -> Recipient:
+        return Recipient(address=contact, unsubscribed=contact in self.unsubscribed)
 
 
 # ---------------------------------------------------------------------------
@@ -127,29 +145,39 @@ class PlayActivities:
         }
 
     @staticmethod
-    async def _act(call: Any, summary: str) -> ActResult:
+    async def _guard(call: Awaitable[T]) -> T:
+        """Connector errors as Temporal sees them: permanent ones are non-retryable."""
         try:
-            result: cb.Result = await call
+            return await call
         except cb.ConnectorError as exc:
             if exc.retryable:
-                raise  # ordinary exception: retried by the activity retry policy
+                raise  # an ordinary exception: retried by the activity retry policy
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
+
+    async def _act(self, call: Awaitable[cb.Result], summary: str) -> ActResult:
+        result = await self._guard(call)
         return ActResult(duplicate=result.duplicate, external_id=result.external_id, summary=summary)
 
     # -- activities --------------------------------------------------------
     @activity.defn(name="send_email")
     async def send_email(self, req: EmailRequest) -> ActResult:
+        contact = await self._guard(self._text(req.ctx, req.to, "email recipient"))
+        person = await self._guard(self.accounts.recipient(req.ctx.account_id, contact))
+        if person.unsubscribed:
+            # Not a failure: the play goes on (its exit usually ends it at the
+            # `unsubscribed` event); the email is simply never sent.
+            return ActResult(skipped=f"{person.address} has unsubscribed", summary=f"email {req.template.name}")
+
         async def build() -> cb.EmailResult:
-            to = await self._text(req.ctx, req.to, "email recipient")
-            context = {**await self._template_context(req.ctx), "recipient": to}
+            context = {**await self._template_context(req.ctx), "recipient": person.model_dump()}
             subject = render(req.template.subject, context, what=f"template {req.template.name} (subject)")
             body = render(req.template.body, context, what=f"template {req.template.name} (body)")
             message = cb.EmailMessage(
-                **self._action(req.ctx), to=to, subject=subject, body=body, template=req.template.name
+                **self._action(req.ctx), to=person.address, subject=subject, body=body, template=req.template.name
             )
             return await self.connectors.email.send_email(message)
 
-        return await self._act(build(), f"email {req.template.name}")
+        return await self._act(build(), f"email {req.template.name} to {person.address}")
 
     @activity.defn(name="create_task")
     async def create_task(self, req: TaskRequest) -> ActResult:
@@ -223,12 +251,7 @@ class PlayActivities:
     @activity.defn(name="evaluate_condition")
     async def evaluate_condition(self, req: ConditionRequest) -> bool | None:
         """A branch or `unless` condition that reads account data: true, false or empty."""
-        try:
-            account = await self.accounts.snapshot(req.account_id)
-        except cb.ConnectorError as exc:
-            if exc.retryable:
-                raise
-            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
+        account = await self._guard(self.accounts.snapshot(req.account_id))
         try:
             return conditions.evaluate(req.expr, req.events, req.at.date(), account, self.catalog)
         except EvalError as exc:

@@ -248,6 +248,7 @@ class ActResult(BaseModel):
     """What the workflow records of an action: enough for the decision log."""
 
     duplicate: bool = False  # the key had been used: nothing was done this time
+    skipped: str | None = None  # deliberately not done (recipient unsubscribed), with why
     external_id: str | None = None
     summary: str = ""
 

@@ -247,9 +247,12 @@ class PlayWorkflow:
                 await self._branch(action, path, when)
             case _:
                 result = await self._side_effect(action, path)
-                outcome = Outcome.DUPLICATE if result.duplicate else Outcome.RAN
-                reason = result.summary + (" (already done under this key; not repeated)" if result.duplicate else "")
-                self._decide(path, outcome, reason)
+                if result.skipped:
+                    self._decide(path, Outcome.SKIPPED, f"{result.summary}: {result.skipped}")
+                elif result.duplicate:
+                    self._decide(path, Outcome.DUPLICATE, f"{result.summary} (already done under this key; not repeated)")
+                else:
+                    self._decide(path, Outcome.RAN, result.summary)
                 if isinstance(action, n.StageStep):
                     # Our own stage move counts for `stage in [...]` exits
                     # (moving to Closed Lost ends the play) but is not an

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -17,7 +18,7 @@ from temporalio.worker import Worker
 from connectors.base import Connectors
 from connectors.memory import MemoryConnector
 from dsl.evaluator import Account
-from workflows.activities import PlayActivities, StaticAccounts
+from workflows.activities import AccountSource, PlayActivities, StaticAccounts
 from workflows.client import DATA_CONVERTER
 from workflows.play import PlayWorkflow
 
@@ -38,17 +39,17 @@ ACCOUNTS = {
 class Harness:
     env: WorkflowEnvironment
     client: Client
-    connector: MemoryConnector
+    connector: Any  # MemoryConnector unless a test passes another
     task_queue: str
 
 
 @asynccontextmanager
-async def harness(connector: MemoryConnector | None = None) -> AsyncIterator[Harness]:
-    connector = connector or MemoryConnector()
+async def harness(connector: Any = None, accounts: AccountSource | None = None) -> AsyncIterator[Harness]:
+    connector = connector if connector is not None else MemoryConnector()
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
     ) as env:
-        acts = PlayActivities(Connectors.single(connector), StaticAccounts(ACCOUNTS))
+        acts = PlayActivities(Connectors.single(connector), accounts or StaticAccounts(ACCOUNTS))
         task_queue = f"tq-{uuid.uuid4()}"
         async with Worker(
             env.client, task_queue=task_queue, workflows=[PlayWorkflow], activities=acts.all(),
