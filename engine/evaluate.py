@@ -47,7 +47,10 @@ def fired(conn: Connection, rules: RuleSQL, trigger: str) -> list[str]:
 
 def stream(conn: Connection, query: sa.Select) -> Iterator[sa.Row]:
     """Rows of `query` in batches, so a million accounts never sit in memory at once."""
-    result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(query)
+    # Per statement: Connection.execution_options() would switch the whole
+    # connection to server-side cursors, and PostgreSQL cannot DECLARE one for
+    # a later INSERT on it.
+    result = conn.execute(query, execution_options={"stream_results": True, "yield_per": BATCH})
     yield from result
 
 
