@@ -12,7 +12,7 @@ from dsl.evaluator import Account
 from engine import schema
 from engine.evaluate import snapshot
 from engine.store import Store
-from workflows.activities import Recipient
+from workflows.activities import Recipient, Sender
 
 CONTACTS = schema.Contact.__table__
 
@@ -62,3 +62,15 @@ class StoreAccounts:
             raise MissingDataError(f"contact {contact!r} of account {account_id} has no email address")
         return Recipient(address=row.email, name=row.name, first_name=row.first_name,
                          unsubscribed=row.unsubscribed_at is not None)
+
+    async def user(self, user_id: str) -> Sender:
+        users = schema.User.__table__
+
+        def read() -> sa.Row | None:
+            with self.store.connect() as conn:
+                return conn.execute(sa.select(users.c.name, users.c.email).where(users.c.id == user_id)).first()
+
+        row = await asyncio.to_thread(read)
+        if row is None:
+            raise MissingDataError(f"user {user_id!r} is not in the store")
+        return Sender(name=row.name, email=row.email)

@@ -58,6 +58,13 @@ class Recipient(BaseModel):
     unsubscribed: bool = False
 
 
+class Sender(BaseModel):
+    """The play's owner (a user), as templates see it: {{ sender_name }}."""
+
+    name: str | None = None
+    email: str | None = None
+
+
 class AccountSource(Protocol):
     """Where activities read an account: the engine's store in production (workflows/accounts.py)."""
 
@@ -67,13 +74,19 @@ class AccountSource(Protocol):
         """The person a contact field's value (a contact id, or an address) designates."""
         ...
 
+    async def user(self, user_id: str) -> Sender:
+        """One of our people (a user field's value): the sender of a play's emails."""
+        ...
+
 
 class StaticAccounts:
     """Accounts held in memory (tests, simulation): contact fields hold addresses."""
 
-    def __init__(self, accounts: Mapping[str, Account], unsubscribed: frozenset[str] = frozenset()) -> None:
+    def __init__(self, accounts: Mapping[str, Account], unsubscribed: frozenset[str] = frozenset(),
+                 users: Mapping[str, Sender] | None = None) -> None:
         self.accounts = dict(accounts)
         self.unsubscribed = unsubscribed
+        self.users = dict(users or {})
 
     async def snapshot(self, account_id: str) -> Account:
         try:
@@ -83,6 +96,9 @@ class StaticAccounts:
 
     async def recipient(self, account_id: str, contact: str) -> Recipient:
         return Recipient(address=contact, unsubscribed=contact in self.unsubscribed)
+
+    async def user(self, user_id: str) -> Sender:
+        return self.users.get(user_id, Sender(name=user_id))
 
 
 # ---------------------------------------------------------------------------
@@ -103,11 +119,16 @@ async def compute_schedule(request: ScheduleRequest) -> Schedule:
 
 
 class PlayActivities:
-    def __init__(self, connectors: cb.Connectors, accounts: AccountSource, catalog: Catalog | None = None) -> None:
+    def __init__(self, connectors: cb.Connectors, accounts: AccountSource, catalog: Catalog | None = None,
+                 *, unsubscribe_url: str | None = None) -> None:
         self.connectors = connectors
         self.accounts = accounts
-        # Lets, scores and routes referenced by branch conditions and amounts.
+        # Lets, scores and routes referenced by branch conditions and amounts;
+        # field types, for showing values in templates.
         self.catalog = catalog or Catalog()
+        # A format string with {key}, {account_id}, {play}, {contact}; None leaves
+        # {{ unsubscribe_url }} undefined, so a template using it fails loudly.
+        self.unsubscribe_url = unsubscribe_url
 
     # -- helpers -----------------------------------------------------------
     def _evaluator(self, account: Account, at: dt.datetime) -> Evaluator:
@@ -127,11 +148,23 @@ class PlayActivities:
             raise cb.MissingDataError(f"{what}: {ref.dotted} is empty for account {ctx.account_id}")
         return str(value)
 
-    async def _template_context(self, ctx: StepContext) -> dict[str, Any]:
+    async def _template_context(self, ctx: StepContext, person: Recipient | None = None) -> dict[str, Any]:
+        """Placeholders (docs/language.md#template): account and recipient fields, bare or
+        qualified, shown by type (85%, 12,000, March 9, 2026). Empty values are left out,
+        so StrictUndefined fails the step instead of sending "Hi ,"."""
         account = await self.accounts.snapshot(ctx.account_id)
-        fields = {k: v for k, v in account.fields.items()}
-        # Templates may write {{ name }} or {{ account.name }}.
-        return {**fields, "account": fields, "play": ctx.play, "step": ctx.step}
+        fields = {k: show(v, self._field_type(k)) for k, v in account.fields.items() if not _empty(v)}
+        contact = {k: v for k, v in (person.model_dump(exclude={"unsubscribed"}) if person else {}).items()
+                   if not _empty(v)}
+        if "address" in contact:
+            contact["email"] = contact.pop("address")
+        # Bare names: the recipient's fields win (an email is written to a person).
+        return {**fields, **contact, "account": fields, "contact": contact, "recipient": contact,
+                "play": ctx.play, "step": ctx.step}
+
+    def _field_type(self, name: str) -> n.TypeName | None:
+        decl = self.catalog.entity_field("account", name) if self.catalog.account else None
+        return decl.type.name if decl else None
 
     @staticmethod
     def _action(ctx: StepContext) -> dict[str, Any]:
@@ -168,8 +201,18 @@ class PlayActivities:
             # `unsubscribed` event); the email is simply never sent.
             return ActResult(skipped=f"{person.address} has unsubscribed", summary=f"email {req.template.name}")
 
+        extra: dict[str, Any] = {"play_title": req.play_title}
+        if req.sender is not None:
+            owner = await self._guard(self._text(req.ctx, req.sender, "email sender (play owner)"))
+            sender = await self._guard(self.accounts.user(owner))
+            extra |= {"sender_name": sender.name, "sender_email": sender.email}
+        if self.unsubscribe_url is not None:
+            extra["unsubscribe_url"] = self.unsubscribe_url.format(
+                key=req.ctx.key, account_id=req.ctx.account_id, play=req.ctx.play, contact=contact)
+
         async def build() -> cb.EmailResult:
-            context = {**await self._template_context(req.ctx), "recipient": person.model_dump()}
+            context = {**await self._template_context(req.ctx, person),
+                       **{k: v for k, v in extra.items() if not _empty(v)}}
             subject = render(req.template.subject, context, what=f"template {req.template.name} (subject)")
             body = render(req.template.body, context, what=f"template {req.template.name} (body)")
             message = cb.EmailMessage(
@@ -273,3 +316,22 @@ class PlayActivities:
             self.enable_trial,
             self.evaluate_condition,
         ]
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def show(value: Any, kind: n.TypeName | None) -> Any:
+    """A field value as a reader expects it in an email."""
+    if kind is n.TypeName.PERCENT and isinstance(value, (int, float)):
+        return f"{value * 100:.0f}%"
+    if kind is n.TypeName.MONEY and isinstance(value, (int, float)):
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+    if isinstance(value, dt.datetime):
+        return f"{value:%B} {value.day}, {value.year}"
+    if isinstance(value, dt.date):
+        return f"{value:%B} {value.day}, {value.year}"
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -192,6 +192,8 @@ class EmailRequest(BaseModel):
     ctx: StepContext
     to: Ref
     template: PlanTemplate
+    sender: Ref | None = None  # Plan.owner: {{ sender_name }}, {{ sender_email }}
+    play_title: str = ""
 
 
 class TaskRequest(BaseModel):

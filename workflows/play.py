@@ -327,7 +327,9 @@ class PlayWorkflow:
                 if template is None:
                     raise ApplicationError(f"step {path}: template {action.template!r} is not in the Plan",
                                            type="PlanError", non_retryable=True)
-                method, request = PlayActivities.send_email, EmailRequest(ctx=ctx, to=action.to, template=template)
+                method = PlayActivities.send_email
+                request = EmailRequest(ctx=ctx, to=action.to, template=template, sender=self._plan.owner,
+                                       play_title=self._plan.title)
             case n.TaskStep():
                 method = PlayActivities.create_task
                 request = TaskRequest(ctx=ctx, assignee=action.assignee, title=action.title, due=action.due)

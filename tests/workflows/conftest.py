@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from connectors.base import Connectors
 from connectors.memory import MemoryConnector
+from dsl.catalog import Catalog
 from dsl.evaluator import Account
 from workflows.activities import AccountSource, PlayActivities, StaticAccounts
 from workflows.client import DATA_CONVERTER
@@ -44,12 +45,14 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(connector: Any = None, accounts: AccountSource | None = None) -> AsyncIterator[Harness]:
+async def harness(
+    connector: Any = None, accounts: AccountSource | None = None, catalog: Catalog | None = None
+) -> AsyncIterator[Harness]:
     connector = connector if connector is not None else MemoryConnector()
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
     ) as env:
-        acts = PlayActivities(Connectors.single(connector), accounts or StaticAccounts(ACCOUNTS))
+        acts = PlayActivities(Connectors.single(connector), accounts or StaticAccounts(ACCOUNTS), catalog)
         task_queue = f"tq-{uuid.uuid4()}"
         async with Worker(
             env.client, task_queue=task_queue, workflows=[PlayWorkflow], activities=acts.all(),

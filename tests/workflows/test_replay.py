@@ -1,0 +1,109 @@
+"""The seed plays, compiled and run for real; their histories replayed from files.
+
+Each play in playbooks/ runs on the time-skipping server with a scripted
+reply, and must complete or exit without a failed step. Its history is the
+golden file tests/workflows/histories/<play>.json: the replay test feeds
+it to the Replayer with today's PlayWorkflow, so a change to the
+interpreter that would break running plays fails CI. Re-record (after a
+deliberate, patched() change) with:
+
+    PLAYBOOK_RECORD_HISTORIES=1 pytest tests/workflows/test_replay.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from dsl import nodes as n
+from dsl.catalog import Catalog
+from dsl.compiler import compile_plans
+from dsl.evaluator import Account
+from dsl.plan import Plan
+from dsl.project import load
+from workflows.activities import Sender, StaticAccounts
+from workflows.client import DATA_CONVERTER, start_play
+from workflows.model import EventKind, Outcome, PlayEvent, PlayInput
+from workflows.play import PlayWorkflow, workflow_id
+from conftest import harness
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
+HISTORIES = Path(__file__).with_name("histories")
+RECORD = os.environ.get("PLAYBOOK_RECORD_HISTORIES") == "1"
+REPLY_ON_DAY = {"usage_limit": 2, "team_growth": 8, "cross_sell": None, "feature_upsell": 4, "renewal_expansion": None}
+
+
+@lru_cache(maxsize=1)
+def project() -> tuple[Catalog, dict[str, Plan]]:
+    proj = load([ROOT / "playbooks"])
+    assert not proj.errors, [d.message for d in proj.errors]
+    return proj.catalog, {p.play: p for p in compile_plans(proj)}
+
+
+def sample_account(catalog: Catalog) -> Account:
+    """A value of the right type for every declared field."""
+    values: dict[n.TypeName, object] = {
+        n.TypeName.TEXT: None, n.TypeName.MONEY: 24000.0, n.TypeName.PERCENT: 0.85, n.TypeName.INT: 12,
+        n.TypeName.BOOL: True, n.TypeName.DATE: dt.date(2026, 9, 30), n.TypeName.USER: "carol",
+        n.TypeName.CONTACT: "ada@acme.test", n.TypeName.DURATION: 30.0, n.TypeName.DATETIME: None,
+    }
+    fields: dict[str, object] = {}
+    for f in catalog.account.fields:  # type: ignore[union-attr]
+        t = f.type
+        if t.name is n.TypeName.ENUM:
+            fields[f.name] = t.values[-1]
+        elif t.name is n.TypeName.NUMBER:
+            fields[f.name] = t.high if t.high is not None else 70.0
+        elif t.name is n.TypeName.TEXT:
+            fields[f.name] = f"<{f.name}>"
+        else:
+            fields[f.name] = values.get(t.name)
+    fields["first_name"] = "Ada"
+    return Account(fields=fields)
+
+
+PLAYS = sorted(REPLY_ON_DAY)
+
+
+@pytest.mark.parametrize("play", PLAYS)
+async def test_seed_play_runs_and_matches_its_golden_history(play):
+    catalog, plans = project()
+    plan = plans[play]
+    accounts = StaticAccounts({"acme": sample_account(catalog)}, users={"carol": Sender(name="Carol", email="carol@us.test")})
+    async with harness(accounts=accounts, catalog=catalog) as h:
+        now = await h.env.get_current_time()
+        enrolled = now
+        anchor = (enrolled + dt.timedelta(days=100)).date() if plan.anchor is not None else None
+        inp = PlayInput(plan=plan, account_id="acme", enrolled_at=enrolled, anchor=anchor, timezone="America/New_York")
+        handle = await start_play(h.client, inp, task_queue=h.task_queue)
+        if (day := REPLY_ON_DAY[play]) is not None:
+            await h.env.sleep(dt.timedelta(days=day))
+            await handle.signal(PlayWorkflow.event, PlayEvent(kind=EventKind.REPLIED, id="r1"))
+        result = await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    assert result.outcome == "completed", result.reason
+    assert not [d for d in result.decisions if d.outcome is Outcome.FAILED]
+    assert h.connector.effects, "a seed play that does nothing"
+    for mail in h.connector.effects:
+        body = getattr(mail, "body", "")
+        assert "None" not in body and "{{" not in body
+    golden = HISTORIES / f"{play}.json"
+    if RECORD or not golden.exists():
+        HISTORIES.mkdir(exist_ok=True)
+        golden.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_golden_history_replays_deterministically(path):
+    history = WorkflowHistory.from_json(workflow_id(path.stem, "acme"), path.read_text())
+    replayer = Replayer(workflows=[PlayWorkflow], data_converter=DATA_CONVERTER)
+    await replayer.replay_workflow(history)  # raises on any nondeterminism
