@@ -244,3 +244,14 @@ async def test_continue_as_new_carries_state_and_never_repeats_a_step():
     assert [m.step for m in emails(h)] == ["s0", "s1", "s2", "s3", "s4"]
     assert ("last", Outcome.SKIPPED) in outcomes(result)  # the reply reached the carried state
     assert status.runs == 3
+
+
+async def test_unsubscribed_recipient_is_skipped_not_failed():
+    from conftest import ACCOUNTS
+    from workflows.activities import StaticAccounts
+
+    p = plan([step("hello", 0, email()), step("call", 1, n.TaskStep(assignee=ref("account.csm"), title="Call"))])
+    async with harness(accounts=StaticAccounts(ACCOUNTS, unsubscribed=frozenset({"ada@acme.test"}))) as h:
+        result = await wait_for(h, await start(h, p))
+    assert result.outcome == "completed" and emails(h) == []
+    assert outcomes(result)[0] == ("hello", Outcome.SKIPPED) and "unsubscribed" in result.decisions[0].reason
