@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -252,9 +251,31 @@ def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), dt.timezone.utc)
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What the sweep knows about one (account, play) candidate."""
+
+    account_id: str
+    play: str
+    triggers: tuple[str, ...]
+    gate_failure: str | None
+    route: str | None
+    arr: float | None
+    active: bool  # in this play now
+    last_end: dt.date | None  # end (else start) of the last finished run of this play
+    other_play: str | None  # a non-concurrent play the account is in now
+    emails_recent: int  # most emails any contact this play writes to got in the cap window
+
+
 @dataclass
 class CandidateQuery:
-    """Builds the one SELECT that lists every (account, play) candidate with its facts."""
+    """The one SELECT behind a sweep: one row per account on which any play's trigger fires.
+
+    Every trigger, gate and the route are columns of the same SELECT, so
+    each rule and each window join is computed once for all plays; the
+    enrollment history and the outbox come in as two pre-aggregated joins
+    (per account, per contact). Rows are sorted by account id.
+    """
 
     catalog: Catalog
     plans: dict[str, Plan]
@@ -263,88 +284,87 @@ class CandidateQuery:
     settings: Settings = field(default_factory=Settings)
     account_ids: Sequence[str] | None = None
 
-    def plays(self) -> list[str]:
-        """Plays that can start: compiled, and started by at least one trigger."""
-        return [p for p in sorted(self.plans) if p in self.catalog.plays and self.catalog.triggers_starting(p)]
+    def __post_init__(self) -> None:
+        # Plays that can start: compiled, declared, and started by at least one trigger.
+        self.plays = [p for p in sorted(self.plans)
+                      if p in self.catalog.plays and self.catalog.triggers_starting(p)]
+        for p in self.plays:
+            gate = self.plans[p].gate
+            if not self.plans[p].ungated and gate is not None and gate not in self.catalog.gates:
+                raise EnrollError(f"play {p}: gate '{gate}' is not declared")
+        self.gates = sorted({g for p in self.plays if (g := self._gate(p)) is not None})
+        self.email_fields = {p: email_fields(self.plans[p], self.catalog) for p in self.plays}
+        self.contacts = sorted({f for fs in self.email_fields.values() for f in fs})
 
-    def branch(self, play: str) -> sa.Select:
+    def _gate(self, play: str) -> str | None:
         plan = self.plans[play]
-        c = compiler(self.catalog, self.today, self.dialect)
-        acc = c.accounts
-        triggers = [t.name for t in self.catalog.triggers_starting(play)]
-        fired, truths = fired_list(c, triggers)
-        if plan.ungated or plan.gate is None:
-            failure: ColumnElement[Any] = sa.cast(sa.null(), sa.Text)
-        elif plan.gate not in self.catalog.gates:
-            raise EnrollError(f"play {play}: gate '{plan.gate}' is not declared")
-        else:
-            failure = gate_failure(c, plan.gate)
-        route = route_column(c, self.settings.route)
-        arr = arr_column(c)
-
-        enr = Base.metadata.tables["enrollments"]
-        same = (sa.select(enr.c.account_id, sa.func.count().label("n"))
-                .where(enr.c.play == play, enr.c.status.in_(ACTIVE))
-                .group_by(enr.c.account_id).subquery("e_same"))
-        last = (sa.select(enr.c.account_id, sa.func.max(sa.func.coalesce(enr.c.ended_at, enr.c.started_at)).label("v"))
-                .where(enr.c.play == play, enr.c.status.not_in(ACTIVE))
-                .group_by(enr.c.account_id).subquery("e_last"))
-        src = c.from_clause()
-        src = src.outerjoin(same, same.c.account_id == acc.c.id).outerjoin(last, last.c.account_id == acc.c.id)
-
-        other: ColumnElement[Any] = sa.cast(sa.null(), sa.Text)
-        if not plan.concurrent:
-            concurrent = sorted(p for p, pl in self.plans.items() if pl.concurrent)
-            others = (sa.select(enr.c.account_id, sa.func.min(enr.c.play).label("v"))
-                      .where(enr.c.status.in_(ACTIVE), enr.c.play != play, enr.c.play.not_in(concurrent))
-                      .group_by(enr.c.account_id).subquery("e_other"))
-            src = src.outerjoin(others, others.c.account_id == acc.c.id)
-            other = others.c.v
-
-        emails: ColumnElement[Any] = sa.literal(0, sa.Integer)
-        out = Base.metadata.tables["outbox"]
-        since = _day_start(self.today + dt.timedelta(days=1 - self.settings.email_cap_days))
-        for f in email_fields(plan, self.catalog):
-            sub = (sa.select(out.c.recipient, sa.func.count().label("n"))
-                   .where(out.c.channel == "email", out.c.created_at >= since, out.c.status.not_in(NOT_SENT))
-                   .group_by(out.c.recipient).subquery(f"o_{f}"))
-            src = src.outerjoin(sub, sub.c.recipient == acc.c[f])
-            got = sa.func.coalesce(sub.c.n, 0)
-            emails = sa.case((got > emails, got), else_=emails)  # the most-emailed contact counts
-
-        query = sa.select(
-            acc.c.id.label("account_id"),
-            sa.literal(play, sa.Text).label("play"),
-            fired.label("fired"),
-            failure.label("gate_failure"),
-            route.label("route"),
-            arr.label("arr"),
-            sa.func.coalesce(same.c.n, 0).label("active_same"),
-            last.c.v.label("last_end"),
-            other.label("other_play"),
-            emails.label("emails_recent"),
-        ).select_from(src).where(sa.or_(*truths))
-        if self.account_ids is not None:
-            query = query.where(acc.c.id.in_(list(self.account_ids)))
-        return query
+        return None if plan.ungated else plan.gate
 
     def query(self) -> sa.Select | None:
-        branches = [self.branch(p) for p in self.plays()]
-        if not branches:
+        if not self.plays:
             return None
-        u = (sa.union_all(*branches) if len(branches) > 1 else branches[0]).subquery("candidates")
-        return sa.select(u).order_by(id_order(u.c.account_id, self.dialect), u.c.play)
+        c = compiler(self.catalog, self.today, self.dialect)
+        acc = c.accounts
+        cols: list[ColumnElement[Any]] = [acc.c.id.label("account_id")]
+        any_fires: list[ColumnElement[Any]] = []
+        for i, play in enumerate(self.plays):
+            fired, truths = fired_list(c, [t.name for t in self.catalog.triggers_starting(play)])
+            cols.append(fired.label(f"fired_{i}"))
+            any_fires += truths
+        cols += [gate_failure(c, g).label(f"gate_{j}") for j, g in enumerate(self.gates)]
+        cols += [route_column(c, self.settings.route).label("route"), arr_column(c).label("arr")]
+
+        enr = Base.metadata.tables["enrollments"]
+        active = enr.c.status.in_(ACTIVE)
+        facts: list[Any] = [enr.c.account_id]
+        for i, play in enumerate(self.plays):
+            facts.append(sa.func.max(sa.case((sa.and_(enr.c.play == play, active), 1), else_=0)).label(f"a_{i}"))
+            ended = sa.func.coalesce(enr.c.ended_at, enr.c.started_at)
+            facts.append(sa.func.max(sa.case((sa.and_(enr.c.play == play, sa.not_(active)), ended))).label(f"l_{i}"))
+        # Runs of plays this sweep does not know (removed, renamed) still occupy the account.
+        facts.append(sa.func.min(sa.case((sa.and_(active, enr.c.play.not_in(self.plays)), enr.c.play))).label("other"))
+        e = sa.select(*facts).group_by(enr.c.account_id).subquery("e_facts")
+        src = c.from_clause().outerjoin(e, e.c.account_id == acc.c.id)
+        cols += [e.c[f"a_{i}"] for i in range(len(self.plays))] + [e.c[f"l_{i}"] for i in range(len(self.plays))]
+        cols.append(e.c.other)
+
+        out = Base.metadata.tables["outbox"]
+        since = _day_start(self.today + dt.timedelta(days=1 - self.settings.email_cap_days))
+        for k, f in enumerate(self.contacts):
+            sub = (sa.select(out.c.recipient, sa.func.count().label("n"))
+                   .where(out.c.channel == "email", out.c.created_at >= since, out.c.status.not_in(NOT_SENT))
+                   .group_by(out.c.recipient).subquery(f"o_{k}"))
+            src = src.outerjoin(sub, sub.c.recipient == acc.c[f])
+            cols.append(sa.func.coalesce(sub.c.n, 0).label(f"m_{k}"))
+
+        q = sa.select(*cols).select_from(src).where(sa.or_(*any_fires))
+        if self.account_ids is not None:
+            q = q.where(acc.c.id.in_(list(self.account_ids)))
+        return q.order_by(id_order(acc.c.id, self.dialect))
+
+    def facts(self, row: Any) -> Iterator[Facts]:
+        """The candidates in one result row: one per play whose trigger fired."""
+        m = row._mapping
+        active = [bool(m[f"a_{i}"]) for i in range(len(self.plays))]
+        for i, play in enumerate(self.plays):
+            triggers = split_fired(m[f"fired_{i}"])
+            if not triggers:
+                continue
+            gate = self._gate(play)
+            others = [p for k, p in enumerate(self.plays) if active[k] and k != i and not self.plans[p].concurrent]
+            emails = [int(m[f"m_{self.contacts.index(f)}"] or 0) for f in self.email_fields[play]]
+            yield Facts(
+                account_id=m["account_id"], play=play, triggers=triggers,
+                gate_failure=m[f"gate_{self.gates.index(gate)}"] if gate is not None else None,
+                route=m["route"], arr=float(m["arr"]) if m["arr"] is not None else None,
+                active=active[i], last_end=_as_date(m[f"l_{i}"]),
+                other_play=others[0] if others else m["other"],
+                emails_recent=max(emails, default=0),
+            )
 
 
 # --------------------------------------------------------------------------
 # Facts -> decisions
-
-
-@dataclass
-class _Candidate:
-    row: Any
-    plan: Plan
-    reasons: list[Reason]
 
 
 def _as_date(v: Any) -> dt.date | None:
@@ -354,33 +374,31 @@ def _as_date(v: Any) -> dt.date | None:
         return (v.astimezone(dt.timezone.utc) if v.tzinfo else v).date()
     if isinstance(v, dt.date):
         return v
-    return dt.datetime.fromisoformat(str(v)).date()  # SQLite text when a type got lost in the UNION
+    return dt.datetime.fromisoformat(str(v)).date()  # SQLite text, if an aggregate lost the column type
 
 
-def _facts_reasons(row: Any, plan: Plan, today: dt.date, settings: Settings) -> list[Reason]:
+def _facts_reasons(f: Facts, plan: Plan, today: dt.date, settings: Settings) -> list[Reason]:
     reasons: list[Reason] = []
-    if row.gate_failure is not None:
-        reasons.append(Reason(Code.GATE_FAILED, f"gate {plan.gate}: not met: {row.gate_failure}"))
-    if int(row.active_same or 0) > 0:
+    if f.gate_failure is not None:
+        reasons.append(Reason(Code.GATE_FAILED, f"gate {plan.gate}: not met: {f.gate_failure}"))
+    if f.active:
         reasons.append(Reason(Code.ALREADY_ENROLLED, f"already in {plan.play}"))
-    else:
-        last = _as_date(row.last_end)
-        if last is not None:
-            if plan.reenter_days is None:
-                reasons.append(Reason(Code.NO_REENTRY, f"was in {plan.play} (last on {last.isoformat()}); "
-                                                      "the play has no `reenter after`, so it runs once per account"))
-            else:
-                since = (today - last).days
-                if since < plan.reenter_days:
-                    until = last + dt.timedelta(days=math.ceil(plan.reenter_days))
-                    reasons.append(Reason(Code.COOLDOWN, f"last run ended {last.isoformat()} ({since} days ago); "
-                                                         f"may re-enter from {until.isoformat()} "
-                                                         f"(reenter after {_days(plan.reenter_days)})"))
-    if row.other_play is not None and not plan.concurrent:
-        reasons.append(Reason(Code.IN_OTHER_PLAY, f"already in {row.other_play}; one expansion play at a time"))
-    recent = int(row.emails_recent or 0)
-    if sends_email(plan) and recent >= settings.email_cap:
-        reasons.append(Reason(Code.FREQUENCY_CAP, f"{recent} emails to the contact in the last "
+    elif f.last_end is not None:
+        last = f.last_end
+        if plan.reenter_days is None:
+            reasons.append(Reason(Code.NO_REENTRY, f"was in {plan.play} (last on {last.isoformat()}); "
+                                                  "the play has no `reenter after`, so it runs once per account"))
+        else:
+            since = (today - last).days
+            if since < plan.reenter_days:
+                until = last + dt.timedelta(days=math.ceil(plan.reenter_days))
+                reasons.append(Reason(Code.COOLDOWN, f"last run ended {last.isoformat()} ({since} days ago); "
+                                                     f"may re-enter from {until.isoformat()} "
+                                                     f"(reenter after {_days(plan.reenter_days)})"))
+    if f.other_play is not None and not plan.concurrent:
+        reasons.append(Reason(Code.IN_OTHER_PLAY, f"already in {f.other_play}; one expansion play at a time"))
+    if sends_email(plan) and f.emails_recent >= settings.email_cap:
+        reasons.append(Reason(Code.FREQUENCY_CAP, f"{f.emails_recent} emails to the contact in the last "
                                                   f"{settings.email_cap_days} days (cap {settings.email_cap})"))
     return reasons
 
@@ -389,9 +407,16 @@ def _days(d: float) -> str:
     return f"{d:g} day" + ("" if d == 1 else "s")
 
 
-def _decide_account(rows: Iterable[Any], plans: dict[str, Plan], today: dt.date,
+@dataclass
+class _Candidate:
+    facts: Facts
+    plan: Plan
+    reasons: list[Reason]
+
+
+def _decide_account(facts: Iterable[Facts], plans: dict[str, Plan], today: dt.date,
                     settings: Settings) -> list[Decision]:
-    cands = [_Candidate(r, plans[r.play], _facts_reasons(r, plans[r.play], today, settings)) for r in rows]
+    cands = [_Candidate(f, plans[f.play], _facts_reasons(f, plans[f.play], today, settings)) for f in facts]
     # Priority only decides between plays that could otherwise start now.
     exclusive = sorted((c for c in cands if not c.reasons and not c.plan.concurrent),
                        key=lambda c: (-c.plan.priority, c.plan.play))
@@ -399,31 +424,27 @@ def _decide_account(rows: Iterable[Any], plans: dict[str, Plan], today: dt.date,
         win = exclusive[0].plan
         loser.reasons.append(Reason(Code.LOWER_PRIORITY, f"{win.play} (priority {win.priority}) starts instead "
                                                          f"(priority {loser.plan.priority})"))
-    out = []
-    for c in cands:
-        r = c.row
-        out.append(Decision(
-            account_id=r.account_id, play=c.plan.play, enroll=not c.reasons, triggers=split_fired(r.fired),
-            reasons=tuple(c.reasons), plan_hash=c.plan.hash, route=r.route,
-            arr=float(r.arr) if r.arr is not None else None, gate_failure=r.gate_failure,
-            active=int(r.active_same or 0) > 0,
-        ))
-    return out
+    return [Decision(
+        account_id=c.facts.account_id, play=c.plan.play, enroll=not c.reasons, triggers=c.facts.triggers,
+        reasons=tuple(c.reasons), plan_hash=c.plan.hash, route=c.facts.route, arr=c.facts.arr,
+        gate_failure=c.facts.gate_failure, active=c.facts.active,
+    ) for c in cands]
 
 
 def decide(conn: Connection, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
            settings: Settings | None = None, account_ids: Sequence[str] | None = None) -> Iterator[Decision]:
-    """Every candidate's decision, streamed in account order (then play).
+    """Every candidate's decision, streamed in account order (code point order), then play name.
 
     `account_ids` restricts the sweep (for `why`); None: every account.
     """
     settings = settings or Settings()
     pm = plan_map(plans)
-    q = CandidateQuery(catalog, pm, today, conn.dialect.name, settings, account_ids).query()
+    cq = CandidateQuery(catalog, pm, today, conn.dialect.name, settings, account_ids)
+    q = cq.query()
     if q is None:
         return
-    for _, rows in itertools.groupby(stream(conn, q), key=lambda r: r.account_id):
-        yield from _decide_account(rows, pm, today, settings)
+    for row in stream(conn, q):
+        yield from _decide_account(cq.facts(row), pm, today, settings)
 
 
 def decision_set(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
