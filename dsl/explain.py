@@ -18,12 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from dsl import nodes as n
+from dsl import printer
 from dsl.evaluator import SERIES_FUNCTIONS, EvalError, Evaluator, Value, band_for, is_number
-
-try:  # the shared pretty-printer, when it exists; same output contract as _format_expr
-    from dsl.printer import format_expr as _shared_format_expr  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the tree's state
-    _shared_format_expr = None
 
 
 class Truth(str, enum.Enum):
@@ -55,6 +51,7 @@ class Explanation(BaseModel):
 
 
 def fmt_number(x: float | int) -> str:
+    """A computed number for reading: 6 decimals at most (0.333333), no `.0`."""
     if isinstance(x, int):
         return str(x)
     if x.is_integer() and abs(x) < 1e15:
@@ -76,93 +73,12 @@ def show(value: Value, percent: bool = False) -> str:
     return str(value)
 
 
-_PREC = {"or": 1, "and": 2, "not": 3, "cmp": 4, "sum": 5, "product": 6, "unary": 7, "atom": 8}
-
-
-def _prec(e: n.Expr) -> int:
-    if isinstance(e, n.Binary):
-        if e.op is n.BinOp.OR:
-            return _PREC["or"]
-        if e.op is n.BinOp.AND:
-            return _PREC["and"]
-        if e.op in n.COMPARISONS:
-            return _PREC["cmp"]
-        return _PREC["sum"] if e.op in (n.BinOp.ADD, n.BinOp.SUB) else _PREC["product"]
-    if isinstance(e, n.Unary):
-        return _PREC["not"] if e.op is n.UnOp.NOT else _PREC["unary"]
-    if isinstance(e, (n.InList, n.Between, n.IsEmpty)):
-        return _PREC["cmp"]
-    return _PREC["atom"]
-
-
-def _format_duration(d: n.Duration) -> str:
-    unit = d.unit.value
-    if d.amount == 1:
-        unit = unit[:-1]  # "1 day", "1 business day"
-    return f"{fmt_number(d.amount)} {unit}"
-
-
-def _format_expr(e: n.Expr) -> str:
-    """A minimal printer, used until/unless dsl/printer.py provides format_expr."""
-
-    def wrap(child: n.Expr, min_prec: int) -> str:
-        text = _format_expr(child)
-        return f"({text})" if _prec(child) < min_prec else text
-
-    match e:
-        case n.Number():
-            return fmt_number(e.value)
-        case n.Percent():
-            return fmt_number(round(e.value * 100, 10)) + "%"
-        case n.String():
-            return '"' + e.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-        case n.Bool():
-            return "true" if e.value else "false"
-        case n.Symbol():
-            return e.name
-        case n.Duration():
-            return _format_duration(e)
-        case n.DateLit():
-            return e.value.isoformat()
-        case n.Ago():
-            return f"{_format_duration(e.duration)} ago"
-        case n.Today():
-            return "today"
-        case n.Ref():
-            return e.dotted
-        case n.Unary():
-            if e.op is n.UnOp.NOT:
-                return f"not {wrap(e.operand, _PREC['not'])}"
-            return f"-{wrap(e.operand, _PREC['unary'])}"
-        case n.Binary():
-            p = _prec(e)
-            if e.op in n.COMPARISONS:  # not associative: parenthesise both sides at the same level
-                return f"{wrap(e.left, p + 1)} {e.op.value} {wrap(e.right, p + 1)}"
-            return f"{wrap(e.left, p)} {e.op.value} {wrap(e.right, p + 1)}"
-        case n.InList():
-            items = ", ".join(_format_expr(i) for i in e.items)
-            word = "not in" if e.negated else "in"
-            return f"{wrap(e.value, _PREC['sum'])} {word} [{items}]"
-        case n.Between():
-            s = _PREC["sum"]
-            return f"{wrap(e.value, s)} between {wrap(e.low, s)} and {wrap(e.high, s)}"
-        case n.IsEmpty():
-            return f"{wrap(e.value, _PREC['sum'])} is {'not ' if e.negated else ''}empty"
-        case n.Call():
-            args = [_format_expr(a) for a in e.args]
-            if e.func == "happened" and len(args) == 2:
-                args[1] = "within " + args[1]
-            return f"{e.func}({', '.join(args)})"
-    raise EvalError(f"cannot print a {type(e).__name__}")
-
-
 def format_expr(e: n.Expr) -> str:
-    if _shared_format_expr is not None:
-        try:
-            return _shared_format_expr(e)
-        except Exception:  # noqa: BLE001 - an explanation must not fail because of the printer
-            pass
-    return _format_expr(e)
+    """Source text of an expression, from the shared printer (so it reads like `playbook fmt`)."""
+    try:
+        return printer.format_expr(e)
+    except (TypeError, ValueError) as err:  # an explanation must not crash on a node the printer lacks
+        raise EvalError(f"cannot print an expression: {err}") from None
 
 
 def json_value(v: Value) -> Any:
