@@ -467,3 +467,59 @@ def test_explanation_is_json() -> None:
     dumped = e.model_dump(mode="json")
     assert dumped["truth"] == "true"
     assert dumped["children"][0]["value"] == "2026-06-01"
+
+
+# --------------------------------------------------------------------------
+# never a raw exception: random (mostly ill-typed) expressions over odd values
+
+import random  # noqa: E402
+
+_LEAVES = [
+    lambda r: n.Number(value=r.choice([0, 1, -2.5, 1e308, 3])),
+    lambda r: n.Percent(value=r.choice([0.8, 0, -1])),
+    lambda r: n.String(value=r.choice(["", "Acme"])),
+    lambda r: n.Bool(value=r.random() < 0.5),
+    lambda r: n.Symbol(name=r.choice(["smb", "funding_announced", "api_calls", "nope"])),
+    lambda r: n.Duration(amount=r.choice([0, 1.5, 30, 1e300]), unit=r.choice(list(n.DurationUnit))),
+    lambda r: n.DateLit(value=r.choice([D(1, 1, 1), D(9999, 12, 31), TODAY])),
+    lambda r: n.Ago(duration=n.Duration(amount=r.choice([1, 1e9]), unit=n.DurationUnit.DAYS)),
+    lambda r: n.Today(),
+    lambda r: n.Ref(path=r.choice([["account", "arr"], ["account", "name"], ["account", "renewal_date"],
+                                   ["account", "seat_utilization"], ["score", "readiness"], ["gate", "ready"],
+                                   ["band", "expansion"], ["route", "touch"], ["trigger", "funded"]])),
+]
+
+
+def _random_expr(r: random.Random, depth: int) -> n.Expr:
+    if depth == 0 or r.random() < 0.3:
+        return r.choice(_LEAVES)(r)
+    k = r.randrange(6)
+    sub = lambda: _random_expr(r, depth - 1)  # noqa: E731
+    if k == 0:
+        return n.Binary(op=r.choice(list(n.BinOp)), left=sub(), right=sub())
+    if k == 1:
+        return n.Unary(op=r.choice(list(n.UnOp)), operand=sub())
+    if k == 2:
+        return n.InList(value=sub(), items=[sub() for _ in range(r.randrange(3))], negated=r.random() < 0.5)
+    if k == 3:
+        return n.Between(value=sub(), low=sub(), high=sub())
+    if k == 4:
+        return n.IsEmpty(value=sub(), negated=r.random() < 0.5)
+    func = r.choice(["days_since", "days_until", "happened", "count", "avg", "sum", "min", "max",
+                     "latest", "growth", "abs", "round", "nope"])
+    return n.Call(func=func, args=[sub() for _ in range(r.randrange(3))])
+
+
+def test_random_expressions_give_a_value_or_an_eval_error() -> None:
+    r = random.Random(20260601)
+    accounts = [account(), account(arr=1e308, name="x", renewal_date=D(1, 1, 1), seats_active=1,
+                                   seats_purchased=0, health_score=float("nan"))]
+    for _ in range(3000):
+        expr = _random_expr(r, 4)
+        for acc in accounts:
+            ev = Evaluator(CATALOG, acc, TODAY)
+            try:
+                ev.eval_expr(expr)
+                explain(expr, ev)
+            except EvalError:
+                pass
