@@ -220,6 +220,12 @@ class Checker:
                        did_you_mean(play.calendar, self.catalog.calendars), closest(play.calendar, self.catalog.calendars))
         if play.exit is not None:
             self.condition(play.exit, scope, f"play '{play.name}'")
+            for node in n.walk(play.exit):
+                if isinstance(node, n.Ref):
+                    self.error("PB162", f"an exit can only test events and the stage, not '{node.dotted}'", node.span,
+                               "exits are checked on every event a running play receives; put account conditions "
+                               "on a step (`unless ...`) or in the gate")
+                    break
         if play.anchor is not None:
             self.expect_kind(play.anchor, scope, "date", "the anchor")
         if play.window is not None:
@@ -240,8 +246,15 @@ class Checker:
     def check_timeline(self, play: n.PlayDecl) -> None:
         previous: n.Step | None = None
         labels: dict[str, n.Step] = {}
+        wait_until: tuple[float, n.Step] | None = None
         for step in play.steps:
             t = step.timing
+            if wait_until is not None and _day_order(t) < wait_until[0]:
+                w = wait_until[1]
+                self.warn("PB312", f"this step (day {t.day}) falls inside the wait on day {w.timing.day}", t.span,
+                          "steps after a wait run when it ends, so this one may run late; move it after the wait's timeout")
+            if isinstance(step.action, n.WaitStep):
+                wait_until = (_day_order(t) + step.action.timeout.days, step)
             if t.day < 0 and play.anchor is None:
                 self.error("PB301", f"day {t.day} needs an anchor date", t.span,
                            "negative days count back from a date: add `anchor account.renewal_date` (or another date field) to the play")

@@ -109,6 +109,10 @@ CASES = [
      ("PB601", "error", 2, 16, "unknown start 'nope'")),
     ("given with an unknown field", "test \"x\"\n  given account helth=5\n  expect start usage_limit\n",
      ("PB602", "error", 2, 17, "account has no field 'helth'")),
+    ("exit reading account data", "play p\n  ungated\n  exit when replied or account.arr > 5\n  day 1 stage \"A\"\n",
+     ("PB162", "error", 3, 24, "an exit can only test events and the stage, not 'account.arr'")),
+    ("step inside a wait", "play p\n  ungated\n  day 1 wait up to 5 days for replied\n  day 3 stage \"A\"\n",
+     ("PB312", "warning", 4, 3, "this step (day 3) falls inside the wait on day 1")),
     ("let cycle", "entity deal\n  field x int\n",
      None),
 ]
