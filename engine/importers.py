@@ -1,0 +1,722 @@
+"""Import CSV and JSON Lines files into the store, checked against the `entity` declarations.
+
+    report = import_files(store, catalog, [("accounts", "accounts.csv"), ("metrics", "usage.jsonl")])
+
+Guarantees (docs/store.md has the full rules):
+
+* Every row of every file is checked; each problem is a `RowError` with the
+  file, the row (the line number in the file; a CSV header is line 1), the
+  column and a reason. Problems are raised together as `ImportFailed`.
+* All-or-nothing: all files of one call are written in one transaction. On
+  the first problem writing stops (checking goes on) and the transaction
+  is rolled back, so nothing is half-written.
+* Idempotent: accounts, contacts and users upsert by `id`; metric points
+  by (metric, account_id, date); events by their `key` (the source's `id`
+  column when given, else account|event|occurred_at). Importing the same
+  files twice leaves the same rows.
+
+Files are read in a streaming way and written in chunks, so memory stays
+bounded by the chunk size (plus the set of ids of the entity files, kept
+to report duplicate ids and to let a contacts file refer to accounts of
+the same import).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import re
+import zoneinfo
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dsl import nodes as n
+from dsl.catalog import INBOUND_EVENTS, Catalog
+from engine import schema
+from engine.store import Store, StoreError, upsert
+
+Kind = Literal["users", "accounts", "contacts", "metrics", "events"]
+KINDS: tuple[Kind, ...] = ("users", "accounts", "contacts", "metrics", "events")
+# Files are imported in this order whatever order they are given in, so a
+# contacts file may refer to accounts of the same import.
+_ORDER = {k: i for i, k in enumerate(KINDS)}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+# --------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class RowError:
+    file: str
+    row: int  # line number in the file (CSV header = 1); 0 = the file as a whole
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.row}" if self.row else self.file
+        return f"{where}: {self.column}: {self.reason}" if self.column else f"{where}: {self.reason}"
+
+
+class ImportFailed(Exception):
+    """The import was rolled back; `errors` says why (at most `max_errors` of `total`)."""
+
+    def __init__(self, errors: list[RowError], total: int) -> None:
+        self.errors = errors
+        self.total = total
+        more = f" (and {total - len(errors)} more)" if total > len(errors) else ""
+        lines = "\n".join(f"  {e}" for e in errors[:20])
+        super().__init__(f"import failed with {total} problem(s){more}; nothing was written\n{lines}")
+
+
+@dataclass
+class FileResult:
+    kind: Kind
+    file: str
+    rows: int = 0
+    created: int = 0  # entity files: ids that were new
+    updated: int = 0  # entity files: ids that existed
+
+
+@dataclass
+class ImportReport:
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+
+# --------------------------------------------------------------------------
+# Values: text or JSON in, typed Python value out (ValueError says why not)
+
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+_MONEY = re.compile(r"^[$€£]?\s?-?\d{1,3}(,\d{3})+(\.\d+)?$")
+_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(hours?|days?|weeks?|months?)$")
+_DURATION_DAYS = {"hour": 1 / 24, "day": 1.0, "week": 7.0, "month": 30.0}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# A bare percent above this is almost surely written in points (85 for 85%).
+PERCENT_BARE_MAX = 10.0
+
+
+def _decimal(raw: Any, what: str) -> Decimal:
+    if isinstance(raw, bool):
+        raise ValueError(f"expected {what}, found a boolean")
+    if isinstance(raw, (int, float)):
+        if isinstance(raw, float) and not math.isfinite(raw):
+            raise ValueError(f"expected {what}, found {raw}")
+        return Decimal(str(raw))
+    if not isinstance(raw, str):
+        raise ValueError(f"expected {what}, found {type(raw).__name__}")
+    try:
+        d = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ValueError(f"expected {what}, found {raw!r}") from None
+    if not d.is_finite():
+        raise ValueError(f"expected {what}, found {raw!r}")
+    return d
+
+
+def _in_range(value: float, t: n.TypeRef) -> float:
+    if t.low is not None and value < t.low or t.high is not None and value > t.high:
+        lo = "" if t.low is None else f"{t.low:g}"
+        hi = "" if t.high is None else f"{t.high:g}"
+        raise ValueError(f"{value:g} is outside the declared range {lo}..{hi}")
+    return value
+
+
+def _int(raw: Any, t: n.TypeRef) -> int:
+    d = _decimal(raw, "a whole number")
+    if d != d.to_integral_value():
+        raise ValueError(f"expected a whole number, found {raw!r}")
+    _in_range(float(d), t)
+    return int(d)
+
+
+def _number(raw: Any, t: n.TypeRef) -> float:
+    return _in_range(float(_decimal(raw, "a number")), t)
+
+
+def _money(raw: Any, t: n.TypeRef) -> float:
+    # CRM exports write "$12,000.00"; accept that shape and nothing looser.
+    if isinstance(raw, str) and _MONEY.match(raw.strip()):
+        raw = raw.strip().lstrip("$€£").strip().replace(",", "")
+    elif isinstance(raw, str) and raw.strip()[:1] in "$€£":
+        raw = raw.strip()[1:].strip()
+    return _in_range(float(_decimal(raw, "an amount of money")), t)
+
+
+def _percent(raw: Any, t: n.TypeRef) -> float:
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        # Decimal first: "85%" must give exactly float("0.85"), or a
+        # re-import written the other way would not be idempotent.
+        return _in_range(float(_decimal(raw.strip()[:-1], "a percentage") / 100), t)
+    d = _decimal(raw, "a percentage (85% or 0.85)")
+    if abs(d) > PERCENT_BARE_MAX:
+        raise ValueError(f"{raw} read as a fraction would be {d * 100}%; write {raw}% or {d / 100}")
+    return _in_range(float(d), t)
+
+
+def _bool(raw: Any, t: n.TypeRef) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str):
+        s = raw.strip().lower()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+    raise ValueError(f"expected true or false, found {raw!r}")
+
+
+def _text(raw: Any, t: n.TypeRef) -> str:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return str(raw)  # ids and zip codes that a JSON writer turned into numbers
+    raise ValueError(f"expected text, found {type(raw).__name__}")
+
+
+def _enum(raw: Any, t: n.TypeRef) -> str:
+    s = _text(raw, t).strip()
+    if s in t.values:
+        return s
+    folded = {v.lower(): v for v in t.values}
+    guess = folded.get(s.lower().replace(" ", "_").replace("-", "_"))
+    hint = f"; did you mean {guess}?" if guess else f"; expected one of {', '.join(t.values)}"
+    raise ValueError(f"{s!r} is not a declared value{hint}")
+
+
+def _date(raw: Any, t: n.TypeRef) -> dt.date:
+    if isinstance(raw, str) and len(raw.strip()) == 10:
+        try:
+            return dt.date.fromisoformat(raw.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a date like 2026-01-31, found {raw!r}")
+
+
+def _datetime(raw: Any, t: n.TypeRef) -> dt.datetime:
+    if isinstance(raw, str):
+        try:
+            v = dt.datetime.fromisoformat(raw.strip())
+        except ValueError:
+            pass
+        else:
+            # No offset means UTC: the store keeps every instant in UTC.
+            return v.replace(tzinfo=dt.timezone.utc) if v.tzinfo is None else v.astimezone(dt.timezone.utc)
+    raise ValueError(f"expected a date and time like 2026-01-31T14:00:00Z, found {raw!r}")
+
+
+def _duration(raw: Any, t: n.TypeRef) -> float:
+    if isinstance(raw, str):
+        m = _DURATION.match(raw.strip().lower())
+        if m:
+            return float(m.group(1)) * _DURATION_DAYS[m.group(2).rstrip("s")]
+    try:
+        return float(_decimal(raw, "a duration"))  # a bare number is days
+    except ValueError:
+        raise ValueError(f"expected a duration like '3 days' or a number of days, found {raw!r}") from None
+
+
+_PARSE: dict[n.TypeName, Any] = {
+    n.TypeName.INT: _int,
+    n.TypeName.NUMBER: _number,
+    n.TypeName.PERCENT: _percent,
+    n.TypeName.MONEY: _money,
+    n.TypeName.BOOL: _bool,
+    n.TypeName.TEXT: _text,
+    n.TypeName.ENUM: _enum,
+    n.TypeName.DATE: _date,
+    n.TypeName.DATETIME: _datetime,
+    n.TypeName.DURATION: _duration,
+    n.TypeName.USER: _text,
+    n.TypeName.CONTACT: _text,
+}
+
+
+def is_empty(raw: Any) -> bool:
+    """CSV cannot tell "" from missing, so an empty string is empty everywhere."""
+    return raw is None or (isinstance(raw, str) and raw.strip() == "")
+
+
+def parse_value(t: n.TypeRef, raw: Any) -> Any:
+    """The stored value of `raw` for a field of type `t` (None if empty); ValueError if invalid."""
+    if is_empty(raw):
+        return None
+    return _PARSE[t.name](raw, t)
+
+
+# --------------------------------------------------------------------------
+# Reading files: (line number, {column: raw value}) per row, plus errors
+
+
+@dataclass
+class _Source:
+    path: Path
+    name: str
+    columns: list[str] | None = None  # CSV header; None for JSON Lines
+
+
+def _read(src: _Source, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]:
+    fmt = FORMATS.get(src.path.suffix.lower())
+    if fmt is None:
+        errors.add(RowError(src.name, 0, None, f"unknown file type {src.path.suffix!r}: use .csv or .jsonl"))
+        return
+    try:
+        fh = src.path.open(encoding="utf-8-sig", newline="")
+    except OSError as e:
+        errors.add(RowError(src.name, 0, None, f"cannot read: {e.strerror or e}"))
+        return
+    with fh:
+        try:
+            if fmt == "csv":
+                yield from _read_csv(src, fh, errors)
+            else:
+                yield from _read_jsonl(src, fh, errors)
+        except UnicodeDecodeError as e:
+            errors.add(RowError(src.name, 0, None, f"not UTF-8 text ({e.reason} at byte {e.start})"))
+
+
+def _read_csv(src: _Source, fh: Any, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(fh, strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        errors.add(RowError(src.name, 1, None, f"bad CSV header: {e}"))
+        return
+    if not header:
+        errors.add(RowError(src.name, 1, None, "empty file: expected a header row"))
+        return
+    src.columns = [h.strip() for h in header]
+    seen: set[str] = set()
+    for col in src.columns:
+        if col in seen:
+            errors.add(RowError(src.name, 1, col, "column appears twice in the header"))
+        seen.add(col)
+    while True:
+        start = reader.line_num + 1  # where this record begins (it may span lines)
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            errors.add(RowError(src.name, start, None, f"bad CSV: {e}"))
+            return
+        if not record or all(not c.strip() for c in record):
+            continue
+        if len(record) != len(src.columns):
+            errors.add(RowError(src.name, start, None,
+                                f"expected {len(src.columns)} values (as in the header), found {len(record)}"))
+            continue
+        yield start, dict(zip(src.columns, record))
+
+
+def _read_jsonl(src: _Source, fh: Any, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(fh, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.add(RowError(src.name, number, None, f"not valid JSON: {e.msg} at column {e.colno}"))
+            continue
+        if not isinstance(obj, dict):
+            errors.add(RowError(src.name, number, None, f"expected a JSON object, found {type(obj).__name__}"))
+            continue
+        yield number, obj
+
+
+class _Errors:
+    """Collects problems up to a cap, counting the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.items: list[RowError] = []
+        self.total = 0
+
+    def add(self, e: RowError) -> None:
+        self.total += 1
+        if len(self.items) < self.cap:
+            self.items.append(e)
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+
+# --------------------------------------------------------------------------
+# What each kind of file holds
+
+
+@dataclass(frozen=True)
+class _Col:
+    name: str
+    type: n.TypeRef
+    required: bool  # must have a value (for a new row, in entity files)
+
+
+def _t(name: n.TypeName, nullable: bool = True) -> n.TypeRef:
+    return n.TypeRef(name=name, nullable=nullable)
+
+
+def _entity_columns(kind: Kind, catalog: Catalog) -> dict[str, _Col]:
+    """Columns of an entity file: the fixed ones, then the declared fields (which may tighten them)."""
+    text = n.TypeName.TEXT
+    fixed: dict[Kind, list[_Col]] = {
+        "accounts": [_Col("id", _t(text, False), True), _Col("name", _t(text), False)],
+        "contacts": [
+            _Col("id", _t(text, False), True), _Col("account_id", _t(text, False), True),
+            _Col("email", _t(text), False), _Col("name", _t(text), False), _Col("first_name", _t(text), False),
+            _Col("timezone", _t(text), False), _Col("unsubscribed_at", _t(n.TypeName.DATETIME), False),
+        ],
+        "users": [_Col("id", _t(text, False), True), _Col("email", _t(text), False),
+                  _Col("name", _t(text), False), _Col("role", _t(text), False)],
+    }
+    cols = {c.name: c for c in fixed[kind]}
+    entity = catalog.entities.get({"accounts": "account", "contacts": "contact"}.get(kind, ""))
+    for f in entity.fields if entity is not None else []:
+        if f.name in cols and cols[f.name].required:
+            continue  # id, account_id stay as they are
+        cols[f.name] = _Col(f.name, f.type, not f.type.nullable)
+    return cols
+
+
+# Event files: these names are the event's time; the first one present wins.
+_EVENT_TIME = ("occurred_at", "at", "date", "occurred_on")
+# Columns without which a row cannot be placed at all.
+_KEY_COLUMNS: dict[Kind, tuple[str, ...]] = {
+    "users": ("id",), "accounts": ("id",), "contacts": ("id", "account_id"),
+    "metrics": ("account_id", "metric", "date", "value"), "events": ("account_id", "event"),
+}
+
+
+@dataclass
+class _Plan:
+    """How one file is checked and written."""
+
+    kind: Kind
+    table: sa.Table
+    keys: tuple[str, ...]
+    columns: dict[str, _Col]
+
+
+# --------------------------------------------------------------------------
+# The import
+
+
+def import_file(store: Store, catalog: Catalog, kind: Kind, path: str | Path, **kw: Any) -> FileResult:
+    """Import one file (see `import_files`)."""
+    return import_files(store, catalog, [(kind, path)], **kw).files[0]
+
+
+def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str | Path]], *,
+                 chunk_size: int = 5000, max_errors: int = 1000, ignore_unknown_columns: bool = False,
+                 actor: str = "import") -> ImportReport:
+    """Check and write `files` ([(kind, path)]) in one transaction; raise ImportFailed on any problem.
+
+    Kinds: users, accounts, contacts, metrics, events. Format by suffix:
+    .csv, .jsonl / .ndjson. Unknown columns are errors unless
+    `ignore_unknown_columns` (event files put extra columns into the payload).
+    """
+    for kind, _ in files:
+        if kind not in _ORDER:
+            raise ValueError(f"unknown import kind {kind!r}: expected one of {', '.join(KINDS)}")
+    sync = store.sync_entities(catalog)
+    if sync.conflicts:
+        raise StoreError("the store's columns do not match the declarations:\n  " + "\n  ".join(sync.conflicts))
+    errors = _Errors(max_errors)
+    report = ImportReport()
+    ordered = sorted(files, key=lambda f: _ORDER[f[0]])
+    job = _Job(store, catalog, errors, chunk_size, ignore_unknown_columns)
+    conn = store.engine.connect()
+    trans = conn.begin()
+    try:
+        for kind, path in ordered:
+            result = job.run_file(conn, kind, Path(path))
+            report.files.append(result)
+            if not errors:
+                store.audit(conn, actor, f"import.{kind}", str(path),
+                            {"rows": result.rows, "created": result.created, "updated": result.updated})
+        if errors:
+            trans.rollback()
+            raise ImportFailed(errors.items, errors.total)
+        trans.commit()
+    except BaseException:
+        if trans.is_active:
+            trans.rollback()
+        raise
+    finally:
+        conn.close()
+    return report
+
+
+class _Job:
+    def __init__(self, store: Store, catalog: Catalog, errors: _Errors, chunk_size: int, ignore_unknown: bool) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.errors = errors
+        self.chunk_size = chunk_size
+        self.ignore_unknown = ignore_unknown
+        # Ids of entities in the files of this import (written or, after an
+        # error, only checked): later files may refer to them.
+        self.new_ids: dict[str, set[str]] = {"accounts": set(), "contacts": set(), "users": set()}
+        self.tables = {
+            "accounts": store.table("account", catalog),
+            "contacts": store.table("contact", catalog),
+            "users": schema.User.__table__,
+            "metrics": schema.MetricPoint.__table__,
+            "events": schema.Event.__table__,
+        }
+
+    # -- per file ----------------------------------------------------------
+
+    def run_file(self, conn: Connection, kind: Kind, path: Path) -> FileResult:
+        src = _Source(path, str(path))
+        result = FileResult(kind, src.name)
+        if kind in ("accounts", "contacts", "users"):
+            columns = _entity_columns(kind, self.catalog)
+            keys: tuple[str, ...] = ("id",)
+        elif kind == "metrics":
+            columns = {
+                "account_id": _Col("account_id", _t(n.TypeName.TEXT, False), True),
+                "metric": _Col("metric", _t(n.TypeName.TEXT, False), True),
+                "date": _Col("date", _t(n.TypeName.DATE, False), True),
+                "value": _Col("value", _t(n.TypeName.NUMBER, False), True),
+            }
+            keys = ("metric", "account_id", "date")
+        else:
+            columns = {
+                "id": _Col("id", _t(n.TypeName.TEXT), False),
+                "account_id": _Col("account_id", _t(n.TypeName.TEXT, False), True),
+                "event": _Col("event", _t(n.TypeName.TEXT, False), True),
+                **{c: _Col(c, _t(n.TypeName.DATETIME, False), False) for c in _EVENT_TIME},
+            }
+            keys = ("key",)
+        plan = _Plan(kind, self.tables[kind], keys, columns)
+        seen_ids: dict[str, int] = {}  # entity files: id -> first row, for duplicates
+        header_checked = False  # CSV: the header is known once the first row is read
+        reported_unknown: set[str] = set()
+        chunk: list[tuple[int, dict[str, Any]]] = []
+        for row, raw in _read(src, self.errors):
+            if not header_checked:
+                header_checked = True
+                if src.columns is not None:
+                    self._check_columns(src, plan, src.columns, 1, reported_unknown)
+            if src.columns is None:  # JSON Lines: each object is its own header
+                self._check_columns(src, plan, list(raw), row, reported_unknown)
+            record = self._check_row(src, plan, row, raw)
+            if record is None:
+                continue
+            result.rows += 1
+            if "id" in plan.keys:
+                first = seen_ids.get(record["id"])
+                if first is not None:
+                    self.errors.add(RowError(src.name, row, "id", f"duplicate id {record['id']!r} (first at row {first})"))
+                    continue
+                seen_ids[record["id"]] = row
+            chunk.append((row, record))
+            if len(chunk) >= self.chunk_size:
+                self._flush(conn, src, plan, chunk, result)
+                chunk = []
+        if not header_checked and src.columns is not None:  # a header and no rows
+            self._check_columns(src, plan, src.columns, 1, reported_unknown)
+        if chunk:
+            self._flush(conn, src, plan, chunk, result)
+        if plan.kind in self.new_ids:
+            self.new_ids[plan.kind].update(seen_ids)
+        return result
+
+    def _check_columns(self, src: _Source, plan: _Plan, present: list[str], row: int, reported: set[str]) -> None:
+        """Unknown columns (once per file) and, for a CSV header, missing key columns."""
+        if plan.kind != "events":  # extra event columns become the payload
+            for col in present:
+                if col not in plan.columns and not self.ignore_unknown and col not in reported:
+                    reported.add(col)
+                    known = ", ".join(sorted(plan.columns))
+                    self.errors.add(RowError(src.name, row, col, f"unknown column; expected one of: {known}"))
+        if src.columns is None:
+            return  # JSON Lines: missing keys are reported per row
+        for col in _KEY_COLUMNS[plan.kind]:
+            if col not in present:
+                self.errors.add(RowError(src.name, row, col, "missing column (required)"))
+        if plan.kind == "events" and not any(c in present for c in _EVENT_TIME):
+            self.errors.add(RowError(src.name, row, "occurred_at",
+                                     f"missing column: one of {', '.join(_EVENT_TIME)} is required"))
+
+    def _check_row(self, src: _Source, plan: _Plan, row: int, raw: dict[str, Any]) -> dict[str, Any] | None:
+        """The typed record of one row, or None (errors added)."""
+        record: dict[str, Any] = {}
+        ok = True
+        for name, value in raw.items():
+            col = plan.columns.get(name)
+            if col is None:
+                if plan.kind == "events" and name != "payload":
+                    record.setdefault("_extra", {})[name] = value
+                elif plan.kind == "events":
+                    record["_payload_raw"] = value
+                continue  # unknown columns were reported once per file
+            try:
+                v = parse_value(col.type, value)
+                if v is not None:
+                    v = self._check_special(plan.kind, name, v)
+            except ValueError as e:
+                self.errors.add(RowError(src.name, row, name, str(e)))
+                ok = False
+                continue
+            if v is None and col.name in ("id", "account_id", "metric", "date", "value", "event"):
+                self.errors.add(RowError(src.name, row, name, "is empty; a value is required"))
+                ok = False
+                continue
+            record[name] = v
+        for col in _KEY_COLUMNS[plan.kind]:
+            if col not in raw:
+                ok = False
+                if src.columns is None:  # JSON Lines; a CSV header was reported once
+                    self.errors.add(RowError(src.name, row, col, "missing (required)"))
+        if plan.kind == "events" and ok:
+            ok = self._event_record(src, row, record)
+        return record if ok else None
+
+    def _check_special(self, kind: Kind, name: str, v: Any) -> Any:
+        """Checks that depend on the column, not only its type."""
+        if name == "email" and kind in ("contacts", "users") and not _EMAIL.match(v):
+            raise ValueError(f"{v!r} is not an email address")
+        if name == "timezone" and kind == "contacts" and not _valid_zone(v):
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. America/Chicago)")
+        if name == "metric" and kind == "metrics" and v not in self.catalog.metrics:
+            raise ValueError(f"{v!r} is not a declared metric; declared: {', '.join(sorted(self.catalog.metrics)) or 'none'}")
+        if name == "event" and kind == "events" and v not in self.catalog.events and v not in INBOUND_EVENTS:
+            raise ValueError(f"{v!r} is not a declared event; declared: {', '.join(sorted(self.catalog.events)) or 'none'}")
+        if isinstance(v, str) and name in ("id", "account_id"):
+            return v.strip()
+        return v
+
+    def _event_record(self, src: _Source, row: int, record: dict[str, Any]) -> bool:
+        at = next((record.pop(c) for c in _EVENT_TIME if record.get(c) is not None), None)
+        for c in _EVENT_TIME:
+            record.pop(c, None)
+        if at is None:
+            self.errors.add(RowError(src.name, row, "occurred_at", "is empty; a value is required"))
+            return False
+        payload: dict[str, Any] = {}
+        raw_payload = record.pop("_payload_raw", None)
+        if isinstance(raw_payload, str) and raw_payload.strip():
+            try:
+                raw_payload = json.loads(raw_payload)
+            except json.JSONDecodeError as e:
+                self.errors.add(RowError(src.name, row, "payload", f"not valid JSON: {e.msg}"))
+                return False
+        if isinstance(raw_payload, dict):
+            payload.update(raw_payload)
+        elif not is_empty(raw_payload):
+            self.errors.add(RowError(src.name, row, "payload", "expected a JSON object"))
+            return False
+        payload.update({k: v for k, v in record.pop("_extra", {}).items() if not is_empty(v)})
+        source_id = record.pop("id", None)
+        record["key"] = event_key(record["account_id"], record["event"], at, source_id)
+        record["occurred_at"] = at
+        record["occurred_on"] = at.date()
+        record["payload"] = payload or None
+        return True
+
+    # -- per chunk -----------------------------------------------------------
+
+    def _flush(self, conn: Connection, src: _Source, plan: _Plan, chunk: list[tuple[int, dict[str, Any]]],
+               result: FileResult) -> None:
+        # References and existence first: reading is fine after an error, and
+        # it finds the remaining problems.
+        existing: set[str] = set()
+        if plan.kind in ("accounts", "contacts", "users"):
+            existing = self._existing(conn, plan.table, [r["id"] for _, r in chunk])
+        if plan.kind in ("contacts", "metrics", "events"):
+            refs = {r["account_id"] for _, r in chunk}
+            known = self._existing(conn, self.tables["accounts"], list(refs)) | (refs & self.new_ids["accounts"])
+            for row, r in chunk:
+                if r["account_id"] not in known:
+                    self.errors.add(RowError(src.name, row, "account_id", f"unknown account {r['account_id']!r}"))
+        if plan.kind in ("accounts", "contacts", "users"):
+            self._check_required(src, plan, chunk, existing)
+        if self.errors:
+            return  # keep checking the rest of the files, write nothing more
+        rows = [r for _, r in chunk]
+        if plan.kind in ("accounts", "contacts", "users"):
+            result.created += sum(1 for r in rows if r["id"] not in existing)
+            result.updated += sum(1 for r in rows if r["id"] in existing)
+        else:
+            # Later rows of a file win over earlier ones with the same key
+            # (and PostgreSQL cannot upsert one key twice in one statement).
+            rows = list({tuple(r[k] for k in plan.keys): r for r in rows}.values())
+        # Rows of one statement need the same columns (JSON Lines rows may differ).
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault(tuple(r), []).append(r)
+        for cols, group in groups.items():
+            upsert(conn, plan.table, group, plan.keys)
+
+    def _check_required(self, src: _Source, plan: _Plan, chunk: list[tuple[int, dict[str, Any]]],
+                        existing: set[str]) -> None:
+        required = [c.name for c in plan.columns.values() if c.required]
+        for row, r in chunk:
+            if r["id"] in existing:
+                # An update: absent columns are left as they are, but a value
+                # present and empty would break the declaration.
+                missing = [c for c in required if c in r and r[c] is None]
+            else:
+                missing = [c for c in required if r.get(c) is None]
+            for c in missing:
+                reason = ("is empty; the field is not declared optional (`?`)" if c in r else
+                          "missing for a new id; the field is not declared optional (`?`)")
+                self.errors.add(RowError(src.name, row, c, reason))
+
+    def _existing(self, conn: Connection, table: sa.Table, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        # Bounded IN lists: SQLite's default limit is 32766 parameters.
+        for i in range(0, len(ids), 5000):
+            part = ids[i:i + 5000]
+            found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(part))).scalars())
+        return found
+
+
+_ZONES: dict[str, bool] = {}
+
+
+def _valid_zone(name: str) -> bool:
+    if name not in _ZONES:
+        try:
+            zoneinfo.ZoneInfo(name)
+            _ZONES[name] = True
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            _ZONES[name] = False
+    return _ZONES[name]
+
+
+def event_key(account_id: str, event: str, at: dt.datetime, source_id: str | None = None) -> str:
+    """The idempotency key of an event: the source's id when known, else what it says."""
+    if source_id:
+        return f"id:{event}:{source_id}"
+    return f"{account_id}|{event}|{at.astimezone(dt.timezone.utc).isoformat()}"
+
+
+def read_rows(path: str | Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """(line, row) of a CSV or JSON Lines file, for tools that want the raw rows; raises ImportFailed."""
+    errors = _Errors(1000)
+    src = _Source(Path(path), str(path))
+    yield from _read(src, errors)
+    if errors:
+        raise ImportFailed(errors.items, errors.total)
+
+
+__all__ = ["FileResult", "ImportFailed", "ImportReport", "KINDS", "Kind", "RowError", "event_key",
+           "import_file", "import_files", "is_empty", "parse_value", "read_rows"]

@@ -1,0 +1,192 @@
+"""The store: migrations, declared columns, constraints other packages rely on; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from dsl.project import load_text
+from engine import schema
+from engine.store import ENV_URL, Store, default_url, insert_ignore
+from store_backends import BACKENDS, fresh_store
+
+V1 = """\
+entity account
+  field segment enum(smb, mid_market, enterprise)
+  field arr money
+  field usage_percent percent
+  field renewal_date date
+"""
+# v2 adds one field to each entity and drops `arr` from the declaration.
+V2 = """\
+entity account
+  field segment enum(smb, mid_market, enterprise)
+  field usage_percent percent
+  field renewal_date date
+  field health_score number 0..100
+entity contact
+  field email text
+  field title text?
+"""
+
+
+@pytest.fixture(params=BACKENDS)
+def empty(request, tmp_path):
+    with fresh_store(request.param, tmp_path, migrate=False) as store:
+        yield store
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    with fresh_store(request.param, tmp_path) as s:
+        yield s
+
+
+def test_migrations_apply_from_empty_and_match_the_models(empty: Store) -> None:
+    assert empty.revision() is None
+    empty.migrate()
+    head = ScriptDirectory.from_config(Store.alembic_config()).get_current_head()
+    assert empty.revision() == head
+    names = set(sa.inspect(empty.engine).get_table_names())
+    assert set(schema.Base.metadata.tables) <= names
+    with empty.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, schema.Base.metadata) == []
+    empty.migrate()  # a second run is a no-op
+    assert empty.revision() == head
+
+
+def test_sqlite_pragmas(tmp_path) -> None:
+    with fresh_store("sqlite", tmp_path) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_default_url_is_a_file_under_the_project_unless_the_environment_says(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(ENV_URL, raising=False)
+    assert default_url(tmp_path) == f"sqlite:///{tmp_path.resolve()}/.playbook/playbook.db"
+    store = Store.open(project_dir=tmp_path)
+    assert (tmp_path / ".playbook" / "playbook.db").exists()
+    store.close()
+    monkeypatch.setenv(ENV_URL, "sqlite:////elsewhere/x.db")
+    assert default_url(tmp_path) == "sqlite:////elsewhere/x.db"
+
+
+def test_sync_adds_a_new_field_without_losing_data(store: Store) -> None:
+    v1 = load_text(V1).catalog
+    first = store.sync_entities(v1)
+    assert [(t, c) for t, c, _ in first.added] == [
+        ("accounts", "segment"), ("accounts", "arr"), ("accounts", "usage_percent"), ("accounts", "renewal_date")]
+    accounts = store.table("account")
+    with store.begin() as conn:
+        conn.execute(accounts.insert().values(id="a1", segment="smb", arr=1200.5, usage_percent=0.85,
+                                              renewal_date=dt.date(2026, 9, 1)))
+
+    v2 = load_text(V2).catalog
+    second = store.sync_entities(v2)
+    assert ("accounts", "health_score", "number") in second.added
+    assert ("contacts", "title", "text") in second.added
+    assert second.orphaned == [("accounts", "arr")]  # kept, reported
+    assert second.conflicts == []
+    assert store.sync_entities(v2).added == []  # idempotent
+
+    with store.engine.connect() as conn:
+        # The old value survives, including in the column v2 no longer declares.
+        row = conn.execute(sa.text("SELECT segment, arr, usage_percent, health_score FROM accounts")).one()
+    assert tuple(row) == ("smb", 1200.5, 0.85, None)
+    wide = store.table("account")
+    with store.begin() as conn:
+        conn.execute(wide.update().values(health_score=77))
+        assert conn.execute(sa.select(wide.c.health_score, wide.c.renewal_date)).one() == (77, dt.date(2026, 9, 1))
+
+
+def test_a_changed_type_is_reported_and_left_alone(store: Store) -> None:
+    store.sync_entities(load_text(V1).catalog)
+    report = store.sync_entities(load_text(V1.replace("arr money", "arr text")).catalog)
+    assert report.added == []
+    assert report.conflicts == ["account.arr: declared text but the column was created as money; left unchanged"]
+
+
+def test_a_core_column_cannot_change_type(store: Store) -> None:
+    report = store.sync_entities(load_text("entity account\n  field name int\n").catalog)
+    assert report.conflicts and "built-in column" in report.conflicts[0]
+
+
+def _account(store: Store, account_id: str = "a1") -> None:
+    with store.begin() as conn:
+        conn.execute(schema.Account.__table__.insert().values(id=account_id))
+
+
+def test_outbox_idempotency_key_is_unique(store: Store) -> None:
+    outbox = schema.OutboxMessage.__table__
+    msg = {"idempotency_key": "play:usage_limit:a1:day1", "channel": "email", "recipient": "x@y.example",
+           "subject": "Hi", "body": "b"}
+    with store.begin() as conn:
+        conn.execute(outbox.insert().values(**msg))
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(outbox.insert().values(**msg))
+    with store.begin() as conn:  # what a retried activity does
+        insert_ignore(conn, outbox, [msg], ["idempotency_key"])
+        row = conn.execute(sa.select(outbox)).mappings().one()
+    assert row["status"] == "pending" and row["attempts"] == 0
+    assert row["created_at"].tzinfo == dt.timezone.utc
+
+
+def test_tasks_idempotency_key_is_unique(store: Store) -> None:
+    _account(store)
+    tasks = schema.Task.__table__
+    with store.begin() as conn:
+        conn.execute(tasks.insert().values(idempotency_key="k", account_id="a1", title="Call"))
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(tasks.insert().values(idempotency_key="k", account_id="a1", title="Call"))
+
+
+def test_one_running_enrollment_per_play_and_account(store: Store) -> None:
+    _account(store)
+    enr = schema.Enrollment.__table__
+    row = {"workflow_id": "play:p:a1", "play": "p", "account_id": "a1", "plan_hash": "h"}
+    with store.begin() as conn:
+        conn.execute(enr.insert().values(**row, status="completed"))
+        conn.execute(enr.insert().values(**row, status="running"))
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(enr.insert().values(**row, status="running"))
+
+
+def test_foreign_keys_hold(store: Store) -> None:
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(schema.Contact.__table__.insert().values(id="c1", account_id="nobody"))
+
+
+def test_pipeline_with_stage_history_through_the_orm(store: Store) -> None:
+    _account(store)
+    with store.session() as session, session.begin():
+        session.add(schema.Opportunity(id="o1", account_id="a1", play="p", stage="Qualified", amount=2400.0,
+                                       idempotency_key="play:p:a1:opp"))
+        session.add(schema.StageChange(opportunity_id="o1", stage="Qualified", actor="play:p"))
+        session.add(schema.StageChange(opportunity_id="o1", from_stage="Qualified", stage="Closed Won", actor="crm"))
+        session.add(schema.Outcome(account_id="a1", play="p", outcome="closed_won", value=2400.0, opportunity_id="o1"))
+        session.add(schema.EnrollmentDecision(account_id="a1", play="p", decision="skipped",
+                                              reasons=[{"rule": "cooldown", "days_left": 12}]))
+        session.add(schema.AuditEntry(actor="cli", action="stage", subject="o1", detail={"to": "Closed Won"}))
+    with store.session() as session:
+        stages = session.scalars(sa.select(schema.StageChange.stage).order_by(schema.StageChange.id)).all()
+        decision = session.scalars(sa.select(schema.EnrollmentDecision)).one()
+    assert stages == ["Qualified", "Closed Won"]
+    assert decision.reasons == [{"rule": "cooldown", "days_left": 12}]
+
+
+def test_datetimes_come_back_aware_utc(store: Store) -> None:
+    audit = schema.AuditEntry.__table__
+    naive = dt.datetime(2026, 6, 1, 9, 30)
+    paris = dt.datetime(2026, 6, 1, 11, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    with store.begin() as conn:
+        conn.execute(audit.insert(), [{"at": naive, "actor": "t", "action": "a"},
+                                      {"at": paris, "actor": "t", "action": "b"}])
+        got = conn.execute(sa.select(audit.c.at).order_by(audit.c.id)).scalars().all()
+    want = dt.datetime(2026, 6, 1, 9, 30, tzinfo=dt.timezone.utc)
+    assert got == [want, want] and all(v.tzinfo == dt.timezone.utc for v in got)
