@@ -39,7 +39,8 @@ def _str(tok: Token) -> str:
     """The value of a STRING or LONG_STRING token."""
     raw = str(tok)
     if raw.startswith('"""'):
-        body = raw[3:-3]
+        # A CRLF file's text block means the same as an LF file's (and hashes the same).
+        body = raw[3:-3].replace("\r\n", "\n")
         if body.startswith("\n"):
             body = body[1:]
         return textwrap.dedent(body).rstrip() + "\n" if body.strip() else ""
