@@ -1,0 +1,569 @@
+"""The sweep: evaluate triggers, decide enrollments, start plays in batches.
+
+    SweepWorkflow (on a Temporal Schedule, `ensure_schedule`; or `playbook sweep` once)
+      ├─ reconcile     activity: enrollments the store thinks are running, whose
+      │                workflow has closed, get their end status and `ended_at`
+      │                (cooldowns count from it)
+      ├─ decide        activity: engine/enroll.py `record` — every decision with its
+      │                reasons, one `pending` enrollment row per account to start
+      └─ start_batch×N activity: starts the pending rows, `batch_size` at a time,
+                       with `start_play` (id `play:<play>:<account>`, conflict FAIL)
+
+Why starts from an activity and not child workflows: a child per enrollment
+costs the sweep's history several events each, so a sweep of 10,000 accounts
+would need continue-as-new, and a child's parent-close policy and id reuse
+interact with the sweep's own runs. An activity using the client keeps the
+sweep's history at a few events per batch and uses exactly the path every
+other enrollment uses (`workflows.client.start_play`).
+
+Never twice: the store's enrollment rows are the source of truth. `decide`
+skips accounts with a `pending` or `running` row (`already_enrolled`) and
+those in cooldown (Temporal forgets closed runs after the retention period,
+so its reuse policy cannot enforce a 90-day cooldown). `pending` rows are an
+outbox of starts: written in the same transaction as the decisions, started
+afterwards, so a crash between the two leaves rows the next batch or sweep
+starts. A start that finds the workflow already open (the store had lost
+track of it) joins it (`running`, that run's id) instead of starting twice.
+
+Everything a play's input needs is resolved here, outside the workflow: the
+anchor date (`anchor account.renewal_date`) and the recipient's time zone
+(the send window's `in` field, else the contact the play emails first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    import sqlalchemy as sa
+    from temporalio.client import (
+        Client,
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleAlreadyRunningError,
+        ScheduleHandle,
+        ScheduleIntervalSpec,
+        ScheduleOverlapPolicy,
+        SchedulePolicy,
+        ScheduleSpec,
+        ScheduleUpdate,
+        ScheduleUpdateInput,
+        WorkflowExecutionStatus,
+    )
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from dsl import nodes as n
+    from dsl.catalog import Catalog
+    from dsl.plan import Plan
+    from engine import enroll
+    from engine.schema import Base
+    from engine.store import Store
+    from workflows.client import TASK_QUEUE, AlreadyEnrolled, start_play
+    from workflows.model import PlayInput
+
+SWEEP_SCHEDULE_ID = "playbook-sweep"
+SWEEP_WORKFLOW_ID = "playbook-sweep"
+DEFAULT_BATCH = 200  # enrollments started per activity (one heartbeat each)
+START_CONCURRENCY = 50  # concurrent start RPCs inside a batch
+ENROLLMENTS = "enrollments"
+
+
+# --------------------------------------------------------------------------
+# The rules a sweep works with
+
+
+@dataclass
+class Playbooks:
+    """A checked project's catalog and compiled Plans (by play name)."""
+
+    catalog: Catalog
+    plans: dict[str, Plan]
+
+    @classmethod
+    def load(cls, paths: Sequence[str | Path] = ("playbooks",)) -> Playbooks:
+        """Load, check and compile; refuses a project with errors (a sweep must not run half a rule set)."""
+        from dsl.checker import check
+        from dsl.compiler import compile_plans
+        from dsl.project import load
+
+        project = load(list(paths))
+        errors = [d for d in [*project.diagnostics, *check(project)] if d.severity.value == "error"]
+        if errors:
+            first = errors[0]
+            raise ValueError(f"{len(errors)} error(s) in the playbooks (run `playbook check`); first: "
+                             f"{first.file}:{first.range.start.line}: {first.summary}")
+        return cls(project.catalog, {p.play: p for p in compile_plans(project)})
+
+
+# --------------------------------------------------------------------------
+# Payloads
+
+
+class SweepInput(BaseModel):
+    today: dt.date | None = None  # evaluate rules as of this date (default: the sweep's date, UTC)
+    dry_run: bool = False  # decide and report, record nothing, start nothing
+    batch_size: int = DEFAULT_BATCH
+
+
+class ReconcileResult(BaseModel):
+    checked: int = 0
+    ended: dict[str, int] = {}  # new status -> rows
+
+
+class DecideRequest(BaseModel):
+    now: dt.datetime
+    today: dt.date
+    dry_run: bool = False
+
+
+class DecideResult(BaseModel):
+    decisions: int = 0
+    enrolled: int = 0
+    skipped: dict[str, int] = {}  # reason code -> candidates
+    by_play: dict[str, int] = {}  # play -> enrollments decided
+    by_route: dict[str, int] = {}  # "play/route" -> enrollments decided
+    triggers: dict[str, int] = {}  # trigger -> candidates it fired for
+
+
+class StartRequest(BaseModel):
+    after_id: int = 0  # enrollment rows with a larger id (a cursor over the pending rows)
+    limit: int = DEFAULT_BATCH
+    enrolled_at: dt.datetime  # the sweep's instant: every play it starts counts from here
+
+
+class StartResult(BaseModel):
+    last_id: int = 0
+    more: bool = False
+    started: int = 0
+    joined: int = 0  # already open in Temporal: the row now points at that run
+    failed: int = 0  # not startable (an empty anchor): status `failed`, with the reason
+    errors: int = 0  # transient (left pending for the next batch or sweep)
+    error: str | None = None  # the first transient error, for the log
+
+
+class SweepSummary(BaseModel):
+    now: dt.datetime
+    today: dt.date
+    dry_run: bool = False
+    reconciled: ReconcileResult = ReconcileResult()
+    decided: DecideResult = DecideResult()
+    started: int = 0
+    joined: int = 0
+    failed: int = 0
+    errors: int = 0
+    error: str | None = None  # the first transient start error
+    batches: int = 0
+
+
+# --------------------------------------------------------------------------
+# The work (plain async functions: the activities, `playbook sweep` and the
+# simulation all call these)
+
+
+def _enrollments() -> sa.Table:
+    return Base.metadata.tables[ENROLLMENTS]
+
+
+async def reconcile(client: Client, store: Store, now: dt.datetime, *, concurrency: int = 20,
+                    heartbeat: Any = None) -> ReconcileResult:
+    """Close the store's `running` enrollments whose workflow is closed (or unknown to Temporal).
+
+    Status: completed (includes plays that exited), failed, cancelled,
+    terminated, timed_out; `lost` when Temporal does not know the run (its
+    retention period passed, or it ran on another server). `ended_at` is the
+    run's close time (now for `lost`), which cooldowns count from.
+    """
+    enr = _enrollments()
+
+    def running() -> list[sa.Row]:
+        with store.connect() as conn:
+            return list(conn.execute(sa.select(enr.c.id, enr.c.workflow_id, enr.c.run_id)
+                                     .where(enr.c.status == "running").order_by(enr.c.id)))
+
+    rows = await asyncio.to_thread(running)
+    result = ReconcileResult(checked=len(rows))
+    gate = asyncio.Semaphore(concurrency)
+    closed: list[tuple[int, str, dt.datetime]] = []
+
+    async def check(row: sa.Row) -> None:
+        async with gate:
+            try:
+                desc = await client.get_workflow_handle(row.workflow_id, run_id=row.run_id).describe()
+            except RPCError as exc:
+                if exc.status is RPCStatusCode.NOT_FOUND:
+                    closed.append((row.id, "lost", now))
+                    return
+                raise
+            if desc.status is not None and desc.status is not WorkflowExecutionStatus.RUNNING:
+                closed.append((row.id, desc.status.name.lower(), desc.close_time or now))
+
+    for i in range(0, len(rows), 500):
+        await asyncio.gather(*(check(r) for r in rows[i:i + 500]))
+        if heartbeat:
+            heartbeat(i)
+
+    def write() -> None:
+        with store.begin() as conn:
+            for row_id, status, ended in closed:
+                conn.execute(enr.update().where(enr.c.id == row_id, enr.c.status == "running")
+                             .values(status=status, ended_at=ended))
+
+    if closed:
+        await asyncio.to_thread(write)
+    for _, status, _ in closed:
+        result.ended[status] = result.ended.get(status, 0) + 1
+    return result
+
+
+def _count(decisions: Sequence[Any], key: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in decisions:
+        for k in key(d):
+            out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def decide(store: Store, playbooks: Playbooks, now: dt.datetime, today: dt.date, *, dry_run: bool = False,
+           settings: enroll.Settings | None = None) -> DecideResult:
+    """Enrollment decisions (engine/enroll.py); recorded with `pending` rows unless `dry_run`."""
+    if dry_run:
+        decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today, settings)
+        chosen = [d for d in decisions if d.enroll]
+        return DecideResult(
+            decisions=len(decisions), enrolled=len(chosen),
+            skipped=_count([d for d in decisions if not d.enroll], lambda d: d.codes),
+            by_play=_count(chosen, lambda d: [d.play]),
+            by_route=_count(chosen, lambda d: [f"{d.play}/{d.route or '-'}"]),
+            triggers=_count(decisions, lambda d: d.triggers),
+        )
+    res = enroll.record(store, playbooks.catalog, playbooks.plans, today, settings, status="pending", now=now)
+    return DecideResult(
+        decisions=res.decisions, enrolled=len(res.enrolled), skipped=dict(sorted(res.skipped.items())),
+        by_play=_count(res.enrolled, lambda e: [e.play]),
+        by_route=_count(res.enrolled, lambda e: [f"{e.play}/{e.route or '-'}"]),
+        triggers=_count(res.enrolled, lambda e: [e.trigger] if e.trigger else []),
+    )
+
+
+def _first_email_to(plan: Plan) -> n.Ref | None:
+    def walk(actions: Sequence[Any]) -> n.Ref | None:
+        for a in actions:
+            if isinstance(a, n.EmailStep):
+                return a.to
+            if isinstance(a, n.BranchStep):
+                found = walk(a.then) or walk(a.otherwise)
+                if found is not None:
+                    return found
+        return None
+
+    return walk([s.action for s in plan.steps])
+
+
+def _account_field(ref: n.Ref | None) -> str | None:
+    if ref is not None and len(ref.path) == 2 and ref.path[0] == "account":
+        return ref.path[1]
+    return None
+
+
+def _valid_zone(name: Any) -> str | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not name or not isinstance(name, str):
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
+
+
+def _as_date(v: Any) -> dt.date | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, dt.datetime):
+        return v.date()
+    if isinstance(v, dt.date):
+        return v
+    return dt.date.fromisoformat(str(v)[:10])
+
+
+def play_inputs(store: Store, playbooks: Playbooks, rows: Sequence[Any],
+                enrolled_at: dt.datetime) -> list[tuple[Any, PlayInput | None, str | None]]:
+    """(row, PlayInput or None, why not) for enrollment rows: anchor and time zone read from the store."""
+    accounts = store.table("account", playbooks.catalog)
+    contacts = Base.metadata.tables["contacts"]
+    ids = sorted({r.account_id for r in rows})
+    needed: set[str] = set()
+    for plan in playbooks.plans.values():
+        for ref in (plan.anchor, plan.window.timezone if plan.window else None, _first_email_to(plan)):
+            if (f := _account_field(ref)) is not None and f in accounts.c:
+                needed.add(f)
+    with store.connect() as conn:
+        data: dict[str, dict[str, Any]] = {}
+        if ids:
+            cols = [accounts.c.id, *(accounts.c[f] for f in sorted(needed))]
+            for r in conn.execute(sa.select(*cols).where(accounts.c.id.in_(ids))):
+                data[r[0]] = dict(r._mapping)
+        refs = {v for d in data.values() for k, v in d.items() if k != "id" and isinstance(v, str) and v}
+        zones: dict[str, str | None] = {}
+        if refs:
+            for cid, email, tz in conn.execute(sa.select(contacts.c.id, contacts.c.email, contacts.c.timezone)
+                                               .where(sa.or_(contacts.c.id.in_(refs), contacts.c.email.in_(refs)))):
+                zones[cid] = tz
+                if email:
+                    zones.setdefault(email, tz)
+    out: list[tuple[Any, PlayInput | None, str | None]] = []
+    for row in rows:
+        plan = playbooks.plans.get(row.play)
+        if plan is None:
+            out.append((row, None, f"play {row.play!r} is no longer in the playbooks"))
+            continue
+        acc = data.get(row.account_id)
+        if acc is None:
+            out.append((row, None, f"account {row.account_id!r} is not in the store"))
+            continue
+        anchor = None
+        if plan.anchor is not None:
+            anchor = _as_date(acc.get(_account_field(plan.anchor) or ""))
+            if anchor is None:
+                out.append((row, None, f"the play is anchored on {plan.anchor.dotted}, which is empty"))
+                continue
+        tz = None
+        if plan.window is not None and plan.window.timezone is not None:
+            tz = _valid_zone(acc.get(_account_field(plan.window.timezone) or ""))
+        if tz is None:
+            contact = acc.get(_account_field(_first_email_to(plan)) or "")
+            tz = _valid_zone(zones.get(contact)) if contact else None
+        inp = PlayInput(plan=plan, account_id=row.account_id, enrolled_at=enrolled_at,
+                        enrollment_id=f"e{row.id}", anchor=anchor, timezone=tz or "UTC")
+        out.append((row, inp, None))
+    return out
+
+
+async def start_batch(client: Client, store: Store, playbooks: Playbooks, req: StartRequest, *,
+                      task_queue: str = TASK_QUEUE, concurrency: int = START_CONCURRENCY) -> StartResult:
+    """Start up to `req.limit` pending enrollments with an id above `req.after_id`."""
+    enr = _enrollments()
+
+    def pending() -> tuple[list[Any], bool]:
+        with store.connect() as conn:
+            rows = list(conn.execute(
+                sa.select(enr.c.id, enr.c.workflow_id, enr.c.play, enr.c.account_id, enr.c.reason)
+                .where(enr.c.status == "pending", enr.c.id > req.after_id).order_by(enr.c.id).limit(req.limit + 1)))
+        return rows[:req.limit], len(rows) > req.limit
+
+    rows, more = await asyncio.to_thread(pending)
+    result = StartResult(last_id=rows[-1].id if rows else req.after_id, more=more)
+    if not rows:
+        return result
+    inputs = await asyncio.to_thread(play_inputs, store, playbooks, rows, req.enrolled_at)
+    gate = asyncio.Semaphore(concurrency)
+    updates: list[dict[str, Any]] = []
+
+    async def start(row: Any, inp: PlayInput | None, why: str | None) -> None:
+        if inp is None:
+            updates.append({"id": row.id, "status": "failed", "ended_at": req.enrolled_at,
+                            "note": f"not started: {why}"})
+            result.failed += 1
+            return
+        async with gate:
+            try:
+                handle = await start_play(client, inp, task_queue=task_queue)
+                updates.append({"id": row.id, "status": "running", "run_id": handle.result_run_id,
+                                "plan_hash": inp.plan.hash})
+                result.started += 1
+            except AlreadyEnrolled:
+                desc = await client.get_workflow_handle(row.workflow_id).describe()
+                updates.append({"id": row.id, "status": "running", "run_id": desc.run_id,
+                                "note": "already open in Temporal: joined that run, not started again"})
+                result.joined += 1
+            except Exception as exc:  # an outage: the row stays pending, the next batch or sweep retries
+                result.errors += 1
+                result.error = result.error or f"{type(exc).__name__}: {exc}"
+
+    await asyncio.gather(*(start(*x) for x in inputs))
+
+    def write() -> None:
+        with store.begin() as conn:
+            for u in updates:
+                values: dict[str, Any] = {"status": u["status"]}
+                for k in ("run_id", "plan_hash", "ended_at"):
+                    if k in u:
+                        values[k] = u[k]
+                if "note" in u:
+                    reason = conn.execute(sa.select(enr.c.reason).where(enr.c.id == u["id"])).scalar() or {}
+                    values["reason"] = {**reason, "note": u["note"]}
+                conn.execute(enr.update().where(enr.c.id == u["id"]).values(**values))
+
+    await asyncio.to_thread(write)
+    return result
+
+
+async def sweep_once(client: Client | None, store: Store, playbooks: Playbooks, now: dt.datetime, *,
+                     today: dt.date | None = None, dry_run: bool = False, batch_size: int = DEFAULT_BATCH,
+                     task_queue: str = TASK_QUEUE, enrolled_at: dt.datetime | None = None,
+                     settings: enroll.Settings | None = None) -> SweepSummary:
+    """One sweep in this process: what SweepWorkflow does through its activities.
+
+    `client` may be None only for a dry run. `enrolled_at` (default `now`):
+    the instant the plays count from.
+    """
+    today = today or now.astimezone(dt.timezone.utc).date()
+    summary = SweepSummary(now=now, today=today, dry_run=dry_run)
+    if not dry_run:
+        assert client is not None, "a sweep that starts plays needs a Temporal client"
+        summary.reconciled = await reconcile(client, store, now)
+    summary.decided = await asyncio.to_thread(decide, store, playbooks, now, today, dry_run=dry_run,
+                                              settings=settings)
+    if dry_run:
+        return summary
+    assert client is not None
+    cursor = 0
+    while True:
+        b = await start_batch(client, store, playbooks,
+                              StartRequest(after_id=cursor, limit=batch_size, enrolled_at=enrolled_at or now),
+                              task_queue=task_queue)
+        summary.batches += 1
+        _add(summary, b)
+        if not b.more:
+            return summary
+        cursor = b.last_id
+
+
+def _add(summary: SweepSummary, b: StartResult) -> None:
+    summary.started += b.started
+    summary.joined += b.joined
+    summary.failed += b.failed
+    summary.errors += b.errors
+    summary.error = summary.error or b.error
+
+
+# --------------------------------------------------------------------------
+# Activities and the workflow
+
+
+class SweepActivities:
+    """The sweep's activities over one store and one set of playbooks.
+
+    `playbooks` may be a callable returning a fresh `Playbooks`, so a
+    long-running worker picks up edited .play files at the next sweep
+    (running plays keep their Plan: it is in their history).
+    """
+
+    def __init__(self, client: Client, store: Store, playbooks: Playbooks | Any, *,
+                 task_queue: str = TASK_QUEUE, settings: enroll.Settings | None = None) -> None:
+        self.client = client
+        self.store = store
+        self._playbooks = playbooks
+        self.task_queue = task_queue
+        self.settings = settings
+
+    def playbooks(self) -> Playbooks:
+        return self._playbooks if isinstance(self._playbooks, Playbooks) else self._playbooks()
+
+    @activity.defn(name="sweep_reconcile")
+    async def reconcile(self, now: dt.datetime) -> ReconcileResult:
+        return await reconcile(self.client, self.store, now, heartbeat=activity.heartbeat)
+
+    @activity.defn(name="sweep_decide")
+    async def decide(self, req: DecideRequest) -> DecideResult:
+        return await asyncio.to_thread(decide, self.store, self.playbooks(), req.now, req.today,
+                                       dry_run=req.dry_run, settings=self.settings)
+
+    @activity.defn(name="sweep_start_batch")
+    async def start_batch(self, req: StartRequest) -> StartResult:
+        activity.heartbeat(req.after_id)
+        return await start_batch(self.client, self.store, self.playbooks(), req, task_queue=self.task_queue)
+
+    def all(self) -> list[Any]:
+        return [self.reconcile, self.decide, self.start_batch]
+
+
+SWEEP_RETRY = RetryPolicy(initial_interval=dt.timedelta(seconds=2), backoff_coefficient=2.0,
+                          maximum_interval=dt.timedelta(minutes=2), maximum_attempts=10)
+
+
+@workflow.defn(name="SweepWorkflow")
+class SweepWorkflow:
+    """Reconcile, decide, then start the pending enrollments batch by batch (deterministic)."""
+
+    @workflow.run
+    async def run(self, inp: SweepInput) -> SweepSummary:
+        now = workflow.now()
+        today = inp.today or now.date()
+        summary = SweepSummary(now=now, today=today, dry_run=inp.dry_run)
+        opts: dict[str, Any] = {"start_to_close_timeout": dt.timedelta(minutes=30),
+                                "heartbeat_timeout": dt.timedelta(minutes=5), "retry_policy": SWEEP_RETRY}
+        if not inp.dry_run:
+            summary.reconciled = await workflow.execute_activity_method(
+                SweepActivities.reconcile, now, summary="close finished enrollments", **opts)
+        summary.decided = await workflow.execute_activity_method(
+            SweepActivities.decide, DecideRequest(now=now, today=today, dry_run=inp.dry_run),
+            summary="enrollment decisions", **opts)
+        if inp.dry_run:
+            return summary
+        cursor = 0
+        while True:
+            b = await workflow.execute_activity_method(
+                SweepActivities.start_batch,
+                StartRequest(after_id=cursor, limit=inp.batch_size, enrolled_at=now),
+                summary=f"start enrollments after #{cursor}", **opts)
+            summary.batches += 1
+            _add(summary, b)
+            if not b.more:
+                return summary
+            cursor = b.last_id
+
+
+def sweep_worker_parts(client: Client, store: Store, playbooks: Playbooks | Any, *,
+                       task_queue: str = TASK_QUEUE) -> tuple[list[type], list[Any]]:
+    """(workflows, activities) a worker registers to run sweeps (workflows/worker.py adds them)."""
+    return [SweepWorkflow], SweepActivities(client, store, playbooks, task_queue=task_queue).all()
+
+
+# --------------------------------------------------------------------------
+# The schedule
+
+
+async def ensure_schedule(client: Client, every: dt.timedelta = dt.timedelta(hours=1), *,
+                          schedule_id: str = SWEEP_SCHEDULE_ID, task_queue: str = TASK_QUEUE,
+                          catchup_window: dt.timedelta | None = None, batch_size: int = DEFAULT_BATCH,
+                          paused: bool = False) -> ScheduleHandle:
+    """Create the sweep's Temporal Schedule, or update it to `every` if it exists.
+
+    Overlap SKIP: a sweep still running when the next one is due is not
+    doubled. Catch-up window (default: one interval): after an outage one
+    missed sweep runs, not a backlog of them (each would see the same data).
+    """
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            SweepWorkflow.run, SweepInput(batch_size=batch_size), id=SWEEP_WORKFLOW_ID, task_queue=task_queue),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=catchup_window or every),
+    )
+    schedule.state.paused = paused
+    schedule.state.note = f"playbook sweep every {every}"
+    try:
+        return await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+        handle = client.get_schedule_handle(schedule_id)
+
+        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await handle.update(update)
+        return handle
+
+
+__all__ = ["DecideResult", "Playbooks", "ReconcileResult", "StartResult", "SweepActivities", "SweepInput",
+           "SweepSummary", "SweepWorkflow", "decide", "ensure_schedule", "play_inputs", "reconcile",
+           "start_batch", "sweep_once", "sweep_worker_parts"]
