@@ -18,6 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.model import PlayEvent, PlayInput, PlayResult
 from workflows.play import PlayWorkflow, workflow_id
+from workflows.search_attributes import at_start
 
 TASK_QUEUE = "playbook"
 DATA_CONVERTER = pydantic_data_converter  # client, worker, test envs and Replayer all use it
@@ -42,8 +43,15 @@ async def start_play(
     *,
     task_queue: str = TASK_QUEUE,
     first_event: PlayEvent | None = None,
+    search_attributes: bool = True,
 ) -> WorkflowHandle[PlayWorkflow, PlayResult]:
-    """Enroll one account. `first_event`: an event that raced the enrollment (signal-with-start)."""
+    """Enroll one account. `first_event`: an event that raced the enrollment (signal-with-start).
+
+    `search_attributes`: set PlaybookPlay/Account/PlanHash (and so let the run
+    upsert PlaybookStep/Stage; workflows/search_attributes.py). The server must
+    know them, or the start fails with INVALID_ARGUMENT; pass False only for a
+    server where they cannot be registered.
+    """
     if not inp.plan.hash:
         inp = inp.model_copy(update={"plan": inp.plan.with_hash()})
     try:
@@ -55,6 +63,7 @@ async def start_play(
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             memo=memo(inp),
+            search_attributes=at_start(inp.plan.play, inp.account_id, inp.plan.hash) if search_attributes else None,
             static_summary=f"{inp.plan.title} for {inp.account_id}",
             start_signal="event" if first_event else None,
             start_signal_args=[first_event] if first_event else [],

@@ -79,6 +79,18 @@ class Schedule(BaseModel):
     timezone: str
     steps: list[ScheduledStep]
 
+    def compressed(self, origin: dt.datetime, day_seconds: float) -> Schedule:
+        """Test-only: the same schedule with every day lasting `day_seconds` (see PlayInput.day_seconds)."""
+        scale = day_seconds / 86400.0
+        steps = [
+            s.model_copy(update={
+                "due_at": origin + (s.due_at - origin) * scale,
+                "wait_seconds": {k: v * scale for k, v in s.wait_seconds.items()},
+            })
+            for s in self.steps
+        ]
+        return self.model_copy(update={"steps": steps})
+
 
 class ScheduleRequest(BaseModel):
     plan: Plan
@@ -139,6 +151,14 @@ class PlayInput(BaseModel):
     # by history size already; this makes it testable on the test server,
     # which never suggests it.
     steps_per_run: int | None = None
+    # TEST-ONLY time scale, for tests on a real (not time-skipping) server such
+    # as the crash test: one day of the schedule lasts `day_seconds` real
+    # seconds (steps and waits compressed around enrolled_at, calendar rules
+    # computed as usual first), and acting activities time out after
+    # `activity_timeout_seconds` instead of 60 s, so a killed worker's activity
+    # is retried within seconds. Never set them for real plays.
+    day_seconds: float | None = None
+    activity_timeout_seconds: float | None = None
 
     def enrollment(self) -> str:
         if self.enrollment_id:

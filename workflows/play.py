@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from dsl import nodes as n
     from dsl.plan import Plan, PlanStep
     from workflows import conditions
+    from workflows import search_attributes as sa
     from workflows.activities import PlayActivities, compute_schedule
     from workflows.model import (
         CLOSED_LOST_STAGE,
@@ -108,6 +109,11 @@ class PlayWorkflow:
         self._phase = "starting"
         self._current: str | None = None
         self._exit_reason: str | None = None
+        # Step and stage are published as search attributes only by runs started
+        # with ours (start_play sets them): decided in run(), None until then.
+        self._publish: bool | None = None
+        self._act_timeout = (dt.timedelta(seconds=inp.activity_timeout_seconds)
+                             if inp.activity_timeout_seconds else ACT_TIMEOUT)
         for event in inp.events:
             self._apply(event)
 
@@ -128,8 +134,16 @@ class PlayWorkflow:
                 start_to_close_timeout=dt.timedelta(seconds=30),
                 retry_policy=SCHEDULE_RETRY,
             )
+            if inp.day_seconds:  # test-only time scale (PlayInput.day_seconds)
+                schedule = schedule.compressed(inp.enrolled_at, inp.day_seconds)
             self._state = PlayState(schedule=schedule, events=self._events, decisions=self._decisions)
         self._refresh_exit()
+        # Search attributes: a run started with PlaybookPlay (start_play sets it,
+        # continue-as-new carries it) upserts step and stage. This is the
+        # deterministic gate for the upserts (no workflow.patched needed): every
+        # run started before they existed was started without PlaybookPlay, so
+        # its replay issues no upsert (the golden histories check it).
+        self._publish = workflow.info().typed_search_attributes.get(sa.PLAY) is not None
 
         state = self._state
         steps_this_run = 0
@@ -144,6 +158,7 @@ class PlayWorkflow:
                 continue
 
             self._phase, self._current = "sleeping", None
+            self._publish_attributes(step.label)
             woke = await self._sleep_until(when.due_at, step.label)
             if woke == "exit":
                 return self._exited(step.label)
@@ -171,6 +186,7 @@ class PlayWorkflow:
     def event(self, event: PlayEvent) -> None:
         self._apply(event)
         self._refresh_exit()
+        self._publish_attributes()
 
     def _apply(self, event: PlayEvent) -> None:
         ev = self._events
@@ -198,6 +214,16 @@ class PlayWorkflow:
                 f"exit when {conditions.describe(self._plan.exit)} held "
                 f"(events: {flags}; stage: {self._events.stage or 'unknown'})"
             )
+
+    def _publish_attributes(self, step: str | None = None) -> None:
+        """Upsert PlaybookStep / PlaybookStage where they changed (one command, or none)."""
+        if not self._publish:
+            return
+        current = workflow.info().typed_search_attributes
+        wanted = [(sa.STEP, step), (sa.STAGE, self._events.stage)]
+        updates = [key.value_set(value) for key, value in wanted if value is not None and current.get(key) != value]
+        if updates:
+            workflow.upsert_search_attributes(updates)
 
     # ------------------------------------------------------------ queries
     @workflow.query(name="status")
@@ -259,6 +285,7 @@ class PlayWorkflow:
                     # inbound stage_changed event.
                     self._events.stage = action.stage
                     self._refresh_exit()
+                    self._publish_attributes()
 
     async def _branch(self, action: n.BranchStep, path: str, when: ScheduledStep) -> None:
         held = await self._condition(action.condition)
@@ -304,7 +331,7 @@ class PlayWorkflow:
         return await workflow.execute_activity_method(
             PlayActivities.evaluate_condition,
             ConditionRequest(account_id=self._input.account_id, expr=expr, events=self._events, at=workflow.now()),
-            start_to_close_timeout=ACT_TIMEOUT,
+            start_to_close_timeout=self._act_timeout,
             retry_policy=ACT_RETRY,
             summary=conditions.describe(expr),
         )
@@ -353,7 +380,7 @@ class PlayWorkflow:
                                        non_retryable=True)
         try:
             return await workflow.execute_activity_method(
-                method, request, start_to_close_timeout=ACT_TIMEOUT, retry_policy=ACT_RETRY,
+                method, request, start_to_close_timeout=self._act_timeout, retry_policy=ACT_RETRY,
                 summary=f"{path}: {action.step}",
             )
         except ActivityError as exc:

@@ -22,6 +22,7 @@ from dsl.evaluator import Account
 from workflows.activities import AccountSource, PlayActivities, StaticAccounts
 from workflows.client import DATA_CONVERTER
 from workflows.play import PlayWorkflow
+from workflows.search_attributes import ensure_registered
 
 BIN = Path(sys.executable).parent  # the venv's bin: temporal-test-server lives beside python
 
@@ -52,6 +53,9 @@ async def harness(
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
     ) as env:
+        # The time-skipping server knows no search attributes: start_play sets
+        # ours and the workflow upserts them, so register them first.
+        await ensure_registered(env.client)
         acts = PlayActivities(Connectors.single(connector), accounts or StaticAccounts(ACCOUNTS), catalog)
         task_queue = f"tq-{uuid.uuid4()}"
         async with Worker(

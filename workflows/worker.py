@@ -1,0 +1,217 @@
+"""The worker: PlayWorkflow and its activities over the built-in store connectors.
+
+    settings = TemporalSettings.from_env()           # address, namespace, TLS
+    await run_worker(settings, store=Store.open(...), catalog=project.catalog)
+
+Workers are stateless: run as many as needed against one task queue. A
+worker
+
+- connects by address, namespace and optional TLS (workflows/settings.py)
+  with the pydantic data converter,
+- registers our search attributes when the namespace lacks them (warns if
+  it may not: starting plays then fails until an operator adds them),
+- stops gracefully on SIGTERM / SIGINT: it polls no new tasks and gives
+  in-flight activities `shutdown_seconds` to finish (a send that is half
+  way completes and is reported); whatever is still running after that is
+  cancelled and retried later by another worker, which the idempotency keys
+  make safe.
+
+Exit: sdk-python #300 can abort the interpreter at exit ("Fatal Python
+error: PyGILState_Release") after a worker ran many workflows. `main()` and
+the CLI therefore end the process with `os._exit` once the worker has shut
+down cleanly and output is flushed (`hard_exit`).
+
+`python -m workflows.worker [--playbooks DIR] [--database URL]` runs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from connectors.base import Connectors
+from dsl.catalog import Catalog
+from engine.store import Store
+from workflows.activities import PlayActivities
+from workflows.play import PlayWorkflow
+from workflows.search_attributes import SearchAttributeError, ensure_registered
+from workflows.settings import TemporalSettings, connect
+
+log = logging.getLogger("playbook.worker")
+
+
+def store_activities(store: Store, catalog: Catalog, *, unsubscribe_url: str | None = None) -> PlayActivities:
+    """Activities acting on the store: outbox, tasks, pipeline, audit (connectors/store.py)."""
+    from connectors.store import StoreConnector
+    from workflows.accounts import StoreAccounts
+
+    return PlayActivities(Connectors.single(StoreConnector(store)), StoreAccounts(store, catalog), catalog,
+                          unsubscribe_url=unsubscribe_url)
+
+
+def build_worker(
+    client: Client,
+    settings: TemporalSettings,
+    activities: PlayActivities,
+    *,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
+    **options: Any,
+) -> Worker:
+    """A worker for PlayWorkflow (plus, e.g., the sweep's workflow and activities)."""
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[PlayWorkflow, *extra_workflows],
+        activities=[*activities.all(), *extra_activities],
+        graceful_shutdown_timeout=dt.timedelta(seconds=settings.shutdown_seconds),
+        max_concurrent_activities=settings.max_activities,
+        **options,
+    )
+
+
+async def prepare(client: Client) -> None:
+    """Register the search attributes if we may; a worker runs without them."""
+    try:
+        added = await ensure_registered(client)
+    except SearchAttributeError as exc:
+        log.warning("%s", exc)
+        return
+    if added:
+        log.info("registered search attributes: %s", ", ".join(added))
+
+
+def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
+    """SIGTERM and SIGINT set `stop` (a second one is left to the default: kill -9 still works)."""
+    loop = asyncio.get_running_loop()
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals only reach the main thread
+    installed: list[int] = []
+
+    def handler(signum: int) -> None:
+        if stop.is_set():
+            return
+        log.info("%s: finishing in-flight activities, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, handler, signum)
+        installed.append(signum)
+
+    def remove() -> None:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+    return remove
+
+
+async def run_until(worker: Worker, stop: asyncio.Event) -> None:
+    """Run `worker` until `stop` is set or it fails; then shut it down gracefully."""
+    run = asyncio.create_task(worker.run())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if run in done:
+            run.result()  # a fatal worker error (lost server beyond retries, bad registration)
+            return
+        await worker.shutdown()  # waits up to graceful_shutdown_timeout for activities
+        await run
+    finally:
+        stopped.cancel()
+
+
+async def run_worker(
+    settings: TemporalSettings,
+    *,
+    store: Store | None = None,
+    catalog: Catalog | None = None,
+    activities: PlayActivities | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[Client], None] | None = None,
+    client: Client | None = None,
+    **options: Any,
+) -> None:
+    """Connect, register search attributes, run until SIGTERM/SIGINT (or `stop`)."""
+    if activities is None:
+        if store is None:
+            raise ValueError("run_worker needs a store or activities")
+        activities = store_activities(store, catalog or store.catalog or Catalog())
+    client = client or await connect(settings)
+    await prepare(client)
+    worker = build_worker(client, settings, activities, **options)
+    stop = stop or asyncio.Event()
+    remove = install_stop_signals(stop)
+    try:
+        if on_ready is not None:
+            on_ready(client)
+        log.info("worker polling %s", settings.describe())
+        await run_until(worker, stop)
+    finally:
+        remove()
+    log.info("worker stopped")
+
+
+def load_catalog(paths: Sequence[str | Path]) -> Catalog:
+    """Declarations (fields, lets, scores) the activities evaluate against.
+
+    A project with errors still yields what could be read, with a warning:
+    running plays carry their Plans and must keep running.
+    """
+    from dsl.project import load
+
+    project = load(list(paths))
+    if project.errors:
+        log.warning("%d error(s) in %s; run `playbook check`", len(project.errors), ", ".join(map(str, paths)))
+    return project.catalog
+
+
+def hard_exit(code: int) -> NoReturn:
+    """Flush and leave without interpreter finalisation (sdk-python #300)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = argparse.ArgumentParser(prog="python -m workflows.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--playbooks", action="append", default=None, help="folders of .play files (catalog)")
+    parser.add_argument("--database", default=None, help="store URL (default: $PLAYBOOK_DATABASE_URL or .playbook/)")
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--namespace", default=None)
+    parser.add_argument("--task-queue", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = TemporalSettings.from_env(address=args.address, namespace=args.namespace, task_queue=args.task_queue)
+    catalog = load_catalog(args.playbooks or ["playbooks"])
+    store = Store.open(args.database, catalog=catalog)
+    code = 0
+    try:
+        asyncio.run(run_worker(settings, store=store, catalog=catalog))
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        print(f"worker: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        store.close()
+    hard_exit(code)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["build_worker", "hard_exit", "load_catalog", "run_worker", "store_activities"]
