@@ -31,6 +31,7 @@ the chunk. Metric history is sampled, not daily (see `History`).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import math
 import random
@@ -671,6 +672,13 @@ class _Writer:
             c.name for c in table.columns
             if not (c.primary_key and c.autoincrement is True and isinstance(c.type, (sa.Integer, sa.BigInteger)))]
         self.raw = conn.dialect.name == "sqlite"
+        # psycopg2: COPY FROM STDIN, several times the rate of multi-row
+        # INSERTs for tens of thousands of rows per chunk.
+        self.copy_sql = None
+        if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+            ident = conn.dialect.identifier_preparer
+            self.copy_sql = (f"COPY {ident.quote(table.name)} "
+                             f"({', '.join(ident.quote(c) for c in self.columns)}) FROM STDIN")
         if self.raw:
             # SQLite through the DBAPI: values stored exactly as SQLAlchemy's
             # SQLite types store them (ISO dates, naive UTC datetimes with
@@ -688,6 +696,16 @@ class _Writer:
             return
         if isinstance(rows[0], dict):
             rows = [[r.get(c) for c in self.columns] for r in rows]
+        if self.copy_sql is not None:
+            buf = io.StringIO()
+            buf.writelines("\t".join(map(_copy_text, r)) + "\n" for r in rows)
+            buf.seek(0)
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.copy_expert(self.copy_sql, buf)
+            finally:
+                cursor.close()
+            return
         if not self.raw:
             conn.execute(self.table.insert(), [dict(zip(self.columns, r)) for r in rows])
             return
@@ -715,6 +733,22 @@ _DATE_TEXT: dict[dt.date, str] = {}
 
 # One encoder: json.dumps with options builds a new encoder on every call.
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(v: Any) -> str:
+    """One value in PostgreSQL's COPY text format."""
+    if v is None:
+        return "\\N"
+    if v is True or v is False:
+        return "t" if v else "f"
+    if isinstance(v, str):
+        return v.translate(_COPY_ESCAPES)
+    if isinstance(v, (dt.date, dt.datetime)):
+        return v.isoformat()
+    return str(v)  # numbers: repr-exact for floats
 
 
 def _identity(v: Any) -> Any:
@@ -780,6 +814,8 @@ def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | 
     if store.dialect == "sqlite":
         gen.use_sqlite_storage()  # rows go to the DBAPI as they are
     raw = store.dialect == "sqlite"
+    if store.engine.dialect.driver == "psycopg2":
+        gen.json_value = _JSON  # COPY takes JSON as text
     report = progress or (lambda phase, done, total: None)
 
     with store.begin() as conn:

@@ -128,6 +128,8 @@ def _decimal(raw: Any, what: str) -> Decimal:
 
 
 def _in_range(value: float, t: n.TypeRef) -> float:
+    if not math.isfinite(value):  # e.g. 1e400: finite as a Decimal, not as a double
+        raise ValueError(f"{value} is too large a number")
     if t.low is not None and value < t.low or t.high is not None and value > t.high:
         lo = "" if t.low is None else f"{t.low:g}"
         hi = "" if t.high is None else f"{t.high:g}"
@@ -139,6 +141,8 @@ def _int(raw: Any, t: n.TypeRef) -> int:
     d = _decimal(raw, "a whole number")
     if d != d.to_integral_value():
         raise ValueError(f"expected a whole number, found {raw!r}")
+    if abs(d) >= 2**63:  # the column is a 64-bit integer
+        raise ValueError(f"{raw} is too large for a whole number")
     _in_range(float(d), t)
     return int(d)
 

@@ -1,0 +1,283 @@
+"""CSV and JSON Lines imports: typed, checked row by row, all-or-nothing, idempotent; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dsl import nodes as n
+from dsl.project import load_text
+from engine import schema
+from engine.importers import ImportFailed, RowError, import_file, import_files, parse_value
+from engine.store import Store
+from store_backends import BACKENDS, fresh_store
+
+DECLARATIONS = """\
+entity account
+  field segment            enum(smb, mid_market, enterprise)
+  field arr                money
+  field health_score       number 0..100
+  field usage_percent      percent
+  field seats_active       int
+  field exec_sponsor       bool
+  field last_expansion_at  date?
+  field csm                user
+  field nps                number? 0..10
+entity contact
+  field email      text
+  field first_name text
+  field timezone   text
+  field title      text?
+metric api_calls per day
+event funding_announced
+event ticket_opened
+"""
+CATALOG = load_text(DECLARATIONS).catalog
+
+ACCOUNTS_CSV = """\
+id,name,segment,arr,health_score,usage_percent,seats_active,exec_sponsor,last_expansion_at,csm,nps
+a1,Acme,smb,"$12,000.00",75,85%,12,yes,,u1,9
+a2,Beta,mid_market,50000,88.5,0.4,40,false,2025-01-15,u2,
+"""
+CONTACTS_JSONL = """\
+{"id": "c1", "account_id": "a1", "email": "ana@acme.example", "name": "Ana Ruiz", "first_name": "Ana", "timezone": "America/Chicago"}
+{"id": "c2", "account_id": "a2", "email": "bo@beta.example", "first_name": "Bo", "timezone": "Europe/Berlin", "title": "CTO"}
+"""
+METRICS_CSV = """\
+account_id,metric,date,value
+a1,api_calls,2026-05-01,100
+a1,api_calls,2026-05-02,120.5
+a2,api_calls,2026-05-01,7
+"""
+EVENTS_JSONL = """\
+{"account_id": "a1", "event": "funding_announced", "occurred_at": "2026-05-20T10:00:00Z", "payload": {"round": "Series B"}}
+{"account_id": "a1", "event": "ticket_opened", "date": "2026-05-21", "id": "T-1", "priority": "P2"}
+{"account_id": "a1", "event": "ticket_opened", "date": "2026-05-21", "id": "T-2"}
+"""
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    with fresh_store(request.param, tmp_path, CATALOG) as s:
+        yield s
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def good_files(folder: Path) -> list[tuple[str, Path]]:
+    # Deliberately out of order: accounts are imported before what refers to them.
+    return [("events", write(folder, "events.jsonl", EVENTS_JSONL)),
+            ("contacts", write(folder, "contacts.jsonl", CONTACTS_JSONL)),
+            ("metrics", write(folder, "metrics.csv", METRICS_CSV)),
+            ("accounts", write(folder, "accounts.csv", ACCOUNTS_CSV))]
+
+
+def dump(store: Store) -> dict[str, list[tuple]]:
+    """Every imported row, without generated ids and timestamps."""
+    tables = {"accounts": store.table("account"), "contacts": store.table("contact"),
+              "metric_points": schema.MetricPoint.__table__}
+    out: dict[str, list[tuple]] = {}
+    with store.engine.connect() as conn:
+        for name, t in tables.items():
+            out[name] = sorted(tuple(r) for r in conn.execute(sa.select(t)))
+        ev = schema.Event.__table__
+        out["events"] = sorted(
+            (r.key, r.account_id, r.event, r.occurred_at, r.occurred_on, json.dumps(r.payload, sort_keys=True))
+            for r in conn.execute(sa.select(ev)))
+    return out
+
+
+def count(store: Store, table: str) -> int:
+    return store.count(table)
+
+
+def test_good_files_are_imported_typed(store: Store, tmp_path: Path) -> None:
+    report = import_files(store, CATALOG, good_files(tmp_path))
+    assert [(f.kind, f.rows, f.created, f.updated) for f in report.files] == [
+        ("accounts", 2, 2, 0), ("contacts", 2, 2, 0), ("metrics", 3, 0, 0), ("events", 3, 0, 0)]
+    accounts = store.table("account")
+    with store.engine.connect() as conn:
+        a1 = conn.execute(sa.select(accounts).where(accounts.c.id == "a1")).mappings().one()
+        a2 = conn.execute(sa.select(accounts).where(accounts.c.id == "a2")).mappings().one()
+        events = conn.execute(sa.select(schema.Event.__table__).order_by(schema.Event.key)).mappings().all()
+    assert dict(a1) == {"id": "a1", "name": "Acme", "segment": "smb", "arr": 12000.0, "health_score": 75.0,
+                        "usage_percent": 0.85, "seats_active": 12, "exec_sponsor": True, "last_expansion_at": None,
+                        "csm": "u1", "nps": 9.0}
+    assert a2["usage_percent"] == 0.4 and a2["last_expansion_at"] == dt.date(2025, 1, 15) and a2["nps"] is None
+    assert [(e["key"], e["occurred_on"], e["payload"]) for e in events] == [
+        ("a1|funding_announced|2026-05-20T10:00:00+00:00", dt.date(2026, 5, 20), {"round": "Series B"}),
+        ("id:ticket_opened:T-1", dt.date(2026, 5, 21), {"priority": "P2"}),
+        ("id:ticket_opened:T-2", dt.date(2026, 5, 21), None),
+    ]
+    assert events[0]["occurred_at"] == dt.datetime(2026, 5, 20, 10, tzinfo=dt.timezone.utc)
+    assert count(store, "metric_points") == 3 and count(store, "contacts") == 2
+    assert count(store, "audit_log") == 4  # one entry per imported file
+
+
+def test_reimport_is_idempotent(store: Store, tmp_path: Path) -> None:
+    files = good_files(tmp_path)
+    import_files(store, CATALOG, files)
+    before = dump(store)
+    again = import_files(store, CATALOG, files)
+    assert [(f.created, f.updated) for f in again.files if f.kind == "accounts"] == [(0, 2)]
+    assert dump(store) == before
+    # The same values written the other way round change nothing either.
+    import_file(store, CATALOG, "accounts", write(tmp_path, "other.csv", ACCOUNTS_CSV.replace("85%", "0.85")))
+    assert dump(store) == before
+
+
+def test_metric_points_upsert_by_account_metric_date(store: Store, tmp_path: Path) -> None:
+    import_files(store, CATALOG, good_files(tmp_path))
+    import_file(store, CATALOG, "metrics", write(tmp_path, "fix.jsonl",
+                '{"account_id": "a1", "metric": "api_calls", "date": "2026-05-02", "value": 130}\n'))
+    mp = schema.MetricPoint.__table__
+    with store.engine.connect() as conn:
+        v = conn.execute(sa.select(mp.c.value).where(mp.c.date == dt.date(2026, 5, 2))).scalar_one()
+    assert v == 130 and count(store, "metric_points") == 3
+
+
+BAD_ACCOUNTS = """\
+id,name,segment,arr,health_score,usage_percent,seats_active,exec_sponsor,last_expansion_at,csm,nps,colour
+a1,Acme,smb,12000,75,85%,12,yes,,u1,9,red
+a3,Gamma,Small,abc,175,85,12.5,maybe,2026-13-01,u1,11,blue
+a4,Delta,enterprise,1,1,1%,1,no,,,,green
+a1,Again,smb,1,1,1%,1,no,,u1,,
+"""
+
+
+def test_bad_rows_are_all_reported_and_nothing_is_written(store: Store, tmp_path: Path) -> None:
+    good = write(tmp_path, "good.csv", ACCOUNTS_CSV.replace("a1,", "g1,").replace("a2,", "g2,"))
+    bad = write(tmp_path, "bad.csv", BAD_ACCOUNTS)
+    with pytest.raises(ImportFailed) as info:
+        import_files(store, CATALOG, [("accounts", good), ("accounts", bad)])
+    b = str(bad)
+    assert info.value.errors == [
+        RowError(b, 1, "colour", "unknown column; expected one of: arr, csm, exec_sponsor, health_score, id, "
+                                 "last_expansion_at, name, nps, seats_active, segment, usage_percent"),
+        RowError(b, 3, "segment", "'Small' is not a declared value; expected one of smb, mid_market, enterprise"),
+        RowError(b, 3, "arr", "expected an amount of money, found 'abc'"),
+        RowError(b, 3, "health_score", "175 is outside the declared range 0..100"),
+        RowError(b, 3, "usage_percent", "85 read as a fraction would be 8500%; write 85% or 0.85"),
+        RowError(b, 3, "seats_active", "expected a whole number, found '12.5'"),
+        RowError(b, 3, "exec_sponsor", "expected true or false, found 'maybe'"),
+        RowError(b, 3, "last_expansion_at", "expected a date like 2026-01-31, found '2026-13-01'"),
+        RowError(b, 3, "nps", "11 is outside the declared range 0..10"),
+        RowError(b, 5, "id", "duplicate id 'a1' (first at row 2)"),
+        RowError(b, 4, "csm", "is empty; the field is not declared optional (`?`)"),
+    ]
+    assert info.value.total == 11
+    assert "nothing was written" in str(info.value)
+    # The good file of the same call was rolled back too.
+    assert count(store, "accounts") == 0 and count(store, "audit_log") == 0
+
+
+def test_jsonl_problems_carry_their_line(store: Store, tmp_path: Path) -> None:
+    import_file(store, CATALOG, "accounts", write(tmp_path, "accounts.csv", ACCOUNTS_CSV))
+    path = write(tmp_path, "m.jsonl", "\n".join([
+        '{"account_id": "a1", "metric": "api_calls", "date": "2026-05-01", "value": 1}',
+        '{"account_id": "a1", "metric": "api_calls", "date": "2026-05-01"',
+        '[1, 2]',
+        '',
+        '{"account_id": "zz", "metric": "api_calls", "date": "2026-05-01", "value": 1}',
+        '{"account_id": "a1", "metric": "logins", "date": "01/05/2026", "value": 1}',
+        '{"account_id": "a1", "metric": "api_calls", "date": "2026-05-03"}',
+    ]) + "\n")
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "metrics", path)
+    p = str(path)
+    assert [(e.row, e.column) for e in info.value.errors] == [
+        (2, None), (3, None), (6, "metric"), (6, "date"), (7, "value"), (5, "account_id")]
+    assert info.value.errors[0].reason.startswith("not valid JSON")
+    assert info.value.errors[1].reason == "expected a JSON object, found list"
+    assert info.value.errors[2].reason == "'logins' is not a declared metric; declared: api_calls"
+    assert info.value.errors[4].reason == "missing (required)"
+    assert info.value.errors[5] == RowError(p, 5, "account_id", "unknown account 'zz'")
+    assert count(store, "metric_points") == 0
+
+
+def test_partial_file_updates_existing_accounts_only(store: Store, tmp_path: Path) -> None:
+    import_file(store, CATALOG, "accounts", write(tmp_path, "accounts.csv", ACCOUNTS_CSV))
+    result = import_file(store, CATALOG, "accounts", write(tmp_path, "health.csv", "id,health_score\na1,42\n"))
+    assert (result.created, result.updated) == (0, 1)
+    accounts = store.table("account")
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(accounts.c.health_score, accounts.c.arr).where(accounts.c.id == "a1")).one() \
+            == (42.0, 12000.0)
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "accounts", write(tmp_path, "new.csv", "id,health_score\nnew1,42\n"))
+    assert {e.column for e in info.value.errors} == {"segment", "arr", "usage_percent", "seats_active",
+                                                     "exec_sponsor", "csm"}
+
+
+def test_contacts_check_email_zone_and_account(store: Store, tmp_path: Path) -> None:
+    import_file(store, CATALOG, "accounts", write(tmp_path, "accounts.csv", ACCOUNTS_CSV))
+    path = write(tmp_path, "c.csv", "id,account_id,email,first_name,timezone\n"
+                                    "c1,a1,not-an-email,Ana,Mars/Olympus\n"
+                                    "c2,nope,bo@b.example,Bo,UTC\n")
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "contacts", path)
+    assert [(e.row, e.column, e.reason) for e in info.value.errors] == [
+        (2, "email", "'not-an-email' is not an email address"),
+        (2, "timezone", "'Mars/Olympus' is not an IANA time zone (e.g. America/Chicago)"),
+        (3, "account_id", "unknown account 'nope'"),
+    ]
+
+
+def test_a_missing_key_column_is_reported_once(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "metrics", write(tmp_path, "m.csv", "account_id,date,value\na1,2026-01-01,1\n"))
+    assert [(e.row, e.column, e.reason) for e in info.value.errors] == [(1, "metric", "missing column (required)")]
+
+
+def test_errors_are_capped_but_counted(store: Store, tmp_path: Path) -> None:
+    rows = "".join(f"x{i},Acme,huge,1,1,1%,1,no,,u1,\n" for i in range(50))
+    path = write(tmp_path, "many.csv", ACCOUNTS_CSV.splitlines()[0] + "\n" + rows)
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "accounts", path, max_errors=10)
+    assert len(info.value.errors) == 10 and info.value.total == 50
+    assert "(and 40 more)" in str(info.value)
+
+
+def t(name: str, **kw) -> n.TypeRef:
+    return n.TypeRef(name=n.TypeName(name), **kw)
+
+
+@pytest.mark.parametrize(("type_", "raw", "value"), [
+    (t("percent"), "85%", 0.85), (t("percent"), "0.85", 0.85), (t("percent"), 0.85, 0.85), (t("percent"), "120%", 1.2),
+    (t("percent"), " 7.5 % ", 0.075), (t("money"), "$1,250.50", 1250.5), (t("money"), "€300", 300.0),
+    (t("int"), "12", 12), (t("int"), 12.0, 12), (t("number", low=0, high=100), "100", 100.0),
+    (t("bool"), "Yes", True), (t("bool"), 0, False), (t("enum", values=["a", "b"]), "b", "b"),
+    (t("date"), "2026-02-28", dt.date(2026, 2, 28)),
+    (t("datetime"), "2026-02-28T10:00:00+02:00", dt.datetime(2026, 2, 28, 8, tzinfo=dt.timezone.utc)),
+    (t("datetime"), "2026-02-28", dt.datetime(2026, 2, 28, tzinfo=dt.timezone.utc)),
+    (t("duration"), "2 weeks", 14.0), (t("duration"), "3", 3.0), (t("text"), 12345, "12345"),
+    (t("text"), "", None), (t("int"), None, None),
+])
+def test_parse_value(type_: n.TypeRef, raw: object, value: object) -> None:
+    assert parse_value(type_, raw) == value
+
+
+@pytest.mark.parametrize(("type_", "raw", "reason"), [
+    (t("percent"), "85", "85 read as a fraction would be 8500%; write 85% or 0.85"),
+    (t("enum", values=["smb", "mid_market"]), "Mid Market", "'Mid Market' is not a declared value; did you mean mid_market?"),
+    (t("number", low=0, high=10), "-1", "-1 is outside the declared range 0..10"),
+    (t("int"), "1e400", "1e400 is too large for a whole number"),
+    (t("number"), "1e400", "inf is too large a number"),
+    (t("number"), "NaN", "expected a number, found 'NaN'"),
+    (t("money"), "12,00", "expected an amount of money, found '12,00'"),
+    (t("date"), "2026-02-28T10:00", "expected a date like 2026-01-31, found '2026-02-28T10:00'"),
+    (t("bool"), "2", "expected true or false, found '2'"),
+    (t("text"), {"a": 1}, "expected text, found dict"),
+])
+def test_parse_value_rejects(type_: n.TypeRef, raw: object, reason: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_value(type_, raw)
+    assert str(info.value) == reason
