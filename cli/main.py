@@ -16,8 +16,10 @@ happens — usage and internal errors included.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import enum
+import importlib.util
 import io
 import json
 import os
@@ -244,7 +246,8 @@ def fmt(
             out.print()
         for name in changed:
             out.print(f"{verb} {name}")
-        parts = [f"{plural_files(len(changed))} {verb}", f"{len(unchanged)} unchanged"]
+        done = "would be reformatted" if check_only else "reformatted"
+        parts = [f"{plural_files(len(changed))} {done}", f"{len(unchanged)} unchanged"]
         if problems:
             parts.append(f"{plural_files(len({d.range.file for d in problems}))} not formatted (errors)")
         out.print(", ".join(parts))
@@ -299,6 +302,136 @@ def compile_(
         raise Fail(f"no play named '{name}'{hint}")
     print(by_name[name].to_json())  # type: ignore[index]
     raise typer.Exit(EXIT_OK)
+
+
+# ---------------------------------------------------------------- test
+
+
+def _parse_today(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as e:
+        raise Fail(f"--today wants a date such as 2026-06-01, not {value!r}") from e
+
+
+TodayOpt = Annotated[
+    str | None,
+    typer.Option("--today", help="Evaluate tests without their own `today` on this date (YYYY-MM-DD).", show_default=False),
+]
+
+
+def _run_tests(project: Project, today: dt.date | None, only: str | None) -> tuple[Any, float]:
+    from dsl.testing import run_tests
+
+    started = time.perf_counter()
+    report = run_tests(project.catalog, today=today, only=only)
+    return report, time.perf_counter() - started
+
+
+def _test_failure_text(result: Any) -> str | None:
+    from dsl.testing import render_result
+
+    return None if result.status == "passed" else "\n".join(render_result(result)[1:])
+
+
+def _test_summary(report: Any) -> dict[str, int]:
+    return {"tests": len(report.results), "passed": report.passed, "failed": report.failed, "errored": report.errors}
+
+
+@app.command()
+def test(
+    paths: PathsArg = None,
+    format: Annotated[TestFormat, typer.Option("--format", help="Output format.")] = TestFormat.text,
+    today: TodayOpt = None,
+    only: Annotated[str | None, typer.Option("--only", help="Run the tests whose name contains this text.")] = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Run the `test` blocks: PASS/FAIL per test, why a failure failed, and
+    which triggers, plays and gates no test exercised."""
+    from dsl.testing import render_text
+
+    day = _parse_today(today)
+    project = _load(paths)
+    diagnostics = _check(project, strict)
+    files = len(project.modules)
+    if _has_errors(diagnostics):
+        # Tests of a project that does not check would report nonsense; say why none ran.
+        _print_diagnostics(format.value if format != TestFormat.junit else "text", diagnostics, project.sources, files,
+                           tests=[], coverage=[])
+        if format in (TestFormat.text, TestFormat.junit):
+            print("tests not run: fix the errors above first", file=sys.stderr)
+        raise typer.Exit(EXIT_FINDINGS)
+    report, seconds = _run_tests(project, day, only)
+    if only is not None and not report.results:
+        raise Fail(f"no test name contains {only!r}")
+    never = report.never_exercised
+    counts = render.Counts.of(diagnostics, files)
+    if format == TestFormat.json:
+        summary = {**counts.as_json(), **_test_summary(report)}
+        doc = {
+            "diagnostics": [render.diagnostic_json(d) for d in diagnostics],
+            "summary": summary,
+            "tests": [r.model_dump(mode="json") for r in report.results],
+            "coverage": [c.model_dump(mode="json") for c in report.coverage],
+        }
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    elif format == TestFormat.junit:
+        cases = [(r.file, r.name, 0.0, _test_failure_text(r)) for r in report.results]
+        print(render.junit_xml("playbook test", cases, seconds))
+    elif format == TestFormat.github:
+        for d in diagnostics:
+            print(render.github_annotation(d))
+        for r in report.results:
+            if r.status != "passed":
+                print(render.github_test_failure(r.file, r.line, r.name, _test_failure_text(r) or ""))
+        for c in never:
+            print(render.github_notice(c.file, c.line, "not covered", f"no test exercises {c.kind} {c.name}"))
+        print(render.test_summary_line(report.results))
+    else:
+        out = render.console()
+        for d in diagnostics:  # warnings only: errors stopped us above
+            out.print(render.format_diagnostic(d, project.sources.get(d.range.file)))
+            out.print()
+        for t in render.test_text(render_text(report)):
+            out.print(t)
+        if never:
+            out.print(render.coverage_note([(c.kind, c.name, c.file, c.line) for c in never]))
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FINDINGS)
+
+
+# ---------------------------------------------------------------- summary
+
+
+@app.command()
+def summary(
+    paths: PathsArg = None,
+    format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
+    today: TodayOpt = None,
+) -> None:
+    """Check and test the playbooks, then show what they define: data,
+    triggers and the plays they start, scores and bands, gates, routes, plays
+    with their step timelines and plan hashes, and the test results."""
+    from cli.summary import build_summary, render_summary
+
+    day = _parse_today(today)
+    project = _load(paths)
+    diagnostics = _check(project)
+    report = None
+    plans: list[Any] = []
+    if not _has_errors(diagnostics):
+        from dsl.compiler import compile_plans
+
+        report, _ = _run_tests(project, day, None)
+        plans = compile_plans(project)
+    data = build_summary(project, diagnostics, report, plans, [str(p) for p in _paths(paths)])
+    if format == TextOrJson.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        render_summary(render.console(), data, diagnostics, project.sources)
+    failed = _has_errors(diagnostics) or report is None or not report.ok
+    raise typer.Exit(EXIT_FINDINGS if failed else EXIT_OK)
 
 
 # ---------------------------------------------------------------- main / guard
@@ -384,6 +517,14 @@ def main() -> NoReturn:
     """Console-script entry point (`playbook = "cli.main:main"`)."""
     _harden_streams()
     sys.exit(run())
+
+
+# The commands that run plays on Temporal live in their own module; it is
+# optional so that this file works in a checkout that predates it.
+if importlib.util.find_spec("cli.workflow_commands") is not None:
+    from cli import workflow_commands
+
+    workflow_commands.register(app)
 
 
 if __name__ == "__main__":

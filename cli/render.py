@@ -264,13 +264,59 @@ def github_annotation(d: Diagnostic) -> str:
     return f"::{level} {props}::{_gh_data(message)}"
 
 
+def github_test_failure(file: str, line: int, name: str, details: str) -> str:
+    return f"::error file={_gh_prop(file)},line={line},title={_gh_prop('test failed: ' + name)}::{_gh_data(details or name)}"
+
+
+def github_notice(file: str, line: int, title: str, message: str) -> str:
+    return f"::notice file={_gh_prop(file)},line={line},title={_gh_prop(title)}::{_gh_data(message)}"
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_summary_line(results: Sequence[Any]) -> str:
+    """`N tests, P passed, F failed` (the line dsl.testing ends its text with)."""
+    from dsl.testing import summary
+
+    return summary(list(results))
+
+
+def test_text(text: str) -> Iterable[Text]:
+    """dsl.testing's text, with PASS / FAIL / ERROR and the summary coloured."""
+    lines = text.rstrip("\n").split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("PASS"):
+            yield Text.assemble(("PASS", STYLE["pass"]), line[4:])
+        elif line.startswith(("FAIL", "ERROR")):
+            word = "FAIL" if line.startswith("FAIL") else "ERROR"
+            yield Text.assemble((word, STYLE["fail"]), line[len(word):])
+        elif i == len(lines) - 1:
+            failed = " 0 failed" not in line or ", error" in line
+            yield Text(line, style=STYLE["fail"] if failed else STYLE["pass"])
+        else:
+            yield Text(line)
+
+
+def coverage_note(items: Sequence[tuple[str, str, str, int]]) -> Text:
+    """Triggers, plays and gates no test exercised: a note, not a failure."""
+    out = Text()
+    out.append("note", style="bold cyan")
+    out.append(f": {plural(len(items), 'declaration')} never exercised by a test:")
+    for kind, name, file, line in items:
+        out.append(f"\n  {kind} {name}", style="bold")
+        out.append(f"  ({file}:{line})", style=STYLE["dim"])
+    return out
+
+
 # ---------------------------------------------------------------- JUnit
 
 
-def junit_xml(suite: str, cases: Sequence[tuple[str, str, float, str | None]]) -> str:
+def junit_xml(suite: str, cases: Sequence[tuple[str, str, float, str | None]], total_time: float | None = None) -> str:
     """JUnit XML of (classname, name, seconds, failure text or None)."""
     failures = sum(1 for c in cases if c[3] is not None)
-    total_time = sum(c[2] for c in cases)
+    if total_time is None:
+        total_time = sum(c[2] for c in cases)
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<testsuites tests="{len(cases)}" failures="{failures}" time="{total_time:.3f}">',
