@@ -1,0 +1,95 @@
+"""`playbook simulate`: the real plays on the time-skipping server, reproducible from a seed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+from workflows.model import EventKind
+from workflows.simulate import Customer, ScriptedEvent, SimConfig, SimReport, draw, simulate, simulation_end
+from workflows.sweep import Playbooks
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
+# A fixed Monday far enough ahead of the test server's clock (the wall clock).
+START = dt.datetime(2030, 3, 4, 6, tzinfo=dt.timezone.utc)
+
+
+@lru_cache(maxsize=1)
+def playbooks() -> Playbooks:
+    return Playbooks.load([ROOT / "playbooks"])
+
+
+async def run(seed: int = 3, days: int = 8, accounts: int = 80, **kw: object) -> SimReport:
+    config = SimConfig.model_validate({"reply_rate": 0.5, **kw, "days": days, "seed": seed, "start": START})
+    return await simulate(config, playbooks(), accounts=accounts)
+
+
+def view(report: SimReport) -> str:
+    return json.dumps(report.deterministic_view(), sort_keys=True, default=str)
+
+
+async def test_same_seed_same_simulation_and_the_report_adds_up() -> None:
+    first, second = await run(), await run()
+    assert view(first) == view(second)
+    assert first.totals["enrollments"] >= 5 and first.totals["emails"] >= 10 and first.totals["replies"] >= 1
+    # The daily rows add up to the totals; days are the calendar days simulated.
+    assert [d.date for d in first.daily] == [START.date() + dt.timedelta(days=i) for i in range(8)]
+    assert sum(d.emails for d in first.daily) == first.totals["emails"]
+    assert sum(d.tasks for d in first.daily) == first.totals.get("tasks", 0)
+    assert sum(d.replies for d in first.daily) == first.totals["replies"]
+    assert sum(sum(d.tasks_by_assignee.values()) for d in first.daily) == first.totals.get("tasks", 0)
+    assert first.end == simulation_end(START, 8) == dt.datetime(2030, 3, 12, tzinfo=dt.timezone.utc)
+    # Timelines: enrolled accounts chosen by the seed, each starting with its enrollment,
+    # nothing outside the simulated window.
+    assert len(first.timelines) == 5
+    for entries in first.timelines.values():
+        assert entries[0].kind == "enrolled"
+        assert all(START <= e.at <= first.end for e in entries)
+        assert [e.at for e in entries] == sorted(e.at for e in entries)
+    # Weekday-only send windows: no email on the weekend (March 9-10, 2030).
+    weekend = [d for d in first.daily if d.date.weekday() >= 5]
+    assert weekend and all(d.emails == 0 for d in weekend)
+
+
+async def test_another_seed_another_simulation() -> None:
+    assert view(await run(seed=3, days=4)) != view(await run(seed=4, days=4))
+
+
+async def test_a_scripted_reply_reaches_the_play_at_its_time() -> None:
+    base = await run(days=3, reply_rate=0.0)
+    account, entries = next(iter(base.timelines.items()))
+    play = entries[0].play
+    assert play is not None and base.totals.get("replies", 0) == 0
+    scripted = await run(days=3, reply_rate=0.0, timeline_accounts=[account],
+                         script=[ScriptedEvent(day=1, hour=15, account=account, event=EventKind.REPLIED)])
+    timeline = scripted.timelines[account]
+    [reply] = [e for e in timeline if e.kind == "customer"]
+    assert reply.at == dt.datetime(2030, 3, 5, 15, tzinfo=dt.timezone.utc) and reply.play == play
+    assert "replied (scripted)" in reply.text and "already ended" not in reply.text
+    assert scripted.totals["replies"] == 1 and scripted.daily[1].replies == 1
+
+
+def test_the_customer_draws_depend_on_the_email_not_on_the_order() -> None:
+    assert draw(7, "k", "reply") == draw(7, "k", "reply") != draw(8, "k", "reply")
+    assert 0 <= draw(1, "x") < 1
+
+    class Email:
+        def __init__(self, key: str) -> None:
+            self.idempotency_key, self.account_id, self.play = key, "a1", "p"
+            self.recipient, self.subject = "x@y.test", "Hi"
+            self.created_at = START
+
+    always = SimConfig(seed=1, reply_rate=1.0, unsubscribe_rate=0.0, win_rate=1.0)
+    tick = lambda t: t  # noqa: E731
+    got = Customer(always).react(Email("play:p:a1:h:e1:day1"), tick)  # type: ignore[arg-type]
+    assert [p.kind for p in got] == ["replied", "closed_won"]
+    assert dt.timedelta(hours=2) <= got[0].due - START <= dt.timedelta(hours=48)
+    customer = Customer(always)
+    customer.react(Email("play:p:a1:h:e1:day1"), tick)  # type: ignore[arg-type]
+    # One reply per enrollment: the second email of the same enrollment gets none.
+    assert customer.react(Email("play:p:a1:h:e1:day3"), tick) == []  # type: ignore[arg-type]
