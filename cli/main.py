@@ -526,6 +526,8 @@ if importlib.util.find_spec("cli.workflow_commands") is not None:
 
     workflow_commands.register(app)
 
+importlib.import_module("cli.sweep_commands").register(app)  # sweep, simulate, demo (workflows/)
+
 
 if __name__ == "__main__":
     main()

@@ -230,3 +230,39 @@ async def test_ensure_schedule_on_the_dev_server(tmp_path: Path) -> None:
                 await again.delete()
         finally:
             store.close()
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from cli.main import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_sweep_command_dry_run_and_no_server(tmp_path: Path) -> None:
+    import json
+
+    today = dt.date(2026, 6, 1)
+    store = demo_store(tmp_path / "cli.db", 60, today)
+    pb = playbooks()
+    expected = [d for d in enroll.decision_set(store, pb.catalog, pb.plans, today)]
+    store.close()
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    code, out, _ = _cli("sweep", str(ROOT / "playbooks"), "--db", url, "--dry-run", "--today", "2026-06-01",
+                        "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert len(doc["decisions"]) == len(expected)
+    assert sum(d["decision"] == "enroll" for d in doc["decisions"]) == sum(d.enroll for d in expected)
+    code, out, _ = _cli("sweep", str(ROOT / "playbooks"), "--db", url, "--dry-run", "--today", "2026-06-01")
+    assert code == 0 and "would be enrolled" in out and "nothing recorded" in out
+    with Store.open(url) as s2:
+        assert s2.count("enrollments") == 0 and s2.count("enrollment_decisions") == 0
+    # No server: a usage error that says what to do, not a traceback.
+    code, _, err = _cli("sweep", str(ROOT / "playbooks"), "--db", url, "--address", "127.0.0.1:1")
+    assert code == 2 and "cannot reach Temporal" in err and "playbook dev" in err

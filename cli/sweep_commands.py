@@ -1,0 +1,291 @@
+"""`playbook sweep`, `playbook simulate`, `playbook demo`: enrolling accounts and watching plays run.
+
+Thin functions over workflows/sweep.py, workflows/simulate.py and
+workflows/demo.py. Exit codes as everywhere: 0 done, 2 bad usage (bad
+option, a store or server that cannot be used), 3 internal error.
+
+`simulate` and `demo` run an in-process Temporal test server; when they
+finish they leave with `os._exit` after flushing (sdk-python #300: the
+interpreter can abort at exit after many workflows ran, and the user must
+never see that crash). `sweep` only talks to a server as a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+# Tests running commands in-process set this to False (os._exit would end pytest).
+HARD_EXIT = True
+
+
+class _Format(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+PlaybooksArg = Annotated[list[Path] | None, typer.Argument(
+    help="Files or folders of .play files (default: playbooks/).", show_default=False)]
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", "--database", help="Store URL [env PLAYBOOK_DATABASE_URL; default .playbook/playbook.db].",
+    show_default=False)]
+FormatOpt = Annotated[_Format, typer.Option("--format", help="Output format.")]
+
+
+def _fail(message: str, code: int = 2) -> Exception:
+    from cli.main import Fail  # lazy: cli.main imports this module at its end
+
+    return Fail(message, code)
+
+
+def _playbooks(paths: list[Path] | None) -> Any:
+    from dsl.project import UsageError
+    from workflows.sweep import Playbooks
+
+    try:
+        return Playbooks.load([str(p) for p in paths] if paths else ["playbooks"])
+    except UsageError as exc:
+        raise _fail(str(exc)) from exc
+    except ValueError as exc:  # errors in the playbooks
+        raise _fail(str(exc), 1) from exc
+
+
+def _date(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise _fail(f"{option} wants a date such as 2026-06-01, not {value!r}") from exc
+
+
+def _duration(value: str) -> dt.timedelta:
+    units = {"m": 60, "h": 3600, "d": 86400}
+    try:
+        n, unit = float(value[:-1]), value[-1]
+        if unit in units and n > 0:
+            return dt.timedelta(seconds=n * units[unit])
+    except (ValueError, IndexError):
+        pass
+    raise _fail(f"--schedule wants an interval such as 15m, 1h or 1d, not {value!r}")
+
+
+def _finish(code: int) -> None:
+    if HARD_EXIT:
+        from workflows.worker import hard_exit
+
+        hard_exit(code)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------
+# sweep
+
+
+def sweep(
+    paths: PlaybooksArg = None,
+    db: DbOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the enrollment decisions only: record nothing, start nothing, no server needed.")] = False,
+    today: Annotated[str | None, typer.Option("--today", help="Evaluate the rules as of this date (YYYY-MM-DD) [default: today, UTC].", show_default=False)] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", help="Instead of sweeping now, create (or update) the Temporal Schedule that runs SweepWorkflow every INTERVAL (15m, 1h, 1d); workers run it.", show_default=False)] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Temporal frontend host:port [env PLAYBOOK_TEMPORAL_ADDRESS; default localhost:7233].", show_default=False)] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Temporal namespace [env PLAYBOOK_TEMPORAL_NAMESPACE].", show_default=False)] = None,
+    task_queue: Annotated[str | None, typer.Option("--task-queue", help="Task queue of the workers [env PLAYBOOK_TEMPORAL_TASK_QUEUE; default playbook].", show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Decisions printed by --dry-run in text (0: all).")] = 50,
+    format: FormatOpt = _Format.text,
+) -> None:
+    """Evaluate the triggers, decide enrollments (gate, cooldown, priority,
+    frequency cap) and start the plays, once. Plays then run on the workers."""
+    from engine.store import Store, StoreError
+
+    day = _date(today, "--today")
+    playbooks = _playbooks(paths)
+    if schedule is not None:
+        every = _duration(schedule)
+        settings = _temporal(address, namespace, task_queue)
+        handle = asyncio.run(_with_client(settings, lambda c: _schedule(c, every, settings.task_queue)))
+        _print_json_or({"schedule": handle, "every_seconds": every.total_seconds()}, format,
+                       f"schedule {handle}: SweepWorkflow every {schedule} on task queue {settings.task_queue} "
+                       "(overlap: skip; catch-up: one interval)")
+        raise typer.Exit(0)
+    try:
+        store = Store.open(db, catalog=playbooks.catalog)
+    except StoreError as exc:
+        raise _fail(f"store: {exc}") from exc
+    try:
+        if dry_run:
+            _dry_run(store, playbooks, day, format, limit)
+            raise typer.Exit(0)
+        settings = _temporal(address, namespace, task_queue)
+        summary = asyncio.run(_with_client(settings, lambda c: _sweep(c, store, playbooks, day, settings.task_queue)))
+    finally:
+        store.close()
+    if format == _Format.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        d = summary.decided
+        print(f"sweep {summary.now:%Y-%m-%d %H:%M} UTC (rules as of {summary.today}): {d.decisions} candidates, "
+              f"{d.enrolled} to enroll; started {summary.started}, joined {summary.joined} already running, "
+              f"{summary.failed} not startable, {summary.errors} left pending")
+        if summary.reconciled.ended:
+            print("  finished since the last sweep: " + ", ".join(f"{k} {v}" for k, v in summary.reconciled.ended.items()))
+        for play, n in d.by_play.items():
+            print(f"  {play}: {n}")
+        if d.skipped:
+            print("  skipped: " + ", ".join(f"{k} {v}" for k, v in d.skipped.items()))
+        if summary.error:
+            print(f"  first start error: {summary.error}", file=sys.stderr)
+    raise typer.Exit(0 if summary.errors == 0 else 1)
+
+
+def _temporal(address: str | None, namespace: str | None, task_queue: str | None) -> Any:
+    from workflows.settings import SettingsError, TemporalSettings
+
+    try:
+        return TemporalSettings.from_env(address=address, namespace=namespace, task_queue=task_queue)
+    except SettingsError as exc:
+        raise _fail(f"Temporal settings: {exc}") from exc
+
+
+async def _with_client(settings: Any, work: Any) -> Any:
+    from workflows.settings import connect
+
+    try:
+        client = await connect(settings)
+    except RuntimeError as exc:  # the SDK's "Failed client connect"
+        raise _fail(f"cannot reach Temporal at {settings.address}: {str(exc).splitlines()[0][:200]} "
+                    "(start one with `playbook dev`, or use --dry-run)") from exc
+    return await work(client)
+
+
+async def _schedule(client: Any, every: dt.timedelta, task_queue: str) -> str:
+    from workflows.sweep import ensure_schedule
+
+    return (await ensure_schedule(client, every, task_queue=task_queue)).id
+
+
+async def _sweep(client: Any, store: Any, playbooks: Any, today: dt.date | None, task_queue: str) -> Any:
+    from workflows.sweep import sweep_once
+
+    now = dt.datetime.now(dt.timezone.utc)
+    return await sweep_once(client, store, playbooks, now, today=today, task_queue=task_queue)
+
+
+def _dry_run(store: Any, playbooks: Any, day: dt.date | None, format: _Format, limit: int) -> None:
+    from engine import enroll
+
+    today = day or dt.datetime.now(dt.timezone.utc).date()
+    decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today)
+    if format == _Format.json:
+        print(json.dumps({"today": today.isoformat(), "decisions": [d.to_json() for d in decisions]}, indent=2))
+        return
+    enrolled = [d for d in decisions if d.enroll]
+    print(f"dry run (rules as of {today}): {len(decisions)} candidates, {len(enrolled)} would be enrolled; "
+          "nothing recorded, nothing started")
+    shown = decisions if limit == 0 else decisions[:limit]
+    for d in shown:
+        why = "" if d.enroll else " — " + "; ".join(r.detail for r in d.reasons)
+        print(f"  {d.decision:<6} {d.account_id} {d.play} (triggers {', '.join(d.triggers)}; "
+              f"route {d.route or '-'}){why}")
+    if len(shown) < len(decisions):
+        print(f"  ... {len(decisions) - len(shown)} more (--limit 0 shows all, --format json for tools)")
+
+
+def _print_json_or(doc: dict[str, Any], format: _Format, text: str) -> None:
+    print(json.dumps(doc, indent=2) if format == _Format.json else text)
+
+
+# --------------------------------------------------------------------------
+# simulate
+
+
+def simulate(
+    paths: PlaybooksArg = None,
+    days: Annotated[int, typer.Option("--days", min=1, max=365, help="Simulated days.")] = 30,
+    accounts: Annotated[int, typer.Option("--accounts", min=1, help="Demo accounts to generate (ignored with --db).")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and of the simulated customers.")] = 7,
+    reply_rate: Annotated[float, typer.Option("--reply-rate", min=0.0, max=1.0, help="Chance that an email gets a reply (at most one reply per enrollment).")] = 0.2,
+    unsubscribe_rate: Annotated[float, typer.Option("--unsubscribe-rate", min=0.0, max=1.0, help="Chance that an email is answered by an unsubscribe.")] = 0.01,
+    win_rate: Annotated[float, typer.Option("--win-rate", min=0.0, max=1.0, help="After a reply: chance the deal closes won (3-10 days later).")] = 0.25,
+    loss_rate: Annotated[float, typer.Option("--loss-rate", min=0.0, max=1.0, help="After a reply: chance the deal closes lost.")] = 0.10,
+    script: Annotated[Path | None, typer.Option("--script", help='JSON list of scripted customer events: {"day": 2, "hour": 14, "account": "acc-1", "event": "replied", "play": "usage_limit"}.', show_default=False)] = None,
+    start: Annotated[str | None, typer.Option("--start", help="First simulated day (YYYY-MM-DD; the sweep runs at 06:00 UTC) [default: the next 06:00 UTC]. Same seed, start and data: same result.", show_default=False)] = None,
+    db: Annotated[str | None, typer.Option("--db", "--database", help="Simulate on a copy of this SQLite store instead of demo data (never written to).", show_default=False)] = None,
+    account: Annotated[list[str] | None, typer.Option("--account", help="Show this account's timeline (repeatable).", show_default=False)] = None,
+    sample: Annotated[int, typer.Option("--sample", min=0, help="Timelines of this many enrolled accounts (chosen by the seed) when no --account.")] = 5,
+    format: FormatOpt = _Format.text,
+) -> None:
+    """Run the real plays over a dataset on Temporal's time-skipping test
+    server, with simulated replies, unsubscribes and won/lost deals; print
+    account timelines and the daily load (emails, tasks per CSM, stage changes)."""
+    from workflows.simulate import ScriptedEvent, SimConfig, render, report_json
+    from workflows.simulate import simulate as run_simulation
+
+    playbooks = _playbooks(paths)
+    first = _date(start, "--start")
+    scripted: list[ScriptedEvent] = []
+    if script is not None:
+        try:
+            scripted = [ScriptedEvent.model_validate(e) for e in json.loads(script.read_text())]
+        except (OSError, ValueError) as exc:
+            raise _fail(f"--script {script}: {str(exc).splitlines()[0]}") from exc
+    config = SimConfig(
+        days=days, seed=seed, reply_rate=reply_rate, unsubscribe_rate=unsubscribe_rate, win_rate=win_rate,
+        loss_rate=loss_rate, script=scripted, timeline_accounts=list(account or []), sample=sample,
+        start=dt.datetime.combine(first, dt.time(6), dt.timezone.utc) if first else None,
+    )
+    progress = None if format == _Format.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    try:
+        report = asyncio.run(run_simulation(config, playbooks, accounts=accounts, db=db, progress=progress))
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if format == _Format.json:
+        print(report_json(report))
+    else:
+        render(report)
+    _finish(0)
+
+
+# --------------------------------------------------------------------------
+# demo
+
+
+def demo(
+    paths: PlaybooksArg = None,
+    accounts: Annotated[int, typer.Option("--accounts", min=1, help="Demo accounts to generate.")] = 500,
+    days: Annotated[int, typer.Option("--days", min=1, max=60, help="Simulated days of the plays after the first sweep.")] = 3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and the simulated customers.")] = 7,
+    db: Annotated[str | None, typer.Option("--db", "--database", help="SQLite store the demo clears and fills [default .playbook/playbook.db].", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Clear the store even if it holds accounts the demo did not make.")] = False,
+    format: FormatOpt = _Format.text,
+) -> None:
+    """The full demo, no server needed: demo data in a local store, a sweep,
+    plays enrolled, their first days run into the outbox, and where to look."""
+    from workflows.demo import DemoError, print_summary, run_demo
+
+    if paths is None and not Path("playbooks").is_dir():
+        raise _fail("no playbooks/ folder here: run the demo from the project's root, or pass the folder")
+    progress = None if format == _Format.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    try:
+        summary = asyncio.run(run_demo(accounts=accounts, days=days, seed=seed, db=db, force=force,
+                                       paths=[str(p) for p in paths] if paths else ["playbooks"], progress=progress))
+    except DemoError as exc:
+        raise _fail(str(exc)) from exc
+    if format == _Format.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        print_summary(summary)
+    _finish(0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
+    app.command("simulate")(simulate)
+    app.command("demo")(demo)

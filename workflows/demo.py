@@ -1,0 +1,249 @@
+"""`playbook demo`: the whole thing on a fresh machine, no server to install.
+
+    summary = asyncio.run(run_demo(accounts=500, days=3))
+    print_summary(summary)
+
+1. a local SQLite store (`.playbook/playbook.db`, or `db`), cleared: it
+   refuses to clear a store holding data the demo did not make, unless
+   `force`;
+2. the playbooks (`playbooks/`) loaded, checked and compiled;
+3. demo accounts generated (engine/demo_data.py) for the simulation's
+   first day;
+4. the sweep and the first `days` simulated days of the plays, on the
+   in-process time-skipping Temporal server (workflows/simulate.py):
+   real PlayWorkflows writing rendered emails to the store's outbox,
+   tasks, pipeline changes; a simulated customer replying;
+5. a summary: accounts, triggers fired, enrollments by play and route,
+   outbox messages with one email rendered, tasks, and where to look next.
+
+The store keeps the results. Plays still in flight when the demo stops are
+marked `cancelled` (their Temporal server was in-process and is gone), so a
+later sweep on a real server sees them as past runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from engine.schema import Base
+from engine.store import Store, default_url
+from workflows.simulate import SimConfig, SimReport, simulate
+from workflows.sweep import Playbooks
+
+TABLES = Base.metadata.tables
+# Everything the demo writes, children first (the order to empty them in).
+DEMO_TABLES = ("enrollment_decisions", "outcomes", "stage_history", "opportunities", "tasks", "enrollments",
+               "outbox", "events", "metric_points", "contacts", "audit_log")
+
+
+class DemoError(Exception):
+    """The demo cannot run as asked (a store with real data in it, playbooks with errors)."""
+
+
+class SampleEmail(BaseModel):
+    account_id: str
+    play: str
+    to: str
+    subject: str
+    body: str
+    created_at: dt.datetime
+
+
+class DemoSummary(BaseModel):
+    store: str
+    playbooks: list[str]
+    accounts: int
+    days: int
+    start: dt.datetime
+    end: dt.datetime
+    triggers_fired: dict[str, int]  # trigger -> accounts it fired for (first sweep)
+    candidates: int  # (account, play) pairs a trigger started (first sweep)
+    skipped: dict[str, int]  # reason -> candidates not enrolled (first sweep)
+    enrolled_by_play: dict[str, int]
+    enrolled_by_route: dict[str, int]  # "play/route"
+    outbox: dict[str, int]  # channel -> messages written
+    emails_cancelled: int  # to unsubscribed contacts: recorded, never sent
+    sample_email: SampleEmail | None
+    tasks: int
+    tasks_by_assignee_top: dict[str, int]
+    stage_changes: int
+    replies: int
+    wall_seconds: float
+    report: SimReport
+
+
+def _is_demo_store(store: Store) -> bool:
+    """Empty, or made by the demo data generator (its audit entry)."""
+    with store.connect() as conn:
+        accounts = conn.execute(sa.select(sa.func.count()).select_from(TABLES["accounts"])).scalar_one()
+        if not accounts:
+            return True
+        audit = TABLES["audit_log"]
+        made = conn.execute(sa.select(sa.func.count()).select_from(audit)
+                            .where(audit.c.action == "demo.generate")).scalar_one()
+        return bool(made)
+
+
+def clear(store: Store) -> None:
+    """Empty every table the demo fills (users and accounts included)."""
+    accounts = store.table("account")
+    with store.begin() as conn:
+        for name in DEMO_TABLES:
+            conn.execute(TABLES[name].delete())
+        conn.execute(accounts.delete())
+        conn.execute(TABLES["users"].delete())
+
+
+async def run_demo(*, accounts: int = 500, days: int = 3, seed: int = 7, db: str | None = None,
+                   paths: Sequence[str | Path] = ("playbooks",), project_dir: str | Path | None = None,
+                   force: bool = False, start: dt.datetime | None = None,
+                   progress: Callable[[str], None] | None = None) -> DemoSummary:
+    """Build the demo (see the module doc) and return its summary."""
+    from engine import demo_data
+
+    say = progress or (lambda _m: None)
+    url = db or default_url(project_dir)
+    if not url.startswith("sqlite"):
+        raise DemoError(f"the demo writes to a local SQLite store, not {url.split(':', 1)[0]}: pass --db sqlite:///FILE")
+    try:
+        playbooks = Playbooks.load(list(paths))
+    except ValueError as exc:
+        raise DemoError(str(exc)) from exc
+    store = Store.open(url, catalog=playbooks.catalog)
+    try:
+        if not force and not _is_demo_store(store):
+            raise DemoError(f"{store.url} holds accounts the demo did not make; the demo clears its store: "
+                            "pass --db sqlite:///.playbook/demo.db for another file, or --force")
+        say(f"clearing {store.url}")
+        clear(store)
+    finally:
+        store.close()
+
+    config = SimConfig(days=days, seed=seed, start=start, sample=1)
+    report = await simulate(config, playbooks, accounts=accounts, db=url, write_to_store=True, demo_seed=seed,
+                            progress=say, generate=accounts)
+    store = Store.open(url, catalog=playbooks.catalog)
+    try:
+        finish_in_flight(store, report.end)
+        return _summary(store, playbooks, report, [str(p) for p in paths])
+    finally:
+        store.close()
+
+
+def finish_in_flight(store: Store, end: dt.datetime) -> int:
+    """Mark the plays still open at the end `cancelled` (their in-process server is gone)."""
+    enr = TABLES["enrollments"]
+    with store.begin() as conn:
+        rows = list(conn.execute(sa.select(enr.c.id, enr.c.reason).where(enr.c.status.in_(("running", "pending")))))
+        for row_id, reason in rows:
+            conn.execute(enr.update().where(enr.c.id == row_id).values(
+                status="cancelled", ended_at=end,
+                reason={**(reason or {}), "note": "the demo's simulation stopped here (in-process Temporal server)"}))
+    return len(rows)
+
+
+def _summary(store: Store, playbooks: Playbooks, report: SimReport, paths: list[str]) -> DemoSummary:
+    out, tasks, dec = TABLES["outbox"], TABLES["tasks"], TABLES["enrollment_decisions"]
+    with store.connect() as conn:
+        first_at = conn.execute(sa.select(sa.func.min(dec.c.at))).scalar()
+        decisions = list(conn.execute(sa.select(dec.c.account_id, dec.c.play, dec.c.decision, dec.c.reasons)
+                                      .where(dec.c.at == first_at))) if first_at is not None else []
+        outbox = dict(conn.execute(sa.select(out.c.channel, sa.func.count()).group_by(out.c.channel)).all())
+        cancelled = conn.execute(sa.select(sa.func.count()).select_from(out)
+                                 .where(out.c.channel == "email", out.c.status == "cancelled")).scalar_one()
+        # Deterministic choice (ids and milliseconds depend on which activity ran first).
+        sample = conn.execute(sa.select(out).where(out.c.channel == "email", out.c.status == "pending")
+                              .order_by(out.c.account_id, out.c.idempotency_key).limit(1)).first()
+        by_assignee = dict(conn.execute(sa.select(tasks.c.assignee, sa.func.count()).group_by(tasks.c.assignee)
+                                        .order_by(sa.func.count().desc(), tasks.c.assignee).limit(5)).all())
+    fired: dict[str, set[str]] = {}
+    skipped: dict[str, int] = {}
+    for account, _play, decision, reasons in decisions:
+        for t in (reasons or {}).get("triggers", []):
+            fired.setdefault(t, set()).add(account)
+        if decision != "enrolled":
+            for r in (reasons or {}).get("reasons", []):
+                skipped[r["code"]] = skipped.get(r["code"], 0) + 1
+    totals = report.totals
+    return DemoSummary(
+        store=store.url, playbooks=paths, accounts=report.accounts, days=report.days, start=report.start,
+        end=report.end, triggers_fired={k: len(v) for k, v in sorted(fired.items())}, candidates=len(decisions),
+        skipped=dict(sorted(skipped.items())), enrolled_by_play=report.by_play, enrolled_by_route=report.by_route,
+        outbox=dict(sorted(outbox.items())), emails_cancelled=int(cancelled),
+        sample_email=SampleEmail(account_id=sample.account_id, play=sample.play, to=sample.recipient,
+                                 subject=sample.subject or "", body=sample.body,
+                                 created_at=sample.created_at.replace(second=0, microsecond=0))
+        if sample is not None else None,
+        tasks=totals.get("tasks", 0), tasks_by_assignee_top={k or "(nobody)": v for k, v in by_assignee.items()},
+        stage_changes=totals.get("stage_changes", 0), replies=totals.get("replies", 0),
+        wall_seconds=report.wall_seconds, report=report,
+    )
+
+
+def print_summary(s: DemoSummary, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    con = console or Console(width=None if sys.stdout.isatty() else 120)
+    con.print(f"[bold]Playbook demo[/bold]: {s.accounts} accounts, {s.days} simulated days "
+              f"({s.start:%a %Y-%m-%d %H:%M} to {s.end:%a %Y-%m-%d %H:%M} UTC) in {s.wall_seconds:.0f} s")
+    con.print(f"  store: {s.store}")
+    fired = ", ".join(f"{k} {v}" for k, v in sorted(s.triggers_fired.items(), key=lambda kv: (-kv[1], kv[0])))
+    con.print(f"\n[bold]First sweep[/bold]: triggers fired on {sum(s.triggers_fired.values())} "
+              f"(trigger, account) pairs: {fired or 'none'}")
+    enrolled = sum(s.enrolled_by_play.values())
+    con.print(f"  {s.candidates} candidate enrollments, {enrolled} enrolled; skipped: "
+              + (", ".join(f"{k} {v}" for k, v in s.skipped.items()) or "none"))
+    t = Table(title="Enrollments by play and route", title_justify="left")
+    t.add_column("play")
+    t.add_column("route")
+    t.add_column("accounts", justify="right")
+    for key, n in s.enrolled_by_route.items():
+        play, _, route = key.partition("/")
+        t.add_row(play, route, str(n))
+    con.print(t)
+    con.print(f"[bold]Executed[/bold]: outbox {sum(s.outbox.values())} messages ("
+              + ", ".join(f"{k} {v}" for k, v in s.outbox.items()) + f"; {s.emails_cancelled} to unsubscribed "
+              f"contacts recorded as cancelled), {s.tasks} tasks, {s.stage_changes} pipeline stage moves, "
+              f"{s.replies} simulated replies")
+    if s.tasks_by_assignee_top:
+        con.print("  busiest assignees: " + ", ".join(f"{k} {v}" for k, v in s.tasks_by_assignee_top.items()))
+    if s.sample_email is not None:
+        e = s.sample_email
+        con.print(Panel(_plain(f"To: {e.to}\nSubject: {e.subject}\n\n{e.body.rstrip()}"),
+                        title=_plain(f"a rendered email: {e.play} for {e.account_id} "
+                                     f"({e.created_at:%a %Y-%m-%d %H:%M} UTC)"),
+                        title_align="left", expand=False))
+    for account, entries in s.report.timelines.items():
+        con.print(f"[bold]Timeline of {account}[/bold]")
+        for en in entries:
+            play = f"[{en.play}] " if en.play else ""
+            con.print(f"  day {en.day} {en.at:%a %H:%M}  {play}{en.text}", markup=False, highlight=False,
+                      soft_wrap=True)
+    db = s.store.removeprefix("sqlite:///")
+    con.print("\n[bold]Where to look next[/bold]")
+    for line in (
+        f"the outbox:    sqlite3 {db} \"select created_at, play, recipient, subject from outbox order by id limit 20\"",
+        f"tasks:         sqlite3 {db} \"select due, assignee, title from tasks order by id limit 20\"",
+        "30 days, daily load per CSM: playbook simulate --days 30 --accounts 1000",
+        "real plays on a real server: playbook dev (Temporal + Web UI + a worker), then `playbook sweep`; "
+        "`playbook status` lists the running plays",
+    ):
+        con.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _plain(text: str) -> Any:
+    from rich.text import Text
+
+    return Text(text)
+
+
+__all__ = ["DemoError", "DemoSummary", "clear", "finish_in_flight", "print_summary", "run_demo"]
