@@ -519,14 +519,14 @@ def main() -> NoReturn:
     sys.exit(run())
 
 
-# The commands that run plays on Temporal live in their own module; it is
-# optional so that this file works in a checkout that predates it.
-if importlib.util.find_spec("cli.workflow_commands") is not None:
-    from cli import workflow_commands
-
-    workflow_commands.register(app)
-
-importlib.import_module("cli.sweep_commands").register(app)  # sweep, simulate, demo (workflows/)
+# Command groups of other parts of the project, each in its own module:
+# Temporal (dev, worker, status), the engine (scorecard, why, plan), sweeps
+# (sweep, simulate, demo). Each is registered only when present, so this file
+# also works in a checkout that predates one of them; an import error inside
+# a present module is a bug and surfaces as one.
+for _module in ("cli.workflow_commands", "cli.engine_commands", "cli.sweep_commands"):
+    if importlib.util.find_spec(_module) is not None:
+        importlib.import_module(_module).register(app)
 
 
 if __name__ == "__main__":
