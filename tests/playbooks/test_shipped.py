@@ -55,3 +55,15 @@ def test_shipped_rule_tests_exercise_every_trigger_play_and_gate_both_ways(proje
     report = testing.run_tests(project.catalog)
     one_sided = [f"{c.kind} {c.name}: only {c.outcomes}" for c in report.coverage if len(c.outcomes) < 2]
     assert not one_sided, "\n".join(one_sided)
+
+
+def test_shipped_playbooks_are_in_the_canonical_layout():
+    from dsl.formatter import format_source
+
+    drift = []
+    for path in sorted(PLAYBOOKS.rglob("*.play")):
+        text = path.read_bytes().decode("utf-8")
+        result = format_source(text, str(path))
+        if result.text != text:
+            drift.append(str(path.relative_to(PLAYBOOKS.parent)))
+    assert not drift, f"run `playbook fmt playbooks/`: {drift}"
