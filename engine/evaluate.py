@@ -14,7 +14,7 @@ from dsl import nodes as n
 from dsl.catalog import Catalog
 from dsl.evaluator import Account
 from engine.schema import Base
-from engine.sqlcompile import Compiled, SQLCompiler, compiler
+from engine.sqlcompile import Compiled, SQLCompiler, compiler, disjuncts, required_joins
 
 BATCH = 10_000  # rows fetched per round trip when streaming results
 
@@ -34,15 +34,33 @@ class RuleSQL:
         c = self.new()
         return c.finish(c.compile(expr))
 
-    def trigger(self, name: str) -> sa.Select:
+    def trigger(self, name: str) -> sa.Select | sa.CompoundSelect:
         """Ids of the accounts the trigger fires on: one query, filtered in the database."""
+        return self.where(self.catalog.triggers[name].when)
+
+    def where(self, expr: n.Node) -> sa.Select | sa.CompoundSelect:
+        """Ids of the accounts where `expr` is true.
+
+        Window joins the condition cannot be true without become inner joins;
+        a top-level `or` whose branches need different windows becomes a
+        UNION of one query per branch, each starting from its own window, as
+        a person would write it. No ORDER BY: sorting a million ids in the
+        database costs more than the rule.
+        """
+        branches = disjuncts(expr)
+        if len(branches) > 1 and any(required_joins(b, self.catalog) for b in branches):
+            return sa.union(*(self._where_one(b) for b in branches))
+        return self._where_one(expr)
+
+    def _where_one(self, expr: n.Node) -> sa.Select:
         c = self.new()
-        cond = c.trigger(name)
-        return sa.select(c.accounts.c.id).select_from(c.from_clause()).where(cond).order_by(c.accounts.c.id)
+        cond = c.compile(expr)
+        inner = required_joins(expr, self.catalog)
+        return sa.select(c.accounts.c.id).select_from(c.from_clause(inner)).where(cond)
 
 
 def fired(conn: Connection, rules: RuleSQL, trigger: str) -> list[str]:
-    return [row[0] for row in conn.execute(rules.trigger(trigger))]
+    return sorted(row[0] for row in conn.execute(rules.trigger(trigger)))
 
 
 def stream(conn: Connection, query: sa.Select) -> Iterator[sa.Row]:

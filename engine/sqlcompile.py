@@ -111,10 +111,13 @@ class SQLCompiler:
             raise SQLCompileError(f"no SQL for {expr.kind} expressions")
         return method(expr)
 
-    def from_clause(self) -> Any:
+    def from_clause(self, inner: set[tuple] = frozenset()) -> Any:
+        """Accounts joined to the window subqueries: inner joins for those in
+        `inner` (the condition cannot hold without their row), outer otherwise."""
         src: Any = self.accounts
-        for sub in self._joins.values():
-            src = src.outerjoin(sub, sub.c.account_id == self.accounts.c.id)
+        for key, sub in self._joins.items():
+            on = sub.c.account_id == self.accounts.c.id
+            src = src.join(sub, on) if key in inner else src.outerjoin(sub, on)
         return src
 
     def finish(self, column: ColumnElement) -> Compiled:
@@ -372,24 +375,23 @@ class SQLCompiler:
         if kind in ("avg", "sum", "min", "max"):
             agg = getattr(sa.func, kind)(m.c.value)
             sub = sa.select(m.c.account_id, agg.label("v")).where(*where).group_by(m.c.account_id).subquery(name)
-        elif kind == "latest":
-            ranked = sa.select(
-                m.c.account_id, m.c.value,
-                sa.func.row_number().over(partition_by=m.c.account_id, order_by=m.c.date.desc()).label("rn"),
-            ).where(*where).subquery(name + "r")
-            sub = sa.select(ranked.c.account_id, ranked.c.value.label("v")).where(ranked.c.rn == 1).subquery(name)
-        elif kind == "growth":
-            ranked = sa.select(
-                m.c.account_id, m.c.value,
-                sa.func.row_number().over(partition_by=m.c.account_id, order_by=m.c.date).label("up"),
-                sa.func.row_number().over(partition_by=m.c.account_id, order_by=m.c.date.desc()).label("down"),
-            ).where(*where).subquery(name + "r")
-            sub = sa.select(
-                ranked.c.account_id,
-                sa.func.max(sa.case((ranked.c.up == 1, ranked.c.value))).label("first"),
-                sa.func.max(sa.case((ranked.c.down == 1, ranked.c.value))).label("last"),
+        elif kind in ("latest", "growth"):
+            # The first and last points by date, found by aggregating dates and
+            # reading those two rows back by primary key: no window function,
+            # so no sort of the whole series.
+            span = sa.select(
+                m.c.account_id, sa.func.min(m.c.date).label("d0"), sa.func.max(m.c.date).label("d1"),
                 sa.func.count().label("n"),
-            ).group_by(ranked.c.account_id).subquery(name)
+            ).where(*where).group_by(m.c.account_id).subquery(name + "s")
+            first, last = m.alias(name + "f"), m.alias(name + "l")
+            key = lambda t, day: sa.and_(t.c.metric == metric, t.c.account_id == span.c.account_id, t.c.date == day)  # noqa: E731
+            if kind == "latest":
+                sub = sa.select(span.c.account_id, last.c.value.label("v")).select_from(
+                    span.join(last, key(last, span.c.d1))).subquery(name)
+            else:
+                sub = sa.select(
+                    span.c.account_id, span.c.n, first.c.value.label("first"), last.c.value.label("last"),
+                ).select_from(span.join(first, key(first, span.c.d0)).join(last, key(last, span.c.d1))).subquery(name)
         else:  # pragma: no cover - callers pass known kinds
             raise SQLCompileError(kind)
         self._joins[key] = sub
@@ -408,6 +410,111 @@ class SQLCompiler:
             f"w{len(self._joins)}")
         self._joins[key] = sub
         return sub
+
+
+# ---------------------------------------------------------------- join analysis
+#
+# Which window joins a condition needs a row from. Outer-joining every
+# window subquery makes the database visit every account; where a condition
+# cannot be true without the subquery's row (`avg(m, 30 days) > 5`), an inner
+# join lets it start from the (usually much smaller) subquery instead, the
+# plan a person writes by hand. Conservative: when unsure, say "not needed".
+
+_SERIES_KIND = {"avg": "avg", "sum": "sum", "min": "min", "max": "max", "latest": "latest", "growth": "growth"}
+
+
+def _join_key(call: n.Call, catalog: Catalog) -> tuple | None:
+    """The `_joins` key a window call compiles to (None: not a window call)."""
+    args = call.args
+    if not args or not isinstance(args[0], n.Symbol):
+        return None
+    days = _literal_days(args[1]) if len(args) > 1 else None
+    if call.func in _SERIES_KIND:
+        return ("metric", _SERIES_KIND[call.func], args[0].name, days)
+    if call.func in ("count", "happened"):
+        return ("event", "count", args[0].name, days)
+    if call.func == "days_since" and args[0].name in catalog.events:
+        return ("event", "last", args[0].name, None)
+    return None
+
+
+def _literal_days(arg: n.Node) -> float | None:
+    if isinstance(arg, n.Duration):
+        return arg.days
+    if isinstance(arg, n.Number):
+        return arg.value
+    return None
+
+
+def nulling_joins(expr: n.Node, catalog: Catalog) -> set[tuple]:
+    """Joins whose missing row makes `expr` empty."""
+    if isinstance(expr, n.Call):
+        key = _join_key(expr, catalog)
+        if key is not None and key[1] != "count":  # a missing count is 0, not empty
+            return {key}
+        if key is None and expr.func in ("abs", "round", "min", "max", "days_since", "days_until"):
+            return set().union(*(nulling_joins(a, catalog) for a in expr.args))
+        return set()
+    if isinstance(expr, n.Binary) and expr.op in n.ARITHMETIC:
+        return nulling_joins(expr.left, catalog) | nulling_joins(expr.right, catalog)
+    if isinstance(expr, n.Unary) and expr.op == n.UnOp.NEG:
+        return nulling_joins(expr.operand, catalog)
+    let = _let_of(expr, catalog)
+    return nulling_joins(let.value, catalog) if let is not None else set()
+
+
+def required_joins(expr: n.Node, catalog: Catalog) -> set[tuple]:
+    """Joins without whose row `expr` is never true."""
+    if isinstance(expr, n.Binary):
+        if expr.op == n.BinOp.AND:
+            return required_joins(expr.left, catalog) | required_joins(expr.right, catalog)
+        if expr.op == n.BinOp.OR:
+            return required_joins(expr.left, catalog) & required_joins(expr.right, catalog)
+        if expr.op in n.COMPARISONS:
+            keys = nulling_joins(expr.left, catalog) | nulling_joins(expr.right, catalog)
+            return keys | _zero_count_fails(expr, catalog)
+        return set()
+    if isinstance(expr, n.Between):
+        return set().union(*(nulling_joins(e, catalog) for e in (expr.value, expr.low, expr.high)))
+    if isinstance(expr, n.InList):
+        return nulling_joins(expr.value, catalog)
+    if isinstance(expr, n.Call) and expr.func == "happened":
+        key = _join_key(expr, catalog)
+        return {key} if key else set()
+    let = _let_of(expr, catalog)
+    return required_joins(let.value, catalog) if let is not None else set()
+
+
+def _zero_count_fails(expr: n.Binary, catalog: Catalog) -> set[tuple]:
+    """`count(e, 14 days) >= 3`: with no row the count is 0, and 0 >= 3 is false."""
+    for call, other, op in ((expr.left, expr.right, expr.op), (expr.right, expr.left, _MIRROR.get(expr.op))):
+        if isinstance(call, n.Call) and call.func == "count" and isinstance(other, n.Number) and op is not None:
+            key = _join_key(call, catalog)
+            if key is not None and not _holds(op, 0.0, other.value):
+                return {key}
+    return set()
+
+
+_MIRROR = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.LT, n.BinOp.GE: n.BinOp.LE,
+           n.BinOp.EQ: n.BinOp.EQ, n.BinOp.NE: n.BinOp.NE}
+
+
+def _holds(op: n.BinOp, a: float, b: float) -> bool:
+    return {n.BinOp.EQ: a == b, n.BinOp.NE: a != b, n.BinOp.LT: a < b, n.BinOp.LE: a <= b,
+            n.BinOp.GT: a > b, n.BinOp.GE: a >= b}[op]
+
+
+def _let_of(expr: n.Node, catalog: Catalog) -> n.LetDecl | None:
+    if isinstance(expr, n.Ref) and len(expr.path) == 2 and expr.path[0] == "account":
+        return catalog.entity_let("account", expr.path[1])
+    return None
+
+
+def disjuncts(expr: n.Node) -> list[n.Node]:
+    """`a or b or c` as [a, b, c]; anything else as [expr]."""
+    if isinstance(expr, n.Binary) and expr.op == n.BinOp.OR:
+        return disjuncts(expr.left) + disjuncts(expr.right)
+    return [expr]
 
 
 def compiler(catalog: Catalog, today: dt.date, dialect: str) -> SQLCompiler:

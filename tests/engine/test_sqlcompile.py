@@ -19,6 +19,7 @@ from dsl import nodes as n
 from dsl.evaluator import Account, Evaluator
 from dsl.project import load_text
 from engine.evaluate import RuleSQL, fired, values
+from engine.sqlcompile import required_joins
 from engine.schema import Base
 from engine.store import Store
 
@@ -214,7 +215,12 @@ def test_sql_and_reference_evaluator_agree(store, accounts, expr):
     load(store, accounts)
     with store.connect() as conn:
         got = values(conn, RuleSQL(CATALOG, TODAY, store.dialect), expr)
-    assert got == reference(accounts, expr)
+    want = reference(accounts, expr)
+    assert got == want
+    # The trigger form (inner joins, unions) selects exactly the accounts where it is true.
+    with store.connect() as conn:
+        ids = sorted(row[0] for row in conn.execute(RuleSQL(CATALOG, TODAY, store.dialect).where(expr)))
+    assert ids == sorted(k for k, v in want.items() if v is True)
 
 
 def test_trigger_fires_only_when_true(store):
@@ -225,3 +231,26 @@ def test_trigger_fires_only_when_true(store):
     ])
     with store.connect() as conn:
         assert fired(conn, RuleSQL(CATALOG, TODAY, store.dialect), "t") == ["acc0"]
+
+
+def test_a_window_the_condition_needs_is_an_inner_join():
+    avg = n.Call(func="avg", args=[n.Symbol(name="m"), n.Duration(amount=30, unit=n.DurationUnit.DAYS)])
+    cond = n.Binary(op=n.BinOp.GT, left=avg, right=n.Number(value=5))
+    assert required_joins(cond, CATALOG) == {("metric", "avg", "m", 30)}
+    either = n.Binary(op=n.BinOp.OR, left=cond, right=n.Ref(path=["account", "flag"]))
+    assert required_joins(either, CATALOG) == set()
+    empty_ok = n.IsEmpty(value=avg)
+    assert required_joins(empty_ok, CATALOG) == set()
+
+
+def test_a_count_that_holds_at_zero_keeps_accounts_without_events(store):
+    load(store, [
+        {"a": 1.0, "b": None, "p": None, "seg": None, "flag": None, "d": None, "m": {}, "e": []},
+        {"a": 1.0, "b": None, "p": None, "seg": None, "flag": None, "d": None, "m": {}, "e": [TODAY]},
+    ])
+    count = n.Call(func="count", args=[n.Symbol(name="e"), n.Duration(amount=30, unit=n.DurationUnit.DAYS)])
+    rules = RuleSQL(CATALOG, TODAY, store.dialect)
+    with store.connect() as conn:
+        for op, value, want in ((n.BinOp.LT, 1, ["acc0"]), (n.BinOp.GE, 1, ["acc1"]), (n.BinOp.GE, 0, ["acc0", "acc1"])):
+            cond = n.Binary(op=op, left=count, right=n.Number(value=value))
+            assert sorted(r[0] for r in conn.execute(rules.where(cond))) == want, (op, value)

@@ -1,0 +1,344 @@
+"""Trigger evaluation over N demo accounts on SQLite, three ways, side by side.
+
+    python benchmarks/engine_bench.py [--accounts 1000000] [--repeat 3] [--db PATH] [--write]
+
+(a) Playbook: every trigger in playbooks/ compiled to SQL (engine/sqlcompile.py),
+    one query per trigger, firing ids streamed and counted.
+(b) Hand-written SQL for the same conditions (below), one query per trigger.
+(c) The `rule-engine` library matching the same conditions record by record:
+    one streamed pass over every account (fields plus window aggregates
+    computed by a hand-written SQL feature query, which is generous to it:
+    rule-engine cannot compute windows), each record matched against every rule.
+
+Each runs in its own subprocess so its peak memory is its own. All three must
+find the same accounts per trigger, or the run fails: a fast wrong answer is
+not a result. Reported: medians over --repeat runs (rule-engine: one run
+unless --repeat-rule-engine), ratios, peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TODAY = dt.date(2026, 6, 1)
+SEED = 7
+
+
+def d(days: int) -> str:
+    """An ISO date `days` before TODAY (SQLite stores dates as ISO text)."""
+    return (TODAY - dt.timedelta(days=days)).isoformat()
+
+
+T = f"'{TODAY.isoformat()}'"
+
+# Hand-written SQL, one query per trigger of playbooks/triggers.play.
+HAND_SQL: dict[str, str] = {
+    "usage_ceiling": "SELECT id FROM accounts WHERE usage_percent > 0.8",
+    "expansion_due": f"""SELECT id FROM accounts WHERE usage_percent > 0.8 AND health_score > 60
+        AND (last_expansion_at IS NULL OR julianday({T}) - julianday(last_expansion_at) > 90)""",
+    "seat_saturation": "SELECT id FROM accounts WHERE CAST(seats_active AS REAL) / NULLIF(seats_purchased, 0) > 0.9",
+    "feature_exploration": f"""SELECT a.id FROM accounts a JOIN (
+          SELECT account_id FROM events WHERE event = 'gated_feature_explored'
+          AND occurred_on > '{d(14)}' AND occurred_on <= {T} GROUP BY account_id HAVING count(*) >= 3
+        ) e ON e.account_id = a.id WHERE a.requested_feature IS NOT NULL""",
+    "feature_request_upgrade": f"""SELECT a.id FROM accounts a WHERE a.requested_feature_tier IS NOT NULL
+        AND a.requested_feature_tier != a.plan AND EXISTS (SELECT 1 FROM events e WHERE e.account_id = a.id
+        AND e.event = 'feature_request' AND e.occurred_on > '{d(3)}' AND e.occurred_on <= {T})""",
+    "headcount_growth": f"""SELECT s.account_id FROM (
+          SELECT account_id, min(date) AS d0, max(date) AS d1, count(*) AS n FROM metric_points
+          WHERE metric = 'headcount' AND date > '{d(90)}' AND date <= {T} GROUP BY account_id) s
+        JOIN metric_points f ON f.metric = 'headcount' AND f.account_id = s.account_id AND f.date = s.d0
+        JOIN metric_points l ON l.metric = 'headcount' AND l.account_id = s.account_id AND l.date = s.d1
+        WHERE s.n >= 2 AND f.value != 0 AND l.value / f.value - 1 >= 0.2
+        UNION
+        SELECT account_id FROM events WHERE event = 'hiring_spike' AND occurred_on > '{d(30)}' AND occurred_on <= {T}""",
+    "funding_round": f"""SELECT DISTINCT account_id FROM events WHERE event = 'funding_announced'
+        AND occurred_on > '{d(30)}' AND occurred_on <= {T}""",
+    "power_user_emergence": f"""SELECT a.id FROM accounts a JOIN (
+          SELECT account_id, avg(value) AS v FROM metric_points WHERE metric = 'engagement_minutes'
+          AND date > '{d(30)}' AND date <= {T} GROUP BY account_id
+        ) m ON m.account_id = a.id WHERE m.v >= 2 * a.cohort_engagement_minutes""",
+    "renewal_window": f"SELECT id FROM accounts WHERE julianday(renewal_date) - julianday({T}) BETWEEN 76 AND 90",
+    "contract_milestone": f"""SELECT id FROM accounts WHERE julianday(renewal_date) - julianday({T}) BETWEEN 46 AND 60
+        AND health_score >= 80""",
+    "qbr_outcome": f"""SELECT a.id FROM accounts a WHERE a.qbr_need_on_roadmap = 1
+        AND a.cross_sell_product IS NOT NULL AND a.cross_sell_need IS NOT NULL
+        AND a.cross_sell_outcome IS NOT NULL AND a.reference_customer IS NOT NULL
+        AND EXISTS (SELECT 1 FROM events e WHERE e.account_id = a.id AND e.event = 'qbr_completed'
+                    AND e.occurred_on > '{d(7)}' AND e.occurred_on <= {T})""",
+    "cross_sell_fit": f"""SELECT a.id FROM accounts a LEFT JOIN (
+          SELECT account_id, count(*) AS c FROM events WHERE event = 'cross_sell_interest'
+          AND occurred_on > '{d(180)}' AND occurred_on <= {T} GROUP BY account_id
+        ) i ON i.account_id = a.id
+        WHERE a.cross_sell_product IS NOT NULL AND a.cross_sell_need IS NOT NULL
+          AND a.cross_sell_outcome IS NOT NULL AND a.reference_customer IS NOT NULL
+          AND (a.product_fit * 20 * 0.3 + a.adoption_percentile * 0.25
+               + min(coalesce(i.c, 0) * 25, 100) * 0.2 + a.budget_timing * 0.15
+               + a.champion_strength * 0.1) BETWEEN 70 AND 100""",
+    "promoter_response": f"""SELECT a.id FROM accounts a WHERE a.nps >= 9
+        AND a.cross_sell_product IS NOT NULL AND a.cross_sell_need IS NOT NULL
+        AND a.cross_sell_outcome IS NOT NULL AND a.reference_customer IS NOT NULL
+        AND EXISTS (SELECT 1 FROM events e WHERE e.account_id = a.id AND e.event = 'nps_response'
+                    AND e.occurred_on > '{d(7)}' AND e.occurred_on <= {T})""",
+}
+
+# rule-engine rules over the records of FEATURE_SQL (fields plus window aggregates).
+RULES: dict[str, str] = {
+    "usage_ceiling": "usage_percent != null and usage_percent > 0.8",
+    "expansion_due": ("usage_percent != null and usage_percent > 0.8 and health_score != null and health_score > 60"
+                      " and (days_since_expansion == null or days_since_expansion > 90)"),
+    "seat_saturation": "seats_purchased != null and seats_purchased != 0 and seats_active != null"
+                       " and seats_active / seats_purchased > 0.9",
+    "feature_exploration": "gated_14 >= 3 and requested_feature != null",
+    "feature_request_upgrade": "request_3 > 0 and requested_feature_tier != null and plan != null"
+                               " and requested_feature_tier != plan",
+    "headcount_growth": "(hc_growth != null and hc_growth >= 0.2) or hiring_30 > 0",
+    "funding_round": "funding_30 > 0",
+    "power_user_emergence": "engagement_30 != null and cohort_engagement_minutes != null"
+                            " and engagement_30 >= 2 * cohort_engagement_minutes",
+    "renewal_window": "days_until_renewal != null and days_until_renewal >= 76 and days_until_renewal <= 90",
+    "contract_milestone": "days_until_renewal != null and days_until_renewal >= 46 and days_until_renewal <= 60"
+                          " and health_score != null and health_score >= 80",
+    "qbr_outcome": "qbr_7 > 0 and qbr_need_on_roadmap == 1 and brief_ready",
+    "cross_sell_fit": "brief_ready and whitespace != null and whitespace >= 70 and whitespace <= 100",
+    "promoter_response": "nps_7 > 0 and nps != null and nps >= 9 and brief_ready",
+}
+
+
+def _window_count(event: str, days: int) -> str:
+    return (f"(SELECT account_id, count(*) AS c FROM events WHERE event = '{event}' "
+            f"AND occurred_on > '{d(days)}' AND occurred_on <= {T} GROUP BY account_id)")
+
+
+FEATURE_SQL = f"""
+SELECT a.*, julianday({T}) - julianday(a.last_expansion_at) AS days_since_expansion,
+       julianday(a.renewal_date) - julianday({T}) AS days_until_renewal,
+       coalesce(g.c, 0) AS gated_14, coalesce(r.c, 0) AS request_3, coalesce(h.c, 0) AS hiring_30,
+       coalesce(f.c, 0) AS funding_30, coalesce(q.c, 0) AS qbr_7, coalesce(np.c, 0) AS nps_7,
+       coalesce(ci.c, 0) AS interest_180, em.v AS engagement_30,
+       CASE WHEN hc.n >= 2 AND hc.first != 0 THEN hc.last / hc.first - 1 END AS hc_growth
+FROM accounts a
+LEFT JOIN {_window_count('gated_feature_explored', 14)} g ON g.account_id = a.id
+LEFT JOIN {_window_count('feature_request', 3)} r ON r.account_id = a.id
+LEFT JOIN {_window_count('hiring_spike', 30)} h ON h.account_id = a.id
+LEFT JOIN {_window_count('funding_announced', 30)} f ON f.account_id = a.id
+LEFT JOIN {_window_count('qbr_completed', 7)} q ON q.account_id = a.id
+LEFT JOIN {_window_count('nps_response', 7)} np ON np.account_id = a.id
+LEFT JOIN {_window_count('cross_sell_interest', 180)} ci ON ci.account_id = a.id
+LEFT JOIN (SELECT account_id, avg(value) AS v FROM metric_points WHERE metric = 'engagement_minutes'
+           AND date > '{d(30)}' AND date <= {T} GROUP BY account_id) em ON em.account_id = a.id
+LEFT JOIN (SELECT s.account_id, s.n, f.value AS first, l.value AS last FROM (
+             SELECT account_id, min(date) AS d0, max(date) AS d1, count(*) AS n FROM metric_points
+             WHERE metric = 'headcount' AND date > '{d(90)}' AND date <= {T} GROUP BY account_id) s
+           JOIN metric_points f ON f.metric = 'headcount' AND f.account_id = s.account_id AND f.date = s.d0
+           JOIN metric_points l ON l.metric = 'headcount' AND l.account_id = s.account_id AND l.date = s.d1
+          ) hc ON hc.account_id = a.id
+"""
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- children
+
+
+def _warm(execute) -> None:
+    """Read the tables once untimed, so no side pays for a cold page cache."""
+    for table in ("accounts", "metric_points", "events"):
+        execute(f"SELECT count(*) FROM {table}").fetchall()
+
+
+def child_playbook(db: str) -> dict:
+    from dsl.project import load
+    from engine.evaluate import RuleSQL
+    from engine.store import Store
+
+    catalog = load([ROOT / "playbooks"]).catalog
+    store = Store.open(f"sqlite:///{db}", catalog=catalog, migrate=False)
+    rules = RuleSQL(catalog, TODAY, "sqlite")
+    counts, times = {}, {}
+    with store.connect() as conn:
+        _warm(conn.exec_driver_sql)
+        for name in sorted(catalog.triggers):
+            t = time.perf_counter()
+            result = conn.execute(rules.trigger(name))
+            counts[name] = sum(1 for _ in result)
+            times[name] = time.perf_counter() - t
+    return {"counts": counts, "times": times, "rss_mb": _peak_rss_mb()}
+
+
+def child_hand(db: str) -> dict:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    _warm(conn.execute)
+    counts, times = {}, {}
+    for name, sql in sorted(HAND_SQL.items()):
+        t = time.perf_counter()
+        counts[name] = sum(1 for _ in conn.execute(sql))
+        times[name] = time.perf_counter() - t
+    return {"counts": counts, "times": times, "rss_mb": _peak_rss_mb()}
+
+
+def child_rule_engine(db: str) -> dict:
+    import sqlite3
+
+    import rule_engine
+
+    rules = {name: rule_engine.Rule(text) for name, text in RULES.items()}
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    counts = dict.fromkeys(rules, 0)
+    t = time.perf_counter()
+    cursor = conn.execute(FEATURE_SQL)
+    while batch := cursor.fetchmany(10_000):
+        for row in batch:
+            record = dict(row)
+            ready = all(record[k] is not None for k in
+                        ("cross_sell_product", "cross_sell_need", "cross_sell_outcome", "reference_customer"))
+            record["brief_ready"] = ready
+            if None in (record["product_fit"], record["adoption_percentile"], record["budget_timing"],
+                        record["champion_strength"]):
+                record["whitespace"] = None
+            else:
+                record["whitespace"] = (record["product_fit"] * 20 * 0.3 + record["adoption_percentile"] * 0.25
+                                        + min(record["interest_180"] * 25, 100) * 0.2
+                                        + record["budget_timing"] * 0.15 + record["champion_strength"] * 0.1)
+            for name, rule in rules.items():
+                if rule.matches(record):
+                    counts[name] += 1
+    total = time.perf_counter() - t
+    return {"counts": counts, "times": {"all": total}, "rss_mb": _peak_rss_mb()}
+
+
+CHILDREN = {"playbook": child_playbook, "hand": child_hand, "rule_engine": child_rule_engine}
+
+
+def run_child(kind: str, db: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, "--db", db],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- parent
+
+
+def ensure_db(db: Path, accounts: int) -> float | None:
+    """Generate the data set once; reuse it while the marker says it is the same."""
+    marker = db.with_suffix(".json")
+    want = {"accounts": accounts, "seed": SEED, "today": TODAY.isoformat()}
+    if db.exists() and marker.exists() and json.loads(marker.read_text()) == want:
+        return None
+    from dsl.project import load
+    from engine.demo_data import generate
+    from engine.store import Store
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        p.unlink(missing_ok=True)
+    catalog = load([ROOT / "playbooks"]).catalog
+    store = Store.open(f"sqlite:///{db}", catalog=catalog)
+    t = time.perf_counter()
+    generate(catalog, accounts, seed=SEED, today=TODAY, store=store,
+             progress=lambda phase, done, total: print(f"  {phase} {done}/{total}", file=sys.stderr, flush=True))
+    store.close()
+    marker.write_text(json.dumps(want))
+    return time.perf_counter() - t
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--accounts", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat-rule-engine", type=int, default=1)
+    ap.add_argument("--db", default=None)
+    ap.add_argument("--child", choices=sorted(CHILDREN))
+    ap.add_argument("--write", action="store_true", help="append the results to docs/BENCHMARKS.md")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](args.db)))
+        return 0
+
+    db = Path(args.db or ROOT / ".playbook" / f"bench-{args.accounts}.db")
+    generated = ensure_db(db, args.accounts)
+    if generated is not None:
+        print(f"generated {args.accounts:,} accounts in {generated:.0f} s", flush=True)
+
+    runs: dict[str, list[dict]] = {"playbook": [], "hand": [], "rule_engine": []}
+    for i in range(max(args.repeat, args.repeat_rule_engine)):
+        # Alternate the order so neither side always runs on a warmer cache.
+        order = ["playbook", "hand"] if i % 2 == 0 else ["hand", "playbook"]
+        for kind in order:
+            if i < args.repeat:
+                runs[kind].append(run_child(kind, str(db)))
+        if i < args.repeat_rule_engine:
+            runs["rule_engine"].append(run_child("rule_engine", str(db)))
+
+    counts = {k: v[0]["counts"] for k, v in runs.items()}
+    mismatches = [t for t in HAND_SQL if len({counts[k].get(t) for k in counts}) != 1]
+    triggers = sorted(HAND_SQL)
+    missing = sorted(set(counts["playbook"]) - set(HAND_SQL))
+
+    def median_total(kind: str) -> float:
+        return statistics.median(sum(r["times"].values()) for r in runs[kind])
+
+    ours, hand, reng = median_total("playbook"), median_total("hand"), median_total("rule_engine")
+    lines = [
+        f"Trigger evaluation, {args.accounts:,} demo accounts on SQLite, {len(triggers)} triggers "
+        f"({dt.date.today().isoformat()}; {machine()}).",
+        "",
+        "| trigger | fires on | playbook (s) | hand SQL (s) |",
+        "|---|---:|---:|---:|",
+    ]
+    for t in triggers:
+        p = statistics.median(r["times"][t] for r in runs["playbook"])
+        h = statistics.median(r["times"][t] for r in runs["hand"])
+        lines.append(f"| {t} | {counts['playbook'].get(t, 0):,} | {p:.3f} | {h:.3f} |")
+    lines += [
+        "",
+        f"- playbook, all triggers: **{ours:.2f} s** (median of {args.repeat}); peak RSS "
+        f"{max(r['rss_mb'] for r in runs['playbook']):.0f} MB",
+        f"- hand-written SQL: {hand:.2f} s; playbook / hand = **{ours / hand:.2f}x** (goal: within 1.3x)",
+        f"- rule-engine, record by record: {reng:.1f} s ({args.repeat_rule_engine} run); peak RSS "
+        f"{max(r['rss_mb'] for r in runs['rule_engine']):.0f} MB; rule-engine / playbook = **{reng / ours:.0f}x** "
+        "(goal: at least 30x)",
+        f"- same accounts found by all three for every trigger: {'yes' if not mismatches else 'NO: ' + ', '.join(mismatches)}",
+    ]
+    if missing:
+        lines.append(f"- triggers without a hand-written baseline (not compared): {', '.join(missing)}")
+    report = "\n".join(lines)
+    print(report)
+    if args.write:
+        with (ROOT / "docs" / "BENCHMARKS.md").open("a") as f:
+            f.write("\n## Engine: triggers over demo accounts (benchmarks/engine_bench.py)\n\n" + report + "\n")
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
