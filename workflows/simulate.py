@@ -10,16 +10,17 @@ simulated customer. Only the clock is fake.
 How time moves: the test server skips time only while a client awaits a
 workflow result, and only when nothing is running. So the whole simulation
 is one workflow, `SimulationDriver`, whose result the caller awaits. It
-sleeps from tick to tick (every hour of simulated time, 30 s past the
-hour); at each tick one activity
+sleeps from tick to tick. Ticks fall 30 s past a whole hour: once a
+simulated day at the start's hour (a sweep), and whenever a customer event
+is due. The customer reacts when an email is written (the connector tells
+it; seeded, see `Customer`): a reply some hours later, an unsubscribe, a
+bounce, later a deal won or lost; the activity signals the driver the
+instant (`wake`). At each tick one activity
 
-1. reads the emails the plays wrote to the outbox since the last tick and
-   lets the simulated customer react (seeded; see `Customer`): a reply
-   some hours later, an unsubscribe, a bounce, later a deal won or lost;
-2. delivers the customer events due now as `event` signals (and applies
+1. delivers the customer events due now as `event` signals (and applies
    them to the store: unsubscribed contacts, won/lost opportunities);
-3. once a simulated day (at the start's hour), runs a sweep: reconcile,
-   enrollment decisions, starts.
+2. at the sweep's hour, runs a sweep: reconcile, enrollment decisions,
+   starts.
 
 Determinism: for one dataset, seed, start instant and playbooks, the run
 is the same. Every random choice is a hash of (seed, the email's
@@ -28,7 +29,9 @@ does not depend on the order concurrent activities finish in. Plays are
 enrolled at the whole hour (`enrolled_at` = tick - 30 s), so their steps
 fall on whole hours or window starts, never on a tick: a tick sees every
 step due before it already done (the server does not skip time while an
-activity runs), and a sweep never races a step. Customer events happen at
+activity runs), and a sweep never races a step. A reaction is drawn while
+the email's activity runs, so it is queued (and the driver woken) before
+time can move on. Customer events happen at
 ticks. (What is not reproduced: run ids, and wall-clock milliseconds the
 server's clock gains while activities run; times are shown to the minute.)
 
@@ -184,6 +187,16 @@ def draw(seed: int, *parts: object) -> float:
     return int.from_bytes(h, "big") / 2**64
 
 
+@dataclass
+class _Email:
+    idempotency_key: str
+    account_id: str
+    play: str
+    recipient: str
+    subject: str | None
+    created_at: dt.datetime
+
+
 @dataclass(order=True)
 class Pending:
     due: dt.datetime
@@ -243,35 +256,67 @@ class DriverInput(BaseModel):
     start: dt.datetime
     end: dt.datetime  # midnight UTC after the last simulated day
     sweep_every_days: int = 1
-    next_tick: int = 0  # continue-as-new carries the position
+    next_sweep: int = 0  # continue-as-new carries the position
+    after: dt.datetime | None = None  # the last tick done (continue-as-new)
+    wakes: list[dt.datetime] = []
 
 
 class TickRequest(BaseModel):
-    index: int
     at: dt.datetime
     sweep: bool
 
 
 @workflow.defn(name="SimulationDriver")
 class SimulationDriver:
-    """Sleeps from tick to tick and lets the simulation's activity act at each (see module doc)."""
+    """Sleeps from tick to tick and lets the simulation's activity act at each (see module doc).
+
+    Ticks: every sweep instant, and every instant a customer event is due.
+    The activities announce those with the `wake` signal as soon as they
+    are drawn (an email's reply is drawn when the email is written), and a
+    tick returns the earliest event still queued.
+    """
+
+    def __init__(self) -> None:
+        self._wakes: set[dt.datetime] = set()
+
+    @workflow.signal(name="wake")
+    def wake(self, at: dt.datetime) -> None:
+        self._wakes.add(at)
 
     @workflow.run
     async def run(self, inp: DriverInput) -> int:
-        ticks = -(-(inp.end - inp.start - TICK_OFFSET) // TICK)  # every tick before the end
         opts: dict[str, Any] = {"start_to_close_timeout": dt.timedelta(minutes=30),
                                 "retry_policy": RetryPolicy(maximum_attempts=3)}
-        for k in range(inp.next_tick, ticks):
-            at = inp.start + k * TICK + TICK_OFFSET
-            if (wait := at - workflow.now()) > dt.timedelta(0):
-                await workflow.sleep(wait)
-            sweep = k % (24 * inp.sweep_every_days) == 0
-            await workflow.execute_activity_method(SimActivities.tick, TickRequest(index=k, at=at, sweep=sweep),
-                                                   summary=f"tick {k}", **opts)
-            if workflow.info().get_current_history_length() > 9_000 and k + 1 < ticks:
-                workflow.continue_as_new(inp.model_copy(update={"next_tick": k + 1}))
-        end = inp.end + TICK_OFFSET
-        if (wait := end - workflow.now()) > dt.timedelta(0):
+        self._wakes |= set(inp.wakes)
+        sweep_no, after, ticks = inp.next_sweep, inp.after, 0
+        every = dt.timedelta(days=inp.sweep_every_days)
+
+        def next_at() -> dt.datetime:
+            sweep_at = inp.start + sweep_no * every + TICK_OFFSET
+            later = [w for w in self._wakes if after is None or w > after]
+            return min([sweep_at, *later])
+
+        while (at := next_at()) < inp.end:
+            while (wait := at - workflow.now()) > dt.timedelta(0):
+                seen = len(self._wakes)
+                try:  # a signal may bring an earlier instant
+                    await workflow.wait_condition(lambda: len(self._wakes) != seen, timeout=wait)
+                except asyncio.TimeoutError:
+                    break
+                at = next_at()
+            sweep = at == inp.start + sweep_no * every + TICK_OFFSET
+            queued = await workflow.execute_activity_method(
+                SimActivities.tick, TickRequest(at=at, sweep=sweep), summary=f"tick {at:%m-%d %H:%M}", **opts)
+            if queued is not None:
+                self._wakes.add(queued)
+            sweep_no += int(sweep)
+            after, ticks = at, ticks + 1
+            self._wakes = {w for w in self._wakes if w > at}
+            if workflow.info().get_current_history_length() > 9_000:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(inp.model_copy(update={
+                    "next_sweep": sweep_no, "after": after, "wakes": sorted(self._wakes)}))
+        if (wait := inp.end + TICK_OFFSET - workflow.now()) > dt.timedelta(0):
             await workflow.sleep(wait)
         await workflow.execute_activity_method(SimActivities.finish, inp.end, summary="report", **opts)
         return ticks
@@ -291,8 +336,9 @@ class SimConnector:
     The simulation's own writes (sweeps, customer events) take the same lock.
     """
 
-    def __init__(self, inner: Any, end: dt.datetime, lock: asyncio.Lock) -> None:
-        self.inner, self.end, self.lock = inner, end, lock
+    def __init__(self, inner: Any, end: dt.datetime, lock: asyncio.Lock,
+                 on_email: Callable[[cb.EmailMessage], Any] | None = None) -> None:
+        self.inner, self.end, self.lock, self.on_email = inner, end, lock, on_email
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.inner, name)
@@ -301,7 +347,10 @@ class SimConnector:
             if action.requested_at >= self.end:
                 raise cb.TransientError("the simulation has ended")
             async with self.lock:
-                return await method(action)
+                result = await method(action)
+            if isinstance(action, cb.EmailMessage) and not result.duplicate and self.on_email is not None:
+                await self.on_email(action)  # the customer reads it (and draws a reaction) now
+            return result
 
         return guarded
 
@@ -315,7 +364,8 @@ class SimActivities:
         self.start, self.task_queue, self.accounts = start, task_queue, accounts
         self.customer = Customer(config)
         self.queue: list[Pending] = []
-        self.seen_until = start  # outbox rows created before this were looked at
+        self.driver_id: str | None = None  # whom to `wake` when a reaction is drawn
+        self.announced: set[dt.datetime] = set()
         self.log: list[tuple[dt.datetime, str, str | None, str, str]] = []  # (at, account, play, kind, text)
         self.sweeps: list[SweepSummary] = []
         self.report: SimReport | None = None
@@ -335,15 +385,24 @@ class SimActivities:
         return (t.astimezone(UTC).date() - self.start.date()).days
 
     # -- tick ---------------------------------------------------------------
+    async def on_email(self, message: cb.EmailMessage) -> None:
+        """An email was written: the customer's reactions are drawn now, and the driver told when."""
+        email = _Email(message.key, message.account_id, message.play, message.to, message.subject,
+                       message.requested_at)
+        for p in self.customer.react(email, self._next_tick):  # type: ignore[arg-type]
+            heapq.heappush(self.queue, p)
+            if p.due not in self.announced and self.driver_id is not None:
+                self.announced.add(p.due)
+                try:
+                    await self.client.get_workflow_handle(self.driver_id).signal(SimulationDriver.wake, p.due)
+                except RPCError:  # the driver has finished: the event falls after the end anyway
+                    pass
+
     @activity.defn(name="sim_tick")
-    async def tick(self, req: TickRequest) -> int:
-        new = await asyncio.to_thread(self._new_emails, req.at)
-        for email in new:
-            for p in self.customer.react(email, self._next_tick):
-                heapq.heappush(self.queue, p)
-        delivered = 0
+    async def tick(self, req: TickRequest) -> dt.datetime | None:
+        """Deliver the customer events due now; sweep if it is the sweep's hour. Returns the next event's instant."""
         while self.queue and self.queue[0].due <= req.at:
-            delivered += await self._deliver(heapq.heappop(self.queue), req.at)
+            await self._deliver(heapq.heappop(self.queue), req.at)
         if req.sweep:
             async with self.lock:
                 summary = await sweep_once(self.client, self.store, self.playbooks, req.at, today=req.at.date(),
@@ -351,19 +410,7 @@ class SimActivities:
             self.sweeps.append(summary)
             self.progress(f"day {self.day_of(req.at)}: {summary.started} enrolled, "
                           f"{summary.reconciled.checked} running checked")
-        return delivered
-
-    def _new_emails(self, until: dt.datetime) -> list[sa.Row]:
-        out = TABLES["outbox"]
-        with self.store.connect() as conn:
-            rows = list(conn.execute(
-                sa.select(out.c.idempotency_key, out.c.account_id, out.c.play, out.c.recipient, out.c.subject,
-                          out.c.created_at, out.c.status)
-                .where(out.c.channel == "email", out.c.created_at >= self.seen_until, out.c.created_at < until,
-                       out.c.status != "cancelled")
-                .order_by(out.c.created_at, out.c.idempotency_key)))
-        self.seen_until = until
-        return rows
+        return self.queue[0].due if self.queue else None
 
     async def _targets(self, p: Pending) -> list[str]:
         if p.play != "*":
@@ -643,7 +690,8 @@ async def simulate(config: SimConfig, playbooks: Playbooks, *, accounts: int = 5
     async with AsyncExitStack() as stack:
         tmp = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="playbook-sim-")))
         env = await stack.enter_async_context(await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=test_server or _test_server(), data_converter=DATA_CONVERTER))
+            test_server_existing_path=test_server or _test_server(), data_converter=DATA_CONVERTER,
+            runtime=quiet_runtime()))
         await ensure_registered(env.client)
         now = await env.get_current_time()  # read fresh: the test server's clock jumps after a run closes
         start = _whole_hour(config.start) if config.start else default_start(now)
@@ -664,23 +712,40 @@ async def simulate(config: SimConfig, playbooks: Playbooks, *, accounts: int = 5
         end = simulation_end(start, config.days)
         tq = f"sim-{uuid.uuid4().hex[:8]}"
         lock = asyncio.Lock()
-        connector = SimConnector(StoreConnector(store), end, lock)
-        plays = PlayActivities(Connectors.single(connector), StoreAccounts(store, playbooks.catalog),
-                               playbooks.catalog)
         sim = SimActivities(env.client, store, playbooks, config, start, task_queue=tq, accounts=accounts,
                             lock=lock, progress=say)
+        sim.driver_id = f"simulation-{tq}"
+        connector = SimConnector(StoreConnector(store), end, lock, on_email=sim.on_email)
+        plays = PlayActivities(Connectors.single(connector), StoreAccounts(store, playbooks.catalog),
+                               playbooks.catalog)
         worker = Worker(env.client, task_queue=tq, workflows=[PlayWorkflow, SimulationDriver],
                         activities=[*plays.all(), sim.tick, sim.finish],
                         max_concurrent_activities=200, max_concurrent_workflow_tasks=200)
         await stack.enter_async_context(worker)
         say(f"simulating {config.days} days from {start:%Y-%m-%d %H:%M} UTC over {accounts} accounts")
         await env.client.execute_workflow(
-            SimulationDriver.run, DriverInput(start=start, end=end, sweep_every_days=config.sweep_every_days),
-            id=f"simulation-{tq}", task_queue=tq)
+            SimulationDriver.run, DriverInput(start=start, end=end, sweep_every_days=config.sweep_every_days,
+                                              wakes=sorted({p.due for p in sim.queue})),
+            id=sim.driver_id, task_queue=tq)
         assert sim.report is not None
         report = sim.report
         report.wall_seconds = round(time.perf_counter() - wall, 2)
         return report
+
+
+_RUNTIME: Any = None
+
+
+def quiet_runtime() -> Any:
+    """A Temporal runtime whose core logs only errors: its warnings (the test server's
+    missing capabilities) went to stdout, into `--format json` documents."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+        _RUNTIME = Runtime(telemetry=TelemetryConfig(
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
+    return _RUNTIME
 
 
 def _test_server() -> str:
