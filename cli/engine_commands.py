@@ -1,0 +1,398 @@
+"""`playbook scorecard`, `playbook why`, `playbook plan`: the rules over the account store.
+
+Thin: argument parsing and presentation over engine/scorecard.py, engine/why.py
+and engine/plan.py. Registered on the main app by `register(app)`.
+
+Every command reads the rules from `--rules PATH` (default playbooks/; they
+must check clean, as for `compile`) and the store from `--db URL` (default:
+$PLAYBOOK_DATABASE_URL, else the embedded SQLite file .playbook/playbook.db).
+`--today` fixes the evaluation day (default: today, UTC), for reproducible
+output in CI. Exit codes as elsewhere: 0 ok, 1 the rules have errors, 2 bad
+usage (unknown account, rule or revision); `plan --detailed-exitcode`
+follows Terraform: 0 no change, 1 error, 2 changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import enum
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli import render
+from dsl.catalog import Catalog
+from dsl.plan import Plan
+from dsl.project import Project
+
+
+class Format(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+class TableFormat(str, enum.Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+RulesOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--rules", help="Files or folders of .play files (default: playbooks/). Repeatable.",
+                 show_default=False),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (default: $PLAYBOOK_DATABASE_URL, else .playbook/playbook.db).",
+                 show_default=False),
+]
+TodayOpt = Annotated[
+    str | None,
+    typer.Option("--today", help="Evaluation day, YYYY-MM-DD (default: today, UTC).", show_default=False),
+]
+EmailCapOpt = Annotated[int, typer.Option("--email-cap", help="Max emails per contact in --email-cap-days, across plays.")]
+EmailDaysOpt = Annotated[int, typer.Option("--email-cap-days", help="Window of the email frequency cap, in days.")]
+RouteOpt = Annotated[str, typer.Option("--route", help="The route that says the motion ('' for none).")]
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2  # as in cli/main.py
+TABLE_DEFAULT_LIMIT = 50  # a terminal table of a million rows helps no one; csv/json have no default limit
+
+
+# ---------------------------------------------------------------- shared steps
+
+# The module that owns the app (cli.main, or __main__ under `python -m cli.main`),
+# set by register(). Not imported at the top: cli.main imports this module, and
+# under `python -m` a second copy of cli.main would have its own Fail class,
+# which the running guard would not catch.
+_main: Any = None
+
+
+def Fail(message: str, exit_code: int = EXIT_USAGE) -> Exception:  # noqa: N802 - stands for the class
+    return _cli().Fail(message, exit_code)
+
+
+def _cli() -> Any:
+    global _main
+    if _main is None:
+        import cli.main as m
+
+        _main = m
+    return _main
+
+
+def _load(paths: list[Path] | None) -> Project:
+    return _cli()._load(paths)
+
+
+def _check(project: Project) -> Any:
+    return _cli()._check(project)
+
+
+def _has_errors(diagnostics: Any) -> bool:
+    return bool(_cli()._has_errors(diagnostics))
+
+
+
+def _today(value: str | None, exit_code: int = EXIT_USAGE) -> dt.date:
+    if value is None:
+        return dt.datetime.now(dt.timezone.utc).date()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise Fail(f"--today: not a date (YYYY-MM-DD): {value!r}", exit_code) from None
+
+
+def _rules(paths: list[Path] | None, json_mode: bool, error_code: int = EXIT_FINDINGS,
+           label: str | None = None) -> tuple[Project, list[Plan]]:
+    """Load, check and compile the rules; errors end the command like `compile` does."""
+    from dsl.compiler import compile_plans
+
+    project = _load(paths)
+    diagnostics = _check(project)
+    if _has_errors(diagnostics):
+        counts = render.Counts.of(diagnostics, len(project.modules))
+        if json_mode:
+            print(render.json_document(diagnostics, counts))
+        else:
+            out = render.console(stderr=True)
+            for t in render.check_text(diagnostics, project.sources, counts):
+                out.print(t)
+        where = f" at {label}" if label else ""
+        print(f"playbook: the rules{where} have errors ({counts.line()}); run `playbook check`", file=sys.stderr)
+        raise typer.Exit(error_code)
+    return project, compile_plans(project)
+
+
+@contextmanager
+def _store(db: str | None, catalog: Catalog, exit_code: int = EXIT_USAGE) -> Iterator[Any]:
+    from engine.store import Store, StoreError
+
+    try:
+        store = Store.open(db, catalog=catalog)
+    except StoreError as e:
+        raise Fail(str(e), exit_code) from e
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _money(v: float | None) -> str:
+    return "" if v is None else f"${v:,.0f}"
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return ""
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------- scorecard
+
+
+def scorecard(
+    rules: RulesOpt = None,
+    db: DbOpt = None,
+    format: Annotated[TableFormat, typer.Option("--format", help="Output format.")] = TableFormat.table,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", help=f"Rows to show, best first (default: {TABLE_DEFAULT_LIMIT} for a table, all for csv/json; "
+                        "0: all).", show_default=False)] = None,
+    score: Annotated[str, typer.Option("--score", help="The readiness score.")] = "readiness",
+    gate: Annotated[str, typer.Option("--gate", help="The gate behind activation_status ('' for none).")] = "expansion_ready",
+    route: RouteOpt = "touch",
+    today: TodayOpt = None,
+) -> None:
+    """The expansion-readiness scorecard: one row per account, readiness descending."""
+    from engine import scorecard as sc
+
+    json_mode = format == TableFormat.json
+    day = _today(today)
+    project, _plans = _rules(rules, json_mode)
+    options = sc.Options(score=score, gate=gate or None, route=route or None)
+    try:
+        sc.validate(project.catalog, options)
+    except sc.ScorecardError as e:
+        raise Fail(str(e)) from e
+    n = limit if limit is not None else (TABLE_DEFAULT_LIMIT if format == TableFormat.table else 0)
+    n_or_none = n if n > 0 else None
+    with _store(db, project.catalog) as store, store.connect() as conn:
+        rows = sc.rows(conn, project.catalog, day, options, n_or_none)
+        if format == TableFormat.csv:
+            w = csv.writer(sys.stdout, lineterminator="\n")
+            w.writerow(sc.COLUMNS)
+            for r in rows:
+                j = r.to_json()
+                w.writerow(["" if j[c] is None else (";".join(j[c]) if isinstance(j[c], list) else j[c])
+                            for c in sc.COLUMNS])
+        elif json_mode:
+            # Streamed by hand: one JSON document, never the whole list in memory.
+            sys.stdout.write(json.dumps({"today": day.isoformat(), "score": score, "gate": options.gate,
+                                         "route": options.route, "columns": sc.COLUMNS})[:-1] + ', "rows": [')
+            for i, r in enumerate(rows):
+                sys.stdout.write(("," if i else "") + "\n  " + json.dumps(r.to_json()))
+            sys.stdout.write("\n]}\n")
+        else:
+            from rich.table import Table
+
+            table = Table(title=f"Expansion readiness on {day.isoformat()}", title_justify="left")
+            for c in sc.COLUMNS:
+                table.add_column(c, justify="right" if c in ("health_score", "expansion_readiness",
+                                                             "estimated_expansion_acv") else "left")
+            shown = 0
+            for r in rows:
+                shown += 1
+                table.add_row(r.account_id, r.segment or "", _num(r.health_score), r.activation_status,
+                              _num(r.expansion_readiness), ", ".join(r.active_triggers),
+                              r.recommended_motion or "", _money(r.estimated_expansion_acv))
+            out = render.console()
+            out.print(table)
+            total = sc.count(conn, project.catalog)
+            if shown < total:
+                out.print(f"{shown} of {total} accounts shown; --limit 0 for all, --format csv for a file")
+    raise typer.Exit(EXIT_OK)
+
+
+# ---------------------------------------------------------------- why
+
+
+def why(
+    account: Annotated[str, typer.Argument(help="The account id.", show_default=False)],
+    play: Annotated[str | None, typer.Argument(help="Only this play's triggers and gate.", show_default=False)] = None,
+    rules: RulesOpt = None,
+    db: DbOpt = None,
+    format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    route: RouteOpt = "touch",
+    email_cap: EmailCapOpt = 3,
+    email_cap_days: EmailDaysOpt = 7,
+    today: TodayOpt = None,
+) -> None:
+    """Why an account does (not) start a play: every condition with its value."""
+    from engine.enroll import Settings
+    from engine.why import WhyError, render_text
+    from engine.why import why as explain
+
+    json_mode = format == Format.json
+    day = _today(today)
+    project, plans = _rules(rules, json_mode)
+    settings = Settings(email_cap=email_cap, email_cap_days=email_cap_days, route=route or None)
+    with _store(db, project.catalog) as store, store.connect() as conn:
+        try:
+            report = explain(conn, project.catalog, plans, day, account, play, settings)
+        except WhyError as e:
+            raise Fail(str(e)) from e
+    if json_mode:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        sys.stdout.write(render_text(report, project.catalog))
+    raise typer.Exit(EXIT_OK)
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan(
+    rules: RulesOpt = None,
+    db: DbOpt = None,
+    against: Annotated[str | None, typer.Option(
+        "--against", help="Compare with the rules at this git revision (e.g. origin/main), on the same data.",
+        show_default=False)] = None,
+    detailed_exitcode: Annotated[bool, typer.Option(
+        "--detailed-exitcode", help="Exit 0 when nothing changes, 1 on error, 2 when something changes.")] = False,
+    format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    route: RouteOpt = "touch",
+    email_cap: EmailCapOpt = 3,
+    email_cap_days: EmailDaysOpt = 7,
+    today: TodayOpt = None,
+) -> None:
+    """What a sweep would enroll now, by play and route; with --against, what a rule change changes."""
+    from engine.enroll import Settings
+    from engine import plan as pl
+
+    json_mode = format == Format.json
+    err = EXIT_FINDINGS if detailed_exitcode else EXIT_USAGE  # with -detailed-exitcode, 2 means "changes"
+    day = _today(today, err)
+    project, plans = _rules(rules, json_mode)
+    settings = Settings(email_cap=email_cap, email_cap_days=email_cap_days, route=route or None)
+    changes: bool
+    if against is None:
+        with _store(db, project.catalog, err) as store, store.connect() as conn:
+            result = pl.enrollment_plan(conn, project.catalog, plans, day, settings)
+        changes = result.changes
+        if json_mode:
+            print(json.dumps(result.to_json(), indent=2))
+        else:
+            sys.stdout.write(_plan_text(result))
+    else:
+        from engine.store import sync_entities
+
+        paths = list(rules) if rules else [Path("playbooks")]
+        with pl.temp_dir() as tmp:
+            try:
+                old_project = pl.rules_at(paths, against, Path(tmp))
+            except pl.PlanError as e:
+                raise Fail(str(e), err) from e
+            old_project, old_plans = _checked(old_project, json_mode, against)
+        with _store(db, project.catalog, err) as store:
+            with store.begin() as conn:  # columns the old rules declare (add-only, like `use`)
+                sync_entities(conn, old_project.catalog)
+            with store.connect() as conn:
+                diff = pl.rule_diff(conn, (old_project.catalog, old_plans), (project.catalog, plans), day,
+                                    settings, before=against, after="working tree")
+        changes = diff.changes
+        if json_mode:
+            print(json.dumps(diff.to_json(), indent=2))
+        else:
+            sys.stdout.write(_diff_text(diff))
+    raise typer.Exit(2 if detailed_exitcode and changes else EXIT_OK)
+
+
+def _checked(project: Project, json_mode: bool, label: str) -> tuple[Project, list[Plan]]:
+    """`_rules` for a project already loaded (the old revision's)."""
+    from dsl.compiler import compile_plans
+
+    diagnostics = _check(project)
+    if _has_errors(diagnostics):
+        counts = render.Counts.of(diagnostics, len(project.modules))
+        if json_mode:
+            print(render.json_document(diagnostics, counts))
+        print(f"playbook: the rules at {label} have errors ({counts.line()})", file=sys.stderr)
+        raise typer.Exit(EXIT_FINDINGS)
+    return project, compile_plans(project)
+
+
+def _plan_text(p: Any) -> str:
+    lines = [f"Enrollment plan for {p.today.isoformat()} over {p.accounts:,} accounts", ""]
+    for pp in p.plays:
+        gate = f", gate {pp.gate}" if pp.gate else ", ungated"
+        lines.append(f'{pp.play} "{pp.title}"  (priority {pp.priority}{gate})')
+        lines.append(f"  + {pp.enroll.accounts:>7,} to enroll                 ARR {_money(pp.enroll.arr)}")
+        for route, b in sorted(pp.by_route.items()):
+            lines.append(f"      {route:<16} {b.accounts:>7,}       ARR {_money(b.arr)}")
+        lines.append(f"  = {pp.running.accounts:>7,} running, still qualify     ARR {_money(pp.running.arr)}")
+        lines.append(f"  - {pp.no_longer.accounts:>7,} running, no longer qualify ARR {_money(pp.no_longer.arr)}")
+        if pp.skipped:
+            lines.append("    skipped: " + ", ".join(f"{n:,} {code}" for code, n in sorted(pp.skipped.items(),
+                                                                                      key=lambda kv: (-kv[1], kv[0]))))
+        lines.append("")
+    n = sum(pp.enroll.accounts for pp in p.plays)
+    arr = sum(pp.enroll.arr for pp in p.plays)
+    eq = sum(pp.running.accounts for pp in p.plays)
+    gone = sum(pp.no_longer.accounts for pp in p.plays)
+    lines.append(f"Plan: {n:,} to enroll (ARR {_money(arr)}), {eq:,} running and still qualify, "
+                 f"{gone:,} running and no longer qualify.")
+    return "\n".join(lines) + "\n"
+
+
+def _diff_text(d: Any) -> str:
+    lines = [f"Rules at {d.before} -> {d.after}, evaluated on {d.today.isoformat()} over the same accounts", ""]
+
+    def row(c: Any, arr: bool) -> list[str]:
+        mark = {"same": " ", "changed": "~", "added": "+", "removed": "-"}[c.status]
+        if c.status == "same":
+            return [f"  {mark} {c.name:<28} no change ({c.before:,})"]
+        money = f"   ARR +{_money(c.added_arr)} / -{_money(c.removed_arr)}" if arr else ""
+        note = {"added": "  (new)", "removed": "  (deleted)"}.get(c.status, "")
+        out = [f"  {mark} {c.name:<28} +{c.added:<6,} -{c.removed:<6,} ({c.before:,} -> {c.after:,}){money}{note}"]
+        if c.examples_added:
+            out.append("      now:      " + ", ".join(c.examples_added) + (" ..." if c.added > len(c.examples_added) else ""))
+        if c.examples_removed:
+            out.append("      no more:  " + ", ".join(c.examples_removed)
+                       + (" ..." if c.removed > len(c.examples_removed) else ""))
+        return out
+
+    lines.append("triggers (accounts each fires on)")
+    for c in d.triggers:
+        lines += row(c, False)
+    lines += ["", "plays (accounts that would start now)"]
+    for c in d.plays:
+        lines += row(c, True)
+    changed_t = sum(1 for c in d.triggers if c.changed)
+    changed_p = sum(1 for c in d.plays if c.changed)
+    lines += ["", f"Diff: {changed_t} of {len(d.triggers)} triggers and {changed_p} of {len(d.plays)} plays change."
+              if d.changes else "No change: both rule sets select the same accounts."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- registration
+
+
+def register(app: typer.Typer) -> None:
+    """Add scorecard, why and plan to the `playbook` app."""
+    global _main
+    owner = next((m for m in list(sys.modules.values()) if getattr(m, "app", None) is app
+                  and hasattr(m, "Fail")), None)
+    if owner is not None:
+        _main = owner
+    app.command("scorecard")(scorecard)
+    app.command("why")(why)
+    app.command("plan")(plan)
+
+
+__all__ = ["register"]
