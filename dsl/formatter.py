@@ -4,21 +4,31 @@ The text is generated from the AST (dsl.nodes), never by editing the source,
 so formatting cannot change meaning: `parse(fmt(x)).module == parse(x).module`.
 The layout, in short:
 
-- 2-space indentation; one blank line between top-level declarations; inside
-  a play, its header clauses in a fixed order, a blank line, then the steps in
-  source order; a test's `today`, then its `given` lines, then its `expect`s.
-- columns aligned (entity field names, band ranges, route arrows, step
-  timings) unless `FormatOptions.align` is off.
-- a trigger's `when` that is an `and`/`or` chain of 3+ operands, longer than
-  the line width, or with comments between its operands is broken one operand
-  per line, each continuation line starting with the operator, operands in
-  one column; a play's `exit when` is broken the same way when too long.
+- 2-space indentation; one blank line between top-level declarations (runs
+  of `metric`/`event` one-liners stay together); inside a play, its header
+  clauses in a fixed order, a blank line, then the steps in source order; a
+  test's `today`, then its `given` lines, then its `expect`s. A blank line the
+  author put between two sibling items is kept (at most one, never at the
+  start of a block).
+- columns aligned unless `FormatOptions.align` is off: entity field names,
+  `let` names, metric names, band ranges, route arrows, require labels, step
+  timings up to `day -90`, and end-of-line comments of consecutive lines.
+- a trigger's `when` that is an `and`/`or` chain is written one condition per
+  line, each continuation line starting with the operator, operands in one
+  column; a play's `exit when` likewise, when too long or commented inside.
+  A formula, `let`, gate `when` or `require` that is too long is broken in
+  parentheses, one operand per line, operators first.
+- numbers minimal (80, 0.4, 80%), durations in their unit (`1 day`,
+  `2 business days`), strings re-escaped, template bodies as triple-quoted blocks
+  under `body` (a plain string when a block could not say the same text).
 - defaults that carry no information are left out (`priority 0`,
-  `otherwise 0` in points); `per day` on a metric is always written.
+  `otherwise 0` in points); `per day` on a metric is always written; `day 0`
+  is written `immediately` (the parser makes the same AST of both).
 - comments: an own-line comment goes before the item that followed it in
   the source, at that item's indentation (blank lines between a comment and
   what follows are kept, at most one); an end-of-line comment stays at the
-  end of its item's line; comments after the last item stay at the end.
+  end of its item's line (when several land on one line, all but the last go
+  above it); comments after the last item stay at the end.
 
 A few things the AST does not keep are read back from the source, each
 verified or limited to its own line: the lines of clauses that have no node
