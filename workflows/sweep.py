@@ -131,7 +131,7 @@ class DecideResult(BaseModel):
     skipped: dict[str, int] = {}  # reason code -> candidates
     by_play: dict[str, int] = {}  # play -> enrollments decided
     by_route: dict[str, int] = {}  # "play/route" -> enrollments decided
-    triggers: dict[str, int] = {}  # trigger -> candidates it fired for
+    triggers: dict[str, int] = {}  # trigger -> enrollments it started (an enrollment's first firing trigger)
 
 
 class StartRequest(BaseModel):
@@ -243,7 +243,7 @@ def decide(store: Store, playbooks: Playbooks, now: dt.datetime, today: dt.date,
             skipped=_count([d for d in decisions if not d.enroll], lambda d: d.codes),
             by_play=_count(chosen, lambda d: [d.play]),
             by_route=_count(chosen, lambda d: [f"{d.play}/{d.route or '-'}"]),
-            triggers=_count(decisions, lambda d: d.triggers),
+            triggers=_count(chosen, lambda d: list(d.triggers[:1])),
         )
     res = enroll.record(store, playbooks.catalog, playbooks.plans, today, settings, status="pending", now=now)
     return DecideResult(
