@@ -15,6 +15,7 @@ Read from the environment, overridden by explicit values (CLI options):
 | `PLAYBOOK_TEMPORAL_API_KEY`           | API key (Temporal Cloud); implies TLS |
 | `PLAYBOOK_WORKER_SHUTDOWN_SECONDS`    | `30`: in-flight activities get this long to finish at SIGTERM |
 | `PLAYBOOK_WORKER_MAX_ACTIVITIES`      | `100`                                |
+| `PLAYBOOK_WORKER_STICKY_TIMEOUT_SECONDS` | `10`: how long a play's next task waits for the worker that has it cached before any worker takes it (after a worker died) |
 
 Any TLS file given turns TLS on. A certificate without its key (or the
 reverse) is refused here rather than failing at the handshake.
@@ -46,6 +47,7 @@ ENV = {
     "api_key": f"{PREFIX}API_KEY",
     "shutdown_seconds": "PLAYBOOK_WORKER_SHUTDOWN_SECONDS",
     "max_activities": "PLAYBOOK_WORKER_MAX_ACTIVITIES",
+    "sticky_timeout_seconds": "PLAYBOOK_WORKER_STICKY_TIMEOUT_SECONDS",
 }
 
 
@@ -65,6 +67,7 @@ class TemporalSettings(BaseModel):
     api_key: str | None = Field(default=None, repr=False)
     shutdown_seconds: float = Field(default=30.0, ge=0)
     max_activities: int = Field(default=100, ge=1)
+    sticky_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> TemporalSettings:

@@ -78,6 +78,7 @@ def build_worker(
         activities=[*activities.all(), *extra_activities],
         graceful_shutdown_timeout=dt.timedelta(seconds=settings.shutdown_seconds),
         max_concurrent_activities=settings.max_activities,
+        sticky_queue_schedule_to_start_timeout=dt.timedelta(seconds=settings.sticky_timeout_seconds),
         **options,
     )
 

@@ -68,3 +68,7 @@ async def harness(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: runs real servers and processes (tens of seconds); `-m 'not slow'` skips")
