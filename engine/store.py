@@ -73,7 +73,11 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # A write transaction takes the write lock up front (IMMEDIATE): a deferred
+    # one that reads, then writes after another connection committed, fails at
+    # once with "database is locked" (busy_timeout cannot help a stale
+    # snapshot). Readers stay deferred so a long scorecard never blocks writers.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("playbook_write") else "BEGIN")
 
 
 def create_engine(url: str) -> Engine:
@@ -292,8 +296,8 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A connection in a transaction: committed on success, rolled back on error."""
-        with self.engine.begin() as conn:
+        """A write transaction: committed on success, rolled back on error."""
+        with self.engine.connect().execution_options(playbook_write=True) as conn, conn.begin():
             yield conn
 
     def connect(self) -> Connection:

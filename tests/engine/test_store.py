@@ -190,3 +190,32 @@ def test_datetimes_come_back_aware_utc(store: Store) -> None:
         got = conn.execute(sa.select(audit.c.at).order_by(audit.c.id)).scalars().all()
     want = dt.datetime(2026, 6, 1, 9, 30, tzinfo=dt.timezone.utc)
     assert got == [want, want] and all(v.tzinfo == dt.timezone.utc for v in got)
+
+
+def test_concurrent_read_then_write_transactions_wait_instead_of_failing(tmp_path):
+    """Two writers that each read first: the second waits for the first (BEGIN IMMEDIATE)."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from engine.store import Store
+
+    store = Store.open(f"sqlite:///{tmp_path}/w.db")
+    errors: list[Exception] = []
+
+    def writer(k: int) -> None:
+        try:
+            for i in range(20):
+                with store.begin() as conn:
+                    conn.execute(sa.text("SELECT count(*) FROM users")).scalar()
+                    conn.execute(sa.text("INSERT INTO users (id, name) VALUES (:id, 'x')"), {"id": f"u{k}-{i}"})
+        except Exception as e:  # noqa: BLE001 - the assertion below shows it
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count("users") == 80
