@@ -524,7 +524,7 @@ def main() -> NoReturn:
 # (sweep, simulate, demo). Each is registered only when present, so this file
 # also works in a checkout that predates one of them; an import error inside
 # a present module is a bug and surfaces as one.
-for _module in ("cli.workflow_commands", "cli.engine_commands", "cli.sweep_commands"):
+for _module in ("cli.workflow_commands", "cli.engine_commands", "cli.sweep_commands", "cli.data_commands"):
     if importlib.util.find_spec(_module) is not None:
         importlib.import_module(_module).register(app)
 

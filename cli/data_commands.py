@@ -1,0 +1,155 @@
+"""`playbook demo-data` and `playbook import`: putting account data into the store.
+
+Thin functions over engine/demo_data.py and engine/importers.py. Exit codes
+as everywhere: 0 done, 1 rejected data (nothing written), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+PlaybooksOpt = Annotated[list[Path] | None, typer.Option(
+    "--playbooks", help="Folders or files of .play declarations (default: playbooks/).", show_default=False)]
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", "--database", help="Store URL [env PLAYBOOK_DATABASE_URL; default .playbook/playbook.db].",
+    show_default=False)]
+
+
+class _Format(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+def _fail(message: str, code: int = 2) -> Exception:
+    from cli.main import Fail  # lazy: cli.main imports this module at its end
+
+    return Fail(message, code)
+
+
+def _catalog(paths: list[Path] | None) -> Any:
+    from dsl.checker import check
+    from dsl.project import UsageError, load
+
+    try:
+        project = load([str(p) for p in paths] if paths else ["playbooks"])
+    except UsageError as exc:
+        raise _fail(str(exc)) from exc
+    errors = [d for d in project.diagnostics + check(project) if d.severity.value == "error"]
+    if errors:
+        first = errors[0]
+        raise _fail(f"the playbooks have {len(errors)} error(s); run `playbook check` "
+                    f"(first: {first.range.file}:{first.range.start.line}: {first.summary})", 1)
+    return project.catalog
+
+
+def _store(url: str | None, catalog: Any) -> Any:
+    from engine.store import Store, StoreError
+
+    try:
+        return Store.open(url, catalog=catalog)
+    except (StoreError, Exception) as exc:  # a bad URL or an unreachable server is a usage problem
+        raise _fail(f"cannot open the store{f' at {url}' if url else ''}: {exc}") from exc
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo-data")
+    def demo_data(
+        accounts: Annotated[int, typer.Option("--accounts", help="How many accounts to generate.")] = 1000,
+        seed: Annotated[int, typer.Option("--seed", help="Same seed, same data.")] = 7,
+        today: Annotated[str | None, typer.Option("--today", help="The data's today (YYYY-MM-DD).",
+                                                  show_default=False)] = None,
+        replace: Annotated[bool, typer.Option("--replace", help="Empty the store's account data first.")] = False,
+        db: DbOpt = None,
+        playbooks: PlaybooksOpt = None,
+        format: Annotated[_Format, typer.Option("--format", help="Output format.")] = _Format.text,
+    ) -> None:
+        """Generate a realistic synthetic data set: segments, ARR, seats, usage, health, history, events."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from engine.demo_data import DemoDataError, generate
+
+        if accounts < 0:
+            raise _fail("--accounts cannot be negative")
+        try:
+            day = dt.date.fromisoformat(today) if today else dt.date.today()
+        except ValueError:
+            raise _fail(f"--today: '{today}' is not a date (YYYY-MM-DD)") from None
+        catalog = _catalog(playbooks)
+        store = _store(db, catalog)
+        show = format == _Format.text and sys.stderr.isatty()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      disable=not show, transient=True) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total)
+                bar.update(tasks[phase], completed=done, total=total)
+
+            try:
+                result = generate(catalog, accounts, seed=seed, today=day, store=store, replace=replace,
+                                  progress=progress)
+            except DemoDataError as exc:
+                raise _fail(str(exc).replace("replace=True", "--replace")) from exc
+            finally:
+                store.close()
+        summary = {
+            "store": store.url, "accounts": result.accounts, "contacts": result.contacts, "users": result.users,
+            "metric_points": result.metric_points, "events": result.events, "seconds": round(result.seconds, 1),
+        }
+        if format == _Format.json:
+            print(json.dumps(summary))
+            return
+        print(f"Wrote {result.accounts:,} accounts, {result.contacts:,} contacts, {result.users:,} users, "
+              f"{result.metric_points:,} metric points and {result.events:,} events to {store.url} "
+              f"in {result.seconds:.1f} s.")
+
+    @app.command("import")
+    def import_(
+        files: Annotated[list[str], typer.Argument(
+            help="KIND=FILE pairs; KIND is users, accounts, contacts, metrics or events; FILE is .csv or .jsonl.",
+            show_default=False)],
+        db: DbOpt = None,
+        playbooks: PlaybooksOpt = None,
+        ignore_unknown_columns: Annotated[bool, typer.Option(
+            "--ignore-unknown-columns", help="Skip columns the declarations do not know.")] = False,
+        format: Annotated[_Format, typer.Option("--format", help="Output format.")] = _Format.text,
+    ) -> None:
+        """Import CSV / JSON Lines files, checked against the entity declarations; all or nothing."""
+        from engine.importers import KINDS, ImportFailed, import_files
+
+        pairs: list[tuple[Any, str]] = []
+        for item in files:
+            kind, sep, path = item.partition("=")
+            if not sep or kind not in KINDS:
+                raise _fail(f"'{item}': write KIND=FILE with KIND one of {', '.join(KINDS)}")
+            if not Path(path).is_file():
+                raise _fail(f"no such file: {path}")
+            pairs.append((kind, path))
+        catalog = _catalog(playbooks)
+        store = _store(db, catalog)
+        try:
+            report = import_files(store, catalog, pairs, ignore_unknown_columns=ignore_unknown_columns)
+        except ImportFailed as exc:
+            if format == _Format.json:
+                print(json.dumps({"imported": False, "problems": exc.total, "errors": [
+                    {"file": e.file, "row": e.row, "column": e.column, "reason": e.reason} for e in exc.errors]}))
+            else:
+                print(str(exc), file=sys.stderr)
+            raise typer.Exit(1) from None
+        finally:
+            store.close()
+        if format == _Format.json:
+            print(json.dumps({"imported": True, "files": [
+                {"kind": f.kind, "file": f.file, "rows": f.rows, "created": f.created, "updated": f.updated}
+                for f in report.files]}))
+            return
+        for f in report.files:
+            print(f"{f.file}: {f.rows:,} {f.kind} rows ({f.created:,} new, {f.updated:,} updated)")
