@@ -37,8 +37,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from dsl import nodes as n
     from dsl.plan import Plan, PlanStep
-    from workflows import conditions
-    from workflows import search_attributes as sa
+    import workflows.conditions as conditions  # `from workflows import m` would re-import m in every run's sandbox
+    import workflows.search_attributes as sa
     from workflows.activities import PlayActivities, compute_schedule
     from workflows.model import (
         CLOSED_LOST_STAGE,
@@ -158,7 +158,8 @@ class PlayWorkflow:
                 continue
 
             self._phase, self._current = "sleeping", None
-            self._publish_attributes(step.label)
+            if when.due_at > workflow.now():
+                self._publish_attributes(step.label)
             woke = await self._sleep_until(when.due_at, step.label)
             if woke == "exit":
                 return self._exited(step.label)
@@ -216,7 +217,12 @@ class PlayWorkflow:
             )
 
     def _publish_attributes(self, step: str | None = None) -> None:
-        """Upsert PlaybookStep / PlaybookStage where they changed (one command, or none)."""
+        """Upsert PlaybookStep / PlaybookStage where they changed (one command, or none).
+
+        The step is published where the play blocks (sleeping until a step,
+        waiting inside one), not for steps run back to back: those last
+        milliseconds, and every upsert is an event and a visibility write.
+        """
         if not self._publish:
             return
         current = workflow.info().typed_search_attributes
@@ -310,6 +316,7 @@ class PlayWorkflow:
             self._decide(path, Outcome.TIMEOUT, f"no {names}: the wait has no length")
             return
         self._phase = "waiting"
+        self._publish_attributes(when.label)
         try:
             await workflow.wait_condition(
                 lambda: arrived() is not None or self._exit_reason is not None,
