@@ -383,15 +383,20 @@ class SQLCompiler:
                 m.c.account_id, sa.func.min(m.c.date).label("d0"), sa.func.max(m.c.date).label("d1"),
                 sa.func.count().label("n"),
             ).where(*where).group_by(m.c.account_id).subquery(name + "s")
-            first, last = m.alias(name + "f"), m.alias(name + "l")
-            key = lambda t, day: sa.and_(t.c.metric == metric, t.c.account_id == span.c.account_id, t.c.date == day)  # noqa: E731
+            # Read back as scalar subqueries, not joins: SQLite then sees a
+            # plain aggregate it builds an automatic index on when the rule
+            # left-joins it; with joins inside, in a query with many windows
+            # (scorecard, sweep), it scanned the whole subquery per account.
+            def point(alias: str, day: Any) -> Any:
+                t = m.alias(name + alias)
+                return sa.select(t.c.value).where(
+                    t.c.metric == metric, t.c.account_id == span.c.account_id, t.c.date == day).scalar_subquery()
+
             if kind == "latest":
-                sub = sa.select(span.c.account_id, last.c.value.label("v")).select_from(
-                    span.join(last, key(last, span.c.d1))).subquery(name)
+                sub = sa.select(span.c.account_id, point("l", span.c.d1).label("v")).subquery(name)
             else:
-                sub = sa.select(
-                    span.c.account_id, span.c.n, first.c.value.label("first"), last.c.value.label("last"),
-                ).select_from(span.join(first, key(first, span.c.d0)).join(last, key(last, span.c.d1))).subquery(name)
+                sub = sa.select(span.c.account_id, span.c.n, point("f", span.c.d0).label("first"),
+                                point("l", span.c.d1).label("last")).subquery(name)
         else:  # pragma: no cover - callers pass known kinds
             raise SQLCompileError(kind)
         self._joins[key] = sub
