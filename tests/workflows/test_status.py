@@ -7,7 +7,9 @@ package with our search attributes registered at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import io
 import json
 import uuid
 
@@ -63,6 +65,8 @@ async def test_status_groups_running_plays_by_play_plan_and_step(tmp_path):
             report = await _until(settled)
             assert report is not None, "visibility never showed the six plays at their second step"
             only_growth = await running_plays(client, play="team_growth")
+            cli_json = await asyncio.to_thread(_cli, "status", "--address", server.address, "--format", "json")
+            cli_text = await asyncio.to_thread(_cli, "status", "--address", server.address, "--play", "usage_limit")
     rows = [(g.play, g.plan_hash, g.step, g.running) for g in report.groups]
     assert rows == sorted([
         ("team_growth", growth.hash, "intro", 2),
@@ -76,6 +80,46 @@ async def test_status_groups_running_plays_by_play_plan_and_step(tmp_path):
     assert text[0].split() == ["PLAY", "PLAN", "STEP", "RUNNING"]
     assert text[-1].startswith("6 running in 2 plays")
     assert StatusReport.model_validate(json.loads(report.model_dump_json())) == report
+    code, out = cli_json
+    doc = json.loads(out)
+    assert code == 0 and doc["running"] == 6 and doc["by_play"] == {"team_growth": 2, "usage_limit": 4}
+    assert [(g["play"], g["step"], g["running"]) for g in doc["groups"]] == [(p, s, c) for p, _, s, c in rows]
+    code, out = cli_text
+    assert code == 0 and out.splitlines()[-1].startswith("4 running in 1 play ")
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """`playbook ARGS` in this process, without the os._exit the console path ends with."""
+    from cli import workflow_commands
+    from cli.main import run
+
+    out = io.StringIO()
+    saved, workflow_commands.HARD_EXIT = workflow_commands.HARD_EXIT, False
+    try:
+        with contextlib.redirect_stdout(out):
+            code = run(list(args))
+    finally:
+        workflow_commands.HARD_EXIT = saved
+    return code, out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_status_cli_says_when_temporal_is_unreachable(fmt):
+    """The console path: one line, exit 2, and no interpreter crash at exit (sdk-python #300
+    aborted this very command 1 run in 3 before it left through os._exit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-m", "cli.main", "status", "--address", f"127.0.0.1:{free_port()}",
+                               "--format", fmt],
+                              cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("playbook status: error: cannot reach Temporal at 127.0.0.1:")
+        assert proc.stderr.rstrip().endswith("(connection refused)") and "Fatal" not in proc.stderr
+        if fmt == "json":
+            assert json.loads(proc.stdout)["error"]["exit_code"] == 2
 
 
 def test_status_text_when_nothing_runs():

@@ -164,3 +164,44 @@ async def test_shutdown_lets_an_in_flight_send_finish():
     assert slow.finished == 1  # the send completed instead of being cancelled
     assert len(slow.effects) == 1
 
+
+
+# ---------------------------------------------------------------- the CLI path
+
+
+@pytest.mark.slow
+async def test_playbook_worker_stops_cleanly_on_sigterm(tmp_path):
+    """`playbook worker` as users run it: polls, SIGTERM -> exit 0, no crash at exit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from workflows.devserver import dev_server, free_port
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "plays").mkdir()
+    (tmp_path / "plays" / "entity.play").write_text("entity account\n  field admin contact\n")
+    async with dev_server(db=None, port=free_port(), headless=True, log_path=tmp_path / "t.log") as (server, _):
+        env = {**os.environ, "PYTHONPATH": str(root), "PLAYBOOK_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"}
+        with (tmp_path / "worker.log").open("w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "plays", "--address", server.address],
+                                    cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "worker polling" not in (tmp_path / "worker.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 30)
+    output = (tmp_path / "worker.log").read_text()
+    assert code == 0, output
+    assert "worker stopped" in output and "Fatal Python error" not in output and "Traceback" not in output
+
+
+def test_playbook_worker_refuses_half_a_tls_pair(monkeypatch):
+    from cli.main import run
+
+    monkeypatch.setenv("PLAYBOOK_TEMPORAL_TLS_CERT", "/etc/cert.pem")
+    assert run(["worker", "--address", "127.0.0.1:1"]) == 2
