@@ -121,7 +121,7 @@ def worker(
     task_queue: TaskQueueOpt = None,
     database: DatabaseOpt = None,
 ) -> None:
-    """Run a worker: plays and their activities over the store, until SIGTERM or Ctrl-C.
+    """Run a worker: plays, sweeps and their activities over the store, until SIGTERM or Ctrl-C.
 
     In-flight activities get PLAYBOOK_WORKER_SHUTDOWN_SECONDS (30) to finish
     when it is asked to stop."""
@@ -131,7 +131,8 @@ def worker(
     store, catalog = _store_and_catalog(paths, database)
     _log_to_stderr()
     print(f"worker: {settings.describe()}; store {store.url}", file=sys.stderr)
-    _serve(run_worker(settings, store=store, catalog=catalog), store, "worker")
+    sweep_paths = [str(p) for p in paths] if paths else ["playbooks"]
+    _serve(run_worker(settings, store=store, catalog=catalog, sweep_paths=sweep_paths), store, "worker")
 
 
 def dev(
@@ -153,7 +154,8 @@ def dev(
         print(line, flush=True)
 
     _serve(run_dev(settings, store=store, catalog=catalog, db=db, port=port, ui_port=ui_port,
-                   headless=headless, say=say), store, "dev")
+                   headless=headless, say=say, sweep_paths=[str(p) for p in paths] if paths else ["playbooks"]),
+           store, "dev")
 
 
 def status(

@@ -215,6 +215,7 @@ async def run_dev(
     headless: bool = False,
     say: Callable[[str], None] = print,
     stop: asyncio.Event | None = None,
+    sweep_paths: list[str] | None = None,
 ) -> None:
     """`playbook dev`: server, search attributes, an in-process worker, until Ctrl-C/SIGTERM."""
     from workflows.worker import run_worker
@@ -236,7 +237,8 @@ async def run_dev(
         stop = stop or asyncio.Event()
         watch = asyncio.create_task(_watch(server, stop, say))
         try:
-            await run_worker(settings, store=store, catalog=catalog, client=client, on_ready=ready, stop=stop)  # type: ignore[arg-type]
+            await run_worker(settings, store=store, catalog=catalog, client=client, on_ready=ready, stop=stop,  # type: ignore[arg-type]
+                             sweep_paths=sweep_paths)
         finally:
             watch.cancel()
         if server.process is not None and server.process.poll() is not None:

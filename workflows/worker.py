@@ -142,15 +142,26 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Client], None] | None = None,
     client: Client | None = None,
+    sweep_paths: Sequence[str | Path] | None = None,
     **options: Any,
 ) -> None:
-    """Connect, register search attributes, run until SIGTERM/SIGINT (or `stop`)."""
+    """Connect, register search attributes, run until SIGTERM/SIGINT (or `stop`).
+
+    `sweep_paths`: also run SweepWorkflow (workflows/sweep.py) over the store,
+    with the playbooks in these folders, re-read when a .play file changes.
+    """
     if activities is None:
         if store is None:
             raise ValueError("run_worker needs a store or activities")
         activities = store_activities(store, catalog or store.catalog or Catalog())
     client = client or await connect(settings)
     await prepare(client)
+    if sweep_paths is not None and store is not None:
+        from workflows.sweep import sweep_worker_parts
+
+        flows, acts = sweep_worker_parts(client, store, fresh_playbooks(sweep_paths), task_queue=settings.task_queue)
+        options = {**options, "extra_workflows": [*options.get("extra_workflows", ()), *flows],
+                   "extra_activities": [*options.get("extra_activities", ()), *acts]}
     worker = build_worker(client, settings, activities, **options)
     stop = stop or asyncio.Event()
     remove = install_stop_signals(stop)
@@ -162,6 +173,23 @@ async def run_worker(
     finally:
         remove()
     log.info("worker stopped")
+
+
+def fresh_playbooks(paths: Sequence[str | Path]) -> Callable[[], Any]:
+    """The sweep's playbooks, loaded again only when a .play file was added, removed or changed."""
+    from dsl.project import discover
+    from workflows.sweep import Playbooks
+
+    cached: dict[str, Any] = {}
+
+    def get() -> Any:
+        files = discover(list(paths))
+        stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        if cached.get("stamp") != stamp:
+            cached["playbooks"], cached["stamp"] = Playbooks.load(list(paths)), stamp
+        return cached["playbooks"]
+
+    return get
 
 
 def load_catalog(paths: Sequence[str | Path]) -> Catalog:
@@ -199,11 +227,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = TemporalSettings.from_env(address=args.address, namespace=args.namespace, task_queue=args.task_queue)
-    catalog = load_catalog(args.playbooks or ["playbooks"])
+    paths = args.playbooks or ["playbooks"]
+    catalog = load_catalog(paths)
     store = Store.open(args.database, catalog=catalog)
     code = 0
     try:
-        asyncio.run(run_worker(settings, store=store, catalog=catalog))
+        asyncio.run(run_worker(settings, store=store, catalog=catalog, sweep_paths=paths))
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         print(f"worker: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         code = 1
