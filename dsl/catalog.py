@@ -42,6 +42,8 @@ class Catalog:
     templates: dict[str, n.TemplateDecl] = field(default_factory=dict)
     plays: dict[str, n.PlayDecl] = field(default_factory=dict)
     tests: dict[str, n.TestDecl] = field(default_factory=dict)
+    _starter_index: dict[str, list[n.TriggerDecl]] | None = field(default=None, repr=False, compare=False)
+    _starter_count: int = field(default=-1, repr=False, compare=False)
 
     @property
     def account(self) -> n.EntityDecl | None:
@@ -60,7 +62,19 @@ class Catalog:
         return next((f for f in ent.lets if f.name == name), None)
 
     def triggers_starting(self, play: str) -> list[n.TriggerDecl]:
-        return [t for t in self.triggers.values() if any(a.play == play for a in t.then)]
+        """The triggers with `then start PLAY`, in declaration order."""
+        return self._starters().get(play, [])
+
+    def _starters(self) -> dict[str, list[n.TriggerDecl]]:
+        # Built on first use and kept: the checker asks once per play, and a
+        # scan of every trigger per play was quadratic on large folders.
+        if self._starter_index is None or self._starter_count != len(self.triggers):
+            index: dict[str, list[n.TriggerDecl]] = {}
+            for t in self.triggers.values():
+                for play in dict.fromkeys(a.play for a in t.then):
+                    index.setdefault(play, []).append(t)
+            self._starter_index, self._starter_count = index, len(self.triggers)
+        return self._starter_index
 
 
 def build(modules: list[n.Module]) -> tuple[Catalog, list[Diagnostic]]:
