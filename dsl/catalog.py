@@ -42,6 +42,8 @@ class Catalog:
     templates: dict[str, n.TemplateDecl] = field(default_factory=dict)
     plays: dict[str, n.PlayDecl] = field(default_factory=dict)
     tests: dict[str, n.TestDecl] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)  # names of declarations that did not parse
+    broken_kinds: set[str] = field(default_factory=set)
     _starter_index: dict[str, list[n.TriggerDecl]] | None = field(default=None, repr=False, compare=False)
     _starter_count: int = field(default=-1, repr=False, compare=False)
 
@@ -82,6 +84,9 @@ def build(modules: list[n.Module]) -> tuple[Catalog, list[Diagnostic]]:
     diagnostics: list[Diagnostic] = []
     seen: dict[str, n.Node] = {}  # one namespace across kinds, except tests
     for module in modules:
+        for kind, name in module.broken:
+            catalog.broken.add(name)
+            catalog.broken_kinds.add(kind)
         for decl in module.declarations:
             table: dict = getattr(catalog, _TABLE[decl.decl])
             key = decl.name

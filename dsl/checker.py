@@ -46,7 +46,12 @@ class Checker:
         return self.project.catalog
 
     # ------------------------------------------------------------ reporting
-    def error(self, code: str, summary: str, span: n.Span, detail: str | None = None, fix: str | None = None) -> None:
+    def error(self, code: str, summary: str, span: n.Span, detail: str | None = None, fix: str | None = None,
+              name: str | None = None) -> None:
+        """Report an error; one about `name` is dropped when that declaration failed to parse
+        (its syntax error is the one finding worth reading)."""
+        if name is not None and name in self.catalog.broken:
+            return
         self.out.append(make(code, summary, span, detail=detail or None, fix=fix))
 
     def warn(self, code: str, summary: str, span: n.Span, detail: str | None = None, fix: str | None = None) -> None:
@@ -78,7 +83,7 @@ class Checker:
     # ------------------------------------------------------------ driver
     def run(self) -> list[Diagnostic]:
         c = self.catalog
-        if c.account is None and any(m.declarations for m in self.project.modules):
+        if c.account is None and "account" not in c.broken and any(m.declarations for m in self.project.modules):
             first = next(d for m in self.project.modules for d in m.declarations)
             self.error("PB120", "no `entity account` is declared", first.span,
                        "rules read account fields; declare them with `entity account` and `field NAME TYPE` lines")
@@ -149,7 +154,8 @@ class Checker:
         for action in trig.then:
             if action.play not in self.catalog.plays:
                 self.error("PB105", f"unknown play '{action.play}'", self.sub_span(action.span, action.play, last=True),
-                           did_you_mean(action.play, self.catalog.plays), closest(action.play, self.catalog.plays))
+                           did_you_mean(action.play, self.catalog.plays), closest(action.play, self.catalog.plays),
+                           name=action.play)
 
     def check_score(self, score: n.ScoreDecl) -> None:
         if score.formula is None and not score.points:
@@ -208,7 +214,8 @@ class Checker:
             self.expect_kind(play.owner, scope, "user", "the owner")
         if play.gate is not None and play.gate not in self.catalog.gates:
             self.error("PB107", f"unknown gate '{play.gate}'", self.sub_span(play.span, play.gate),
-                       did_you_mean(play.gate, self.catalog.gates), closest(play.gate, self.catalog.gates))
+                       did_you_mean(play.gate, self.catalog.gates), closest(play.gate, self.catalog.gates),
+                       name=play.gate)
         if play.gate is None and not play.ungated:
             self.error("PB307", f"play '{play.name}' has no gate", self.sub_span(play.span, play.name),
                        "a play must say which readiness gate an account passes first: add `gate NAME`, "
@@ -217,7 +224,8 @@ class Checker:
             self.error("PB308", f"play '{play.name}' is both gated and `ungated`", play.span)
         if play.calendar is not None and play.calendar not in self.catalog.calendars:
             self.error("PB108", f"unknown calendar '{play.calendar}'", self.sub_span(play.span, play.calendar),
-                       did_you_mean(play.calendar, self.catalog.calendars), closest(play.calendar, self.catalog.calendars))
+                       did_you_mean(play.calendar, self.catalog.calendars), closest(play.calendar, self.catalog.calendars),
+                       name=play.calendar)
         if play.exit is not None:
             self.condition(play.exit, scope, f"play '{play.name}'")
             for node in n.walk(play.exit):
@@ -276,7 +284,8 @@ class Checker:
             used_templates.add(action.template)
             if action.template not in self.catalog.templates:
                 self.error("PB106", f"unknown template '{action.template}'", self.sub_span(action.span, action.template, last=True),
-                           did_you_mean(action.template, self.catalog.templates), closest(action.template, self.catalog.templates))
+                           did_you_mean(action.template, self.catalog.templates), closest(action.template, self.catalog.templates),
+                           name=action.template)
         elif isinstance(action, n.TaskStep):
             self.expect_kind(action.assignee, scope, "user", "a task assignee")
         elif isinstance(action, n.OpportunityStep):
@@ -311,7 +320,7 @@ class Checker:
 
     def check_reachable(self, play: n.PlayDecl) -> None:
         starters = self.catalog.triggers_starting(play.name)
-        if not starters:
+        if not starters and "trigger" not in self.catalog.broken_kinds:  # a broken trigger may start it
             self.warn("PB306", f"play '{play.name}' can never start: no trigger starts it",
                       self.sub_span(play.span, play.name),
                       f"add `then start {play.name}` to a trigger")
@@ -412,7 +421,7 @@ class Checker:
             if table is not None and name not in table:
                 kind = type(exp).__name__.removeprefix("Expect").lower()
                 self.error("PB601", f"unknown {kind} '{name}'", self.sub_span(exp.span, name, last=True),
-                           did_you_mean(name, table), closest(name, table))
+                           did_you_mean(name, table), closest(name, table), name=name)
 
     def check_expect_value(self, exp: n.ExpectValue) -> None:
         c = self.catalog
@@ -519,7 +528,7 @@ class Checker:
             table = tables[head]
             if name not in table or len(rest) > 1:
                 self.error("PB104", f"unknown {head} '{name}'", self.sub_span(e.span, name, last=True),
-                           did_you_mean(name, table), closest(name, table))
+                           did_you_mean(name, table), closest(name, table), name=name)
                 return T.UNKNOWN
             if head == "score":
                 return T.NUMBER
@@ -673,7 +682,8 @@ class Checker:
                 current = bounds.get(path, _Interval())
                 merged = current.intersect(interval)
                 if merged.empty and not current.empty:
-                    self.error("PB501", f"this condition of {where} can never be true", _chain_span(chain),
+                    # Point at the comparison that contradicts what the chain already said.
+                    self.error("PB501", f"this condition of {where} can never be true", term.span,
                                f"{path} cannot be {interval} and {current} at once")
                     break
                 bounds[path] = merged
@@ -816,7 +826,3 @@ def _and_chains(expr: n.Node):
     elif isinstance(expr, (n.Binary, n.Between)):
         yield [expr]
 
-
-def _chain_span(chain: list[n.Node]) -> n.Span:
-    first, last = chain[0].span, chain[-1].span
-    return n.Span(file=first.file, start=first.start, end=last.end)

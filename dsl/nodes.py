@@ -577,6 +577,9 @@ class Module(BaseModel):
     file: str
     declarations: list[Declaration] = []
     comments: list[Comment] = Field(default=[], exclude=True)
+    # (kind, name) of declarations that did not parse: the checker does not
+    # report them again as unknown names wherever they are used.
+    broken: list[tuple[str, str]] = Field(default=[], exclude=True)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Module):

@@ -148,12 +148,20 @@ def parse(text: str, file: str = "<input>") -> ParseResult:
     chunks, comments = split(text)
     declarations: list = []
     diagnostics: list[Diagnostic] = []
+    broken: list[tuple[str, str]] = []
     for chunk in chunks:
         decls, diag = _parse_chunk(chunk, file, text)
         declarations += decls
         if diag is not None:
             diagnostics.append(diag)
-    return ParseResult(n.Module(file=file, declarations=declarations, comments=comments), diagnostics)
+            if (header := _HEADER.match(chunk.text)) is not None:
+                broken.append((header.group(1), header.group(2)))
+    module = n.Module(file=file, declarations=declarations, comments=comments, broken=broken)
+    return ParseResult(module, diagnostics)
+
+
+# The kind and name of a declaration, read from its first line even when the rest does not parse.
+_HEADER = re.compile(r"(entity|metric|event|calendar|trigger|score|gate|route|template|play)[ \t]+([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def parse_file(path: str | Path, display: str | None = None) -> ParseResult:

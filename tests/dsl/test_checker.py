@@ -86,7 +86,7 @@ CASES = [
     ("placeholder naming no field", "template t2\n  subject \"x\"\n  body \"Hi {{ frist_name }}\"\n",
      ("PB401", "error", 3, 15, "placeholder '{{ frist_name }}' names no known field")),
     ("contradiction", "trigger t\n  when account.arr > 5 and account.arr < 3\n  then start usage_limit\n",
-     ("PB501", "error", 2, 8, "this condition of trigger 't' can never be true")),
+     ("PB501", "error", 2, 28, "this condition of trigger 't' can never be true")),
     ("outside declared range", "trigger t\n  when account.health_score > 150\n  then start usage_limit\n",
      ("PB503", "warning", 2, 8, "`account.health_score > 150` is never true: account.health_score is declared >= 0 and <= 100")),
     ("play that can never start", "play lonely\n  ungated\n  day 1 stage \"A\"\n",
@@ -153,3 +153,10 @@ def test_derived_field_cycle_is_an_error():
 def test_unknown_symbol_after_unknown_field_does_not_cascade():
     got = findings("trigger t\n  when account.nope == smb\n  then start usage_limit\n")
     assert [f[0] for f in got] == ["PB102"]
+
+
+def test_a_declaration_that_did_not_parse_is_not_reported_again_where_it_is_used():
+    src = ("trigger t\n  when account.arr > 5\n  then start broken_play\n"
+           "play broken_play\n  gate ready\n  day 1 stage \"A\" unless (\n")
+    got = findings(src)
+    assert [f[0] for f in got] == ["PB002"], got
