@@ -10,7 +10,9 @@ three alike; medians are reported:
       is built before timing; files are read inside the timing);
   (b) `playbook check` in-process: `cli.main.load_and_check` (load + check,
       what the command computes, without printing);
-  (c) `playbook check FOLDER` as a subprocess (interpreter start-up included).
+  (c) `playbook check FOLDER` as a subprocess (interpreter start-up included);
+  (d) the same with PLAYBOOK_JOBS=1: files parsed in one process, as before
+      dsl/loader.py (for comparison; (b) and (c) parse on every core).
 
 Goals (issue 2): (c) under 3 s on a 2-core machine; (b)/(a) under 2.
 Both wall-clock and CPU time are reported: on a shared machine wall time
@@ -163,11 +165,16 @@ def playbook_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
 
 
-def subprocess_check(folder: Path) -> int:
-    proc = subprocess.run([*playbook_command(), "check", str(folder)], capture_output=True, text=True, cwd=ROOT)
+def subprocess_check(folder: Path, env: dict[str, str] | None = None) -> int:
+    proc = subprocess.run([*playbook_command(), "check", str(folder)], capture_output=True, text=True, cwd=ROOT,
+                          env=env)
     if proc.returncode != 0:
         raise SystemExit(f"playbook check failed ({proc.returncode}): {proc.stdout[-500:]}{proc.stderr[-500:]}")
     return 0
+
+
+def subprocess_serial(folder: Path) -> int:
+    return subprocess_check(folder, {**os.environ, "PLAYBOOK_JOBS": "1"})
 
 
 def timed(fn: Callable[[Path], int], folder: Path) -> tuple[float, float]:
@@ -211,12 +218,14 @@ def report(results: dict[str, list[tuple[float, float]]], files: int, lines: int
     a_wall, a_cpu = med["a"]
     b_wall, b_cpu = med["b"]
     c_wall, c_cpu = med["c"]
+    d_wall, d_cpu = med["d"]
     ok_c = "met" if c_wall < 3 else "MISSED"
     ok_ratio = "met" if b_wall / a_wall < 2 else "MISSED"
     rows = [
         ("(a) bare Lark parse, per file", a_wall, a_cpu, "1.00x"),
         ("(b) `playbook check`, in-process (load + check)", b_wall, b_cpu, f"{b_wall / a_wall:.2f}x"),
         ("(c) `playbook check` subprocess (start-up included)", c_wall, c_cpu, f"{c_wall / a_wall:.2f}x"),
+        ("(d) = (c) with PLAYBOOK_JOBS=1 (one process parses)", d_wall, d_cpu, f"{d_wall / a_wall:.2f}x"),
     ]
     out = [
         BEGIN,
@@ -224,7 +233,7 @@ def report(results: dict[str, list[tuple[float, float]]], files: int, lines: int
         "",
         f"Run {started}: {files} generated files, {lines} lines (~{lines // files} per file: entity fields, a "
         "trigger, a score with bands, a gate, a template, a play with steps and a branch, two tests), "
-        f"checked clean. {reps} repetitions, alternating a/b/c; medians.",
+        f"checked clean. {reps} repetitions, alternating a/b/c/d; medians. CPU includes worker processes.",
         "",
         "| machine | |",
         "|---|---|",
@@ -276,14 +285,18 @@ def main() -> None:
         in_process(folder)  # warm-up: fails loudly if the files do not check clean
         bare_lark(folder)
         subprocess_check(folder)
-        results: dict[str, list[tuple[float, float]]] = {"a": [], "b": [], "c": []}
+        results: dict[str, list[tuple[float, float]]] = {"a": [], "b": [], "c": [], "d": []}
         for rep in range(args.reps):
-            for key, fn in (("a", bare_lark), ("b", in_process), ("c", subprocess_check)):
+            for key, fn in (("a", bare_lark), ("b", in_process), ("c", subprocess_check), ("d", subprocess_serial)):
                 results[key].append(timed(fn, folder))
             print(f"rep {rep + 1}/{args.reps}: " + "  ".join(
                 f"{k} {v[-1][0]:.2f}s" for k, v in results.items()), file=sys.stderr)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    try:
+        info["load average (1/5/15 min) at end"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        pass
     text = report(results, args.files, lines, args.reps, started, info)
     print(text)
     if args.write:

@@ -12,7 +12,7 @@ from pathlib import Path
 from dsl import catalog as cat
 from dsl import nodes as n
 from dsl.diagnostics import Diagnostic
-from dsl.parser import parse_file
+from dsl.loader import parse_all
 
 SUFFIX = ".play"
 
@@ -55,12 +55,15 @@ def discover(paths: list[str | Path]) -> list[Path]:
     return unique
 
 
-def load(paths: list[str | Path]) -> Project:
-    """Parse and catalogue every .play file under `paths` (raises UsageError only)."""
+def load(paths: list[str | Path], jobs: int | None = None) -> Project:
+    """Parse and catalogue every .play file under `paths` (raises UsageError only).
+
+    A large folder is parsed on every core (dsl/loader.py; `jobs=1` or
+    PLAYBOOK_JOBS=1 forces one process); the result is the same either way."""
     project = Project()
-    for path in discover(paths):
+    files = discover(paths)
+    for path, result in zip(files, parse_all(files, jobs), strict=True):
         name = str(path)
-        result = parse_file(path, name)
         project.modules.append(result.module)
         project.diagnostics += result.diagnostics
         try:
