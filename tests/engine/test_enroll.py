@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from conftest import Seed, throwaway_store  # type: ignore[import-not-found]
+from engine_support import Seed, throwaway_store
 from dsl.checker import check
 from dsl.compiler import compile_play
 from dsl.project import load_text

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Seed, throwaway_store  # type: ignore[import-not-found]
+from engine_support import Seed, throwaway_store
 from dsl.compiler import compile_play
 from dsl.project import load_text
 from engine.plan import enrollment_plan, merge, rule_diff, rules_at

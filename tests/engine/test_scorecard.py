@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Seed, throwaway_store  # type: ignore[import-not-found]
+from engine_support import Seed, throwaway_store
 from dsl.project import load, load_text
 from engine import scorecard
 from engine.scorecard import Options, ScorecardError

@@ -8,10 +8,8 @@ values; every account's three-valued answer must match.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,9 +20,9 @@ from engine.evaluate import RuleSQL, fired, values
 from engine.sqlcompile import required_joins
 from engine.schema import Base
 from engine.store import Store
+from engine_support import throwaway_store
 
 TODAY = dt.date(2026, 6, 1)
-PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 CATALOG_SOURCE = """\
 entity account
@@ -68,36 +66,10 @@ play play1
 CATALOG = load_text(CATALOG_SOURCE, "diff.play").catalog
 
 
-def _pg_available() -> bool:
-    try:
-        eng = sa.create_engine(PG_ADMIN)
-        with eng.connect():
-            pass
-        eng.dispose()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def store(request, tmp_path_factory):
-    if request.param == "sqlite":
-        s = Store.open(f"sqlite:///{tmp_path_factory.mktemp('db')}/diff.db", catalog=CATALOG)
+    with throwaway_store(request.param, tmp_path_factory.mktemp("db"), CATALOG, prefix="pb_diff") as s:
         yield s
-        s.close()
-        return
-    if not _pg_available():
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"pb_diff_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    s = Store.open(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", catalog=CATALOG)
-    yield s
-    s.close()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 # ---------------------------------------------------------------- strategies

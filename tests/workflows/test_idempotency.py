@@ -18,7 +18,7 @@ from workflows.accounts import StoreAccounts
 from workflows.client import start_play
 from workflows.model import Outcome, PlayInput
 from wf_plans import email, plan, ref, step
-from conftest import harness
+from workflow_support import harness
 
 pytestmark = pytest.mark.anyio
 OUTBOX = schema.OutboxMessage.__table__

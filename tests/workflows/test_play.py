@@ -11,7 +11,7 @@ from dsl import nodes as n
 from workflows.client import AlreadyEnrolled, send_event, start_play
 from workflows.model import EventKind, Outcome, PlayEvent, PlayInput, PlayResult
 from wf_plans import closed_exit, days, email, plan, ref, step, sym
-from conftest import harness
+from workflow_support import harness
 from workflows.play import PlayWorkflow
 
 pytestmark = pytest.mark.anyio
@@ -247,7 +247,7 @@ async def test_continue_as_new_carries_state_and_never_repeats_a_step():
 
 
 async def test_unsubscribed_recipient_is_skipped_not_failed():
-    from conftest import ACCOUNTS
+    from workflow_support import ACCOUNTS
     from workflows.activities import StaticAccounts
 
     p = plan([step("hello", 0, email()), step("call", 1, n.TaskStep(assignee=ref("account.csm"), title="Call"))])

@@ -33,7 +33,7 @@ from workflows.activities import Sender, StaticAccounts
 from workflows.client import DATA_CONVERTER, start_play
 from workflows.model import EventKind, Outcome, PlayEvent, PlayInput
 from workflows.play import PlayWorkflow, workflow_id
-from conftest import harness
+from workflow_support import harness
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,7 +26,7 @@ from workflows.play import PlayWorkflow
 from workflows.search_attributes import ensure_registered
 from workflows.status import StatusReport, render_text, running_plays
 from wf_plans import email, plan, step
-from conftest import ACCOUNTS
+from workflow_support import ACCOUNTS
 
 pytestmark = pytest.mark.anyio
 

@@ -43,7 +43,7 @@ from workflows.sweep import (
     ensure_schedule,
     play_inputs,
 )
-from conftest import BIN
+from workflow_support import BIN
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from workflows.play import PlayWorkflow
 from workflows.settings import SettingsError, TemporalSettings
 from workflows.worker import build_worker, run_until
 from wf_plans import email, plan, step, utc
-from conftest import harness
+from workflow_support import harness
 
 pytestmark = pytest.mark.anyio
 
@@ -146,7 +146,7 @@ class SlowSend(MemoryConnector):
 async def test_shutdown_lets_an_in_flight_send_finish():
     from connectors.base import Connectors
     from workflows.activities import PlayActivities, StaticAccounts
-    from conftest import ACCOUNTS
+    from workflow_support import ACCOUNTS
 
     slow = SlowSend(1.0)
     p = plan([step("hello", 0, email("hello"))])
