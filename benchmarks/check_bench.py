@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from cli.main import load_and_check  # noqa: E402
 from dsl.parser import lark_parser  # noqa: E402
+from machine import cpu_model, load_average  # noqa: E402
 
 BEGIN, END = "<!-- check_bench: begin -->", "<!-- check_bench: end -->"
 
@@ -192,23 +193,11 @@ def timed(fn: Callable[[Path], int], folder: Path) -> tuple[float, float]:
 
 
 def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load_avg = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        load_avg = "?"
     return {
         "cores (nproc)": str(os.cpu_count()),
-        "CPU": model,
+        "CPU": cpu_model(),
         "Python": platform.python_version(),
-        "load average (1/5/15 min) at start": load_avg,
+        "load average (1/5/15 min) at start": load_average(),
     }
 
 

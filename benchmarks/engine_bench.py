@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -32,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import describe  # noqa: E402
 
 TODAY = dt.date(2026, 6, 1)
 SEED = 7
@@ -276,15 +276,9 @@ def ensure_db(db: Path, accounts: int) -> float | None:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}"
+    import sqlite3
+
+    return f"{describe()}, SQLite {sqlite3.sqlite_version}"
 
 
 def main() -> int:

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import time
@@ -48,6 +47,7 @@ from dsl import nodes as n  # noqa: E402
 from dsl.evaluator import Account  # noqa: E402
 from dsl.plan import Plan, PlanStep, PlanTemplate  # noqa: E402
 from handwritten_workflow import HandInput, HandWrittenPlay  # noqa: E402
+from machine import describe  # noqa: E402
 from workflows.activities import PlayActivities, StaticAccounts  # noqa: E402
 from workflows.client import start_play  # noqa: E402
 from workflows.devserver import dev_server, free_port  # noqa: E402
@@ -125,18 +125,9 @@ def server_cpu(pid: int) -> float:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import temporalio
 
-    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-            f"temporalio {temporalio.__version__}, {platform.system()} {platform.release()}")
+    return f"{describe()}, temporalio {temporalio.__version__}"
 
 
 async def main_async(args: argparse.Namespace) -> None:
