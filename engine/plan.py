@@ -259,7 +259,6 @@ def rule_diff(conn: Connection, old: tuple[Catalog, Sequence[Plan]], new: tuple[
     (old_cat, old_plans), (new_cat, new_plans) = old, new
     triggers: list[Change] = []
     names = list(new_cat.triggers) + [t for t in old_cat.triggers if t not in new_cat.triggers]
-    empty: Iterator[tuple[str, Any]] = iter(())
     dialect = conn.dialect.name
     for t in names:
         in_old, in_new = t in old_cat.triggers, t in new_cat.triggers

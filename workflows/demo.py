@@ -106,7 +106,6 @@ async def run_demo(*, accounts: int = 500, days: int = 3, seed: int = 7, db: str
                    force: bool = False, start: dt.datetime | None = None,
                    progress: Callable[[str], None] | None = None) -> DemoSummary:
     """Build the demo (see the module doc) and return its summary."""
-    from engine import demo_data
 
     say = progress or (lambda _m: None)
     url = db or default_url(project_dir)
