@@ -12,7 +12,8 @@ three alike; medians are reported:
       what the command computes, without printing);
   (c) `playbook check FOLDER` as a subprocess (interpreter start-up included);
   (d) the same with PLAYBOOK_JOBS=1: files parsed in one process, as before
-      dsl/loader.py (for comparison; (b) and (c) parse on every core).
+      dsl/loader.py (for comparison; (b) and (c) fork a parsing worker unless
+      the 1-minute load average is above cores - 1).
 
 Goals (issue 2): (c) under 3 s on a 2-core machine; (b)/(a) under 2.
 Both wall-clock and CPU time are reported: on a shared machine wall time

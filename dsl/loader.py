@@ -18,7 +18,8 @@ ASTs are ~460,000 models, ~340,000 of them spans and positions, and the
 default pickling cost about a third of the parse time it was saving.
 
 Knobs: `PLAYBOOK_JOBS=1` (or `jobs=1`) forces the serial path; `PLAYBOOK_JOBS=N`
-caps the processes used (the caller counts as one).
+asks for N processes (the caller counts as one) even on a busy machine,
+where by default (1-minute load average above cores - 1) it stays serial.
 """
 
 from __future__ import annotations
@@ -147,6 +148,13 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def _fork_safe() -> bool:
     return sys.platform == "linux" and threading.active_count() == 1
 
@@ -164,6 +172,11 @@ def processes(count: int, jobs: int | None = None) -> int:
     if not _fork_safe():
         return 1
     cpus = usable_cpus()
+    # Unless asked for (jobs / PLAYBOOK_JOBS), no worker on a machine whose
+    # cores are already busy: measured on 2 cores at load average ~4, the
+    # worker made `playbook check` slower (docs/BENCHMARKS.md).
+    if jobs is None and _load_average() > cpus - 1:
+        return 1
     return max(1, min(cpus, jobs or cpus, count // CHUNK))
 
 

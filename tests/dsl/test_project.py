@@ -84,6 +84,7 @@ def forkable(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.skip("the parallel path forks (Linux only)")
     monkeypatch.setattr(loader, "_fork_safe", lambda: True)  # pytest-xdist runs helper threads
     monkeypatch.setattr(loader, "usable_cpus", lambda: 2)  # also on a 1-CPU runner
+    monkeypatch.setattr(loader, "_load_average", lambda: 0.0)  # also on a busy one
     monkeypatch.delenv("PLAYBOOK_JOBS", raising=False)
 
 
@@ -131,6 +132,7 @@ def _die(files):  # runs in the forked worker
 
 def test_when_it_stays_serial(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loader, "_fork_safe", lambda: True)
+    monkeypatch.setattr(loader, "_load_average", lambda: 0.0)
     monkeypatch.delenv("PLAYBOOK_JOBS", raising=False)
     monkeypatch.setattr(loader, "usable_cpus", lambda: 2)
     assert loader.processes(loader.THRESHOLD - 1) == 1  # small folder
@@ -142,6 +144,10 @@ def test_when_it_stays_serial(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loader, "usable_cpus", lambda: 1)  # one CPU: never fork
     assert loader.processes(1000) == 1
     monkeypatch.setattr(loader, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(loader, "_load_average", lambda: 3.5)  # busy machine: serial unless asked
+    assert loader.processes(1000) == 1
+    assert loader.processes(1000, jobs=2) == 2
+    monkeypatch.setattr(loader, "_load_average", lambda: 0.0)
     monkeypatch.setattr(loader, "_fork_safe", lambda: False)  # other threads running
     assert loader.processes(1000) == 1
 
