@@ -12,10 +12,9 @@ pool falls back to parsing the missing chunks here: the result never
 depends on whether the pool worked.
 
 Results come back as bytes from `dumps`, a pickler that ships pydantic
-models as (class, field dict, fields-set) and spans as seven plain values
-instead of pydantic's own state (three objects per span): 1,000 files'
-ASTs are ~460,000 models, ~340,000 of them spans and positions, and the
-default pickling cost about a third of the parse time it was saving.
+models as (class, field dict, fields-set) instead of pydantic's own state,
+and spans as seven plain values: 1,000 files' ASTs are ~460,000 objects,
+and the default pickling cost about a third of the parse time it saved.
 
 Knobs: `PLAYBOOK_JOBS=1` (or `jobs=1`) forces the serial path; `PLAYBOOK_JOBS=N`
 asks for N processes (the caller counts as one) even on a busy machine,
@@ -58,50 +57,20 @@ def _model(cls: type[BaseModel], values: dict, fields_set: frozenset[str]) -> Ba
     return obj
 
 
-_ALL_SPAN_FIELDS = frozenset(("file", "start", "end"))
-_ALL_POSITION_FIELDS = frozenset(("line", "column", "offset"))
-
-
 def _span(file: str, l1: int, c1: int, o1: int, l2: int, c2: int, o2: int) -> n.Span:
-    # _model three times, inlined: a third of all objects shipped are positions.
-    new, setattr_, pos, span = _new, _setattr, n.Position, n.Span
-    start = new(pos)
-    setattr_(start, "__dict__", {"line": l1, "column": c1, "offset": o1})
-    setattr_(start, "__pydantic_fields_set__", {"line", "column", "offset"})
-    setattr_(start, "__pydantic_extra__", None)
-    setattr_(start, "__pydantic_private__", None)
-    end = new(pos)
-    setattr_(end, "__dict__", {"line": l2, "column": c2, "offset": o2})
-    setattr_(end, "__pydantic_fields_set__", {"line", "column", "offset"})
-    setattr_(end, "__pydantic_extra__", None)
-    setattr_(end, "__pydantic_private__", None)
-    obj = new(span)
-    setattr_(obj, "__dict__", {"file": file, "start": start, "end": end})
-    setattr_(obj, "__pydantic_fields_set__", {"file", "start", "end"})
-    setattr_(obj, "__pydantic_extra__", None)
-    setattr_(obj, "__pydantic_private__", None)
-    return obj
-
-
-def _plain_span(s: object) -> bool:
-    """A span (and its positions) with every field set, nothing extra: sent as 7 values."""
-    return (type(s) is n.Span and s.__pydantic_fields_set__ == _ALL_SPAN_FIELDS  # type: ignore[attr-defined]
-            and type(s.start) is n.Position and type(s.end) is n.Position  # type: ignore[attr-defined]
-            and s.start.__pydantic_fields_set__ == _ALL_POSITION_FIELDS  # type: ignore[attr-defined]
-            and s.end.__pydantic_fields_set__ == _ALL_POSITION_FIELDS)  # type: ignore[attr-defined]
+    return n.Span(file, n.Position(l1, c1, o1), n.Position(l2, c2, o2))
 
 
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: object):  # type: ignore[override]
         if obj is n.NO_SPAN:
             return "NO_SPAN"  # by reference: the module-level default stays the same object
+        if type(obj) is n.Span:
+            return _span, (obj.file, *obj.start, *obj.end)
         if not isinstance(obj, BaseModel):
             return NotImplemented
         if obj.__pydantic_extra__ is not None or obj.__pydantic_private__ is not None:
             return NotImplemented  # pydantic's own pickling
-        if type(obj) is n.Span and _plain_span(obj):
-            s, e = obj.start, obj.end
-            return _span, (obj.file, s.line, s.column, s.offset, e.line, e.column, e.offset)
         fs = frozenset(obj.__pydantic_fields_set__)
         return _model, (type(obj), obj.__dict__, _fields_sets.setdefault(fs, fs))
 
