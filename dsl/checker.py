@@ -7,6 +7,7 @@ cascades. Codes are stable and listed in docs/diagnostics.md.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -24,6 +25,9 @@ NAMESPACES = ("account", "score", "band", "route", "gate", "trigger")
 TEMPLATE_BUILTINS = {"sender_name", "sender_email", "unsubscribe_url", "play_title"}
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+# `{{ name }}` / `{{ a.b }}` only: text made of these and plain words cannot be
+# a Jinja syntax error, so the (costly) Jinja parse is skipped for it.
+_SIMPLE_PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_.]*\s*\}\}")
 _PLACEHOLDER_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
 
 
@@ -345,15 +349,11 @@ class Checker:
         return names
 
     def check_placeholders(self, text: str, span: n.Span) -> None:
-        from jinja2 import TemplateSyntaxError
-        from jinja2.sandbox import SandboxedEnvironment
-
         source = self.project.sources.get(span.file, "")
         raw = source[span.start.offset:span.end.offset] if span.end.offset > span.start.offset else ""
-        try:
-            SandboxedEnvironment().parse(text)
-        except TemplateSyntaxError as e:
-            self.error("PB402", f"template syntax error: {e.message}", span)
+        problem = _template_syntax_error(text)
+        if problem is not None:
+            self.error("PB402", f"template syntax error: {problem}", span)
             return
         names = self.template_names()
         for m in _PLACEHOLDER.finditer(raw):
@@ -699,6 +699,26 @@ class Checker:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _template_syntax_error(text: str) -> str | None:
+    rest = _SIMPLE_PLACEHOLDER.sub("", text)
+    if "{{" not in rest and "{%" not in rest and "{#" not in rest:
+        return None
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        _jinja().parse(text)
+    except TemplateSyntaxError as e:
+        return e.message or "invalid template"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _jinja():  # noqa: ANN202 - jinja2 is imported lazily
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment()
 
 
 def check(project: Project) -> list[Diagnostic]:

@@ -85,6 +85,8 @@ CASES = [
      ("PB302", "error", 4, 3, "this step (day 3) comes after a step on day 7")),
     ("placeholder naming no field", "template t2\n  subject \"x\"\n  body \"Hi {{ frist_name }}\"\n",
      ("PB401", "error", 3, 15, "placeholder '{{ frist_name }}' names no known field")),
+    ("template syntax error", "template t3\n  subject \"x\"\n  body \"Hi {{ first_name \"\n",
+     ("PB402", "error", 3, 8, "template syntax error: unexpected end of template, expected 'end of print statement'.")),
     ("contradiction", "trigger t\n  when account.arr > 5 and account.arr < 3\n  then start usage_limit\n",
      ("PB501", "error", 2, 28, "this condition of trigger 't' can never be true")),
     ("outside declared range", "trigger t\n  when account.health_score > 150\n  then start usage_limit\n",
