@@ -1,60 +1,14 @@
-"""Shared fixtures for the engine suites: a throwaway store per test module on
-SQLite and on PostgreSQL (skipped when the server at 127.0.0.1:5432 is down)."""
+"""Shared helpers of the engine suites: `Seed` writes test data straight into a
+store (the throwaway stores themselves come from store_backends.fresh_store)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import pytest
-import sqlalchemy as sa
 
-from dsl.catalog import Catalog
 from engine.schema import Base
 from engine.store import Store
-
-PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-
-
-def pg_available() -> bool:
-    try:
-        eng = sa.create_engine(PG_ADMIN)
-        with eng.connect():
-            pass
-        eng.dispose()
-        return True
-    except Exception:
-        return False
-
-
-@contextmanager
-def throwaway_store(kind: str, folder: Path, catalog: Catalog | None, prefix: str = "pb_test") -> Iterator[Store]:
-    """A fresh, migrated store: a SQLite file in `folder`, or a new PostgreSQL database dropped afterwards."""
-    if kind == "sqlite":
-        s = Store.open(f"sqlite:///{folder}/{prefix}.db", catalog=catalog)
-        try:
-            yield s
-        finally:
-            s.close()
-        return
-    if not pg_available():
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    s = Store.open(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", catalog=catalog)
-    try:
-        yield s
-    finally:
-        s.close()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 class Seed:

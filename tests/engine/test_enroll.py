@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from engine_support import Seed, throwaway_store
+from engine_support import Seed
+from store_backends import fresh_store
 from dsl.checker import check
 from dsl.compiler import compile_play
 from dsl.project import load_text
@@ -87,7 +88,7 @@ def acc(aid: str, **kw: object) -> dict[str, object]:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    with throwaway_store(request.param, tmp_path_factory.mktemp("enroll"), CATALOG, "pb_enroll") as s:
+    with fresh_store(request.param, tmp_path_factory.mktemp("enroll"), CATALOG) as s:
         yield s
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine_support import Seed, throwaway_store
+from engine_support import Seed
+from store_backends import fresh_store
 from dsl.compiler import compile_play
 from dsl.project import load_text
 from engine.plan import enrollment_plan, merge, rule_diff, rules_at
@@ -85,7 +86,7 @@ def seed_accounts(seed: Seed) -> None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    with throwaway_store(request.param, tmp_path_factory.mktemp("plan"), CATALOG, "pb_plan") as s:
+    with fresh_store(request.param, tmp_path_factory.mktemp("plan"), CATALOG) as s:
         seed = Seed(s)
         seed.clear()
         seed_accounts(seed)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine_support import Seed, throwaway_store
+from engine_support import Seed
+from store_backends import fresh_store
 from dsl.project import load, load_text
 from engine import scorecard
 from engine.scorecard import Options, ScorecardError
@@ -62,7 +63,7 @@ CATALOG = load_text(SOURCE, "scorecard.play").catalog
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    with throwaway_store(request.param, tmp_path_factory.mktemp("sc"), CATALOG, "pb_scorecard") as s:
+    with fresh_store(request.param, tmp_path_factory.mktemp("sc"), CATALOG) as s:
         seed = Seed(s)
         seed.accounts(
             {"id": "s1", "segment": "smb", "arr": 5000, "next_plan_arr": 9000, "health_score": 90, "usage": 0.9},

@@ -20,7 +20,7 @@ from engine.evaluate import RuleSQL, fired, values
 from engine.sqlcompile import required_joins
 from engine.schema import Base
 from engine.store import Store
-from engine_support import throwaway_store
+from store_backends import fresh_store
 
 TODAY = dt.date(2026, 6, 1)
 
@@ -68,7 +68,7 @@ CATALOG = load_text(CATALOG_SOURCE, "diff.play").catalog
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def store(request, tmp_path_factory):
-    with throwaway_store(request.param, tmp_path_factory.mktemp("db"), CATALOG, prefix="pb_diff") as s:
+    with fresh_store(request.param, tmp_path_factory.mktemp("db"), CATALOG) as s:
         yield s
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine_support import Seed, throwaway_store
+from engine_support import Seed
+from store_backends import fresh_store
 from dsl.compiler import compile_play
 from dsl.project import load_text
 from engine.why import WhyError, render_text, why
@@ -82,7 +83,7 @@ PLANS = [compile_play(CATALOG, p) for p in CATALOG.plays.values()]
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    with throwaway_store(request.param, tmp_path_factory.mktemp("why"), CATALOG, "pb_why") as s:
+    with fresh_store(request.param, tmp_path_factory.mktemp("why"), CATALOG) as s:
         seed = Seed(s)
         seed.accounts(
             {"id": "acme", "company": "Acme", "segment": "ent", "arr": 30000, "health_score": 88,
