@@ -62,6 +62,7 @@ class CheckFormat(str, enum.Enum):
     text = "text"
     json = "json"
     github = "github"
+    sarif = "sarif"
 
 
 class TextOrJson(str, enum.Enum):
@@ -163,6 +164,8 @@ def _print_diagnostics(
         for d in diagnostics:
             print(render.github_annotation(d))
         print(counts.line())
+    elif fmt == "sarif":
+        print(render.sarif_document(diagnostics))
     else:
         out = render.console()
         for t in render.check_text(diagnostics, sources, counts):

@@ -233,6 +233,40 @@ def usage_error_json(message: str, exit_code: int, kind: str = "usage") -> str:
     )
 
 
+# ---------------------------------------------------------------- SARIF
+
+def sarif_document(diagnostics: Sequence[Diagnostic]) -> str:
+    """SARIF 2.1.0, for code-scanning dashboards (GitHub's among them).
+
+    Columns count characters, as everywhere in playbook: the run says so with
+    `columnKind: unicodeCodePoints` (SARIF's default is UTF-16 units).
+    """
+    rules = sorted({d.code for d in diagnostics})
+    results = []
+    for d in diagnostics:
+        text = d.summary + (f"\n{d.detail}" if d.detail else "")
+        region = {"startLine": d.range.start.line, "startColumn": d.range.start.column,
+                  "endLine": d.range.end.line, "endColumn": d.range.end.column}
+        results.append({
+            "ruleId": d.code,
+            "ruleIndex": rules.index(d.code),
+            "level": "error" if d.severity == Severity.ERROR else "warning",
+            "message": {"text": text},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": d.range.file}, "region": region}}],
+        })
+    doc = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            # Each code's meaning is in docs/diagnostics.md; codes are never reused.
+            "tool": {"driver": {"name": "playbook", "rules": [{"id": code} for code in rules]}},
+            "columnKind": "unicodeCodePoints",
+            "results": results,
+        }],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
 # ---------------------------------------------------------------- GitHub
 
 
