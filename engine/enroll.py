@@ -14,12 +14,15 @@ stored with the decision; a skipped candidate carries every code that applies):
 | `frequency_cap`   | P sends email and a contact it emails already got `email_cap` emails (from any play) in the last `email_cap_days` days |
 | `lower_priority`  | P is not `concurrent` and another non-concurrent play with a higher priority (ties: the name first in alphabetical order) is enrolled for the account in the same sweep |
 
-How it runs: rules are evaluated set-wise in SQL — one query, a UNION ALL of
-one branch per play, each branch the play's triggers, gate and route over
-all accounts plus left joins to pre-aggregated enrollment and outbox facts,
-filtered to the candidates. Python then walks the candidate rows (sorted by
-account, streamed) to turn facts into reason codes and to apply priority
-between plays. Memory holds one account's candidates at a time.
+How it runs: rules are evaluated set-wise in SQL, candidates first. Each
+trigger that starts a play runs as its own query (`RuleSQL.trigger`: it
+starts from the windows its condition needs) into a temporary table of
+candidate ids (with the trigger that fired); then one query computes, for
+those candidates only, every gate and the route plus left joins to
+pre-aggregated enrollment and outbox facts — its window subqueries aggregate
+only the candidates' rows. Python then walks the candidate rows (sorted by account,
+streamed) to turn facts into reason codes and to apply priority between
+plays. Memory holds one account's candidates at a time.
 
 `decide` yields the decisions; `record` stores them (table
 `enrollment_decisions`) and writes an enrollment row (status `pending` by
@@ -31,7 +34,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import itertools
 import math
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +51,8 @@ from dsl import nodes as n
 from dsl.catalog import Catalog
 from dsl.plan import Plan
 from dsl.printer import format_expr
-from engine.evaluate import stream
+from engine.evaluate import BATCH as STREAM_BATCH
+from engine.evaluate import RuleSQL, stream
 from engine.schema import Base, utcnow
 from engine.sqlcompile import SQLCompiler, compiler
 from engine.store import Store, chunked
@@ -58,6 +64,9 @@ ACTIVE = ("pending", "running")
 # Outbox rows that never reached anyone do not count against the cap.
 NOT_SENT = ("failed", "cancelled")
 BATCH = 1_000  # rows per INSERT when recording
+# `account_ids` up to this many also restrict the window subqueries (as a list
+# of bound values in each: more would approach SQLite's 32,766 parameters).
+ONLY_LIST_MAX = 500
 
 
 class EnrollError(Exception):
@@ -271,8 +280,9 @@ class Facts:
 class CandidateQuery:
     """The one SELECT behind a sweep: one row per account on which any play's trigger fires.
 
-    Every trigger, gate and the route are columns of the same SELECT, so
-    each rule and each window join is computed once for all plays; the
+    Every trigger (or, with a candidate table, its recorded result), gate and
+    the route are columns of the same SELECT, so each rule and each window
+    join is computed once for all plays; the
     enrollment history and the outbox come in as two pre-aggregated joins
     (per account, per contact). Rows are sorted by account id.
     """
@@ -295,22 +305,57 @@ class CandidateQuery:
         self.gates = sorted({g for p in self.plays if (g := self._gate(p)) is not None})
         self.email_fields = {p: email_fields(self.plans[p], self.catalog) for p in self.plays}
         self.contacts = sorted({f for fs in self.email_fields.values() for f in fs})
+        # Per play, the result columns `facts` reads (looked up once, not per row).
+        self._gate_cols = [f"gate_{self.gates.index(g)}" if (g := self._gate(p)) is not None else None
+                           for p in self.plays]
+        self._mail_cols = [[f"m_{self.contacts.index(f)}" for f in self.email_fields[p]] for p in self.plays]
+        self._exclusive = [not self.plans[p].concurrent for p in self.plays]
 
     def _gate(self, play: str) -> str | None:
         plan = self.plans[play]
         return None if plan.ungated else plan.gate
 
-    def query(self) -> sa.Select | None:
+    def triggers(self) -> list[str]:
+        """Every trigger that starts one of the plays, each once, in name order."""
+        return sorted({t.name for p in self.plays for t in self.catalog.triggers_starting(p)})
+
+    def query(self, candidates: sa.Table | None = None) -> sa.Select | None:
+        """The SELECT.
+
+        `candidates`: a table of (account `id`, `trigger`: index into
+        `triggers()`), one row per trigger that fires on the account (as
+        `candidate_table` fills it). The triggers are then read from it, not
+        evaluated again, and the gates, route and facts are computed only for
+        its accounts: every window subquery aggregates only their rows.
+        """
         if not self.plays:
             return None
         c = compiler(self.catalog, self.today, self.dialect)
         acc = c.accounts
+        only: Any = None
+        cand: Any = None
+        if candidates is not None:
+            only = sa.select(candidates.c.id)
+            index = {t: k for k, t in enumerate(self.triggers())}
+            cand = (sa.select(candidates.c.id, *(
+                sa.func.max(sa.case((candidates.c.trigger == k, 1), else_=0)).label(f"t_{k}") for k in index.values()))
+                .group_by(candidates.c.id).subquery("cand"))
+        elif self.account_ids is not None and len(self.account_ids) <= ONLY_LIST_MAX:
+            only = list(self.account_ids)
+        c.only = only
         cols: list[ColumnElement[Any]] = [acc.c.id.label("account_id")]
         any_fires: list[ColumnElement[Any]] = []
         for i, play in enumerate(self.plays):
-            fired, truths = fired_list(c, [t.name for t in self.catalog.triggers_starting(play)])
+            names = [t.name for t in self.catalog.triggers_starting(play)]
+            if cand is None:
+                fired, truths = fired_list(c, names)
+                any_fires += truths
+            else:
+                # Same text as fired_list, from the triggers' own queries.
+                parts = [sa.case((cand.c[f"t_{index[t]}"] == 1, sa.literal(t + ",", sa.Text)),
+                                 else_=sa.literal("", sa.Text)) for t in names]
+                fired = reduce(lambda a, b: a + b, parts)
             cols.append(fired.label(f"fired_{i}"))
-            any_fires += truths
         cols += [gate_failure(c, g).label(f"gate_{j}") for j, g in enumerate(self.gates)]
         cols += [route_column(c, self.settings.route).label("route"), arr_column(c).label("arr")]
 
@@ -323,8 +368,12 @@ class CandidateQuery:
             facts.append(sa.func.max(sa.case((sa.and_(enr.c.play == play, sa.not_(active)), ended))).label(f"l_{i}"))
         # Runs of plays this sweep does not know (removed, renamed) still occupy the account.
         facts.append(sa.func.min(sa.case((sa.and_(active, enr.c.play.not_in(self.plays)), enr.c.play))).label("other"))
-        e = sa.select(*facts).group_by(enr.c.account_id).subquery("e_facts")
-        src = c.from_clause().outerjoin(e, e.c.account_id == acc.c.id)
+        e_q = sa.select(*facts)
+        if only is not None:
+            e_q = e_q.where(enr.c.account_id.in_(only))
+        e = e_q.group_by(enr.c.account_id).subquery("e_facts")
+        start = None if cand is None else cand.join(acc, acc.c.id == cand.c.id)
+        src = c.from_clause(start=start).outerjoin(e, e.c.account_id == acc.c.id)
         cols += [e.c[f"a_{i}"] for i in range(len(self.plays))] + [e.c[f"l_{i}"] for i in range(len(self.plays))]
         cols.append(e.c.other)
 
@@ -337,7 +386,9 @@ class CandidateQuery:
             src = src.outerjoin(sub, sub.c.recipient == acc.c[f])
             cols.append(sa.func.coalesce(sub.c.n, 0).label(f"m_{k}"))
 
-        q = sa.select(*cols).select_from(src).where(sa.or_(*any_fires))
+        q = sa.select(*cols).select_from(src)
+        if cand is None:
+            q = q.where(sa.or_(*any_fires))
         if self.account_ids is not None:
             q = q.where(acc.c.id.in_(list(self.account_ids)))
         return q.order_by(id_order(acc.c.id, self.dialect))
@@ -347,15 +398,16 @@ class CandidateQuery:
         m = row._mapping
         active = [bool(m[f"a_{i}"]) for i in range(len(self.plays))]
         for i, play in enumerate(self.plays):
-            triggers = split_fired(m[f"fired_{i}"])
+            fired = m[f"fired_{i}"]
+            triggers = split_fired(fired) if fired else ()
             if not triggers:
                 continue
-            gate = self._gate(play)
-            others = [p for k, p in enumerate(self.plays) if active[k] and k != i and not self.plans[p].concurrent]
-            emails = [int(m[f"m_{self.contacts.index(f)}"] or 0) for f in self.email_fields[play]]
+            gate_col = self._gate_cols[i]
+            others = [p for k, p in enumerate(self.plays) if active[k] and k != i and self._exclusive[k]]
+            emails = [int(m[col] or 0) for col in self._mail_cols[i]]
             yield Facts(
                 account_id=m["account_id"], play=play, triggers=triggers,
-                gate_failure=m[f"gate_{self.gates.index(gate)}"] if gate is not None else None,
+                gate_failure=m[gate_col] if gate_col is not None else None,
                 route=m["route"], arr=float(m["arr"]) if m["arr"] is not None else None,
                 active=active[i], last_end=_as_date(m[f"l_{i}"]),
                 other_play=others[0] if others else m["other"],
@@ -397,7 +449,7 @@ def _facts_reasons(f: Facts, plan: Plan, today: dt.date, settings: Settings) -> 
                                                      f"(reenter after {_days(plan.reenter_days)})"))
     if f.other_play is not None and not plan.concurrent:
         reasons.append(Reason(Code.IN_OTHER_PLAY, f"already in {f.other_play}; one expansion play at a time"))
-    if sends_email(plan) and f.emails_recent >= settings.email_cap:
+    if f.emails_recent >= settings.email_cap and sends_email(plan):  # the cheap test first
         reasons.append(Reason(Code.FREQUENCY_CAP, f"{f.emails_recent} emails to the contact in the last "
                                                   f"{settings.email_cap_days} days (cap {settings.email_cap})"))
     return reasons
@@ -440,11 +492,55 @@ def decide(conn: Connection, catalog: Catalog, plans: Sequence[Plan] | Mapping[s
     settings = settings or Settings()
     pm = plan_map(plans)
     cq = CandidateQuery(catalog, pm, today, conn.dialect.name, settings, account_ids)
-    q = cq.query()
-    if q is None:
+    if not cq.plays:
         return
-    for row in stream(conn, q):
-        yield from _decide_account(cq.facts(row), pm, today, settings)
+    if account_ids is not None:
+        # A few accounts (`why`): restricting to them beats finding every candidate first.
+        q = cq.query()
+        assert q is not None
+        for row in stream(conn, q):
+            yield from _decide_account(cq.facts(row), pm, today, settings)
+        return
+    cand = candidate_table(conn, cq)
+    ok = False
+    try:
+        q = cq.query(cand)
+        assert q is not None
+        # Not evaluate.stream: the result must be closed before the table is dropped.
+        with conn.execute(q, execution_options={"stream_results": True, "yield_per": STREAM_BATCH}) as result:
+            for row in result:
+                yield from _decide_account(cq.facts(row), pm, today, settings)
+        ok = True
+    finally:
+        try:
+            cand.drop(conn)
+        except Exception:
+            if ok:
+                raise
+            # Unwinding already (an error, or the caller stopped early on a
+            # closed connection): the table is temporary and its name unique.
+
+
+_CANDIDATE_SEQ = itertools.count()
+
+
+def candidate_table(conn: Connection, cq: CandidateQuery) -> sa.Table:
+    """A temporary table (id, trigger) of the accounts each trigger of the sweep
+    fires on: one INSERT ... SELECT per trigger (`RuleSQL.trigger`, which starts
+    from the windows its condition needs), `trigger` its index in `cq.triggers()`.
+    The caller drops it."""
+    name = f"pb_candidates_{next(_CANDIDATE_SEQ)}_{uuid.uuid4().hex[:8]}"
+    t = sa.Table(name, sa.MetaData(), sa.Column("id", sa.Text, nullable=False),
+                 sa.Column("trigger", sa.Integer, nullable=False), prefixes=["TEMPORARY"])
+    t.create(conn)
+    rules = RuleSQL(cq.catalog, cq.today, conn.dialect.name)
+    for k, trig in enumerate(cq.triggers()):
+        ids = rules.trigger(trig).subquery("f")
+        conn.execute(t.insert().from_select(["id", "trigger"], sa.select(ids.c.id, sa.literal(k, sa.Integer))))
+    if conn.dialect.name == "postgresql":
+        # No autovacuum statistics for temporary tables: tell the planner its size.
+        conn.execute(sa.text(f'ANALYZE "{name}"'))
+    return t
 
 
 def decision_set(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,

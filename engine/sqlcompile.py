@@ -98,6 +98,10 @@ class SQLCompiler:
     accounts: sa.Table = field(init=False)
     _joins: dict[tuple, sa.Subquery] = field(default_factory=dict, init=False)
     _let_stack: list[str] = field(default_factory=list, init=False)
+    # Account ids the window subqueries may restrict themselves to (a SELECT of
+    # ids or a list); None: every account. Only narrows what is aggregated: the
+    # caller must itself restrict the accounts to the same ids.
+    only: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.accounts = entity_table(self.catalog.account, "account")
@@ -111,10 +115,11 @@ class SQLCompiler:
             raise SQLCompileError(f"no SQL for {expr.kind} expressions")
         return method(expr)
 
-    def from_clause(self, inner: set[tuple] = frozenset()) -> Any:
+    def from_clause(self, inner: set[tuple] = frozenset(), start: Any = None) -> Any:
         """Accounts joined to the window subqueries: inner joins for those in
-        `inner` (the condition cannot hold without their row), outer otherwise."""
-        src: Any = self.accounts
+        `inner` (the condition cannot hold without their row), outer otherwise.
+        `start`: a join that already holds the accounts table, to begin from."""
+        src: Any = self.accounts if start is None else start
         for key, sub in self._joins.items():
             on = sub.c.account_id == self.accounts.c.id
             src = src.join(sub, on) if key in inner else src.outerjoin(sub, on)
@@ -371,6 +376,8 @@ class SQLCompiler:
         where = [m.c.metric == metric, m.c.date <= self.today]
         if days is not None:
             where.append(m.c.date > self._cutoff(days))
+        if self.only is not None:
+            where.append(m.c.account_id.in_(self.only))
         name = f"w{len(self._joins)}"
         if kind in ("avg", "sum", "min", "max"):
             agg = getattr(sa.func, kind)(m.c.value)
@@ -410,6 +417,8 @@ class SQLCompiler:
         where = [ev.c.event == event, ev.c.occurred_on <= self.today]
         if days is not None:
             where.append(ev.c.occurred_on > self._cutoff(days))
+        if self.only is not None:
+            where.append(ev.c.account_id.in_(self.only))
         agg = sa.func.count() if kind == "count" else sa.func.max(ev.c.occurred_on)
         sub = sa.select(ev.c.account_id, agg.label("v")).where(*where).group_by(ev.c.account_id).subquery(
             f"w{len(self._joins)}")
