@@ -7,7 +7,6 @@ as everywhere: 0 done, 1 rejected data (nothing written), 2 bad usage.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import json
 import sys
 from pathlib import Path
@@ -15,24 +14,10 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.common import DbOpt, Fail, TextOrJson
+
 PlaybooksOpt = Annotated[list[Path] | None, typer.Option(
     "--playbooks", help="Folders or files of .play declarations (default: playbooks/).", show_default=False)]
-DbOpt = Annotated[str | None, typer.Option(
-    "--db", "--database", help="Store URL [env PLAYBOOK_DATABASE_URL; default .playbook/playbook.db].",
-    show_default=False)]
-
-
-class _Format(str, enum.Enum):
-    text = "text"
-    json = "json"
-
-
-def _fail(message: str, code: int = 2) -> Exception:
-    from cli.main import Fail  # lazy: cli.main imports this module at its end
-
-    return Fail(message, code)
-
-
 def _catalog(paths: list[Path] | None) -> Any:
     from dsl.checker import check
     from dsl.project import UsageError, load
@@ -40,11 +25,11 @@ def _catalog(paths: list[Path] | None) -> Any:
     try:
         project = load([str(p) for p in paths] if paths else ["playbooks"])
     except UsageError as exc:
-        raise _fail(str(exc)) from exc
+        raise Fail(str(exc)) from exc
     errors = [d for d in project.diagnostics + check(project) if d.severity.value == "error"]
     if errors:
         first = errors[0]
-        raise _fail(f"the playbooks have {len(errors)} error(s); run `playbook check` "
+        raise Fail(f"the playbooks have {len(errors)} error(s); run `playbook check` "
                     f"(first: {first.range.file}:{first.range.start.line}: {first.summary})", 1)
     return project.catalog
 
@@ -55,7 +40,7 @@ def _store(url: str | None, catalog: Any) -> Any:
     try:
         return Store.open(url, catalog=catalog)
     except (StoreError, Exception) as exc:  # a bad URL or an unreachable server is a usage problem
-        raise _fail(f"cannot open the store{f' at {url}' if url else ''}: {exc}") from exc
+        raise Fail(f"cannot open the store{f' at {url}' if url else ''}: {exc}") from exc
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +53,7 @@ def register(app: typer.Typer) -> None:
         replace: Annotated[bool, typer.Option("--replace", help="Empty the store's account data first.")] = False,
         db: DbOpt = None,
         playbooks: PlaybooksOpt = None,
-        format: Annotated[_Format, typer.Option("--format", help="Output format.")] = _Format.text,
+        format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
     ) -> None:
         """Generate a realistic synthetic data set: segments, ARR, seats, usage, health, history, events."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -76,14 +61,14 @@ def register(app: typer.Typer) -> None:
         from engine.demo_data import DemoDataError, generate
 
         if accounts < 0:
-            raise _fail("--accounts cannot be negative")
+            raise Fail("--accounts cannot be negative")
         try:
             day = dt.date.fromisoformat(today) if today else dt.date.today()
         except ValueError:
-            raise _fail(f"--today: '{today}' is not a date (YYYY-MM-DD)") from None
+            raise Fail(f"--today: '{today}' is not a date (YYYY-MM-DD)") from None
         catalog = _catalog(playbooks)
         store = _store(db, catalog)
-        show = format == _Format.text and sys.stderr.isatty()
+        show = format == TextOrJson.text and sys.stderr.isatty()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       disable=not show, transient=True) as bar:
             tasks: dict[str, Any] = {}
@@ -97,14 +82,14 @@ def register(app: typer.Typer) -> None:
                 result = generate(catalog, accounts, seed=seed, today=day, store=store, replace=replace,
                                   progress=progress)
             except DemoDataError as exc:
-                raise _fail(str(exc).replace("replace=True", "--replace")) from exc
+                raise Fail(str(exc).replace("replace=True", "--replace")) from exc
             finally:
                 store.close()
         summary = {
             "store": store.url, "accounts": result.accounts, "contacts": result.contacts, "users": result.users,
             "metric_points": result.metric_points, "events": result.events, "seconds": round(result.seconds, 1),
         }
-        if format == _Format.json:
+        if format == TextOrJson.json:
             print(json.dumps(summary))
             return
         print(f"Wrote {result.accounts:,} accounts, {result.contacts:,} contacts, {result.users:,} users, "
@@ -120,7 +105,7 @@ def register(app: typer.Typer) -> None:
         playbooks: PlaybooksOpt = None,
         ignore_unknown_columns: Annotated[bool, typer.Option(
             "--ignore-unknown-columns", help="Skip columns the declarations do not know.")] = False,
-        format: Annotated[_Format, typer.Option("--format", help="Output format.")] = _Format.text,
+        format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
     ) -> None:
         """Import CSV / JSON Lines files, checked against the entity declarations; all or nothing."""
         from engine.importers import KINDS, ImportFailed, import_files
@@ -129,16 +114,16 @@ def register(app: typer.Typer) -> None:
         for item in files:
             kind, sep, path = item.partition("=")
             if not sep or kind not in KINDS:
-                raise _fail(f"'{item}': write KIND=FILE with KIND one of {', '.join(KINDS)}")
+                raise Fail(f"'{item}': write KIND=FILE with KIND one of {', '.join(KINDS)}")
             if not Path(path).is_file():
-                raise _fail(f"no such file: {path}")
+                raise Fail(f"no such file: {path}")
             pairs.append((kind, path))
         catalog = _catalog(playbooks)
         store = _store(db, catalog)
         try:
             report = import_files(store, catalog, pairs, ignore_unknown_columns=ignore_unknown_columns)
         except ImportFailed as exc:
-            if format == _Format.json:
+            if format == TextOrJson.json:
                 print(json.dumps({"imported": False, "problems": exc.total, "errors": [
                     {"file": e.file, "row": e.row, "column": e.column, "reason": e.reason} for e in exc.errors]}))
             else:
@@ -146,7 +131,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         finally:
             store.close()
-        if format == _Format.json:
+        if format == TextOrJson.json:
             print(json.dumps({"imported": True, "files": [
                 {"kind": f.kind, "file": f.file, "rows": f.rows, "created": f.created, "updated": f.updated}
                 for f in report.files]}))

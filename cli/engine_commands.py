@@ -27,14 +27,11 @@ from typing import Annotated, Any
 import typer
 
 from cli import render
+from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, DbOpt, Fail
+from cli.common import TextOrJson as Format
 from dsl.catalog import Catalog
 from dsl.plan import Plan
 from dsl.project import Project
-
-
-class Format(str, enum.Enum):
-    text = "text"
-    json = "json"
 
 
 class TableFormat(str, enum.Enum):
@@ -48,11 +45,6 @@ RulesOpt = Annotated[
     typer.Option("--rules", help="Files or folders of .play files (default: playbooks/). Repeatable.",
                  show_default=False),
 ]
-DbOpt = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL (default: $PLAYBOOK_DATABASE_URL, else .playbook/playbook.db).",
-                 show_default=False),
-]
 TodayOpt = Annotated[
     str | None,
     typer.Option("--today", help="Evaluation day, YYYY-MM-DD (default: today, UTC).", show_default=False),
@@ -61,21 +53,15 @@ EmailCapOpt = Annotated[int, typer.Option("--email-cap", help="Max emails per co
 EmailDaysOpt = Annotated[int, typer.Option("--email-cap-days", help="Window of the email frequency cap, in days.")]
 RouteOpt = Annotated[str, typer.Option("--route", help="The route that says the motion ('' for none).")]
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2  # as in cli/main.py
 TABLE_DEFAULT_LIMIT = 50  # a terminal table of a million rows helps no one; csv/json have no default limit
 
 
 # ---------------------------------------------------------------- shared steps
 
 # The module that owns the app (cli.main, or __main__ under `python -m cli.main`),
-# set by register(). Not imported at the top: cli.main imports this module, and
-# under `python -m` a second copy of cli.main would have its own Fail class,
-# which the running guard would not catch.
+# set by register(): cli.main imports this module at its end, so its helpers are
+# reached through it rather than by a top-level import.
 _main: Any = None
-
-
-def Fail(message: str, exit_code: int = EXIT_USAGE) -> Exception:  # noqa: N802 - stands for the class
-    return _cli().Fail(message, exit_code)
 
 
 def _cli() -> Any:
@@ -387,7 +373,7 @@ def register(app: typer.Typer) -> None:
     """Add scorecard, why and plan to the `playbook` app."""
     global _main
     owner = next((m for m in list(sys.modules.values()) if getattr(m, "app", None) is app
-                  and hasattr(m, "Fail")), None)
+                  and hasattr(m, "_load")), None)
     if owner is not None:
         _main = owner
     app.command("scorecard")(scorecard)

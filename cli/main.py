@@ -40,11 +40,11 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from cli import render
+from cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Fail, TextOrJson
 from dsl.diagnostics import Diagnostic, Severity, make
 from dsl.nodes import Span
 from dsl.project import Project, UsageError, discover, load
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_PATHS = ["playbooks"]
 
 app = typer.Typer(
@@ -65,11 +65,6 @@ class CheckFormat(str, enum.Enum):
     sarif = "sarif"
 
 
-class TextOrJson(str, enum.Enum):
-    text = "text"
-    json = "json"
-
-
 class TestFormat(str, enum.Enum):
     text = "text"
     json = "json"
@@ -82,14 +77,6 @@ PathsArg = Annotated[
     typer.Argument(help="Files or folders of .play files (default: playbooks/).", show_default=False),
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat warnings as errors (exit 1).")]
-
-
-class Fail(Exception):
-    """A usage problem found inside a command (exit 2), reported like click's."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.message, self.exit_code = message, exit_code
 
 
 # ---------------------------------------------------------------- shared steps

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import enum
 import json
 import sys
 from pathlib import Path
@@ -22,27 +21,15 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.common import DbOpt, Fail, TextOrJson
+
 # Tests running commands in-process set this to False (os._exit would end pytest).
 HARD_EXIT = True
 
 
-class _Format(str, enum.Enum):
-    text = "text"
-    json = "json"
-
-
 PlaybooksArg = Annotated[list[Path] | None, typer.Argument(
     help="Files or folders of .play files (default: playbooks/).", show_default=False)]
-DbOpt = Annotated[str | None, typer.Option(
-    "--db", "--database", help="Store URL [env PLAYBOOK_DATABASE_URL; default .playbook/playbook.db].",
-    show_default=False)]
-FormatOpt = Annotated[_Format, typer.Option("--format", help="Output format.")]
-
-
-def _fail(message: str, code: int = 2) -> Exception:
-    from cli.main import Fail  # lazy: cli.main imports this module at its end
-
-    return Fail(message, code)
+FormatOpt = Annotated[TextOrJson, typer.Option("--format", help="Output format.")]
 
 
 def _playbooks(paths: list[Path] | None) -> Any:
@@ -52,9 +39,9 @@ def _playbooks(paths: list[Path] | None) -> Any:
     try:
         return Playbooks.load([str(p) for p in paths] if paths else ["playbooks"])
     except UsageError as exc:
-        raise _fail(str(exc)) from exc
+        raise Fail(str(exc)) from exc
     except ValueError as exc:  # errors in the playbooks
-        raise _fail(str(exc), 1) from exc
+        raise Fail(str(exc), 1) from exc
 
 
 def _date(value: str | None, option: str) -> dt.date | None:
@@ -63,7 +50,7 @@ def _date(value: str | None, option: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
-        raise _fail(f"{option} wants a date such as 2026-06-01, not {value!r}") from exc
+        raise Fail(f"{option} wants a date such as 2026-06-01, not {value!r}") from exc
 
 
 def _duration(value: str) -> dt.timedelta:
@@ -74,7 +61,7 @@ def _duration(value: str) -> dt.timedelta:
             return dt.timedelta(seconds=n * units[unit])
     except (ValueError, IndexError):
         pass
-    raise _fail(f"--schedule wants an interval such as 15m, 1h or 1d, not {value!r}")
+    raise Fail(f"--schedule wants an interval such as 15m, 1h or 1d, not {value!r}")
 
 
 def _finish(code: int) -> None:
@@ -99,7 +86,7 @@ def sweep(
     namespace: Annotated[str | None, typer.Option("--namespace", help="Temporal namespace [env PLAYBOOK_TEMPORAL_NAMESPACE].", show_default=False)] = None,
     task_queue: Annotated[str | None, typer.Option("--task-queue", help="Task queue of the workers [env PLAYBOOK_TEMPORAL_TASK_QUEUE; default playbook].", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", help="Decisions printed by --dry-run in text (0: all).")] = 50,
-    format: FormatOpt = _Format.text,
+    format: FormatOpt = TextOrJson.text,
 ) -> None:
     """Evaluate the triggers, decide enrollments (gate, cooldown, priority,
     frequency cap) and start the plays, once. Plays then run on the workers."""
@@ -118,7 +105,7 @@ def sweep(
     try:
         store = Store.open(db, catalog=playbooks.catalog)
     except StoreError as exc:
-        raise _fail(f"store: {exc}") from exc
+        raise Fail(f"store: {exc}") from exc
     try:
         if dry_run:
             _dry_run(store, playbooks, day, format, limit)
@@ -127,7 +114,7 @@ def sweep(
         summary = asyncio.run(_with_client(settings, lambda c: _sweep(c, store, playbooks, day, settings.task_queue)))
     finally:
         store.close()
-    if format == _Format.json:
+    if format == TextOrJson.json:
         print(summary.model_dump_json(indent=2))
     else:
         d = summary.decided
@@ -151,7 +138,7 @@ def _temporal(address: str | None, namespace: str | None, task_queue: str | None
     try:
         return TemporalSettings.from_env(address=address, namespace=namespace, task_queue=task_queue)
     except SettingsError as exc:
-        raise _fail(f"Temporal settings: {exc}") from exc
+        raise Fail(f"Temporal settings: {exc}") from exc
 
 
 async def _with_client(settings: Any, work: Any) -> Any:
@@ -160,7 +147,7 @@ async def _with_client(settings: Any, work: Any) -> Any:
     try:
         client = await connect(settings)
     except RuntimeError as exc:  # the SDK's "Failed client connect"
-        raise _fail(f"cannot reach Temporal at {settings.address}: {str(exc).splitlines()[0][:200]} "
+        raise Fail(f"cannot reach Temporal at {settings.address}: {str(exc).splitlines()[0][:200]} "
                     "(start one with `playbook dev`, or use --dry-run)") from exc
     return await work(client)
 
@@ -178,12 +165,12 @@ async def _sweep(client: Any, store: Any, playbooks: Any, today: dt.date | None,
     return await sweep_once(client, store, playbooks, now, today=today, task_queue=task_queue)
 
 
-def _dry_run(store: Any, playbooks: Any, day: dt.date | None, format: _Format, limit: int) -> None:
+def _dry_run(store: Any, playbooks: Any, day: dt.date | None, format: TextOrJson, limit: int) -> None:
     from engine import enroll
 
     today = day or dt.datetime.now(dt.timezone.utc).date()
     decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today)
-    if format == _Format.json:
+    if format == TextOrJson.json:
         print(json.dumps({"today": today.isoformat(), "decisions": [d.to_json() for d in decisions]}, indent=2))
         return
     enrolled = [d for d in decisions if d.enroll]
@@ -198,8 +185,8 @@ def _dry_run(store: Any, playbooks: Any, day: dt.date | None, format: _Format, l
         print(f"  ... {len(decisions) - len(shown)} more (--limit 0 shows all, --format json for tools)")
 
 
-def _print_json_or(doc: dict[str, Any], format: _Format, text: str) -> None:
-    print(json.dumps(doc, indent=2) if format == _Format.json else text)
+def _print_json_or(doc: dict[str, Any], format: TextOrJson, text: str) -> None:
+    print(json.dumps(doc, indent=2) if format == TextOrJson.json else text)
 
 
 # --------------------------------------------------------------------------
@@ -220,7 +207,7 @@ def simulate(
     db: Annotated[str | None, typer.Option("--db", "--database", help="Simulate on a copy of this SQLite store instead of demo data (never written to).", show_default=False)] = None,
     account: Annotated[list[str] | None, typer.Option("--account", help="Show this account's timeline (repeatable).", show_default=False)] = None,
     sample: Annotated[int, typer.Option("--sample", min=0, help="Timelines of this many enrolled accounts (chosen by the seed) when no --account.")] = 5,
-    format: FormatOpt = _Format.text,
+    format: FormatOpt = TextOrJson.text,
 ) -> None:
     """Run the real plays over a dataset on Temporal's time-skipping test
     server, with simulated replies, unsubscribes and won/lost deals; print
@@ -235,18 +222,18 @@ def simulate(
         try:
             scripted = [ScriptedEvent.model_validate(e) for e in json.loads(script.read_text())]
         except (OSError, ValueError) as exc:
-            raise _fail(f"--script {script}: {str(exc).splitlines()[0]}") from exc
+            raise Fail(f"--script {script}: {str(exc).splitlines()[0]}") from exc
     config = SimConfig(
         days=days, seed=seed, reply_rate=reply_rate, unsubscribe_rate=unsubscribe_rate, win_rate=win_rate,
         loss_rate=loss_rate, script=scripted, timeline_accounts=list(account or []), sample=sample,
         start=dt.datetime.combine(first, dt.time(6), dt.timezone.utc) if first else None,
     )
-    progress = None if format == _Format.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    progress = None if format == TextOrJson.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     try:
         report = asyncio.run(run_simulation(config, playbooks, accounts=accounts, db=db, progress=progress))
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
-    if format == _Format.json:
+        raise Fail(str(exc)) from exc
+    if format == TextOrJson.json:
         print(report_json(report))
     else:
         render(report)
@@ -264,21 +251,21 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and the simulated customers.")] = 7,
     db: Annotated[str | None, typer.Option("--db", "--database", help="SQLite store the demo clears and fills [default .playbook/playbook.db].", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Clear the store even if it holds accounts the demo did not make.")] = False,
-    format: FormatOpt = _Format.text,
+    format: FormatOpt = TextOrJson.text,
 ) -> None:
     """The full demo, no server needed: demo data in a local store, a sweep,
     plays enrolled, their first days run into the outbox, and where to look."""
     from workflows.demo import DemoError, print_summary, run_demo
 
     if paths is None and not Path("playbooks").is_dir():
-        raise _fail("no playbooks/ folder here: run the demo from the project's root, or pass the folder")
-    progress = None if format == _Format.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+        raise Fail("no playbooks/ folder here: run the demo from the project's root, or pass the folder")
+    progress = None if format == TextOrJson.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     try:
         summary = asyncio.run(run_demo(accounts=accounts, days=days, seed=seed, db=db, force=force,
                                        paths=[str(p) for p in paths] if paths else ["playbooks"], progress=progress))
     except DemoError as exc:
-        raise _fail(str(exc)) from exc
-    if format == _Format.json:
+        raise Fail(str(exc)) from exc
+    if format == TextOrJson.json:
         print(summary.model_dump_json(indent=2))
     else:
         print_summary(summary)
