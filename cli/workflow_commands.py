@@ -15,7 +15,6 @@ an unreachable server, 3 internal error.
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 import sys
@@ -24,13 +23,10 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from cli.common import Fail, TextOrJson
+
 # Tests running commands in-process set this to False (os._exit would end pytest).
 HARD_EXIT = True
-
-
-class _Format(str, enum.Enum):
-    text = "text"
-    json = "json"
 
 
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Temporal frontend host:port [env PLAYBOOK_TEMPORAL_ADDRESS; default localhost:7233].", show_default=False)]
@@ -40,27 +36,13 @@ DatabaseOpt = Annotated[str | None, typer.Option("--database", help="Store URL [
 PlaybooksArg = Annotated[list[Path] | None, typer.Argument(help="Folders of .play files whose declarations the activities use (default: playbooks/).", show_default=False)]
 
 
-def _fail(message: str) -> Exception:
-    """A problem the user can fix (settings, an unreachable server): exit 2, one line.
-
-    A ClickException rather than cli.main.Fail: under `python -m cli.main` that
-    module is `__main__`, and importing cli.main here would make a second Fail
-    class that its guard does not catch."""
-    try:  # typer >= 0.23 vendors click
-        from typer._click.exceptions import ClickException
-    except ImportError:  # pragma: no cover
-        from click.exceptions import ClickException  # type: ignore[no-redef]
-
-    return ClickException(message)
-
-
 def _settings(**overrides: Any) -> Any:
     from workflows.settings import SettingsError, TemporalSettings
 
     try:
         return TemporalSettings.from_env(**overrides)
     except SettingsError as exc:
-        raise _fail(f"Temporal settings: {exc}") from exc
+        raise Fail(f"Temporal settings: {exc}") from exc
 
 
 def _store_and_catalog(paths: list[Path] | None, database: str | None) -> tuple[Any, Any]:
@@ -71,11 +53,11 @@ def _store_and_catalog(paths: list[Path] | None, database: str | None) -> tuple[
     try:
         catalog = load_catalog([str(p) for p in paths] if paths else ["playbooks"])
     except UsageError as exc:
-        raise _fail(str(exc)) from exc
+        raise Fail(str(exc)) from exc
     try:
         return Store.open(database, catalog=catalog), catalog
     except StoreError as exc:
-        raise _fail(f"store: {exc}") from exc
+        raise Fail(f"store: {exc}") from exc
 
 
 def _reason(exc: BaseException) -> str:
@@ -162,7 +144,7 @@ def status(
     play: Annotated[str | None, typer.Option("--play", help="Only this play.", show_default=False)] = None,
     address: AddressOpt = None,
     namespace: NamespaceOpt = None,
-    format: Annotated[_Format, typer.Option("--format", help="Output format.")] = _Format.text,
+    format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
 ) -> None:
     """Running plays by play, plan version and step (Temporal's visibility API)."""
     from workflows.settings import connect
@@ -176,11 +158,11 @@ def status(
         try:
             client = await connect(settings)
         except RuntimeError as exc:
-            raise _fail(f"cannot reach Temporal at {settings.address} ({_reason(exc)})") from exc
+            raise Fail(f"cannot reach Temporal at {settings.address} ({_reason(exc)})") from exc
         try:
             return await running_plays(client, play=play)
         except RPCError as exc:
-            raise _fail(f"Temporal at {settings.address}, namespace {settings.namespace}: {exc.message}") from exc
+            raise Fail(f"Temporal at {settings.address}, namespace {settings.namespace}: {exc.message}") from exc
 
     # From here on the SDK's runtime threads exist: leave through _leave (sdk-python #300).
     try:
@@ -188,8 +170,8 @@ def status(
     except Exception as exc:
         if not HARD_EXIT or not hasattr(exc, "format_message"):
             raise  # in-process (tests), or a bug: the cli.main guard reports it
-        _leave(2, exc.format_message(), "status", json_mode=format is _Format.json)
-    if format is _Format.json:
+        _leave(2, exc.format_message(), "status", json_mode=format is TextOrJson.json)
+    if format is TextOrJson.json:
         print(json.dumps({**report.model_dump(mode="json"), "by_play": report.by_play()}, indent=2))
     else:
         for line in render_text(report):
