@@ -167,10 +167,10 @@ def status(
     # From here on the SDK's runtime threads exist: leave through _leave (sdk-python #300).
     try:
         report = asyncio.run(go())
-    except Exception as exc:
-        if not HARD_EXIT or not hasattr(exc, "format_message"):
-            raise  # in-process (tests), or a bug: the cli.main guard reports it
-        _leave(2, exc.format_message(), "status", json_mode=format is TextOrJson.json)
+    except Fail as exc:
+        if not HARD_EXIT:
+            raise  # in-process (tests): the cli.main guard reports it
+        _leave(exc.exit_code, exc.message, "status", json_mode=format is TextOrJson.json)
     if format is TextOrJson.json:
         print(json.dumps({**report.model_dump(mode="json"), "by_play": report.by_play()}, indent=2))
     else:
