@@ -15,6 +15,9 @@ from typing import Annotated
 import typer
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+# A store or server (database, Temporal) could not be reached: the environment,
+# not the input and not a bug. Retried first where a retry can help.
+EXIT_UNREACHABLE = 4
 
 
 class Fail(Exception):
