@@ -88,44 +88,4 @@ def evaluate(
     return value
 
 
-def describe(expr: n.Expr) -> str:
-    """A condition as a person would write it, for decision reasons."""
-    match expr:
-        case n.Symbol(name=name):
-            return name
-        case n.Ref():
-            return expr.dotted
-        case n.String(value=value):
-            return f'"{value}"'
-        case n.Number(value=value):
-            return f"{value:g}"
-        case n.Percent(value=value):
-            return f"{value * 100:g}%"
-        case n.Bool(value=value):
-            return "true" if value else "false"
-        case n.Duration(amount=amount, unit=unit):
-            return f"{amount:g} {unit.value}"
-        case n.Unary(op=op, operand=operand):
-            return f"not {describe(operand)}" if op is n.UnOp.NOT else f"-{describe(operand)}"
-        case n.Binary(op=op, left=left, right=right):
-            return f"{_wrap(left, op)} {op.value} {_wrap(right, op)}"
-        case n.InList(value=value, items=items, negated=negated):
-            inner = ", ".join(describe(i) for i in items)
-            return f"{describe(value)} {'not in' if negated else 'in'} [{inner}]"
-        case n.Between(value=value, low=low, high=high):
-            return f"{describe(value)} between {describe(low)} and {describe(high)}"
-        case n.IsEmpty(value=value, negated=negated):
-            return f"{describe(value)} is {'not ' if negated else ''}empty"
-        case n.Call(func=func, args=args):
-            return f"{func}({', '.join(describe(a) for a in args)})"
-    return type(expr).__name__.lower()
-
-
-def _wrap(expr: n.Expr, parent: n.BinOp) -> str:
-    text = describe(expr)
-    if isinstance(expr, n.Binary) and expr.op is not parent and expr.op in (n.BinOp.AND, n.BinOp.OR):
-        return f"({text})"
-    return text
-
-
-__all__ = ["EVENT_NAMES", "EvalError", "bind_events", "describe", "evaluate", "is_local"]
+__all__ = ["EVENT_NAMES", "EvalError", "bind_events", "evaluate", "is_local"]

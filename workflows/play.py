@@ -37,6 +37,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from dsl import nodes as n
     from dsl.plan import Plan, PlanStep
+    from dsl.printer import format_expr
     import workflows.conditions as conditions  # `from workflows import m` would re-import m in every run's sandbox
     import workflows.search_attributes as sa
     from workflows.activities import PlayActivities, compute_schedule
@@ -124,7 +125,7 @@ class PlayWorkflow:
             # The workflow re-checks the exit on every signal; it cannot call
             # an activity for that. The checker should reject such plays.
             raise ApplicationError(
-                f"exit condition reads account data: {conditions.describe(self._plan.exit)}",
+                f"exit condition reads account data: {format_expr(self._plan.exit)}",
                 type="PlanError", non_retryable=True,
             )
         if self._state is None:
@@ -212,7 +213,7 @@ class PlayWorkflow:
         if conditions.evaluate(self._plan.exit, self._events, workflow.now().date()) is True:
             flags = ", ".join(sorted(k for k, v in self._events.flags.items() if v)) or "none"
             self._exit_reason = (
-                f"exit when {conditions.describe(self._plan.exit)} held "
+                f"exit when {format_expr(self._plan.exit)} held "
                 f"(events: {flags}; stage: {self._events.stage or 'unknown'})"
             )
 
@@ -262,7 +263,7 @@ class PlayWorkflow:
         if step.unless is not None:
             held = await self._condition(step.unless)
             if held is True:
-                self._decide(step.label, Outcome.SKIPPED, f"unless {conditions.describe(step.unless)} held")
+                self._decide(step.label, Outcome.SKIPPED, f"unless {format_expr(step.unless)} held")
                 return
         late = workflow.now() - when.due_at
         if late > LATE_AFTER:
@@ -298,7 +299,7 @@ class PlayWorkflow:
         arm, actions = ("then", action.then) if held is True else ("else", action.otherwise)
         shown = {True: "true", False: "false", None: "empty"}[held]
         self._decide(path, Outcome.THEN if held is True else Outcome.OTHERWISE,
-                     f"{conditions.describe(action.condition)} is {shown}")
+                     f"{format_expr(action.condition)} is {shown}")
         for i, sub in enumerate(actions):
             await self._act(sub, f"{path}/{arm}/{i}", when)
 
@@ -324,7 +325,7 @@ class PlayWorkflow:
                 timeout_summary=f"wait for {names}",
             )
         except asyncio.TimeoutError:
-            self._decide(path, Outcome.TIMEOUT, f"no {names} within {conditions.describe(action.timeout)}")
+            self._decide(path, Outcome.TIMEOUT, f"no {names} within {format_expr(action.timeout)}")
         else:
             if self._exit_reason:
                 raise _Exit
@@ -340,7 +341,7 @@ class PlayWorkflow:
             ConditionRequest(account_id=self._input.account_id, expr=expr, events=self._events, at=workflow.now()),
             start_to_close_timeout=self._act_timeout,
             retry_policy=ACT_RETRY,
-            summary=conditions.describe(expr),
+            summary=format_expr(expr),
         )
 
     async def _side_effect(self, action: n.StepAction, path: str) -> ActResult:

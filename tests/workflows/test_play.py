@@ -184,6 +184,17 @@ async def test_branch_on_account_data_goes_through_an_activity():
     assert keys[0].endswith(":route/then/0") and keys[1].endswith(":route/else/0")
 
 
+async def test_decision_reason_prints_the_condition_as_written():
+    # `(arr + 2) * 3 > 5000 and 30 days ago < today`: parentheses and `N days ago` survive.
+    product = n.Binary(op=n.BinOp.MUL, left=n.Binary(op=n.BinOp.ADD, left=ref("account.arr"), right=n.Number(value=2)), right=n.Number(value=3))
+    recent = n.Binary(op=n.BinOp.LT, left=n.Ago(duration=days(30)), right=n.Today())
+    cond = n.Binary(op=n.BinOp.AND, left=n.Binary(op=n.BinOp.GT, left=product, right=n.Number(value=5000)), right=recent)
+    p = plan([step("route", 0, n.BranchStep(condition=cond, then=[n.NotifyStep(channel="#big", message="big")], otherwise=[]))])
+    async with harness() as h:
+        result = await wait_for(h, await start(h, p, "acme"))
+    assert result.decisions[0].reason == "(account.arr + 2) * 3 > 5000 and 30 days ago < today is true"
+
+
 async def test_anchor_relative_days_and_missed_steps():
     p = plan(
         [step("early", -90, email("hello")), step("prep", -10, n.TaskStep(assignee=ref("account.csm"), title="Prep renewal")),
