@@ -51,7 +51,8 @@ class Seed:
     def enrollment(self, account_id: str, play: str, status: str = "running", started: dt.date | None = None,
                    ended: dt.date | None = None, plan_hash: str = "h") -> None:
         t = Base.metadata.tables["enrollments"]
-        at = (lambda d: dt.datetime.combine(d, dt.time(9), dt.timezone.utc) if d else None)
+        def at(d: dt.date | None) -> dt.datetime | None:
+            return dt.datetime.combine(d, dt.time(9), dt.timezone.utc) if d else None
         with self.store.begin() as conn:
             conn.execute(t.insert().values(
                 workflow_id=f"play:{play}:{account_id}", play=play, account_id=account_id, plan_hash=plan_hash,
