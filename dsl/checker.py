@@ -8,6 +8,7 @@ cascades. Codes are stable and listed in docs/diagnostics.md.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from dsl import nodes as n
 from dsl import types as T
 from dsl.catalog import INBOUND_EVENTS, Catalog
 from dsl.diagnostics import Diagnostic, Severity, make
+from dsl.printer import format_literal, format_number, format_percent, spine
 from dsl.project import Project
 from dsl.suggest import closest, did_you_mean
 
@@ -172,10 +174,27 @@ class Checker:
             t = self.type_of(score.formula, Scope())
             if not t.numeric:
                 self.error("PB205", f"score '{score.name}' must be a number, not {T.words(t)}", score.formula.span)
+            self.check_weights(score.name, score.formula)
         for rule in score.points:
             for case in rule.cases:
                 self.condition(case.when, Scope(), f"score '{score.name}'")
         self.check_bands(score)
+
+    def check_weights(self, name: str, formula: n.Expr) -> None:
+        """A weighted sum (`a * 0.4 + b * 0.6`) whose weights do not add up to 1 (or 100%)
+        leaves the score off its inputs' scale, so the bands no longer mean what they say."""
+        weights = _weights(formula)
+        if weights is None:
+            return
+        total = math.fsum(w.value for w in weights)
+        if math.isclose(total, 1.0, rel_tol=0, abs_tol=1e-9):
+            return
+        percent = all(isinstance(w, n.Percent) for w in weights)
+        shown = format_percent(total) if percent else format_number(total)
+        self.warn("PB134", f"the weights of score '{name}' add up to {shown}, not {'100%' if percent else '1'}",
+                  formula.span,
+                  f"{' + '.join(format_literal(w) for w in weights)} = {shown}; weights that add up to "
+                  "1 keep the score on its inputs' scale (inputs of 0..100 give a score of 0..100)")
 
     def check_bands(self, score: n.ScoreDecl) -> None:
         seen: set[str] = set()
@@ -735,6 +754,22 @@ def _compare_hint(left: T.Type, right: T.Type) -> str | None:
     if "bool" in kinds:
         return "a true/false field is a condition by itself: write `account.flag` or `not account.flag`"
     return None
+
+
+def _weights(formula: n.Expr) -> list[n.Number | n.Percent] | None:
+    """The literal weights of `a * 0.4 + 0.6 * b`, or None if the formula is not such a sum."""
+    first, rest = spine(formula)
+    if not rest or any(op is not n.BinOp.ADD for op, _ in rest):
+        return None
+    weights: list[n.Number | n.Percent] = []
+    for term in [first, *(t for _, t in rest)]:
+        if not (isinstance(term, n.Binary) and term.op is n.BinOp.MUL):
+            return None
+        literals = [side for side in (term.left, term.right) if isinstance(side, (n.Number, n.Percent))]
+        if len(literals) != 1:
+            return None
+        weights.append(literals[0])
+    return weights
 
 
 def _day_order(t: n.Timing) -> float:

@@ -115,6 +115,8 @@ CASES = [
      ("PB162", "error", 3, 24, "an exit can only test events and the stage, not 'account.arr'")),
     ("step inside a wait", "play p\n  ungated\n  day 1 wait up to 5 days for replied\n  day 3 stage \"A\"\n",
      ("PB312", "warning", 4, 3, "this step (day 3) falls inside the wait on day 1")),
+    ("weights that do not add up to 1", "score s\n  = account.arr * 0.4 + account.health_score * 0.5\n",
+     ("PB134", "warning", 2, 5, "the weights of score 's' add up to 0.9, not 1")),
     ("let cycle", "entity deal\n  field x int\n",
      None),
 ]
@@ -162,3 +164,16 @@ def test_a_declaration_that_did_not_parse_is_not_reported_again_where_it_is_used
            "play broken_play\n  gate ready\n  day 1 stage \"A\" unless (\n")
     got = findings(src)
     assert [f[0] for f in got] == ["PB002"], got
+
+
+def test_weights_that_add_up_to_one_or_100_percent_are_clean():
+    src = ("score a\n  = account.arr * 0.4 + account.health_score * 0.3 + account.arr * 0.2 + 0.1 * account.arr\n"
+           "score b\n  = account.arr * 40% + account.health_score * 60%\n"
+           "score c\n  = account.arr + account.health_score * 0.5\n")  # not a weighted sum: no finding
+    assert findings(src) == []
+
+
+def test_percent_weights_name_their_sum_in_percent():
+    [d] = check(load_text(PRELUDE + "score s\n  = account.arr * 40% + account.health_score * 50%\n", "t.play"))
+    assert (d.code, d.summary) == ("PB134", "the weights of score 's' add up to 90%, not 100%")
+    assert d.detail.startswith("40% + 50% = 90%")
