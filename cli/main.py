@@ -355,6 +355,18 @@ def _test_failure_text(result: Any) -> str | None:
     return None if result.status == "passed" else "\n".join(render_result(result)[1:])
 
 
+def _check_error_cases(diagnostics: Sequence[Diagnostic]) -> list[tuple[str, str, float, str | None]]:
+    """Each check error as a failed JUnit case, so CI shows why no test ran."""
+    cases: list[tuple[str, str, float, str | None]] = []
+    for d in diagnostics:
+        if d.severity != Severity.ERROR:
+            continue
+        where = f"{d.range.file}:{d.range.start.line}:{d.range.start.column}"
+        text = "\n".join(x for x in (f"{where}: {d.code} {d.summary}", d.detail) if x)
+        cases.append((d.range.file, f"check {d.code} at line {d.range.start.line}", 0.0, text))
+    return cases
+
+
 def _test_summary(report: Any) -> dict[str, int]:
     return {"tests": len(report.results), "passed": report.passed, "failed": report.failed, "errored": report.errors}
 
@@ -376,9 +388,12 @@ def test(
     diagnostics = _check(project, strict)
     files = len(project.modules)
     if _has_errors(diagnostics):
-        # Tests of a project that does not check would report nonsense; say why none ran.
-        _print_diagnostics(format.value if format != TestFormat.junit else "text", diagnostics, project.sources, files,
-                           tests=[], coverage=[])
+        # Tests of a project that does not check would report nonsense; say why none ran,
+        # in the format asked for (a CI job reads the report exactly when a file breaks).
+        if format == TestFormat.junit:
+            print(render.junit_xml("playbook check", _check_error_cases(diagnostics), 0.0))
+        else:
+            _print_diagnostics(format.value, diagnostics, project.sources, files, tests=[], coverage=[])
         if format in (TestFormat.text, TestFormat.junit):
             print("tests not run: fix the errors above first", file=sys.stderr)
         raise typer.Exit(EXIT_FINDINGS)

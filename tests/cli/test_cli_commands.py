@@ -143,6 +143,20 @@ def test_test_refuses_to_run_on_check_errors() -> None:
     assert doc["tests"] == [] and doc["summary"]["errors"] >= 1
 
 
+def test_test_keeps_its_format_when_the_files_have_check_errors() -> None:
+    bad = str(CHECK / "unknown_field.play")
+    junit = run_cli("test", "--format", "junit", bad)
+    assert junit.code == 1
+    root = ET.fromstring(junit.stdout)  # the whole of stdout is one JUnit document
+    failures = root.findall(".//failure")
+    assert failures and int(root.get("failures")) == len(failures)
+    assert all("PB" in f.get("message") and "unknown_field.play:" in f.get("message") for f in failures)
+    github = run_cli("test", "--format", "github", bad)
+    *annotations, counts = github.stdout.splitlines()
+    assert github.code == 1 and counts.startswith("1 error")
+    assert annotations and all(line.startswith("::error file=") for line in annotations)
+
+
 def test_test_bad_today_is_usage() -> None:
     assert run_cli("test", "--today", "tomorrow", str(CLEAN)).code == 2
 
