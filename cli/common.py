@@ -9,10 +9,14 @@ class the running guard did not catch. Defined here, there is one class.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from engine.settings import EngineSettings
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 # A store or server (database, Temporal) could not be reached: the environment,
@@ -36,3 +40,33 @@ class TextOrJson(str, enum.Enum):
 DbOpt = Annotated[str | None, typer.Option(
     "--db", "--database", help="Store URL [env PLAYBOOK_DATABASE_URL; default .playbook/playbook.db].",
     show_default=False)]
+
+
+def settings(exit_code: int = EXIT_USAGE) -> EngineSettings:
+    """The decision settings (engine/settings.py) every command reads; a bad one is bad usage."""
+    from engine.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise Fail(f"settings: {exc}", exit_code) from exc
+
+
+def parse_day(value: str | None, option: str = "--today", exit_code: int = EXIT_USAGE) -> dt.date | None:
+    """The one parser of a day given on the command line (YYYY-MM-DD), with the one message."""
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise Fail(f"{option} wants a date such as 2026-06-01 (YYYY-MM-DD), not {value!r}", exit_code) from None
+
+
+def today(value: str | None, exit_code: int = EXIT_USAGE) -> dt.date:
+    """`--today` if given, else today in the team's time zone (the setting `time_zone`)."""
+    return parse_day(value, exit_code=exit_code) or settings(exit_code).today()
+
+
+TodayOpt = Annotated[str | None, typer.Option(
+    "--today", help="Evaluate as of this day, YYYY-MM-DD [default: today in the team's time zone, "
+                    "env PLAYBOOK_TIME_ZONE, default UTC].", show_default=False)]

@@ -6,7 +6,6 @@ as everywhere: 0 done, 1 rejected data (nothing written), 2 bad usage.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import DbOpt, Fail, TextOrJson
+from cli.common import DbOpt, Fail, TextOrJson, TodayOpt
+from cli.common import today as today_in_team_zone
 
 PlaybooksOpt = Annotated[list[Path] | None, typer.Option(
     "--playbooks", help="Folders or files of .play declarations (default: playbooks/).", show_default=False)]
@@ -48,8 +48,7 @@ def register(app: typer.Typer) -> None:
     def demo_data(
         accounts: Annotated[int, typer.Option("--accounts", help="How many accounts to generate.")] = 1000,
         seed: Annotated[int, typer.Option("--seed", help="Same seed, same data.")] = 7,
-        today: Annotated[str | None, typer.Option("--today", help="The data's today (YYYY-MM-DD).",
-                                                  show_default=False)] = None,
+        today: TodayOpt = None,
         replace: Annotated[bool, typer.Option("--replace", help="Empty the store's account data first.")] = False,
         db: DbOpt = None,
         playbooks: PlaybooksOpt = None,
@@ -62,10 +61,7 @@ def register(app: typer.Typer) -> None:
 
         if accounts < 0:
             raise Fail("--accounts cannot be negative")
-        try:
-            day = dt.date.fromisoformat(today) if today else dt.date.today()
-        except ValueError:
-            raise Fail(f"--today: '{today}' is not a date (YYYY-MM-DD)") from None
+        day = today_in_team_zone(today)
         catalog = _catalog(playbooks)
         store = _store(db, catalog)
         show = format == TextOrJson.text and sys.stderr.isatty()

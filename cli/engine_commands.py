@@ -6,8 +6,10 @@ and engine/plan.py. Registered on the main app by `register(app)`.
 Every command reads the rules from `--rules PATH` (default playbooks/; they
 must check clean, as for `compile`) and the store from `--db URL` (default:
 $PLAYBOOK_DATABASE_URL, else the embedded SQLite file .playbook/playbook.db).
-`--today` fixes the evaluation day (default: today, UTC), for reproducible
-output in CI. Exit codes as elsewhere: 0 ok, 1 the rules have errors, 2 bad
+`--today` fixes the evaluation day (default: today in the team's time zone),
+for reproducible output in CI. The caps, the route and the time zone are
+settings (engine/settings.py), the same ones `sweep` and the worker read, so
+`plan` and `why` preview exactly what a sweep decides. Exit codes as elsewhere: 0 ok, 1 the rules have errors, 2 bad
 usage (unknown account, rule or revision); `plan --detailed-exitcode`
 follows Terraform: 0 no change, 1 error, 2 changes.
 """
@@ -15,7 +17,6 @@ follows Terraform: 0 no change, 1 error, 2 changes.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import enum
 import json
 import sys
@@ -27,7 +28,7 @@ from typing import Annotated, Any
 import typer
 
 from cli import render
-from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, DbOpt, Fail
+from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, DbOpt, Fail, TodayOpt, settings, today as _today
 from cli.common import TextOrJson as Format
 from dsl.catalog import Catalog
 from dsl.plan import Plan
@@ -45,13 +46,6 @@ RulesOpt = Annotated[
     typer.Option("--rules", help="Files or folders of .play files (default: playbooks/). Repeatable.",
                  show_default=False),
 ]
-TodayOpt = Annotated[
-    str | None,
-    typer.Option("--today", help="Evaluation day, YYYY-MM-DD (default: today, UTC).", show_default=False),
-]
-EmailCapOpt = Annotated[int, typer.Option("--email-cap", help="Max emails per contact in --email-cap-days, across plays.")]
-EmailDaysOpt = Annotated[int, typer.Option("--email-cap-days", help="Window of the email frequency cap, in days.")]
-RouteOpt = Annotated[str, typer.Option("--route", help="The route that says the motion ('' for none).")]
 
 TABLE_DEFAULT_LIMIT = 50  # a terminal table of a million rows helps no one; csv/json have no default limit
 
@@ -84,15 +78,6 @@ def _check(project: Project) -> Any:
 def _has_errors(diagnostics: Any) -> bool:
     return bool(_cli()._has_errors(diagnostics))
 
-
-
-def _today(value: str | None, exit_code: int = EXIT_USAGE) -> dt.date:
-    if value is None:
-        return dt.datetime.now(dt.timezone.utc).date()
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise Fail(f"--today: not a date (YYYY-MM-DD): {value!r}", exit_code) from None
 
 
 def _rules(paths: list[Path] | None, json_mode: bool, error_code: int = EXIT_FINDINGS,
@@ -152,7 +137,6 @@ def scorecard(
                         "0: all).", show_default=False)] = None,
     score: Annotated[str, typer.Option("--score", help="The readiness score.")] = "readiness",
     gate: Annotated[str, typer.Option("--gate", help="The gate behind activation_status ('' for none).")] = "expansion_ready",
-    route: RouteOpt = "touch",
     today: TodayOpt = None,
 ) -> None:
     """The expansion-readiness scorecard: one row per account, readiness descending."""
@@ -161,7 +145,7 @@ def scorecard(
     json_mode = format == TableFormat.json
     day = _today(today)
     project, _plans = _rules(rules, json_mode)
-    options = sc.Options(score=score, gate=gate or None, route=route or None)
+    options = sc.Options(score=score, gate=gate or None, route=settings().route)
     try:
         sc.validate(project.catalog, options)
     except sc.ScorecardError as e:
@@ -214,23 +198,19 @@ def why(
     rules: RulesOpt = None,
     db: DbOpt = None,
     format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
-    route: RouteOpt = "touch",
-    email_cap: EmailCapOpt = 3,
-    email_cap_days: EmailDaysOpt = 7,
     today: TodayOpt = None,
 ) -> None:
     """Why an account does (not) start a play: every condition with its value."""
-    from engine.enroll import Settings
     from engine.why import WhyError, render_text
     from engine.why import why as explain
 
     json_mode = format == Format.json
     day = _today(today)
     project, plans = _rules(rules, json_mode)
-    settings = Settings(email_cap=email_cap, email_cap_days=email_cap_days, route=route or None)
+    knobs = settings().enrollment()
     with _store(db, project.catalog) as store, store.connect() as conn:
         try:
-            report = explain(conn, project.catalog, plans, day, account, play, settings)
+            report = explain(conn, project.catalog, plans, day, account, play, knobs)
         except WhyError as e:
             raise Fail(str(e)) from e
     if json_mode:
@@ -252,24 +232,20 @@ def plan(
     detailed_exitcode: Annotated[bool, typer.Option(
         "--detailed-exitcode", help="Exit 0 when nothing changes, 1 on error, 2 when something changes.")] = False,
     format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
-    route: RouteOpt = "touch",
-    email_cap: EmailCapOpt = 3,
-    email_cap_days: EmailDaysOpt = 7,
     today: TodayOpt = None,
 ) -> None:
     """What a sweep would enroll now, by play and route; with --against, what a rule change changes."""
-    from engine.enroll import Settings
     from engine import plan as pl
 
     json_mode = format == Format.json
     err = EXIT_FINDINGS if detailed_exitcode else EXIT_USAGE  # with -detailed-exitcode, 2 means "changes"
     day = _today(today, err)
     project, plans = _rules(rules, json_mode)
-    settings = Settings(email_cap=email_cap, email_cap_days=email_cap_days, route=route or None)
+    knobs = settings(err).enrollment()
     changes: bool
     if against is None:
         with _store(db, project.catalog, err) as store, store.connect() as conn:
-            result = pl.enrollment_plan(conn, project.catalog, plans, day, settings)
+            result = pl.enrollment_plan(conn, project.catalog, plans, day, knobs)
         changes = result.changes
         if json_mode:
             print(json.dumps(result.to_json(), indent=2))
@@ -290,7 +266,7 @@ def plan(
                 sync_entities(conn, old_project.catalog)
             with store.connect() as conn:
                 diff = pl.rule_diff(conn, (old_project.catalog, old_plans), (project.catalog, plans), day,
-                                    settings, before=against, after="working tree")
+                                    knobs, before=against, after="working tree")
         changes = diff.changes
         if json_mode:
             print(json.dumps(diff.to_json(), indent=2))

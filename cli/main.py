@@ -40,7 +40,8 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from cli import render
-from cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Fail, TextOrJson
+from cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Fail, TextOrJson, TodayOpt
+from cli.common import today as today_in_team_zone
 from dsl.diagnostics import Diagnostic, Severity, make
 from dsl.nodes import Span
 from dsl.project import Project, UsageError, discover, load
@@ -326,22 +327,7 @@ def compile_(
 # ---------------------------------------------------------------- test
 
 
-def _parse_today(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as e:
-        raise Fail(f"--today wants a date such as 2026-06-01, not {value!r}") from e
-
-
-TodayOpt = Annotated[
-    str | None,
-    typer.Option("--today", help="Evaluate tests without their own `today` on this date (YYYY-MM-DD).", show_default=False),
-]
-
-
-def _run_tests(project: Project, today: dt.date | None, only: str | None) -> tuple[Any, float]:
+def _run_tests(project: Project, today: dt.date, only: str | None) -> tuple[Any, float]:
     from dsl.testing import run_tests
 
     started = time.perf_counter()
@@ -383,7 +369,7 @@ def test(
     which triggers, plays and gates no test exercised."""
     from dsl.testing import render_text
 
-    day = _parse_today(today)
+    day = today_in_team_zone(today)
     project = _load(paths)
     diagnostics = _check(project, strict)
     files = len(project.modules)
@@ -449,7 +435,7 @@ def summary(
     with their step timelines and plan hashes, and the test results."""
     from cli.summary import build_summary, render_summary
 
-    day = _parse_today(today)
+    day = today_in_team_zone(today)
     project = _load(paths)
     diagnostics = _check(project)
     report = None

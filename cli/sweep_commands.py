@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import DbOpt, Fail, TextOrJson
+from cli.common import DbOpt, Fail, TextOrJson, TodayOpt, parse_day, settings
 
 # Tests running commands in-process set this to False (os._exit would end pytest).
 HARD_EXIT = True
@@ -42,15 +42,6 @@ def _playbooks(paths: list[Path] | None) -> Any:
         raise Fail(str(exc)) from exc
     except ValueError as exc:  # errors in the playbooks
         raise Fail(str(exc), 1) from exc
-
-
-def _date(value: str | None, option: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise Fail(f"{option} wants a date such as 2026-06-01, not {value!r}") from exc
 
 
 def _duration(value: str) -> dt.timedelta:
@@ -80,7 +71,7 @@ def sweep(
     paths: PlaybooksArg = None,
     db: DbOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the enrollment decisions only: record nothing, start nothing, no server needed.")] = False,
-    today: Annotated[str | None, typer.Option("--today", help="Evaluate the rules as of this date (YYYY-MM-DD) [default: today, UTC].", show_default=False)] = None,
+    today: TodayOpt = None,
     schedule: Annotated[str | None, typer.Option("--schedule", help="Instead of sweeping now, create (or update) the Temporal Schedule that runs SweepWorkflow every INTERVAL (15m, 1h, 1d); workers run it.", show_default=False)] = None,
     address: Annotated[str | None, typer.Option("--address", help="Temporal frontend host:port [env PLAYBOOK_TEMPORAL_ADDRESS; default localhost:7233].", show_default=False)] = None,
     namespace: Annotated[str | None, typer.Option("--namespace", help="Temporal namespace [env PLAYBOOK_TEMPORAL_NAMESPACE].", show_default=False)] = None,
@@ -92,14 +83,15 @@ def sweep(
     frequency cap) and start the plays, once. Plays then run on the workers."""
     from engine.store import Store, StoreError
 
-    day = _date(today, "--today")
+    day = parse_day(today)
+    decide_with = settings()
     playbooks = _playbooks(paths)
     if schedule is not None:
         every = _duration(schedule)
-        settings = _temporal(address, namespace, task_queue)
-        handle = asyncio.run(_with_client(settings, lambda c: _schedule(c, every, settings.task_queue)))
+        temporal = _temporal(address, namespace, task_queue)
+        handle = asyncio.run(_with_client(temporal, lambda c: _schedule(c, every, temporal.task_queue)))
         _print_json_or({"schedule": handle, "every_seconds": every.total_seconds()}, format,
-                       f"schedule {handle}: SweepWorkflow every {schedule} on task queue {settings.task_queue} "
+                       f"schedule {handle}: SweepWorkflow every {schedule} on task queue {temporal.task_queue} "
                        "(overlap: skip; catch-up: one interval)")
         raise typer.Exit(0)
     try:
@@ -108,10 +100,11 @@ def sweep(
         raise Fail(f"store: {exc}") from exc
     try:
         if dry_run:
-            _dry_run(store, playbooks, day, format, limit)
+            _dry_run(store, playbooks, day or decide_with.today(), decide_with, format, limit)
             raise typer.Exit(0)
-        settings = _temporal(address, namespace, task_queue)
-        summary = asyncio.run(_with_client(settings, lambda c: _sweep(c, store, playbooks, day, settings.task_queue)))
+        temporal = _temporal(address, namespace, task_queue)
+        summary = asyncio.run(_with_client(temporal, lambda c: _sweep(c, store, playbooks, day, decide_with,
+                                                                     temporal.task_queue)))
     finally:
         store.close()
     if format == TextOrJson.json:
@@ -158,18 +151,18 @@ async def _schedule(client: Any, every: dt.timedelta, task_queue: str) -> str:
     return (await ensure_schedule(client, every, task_queue=task_queue)).id
 
 
-async def _sweep(client: Any, store: Any, playbooks: Any, today: dt.date | None, task_queue: str) -> Any:
+async def _sweep(client: Any, store: Any, playbooks: Any, today: dt.date | None, decide_with: Any,
+                 task_queue: str) -> Any:
     from workflows.sweep import sweep_once
 
     now = dt.datetime.now(dt.timezone.utc)
-    return await sweep_once(client, store, playbooks, now, today=today, task_queue=task_queue)
+    return await sweep_once(client, store, playbooks, now, today=today, task_queue=task_queue, settings=decide_with)
 
 
-def _dry_run(store: Any, playbooks: Any, day: dt.date | None, format: TextOrJson, limit: int) -> None:
+def _dry_run(store: Any, playbooks: Any, today: dt.date, decide_with: Any, format: TextOrJson, limit: int) -> None:
     from engine import enroll
 
-    today = day or dt.datetime.now(dt.timezone.utc).date()
-    decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today)
+    decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today, decide_with.enrollment())
     if format == TextOrJson.json:
         print(json.dumps({"today": today.isoformat(), "decisions": [d.to_json() for d in decisions]}, indent=2))
         return
@@ -216,7 +209,7 @@ def simulate(
     from workflows.simulate import simulate as run_simulation
 
     playbooks = _playbooks(paths)
-    first = _date(start, "--start")
+    first = parse_day(start, "--start")
     scripted: list[ScriptedEvent] = []
     if script is not None:
         try:

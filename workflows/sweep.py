@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
     from dsl.plan import Plan
     from engine import enroll
     from engine.schema import Base
+    from engine.settings import EngineSettings, load_settings
     from engine.store import Store
     from workflows.client import TASK_QUEUE, AlreadyEnrolled, start_play
     from workflows.model import PlayInput
@@ -109,7 +110,7 @@ class Playbooks:
 
 
 class SweepInput(BaseModel):
-    today: dt.date | None = None  # evaluate rules as of this date (default: the sweep's date, UTC)
+    today: dt.date | None = None  # evaluate rules as of this date (default: the team's date, engine/settings.py)
     dry_run: bool = False  # decide and report, record nothing, start nothing
     batch_size: int = DEFAULT_BATCH
 
@@ -121,11 +122,14 @@ class ReconcileResult(BaseModel):
 
 class DecideRequest(BaseModel):
     now: dt.datetime
-    today: dt.date
+    # None: the team's date at `now`, from the worker's settings (a workflow
+    # reads no settings; the activity does, like `playbook plan` does).
+    today: dt.date | None = None
     dry_run: bool = False
 
 
 class DecideResult(BaseModel):
+    today: dt.date | None = None  # the day the rules were evaluated on
     decisions: int = 0
     enrolled: int = 0
     skipped: dict[str, int] = {}  # reason code -> candidates
@@ -233,21 +237,22 @@ def _count(decisions: Sequence[Any], key: Any) -> dict[str, int]:
 
 
 def decide(store: Store, playbooks: Playbooks, now: dt.datetime, today: dt.date, *, dry_run: bool = False,
-           settings: enroll.Settings | None = None) -> DecideResult:
+           settings: EngineSettings) -> DecideResult:
     """Enrollment decisions (engine/enroll.py); recorded with `pending` rows unless `dry_run`."""
+    knobs = settings.enrollment()
     if dry_run:
-        decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today, settings)
+        decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today, knobs)
         chosen = [d for d in decisions if d.enroll]
         return DecideResult(
-            decisions=len(decisions), enrolled=len(chosen),
+            today=today, decisions=len(decisions), enrolled=len(chosen),
             skipped=_count([d for d in decisions if not d.enroll], lambda d: d.codes),
             by_play=_count(chosen, lambda d: [d.play]),
             by_route=_count(chosen, lambda d: [f"{d.play}/{d.route or '-'}"]),
             triggers=_count(chosen, lambda d: list(d.triggers[:1])),
         )
-    res = enroll.record(store, playbooks.catalog, playbooks.plans, today, settings, status="pending", now=now)
+    res = enroll.record(store, playbooks.catalog, playbooks.plans, today, knobs, status="pending", now=now)
     return DecideResult(
-        decisions=res.decisions, enrolled=len(res.enrolled), skipped=dict(sorted(res.skipped.items())),
+        today=today, decisions=res.decisions, enrolled=len(res.enrolled), skipped=dict(sorted(res.skipped.items())),
         by_play=_count(res.enrolled, lambda e: [e.play]),
         by_route=_count(res.enrolled, lambda e: [f"{e.play}/{e.route or '-'}"]),
         triggers=_count(res.enrolled, lambda e: [e.trigger] if e.trigger else []),
@@ -411,13 +416,15 @@ async def start_batch(client: Client, store: Store, playbooks: Playbooks, req: S
 async def sweep_once(client: Client | None, store: Store, playbooks: Playbooks, now: dt.datetime, *,
                      today: dt.date | None = None, dry_run: bool = False, batch_size: int = DEFAULT_BATCH,
                      task_queue: str = TASK_QUEUE, enrolled_at: dt.datetime | None = None,
-                     settings: enroll.Settings | None = None) -> SweepSummary:
+                     settings: EngineSettings | None = None) -> SweepSummary:
     """One sweep in this process: what SweepWorkflow does through its activities.
 
     `client` may be None only for a dry run. `enrolled_at` (default `now`):
-    the instant the plays count from.
+    the instant the plays count from. `settings` (default: `load_settings()`)
+    give the caps and the team's date at `now`.
     """
-    today = today or now.astimezone(dt.timezone.utc).date()
+    settings = settings or load_settings()
+    today = today or settings.today(now)
     summary = SweepSummary(now=now, today=today, dry_run=dry_run)
     if not dry_run:
         assert client is not None, "a sweep that starts plays needs a Temporal client"
@@ -460,12 +467,15 @@ class SweepActivities:
     """
 
     def __init__(self, client: Client, store: Store, playbooks: Playbooks | Any, *,
-                 task_queue: str = TASK_QUEUE, settings: enroll.Settings | None = None) -> None:
+                 task_queue: str = TASK_QUEUE, settings: EngineSettings | None = None) -> None:
         self.client = client
         self.store = store
         self._playbooks = playbooks
         self.task_queue = task_queue
-        self.settings = settings
+        self._settings = settings  # None: read at every sweep, so an edited settings file applies
+
+    def settings(self) -> EngineSettings:
+        return self._settings or load_settings()
 
     def playbooks(self) -> Playbooks:
         return self._playbooks if isinstance(self._playbooks, Playbooks) else self._playbooks()
@@ -476,8 +486,10 @@ class SweepActivities:
 
     @activity.defn(name="sweep_decide")
     async def decide(self, req: DecideRequest) -> DecideResult:
-        return await asyncio.to_thread(decide, self.store, self.playbooks(), req.now, req.today,
-                                       dry_run=req.dry_run, settings=self.settings)
+        settings = self.settings()
+        today = req.today or settings.today(req.now)
+        return await asyncio.to_thread(decide, self.store, self.playbooks(), req.now, today,
+                                       dry_run=req.dry_run, settings=settings)
 
     @activity.defn(name="sweep_start_batch")
     async def start_batch(self, req: StartRequest) -> StartResult:
@@ -499,16 +511,17 @@ class SweepWorkflow:
     @workflow.run
     async def run(self, inp: SweepInput) -> SweepSummary:
         now = workflow.now()
-        today = inp.today or now.date()
-        summary = SweepSummary(now=now, today=today, dry_run=inp.dry_run)
+        # Until the decide activity says which day the team's time zone makes it.
+        summary = SweepSummary(now=now, today=inp.today or now.date(), dry_run=inp.dry_run)
         opts: dict[str, Any] = {"start_to_close_timeout": dt.timedelta(minutes=30),
                                 "heartbeat_timeout": dt.timedelta(minutes=5), "retry_policy": SWEEP_RETRY}
         if not inp.dry_run:
             summary.reconciled = await workflow.execute_activity_method(
                 SweepActivities.reconcile, now, summary="close finished enrollments", **opts)
         summary.decided = await workflow.execute_activity_method(
-            SweepActivities.decide, DecideRequest(now=now, today=today, dry_run=inp.dry_run),
+            SweepActivities.decide, DecideRequest(now=now, today=inp.today, dry_run=inp.dry_run),
             summary="enrollment decisions", **opts)
+        summary.today = summary.decided.today or summary.today
         if inp.dry_run:
             return summary
         cursor = 0

@@ -1,0 +1,158 @@
+"""The settings that change decisions, read from one place by every command.
+
+Who is enrolled and what is sent depend on a few knobs the .play files do not
+say: the team's time zone (which day "today" is), the email frequency cap and
+the route that says the motion. `playbook plan` and `why` preview exactly what
+`sweep`, the worker and the Schedule decide only if all of them read these
+values the same way, so they all call `load_settings()`:
+
+| setting          | environment              | default  |
+|------------------|--------------------------|----------|
+| `time_zone`      | `PLAYBOOK_TIME_ZONE`     | `UTC` (an IANA name: `Europe/Berlin`) |
+| `email_cap`      | `PLAYBOOK_EMAIL_CAP`     | `3` emails per contact, across plays ... |
+| `email_cap_days` | `PLAYBOOK_EMAIL_CAP_DAYS`| `7` ... in this many days |
+| `route`          | `PLAYBOOK_ROUTE`         | `touch` (empty: no route) |
+| `database_url`   | `PLAYBOOK_DATABASE_URL`  | `.playbook/playbook.db` under the working folder |
+
+Highest first: explicit overrides, the environment, the settings file
+(`$PLAYBOOK_SETTINGS_FILE`, default `.playbook/settings.toml`: outside git,
+so secrets and per-team values stay out of the repository), the defaults.
+The file's top-level keys are the settings above; its `[connectors]` and
+`[temporal]` tables belong to connectors/settings.py and workflows/settings.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from engine import enroll
+
+ENV_PREFIX = "PLAYBOOK_"
+SETTINGS_FILE_ENV = "PLAYBOOK_SETTINGS_FILE"
+DEFAULT_SETTINGS_FILE = Path(".playbook") / "settings.toml"
+# Tables of the settings file that other modules read; the engine leaves them alone.
+OTHER_TABLES = ("connectors", "temporal")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used: a bad value, an unreadable or malformed file, an unknown key."""
+
+
+def settings_file() -> tuple[Path, bool]:
+    """The settings file and whether it was named explicitly (then it must exist)."""
+    named = os.environ.get(SETTINGS_FILE_ENV, "").strip()
+    return (Path(named).expanduser(), True) if named else (DEFAULT_SETTINGS_FILE, False)
+
+
+def read_settings_file() -> tuple[Path, dict[str, Any]]:
+    """The settings file's content ({} when the default file does not exist)."""
+    path, explicit = settings_file()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise SettingsError(f"{SETTINGS_FILE_ENV}={path}: no such file") from None
+        return path, {}
+    except OSError as exc:
+        raise SettingsError(f"settings file {path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        return path, tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"settings file {path}: not valid TOML: {exc}") from None
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The top-level keys of the settings file; an unknown key is an error (a typo would
+    otherwise leave a cap silently at its default)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        raise NotImplementedError  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path, data = read_settings_file()
+        known = set(self.settings_cls.model_fields)
+        for key in data:
+            if key not in known and key not in OTHER_TABLES:
+                close = difflib.get_close_matches(key, [*known, *OTHER_TABLES], n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(known))}"
+                raise SettingsError(f"settings file {path}: unknown setting '{key}'{hint}")
+        return {k: v for k, v in data.items() if k in known}
+
+
+class EngineSettings(BaseSettings):
+    """Decision settings; build with `load_settings()`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    time_zone: str = "UTC"
+    email_cap: int = Field(default=3, ge=0)
+    email_cap_days: int = Field(default=7, ge=1)
+    route: str | None = "touch"
+    database_url: str | None = None
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin or UTC)") from None
+        return value
+
+    @field_validator("route", "database_url")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+    def today(self, now: dt.datetime | None = None) -> dt.date:
+        """The team's date at `now` (default: the clock): the day rules are evaluated on."""
+        instant = now if now is not None else dt.datetime.now(dt.timezone.utc)
+        if instant.tzinfo is None:  # a naive instant is UTC, as the store writes them
+            instant = instant.replace(tzinfo=dt.timezone.utc)
+        return instant.astimezone(self.zone).date()
+
+    def enrollment(self) -> enroll.Settings:
+        """The knobs engine/enroll.py decides with."""
+        return enroll.Settings(email_cap=self.email_cap, email_cap_days=self.email_cap_days, route=self.route)
+
+
+def load_settings(**overrides: Any) -> EngineSettings:
+    """The settings now: `overrides` whose value is not None, then the environment, the file, the defaults."""
+    try:
+        return EngineSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_problem(e) for e in exc.errors())) from None
+
+
+def _problem(error: Any) -> str:
+    name = str(error["loc"][0]) if error.get("loc") else "settings"
+    path, _ = settings_file()
+    where = f"{ENV_PREFIX}{name.upper()} or '{name}' in {path}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{name} ({where}): {message}"
+
+
+__all__ = ["DEFAULT_SETTINGS_FILE", "SETTINGS_FILE_ENV", "EngineSettings", "SettingsError", "load_settings",
+           "read_settings_file", "settings_file"]

@@ -1,0 +1,159 @@
+"""Every command that decides reads the same settings: `plan` and `why` preview what
+`sweep` (the CLI and the worker's SweepWorkflow activity) decides, and "today" is
+the team's date everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+from engine.schema import Base
+from engine.store import Store
+from workflows.sweep import DecideRequest, Playbooks, SweepActivities
+
+TODAY = dt.date(2026, 6, 1)
+
+RULES = """\
+entity account
+  field arr money?
+  field health number?
+  field usage percent?
+  field admin contact?
+  field csm user?
+
+gate healthy "Healthy"
+  require account.health >= 70  "health 70+"
+
+route touch
+  when account.arr < 10000 -> low_touch
+  otherwise -> high_touch
+
+trigger busy "Busy: over 80% of the plan"
+  when account.usage > 80%
+  then start upsell
+
+play upsell "Upsell"
+  priority 80
+  gate healthy
+  day 1 email account.admin template hello
+
+template hello
+  subject "Hello"
+  body "Hello"
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("TIME_ZONE", "EMAIL_CAP", "EMAIL_CAP_DAYS", "ROUTE", "DATABASE_URL", "SETTINGS_FILE"):
+        monkeypatch.delenv(f"PLAYBOOK_{name}", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """Rules, and a store where `capped` got 3 emails this week and `free` none."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "upsell.play").write_text(RULES)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    pb = Playbooks.load([rules])
+    with Store.open(url, catalog=pb.catalog) as store, store.begin() as conn:
+        for aid in ("capped", "free"):
+            conn.execute(store.table("account").insert().values(
+                id=aid, admin=f"{aid}@example.com", arr=5000, health=80, usage=0.9))
+        for k in range(3):
+            conn.execute(Base.metadata.tables["outbox"].insert().values(
+                idempotency_key=f"k{k}", channel="email", recipient="capped@example.com", subject="s", body="b",
+                status="sent", created_at=dt.datetime.combine(TODAY - dt.timedelta(days=k), dt.time(10),
+                                                              dt.timezone.utc)))
+    yield rules, url
+
+
+def _plan(rules: Path, url: str) -> dict[str, object]:
+    r = run_cli("plan", "--rules", str(rules), "--db", url, "--today", TODAY.isoformat(), "--format", "json")
+    assert r.code == 0, r.stderr
+    play = json.loads(r.stdout)["plays"][0]
+    return {"enroll": play["enroll"]["accounts"], "skipped": play["skipped"]}
+
+
+def _sweep_dry_run(rules: Path, url: str) -> dict[str, object]:
+    r = run_cli("sweep", str(rules), "--db", url, "--dry-run", "--today", TODAY.isoformat(), "--format", "json")
+    assert r.code == 0, r.stderr
+    decisions = json.loads(r.stdout)["decisions"]
+    skipped: dict[str, int] = {}
+    for d in decisions:
+        for reason in d["reasons"]:
+            skipped[reason["code"]] = skipped.get(reason["code"], 0) + 1
+    return {"enroll": sum(d["decision"] == "enroll" for d in decisions), "skipped": skipped}
+
+
+def _worker_decide(rules: Path, url: str) -> dict[str, object]:
+    """The decide activity of SweepWorkflow, as a worker runs it (settings read at each sweep)."""
+    pb = Playbooks.load([rules])
+    with Store.open(url, catalog=pb.catalog) as store:
+        acts = SweepActivities(None, store, pb)  # type: ignore[arg-type]  # decide needs no client
+        now = dt.datetime.combine(TODAY, dt.time(12), dt.timezone.utc)
+        res = asyncio.run(acts.decide(DecideRequest(now=now, dry_run=True)))
+    assert res.today == TODAY
+    return {"enroll": res.enrolled, "skipped": res.skipped}
+
+
+def _why(rules: Path, url: str, account: str) -> str:
+    r = run_cli("why", account, "--rules", str(rules), "--db", url, "--today", TODAY.isoformat(), "--format", "json")
+    assert r.code == 0, r.stderr
+    return r.stdout
+
+
+def test_plan_sweep_and_the_worker_decide_alike_with_the_default_cap(project: tuple[Path, str]) -> None:
+    rules, url = project
+    expected = {"enroll": 1, "skipped": {"frequency_cap": 1}}
+    assert _plan(rules, url) == expected
+    assert _sweep_dry_run(rules, url) == expected
+    assert _worker_decide(rules, url) == expected
+
+
+def test_plan_sweep_and_the_worker_decide_alike_with_a_cap_set_by_env(
+        project: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    rules, url = project
+    monkeypatch.setenv("PLAYBOOK_EMAIL_CAP", "4")
+    expected = {"enroll": 2, "skipped": {}}
+    assert _plan(rules, url) == expected
+    assert _sweep_dry_run(rules, url) == expected
+    assert _worker_decide(rules, url) == expected
+    assert "frequency_cap" not in _why(rules, url, "capped")
+
+
+def test_a_cap_in_the_settings_file_applies_to_every_command(project: tuple[Path, str], tmp_path: Path) -> None:
+    rules, url = project
+    (tmp_path / ".playbook").mkdir(exist_ok=True)
+    # A one-day window: of the three emails only today's counts, so nobody is capped.
+    (tmp_path / ".playbook" / "settings.toml").write_text("email_cap_days = 1\n")
+    expected = {"enroll": 2, "skipped": {}}
+    assert _plan(rules, url) == expected
+    assert _sweep_dry_run(rules, url) == expected
+    assert _worker_decide(rules, url) == expected
+    assert "frequency_cap" not in _why(rules, url, "capped")
+
+
+def test_the_email_cap_is_no_longer_a_flag_of_one_command(project: tuple[Path, str]) -> None:
+    rules, url = project
+    r = run_cli("plan", "--rules", str(rules), "--db", url, "--email-cap", "9")
+    assert r.code == 2 and "No such option: --email-cap" in r.stderr
+
+
+def test_a_bad_setting_is_a_usage_error_naming_it(project: tuple[Path, str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    rules, url = project
+    monkeypatch.setenv("PLAYBOOK_EMAIL_CAP", "lots")
+    for args in (("plan", "--rules", str(rules), "--db", url), ("sweep", str(rules), "--db", url, "--dry-run"),
+                 ("why", "capped", "--rules", str(rules), "--db", url)):
+        r = run_cli(*args)
+        assert r.code == 2, (args, r.stderr)
+        assert "settings: email_cap (PLAYBOOK_EMAIL_CAP" in r.stderr
