@@ -18,7 +18,8 @@ from rich.text import Text
 from cli import render
 from dsl import nodes as n
 from dsl.diagnostics import Diagnostic, Severity
-from dsl.printer import format_duration, format_expr, format_number
+from dsl.printer import format_expr, format_number
+from dsl.steps import describe
 from dsl.project import Project
 
 MAX_CELL = 200  # characters of an expression kept for a table cell (rich cuts to the width)
@@ -37,37 +38,6 @@ def band_range(b: n.Band) -> str:
     low = "" if b.low is None else ("" if b.low_inclusive else ">") + format_number(b.low)
     high = "" if b.high is None else ("" if b.high_inclusive else "<") + format_number(b.high)
     return f"{low}..{high}"
-
-
-def describe_action(a: Any) -> str:
-    """One step's action in a few words (for the timeline)."""
-    kind = a.step
-    if kind == "email":
-        return f"email {a.to.dotted} · {a.template}"
-    if kind == "task":
-        due = f" (due {format_duration(a.due)})" if a.due else ""
-        return f"task {a.assignee.dotted}: {a.title}{due}"
-    if kind == "stage":
-        return f"stage → {a.stage}"
-    if kind == "opportunity":
-        return f"opportunity: {a.title}"
-    if kind == "notify":
-        return f"notify {a.channel}"
-    if kind == "webhook":
-        return f"webhook {a.url}"
-    if kind == "set":
-        return f"set {a.field.dotted} = {format_expr(a.value)}"
-    if kind == "trial":
-        return f"trial {a.feature} for {format_duration(a.duration)}"
-    if kind == "wait":
-        return f"wait up to {format_duration(a.timeout)} for {' or '.join(a.events)}"
-    if kind == "branch":
-        then = "; ".join(describe_action(x) for x in a.then)
-        text = f"if {format_expr(a.condition)}: {then}"
-        if a.otherwise:
-            text += f" / else: {'; '.join(describe_action(x) for x in a.otherwise)}"
-        return text
-    return kind
 
 
 def _timing(step: Any) -> str:
@@ -142,7 +112,7 @@ def build_summary(
                 "started_by": [t.name for t in cat.triggers_starting(p.name)],
                 "anchor": p.anchor.dotted if p.anchor else None,
                 "steps": [
-                    {"when": _timing(s.timing), "day": s.timing.day, "what": describe_action(s.action),
+                    {"when": _timing(s.timing), "day": s.timing.day, "what": describe(s.action),
                      "unless": format_expr(s.unless) if s.unless is not None else None}
                     for s in p.steps
                 ],

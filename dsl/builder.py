@@ -10,6 +10,7 @@ from lark import Token, Transformer
 from lark.tree import Meta
 
 from dsl import nodes as n
+from dsl import steps
 
 
 class BuildError(Exception):
@@ -75,7 +76,13 @@ class Builder(Transformer):
         return f(tree.meta, children)
 
     def __default__(self, data, children, meta):  # noqa: D401
-        raise NotImplementedError(f"builder has no rule for {data!r}")
+        kind = steps.KINDS.get(data)
+        if kind is None:
+            raise NotImplementedError(f"builder has no rule for {data!r}")
+        # A step kind (dsl/steps.py): its row gets plain values, not tokens.
+        values = [_str(c) if isinstance(c, Token) and c.type in ("STRING", "LONG_STRING")
+                  else str(c) if isinstance(c, Token) else c for c in children]
+        return kind.node(**kind.build(values), span=self.span(meta))
 
     # ------------------------------------------------------------ positions
     def span(self, meta: Meta) -> n.Span:
@@ -327,43 +334,11 @@ class Builder(Transformer):
     def immediate_timing(self, meta, ch):
         return n.Timing(day=0, span=self.span(meta))
 
-    def email(self, meta, ch):
-        return n.EmailStep(to=ch[0], template=str(ch[1]), span=self.span(meta))
-
-    def task(self, meta, ch):
-        return n.TaskStep(assignee=ch[0], title=_str(ch[1]), due=ch[2] if len(ch) > 2 else None, span=self.span(meta))
-
-    def stage(self, meta, ch):
-        return n.StageStep(stage=_str(ch[0]), span=self.span(meta))
-
-    def opportunity(self, meta, ch):
-        parts = dict(c for c in ch[1:])
-        return n.OpportunityStep(title=_str(ch[0]), amount=parts.get("amount"), owner=parts.get("owner"), span=self.span(meta))
-
     def opportunity_amount(self, meta, ch):
         return ("amount", ch[0])
 
     def opportunity_owner(self, meta, ch):
         return ("owner", ch[0])
-
-    def notify(self, meta, ch):
-        return n.NotifyStep(channel=_str(ch[0]), message=_str(ch[1]), span=self.span(meta))
-
-    def webhook(self, meta, ch):
-        return n.WebhookStep(url=_str(ch[0]), event=_str(ch[1]) if len(ch) > 1 else None, span=self.span(meta))
-
-    def set(self, meta, ch):
-        return n.SetStep(field=ch[0], value=ch[1], span=self.span(meta))
-
-    def trial(self, meta, ch):
-        return n.TrialStep(feature=_str(ch[0]), duration=ch[1], span=self.span(meta))
-
-    def wait(self, meta, ch):
-        return n.WaitStep(timeout=ch[0], events=[str(c) for c in ch[1:]], span=self.span(meta))
-
-    def branch(self, meta, ch):
-        otherwise = ch[2] if len(ch) > 2 else []
-        return n.BranchStep(condition=ch[0], then=ch[1], otherwise=otherwise, span=self.span(meta))
 
     def then_block(self, meta, ch):
         return list(ch)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from dsl import nodes as n
+from dsl import steps
 from dsl import types as T
 from dsl.catalog import INBOUND_EVENTS, Catalog
 from dsl.diagnostics import Diagnostic, Severity, make
@@ -302,44 +303,11 @@ class Checker:
             previous = step
 
     def check_action(self, action: n.Node, scope: Scope, used_templates: set[str]) -> None:
-        if isinstance(action, n.EmailStep):
-            self.expect_kind(action.to, scope, "contact", "an email recipient")
-            used_templates.add(action.template)
-            if action.template not in self.catalog.templates:
-                self.error("PB106", f"unknown template '{action.template}'", self.sub_span(action.span, action.template, last=True),
-                           did_you_mean(action.template, self.catalog.templates), closest(action.template, self.catalog.templates),
-                           name=action.template)
-        elif isinstance(action, n.TaskStep):
-            self.expect_kind(action.assignee, scope, "user", "a task assignee")
-        elif isinstance(action, n.OpportunityStep):
-            if action.amount is not None:
-                t = self.type_of(action.amount, scope)
-                if not t.numeric:
-                    self.error("PB201", f"an opportunity amount must be a number, not {T.words(t)}", action.amount.span)
-            if action.owner is not None:
-                self.expect_kind(action.owner, scope, "user", "an opportunity owner")
-        elif isinstance(action, n.SetStep):
-            target = self.type_of(action.field, Scope())
-            if action.field.path[0] != "account" or len(action.field.path) != 2 or \
-                    self.catalog.entity_field("account", action.field.path[-1]) is None:
-                if target.kind != "unknown":
-                    self.error("PB160", "only a declared account field can be set", action.field.span)
-            else:
-                value = self.type_of(action.value, scope)
-                self.compare_types(target, value, action.span, action.value)
-        elif isinstance(action, n.WaitStep):
-            for event in action.events:
-                if event not in INBOUND_EVENTS:
-                    self.error("PB113", f"unknown event '{event}'", self.sub_span(action.span, event),
-                               f"a play can wait for: {', '.join(INBOUND_EVENTS)}. {did_you_mean(event, INBOUND_EVENTS)}",
-                               closest(event, INBOUND_EVENTS))
-        elif isinstance(action, n.BranchStep):
-            self.condition(action.condition, scope, "this branch")
-            for sub in [*action.then, *action.otherwise]:
-                self.check_action(sub, scope, used_templates)
-        elif isinstance(action, n.WebhookStep):
-            if not re.match(r"^https?://", action.url):
-                self.error("PB161", f"webhook address '{action.url}' is not an http(s) URL", action.span)
+        """A step's action and the actions nested in it, each by its row in dsl/steps.py."""
+        for visit in steps.walk(action):
+            kind = steps.kind_of(visit.action)
+            kind.check(self, visit.action, scope)
+            used_templates.update(kind.templates(visit.action))
 
     def check_reachable(self, play: n.PlayDecl) -> None:
         starters = self.catalog.triggers_starting(play.name)

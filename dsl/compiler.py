@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dsl import nodes as n
+from dsl import steps as kinds
 from dsl.catalog import Catalog
 from dsl.plan import Plan, PlanSource, PlanStep, PlanTemplate
 from dsl.project import Project
@@ -15,7 +16,7 @@ def compile_plans(project: Project) -> list[Plan]:
 
 def compile_play(catalog: Catalog, play: n.PlayDecl) -> Plan:
     steps = _steps(play.steps)
-    template_names = sorted({name for step in play.steps for name in _templates(step.action)})
+    template_names = sorted({name for step in play.steps for name in kinds.templates(step.action)})
     templates = {
         name: PlanTemplate(name=name, subject=catalog.templates[name].subject, body=catalog.templates[name].body)
         for name in template_names if name in catalog.templates
@@ -64,10 +65,3 @@ def _steps(steps: list[n.Step]) -> list[PlanStep]:
         ))
     return out
 
-
-def _templates(action: n.Node):
-    if isinstance(action, n.EmailStep):
-        yield action.template
-    elif isinstance(action, n.BranchStep):
-        for sub in [*action.then, *action.otherwise]:
-            yield from _templates(sub)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dsl import nodes as n
+from dsl.steps import source as action_source
 from dsl.builder import _str as string_value  # the lexer's own reading of a string token
 from dsl.diagnostics import Diagnostic, make
 from dsl.parser import lark_parser, parse
@@ -427,7 +428,7 @@ class _Layout:
                 steps.append(self.line(1, t, s.span.start.line, self.src.last_line(s.timing.span)))
                 steps += self._branch(2, s.action)
                 continue
-            text = self.pad([t, _action(s.action)], widths)
+            text = self.pad([t, action_source(s.action)], widths)
             if s.unless is not None:
                 text += f" unless {format_expr(s.unless)}"
             if s.label is not None:
@@ -454,7 +455,7 @@ class _Layout:
             if isinstance(a, n.BranchStep):
                 out += self._branch(depth, a)
             else:
-                out.append(self.node_line(depth, _action(a), a))
+                out.append(self.node_line(depth, action_source(a), a))
         return out
 
     # ------------------------------------------------------------ tests
@@ -518,35 +519,6 @@ def _timing(t: n.Timing) -> str:
     else:
         text = f"day {t.day}"
     return text + (f" at {t.at}" if t.at is not None else "")
-
-
-def _action(a: n.StepAction) -> str:
-    if isinstance(a, n.EmailStep):
-        return f"email {a.to.dotted} template {a.template}"
-    if isinstance(a, n.TaskStep):
-        due = f" due {format_duration(a.due)}" if a.due is not None else ""
-        return f"task {a.assignee.dotted} {format_string(a.title)}{due}"
-    if isinstance(a, n.StageStep):
-        return f"stage {format_string(a.stage)}"
-    if isinstance(a, n.OpportunityStep):
-        text = f"opportunity {format_string(a.title)}"
-        if a.amount is not None:
-            text += f" amount {format_expr(a.amount)}"
-        if a.owner is not None:
-            text += f" owner {a.owner.dotted}"
-        return text
-    if isinstance(a, n.NotifyStep):
-        return f"notify {format_string(a.channel)} {format_string(a.message)}"
-    if isinstance(a, n.WebhookStep):
-        event = f" event {format_string(a.event)}" if a.event is not None else ""
-        return f"webhook {format_string(a.url)}{event}"
-    if isinstance(a, n.SetStep):
-        return f"set {a.field.dotted} = {format_expr(a.value)}"
-    if isinstance(a, n.TrialStep):
-        return f"enable trial {format_string(a.feature)} for {format_duration(a.duration)}"
-    if isinstance(a, n.WaitStep):
-        return f"wait up to {format_duration(a.timeout)} for {' or '.join(a.events)}"
-    raise TypeError(f"formatter has no rule for step {type(a).__name__}")
 
 
 def _given(g: n.Given) -> str:

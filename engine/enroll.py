@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from dsl import nodes as n
+from dsl import steps
 from dsl.catalog import Catalog
 from dsl.plan import Plan
 from dsl.printer import format_expr
@@ -229,27 +230,16 @@ def plan_map(plans: Sequence[Plan] | Mapping[str, Plan]) -> dict[str, Plan]:
 def email_fields(plan: Plan, catalog: Catalog) -> list[str]:
     """The account contact fields the play emails (`email account.admin ...`), sorted."""
     found: set[str] = set()
-
-    def walk(actions: Iterable[Any]) -> None:
-        for a in actions:
-            if isinstance(a, n.EmailStep):
-                path = a.to.path
-                if len(path) == 2 and path[0] == "account" and catalog.entity_field("account", path[1]) is not None:
-                    found.add(path[1])
-            elif isinstance(a, n.BranchStep):
-                walk(a.then)
-                walk(a.otherwise)
-
-    walk(step.action for step in plan.steps)
+    for visit in steps.walk_steps(plan.steps):
+        if isinstance(visit.action, n.EmailStep):
+            path = visit.action.to.path
+            if len(path) == 2 and path[0] == "account" and catalog.entity_field("account", path[1]) is not None:
+                found.add(path[1])
     return sorted(found)
 
 
 def sends_email(plan: Plan) -> bool:
-    def walk(actions: Iterable[Any]) -> bool:
-        return any(isinstance(a, n.EmailStep) or (isinstance(a, n.BranchStep) and (walk(a.then) or walk(a.otherwise)))
-                   for a in actions)
-
-    return walk(step.action for step in plan.steps)
+    return any(isinstance(v.action, n.EmailStep) for v in steps.walk_steps(plan.steps))
 
 
 # --------------------------------------------------------------------------

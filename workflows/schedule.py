@@ -32,7 +32,8 @@ import datetime as dt
 from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
-from dsl.nodes import BranchStep, Duration, DurationUnit, SendWindow, StepAction, WaitStep
+from dsl.nodes import Duration, DurationUnit, SendWindow, StepAction, WaitStep
+from dsl.steps import walk
 from dsl.plan import Plan, PlanStep
 from workflows.model import Schedule, ScheduledStep, ScheduleRequest
 
@@ -144,13 +145,7 @@ def add_duration(
 
 def _waits(action: StepAction, path: str) -> Iterable[tuple[str, WaitStep]]:
     """Every wait in an action tree with its path (the workflow uses the same paths)."""
-    if isinstance(action, WaitStep):
-        yield path, action
-    elif isinstance(action, BranchStep):
-        for i, sub in enumerate(action.then):
-            yield from _waits(sub, f"{path}/then/{i}")
-        for i, sub in enumerate(action.otherwise):
-            yield from _waits(sub, f"{path}/else/{i}")
+    return ((v.path, v.action) for v in walk(action, path) if isinstance(v.action, WaitStep))
 
 
 def schedule_step(

@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from dsl import nodes as n
     from dsl.catalog import Catalog
     from dsl.plan import Plan
+    from dsl.steps import walk_steps
     from engine import enroll
     from engine.schema import Base
     from engine.settings import EngineSettings, load_settings
@@ -260,17 +261,7 @@ def decide(store: Store, playbooks: Playbooks, now: dt.datetime, today: dt.date,
 
 
 def _first_email_to(plan: Plan) -> n.Ref | None:
-    def walk(actions: Sequence[Any]) -> n.Ref | None:
-        for a in actions:
-            if isinstance(a, n.EmailStep):
-                return a.to
-            if isinstance(a, n.BranchStep):
-                found = walk(a.then) or walk(a.otherwise)
-                if found is not None:
-                    return found
-        return None
-
-    return walk([s.action for s in plan.steps])
+    return next((v.action.to for v in walk_steps(plan.steps) if isinstance(v.action, n.EmailStep)), None)
 
 
 def _account_field(ref: n.Ref | None) -> str | None:
