@@ -205,7 +205,8 @@ def simulate(
     """Run the real plays over a dataset on Temporal's time-skipping test
     server, with simulated replies, unsubscribes and won/lost deals; print
     account timelines and the daily load (emails, tasks per CSM, stage changes)."""
-    from workflows.simulate import ScriptedEvent, SimConfig, render, report_json
+    from cli.simulate_render import render, report_json
+    from workflows.sim_model import ScriptedEvent, SimConfig
     from workflows.simulate import simulate as run_simulation
 
     playbooks = _playbooks(paths)

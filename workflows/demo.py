@@ -34,7 +34,8 @@ from pydantic import BaseModel
 
 from engine.schema import Base
 from engine.store import Store, default_url
-from workflows.simulate import SimConfig, SimReport, simulate
+from workflows.sim_model import SimConfig, SimReport
+from workflows.simulate import simulate
 from workflows.sweep import Playbooks
 
 TABLES = Base.metadata.tables

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from workflows.model import EventKind
-from workflows.simulate import Customer, ScriptedEvent, SimConfig, SimReport, draw, simulate, simulation_end
+from workflows.sim_customer import Customer, draw
+from workflows.sim_model import ScriptedEvent, SimConfig, SimReport
+from workflows.simulate import simulate, simulation_end
 from workflows.sweep import Playbooks
 
 pytestmark = pytest.mark.anyio

@@ -1,0 +1,190 @@
+"""The simulation's activities: the state of a run lives here, in this process.
+
+At each tick the driver (workflows/sim_driver.py) calls `SimActivities.tick`,
+which delivers the customer events due then as `event` signals (and applies
+them to the store: unsubscribed contacts, won/lost opportunities) and, at the
+sweep's hour, runs a sweep. Emails reach the customer through `SimConnector`
+the instant a play writes them; a drawn reaction wakes the driver at once,
+before time can move on. `finish` builds the report at the end instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import heapq
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from connectors import base as cb
+from engine.schema import Base
+from engine.store import Store
+from workflows.client import send_event
+from workflows.model import EventKind, PlayEvent
+from workflows.sim_customer import Customer, Email, Pending
+from workflows.sim_model import TICK, TICK_OFFSET, UTC, SimConfig, SimReport
+from workflows.sim_report import build_report
+from workflows.sweep import Playbooks, SweepSummary, sweep_once
+
+TABLES = Base.metadata.tables
+WAKE_SIGNAL = "wake"  # the driver's signal: a customer event is due at this instant
+
+
+class TickRequest(BaseModel):
+    at: dt.datetime
+    sweep: bool
+
+
+class SimConnector:
+    """Delegates to a connector, one call at a time, and refuses actions dated at or after `end`.
+
+    One at a time: SQLite allows one writer, and a read-then-write
+    transaction that loses the race fails at once with "database is locked"
+    (a stale WAL snapshot is not retried by the busy timeout); the retry
+    would work, but would move the step a second later and fill the log.
+    The simulation's own writes (sweeps, customer events) take the same lock.
+    """
+
+    def __init__(self, inner: Any, end: dt.datetime, lock: asyncio.Lock,
+                 on_email: Callable[[cb.EmailMessage], Any] | None = None) -> None:
+        self.inner, self.end, self.lock, self.on_email = inner, end, lock, on_email
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def guarded(action: cb.Action) -> Any:
+            if action.requested_at >= self.end:
+                raise cb.TransientError("the simulation has ended")
+            async with self.lock:
+                result = await method(action)
+            if isinstance(action, cb.EmailMessage) and not result.duplicate and self.on_email is not None:
+                await self.on_email(action)  # the customer reads it (and draws a reaction) now
+            return result
+
+        return guarded
+
+
+class SimActivities:
+    """One simulation's state (the customer's queue, its log, the sweeps) and its two activities."""
+
+    def __init__(self, client: Client, store: Store, playbooks: Playbooks, config: SimConfig, start: dt.datetime,
+                 *, task_queue: str, accounts: int, lock: asyncio.Lock | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.client, self.store, self.playbooks, self.c = client, store, playbooks, config
+        self.lock = lock or asyncio.Lock()
+        self.start, self.task_queue, self.accounts = start, task_queue, accounts
+        self.customer = Customer(config)
+        self.queue: list[Pending] = []
+        self.driver_id: str | None = None  # whom to `wake` when a reaction is drawn
+        self.announced: set[dt.datetime] = set()
+        self.log: list[tuple[dt.datetime, str, str | None, str, str]] = []  # (at, account, play, kind, text)
+        self.sweeps: list[SweepSummary] = []
+        self.report: SimReport | None = None
+        self.progress = progress or (lambda _msg: None)
+        for s in config.script:
+            due = self._next_tick(dt.datetime.combine(start.date() + dt.timedelta(days=s.day), dt.time(s.hour), UTC))
+            heapq.heappush(self.queue, Pending(due, s.account, s.play or "*", s.event.value, stage=s.stage,
+                                               cause="scripted"))
+
+    def _next_tick(self, t: dt.datetime) -> dt.datetime:
+        """The first tick at or after `t`."""
+        k = -(-(t - self.start - TICK_OFFSET) // TICK)  # ceil
+        return self.start + max(k, 0) * TICK + TICK_OFFSET
+
+    def day_of(self, t: dt.datetime) -> int:
+        """Calendar day (UTC) of the simulation: 0 is the start's date."""
+        return (t.astimezone(UTC).date() - self.start.date()).days
+
+    # -- tick ---------------------------------------------------------------
+    async def on_email(self, message: cb.EmailMessage) -> None:
+        """An email was written: the customer's reactions are drawn now, and the driver told when."""
+        email = Email(message.key, message.account_id, message.play, message.to, message.subject,
+                      message.requested_at)
+        for p in self.customer.react(email, self._next_tick):
+            heapq.heappush(self.queue, p)
+            if p.due not in self.announced and self.driver_id is not None:
+                self.announced.add(p.due)
+                try:
+                    await self.client.get_workflow_handle(self.driver_id).signal(WAKE_SIGNAL, p.due)
+                except RPCError:  # the driver has finished: the event falls after the end anyway
+                    pass
+
+    @activity.defn(name="sim_tick")
+    async def tick(self, req: TickRequest) -> dt.datetime | None:
+        """Deliver the customer events due now; sweep if it is the sweep's hour. Returns the next event's instant."""
+        while self.queue and self.queue[0].due <= req.at:
+            await self._deliver(heapq.heappop(self.queue), req.at)
+        if req.sweep:
+            async with self.lock:
+                summary = await sweep_once(self.client, self.store, self.playbooks, req.at, today=req.at.date(),
+                                           enrolled_at=req.at - TICK_OFFSET, task_queue=self.task_queue)
+            self.sweeps.append(summary)
+            self.progress(f"day {self.day_of(req.at)}: {summary.started} enrolled, "
+                          f"{summary.reconciled.checked} running checked")
+        return self.queue[0].due if self.queue else None
+
+    async def _targets(self, p: Pending) -> list[str]:
+        if p.play != "*":
+            return [p.play]
+        enr = TABLES["enrollments"]
+
+        def read() -> list[str]:
+            with self.store.connect() as conn:
+                return sorted(conn.execute(sa.select(enr.c.play).where(
+                    enr.c.account_id == p.account, enr.c.status == "running")).scalars())
+
+        return await asyncio.to_thread(read)
+
+    async def _deliver(self, p: Pending, at: dt.datetime) -> int:
+        kind = EventKind(p.kind)
+        async with self.lock:
+            await asyncio.to_thread(self._apply_to_store, p, at)
+        n = 0
+        for play in await self._targets(p):
+            event = PlayEvent(kind=kind, stage=p.stage, at=at, source="simulation",
+                              id=f"sim:{p.kind}:{p.account}:{play}:{p.due.isoformat()}")
+            try:
+                got = await send_event(self.client, play, p.account, event)
+            except RPCError:
+                got = False
+            n += int(got)
+            text = {"replied": "replied", "unsubscribed": "unsubscribed", "bounced": "email bounced",
+                    "closed_won": "deal closed won", "closed_lost": "deal closed lost",
+                    "stage_changed": f"stage changed to {p.stage}"}.get(p.kind, p.kind)
+            if p.cause:
+                text += f" ({p.cause})"
+            if not got:
+                text += " — the play had already ended"
+            self.log.append((at, p.account, play, p.kind, text))
+        return n
+
+    def _apply_to_store(self, p: Pending, at: dt.datetime) -> None:
+        """What the CRM or the email provider would record: unsubscribes, won/lost deals."""
+        with self.store.begin() as conn:
+            if p.kind == "unsubscribed" and p.contact:
+                contacts = TABLES["contacts"]
+                conn.execute(contacts.update().where(contacts.c.email == p.contact,
+                                                     contacts.c.unsubscribed_at.is_(None)).values(unsubscribed_at=at))
+            if p.stage in ("Closed Won", "Closed Lost"):
+                opps, hist = TABLES["opportunities"], TABLES["stage_history"]
+                q = sa.select(opps.c.id, opps.c.stage).where(opps.c.account_id == p.account,
+                                                             opps.c.closed_at.is_(None))
+                if p.play != "*":
+                    q = q.where(opps.c.play == p.play)
+                for opp_id, stage in conn.execute(q).all():
+                    conn.execute(opps.update().where(opps.c.id == opp_id).values(stage=p.stage, updated_at=at,
+                                                                                 closed_at=at))
+                    conn.execute(hist.insert().values(opportunity_id=opp_id, from_stage=stage, stage=p.stage, at=at,
+                                                      actor="crm (simulated customer)"))
+
+    # -- finish -------------------------------------------------------------
+    @activity.defn(name="sim_finish")
+    async def finish(self, end: dt.datetime) -> None:
+        self.report = await build_report(self, end)
+
