@@ -44,6 +44,11 @@ DEFAULT_SETTINGS_FILE = Path(".playbook") / "settings.toml"
 OTHER_TABLES = ("connectors", "temporal")
 
 
+def clock() -> dt.datetime:
+    """The instant now, in UTC (tests replace it to stand near midnight)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
 class SettingsError(ValueError):
     """Settings that cannot be used: a bad value, an unreadable or malformed file, an unknown key."""
 
@@ -128,7 +133,7 @@ class EngineSettings(BaseSettings):
 
     def today(self, now: dt.datetime | None = None) -> dt.date:
         """The team's date at `now` (default: the clock): the day rules are evaluated on."""
-        instant = now if now is not None else dt.datetime.now(dt.timezone.utc)
+        instant = now if now is not None else clock()
         if instant.tzinfo is None:  # a naive instant is UTC, as the store writes them
             instant = instant.replace(tzinfo=dt.timezone.utc)
         return instant.astimezone(self.zone).date()

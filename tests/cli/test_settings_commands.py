@@ -157,3 +157,32 @@ def test_a_bad_setting_is_a_usage_error_naming_it(project: tuple[Path, str],
         r = run_cli(*args)
         assert r.code == 2, (args, r.stderr)
         assert "settings: email_cap (PLAYBOOK_EMAIL_CAP" in r.stderr
+
+
+def test_every_command_evaluates_the_team_date_near_midnight(
+        project: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """13:30 UTC on May 31 is 01:30 on June 1 in Auckland: test, why, plan and sweep all say June 1."""
+    import engine.settings
+
+    rules, url = project
+    (rules / "tests.play").write_text('test "busy at 90%"\n  given account usage=90%\n  expect trigger busy\n')
+    monkeypatch.setenv("PLAYBOOK_TIME_ZONE", "Pacific/Auckland")
+    monkeypatch.setattr(engine.settings, "clock", lambda: dt.datetime(2026, 5, 31, 13, 30, tzinfo=dt.UTC))
+    team_day = "2026-06-01"
+    r = run_cli("test", str(rules), "--format", "json")
+    assert r.code == 0, r.stdout + r.stderr
+    assert [t["today"] for t in json.loads(r.stdout)["tests"]] == [team_day]
+    r = run_cli("why", "capped", "--rules", str(rules), "--db", url, "--format", "json")
+    assert r.code == 0 and json.loads(r.stdout)["today"] == team_day
+    r = run_cli("plan", "--rules", str(rules), "--db", url, "--format", "json")
+    assert r.code == 0 and json.loads(r.stdout)["today"] == team_day
+    r = run_cli("sweep", str(rules), "--db", url, "--dry-run", "--format", "json")
+    assert r.code == 0 and json.loads(r.stdout)["today"] == team_day
+
+
+@pytest.mark.parametrize("command", [
+    ("test",), ("summary",), ("why", "capped"), ("plan",), ("scorecard",), ("sweep", "--dry-run"), ("demo-data",)])
+def test_every_command_refuses_a_bad_today_with_the_same_message(command: tuple[str, ...]) -> None:
+    r = run_cli(*command, "--today", "31/05/2026")
+    assert r.code == 2
+    assert "--today wants a date such as 2026-06-01 (YYYY-MM-DD), not '31/05/2026'" in r.stderr
