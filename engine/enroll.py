@@ -38,7 +38,7 @@ import itertools
 import math
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
@@ -479,57 +479,105 @@ def decide(conn: Connection, catalog: Catalog, plans: Sequence[Plan] | Mapping[s
 
     `account_ids` restricts the sweep (for `why`); None: every account.
     """
+    if account_ids is None:
+        with Scratch(conn) as scratch:
+            yield from prepare(scratch, catalog, plans, today, settings)
+        return
+    # A few accounts (`why`): restricting to them beats finding every candidate first.
     settings = settings or Settings()
     pm = plan_map(plans)
     cq = CandidateQuery(catalog, pm, today, conn.dialect.name, settings, account_ids)
-    if not cq.plays:
-        return
-    if account_ids is not None:
-        # A few accounts (`why`): restricting to them beats finding every candidate first.
-        q = cq.query()
-        assert q is not None
+    q = cq.query()
+    if q is not None:
         for row in stream(conn, q):
             yield from _decide_account(cq.facts(row), pm, today, settings)
-        return
-    cand = candidate_table(conn, cq)
-    ok = False
-    try:
-        q = cq.query(cand)
-        assert q is not None
+
+
+def prepare(scratch: Scratch, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
+            settings: Settings | None = None) -> Generator[Decision, None, None]:
+    """Find every candidate now (into a table of `scratch`); return the stream of their decisions.
+
+    Two steps so that several sweeps can be read side by side on one
+    connection (`plan --against`): prepare all, then read. SQLite aborts a
+    statement that is still reading ("abort due to ROLLBACK") when the same
+    connection writes a temporary table, and refuses to drop one while any
+    statement reads: drop `scratch` once every stream is closed.
+    """
+    settings = settings or Settings()
+    pm = plan_map(plans)
+    conn = scratch.conn
+    cq = CandidateQuery(catalog, pm, today, conn.dialect.name, settings)
+    q = cq.query(candidate_table(scratch, cq)) if cq.plays else None
+
+    def read() -> Generator[Decision, None, None]:
+        if q is None:
+            return
         # Not evaluate.stream: the result must be closed before the table is dropped.
         with conn.execute(q, execution_options={"stream_results": True, "yield_per": STREAM_BATCH}) as result:
             for row in result:
                 yield from _decide_account(cq.facts(row), pm, today, settings)
-        ok = True
-    finally:
+
+    return read()
+
+
+class Scratch:
+    """The temporary tables of one evaluation on one connection, dropped together by their owner.
+
+    Why an owner, not each query for itself: SQLite refuses to drop a table
+    while any statement on the connection is still reading ("database table
+    is locked"), so two decision streams read side by side on one connection
+    can only drop their tables once both are closed. Names are unique, so
+    evaluations never see each other's tables.
+    """
+
+    _seq = itertools.count()
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.tables: list[sa.Table] = []
+
+    def table(self, prefix: str, *columns: sa.Column[Any]) -> sa.Table:
+        """A new, empty temporary table `<prefix>_<unique>`, dropped with the others."""
+        name = f"{prefix}_{next(self._seq)}_{uuid.uuid4().hex[:8]}"
+        t = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+        t.create(self.conn)
+        self.tables.append(t)
+        return t
+
+    def drop(self) -> None:
+        while self.tables:
+            self.tables.pop().drop(self.conn)
+
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.drop()
+            return
         try:
-            cand.drop(conn)
+            self.drop()
         except Exception:
-            if ok:
-                raise
-            # Unwinding already (an error, or the caller stopped early on a
-            # closed connection): the table is temporary and its name unique.
+            # Unwinding already (an error, or a caller that stopped early on a
+            # closed connection): the first error is the one to report, and
+            # temporary tables go with the connection anyway.
+            pass
 
 
-_CANDIDATE_SEQ = itertools.count()
-
-
-def candidate_table(conn: Connection, cq: CandidateQuery) -> sa.Table:
+def candidate_table(scratch: Scratch, cq: CandidateQuery) -> sa.Table:
     """A temporary table (id, trigger) of the accounts each trigger of the sweep
     fires on: one INSERT ... SELECT per trigger (`RuleSQL.trigger`, which starts
-    from the windows its condition needs), `trigger` its index in `cq.triggers()`.
-    The caller drops it."""
-    name = f"pb_candidates_{next(_CANDIDATE_SEQ)}_{uuid.uuid4().hex[:8]}"
-    t = sa.Table(name, sa.MetaData(), sa.Column("id", sa.Text, nullable=False),
-                 sa.Column("trigger", sa.Integer, nullable=False), prefixes=["TEMPORARY"])
-    t.create(conn)
+    from the windows its condition needs), `trigger` its index in `cq.triggers()`."""
+    conn = scratch.conn
+    t = scratch.table("pb_candidates", sa.Column("id", sa.Text, nullable=False),
+                      sa.Column("trigger", sa.Integer, nullable=False))
     rules = RuleSQL(cq.catalog, cq.today, conn.dialect.name)
     for k, trig in enumerate(cq.triggers()):
         ids = rules.trigger(trig).subquery("f")
         conn.execute(t.insert().from_select(["id", "trigger"], sa.select(ids.c.id, sa.literal(k, sa.Integer))))
     if conn.dialect.name == "postgresql":
         # No autovacuum statistics for temporary tables: tell the planner its size.
-        conn.execute(sa.text(f'ANALYZE "{name}"'))
+        conn.execute(sa.text(f'ANALYZE "{t.name}"'))
     return t
 
 
@@ -605,4 +653,4 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
 
 
 __all__ = ["ACTIVE", "Code", "Decision", "EnrollError", "NewEnrollment", "Reason", "Settings", "SweepResult",
-           "CandidateQuery", "decide", "decision_set", "gate_failure", "record", "workflow_id"]
+           "CandidateQuery", "Scratch", "decide", "prepare", "decision_set", "gate_failure", "record", "workflow_id"]

@@ -20,8 +20,10 @@ temporary folder; the working tree and the index are never touched.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import itertools
 import subprocess
 import tarfile
 import tempfile
@@ -37,7 +39,8 @@ from sqlalchemy.engine import Connection
 from dsl.catalog import Catalog
 from dsl.plan import Plan
 from dsl.project import Project, load
-from engine.enroll import ACTIVE, CandidateQuery, Decision, Settings, decide, id_order, plan_map, sends_email
+from engine.enroll import (ACTIVE, CandidateQuery, Decision, Scratch, Settings, decide, id_order, plan_map, prepare,
+                           sends_email)
 from engine.evaluate import stream
 from engine.schema import Base
 from engine.sqlcompile import compiler
@@ -280,39 +283,49 @@ def rule_diff(conn: Connection, old: tuple[Catalog, Sequence[Plan]], new: tuple[
     plays = {p: Change(p, "changed" if p in po and p in pn else ("added" if p in pn else "removed"))
              for p in list(pn) + [p for p in po if p not in pn]}
 
-    def starts(cat: Catalog, pm: dict[str, Plan]) -> Iterator[tuple[str, Decision]]:
-        for d in decide(conn, cat, pm, today, settings):
-            if d.enroll:
-                yield d.account_id, d
+    def starts(decisions: Iterator[Decision]) -> Iterator[tuple[str, Decision]]:
+        return ((d.account_id, d) for d in decisions if d.enroll)
 
-    new_stream: Iterator[tuple[str, Decision]] = starts(new_cat, pn)
-    old_stream: Iterator[tuple[str, Decision]]
-    if _same_sweep(conn, (old_cat, po), (new_cat, pn), today, settings):
-        # Same query, same play settings: the same decisions. Run it once, feed both sides.
-        old_stream, new_stream = _tee(new_stream)
-    else:
-        old_stream = starts(old_cat, po)
-    for _key, old_ds, new_ds in merge(old_stream, new_stream):
-        o = {d.play: d for d in old_ds}
-        n = {d.play: d for d in new_ds}
-        for p in set(o) | set(n):
-            ch = plays[p]
-            ch.before += p in o
-            ch.after += p in n
-            if p in n and p not in o:
-                ch.added += 1
-                ch.added_arr += n[p].arr or 0.0
-                if len(ch.examples_added) < EXAMPLES:
-                    ch.examples_added.append(_key)
-            elif p in o and p not in n:
-                ch.removed += 1
-                ch.removed_arr += o[p].arr or 0.0
-                if len(ch.examples_removed) < EXAMPLES:
-                    ch.examples_removed.append(_key)
+    # Both sides are read side by side on one connection: both find their
+    # candidates before either is read, their temporary tables are dropped
+    # once both streams are closed (see enroll.prepare), and the streams are
+    # closed before the caller's connection is.
+    with Scratch(conn) as scratch, contextlib.ExitStack() as streams:
+        new_ds = streams.enter_context(contextlib.closing(prepare(scratch, new_cat, pn, today, settings)))
+        old_stream: Iterator[tuple[str, Decision]]
+        new_stream = starts(new_ds)
+        if _same_sweep(conn, (old_cat, po), (new_cat, pn), today, settings):
+            # Same query, same play settings: the same decisions. Run it once, feed both sides
+            # (merge() pulls both in step, so tee's buffer stays one account deep).
+            old_stream, new_stream = itertools.tee(new_stream)
+        else:
+            old_ds = streams.enter_context(contextlib.closing(prepare(scratch, old_cat, po, today, settings)))
+            old_stream = starts(old_ds)
+        for key, before_ds, after_ds in merge(old_stream, new_stream):
+            _tally_plays(plays, key, before_ds, after_ds)
     for ch in plays.values():
         if ch.status == "changed" and not ch.changed:
             ch.status = "same"
     return RuleDiff(today, before, after, triggers, sorted(plays.values(), key=lambda c: c.name))
+
+
+def _tally_plays(plays: dict[str, Change], key: str, old_ds: list[Decision], new_ds: list[Decision]) -> None:
+    o = {d.play: d for d in old_ds}
+    n = {d.play: d for d in new_ds}
+    for p in set(o) | set(n):
+        ch = plays[p]
+        ch.before += p in o
+        ch.after += p in n
+        if p in n and p not in o:
+            ch.added += 1
+            ch.added_arr += n[p].arr or 0.0
+            if len(ch.examples_added) < EXAMPLES:
+                ch.examples_added.append(key)
+        elif p in o and p not in n:
+            ch.removed += 1
+            ch.removed_arr += o[p].arr or 0.0
+            if len(ch.examples_removed) < EXAMPLES:
+                ch.examples_removed.append(key)
 
 
 def _same_sweep(conn: Connection, old: tuple[Catalog, dict[str, Plan]], new: tuple[Catalog, dict[str, Plan]],
@@ -327,14 +340,6 @@ def _same_sweep(conn: Connection, old: tuple[Catalog, dict[str, Plan]], new: tup
     qa = CandidateQuery(old[0], old[1], today, conn.dialect.name, settings).query()
     qb = CandidateQuery(new[0], new[1], today, conn.dialect.name, settings).query()
     return same_sql(conn, qa, qb)
-
-
-def _tee(items: Iterator[tuple[str, Decision]]) -> tuple[Iterator[tuple[str, Decision]], Iterator[tuple[str, Decision]]]:
-    # merge() pulls both sides in step, so itertools.tee's buffer stays one account deep.
-    import itertools
-
-    a, b = itertools.tee(items)
-    return a, b
 
 
 # --------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +13,16 @@ from pathlib import Path
 import pytest
 
 from engine_support import Seed
-from store_backends import fresh_store
-from dsl.compiler import compile_play
-from dsl.project import load_text
+from store_backends import BACKENDS, fresh_store
+from dsl.compiler import compile_play, compile_plans
+from dsl.project import load, load_text
+from engine import enroll
+from engine.demo_data import generate
 from engine.plan import enrollment_plan, merge, rule_diff, rules_at
 from engine.store import Store
 
 TODAY = dt.date(2026, 6, 1)
+SHIPPED = Path(__file__).resolve().parents[2] / "playbooks"
 
 BASE = """\
 entity account
@@ -119,6 +123,35 @@ def test_rule_diff_per_trigger_and_play(store: Store) -> None:
     assert (p["upsell"].added, p["upsell"].removed, p["upsell"].added_arr) == (1, 0, 20000)
     assert (p["growth"].added, p["growth"].removed, p["growth"].removed_arr) == (0, 1, 12000)
     assert d.changes
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_rule_diff_reads_both_rule_sets_side_by_side_on_demo_data(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pull request of the issue: the shipped rules with the usage ceiling
+    # lowered, on demo data. Ten rows per fetch keep each side's query open
+    # while the other runs, as on a store with more candidates than a fetch
+    # batch (20,000 demo accounts): SQLite aborts a reading statement when its
+    # connection writes a temporary table, and refuses to drop one while any
+    # statement reads.
+    monkeypatch.setattr(enroll, "STREAM_BATCH", 10)
+    shutil.copytree(SHIPPED, tmp_path / "rules")
+    triggers = tmp_path / "rules" / "triggers.play"
+    text = triggers.read_text()
+    assert "account.usage_percent > 80%\n  then start usage_limit" in text
+    triggers.write_text(text.replace("account.usage_percent > 80%\n  then start usage_limit",
+                                     "account.usage_percent > 70%\n  then start usage_limit"))
+    old, new = load([SHIPPED]), load([tmp_path / "rules"])
+    with fresh_store(kind, tmp_path, old.catalog) as store:
+        generate(old.catalog, 300, seed=7, today=TODAY, store=store)
+        with store.connect() as conn:
+            d = rule_diff(conn, (old.catalog, compile_plans(old)), (new.catalog, compile_plans(new)), TODAY)
+            ceiling = next(c for c in d.triggers if c.name == "usage_ceiling")
+            assert ceiling.added > 0 and ceiling.removed == 0
+            assert next(c for c in d.plays if c.name == "usage_limit").changed
+            # Nothing is left behind on the connection: the same diff again gives the same answer.
+            again = rule_diff(conn, (old.catalog, compile_plans(old)), (new.catalog, compile_plans(new)), TODAY)
+            assert [c.to_json() for c in again.plays] == [c.to_json() for c in d.plays]
 
 
 def test_rule_diff_of_identical_rules_is_empty(store: Store) -> None:
