@@ -32,6 +32,20 @@ class Fail(Exception):
         self.message, self.exit_code = message, exit_code
 
 
+def store_failure(exc: BaseException) -> Fail | None:
+    """How a command ends when the store is the problem: missing or empty (2,
+    the user names a wrong place or has not filled it), unreachable (4)."""
+    import sys
+
+    store = sys.modules.get("engine.store")
+    if store is None:  # never imported: the error cannot be one of its
+        return None
+    if isinstance(exc, store.StoreError):
+        return Fail(str(exc), EXIT_USAGE)
+    fault = store.unreachable(exc, "")  # also a raw driver error no command wrapped
+    return None if fault is None else Fail(str(fault), EXIT_UNREACHABLE)
+
+
 class TextOrJson(str, enum.Enum):
     text = "text"
     json = "json"

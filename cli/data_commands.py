@@ -35,11 +35,12 @@ def _catalog(paths: list[Path] | None) -> Any:
 
 
 def _store(url: str | None, catalog: Any) -> Any:
+    """The store, created or migrated as needed: these commands write."""
     from engine.store import Store, StoreError
 
     try:
         return Store.open(url, catalog=catalog)
-    except (StoreError, Exception) as exc:  # a bad URL or an unreachable server is a usage problem
+    except StoreError as exc:  # a bad URL, a schema conflict; unreachable goes to the guard (exit 4)
         raise Fail(f"cannot open the store{f' at {url}' if url else ''}: {exc}") from exc
 
 
@@ -74,9 +75,9 @@ def register(app: typer.Typer) -> None:
                     tasks[phase] = bar.add_task(phase, total=total)
                 bar.update(tasks[phase], completed=done, total=total)
 
-            try:
-                result = generate(catalog, accounts, seed=seed, today=day, store=store, replace=replace,
-                                  progress=progress)
+            try:  # not retried (it writes in several transactions), but faults are typed
+                result = store.retry(lambda: generate(catalog, accounts, seed=seed, today=day, store=store,
+                                                      replace=replace, progress=progress), delays=())
             except DemoDataError as exc:
                 raise Fail(str(exc).replace("replace=True", "--replace")) from exc
             finally:
@@ -117,7 +118,9 @@ def register(app: typer.Typer) -> None:
         catalog = _catalog(playbooks)
         store = _store(db, catalog)
         try:
-            report = import_files(store, catalog, pairs, ignore_unknown_columns=ignore_unknown_columns)
+            # One transaction, all or nothing: safe to run again over a transient fault.
+            report = store.retry(lambda: import_files(store, catalog, pairs,
+                                                      ignore_unknown_columns=ignore_unknown_columns))
         except ImportFailed as exc:
             if format == TextOrJson.json:
                 print(json.dumps({"imported": False, "problems": exc.total, "errors": [

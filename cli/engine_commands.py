@@ -18,21 +18,28 @@ from __future__ import annotations
 
 import csv
 import enum
+import itertools
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
 from cli import render
-from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, DbOpt, Fail, TodayOpt, settings, today as _today
+from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, DbOpt, Fail, TodayOpt, settings
+from cli.common import today as _today
 from cli.common import TextOrJson as Format
 from dsl.catalog import Catalog
 from dsl.plan import Plan
 from dsl.project import Project
+
+if TYPE_CHECKING:  # sqlalchemy is imported only by the commands that use the store
+    import datetime as dt
+
+    from sqlalchemy.engine import Connection
 
 
 class TableFormat(str, enum.Enum):
@@ -47,6 +54,7 @@ RulesOpt = Annotated[
                  show_default=False),
 ]
 
+T = TypeVar("T")
 TABLE_DEFAULT_LIMIT = 50  # a terminal table of a million rows helps no one; csv/json have no default limit
 
 
@@ -103,16 +111,40 @@ def _rules(paths: list[Path] | None, json_mode: bool, error_code: int = EXIT_FIN
 
 @contextmanager
 def _store(db: str | None, catalog: Catalog, exit_code: int = EXIT_USAGE) -> Iterator[Any]:
-    from engine.store import Store, StoreError
+    """The store opened for reading (nothing created, migrated or written).
+
+    Missing or empty: `exit_code` (2, or 1 under --detailed-exitcode); not
+    reachable, also midway: 4.
+    """
+    import sqlalchemy as sa
+
+    from engine.store import Store, StoreError, StoreUnreachable, unreachable
 
     try:
-        store = Store.open(db, catalog=catalog)
+        store = Store.open(db, catalog=catalog, read_only=True)
+    except StoreUnreachable as e:
+        raise Fail(str(e), EXIT_UNREACHABLE) from e
     except StoreError as e:
         raise Fail(str(e), exit_code) from e
     try:
         yield store
+    except sa.exc.DBAPIError as e:
+        fault = unreachable(e, store.url)
+        if fault is None:
+            raise
+        raise Fail(str(fault), EXIT_UNREACHABLE) from e
     finally:
         store.close()
+
+
+def _read(store: Any, work: Callable[[Connection], T]) -> T:
+    """`work` on a fresh connection, run again over a transient fault (safe: it only reads)."""
+
+    def attempt() -> T:
+        with store.connect() as conn:
+            return work(conn)
+
+    return cast(T, store.retry(attempt))
 
 
 def _money(v: float | None) -> str:
@@ -152,41 +184,63 @@ def scorecard(
         raise Fail(str(e)) from e
     n = limit if limit is not None else (TABLE_DEFAULT_LIMIT if format == TableFormat.table else 0)
     n_or_none = n if n > 0 else None
-    with _store(db, project.catalog) as store, store.connect() as conn:
-        rows = sc.rows(conn, project.catalog, day, options, n_or_none)
-        if format == TableFormat.csv:
-            w = csv.writer(sys.stdout, lineterminator="\n")
-            w.writerow(sc.COLUMNS)
-            for r in rows:
-                j = r.to_json()
-                w.writerow(["" if j[c] is None else (";".join(j[c]) if isinstance(j[c], list) else j[c])
-                            for c in sc.COLUMNS])
-        elif json_mode:
-            # Streamed by hand: one JSON document, never the whole list in memory.
-            sys.stdout.write(json.dumps({"today": day.isoformat(), "score": score, "gate": options.gate,
-                                         "route": options.route, "columns": sc.COLUMNS})[:-1] + ', "rows": [')
-            for i, r in enumerate(rows):
-                sys.stdout.write(("," if i else "") + "\n  " + json.dumps(r.to_json()))
-            sys.stdout.write("\n]}\n")
-        else:
-            from rich.table import Table
-
-            table = Table(title=f"Expansion readiness on {day.isoformat()}", title_justify="left")
-            for c in sc.COLUMNS:
-                table.add_column(c, justify="right" if c in ("health_score", "expansion_readiness",
-                                                             "estimated_expansion_acv") else "left")
-            shown = 0
-            for r in rows:
-                shown += 1
-                table.add_row(r.account_id, r.segment or "", _num(r.health_score), r.activation_status,
-                              _num(r.expansion_readiness), ", ".join(r.active_triggers),
-                              r.recommended_motion or "", _money(r.estimated_expansion_acv))
-            out = render.console()
-            out.print(table)
-            total = sc.count(conn, project.catalog)
-            if shown < total:
-                out.print(f"{shown} of {total} accounts shown; --limit 0 for all, --format csv for a file")
+    with _store(db, project.catalog) as store:
+        # Retried up to the first row; after that rows are on their way out and a fault ends the command.
+        conn, rows = store.retry(lambda: _first_rows(store, sc.rows, project.catalog, day, options, n_or_none))
+        with conn:
+            _print_scorecard(conn, rows, format, day, score, options, project.catalog)
     raise typer.Exit(EXIT_OK)
+
+
+def _first_rows(store: Any, rows: Callable[..., Iterator[Any]], *args: Any) -> tuple[Connection, Iterator[Any]]:
+    """A connection and its rows, the first one already fetched (so the query has run)."""
+    conn = store.connect()
+    try:
+        it = rows(conn, *args)
+        head = next(it, None)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, (iter(()) if head is None else itertools.chain([head], it))
+
+
+def _print_scorecard(conn: Connection, rows: Iterator[Any], format: TableFormat, day: dt.date, score: str,
+                     options: Any, catalog: Catalog) -> None:
+    from engine import scorecard as sc
+
+    json_mode = format == TableFormat.json
+    if format == TableFormat.csv:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(sc.COLUMNS)
+        for r in rows:
+            j = r.to_json()
+            w.writerow(["" if j[c] is None else (";".join(j[c]) if isinstance(j[c], list) else j[c])
+                        for c in sc.COLUMNS])
+    elif json_mode:
+        # Streamed by hand: one JSON document, never the whole list in memory.
+        sys.stdout.write(json.dumps({"today": day.isoformat(), "score": score, "gate": options.gate,
+                                     "route": options.route, "columns": sc.COLUMNS})[:-1] + ', "rows": [')
+        for i, r in enumerate(rows):
+            sys.stdout.write(("," if i else "") + "\n  " + json.dumps(r.to_json()))
+        sys.stdout.write("\n]}\n")
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"Expansion readiness on {day.isoformat()}", title_justify="left")
+        for c in sc.COLUMNS:
+            table.add_column(c, justify="right" if c in ("health_score", "expansion_readiness",
+                                                         "estimated_expansion_acv") else "left")
+        shown = 0
+        for r in rows:
+            shown += 1
+            table.add_row(r.account_id, r.segment or "", _num(r.health_score), r.activation_status,
+                          _num(r.expansion_readiness), ", ".join(r.active_triggers),
+                          r.recommended_motion or "", _money(r.estimated_expansion_acv))
+        out = render.console()
+        out.print(table)
+        total = sc.count(conn, catalog)
+        if shown < total:
+            out.print(f"{shown} of {total} accounts shown; --limit 0 for all, --format csv for a file")
 
 
 # ---------------------------------------------------------------- why
@@ -208,9 +262,9 @@ def why(
     day = _today(today)
     project, plans = _rules(rules, json_mode)
     knobs = settings().enrollment()
-    with _store(db, project.catalog) as store, store.connect() as conn:
+    with _store(db, project.catalog) as store:
         try:
-            report = explain(conn, project.catalog, plans, day, account, play, knobs)
+            report = _read(store, lambda conn: explain(conn, project.catalog, plans, day, account, play, knobs))
         except WhyError as e:
             raise Fail(str(e)) from e
     if json_mode:
@@ -244,15 +298,15 @@ def plan(
     knobs = settings(err).enrollment()
     changes: bool
     if against is None:
-        with _store(db, project.catalog, err) as store, store.connect() as conn:
-            result = pl.enrollment_plan(conn, project.catalog, plans, day, knobs)
+        with _store(db, project.catalog, err) as store:
+            result = _read(store, lambda conn: pl.enrollment_plan(conn, project.catalog, plans, day, knobs))
         changes = result.changes
         if json_mode:
             print(json.dumps(result.to_json(), indent=2))
         else:
             sys.stdout.write(_plan_text(result))
     else:
-        from engine.store import sync_entities
+        from engine.store import StoreError
 
         paths = list(rules) if rules else [Path("playbooks")]
         with pl.temp_dir() as tmp:
@@ -262,11 +316,13 @@ def plan(
                 raise Fail(str(e), err) from e
             old_project, old_plans = _checked(old_project, json_mode, against)
         with _store(db, project.catalog, err) as store:
-            with store.begin() as conn:  # columns the old rules declare (add-only, like `use`)
-                sync_entities(conn, old_project.catalog)
-            with store.connect() as conn:
-                diff = pl.rule_diff(conn, (old_project.catalog, old_plans), (project.catalog, plans), day,
-                                    knobs, before=against, after="working tree")
+            try:  # a read: the old rules' fields must have columns already
+                store.check_columns(old_project.catalog)
+            except StoreError as e:
+                raise Fail(f"{e} (the rules at {against})", err) from e
+            diff = _read(store, lambda conn: pl.rule_diff(
+                conn, (old_project.catalog, old_plans), (project.catalog, plans), day, knobs,
+                before=against, after="working tree"))
         changes = diff.changes
         if json_mode:
             print(json.dumps(diff.to_json(), indent=2))

@@ -40,7 +40,8 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from cli import render
-from cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Fail, TextOrJson, TodayOpt
+from cli.common import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Fail, TextOrJson,
+                        TodayOpt, store_failure)
 from cli.common import today as today_in_team_zone
 from dsl.diagnostics import Diagnostic, Severity, make
 from dsl.nodes import Span
@@ -499,7 +500,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         rv = cmd.main(args=args, prog_name="playbook", standalone_mode=False)
         return rv if isinstance(rv, int) else EXIT_OK
     except Fail as e:
-        _report_error("usage", e.message, e.exit_code, json_mode, command)
+        _report_error("unreachable" if e.exit_code == EXIT_UNREACHABLE else "usage", e.message, e.exit_code,
+                      json_mode, command)
         return e.exit_code
     except click_exc.NoArgsIsHelpError as e:
         print(e.ctx.get_help() if e.ctx else e.format_message())
@@ -525,6 +527,11 @@ def run(argv: Sequence[str] | None = None) -> int:
             pass
         return EXIT_FINDINGS
     except Exception as e:  # the guard: a bug in playbook, reported in one line
+        failure = store_failure(e)  # a store missing or unreachable deep inside a command is no bug
+        if failure is not None:
+            _report_error("unreachable" if failure.exit_code == EXIT_UNREACHABLE else "usage", failure.message,
+                          failure.exit_code, json_mode, command)
+            return failure.exit_code
         if os.environ.get("PLAYBOOK_DEBUG"):
             raise
         message = f"{type(e).__name__}: {e}".splitlines()[0][:500]

@@ -94,8 +94,8 @@ def sweep(
                        f"schedule {handle}: SweepWorkflow every {schedule} on task queue {temporal.task_queue} "
                        "(overlap: skip; catch-up: one interval)")
         raise typer.Exit(0)
-    try:
-        store = Store.open(db, catalog=playbooks.catalog)
+    try:  # --dry-run only reads: it must not create, migrate or write a store
+        store = Store.open(db, catalog=playbooks.catalog, read_only=dry_run)
     except StoreError as exc:
         raise Fail(f"store: {exc}") from exc
     try:
@@ -162,7 +162,8 @@ async def _sweep(client: Any, store: Any, playbooks: Any, today: dt.date | None,
 def _dry_run(store: Any, playbooks: Any, today: dt.date, decide_with: Any, format: TextOrJson, limit: int) -> None:
     from engine import enroll
 
-    decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today, decide_with.enrollment())
+    decisions = store.retry(lambda: enroll.decision_set(store, playbooks.catalog, playbooks.plans, today,
+                                                        decide_with.enrollment()))
     if format == TextOrJson.json:
         print(json.dumps({"today": today.isoformat(), "decisions": [d.to_json() for d in decisions]}, indent=2))
         return

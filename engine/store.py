@@ -7,6 +7,10 @@
 
 Fixed tables are created by Alembic migrations (`engine/migrations/`), run
 from Python by `Store.migrate()` (and by `Store.open` unless told not to).
+Reading commands open with `Store.open(url, read_only=True)`: nothing is
+created, migrated or written, and a store that is missing, empty or behind
+the code is `StoreMissing`. A store that cannot be reached is
+`StoreUnreachable`; `retrying` runs work again over transient faults.
 Declared entity fields become columns through `sync_entities`, which only
 ever adds columns: it never drops, renames or retypes one, so no data is
 lost when a field disappears from or changes in a .play file; those are
@@ -15,12 +19,16 @@ reported instead. See docs/store.md.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -37,10 +45,109 @@ ENV_URL = "PLAYBOOK_DATABASE_URL"
 DEFAULT_DIR = ".playbook"
 DEFAULT_FILE = "playbook.db"
 MIGRATIONS = Path(__file__).with_name("migrations")
+CONNECT_TIMEOUT = 10  # seconds, PostgreSQL
+FILL_HINT = "fill it with `playbook demo-data` or `playbook import accounts=FILE`"
+
+
+T = TypeVar("T")
 
 
 class StoreError(Exception):
     """The store cannot be used as asked (bad URL, schema conflict)."""
+
+
+class StoreMissing(StoreError):
+    """A reading command found nothing to read: no store at the URL, no tables,
+    an older schema, no accounts, or no column for a declared field."""
+
+
+class StoreUnreachable(Exception):
+    """The store could not be reached or used: refused connection, missing
+    database, read-only file, server restarting. The environment's fault,
+    neither bad input nor a bug.
+
+    `cause` is one line; `url` never shows a password; `transient` says a
+    retry may help (what `retrying` did before giving up).
+    """
+
+    def __init__(self, url: str, cause: str, *, transient: bool = False):
+        super().__init__(f"cannot reach the store{f' at {url}' if url else ''}: {cause}")
+        self.url, self.cause, self.transient = url, cause, transient
+
+
+# Faults worth another try: the server is (re)starting or dropped the
+# connection, or a SQLite writer held the lock past busy_timeout.
+_TRANSIENT = re.compile(
+    r"connection refused|connection reset|server closed the connection|could not receive data|"
+    r"could not send data|terminating connection|the database system is (starting up|shutting down|"
+    r"in recovery mode|not yet accepting)|database is locked|ssl syscall error|connection timed out|"
+    r"timeout expired|no connection to the server|connection already closed", re.IGNORECASE)
+# Lasting faults of the environment on SQLite (whose OperationalError also
+# covers "no such table" and SQL errors, which are not the environment's).
+_SQLITE_LASTING = re.compile(
+    r"unable to open database file|readonly database|disk i/o error|database disk image is malformed|"
+    r"database or disk is full|file is not a database", re.IGNORECASE)
+
+# Seconds slept before each new attempt; tests set it to zeros.
+RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of a driver's message, without libpq's severity prefix."""
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    text = re.sub(r"\b(FATAL|ERROR):\s*", "", " ".join(first.split()))
+    return text[:300] or type(exc).__name__
+
+
+def unreachable(exc: BaseException, url: str) -> StoreUnreachable | None:
+    """`exc` as a `StoreUnreachable` when it is a fault of the environment, else None.
+
+    PostgreSQL's OperationalError is by definition outside the program's
+    control (connection, missing database, authentication, server state); on
+    SQLite only the messages that name the file or the lock are.
+    """
+    if isinstance(exc, StoreUnreachable):
+        return exc
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    orig = exc.orig if exc.orig is not None else exc
+    text = _one_line(orig)
+    transient = bool(exc.connection_invalidated or _TRANSIENT.search(text))
+    if transient:
+        return StoreUnreachable(url, text, transient=True)
+    is_sqlite = isinstance(orig, sqlite3.Error)
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) and not is_sqlite:
+        return StoreUnreachable(url, text)
+    # 42501: permission denied, e.g. a read-only role asked to write.
+    if getattr(orig, "pgcode", None) == "42501" or (is_sqlite and _SQLITE_LASTING.search(text)):
+        return StoreUnreachable(url, text)
+    return None
+
+
+def retrying(work: Callable[[], T], url: str, *, on_retry: Callable[[StoreUnreachable, float], None] | None = None,
+             delays: Sequence[float] | None = None) -> T:
+    """`work()`, run again after a transient fault (up to len(RETRY_DELAYS) more times).
+
+    A lasting fault, or a transient one still there after the last attempt,
+    raises `StoreUnreachable`; any other error passes through. `work` must be
+    safe to repeat: open its own connection, write nothing it would write twice.
+    """
+    waits = RETRY_DELAYS if delays is None else tuple(delays)
+    for attempt in range(len(waits) + 1):
+        try:
+            return work()
+        except (sa.exc.DBAPIError, StoreUnreachable) as exc:
+            fault = unreachable(exc, url)
+            if fault is None:
+                raise
+            if not fault.transient or attempt == len(waits):
+                if fault is exc:
+                    raise
+                raise fault from exc
+            if on_retry is not None:
+                on_retry(fault, waits[attempt])
+            time.sleep(waits[attempt])
+    raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
 
 def default_url(project_dir: str | Path | None = None) -> str:
@@ -52,17 +159,18 @@ def default_url(project_dir: str | Path | None = None) -> str:
     return f"sqlite:///{(base / DEFAULT_DIR / DEFAULT_FILE).resolve()}"
 
 
-def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any, *, read_only: bool = False) -> None:
     # Take transaction control away from the sqlite3 module, whose implicit
     # BEGIN (only before DML) breaks SAVEPOINTs and transactional DDL; the
     # `begin` hook below emits BEGIN itself (SQLAlchemy's documented recipe).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    # WAL: readers (the CLI, `playbook why`) do not block the worker's writes.
-    cur.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable at every checkpoint and safe with WAL; FULL costs an
-    # fsync per commit for nothing a crash could lose that WAL keeps.
-    cur.execute("PRAGMA synchronous=NORMAL")
+    if not read_only:  # setting the journal mode writes the file's header
+        # WAL: readers (the CLI, `playbook why`) do not block the worker's writes.
+        cur.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable at every checkpoint and safe with WAL; FULL costs an
+        # fsync per commit for nothing a crash could lose that WAL keeps.
+        cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
     # 64 MB of page cache instead of 2 MB: set-wise rule queries and bulk
@@ -80,18 +188,37 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("playbook_write") else "BEGIN")
 
 
-def create_engine(url: str) -> Engine:
-    """An engine with the store's per-dialect settings."""
+def _sqlite_file(parsed: sa.URL) -> Path | None:
+    """The file of a SQLite URL; None for memory and `file:` URI forms."""
+    db = parsed.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+def create_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine with the store's per-dialect settings.
+
+    `read_only` creates nothing: no folder, no file (a missing SQLite file is
+    `StoreMissing`), and SQLite opens the file with `mode=ro`, so even a bug
+    cannot write. PostgreSQL has no such mode that still allows the temporary
+    tables the enrollment queries use: there, reading code simply never
+    writes, and a role with SELECT only is enough.
+    """
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as e:
         raise StoreError(f"not a database URL: {url!r}") from e
     if parsed.get_backend_name() == "sqlite":
-        db = parsed.database
-        if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        path = _sqlite_file(parsed)
+        if read_only and path is not None:
+            if not path.is_file():
+                raise StoreMissing(f"no store at {_shown(url)} (no such file): {FILL_HINT}")
+            parsed = parsed.set(database=f"file:{path}", query={**parsed.query, "mode": "ro", "uri": "true"})
+        elif path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed)
-        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "connect", functools.partial(_sqlite_on_connect, read_only=read_only))
         sa.event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -99,8 +226,17 @@ def create_engine(url: str) -> Engine:
             # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the
             # project depends on psycopg2-binary, so say which driver we mean.
             parsed = parsed.set(drivername="postgresql+psycopg2")
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        # A server that drops packets must not hang a command for minutes.
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT})
     raise StoreError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:// or postgresql://")
+
+
+def _shown(url: str | sa.URL) -> str:
+    """A URL for messages: as written, but never with its password."""
+    parsed = sa.make_url(url)
+    if isinstance(url, str) and parsed.password is None:
+        return url  # SQLAlchemy's rendering would escape a `file:` URI's colon
+    return parsed.render_as_string(hide_password=True)
 
 
 # --------------------------------------------------------------------------
@@ -219,24 +355,51 @@ class Store:
 
     engine: Engine
     catalog: Catalog | None = None
+    read_only: bool = False
+    given_url: str | None = None  # as the user wrote it (password hidden), for messages
 
     @classmethod
     def open(cls, url: str | None = None, *, project_dir: str | Path | None = None, migrate: bool = True,
-             catalog: Catalog | None = None) -> Store:
+             catalog: Catalog | None = None, read_only: bool = False) -> Store:
         """Open (and by default migrate) the store at `url`, or the project's default.
 
         With a catalog, declared fields are synced too and `table()` knows them.
+        `read_only` is for reading commands: nothing is created, migrated or
+        synced, and a store that is missing, empty (no tables, no accounts),
+        at another schema revision or without a column for a field `catalog`
+        declares is `StoreMissing`. Transient faults are retried; a lasting
+        one is `StoreUnreachable`.
         """
-        store = cls(engine=create_engine(url or default_url(project_dir)))
-        if migrate:
-            store.migrate()
-        if catalog is not None:
-            store.use(catalog, sync=migrate)
+        target = url or default_url(project_dir)
+        store = cls(engine=create_engine(target, read_only=read_only), read_only=read_only,
+                    given_url=_shown(target))
+        try:
+            if read_only:
+                retrying(store.check_filled, store.url)
+                if catalog is not None:
+                    store.check_columns(catalog)
+                    store.catalog = catalog
+            else:
+                retrying(lambda: store._prepare(migrate, catalog), store.url)
+        except BaseException:
+            store.close()
+            raise
         return store
+
+    def _prepare(self, migrate: bool, catalog: Catalog | None) -> None:
+        if migrate:
+            self.migrate()
+        if catalog is not None:
+            self.use(catalog, sync=migrate)
 
     @property
     def url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return self.given_url or _shown(self.engine.url)
+
+    def retry(self, work: Callable[[], T], on_retry: Callable[[StoreUnreachable, float], None] | None = None,
+              delays: Sequence[float] | None = None) -> T:
+        """`retrying(work)` with this store's URL in the error (`delays=()`: no retry, faults still typed)."""
+        return retrying(work, self.url, on_retry=on_retry, delays=delays)
 
     @property
     def dialect(self) -> str:
@@ -245,7 +408,7 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -273,6 +436,37 @@ class Store:
 
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    def check_filled(self) -> None:
+        """`StoreMissing` unless the store has this code's schema and holds accounts."""
+        from alembic.script import ScriptDirectory
+
+        current = self.revision()
+        if current is None:
+            raise StoreMissing(f"the store at {self.url} is empty (no tables): {FILL_HINT}")
+        head = ScriptDirectory.from_config(self.alembic_config()).get_current_head()
+        if current != head:
+            raise StoreMissing(
+                f"the store at {self.url} has schema revision {current}, this playbook needs {head}: "
+                "a writing command (`playbook import`, `playbook sweep`) migrates an older store")
+        if self.count(schema.ENTITY_TABLES["account"]) == 0:
+            raise StoreMissing(f"the store at {self.url} holds no accounts: {FILL_HINT}")
+
+    def check_columns(self, catalog: Catalog) -> None:
+        """`StoreMissing` naming every field `catalog` declares that has no column yet."""
+        missing: list[str] = []
+        with self.engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            for kind, table_name in schema.ENTITY_TABLES.items():
+                entity = catalog.entities.get(kind)
+                if entity is None:
+                    continue
+                existing = {c["name"] for c in inspector.get_columns(table_name)}
+                missing += [f"{kind}.{f.name}" for f in entity.fields if f.name not in existing]
+        if missing:
+            raise StoreMissing(
+                f"the store at {self.url} has no column for {', '.join(missing)} (declared since its data was "
+                "written): import data with these fields (`playbook import`), which adds their columns")
 
     def sync_entities(self, catalog: Catalog) -> SyncReport:
         with self.engine.begin() as conn:
@@ -328,5 +522,6 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-__all__ = ["ENV_URL", "Store", "StoreError", "SyncReport", "chunked", "create_engine", "default_url",
-           "insert_ignore", "sync_entities", "upsert"]
+__all__ = ["ENV_URL", "RETRY_DELAYS", "Store", "StoreError", "StoreMissing", "StoreUnreachable", "SyncReport",
+           "chunked", "create_engine", "default_url", "insert_ignore", "retrying", "sync_entities", "unreachable",
+           "upsert"]

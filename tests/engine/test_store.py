@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 
 import pytest
 import sqlalchemy as sa
@@ -12,8 +13,9 @@ from alembic.script import ScriptDirectory
 
 from dsl.project import load_text
 from engine import schema
-from engine.store import ENV_URL, Store, default_url, insert_ignore
-from store_backends import BACKENDS, fresh_store
+from engine import store as store_module
+from engine.store import ENV_URL, Store, StoreMissing, StoreUnreachable, default_url, insert_ignore, retrying
+from store_backends import BACKENDS, fresh_store, pg_reason
 
 V1 = """\
 entity account
@@ -219,3 +221,107 @@ def test_concurrent_read_then_write_transactions_wait_instead_of_failing(tmp_pat
         t.join()
     assert errors == []
     assert store.count("users") == 80
+
+
+# -- reading without creating, and faults of the environment ------------------------------------
+
+CLOSED_PORT = "postgresql://postgres@127.0.0.1:1/test"
+
+
+@pytest.fixture
+def no_waits(monkeypatch):
+    monkeypatch.setattr(store_module, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+
+
+def test_reading_a_missing_sqlite_file_creates_nothing(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/wrong/dir/x.db"
+    with pytest.raises(StoreMissing, match=r"no store at .*x\.db .*playbook demo-data"):
+        Store.open(url, read_only=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_reading_a_store_without_tables_is_missing_and_leaves_it_empty(kind, tmp_path) -> None:
+    with fresh_store(kind, tmp_path, migrate=False) as empty:
+        empty.connect().close()  # the SQLite file exists, without tables
+        with pytest.raises(StoreMissing, match="is empty"):
+            Store.open(empty.engine.url.render_as_string(hide_password=False), read_only=True)
+        assert empty.revision() is None and sa.inspect(empty.engine).get_table_names() == []
+
+
+def test_reading_a_store_without_accounts_is_missing(store: Store) -> None:
+    with pytest.raises(StoreMissing, match="holds no accounts"):
+        Store.open(store.engine.url.render_as_string(hide_password=False), read_only=True)
+
+
+def test_reading_names_declared_fields_that_have_no_column(store: Store) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    with store.begin() as conn:
+        conn.execute(sa.text("INSERT INTO accounts (id, name) VALUES ('a1', 'A')"))
+    with pytest.raises(StoreMissing, match=r"no column for account\.segment, account\.arr"):
+        Store.open(url, read_only=True, catalog=load_text(V1).catalog)
+    store.sync_entities(load_text(V1).catalog)
+    Store.open(url, read_only=True, catalog=load_text(V1).catalog).close()
+
+
+def test_a_sqlite_store_opened_for_reading_refuses_writes(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    with Store.open(url) as s, s.begin() as conn:
+        conn.execute(sa.text("INSERT INTO accounts (id, name) VALUES ('a1', 'A')"))
+    with Store.open(url, read_only=True) as reader, reader.connect() as conn:
+        with pytest.raises(sa.exc.OperationalError, match="readonly"):
+            conn.execute(sa.text("INSERT INTO accounts (id, name) VALUES ('a2', 'B')"))
+
+
+def test_a_writer_on_a_read_only_sqlite_file_is_unreachable(tmp_path) -> None:
+    Store.open(f"sqlite:///{tmp_path}/s.db").close()
+    ro = f"sqlite:///file:{tmp_path}/s.db?mode=ro&uri=true"
+    with Store.open(ro) as s:
+        def write() -> None:
+            with s.begin() as conn:
+                conn.execute(sa.text("INSERT INTO accounts (id, name) VALUES ('a1', 'A')"))
+
+        with pytest.raises(StoreUnreachable, match="readonly database") as info:
+            s.retry(write)
+    assert not info.value.transient
+
+
+def test_a_closed_port_is_unreachable_after_the_retries(no_waits) -> None:
+    retries: list[float] = []
+    with pytest.raises(StoreUnreachable, match=r"at postgresql://postgres@127\.0\.0\.1:1/test: .*Connection refused"):
+        retrying(lambda: Store.open(CLOSED_PORT, read_only=True), CLOSED_PORT,
+                 on_retry=lambda fault, wait: retries.append(wait))
+    assert retries == [0.0, 0.0, 0.0]
+
+
+def test_a_missing_postgresql_database_is_unreachable_at_once(no_waits) -> None:
+    if reason := pg_reason():
+        pytest.skip(reason)
+    url = "postgresql://postgres:secret@127.0.0.1:5432/pb_no_such_db"
+    with pytest.raises(StoreUnreachable) as info:
+        Store.open(url, read_only=True)
+    assert str(info.value) == ('cannot reach the store at postgresql://postgres:***@127.0.0.1:5432/pb_no_such_db: '
+                               'connection to server at "127.0.0.1", port 5432 failed: '
+                               'database "pb_no_such_db" does not exist')
+    assert not info.value.transient
+
+
+def test_a_transient_fault_is_retried_until_it_passes(no_waits) -> None:
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise sa.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked"))
+        return "done"
+
+    assert retrying(flaky, "sqlite:///x.db") == "done"
+    assert len(attempts) == 3
+
+
+def test_an_sql_error_is_not_taken_for_a_fault(no_waits) -> None:
+    def broken() -> None:
+        raise sa.exc.OperationalError("SELECT nope", {}, sqlite3.OperationalError("no such column: nope"))
+
+    with pytest.raises(sa.exc.OperationalError):
+        retrying(broken, "sqlite:///x.db")
