@@ -17,6 +17,7 @@ from dsl import steps
 from dsl import types as T
 from dsl.catalog import INBOUND_EVENTS, Catalog
 from dsl.diagnostics import Diagnostic, Severity, make
+from dsl.functions import FUNCTIONS
 from dsl.printer import format_literal, format_number, format_percent, spine
 from dsl.project import Project
 from dsl.suggest import closest, did_you_mean
@@ -631,12 +632,12 @@ class Checker:
         return T.BOOL
 
     def _type_call(self, e: n.Call, s: Scope) -> T.Type:
-        sigs = T.FUNCTIONS.get(e.func)
+        sigs = FUNCTIONS.get(e.func)
         args = [self.type_of(a, s) for a in e.args]
         if sigs is None:
             self.error("PB110", f"unknown function '{e.func}'", self.sub_span(e.span, e.func),
-                       f"functions: {', '.join(sorted(T.FUNCTIONS))}. {did_you_mean(e.func, T.FUNCTIONS)}".strip(),
-                       closest(e.func, T.FUNCTIONS))
+                       f"functions: {', '.join(sorted(FUNCTIONS))}. {did_you_mean(e.func, FUNCTIONS)}".strip(),
+                       closest(e.func, FUNCTIONS))
             return T.UNKNOWN
         for sig in sigs:
             if len(sig.params) == len(args) and all(T.accepts(k, t) for k, t in zip(sig.params, args)):

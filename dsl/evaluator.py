@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from dsl import nodes as n
 from dsl.catalog import Catalog
+from dsl.functions import FUNCTIONS, Function, form_of
 
 Value = float | int | str | bool | dt.date | None
 
@@ -145,18 +146,6 @@ def or3(values: Iterable[bool | None]) -> bool | None:
     if any(v is None for v in vs):
         return None
     return False
-
-
-def round_half_away(x: float) -> float:
-    """round() as SQL's numeric ROUND does it (2.5 -> 3, -2.5 -> -3), not Python's banker's rounding.
-
-    Going through repr() rounds the value a person sees: round(2.675 * 100)
-    behaves like the decimal they wrote, as PostgreSQL's float8 -> numeric cast does.
-    """
-    if abs(x) >= 2**52:  # already whole; also keeps Decimal within its precision
-        return float(x)
-    d = decimal.Decimal(repr(float(x))).quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP)
-    return float(d)
 
 
 def ago(today: dt.date, days: float) -> dt.date:
@@ -432,10 +421,25 @@ class Evaluator:
         return not empty if expr.negated else empty
 
     def _call(self, expr: n.Call) -> Value:
-        fn = _FUNCTIONS.get(expr.func)
-        if fn is None:
+        form = self.form(expr)
+        if form.series is not None:
+            return form.compute(self.today, self.series(expr))
+        values = [self.eval_expr(a) for a in expr.args]
+        for i, v in enumerate(values):
+            if v is not None and not _is_kind(v, form.params[i]):
+                raise EvalError(f"{expr.func}(...) needs {_wanted(expr.func, i)}, not {kind_of(v)}")
+        if any(v is None for v in values):
+            return None  # an empty argument makes the call empty
+        return form.compute(self.today, *values)
+
+    def form(self, expr: n.Call) -> Function:
+        """The registry form `expr` means, with the right number of arguments."""
+        form = form_of(expr)
+        if form is None:
             raise EvalError(f"unknown function '{expr.func}'")
-        return fn(self, expr)
+        if len(expr.args) != len(form.params):
+            raise EvalError(f"{expr.func}(...) takes {len(form.params)} argument(s), not {len(expr.args)}")
+        return form
 
     # ------------------------------------------------------------ series
     def event_dates(self, arg: n.Expr, func: str) -> list[dt.date]:
@@ -489,16 +493,40 @@ class Evaluator:
             raise EvalError(f"{func}(...) needs a window such as '30 days', not {kind_of(days)}")
         return float(days)  # type: ignore[arg-type]
 
-    def windowed(self, expr: n.Call) -> list[tuple[dt.date, float]]:
-        self._arity(expr, 2)
-        points = self.metric_points(expr.args[0], expr.func)
+    def series(self, expr: n.Call) -> list:
+        """What a window function reads: its event's dates or its metric's points (by date),
+        at or before today and, when it takes a window, in it."""
+        form = self.form(expr)
+        if form.series == "event":
+            items: list = self.event_dates(expr.args[0], expr.func)
+        else:
+            items = self.metric_points(expr.args[0], expr.func)
+        if not form.windowed:
+            return items
         days = self.window_days(expr.args[1], expr.func)
-        return [(d, v) for d, v in points if in_window(self.today, d, days)]
+        day = (lambda d: d) if form.series == "event" else (lambda p: p[0])
+        return [x for x in items if in_window(self.today, day(x), days)]
 
-    def _arity(self, expr: n.Call, *counts: int) -> None:
-        if len(expr.args) not in counts:
-            want = " or ".join(str(c) for c in counts)
-            raise EvalError(f"{expr.func}(...) takes {want} argument(s), not {len(expr.args)}")
+
+_RUNTIME_WORDS = {"number": "a number", "percent": "a number", "date": "a date", "event": "an event",
+                  "metric": "a metric", "text": "text", "bool": "true or false"}
+
+
+def _is_kind(v: Value, kinds: tuple[str, ...]) -> bool:
+    """Whether a value fits an argument of these kinds (a percent is a number once read)."""
+    if is_number(v):
+        return "number" in kinds or "percent" in kinds
+    if isinstance(v, bool):
+        return "bool" in kinds
+    if isinstance(v, str):
+        return "text" in kinds
+    return isinstance(v, dt.date) and "date" in kinds
+
+
+def _wanted(func: str, i: int) -> str:
+    """What argument i of `func` may be, in words; the first over every form (`a date or an event`)."""
+    forms = [f for f in FUNCTIONS[func] if len(f.params) > i and (i == 0 or f.series is None)]
+    return " or ".join(dict.fromkeys(_RUNTIME_WORDS[k] for f in forms for k in f.params[i]))
 
 
 def arithmetic(op: n.BinOp, left: Value, right: Value) -> Value:
@@ -543,119 +571,6 @@ def band_for(score: n.ScoreDecl, value: Value) -> n.Band | None:
         return band
     return None
 
-
-# --------------------------------------------------------------------------
-# Functions
-
-
-def _days_since(ev: Evaluator, expr: n.Call) -> Value:
-    ev._arity(expr, 1)
-    arg = expr.args[0]
-    if isinstance(arg, n.Symbol):
-        dates = ev.event_dates(arg, expr.func)
-        return (ev.today - max(dates)).days if dates else None
-    d = ev.eval_expr(arg)
-    if d is None:
-        return None
-    if not isinstance(d, dt.date):
-        raise EvalError(f"days_since(...) needs a date or an event, not {kind_of(d)}")
-    return (ev.today - d).days
-
-
-def _days_until(ev: Evaluator, expr: n.Call) -> Value:
-    ev._arity(expr, 1)
-    d = ev.eval_expr(expr.args[0])
-    if d is None:
-        return None
-    if not isinstance(d, dt.date):
-        raise EvalError(f"days_until(...) needs a date, not {kind_of(d)}")
-    return (d - ev.today).days
-
-
-def _happened(ev: Evaluator, expr: n.Call) -> Value:
-    ev._arity(expr, 2)
-    dates = ev.event_dates(expr.args[0], expr.func)
-    days = ev.window_days(expr.args[1], expr.func)
-    return any(in_window(ev.today, d, days) for d in dates)  # never empty
-
-
-def _count(ev: Evaluator, expr: n.Call) -> Value:
-    ev._arity(expr, 2)
-    dates = ev.event_dates(expr.args[0], expr.func)
-    days = ev.window_days(expr.args[1], expr.func)
-    return sum(1 for d in dates if in_window(ev.today, d, days))
-
-
-def _aggregate(kind: str) -> Callable[[Evaluator, n.Call], Value]:
-    def agg(ev: Evaluator, expr: n.Call) -> Value:
-        if kind in ("min", "max") and not (expr.args and isinstance(expr.args[0], n.Symbol)):
-            return _least_greatest(ev, expr, kind)
-        values = [v for _, v in ev.windowed(expr)]
-        if not values:
-            return None  # no point in the window: empty, for sum too
-        if kind == "avg":
-            return math.fsum(values) / len(values)  # fsum: independent of order
-        if kind == "sum":
-            return math.fsum(values)
-        return min(values) if kind == "min" else max(values)
-
-    return agg
-
-
-def _least_greatest(ev: Evaluator, expr: n.Call, kind: str) -> Value:
-    ev._arity(expr, 2)
-    a, b = ev.eval_expr(expr.args[0]), ev.eval_expr(expr.args[1])
-    for v in (a, b):
-        if v is not None and not is_number(v):
-            raise EvalError(f"{kind}(a, b) needs numbers, not {kind_of(v)}")
-    if a is None or b is None:
-        return None  # unlike PostgreSQL's LEAST/GREATEST, an empty input is empty
-    return min(a, b) if kind == "min" else max(a, b)  # type: ignore[type-var]
-
-
-def _latest(ev: Evaluator, expr: n.Call) -> Value:
-    ev._arity(expr, 1)
-    points = ev.metric_points(expr.args[0], expr.func)
-    return points[-1][1] if points else None
-
-
-def _growth(ev: Evaluator, expr: n.Call) -> Value:
-    points = ev.windowed(expr)
-    if len(points) < 2 or points[0][1] == 0:
-        return None
-    return points[-1][1] / points[0][1] - 1
-
-
-def _numeric(func: str, f: Callable[[float], Value]) -> Callable[[Evaluator, n.Call], Value]:
-    def helper(ev: Evaluator, expr: n.Call) -> Value:
-        ev._arity(expr, 1)
-        v = ev.eval_expr(expr.args[0])
-        if v is None:
-            return None
-        if not is_number(v):
-            raise EvalError(f"{func}(...) needs a number, not {kind_of(v)}")
-        return f(v)  # type: ignore[arg-type]
-
-    return helper
-
-
-_FUNCTIONS: dict[str, Callable[[Evaluator, n.Call], Value]] = {
-    "days_since": _days_since,
-    "days_until": _days_until,
-    "happened": _happened,
-    "count": _count,
-    "avg": _aggregate("avg"),
-    "sum": _aggregate("sum"),
-    "min": _aggregate("min"),
-    "max": _aggregate("max"),
-    "latest": _latest,
-    "growth": _growth,
-    "abs": _numeric("abs", abs),
-    "round": _numeric("round", round_half_away),
-}
-
-# Functions whose first argument names an event or a metric rather than a value.
-SERIES_FUNCTIONS = {"happened", "count", "avg", "sum", "min", "max", "latest", "growth"}
 
 _DISPATCH: dict[type, Callable[[Evaluator, n.Expr], Value]] = {
     n.Number: Evaluator._number,

@@ -19,7 +19,9 @@ from pydantic import BaseModel
 
 from dsl import nodes as n
 from dsl import printer
-from dsl.evaluator import SERIES_FUNCTIONS, EvalError, Evaluator, Value, band_for, is_number
+from dsl.evaluator import EvalError, Evaluator, Value, band_for, is_number
+from dsl.functions import form_of
+from dsl.types import PERCENT
 
 
 class Truth(str, enum.Enum):
@@ -103,8 +105,9 @@ class Explainer:
         """Whether a value reads best as a percent: percent fields, percent literals, growth."""
         if isinstance(e, n.Percent):
             return True
-        if isinstance(e, n.Call) and e.func == "growth":
-            return True
+        if isinstance(e, n.Call):
+            form = form_of(e)
+            return form is not None and form.result == PERCENT
         if isinstance(e, n.Ref) and len(e.path) == 2 and e.path[0] == "account":
             f = self.ev.catalog.entity_field("account", e.path[1])
             return f is not None and f.type.name is n.TypeName.PERCENT
@@ -143,9 +146,9 @@ class Explainer:
             case n.IsEmpty():
                 return self._operands([e.value])
             case n.Call():
-                args = e.args[1:] if e.func in SERIES_FUNCTIONS or (
-                    e.func == "days_since" and e.args and isinstance(e.args[0], n.Symbol)) else e.args
-                return self._operands(args)
+                form = form_of(e)
+                # A window function's first argument names its series: nothing to show.
+                return self._operands(e.args[1:] if form is not None and form.series else e.args)
             case n.Ref() if len(e.path) == 2 and e.path[0] == "account":
                 let = self.ev.catalog.entity_let("account", e.path[1])
                 if let is not None:  # a derived field: show what it is made of
@@ -167,26 +170,27 @@ class Explainer:
         """What a window or event function looked at."""
         if not isinstance(e, n.Call) or not e.args or not isinstance(e.args[0], n.Symbol):
             return None
+        form = form_of(e)
+        if form is None or form.series is None:
+            return None
         name = e.args[0].name
         try:
-            if e.func in ("happened", "count", "days_since"):
+            if form.series == "event":
                 dates = self.ev.event_dates(e.args[0], e.func)
                 if not dates:
                     return f"{name} never happened"
                 return f"{name} last on {max(dates).isoformat()}, {len(dates)} time(s) in all"
-            if e.func in SERIES_FUNCTIONS:
-                points = self.ev.windowed(e) if len(e.args) == 2 else self.ev.metric_points(e.args[0], e.func)
-                if not points:
-                    return f"no {name} point in the window"
-                if e.func == "latest":
-                    d, v = points[-1]
-                    return f"{name} = {fmt_number(v)} on {d.isoformat()}"
-                shown = ", ".join(f"{fmt_number(v)} on {d.isoformat()}" for d, v in points[:6])
-                more = f", ... ({len(points)} points)" if len(points) > 6 else ""
-                return f"{name}: {shown}{more}"
+            points = self.ev.series(e)
+            if not points:
+                return f"no {name} point in the window"
+            if not form.windowed:  # the whole series (latest): its last point says it
+                d, v = points[-1]
+                return f"{name} = {fmt_number(v)} on {d.isoformat()}"
+            shown = ", ".join(f"{fmt_number(v)} on {d.isoformat()}" for d, v in points[:6])
+            more = f", ... ({len(points)} points)" if len(points) > 6 else ""
+            return f"{name}: {shown}{more}"
         except EvalError:
             return None
-        return None
 
     # ------------------------------------------------------------ named rules
     def trigger(self, name: str) -> Explanation:

@@ -13,6 +13,7 @@ import math
 from decimal import Decimal
 
 from dsl import nodes as n
+from dsl.functions import form_of
 
 # Binding strength, loosest first; the grammar's ladder (dsl/grammar.lark).
 OR, AND, NOT, COMPARISON, SUM, PRODUCT, UNARY, ATOM = range(1, 9)
@@ -34,10 +35,6 @@ _SINGULAR = {
     n.DurationUnit.WEEKS: "week",
     n.DurationUnit.MONTHS: "month",
 }
-
-# Functions whose window argument reads `within N days` (docs/semantics.md);
-# the AST drops the word, so the printer puts it back where the docs use it.
-_WITHIN_ARG = {"happened": 1}
 
 # A float too large for any digits to stay finite; float() of it is inf.
 _INFINITE_DIGITS = "1" + "0" * 309
@@ -82,7 +79,9 @@ def _print(expr: n.Expr) -> str:
     if isinstance(expr, n.IsEmpty):
         return f"{print_expr(expr.value, SUM)} is {'not empty' if expr.negated else 'empty'}"
     if isinstance(expr, n.Call):
-        within = _WITHIN_ARG.get(expr.func)
+        # The AST drops the word `within`; put it back where the registry's form reads it.
+        form = form_of(expr)
+        within = 1 if form is not None and form.within else None
         args = [
             ("within " if i == within and isinstance(a, n.Duration) else "") + print_expr(a, 0)
             for i, a in enumerate(expr.args)

@@ -94,32 +94,6 @@ def orderable(t: Type) -> bool:
     return t.numeric or t.kind in ("date", "unknown")
 
 
-@dataclass(frozen=True)
-class Signature:
-    params: tuple[tuple[str, ...], ...]  # accepted kinds per argument
-    result: Type
-    doc: str
-
-
-# Function table; the evaluators implement exactly these (docs/semantics.md).
-FUNCTIONS: dict[str, list[Signature]] = {
-    "days_since": [Signature((("date",),), NUMBER, "days_since(date)"), Signature((("event",),), NUMBER, "days_since(event)")],
-    "days_until": [Signature((("date",),), NUMBER, "days_until(date)")],
-    "happened": [Signature((("event",), ("duration",)), BOOL, "happened(event, within N days)")],
-    "count": [Signature((("event",), ("duration",)), NUMBER, "count(event, N days)")],
-    "avg": [Signature((("metric",), ("duration",)), NUMBER, "avg(metric, N days)")],
-    "sum": [Signature((("metric",), ("duration",)), NUMBER, "sum(metric, N days)")],
-    "min": [Signature((("metric",), ("duration",)), NUMBER, "min(metric, N days)"),
-            Signature((("number", "percent"), ("number", "percent")), NUMBER, "min(a, b)")],
-    "max": [Signature((("metric",), ("duration",)), NUMBER, "max(metric, N days)"),
-            Signature((("number", "percent"), ("number", "percent")), NUMBER, "max(a, b)")],
-    "latest": [Signature((("metric",),), NUMBER, "latest(metric)")],
-    "growth": [Signature((("metric",), ("duration",)), PERCENT, "growth(metric, N days)")],
-    "abs": [Signature((("number", "percent"),), NUMBER, "abs(number)")],
-    "round": [Signature((("number", "percent"),), NUMBER, "round(number)")],
-}
-
-
 def accepts(kinds: tuple[str, ...], t: Type) -> bool:
     if t.kind == "unknown":
         return True

@@ -16,6 +16,7 @@ from dsl import nodes as n
 from dsl.catalog import Catalog
 from dsl.evaluator import Account, EvalError, Evaluator, eval_expr
 from dsl.explain import Explainer, Truth, explain, render
+from dsl.functions import FUNCTIONS
 from dsl.project import load_text
 
 TODAY = dt.date(2026, 6, 1)
@@ -328,7 +329,7 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     ("avg(nope, 3 days)", {}, "no metric named 'nope'"),
     ("latest(api_calls, 3 days)", {}, "takes 1 argument(s)"),
     ("frobnicate(1)", {}, "unknown function 'frobnicate'"),
-    ("min(1, smb)", {}, "needs numbers"),
+    ("min(1, smb)", {}, "needs a number"),
     ("abs(smb)", {}, "needs a number"),
     ("account.loop_a", {}, "depends on itself: let loop_a -> let loop_b -> let loop_a"),
     ("score.selfish", {}, "depends on itself: score selfish -> score selfish"),
@@ -505,8 +506,7 @@ def _random_expr(r: random.Random, depth: int) -> n.Expr:
         return n.Between(value=sub(), low=sub(), high=sub())
     if k == 4:
         return n.IsEmpty(value=sub(), negated=r.random() < 0.5)
-    func = r.choice(["days_since", "days_until", "happened", "count", "avg", "sum", "min", "max",
-                     "latest", "growth", "abs", "round", "nope"])
+    func = r.choice([*sorted(FUNCTIONS), "nope"])
     return n.Call(func=func, args=[sub() for _ in range(r.randrange(3))])
 
 
