@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection
 
 from dsl import nodes as n
 from dsl.catalog import INBOUND_EVENTS, Catalog
+from dsl.suggest import closest
 from engine import schema
 from engine.store import Store, StoreError, upsert
 
@@ -67,14 +68,19 @@ class RowError:
         return f"{where}: {self.column}: {self.reason}" if self.column else f"{where}: {self.reason}"
 
 
+SHOWN_IN_MESSAGE = 20  # problems listed in ImportFailed's message (all are in `errors`)
+
+
 class ImportFailed(Exception):
     """The import was rolled back; `errors` says why (at most `max_errors` of `total`)."""
 
     def __init__(self, errors: list[RowError], total: int) -> None:
         self.errors = errors
         self.total = total
-        more = f" (and {total - len(errors)} more)" if total > len(errors) else ""
-        lines = "\n".join(f"  {e}" for e in errors[:20])
+        shown = errors[:SHOWN_IN_MESSAGE]
+        # Counted against what the message shows, not what `errors` holds.
+        more = f" (and {total - len(shown)} more)" if total > len(shown) else ""
+        lines = "\n".join(f"  {e}" for e in shown)
         super().__init__(f"import failed with {total} problem(s){more}; nothing was written\n{lines}")
 
 
@@ -198,7 +204,7 @@ def _enum(raw: Any, t: n.TypeRef) -> str:
     if s in t.values:
         return s
     folded = {v.lower(): v for v in t.values}
-    guess = folded.get(s.lower().replace(" ", "_").replace("-", "_"))
+    guess = folded.get(s.lower().replace(" ", "_").replace("-", "_")) or closest(s.lower(), t.values)
     hint = f"; did you mean {guess}?" if guess else f"; expected one of {', '.join(t.values)}"
     raise ValueError(f"{s!r} is not a declared value{hint}")
 
@@ -290,8 +296,24 @@ def _read(src: _Source, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]
                 yield from _read_csv(src, fh, errors)
             else:
                 yield from _read_jsonl(src, fh, errors)
-        except UnicodeDecodeError as e:
-            errors.add(RowError(src.name, 0, None, f"not UTF-8 text ({e.reason} at byte {e.start})"))
+        except UnicodeDecodeError:
+            errors.add(_not_utf8(src))
+
+
+def _not_utf8(src: _Source) -> RowError:
+    """Where the file stops being UTF-8, as line and column (the decoder's offset is into a buffer)."""
+    with src.path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                column = len(line[:e.start].decode("utf-8")) + 1
+                return RowError(src.name, number, None,
+                                f"not UTF-8 text: byte 0x{line[e.start]:02x} at column {column} "
+                                "(save the file as UTF-8; it may be Latin-1 or Windows-1252)")
+    return RowError(src.name, 0, None, "not UTF-8 text")  # pragma: no cover - the decoder found a byte
 
 
 def _read_csv(src: _Source, fh: Any, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -564,6 +586,11 @@ class _Job:
         record: dict[str, Any] = {}
         ok = True
         for name, value in raw.items():
+            if _has_nul(value):
+                self.errors.add(RowError(src.name, row, name, "contains a NUL character (\\0), which the store "
+                                                              "cannot keep (PostgreSQL refuses it): remove it"))
+                ok = False
+                continue
             col = plan.columns.get(name)
             if col is None:
                 if plan.kind == "events" and name != "payload":
@@ -691,6 +718,17 @@ class _Job:
             part = ids[i:i + 5000]
             found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(part))).scalars())
         return found
+
+
+def _has_nul(value: Any) -> bool:
+    """A NUL anywhere in a text value, also inside a JSON payload."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 _ZONES: dict[str, bool] = {}

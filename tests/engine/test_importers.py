@@ -246,6 +246,37 @@ def test_errors_are_capped_but_counted(store: Store, tmp_path: Path) -> None:
     assert "(and 40 more)" in str(info.value)
 
 
+def test_the_message_counts_the_problems_it_does_not_list(store: Store, tmp_path: Path) -> None:
+    rows = "".join(f"x{i},Acme,huge,1,1,1%,1,no,,u1,\n" for i in range(50))
+    path = write(tmp_path, "many.csv", ACCOUNTS_CSV.splitlines()[0] + "\n" + rows)
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "accounts", path)
+    assert len(info.value.errors) == 50
+    message = str(info.value)
+    assert message.startswith("import failed with 50 problem(s) (and 30 more); nothing was written\n")
+    assert len(message.splitlines()) == 1 + 20
+
+
+def test_a_nul_character_is_a_row_error_and_nothing_is_written(store: Store, tmp_path: Path) -> None:
+    accounts = write(tmp_path, "accounts.csv", ACCOUNTS_CSV.replace("Beta", "Be\x00ta"))
+    events = write(tmp_path, "events.jsonl", EVENTS_JSONL.replace('"Series B"', '"Series\\u0000B"'))
+    with pytest.raises(ImportFailed) as info:
+        import_files(store, CATALOG, [("accounts", accounts), ("events", events)])
+    reason = "contains a NUL character (\\0), which the store cannot keep (PostgreSQL refuses it): remove it"
+    assert info.value.errors == [RowError(str(accounts), 3, "name", reason), RowError(str(events), 1, "payload", reason)]
+    assert count(store, "accounts") == 0 and count(store, "events") == 0
+
+
+def test_a_file_that_is_not_utf8_is_named_by_line_and_column(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes((ACCOUNTS_CSV + "a3,Café Olé,smb,1,1,1%,1,no,,u1,\n").encode("latin-1"))
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "accounts", path)
+    assert info.value.errors == [RowError(str(path), 4, None, "not UTF-8 text: byte 0xe9 at column 7 (save the file "
+                                                              "as UTF-8; it may be Latin-1 or Windows-1252)")]
+    assert count(store, "accounts") == 0
+
+
 def t(name: str, **kw) -> n.TypeRef:
     return n.TypeRef(name=n.TypeName(name), **kw)
 
@@ -268,6 +299,8 @@ def test_parse_value(type_: n.TypeRef, raw: object, value: object) -> None:
 @pytest.mark.parametrize(("type_", "raw", "reason"), [
     (t("percent"), "85", "85 read as a fraction would be 8500%; write 85% or 0.85"),
     (t("enum", values=["smb", "mid_market"]), "Mid Market", "'Mid Market' is not a declared value; did you mean mid_market?"),
+    (t("enum", values=["smb", "mid_market"]), "midmarket", "'midmarket' is not a declared value; did you mean mid_market?"),
+    (t("enum", values=["smb", "mid_market"]), "Enterprize", "'Enterprize' is not a declared value; expected one of smb, mid_market"),
     (t("number", low=0, high=10), "-1", "-1 is outside the declared range 0..10"),
     (t("int"), "1e400", "1e400 is too large for a whole number"),
     (t("number"), "1e400", "inf is too large a number"),
