@@ -8,7 +8,7 @@ three alike; medians are reported:
 
   (a) bare Lark: `dsl.parser.lark_parser().parse(text)` per file (the parser
       is built before timing; files are read inside the timing);
-  (b) `playbook check` in-process: `cli.main.load_and_check` (load + check,
+  (b) `playbook check` in-process: `cli.rules.load_and_check` (load + check,
       what the command computes, without printing);
   (c) `playbook check FOLDER` as a subprocess (interpreter start-up included);
   (d) the same with PLAYBOOK_JOBS=1: files parsed in one process, as before
@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cli.main import load_and_check  # noqa: E402
+from cli.rules import load_and_check  # noqa: E402
 from dsl.parser import lark_parser  # noqa: E402
 from machine import cpu_model, load_average  # noqa: E402
 

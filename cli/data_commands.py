@@ -15,23 +15,13 @@ import typer
 
 from cli.common import DbOpt, Fail, TextOrJson, TodayOpt
 from cli.common import today as today_in_team_zone
+from cli.rules import RulesOpt, checked
+from cli.rules import paths as rule_paths
 
-PlaybooksOpt = Annotated[list[Path] | None, typer.Option(
-    "--playbooks", help="Folders or files of .play declarations (default: playbooks/).", show_default=False)]
-def _catalog(paths: list[Path] | None) -> Any:
-    from dsl.checker import check
-    from dsl.project import UsageError, load
 
-    try:
-        project = load([str(p) for p in paths] if paths else ["playbooks"])
-    except UsageError as exc:
-        raise Fail(str(exc)) from exc
-    errors = [d for d in project.diagnostics + check(project) if d.severity.value == "error"]
-    if errors:
-        first = errors[0]
-        raise Fail(f"the playbooks have {len(errors)} error(s); run `playbook check` "
-                    f"(first: {first.range.file}:{first.range.start.line}: {first.summary})", 1)
-    return project.catalog
+def _catalog(given: list[Path] | None, json_mode: bool) -> Any:
+    """The declarations the data is checked against (cli/rules.py: the loader every command uses)."""
+    return checked(rule_paths(given), json_mode).catalog
 
 
 def _store(url: str | None, catalog: Any) -> Any:
@@ -52,7 +42,7 @@ def register(app: typer.Typer) -> None:
         today: TodayOpt = None,
         replace: Annotated[bool, typer.Option("--replace", help="Empty the store's account data first.")] = False,
         db: DbOpt = None,
-        playbooks: PlaybooksOpt = None,
+        rules: RulesOpt = None,
         format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
     ) -> None:
         """Generate a realistic synthetic data set: segments, ARR, seats, usage, health, history, events."""
@@ -63,7 +53,7 @@ def register(app: typer.Typer) -> None:
         if accounts < 0:
             raise Fail("--accounts cannot be negative")
         day = today_in_team_zone(today)
-        catalog = _catalog(playbooks)
+        catalog = _catalog(rules, format == TextOrJson.json)
         store = _store(db, catalog)
         show = format == TextOrJson.text and sys.stderr.isatty()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -99,7 +89,7 @@ def register(app: typer.Typer) -> None:
             help="KIND=FILE pairs; KIND is users, accounts, contacts, metrics or events; FILE is .csv or .jsonl.",
             show_default=False)],
         db: DbOpt = None,
-        playbooks: PlaybooksOpt = None,
+        rules: RulesOpt = None,
         ignore_unknown_columns: Annotated[bool, typer.Option(
             "--ignore-unknown-columns", help="Skip columns the declarations do not know.")] = False,
         format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
@@ -115,7 +105,7 @@ def register(app: typer.Typer) -> None:
             if not Path(path).is_file():
                 raise Fail(f"no such file: {path}")
             pairs.append((kind, path))
-        catalog = _catalog(playbooks)
+        catalog = _catalog(rules, format == TextOrJson.json)
         store = _store(db, catalog)
         try:
             # One transaction, all or nothing: safe to run again over a transient fault.

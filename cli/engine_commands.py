@@ -32,6 +32,8 @@ from cli import render
 from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, DbOpt, Fail, TodayOpt, settings
 from cli.common import today as _today
 from cli.common import TextOrJson as Format
+from cli.rules import RulesOpt, checked, compiled, refuse_errors
+from cli.rules import paths as rule_paths
 from dsl.catalog import Catalog
 from dsl.plan import Plan
 from dsl.project import Project
@@ -48,65 +50,17 @@ class TableFormat(str, enum.Enum):
     json = "json"
 
 
-RulesOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--rules", help="Files or folders of .play files (default: playbooks/). Repeatable.",
-                 show_default=False),
-]
-
 T = TypeVar("T")
+
 TABLE_DEFAULT_LIMIT = 50  # a terminal table of a million rows helps no one; csv/json have no default limit
 
 
 # ---------------------------------------------------------------- shared steps
 
-# The module that owns the app (cli.main, or __main__ under `python -m cli.main`),
-# set by register(): cli.main imports this module at its end, so its helpers are
-# reached through it rather than by a top-level import.
-_main: Any = None
-
-
-def _cli() -> Any:
-    global _main
-    if _main is None:
-        import cli.main as m
-
-        _main = m
-    return _main
-
-
-def _load(paths: list[Path] | None) -> Project:
-    return _cli()._load(paths)
-
-
-def _check(project: Project) -> Any:
-    return _cli()._check(project)
-
-
-def _has_errors(diagnostics: Any) -> bool:
-    return bool(_cli()._has_errors(diagnostics))
-
-
-
-def _rules(paths: list[Path] | None, json_mode: bool, error_code: int = EXIT_FINDINGS,
-           label: str | None = None) -> tuple[Project, list[Plan]]:
+def _rules(given: list[Path] | None, json_mode: bool) -> tuple[Project, list[Plan]]:
     """Load, check and compile the rules; errors end the command like `compile` does."""
-    from dsl.compiler import compile_plans
-
-    project = _load(paths)
-    diagnostics = _check(project)
-    if _has_errors(diagnostics):
-        counts = render.Counts.of(diagnostics, len(project.modules))
-        if json_mode:
-            print(render.json_document(diagnostics, counts))
-        else:
-            out = render.console(stderr=True)
-            for t in render.check_text(diagnostics, project.sources, counts):
-                out.print(t)
-        where = f" at {label}" if label else ""
-        print(f"playbook: the rules{where} have errors ({counts.line()}); run `playbook check`", file=sys.stderr)
-        raise typer.Exit(error_code)
-    return project, compile_plans(project)
+    project = checked(rule_paths(given), json_mode)
+    return project, compiled(project)
 
 
 @contextmanager
@@ -308,13 +262,14 @@ def plan(
     else:
         from engine.store import StoreError
 
-        paths = list(rules) if rules else [Path("playbooks")]
+        paths = [Path(p) for p in rule_paths(rules)]
         with pl.temp_dir() as tmp:
             try:
                 old_project = pl.rules_at(paths, against, Path(tmp))
             except pl.PlanError as e:
                 raise Fail(str(e), err) from e
-            old_project, old_plans = _checked(old_project, json_mode, against)
+            refuse_errors(old_project, json_mode, against)
+            old_plans = compiled(old_project)
         with _store(db, project.catalog, err) as store:
             try:  # a read: the old rules' fields must have columns already
                 store.check_columns(old_project.catalog)
@@ -329,20 +284,6 @@ def plan(
         else:
             sys.stdout.write(_diff_text(diff))
     raise typer.Exit(2 if detailed_exitcode and changes else EXIT_OK)
-
-
-def _checked(project: Project, json_mode: bool, label: str) -> tuple[Project, list[Plan]]:
-    """`_rules` for a project already loaded (the old revision's)."""
-    from dsl.compiler import compile_plans
-
-    diagnostics = _check(project)
-    if _has_errors(diagnostics):
-        counts = render.Counts.of(diagnostics, len(project.modules))
-        if json_mode:
-            print(render.json_document(diagnostics, counts))
-        print(f"playbook: the rules at {label} have errors ({counts.line()})", file=sys.stderr)
-        raise typer.Exit(EXIT_FINDINGS)
-    return project, compile_plans(project)
 
 
 def _plan_text(p: Any) -> str:
@@ -403,11 +344,6 @@ def _diff_text(d: Any) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add scorecard, why and plan to the `playbook` app."""
-    global _main
-    owner = next((m for m in list(sys.modules.values()) if getattr(m, "app", None) is app
-                  and hasattr(m, "_load")), None)
-    if owner is not None:
-        _main = owner
     app.command("scorecard")(scorecard)
     app.command("why")(why)
     app.command("plan")(plan)

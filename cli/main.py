@@ -19,16 +19,13 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import enum
-import gc
-import importlib.util
 import io
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -39,15 +36,14 @@ try:  # typer >= 0.23 vendors click; older versions depend on it
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
-from cli import render
+from cli import data_commands, engine_commands, render, rules, sweep_commands, workflow_commands
 from cli.common import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Fail, TextOrJson,
                         TodayOpt, store_failure)
 from cli.common import today as today_in_team_zone
+from cli.rules import PathsArg, RulesOpt
 from dsl.diagnostics import Diagnostic, Severity, make
 from dsl.nodes import Span
-from dsl.project import Project, UsageError, discover, load
-
-DEFAULT_PATHS = ["playbooks"]
+from dsl.project import Project, UsageError, discover
 
 app = typer.Typer(
     name="playbook",
@@ -74,73 +70,10 @@ class TestFormat(str, enum.Enum):
     junit = "junit"
 
 
-PathsArg = Annotated[
-    list[Path] | None,
-    typer.Argument(help="Files or folders of .play files (default: playbooks/).", show_default=False),
-]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat warnings as errors (exit 1).")]
 
 
 # ---------------------------------------------------------------- shared steps
-
-
-def _paths(paths: list[Path] | None) -> list[str | Path]:
-    return list(paths) if paths else list(DEFAULT_PATHS)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a folder is loaded and checked.
-
-    Loading 1,000 files creates millions of objects (parse trees, AST nodes)
-    that all stay alive; each full collection rescans every one of them and
-    frees nothing. That was a third of `playbook check`'s time on the
-    benchmark (docs/BENCHMARKS.md). Reference counting still frees whatever
-    is not in a cycle, and the collector runs again afterwards."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def load_and_check(paths: Sequence[str | Path], strict: bool = False) -> tuple[Project, list[Diagnostic]]:
-    """What `playbook check PATHS` computes (the benchmark times exactly this)."""
-    with gc_paused():
-        project = load(list(paths))
-        return project, _check(project, strict)
-
-
-def _load(paths: list[Path] | None) -> Project:
-    try:
-        with gc_paused():
-            return load(_paths(paths))
-    except UsageError as e:
-        raise Fail(str(e)) from e
-
-
-def _check(project: Project, strict: bool = False) -> list[Diagnostic]:
-    """Syntax errors, duplicates and checker findings, sorted file/line/col.
-    With `strict`, warnings are reported *as* errors, so the text, JSON and
-    GitHub outputs agree with the exit code."""
-    from dsl.checker import check
-
-    with gc_paused():
-        found = list(project.diagnostics) + list(check(project))
-    if strict:
-        found = [
-            d.model_copy(update={"severity": Severity.ERROR}) if d.severity == Severity.WARNING else d for d in found
-        ]
-    unique: dict[str, Diagnostic] = {}
-    for d in found:  # a finding reported by two passes is shown once
-        unique.setdefault(d.model_dump_json(), d)
-    return sorted(unique.values(), key=lambda d: d.sort_key())
-
-
-def _has_errors(diagnostics: Sequence[Diagnostic]) -> bool:
-    return any(d.severity == Severity.ERROR for d in diagnostics)
 
 
 def _print_diagnostics(
@@ -167,14 +100,15 @@ def _print_diagnostics(
 @app.command()
 def check(
     paths: PathsArg = None,
+    rules_: RulesOpt = None,
     format: Annotated[CheckFormat, typer.Option("--format", help="Output format.")] = CheckFormat.text,
     strict: StrictOpt = False,
 ) -> None:
     """Check .play files: syntax, names, types, templates, timing."""
-    project = _load(paths)
-    diagnostics = _check(project, strict)
+    project = rules.load(rules.paths(paths, rules_))
+    diagnostics = rules.check(project, strict)
     _print_diagnostics(format.value, diagnostics, project.sources, len(project.modules))
-    raise typer.Exit(EXIT_FINDINGS if _has_errors(diagnostics) else EXIT_OK)
+    raise typer.Exit(EXIT_FINDINGS if rules.has_errors(diagnostics) else EXIT_OK)
 
 
 # ---------------------------------------------------------------- fmt
@@ -219,6 +153,7 @@ def write_atomically(path: Path, text: str) -> None:
 @app.command()
 def fmt(
     paths: PathsArg = None,
+    rules_: RulesOpt = None,
     check_only: Annotated[
         bool, typer.Option("--check", help="Change nothing; list files that would change and exit 1 if any.")
     ] = False,
@@ -228,7 +163,7 @@ def fmt(
     from dsl.formatter import format_source
 
     try:
-        files = discover(_paths(paths))
+        files = discover(rules.paths(paths, rules_))
     except UsageError as e:
         raise Fail(str(e)) from e
     changed: list[str] = []
@@ -287,6 +222,7 @@ def plural_files(count: int) -> str:
 def compile_(
     name: Annotated[str | None, typer.Argument(help="The play to compile.", show_default=False)] = None,
     paths: PathsArg = None,
+    rules_: RulesOpt = None,
     all_: Annotated[bool, typer.Option("--all", help="Print every play's Plan.")] = False,
     format: Annotated[TextOrJson, typer.Option("--format", help="Only json: a Plan is JSON.")] = TextOrJson.json,
 ) -> None:
@@ -303,9 +239,9 @@ def compile_(
         name = None
     if name is None and not all_:
         raise Fail("give the name of a play, or --all")
-    project = _load(paths)
-    diagnostics = _check(project)
-    if _has_errors(diagnostics):
+    project = rules.load(rules.paths(paths, rules_))
+    diagnostics = rules.check(project)
+    if rules.has_errors(diagnostics):
         counts = render.Counts.of(diagnostics, len(project.modules))
         print(render.json_document(diagnostics, counts))
         print(f"playbook compile: {counts.line()}; run `playbook check` to see them", file=sys.stderr)
@@ -361,6 +297,7 @@ def _test_summary(report: Any) -> dict[str, int]:
 @app.command()
 def test(
     paths: PathsArg = None,
+    rules_: RulesOpt = None,
     format: Annotated[TestFormat, typer.Option("--format", help="Output format.")] = TestFormat.text,
     today: TodayOpt = None,
     only: Annotated[str | None, typer.Option("--only", help="Run the tests whose name contains this text.")] = None,
@@ -371,10 +308,10 @@ def test(
     from dsl.testing import render_text
 
     day = today_in_team_zone(today)
-    project = _load(paths)
-    diagnostics = _check(project, strict)
+    project = rules.load(rules.paths(paths, rules_))
+    diagnostics = rules.check(project, strict)
     files = len(project.modules)
-    if _has_errors(diagnostics):
+    if rules.has_errors(diagnostics):
         # Tests of a project that does not check would report nonsense; say why none ran,
         # in the format asked for (a CI job reads the report exactly when a file breaks).
         if format == TestFormat.junit:
@@ -428,6 +365,7 @@ def test(
 @app.command()
 def summary(
     paths: PathsArg = None,
+    rules_: RulesOpt = None,
     format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
     today: TodayOpt = None,
 ) -> None:
@@ -437,21 +375,21 @@ def summary(
     from cli.summary import build_summary, render_summary
 
     day = today_in_team_zone(today)
-    project = _load(paths)
-    diagnostics = _check(project)
+    project = rules.load(rules.paths(paths, rules_))
+    diagnostics = rules.check(project)
     report = None
     plans: list[Any] = []
-    if not _has_errors(diagnostics):
+    if not rules.has_errors(diagnostics):
         from dsl.compiler import compile_plans
 
         report, _ = _run_tests(project, day, None)
         plans = compile_plans(project)
-    data = build_summary(project, diagnostics, report, plans, [str(p) for p in _paths(paths)])
+    data = build_summary(project, diagnostics, report, plans, [str(p) for p in rules.paths(paths, rules_)])
     if format == TextOrJson.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         render_summary(render.console(), data, diagnostics, project.sources)
-    failed = _has_errors(diagnostics) or report is None or not report.ok
+    failed = rules.has_errors(diagnostics) or report is None or not report.ok
     raise typer.Exit(EXIT_FINDINGS if failed else EXIT_OK)
 
 
@@ -546,14 +484,11 @@ def main() -> NoReturn:
     sys.exit(run())
 
 
-# Command groups of other parts of the project, each in its own module:
-# Temporal (dev, worker, status), the engine (scorecard, why, plan), sweeps
-# (sweep, simulate, demo). Each is registered only when present, so this file
-# also works in a checkout that predates one of them; an import error inside
-# a present module is a bug and surfaces as one.
-for _module in ("cli.workflow_commands", "cli.engine_commands", "cli.sweep_commands", "cli.data_commands"):
-    if importlib.util.find_spec(_module) is not None:
-        importlib.import_module(_module).register(app)
+# Command groups, each in its own module: Temporal (dev, worker, status), the
+# engine (scorecard, why, plan), sweeps (sweep, simulate, demo), data
+# (demo-data, import).
+for _group in (workflow_commands, engine_commands, sweep_commands, data_commands):
+    _group.register(app)
 
 
 if __name__ == "__main__":

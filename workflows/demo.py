@@ -105,17 +105,18 @@ def clear(store: Store) -> None:
 async def run_demo(*, accounts: int = 500, days: int = 3, seed: int = 7, db: str | None = None,
                    paths: Sequence[str | Path] = ("playbooks",), project_dir: str | Path | None = None,
                    force: bool = False, start: dt.datetime | None = None,
-                   progress: Callable[[str], None] | None = None) -> DemoSummary:
-    """Build the demo (see the module doc) and return its summary."""
+                   progress: Callable[[str], None] | None = None, playbooks: Playbooks | None = None) -> DemoSummary:
+    """Build the demo (see the module doc) and return its summary (`playbooks`: already loaded from `paths`)."""
 
     say = progress or (lambda _m: None)
     url = db or default_url(project_dir)
     if not url.startswith("sqlite"):
         raise DemoError(f"the demo writes to a local SQLite store, not {url.split(':', 1)[0]}: pass --db sqlite:///FILE")
-    try:
-        playbooks = Playbooks.load(list(paths))
-    except ValueError as exc:
-        raise DemoError(str(exc)) from exc
+    if playbooks is None:
+        try:
+            playbooks = Playbooks.load(list(paths))
+        except ValueError as exc:
+            raise DemoError(str(exc)) from exc
     store = Store.open(url, catalog=playbooks.catalog)
     try:
         if not force and not _is_demo_store(store):

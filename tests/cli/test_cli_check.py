@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import main as cli_main
+from cli import rules as cli_rules
 from cli import render
 from cli_helpers import GOLDEN, run_cli, run_subprocess
 
@@ -124,7 +124,7 @@ def test_internal_errors_are_one_line_exit_3(monkeypatch: pytest.MonkeyPatch) ->
     def boom(*_: object) -> None:
         raise RuntimeError("simulated bug\nsecond line")
 
-    monkeypatch.setattr(cli_main, "_check", boom)
+    monkeypatch.setattr(cli_rules, "check", boom)
     monkeypatch.delenv("PLAYBOOK_DEBUG", raising=False)
     result = run_cli("check", str(CLEAN))
     assert result.code == 3
