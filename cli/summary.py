@@ -30,6 +30,14 @@ def _short(text: str, limit: int = MAX_CELL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _calendar(c: dict[str, Any]) -> str:
+    """`holidays US-CA + 2 days off`: where a calendar's days off come from."""
+    parts = [f"holidays {' '.join(c['holidays'])}"] if c["holidays"] else []
+    if c["days_off"] or not parts:
+        parts.append(render.plural(c["days_off"], "day") + " off")
+    return " + ".join(parts)
+
+
 def _where(node: n.Node) -> str:
     return f"{node.span.file}:{node.span.start.line}"
 
@@ -65,7 +73,8 @@ def build_summary(
         ],
         "metrics": sorted(cat.metrics),
         "events": sorted(cat.events),
-        "calendars": {name: len(c.holidays) for name, c in sorted(cat.calendars.items())},
+        "calendars": {name: {"holidays": [r.code for r in c.regions], "days_off": len(c.holidays)}
+                      for name, c in sorted(cat.calendars.items())},
         "triggers": [
             {"name": t.name, "title": t.title, "starts": [a.play for a in t.then], "when": format_expr(t.when),
              "where": _where(t)}
@@ -204,7 +213,7 @@ def render_summary(out: Console, data: dict[str, Any], diagnostics: Sequence[Dia
     data_line.append(f"; {render.plural(len(data['metrics']), 'metric')}, {render.plural(len(data['events']), 'event')}")
     data_line.append(f", {render.plural(len(data['templates']), 'template')}")
     if data["calendars"]:
-        data_line.append(", calendars " + ", ".join(f"{k} ({v} holidays)" for k, v in data["calendars"].items()))
+        data_line.append(", calendars " + ", ".join(f"{k} ({_calendar(v)})" for k, v in data["calendars"].items()))
     out.print(data_line)
     out.print()
 

@@ -146,7 +146,15 @@ class Builder(Transformer):
         return n.EventDecl(name=str(ch[0]), span=self.span(meta))
 
     def calendar(self, meta, ch):
-        return n.CalendarDecl(name=str(ch[0]), holidays=list(ch[1:]), span=self.span(meta))
+        items = ch[1:]
+        title = _str(items.pop(0)) if items and isinstance(items[0], Token) and items[0].type == "STRING" else None
+        return n.CalendarDecl(name=str(ch[0]), title=title,
+                              regions=[i for i in items if isinstance(i, n.HolidayRegion)],
+                              holidays=[i for i in items if not isinstance(i, n.HolidayRegion)], span=self.span(meta))
+
+    def holiday_region(self, meta, ch):
+        return n.HolidayRegion(country=str(ch[0]), subdivision=str(ch[2]) if len(ch) > 2 else None,
+                               span=self.span(meta))
 
     def holiday(self, meta, ch):
         return self._date(ch[0])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from dsl import nodes as n
 from dsl import steps
 from dsl import types as T
+from dsl.calendars import region_problem
 from dsl.catalog import INBOUND_EVENTS, Catalog
 from dsl.diagnostics import Diagnostic, Severity, make
 from dsl.functions import FUNCTIONS
@@ -155,6 +156,13 @@ class Checker:
     def check_calendar(self, cal: n.CalendarDecl) -> None:
         if len(set(cal.holidays)) != len(cal.holidays):
             self.warn("PB123", f"calendar '{cal.name}' lists a date twice", cal.span)
+        for region in cal.regions:
+            if (problem := region_problem(region.country, region.subdivision)) is None:
+                continue
+            self.error("PB124", problem.message, self.sub_span(region.span, problem.wrong, last=True),
+                       f"Did you mean '{problem.suggestion}'?" if problem.suggestion else
+                       "codes are ISO 3166: a country (`holidays US`) or a subdivision (`holidays US-CA`)",
+                       problem.suggestion)
 
     # ------------------------------------------------------------ rules
     def check_trigger(self, trig: n.TriggerDecl) -> None:

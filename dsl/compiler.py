@@ -36,6 +36,7 @@ def compile_play(catalog: Catalog, play: n.PlayDecl) -> Plan:
         anchor=play.anchor,
         window=play.window,
         holidays=sorted(set(calendar.holidays)) if calendar else [],
+        holiday_regions=sorted({r.code for r in calendar.regions}) if calendar else [],
         steps=steps,
         templates=templates,
         source=PlanSource(file=play.span.file, line=play.span.start.line),

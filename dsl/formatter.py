@@ -23,7 +23,8 @@ The layout, in short:
   under `body` (a plain string when a block could not say the same text).
 - defaults that carry no information are left out (`priority 0`,
   `otherwise 0` in points); `per day` on a metric is always written; `day 0`
-  is written `immediately` (the parser makes the same AST of both).
+  is written `immediately` (the parser makes the same AST of both); in a
+  calendar, `holidays` lines come before its own dates.
 - comments: an own-line comment goes before the item that followed it in
   the source, at that item's indentation (blank lines between a comment and
   what follows are kept, at most one); an end-of-line comment stays at the
@@ -296,9 +297,11 @@ class _Layout:
         return [self.header("event", d, d.name)]
 
     def _calendar(self, d: n.CalendarDecl) -> list[_Line]:
-        out = [self.header("calendar", d, d.name)]
-        # Holidays have no node: the k-th code line under the header is the k-th holiday.
-        lines = self.src.code_lines(d.span.start.line + 1, self.src.last_line(d.span))
+        out = [self.header("calendar", d, d.name, d.title)]
+        out += [self.line(1, f"holidays {r.code}", r.span.start.line) for r in d.regions]
+        # Dates have no node: the k-th date line under the header is the k-th date.
+        lines = [line for line in self.src.code_lines(d.span.start.line + 1, self.src.last_line(d.span))
+                 if self.src.first_word(line) != "holidays"]
         for i, day in enumerate(d.holidays):
             line = lines[i] if i < len(lines) else None
             label = _holiday_label(self.src.code(line)) if line else None

@@ -270,12 +270,25 @@ class EventDecl(Node):
     name: str
 
 
+class HolidayRegion(Node):
+    """`holidays US-CA`: a country's (or subdivision's) public holidays, ISO 3166 codes (dsl/calendars.py)."""
+
+    country: str
+    subdivision: str | None = None
+
+    @property
+    def code(self) -> str:
+        return f"{self.country}-{self.subdivision}" if self.subdivision else self.country
+
+
 class CalendarDecl(Node):
-    """Holidays for business-day counting."""
+    """Days off for business-day counting: public holidays of regions, and the company's own dates."""
 
     decl: Literal["calendar"] = "calendar"
     name: str
-    holidays: list[dt.date] = []
+    title: str | None = None
+    regions: list[HolidayRegion] = []
+    holidays: list[dt.date] = []  # the calendar's own dates
 
 
 # --------------------------------------------------------------------------

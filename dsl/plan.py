@@ -1,8 +1,10 @@
 """The compiled Plan: the JSON IR a PlayWorkflow interprets.
 
 A Plan holds everything a play needs at run time (steps, exits, templates,
-holidays), so a workflow never reads a file. Its `hash` covers behaviour
-only: comments, layout and source positions never change it.
+days off), so a workflow never reads a file; public holidays travel as
+region codes (`US-CA`), resolved by the activities that compute instants.
+Its `hash` covers behaviour only: comments, layout and source positions
+never change it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class Plan(BaseModel):
     exit: Expr | None = None
     anchor: Ref | None = None
     window: SendWindow | None = None
-    holidays: list[dt.date] = []
+    holidays: list[dt.date] = []  # the calendar's own days off
+    holiday_regions: list[str] = []  # `US`, `US-CA`: their public holidays, any year (dsl/calendars.py)
     steps: list[PlanStep] = []
     templates: dict[str, PlanTemplate] = {}
     source: PlanSource | None = None
@@ -66,6 +69,8 @@ class Plan(BaseModel):
     def behaviour_json(self) -> str:
         """Canonical JSON of everything that decides what the play does."""
         data = self.model_dump(mode="json", exclude={"source", "hash"})
+        if not data["holiday_regions"]:  # plans without regions keep the hash they had before regions existed
+            del data["holiday_regions"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def with_hash(self) -> Plan:

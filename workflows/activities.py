@@ -226,8 +226,9 @@ class PlayActivities:
     async def create_task(self, req: TaskRequest) -> ActResult:
         async def build() -> cb.TaskResult:
             assignee = await self._text(req.ctx, req.assignee, "task assignee")
+            days_off = schedule.days_off(req.ctx.holidays, req.ctx.holiday_regions)
             due_at = (
-                schedule.add_duration(req.ctx.requested_at, req.due, req.ctx.timezone, req.ctx.holidays)
+                schedule.add_duration(req.ctx.requested_at, req.due, req.ctx.timezone, days_off)
                 if req.due is not None
                 else None
             )
@@ -287,7 +288,8 @@ class PlayActivities:
 
     @activity.defn(name="enable_trial")
     async def enable_trial(self, req: TrialRequest) -> ActResult:
-        ends_at = schedule.add_duration(req.ctx.requested_at, req.duration, req.ctx.timezone, req.ctx.holidays)
+        days_off = schedule.days_off(req.ctx.holidays, req.ctx.holiday_regions)
+        ends_at = schedule.add_duration(req.ctx.requested_at, req.duration, req.ctx.timezone, days_off)
         grant = cb.TrialGrant(**self._action(req.ctx), feature=req.feature, ends_at=ends_at)
         return await self._act(self.connectors.product.enable_trial(grant), f"trial {req.feature}")
 

@@ -202,6 +202,7 @@ class StepContext(BaseModel):
     requested_at: dt.datetime  # workflow time when the step ran (not the activity's clock)
     timezone: str = "UTC"
     holidays: list[dt.date] = []
+    holiday_regions: list[str] = []  # Plan.holiday_regions: public holidays, resolved by the activity
 
     @property
     def actor(self) -> str:

@@ -354,6 +354,7 @@ class PlayWorkflow:
             requested_at=workflow.now(),
             timezone=self._input.timezone,
             holidays=self._plan.holidays,
+            holiday_regions=self._plan.holiday_regions,
         )
         method: Any
         match action:

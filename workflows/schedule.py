@@ -11,7 +11,8 @@ Rules (also in docs/workflows.md):
   enrollment's local time of day (`day 0` / `immediately` = at enrollment).
 - `day N` with `Plan.anchor` (N may be negative): N days from the anchor
   date, at the send window's start, or 09:00 local without a window.
-- `business day N`: N business days (Mon-Fri, not a holiday) after the base
+- `business day N`: N business days (Mon-Fri, not a day off: the calendar's
+  own dates and its regions' public holidays, dsl/calendars.py) after the base
   date, or before it when N < 0. `business day 0` on a non-business day
   rolls forward to the next business day.
 - `at HH:MM` replaces the time of day, in the recipient's zone.
@@ -29,9 +30,10 @@ Rules (also in docs/workflows.md):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from zoneinfo import ZoneInfo
 
+from dsl.calendars import DaysOff, UnknownRegion
 from dsl.nodes import Duration, DurationUnit, SendWindow, StepAction, WaitStep
 from dsl.steps import walk
 from dsl.plan import Plan, PlanStep
@@ -61,17 +63,24 @@ def zone(name: str) -> ZoneInfo:
         raise ScheduleError(f"unknown time zone {name!r}") from exc
 
 
-def is_business_day(day: dt.date, holidays: Iterable[dt.date]) -> bool:
-    return day.weekday() < 5 and day not in set(holidays)
+def days_off(dates: Iterable[dt.date], regions: Iterable[str]) -> DaysOff:
+    """A Plan's days off: its calendar's own dates and its regions' public holidays."""
+    try:
+        return DaysOff(dates, regions)
+    except UnknownRegion as exc:  # the checker refuses these; a `holidays` package that lost a region
+        raise ScheduleError(str(exc)) from exc
 
 
-def add_business_days(start: dt.date, n: int, holidays: Iterable[dt.date]) -> dt.date:
+def is_business_day(day: dt.date, holidays: Container[dt.date]) -> bool:
+    return day.weekday() < 5 and day not in holidays
+
+
+def add_business_days(start: dt.date, n: int, holidays: Container[dt.date]) -> dt.date:
     """The n-th business day after `start` (before it for n < 0); n == 0 rolls forward."""
-    hol = frozenset(holidays)
     day = start
     if n == 0:
         for _ in range(MAX_SEARCH_DAYS):
-            if is_business_day(day, hol):
+            if is_business_day(day, holidays):
                 return day
             day += dt.timedelta(days=1)
         raise ScheduleError("no business day found")
@@ -79,7 +88,7 @@ def add_business_days(start: dt.date, n: int, holidays: Iterable[dt.date]) -> dt
     remaining = abs(n)
     for _ in range(MAX_SEARCH_DAYS + remaining * 7):
         day += step
-        if is_business_day(day, hol):
+        if is_business_day(day, holidays):
             remaining -= 1
             if remaining == 0:
                 return day
@@ -96,19 +105,18 @@ def local_instant(day: dt.date, time: dt.time, tz: ZoneInfo) -> dt.datetime:
 
 
 def fit_window(
-    instant: dt.datetime, window: SendWindow, tz: ZoneInfo, holidays: Iterable[dt.date]
+    instant: dt.datetime, window: SendWindow, tz: ZoneInfo, holidays: Container[dt.date]
 ) -> tuple[dt.datetime, list[str]]:
     """Move `instant` forward into the send window; return it (local) and why it moved."""
     start, end = parse_hhmm(window.start), parse_hhmm(window.end)
     if end <= start:
         raise ScheduleError(f"send window {window.start}-{window.end} is empty")
-    hol = frozenset(holidays)
     local = instant.astimezone(tz)
     notes: list[str] = []
     for _ in range(MAX_SEARCH_DAYS):
         day, time = local.date(), local.timetz().replace(tzinfo=None)
-        if window.weekdays_only and not is_business_day(day, hol):
-            notes.append(f"{day} is a {'holiday' if day in hol else 'weekend'}")
+        if window.weekdays_only and not is_business_day(day, holidays):
+            notes.append(f"{day} is {_day_off(day, holidays)}")
             local = local_instant(day + dt.timedelta(days=1), start, tz)
         elif time < start:
             notes.append(f"before the window ({window.start})")
@@ -121,8 +129,16 @@ def fit_window(
     raise ScheduleError("no instant inside the send window")
 
 
+def _day_off(day: dt.date, holidays: Container[dt.date]) -> str:
+    """Why `day` is no business day, in words: a weekend, a holiday (its name when it has one)."""
+    if day not in holidays:
+        return "a weekend"
+    name = holidays.name(day) if isinstance(holidays, DaysOff) else None
+    return f"a holiday ({name})" if name else "a holiday"
+
+
 def duration_delta(
-    start: dt.datetime, duration: Duration, tz_name: str, holidays: Iterable[dt.date]
+    start: dt.datetime, duration: Duration, tz_name: str, holidays: Container[dt.date]
 ) -> dt.timedelta:
     """Length of `duration` counted from `start`; business days follow the calendar in `tz`."""
     if duration.unit is DurationUnit.BUSINESS_DAYS:
@@ -138,7 +154,7 @@ def duration_delta(
 
 
 def add_duration(
-    start: dt.datetime, duration: Duration, tz_name: str = "UTC", holidays: Iterable[dt.date] = ()
+    start: dt.datetime, duration: Duration, tz_name: str = "UTC", holidays: Container[dt.date] = ()
 ) -> dt.datetime:
     return start.astimezone(UTC) + duration_delta(start, duration, tz_name, holidays)
 
@@ -156,7 +172,7 @@ def schedule_step(
     tz: ZoneInfo,
     tz_name: str,
     window: SendWindow | None,
-    holidays: list[dt.date],
+    holidays: Container[dt.date],
 ) -> ScheduledStep:
     if enrolled_at.tzinfo is None:
         raise ScheduleError("enrolled_at must be timezone-aware")
@@ -209,6 +225,7 @@ def compute(request: ScheduleRequest) -> Schedule:
     if plan.anchor is not None and request.anchor is None:
         raise ScheduleError(f"the play is anchored on {plan.anchor.dotted}, which is empty for this account")
     tz = zone(request.timezone)
+    holidays = days_off(plan.holidays, plan.holiday_regions)
     steps = [
         schedule_step(
             step,
@@ -217,7 +234,7 @@ def compute(request: ScheduleRequest) -> Schedule:
             tz=tz,
             tz_name=request.timezone,
             window=plan.window,
-            holidays=plan.holidays,
+            holidays=holidays,
         )
         for step in plan.steps
     ]

@@ -139,6 +139,34 @@ def test_did_you_mean_offers_a_fix():
     assert (d.range.end.column - d.range.start.column) == len("helth_score")
 
 
+@pytest.mark.parametrize("written,summary,suggestion", [
+    ("UK-ENGLAND", "unknown subdivision 'ENGLAND' of UK (UK's subdivisions: ENG, NIR, SCT, WLS)", "ENG"),
+    ("US-CAL", "unknown subdivision 'CAL' of US (US's subdivisions: AK, AL, AR, AS, AZ, CA, CO, CT, DC, DE, FL, "
+     "GA, …)", "CA"),
+    ("DE-Bayern", "unknown subdivision 'Bayern' of DE (DE's subdivisions: BB, BE, BW, BY, HB, HE, HH, MV, NI, NW, "
+     "RP, SH, …)", "BY"),
+    ("Germany", "unknown holiday country 'Germany'", "DE"),
+    ("us", "unknown holiday country 'us'", "US"),
+])
+def test_an_unknown_holiday_region_is_an_error_with_did_you_mean(written, summary, suggestion):
+    project = load_text(PRELUDE + f"calendar ops\n  holidays {written}\n", "t.play")
+    [d] = check(project)
+    wrong = written.partition("-")[2] or written
+    assert (d.code, d.summary) == ("PB124", summary)
+    assert d.detail == f"Did you mean '{suggestion}'?"
+    assert d.fix is not None and d.fix.replace == suggestion
+    assert (d.range.start.line - PRELUDE_LINES, d.range.end.column - d.range.start.column) == (2, len(wrong))
+
+
+def test_a_holiday_region_with_nothing_close_says_what_codes_are():
+    [d] = check(load_text(PRELUDE + "calendar ops\n  holidays QQ\n", "t.play"))
+    assert d.code == "PB124" and d.fix is None and "ISO 3166" in (d.detail or "")
+
+
+def test_known_holiday_regions_are_clean():
+    assert findings("calendar ops \"Ops\"\n  holidays US\n  holidays GB-SCT\n  holidays FR\n  2026-12-24\n") == []
+
+
 def test_every_error_of_a_file_is_reported():
     src = ("trigger a\n  when account.nope > 1\n  then start usage_limit\n"
            "trigger b\n  when account.arr > \n  then start usage_limit\n"

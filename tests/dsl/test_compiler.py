@@ -101,3 +101,19 @@ def test_plan_carries_templates_and_holidays():
     plan = plan_of(SOURCE)
     assert list(plan.templates) == ["t1"] and plan.templates["t1"].body == "Hello there.\n"
     assert [d.isoformat() for d in plan.holidays] == ["2026-12-25"]
+
+
+def test_a_calendar_without_holiday_regions_keeps_the_plan_hash_it_had_before_regions():
+    plan = plan_of(SOURCE)
+    assert "holiday_regions" not in plan.behaviour_json()
+    assert plan.hash == "878aa5e537cb4f8a"  # the hash before `holidays US` existed
+
+
+def test_plan_carries_the_calendars_holiday_regions_sorted_once():
+    source = SOURCE.replace('calendar us\n', 'calendar us "US operations"\n  holidays US-CA\n  holidays US\n'
+                            '  holidays US-CA\n', 1)
+    plan = plan_of(source)
+    assert plan.holiday_regions == ["US", "US-CA"]
+    assert [d.isoformat() for d in plan.holidays] == ["2026-12-25"]
+    assert plan.hash != plan_of(SOURCE).hash
+    assert Plan.from_json(plan.to_json()) == plan

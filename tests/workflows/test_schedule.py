@@ -190,3 +190,44 @@ def test_window_result_is_inside_and_not_earlier(instant, tz_name):
     assert dt.time(9) <= local.time() < dt.time(17)
     assert sch.is_business_day(local.date(), [HOLIDAY])
     assert local - instant < dt.timedelta(days=5)
+
+
+# Calendars whose holidays come from the `holidays` package (dsl/calendars.py).
+
+
+@pytest.mark.parametrize("region", ["US", "US-CA", "GB-SCT", "DE-BY", "JP"])
+def test_a_region_calendar_has_the_business_days_the_holidays_package_says_2026_to_2030(region):
+    import holidays
+
+    country, _, subdivision = region.partition("-")
+    public = holidays.country_holidays(country, subdiv=subdivision or None, years=range(2026, 2031))
+    days_off = sch.days_off([], [region])
+    day = dt.date(2026, 1, 1)
+    while day.year <= 2030:
+        assert sch.is_business_day(day, days_off) == (day.weekday() < 5 and day not in public), day
+        day += dt.timedelta(days=1)
+
+
+def test_business_days_skip_a_region_holiday_and_the_calendars_own_days_off():
+    # Wed 25 Nov 2026; Thu 26 is Thanksgiving (US), Fri 27 the company's own day off.
+    s = one(step("a", 1, email(), business=True), enrolled_at=utc(2026, 11, 25, 15),
+            holiday_regions=["US"], holidays=[dt.date(2026, 11, 27)])
+    assert s.due_at == utc(2026, 11, 30, 15)
+
+
+def test_a_region_calendar_reaches_past_any_typed_list():
+    # Thu 25 Nov 2100 is Thanksgiving: a weekdays window moves the step to Friday.
+    s = one(step("a", 0, email()), enrolled_at=utc(2100, 11, 25, 10), window=WEEKDAYS_9_17, holiday_regions=["US"])
+    assert s.due_at == utc(2100, 11, 26, 9)
+    assert "2100-11-25 is a holiday (Thanksgiving Day)" in s.notes
+
+
+def test_a_business_day_task_due_date_counts_region_holidays():
+    start = utc(2026, 12, 24, 12)  # Thursday; Friday 25 is Christmas Day
+    assert sch.add_duration(start, days(1, n.DurationUnit.BUSINESS_DAYS), "UTC", sch.days_off([], ["US"])) \
+        == utc(2026, 12, 28, 12)
+
+
+def test_a_region_the_holidays_package_does_not_know_is_a_schedule_error():
+    with pytest.raises(sch.ScheduleError, match="unknown holiday country 'XX'"):
+        one(step("a", 1, email(), business=True), enrolled_at=utc(2026, 3, 4, 12), holiday_regions=["XX"])
