@@ -108,15 +108,17 @@ def sweep(
         print(summary.model_dump_json(indent=2))
     else:
         d = summary.decided
-        print(f"sweep {summary.now:%Y-%m-%d %H:%M} UTC (rules as of {summary.today}): {d.decisions} candidates, "
-              f"{d.enrolled} to enroll; started {summary.started}, joined {summary.joined} already running, "
-              f"{summary.failed} not startable, {summary.errors} left pending")
+        print(f"sweep {summary.now:%Y-%m-%d %H:%M} UTC (rules as of {summary.today}): {d.decisions} candidates "
+              f"on {d.accounts} accounts, {d.enrolled} to enroll, {d.skipped} skipped; started {summary.started}, "
+              f"joined {summary.joined} already running, {summary.failed} not startable, "
+              f"{summary.errors} left pending")
         if summary.reconciled.ended:
             print("  finished since the last sweep: " + ", ".join(f"{k} {v}" for k, v in summary.reconciled.ended.items()))
         for play, n in d.by_play.items():
             print(f"  {play}: {n}")
-        if d.skipped:
-            print("  skipped: " + ", ".join(f"{k} {v}" for k, v in d.skipped.items()))
+        if d.reasons:
+            print(f"  why {d.skipped} skipped (one can have several reasons): "
+                  + ", ".join(f"{k} {v}" for k, v in d.reasons.items()))
         if summary.error:
             print(f"  first start error: {summary.error}", file=sys.stderr)
     raise typer.Exit(0 if summary.errors == 0 else 1)

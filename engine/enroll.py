@@ -24,10 +24,10 @@ only the candidates' rows. Python then walks the candidate rows (sorted by accou
 streamed) to turn facts into reason codes and to apply priority between
 plays. Memory holds one account's candidates at a time.
 
-`decide` yields the decisions; `record` stores them (table
-`enrollment_decisions`) and writes an enrollment row (status `pending` by
-default, workflow id `play:<play>:<account>`) for each account to start —
-the SweepWorkflow activity calls it, then starts the workflows.
+`decide` yields the decisions and writes nothing; engine/enrollment.py
+`record` stores them (table `enrollment_decisions`) with an enrollment row
+(status `pending`, workflow id `play:<play>:<account>`) for each account
+to start — the SweepWorkflow activity calls it, then starts the workflows.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import enum
 import itertools
 import math
 import uuid
-from collections import Counter
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
@@ -54,9 +53,9 @@ from dsl.plan import Plan
 from dsl.printer import format_expr
 from engine.evaluate import BATCH as STREAM_BATCH
 from engine.evaluate import RuleSQL, stream
-from engine.schema import Base, utcnow
+from engine.schema import Base
 from engine.sqlcompile import SQLCompiler, compiler
-from engine.store import Store, chunked
+from engine.store import Store
 
 # Enrollment statuses that mean "the account is in the play now". `pending`
 # is written by `record` before the workflow starts, so a sweep that runs
@@ -64,7 +63,6 @@ from engine.store import Store, chunked
 ACTIVE = ("pending", "running")
 # Outbox rows that never reached anyone do not count against the cap.
 NOT_SENT = ("failed", "cancelled")
-BATCH = 1_000  # rows per INSERT when recording
 # `account_ids` up to this many also restrict the window subqueries (as a list
 # of bound values in each: more would approach SQLite's 32,766 parameters).
 ONLY_LIST_MAX = 500
@@ -583,74 +581,10 @@ def candidate_table(scratch: Scratch, cq: CandidateQuery) -> sa.Table:
 
 def decision_set(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
                  settings: Settings | None = None, account_ids: Sequence[str] | None = None) -> list[Decision]:
-    """All decisions as a list (tests, small stores; a sweep should use `decide` or `record`)."""
+    """All decisions as a list (tests, small stores; a sweep should use `decide` or `enrollment.record`)."""
     with store.connect() as conn:
         return list(decide(conn, catalog, plans, today, settings, account_ids))
 
 
-# --------------------------------------------------------------------------
-# Recording
-
-
-@dataclass(frozen=True)
-class NewEnrollment:
-    """An enrollment row `record` wrote: what the sweep activity must start."""
-
-    id: int
-    workflow_id: str
-    play: str
-    account_id: str
-    plan_hash: str
-    trigger: str | None
-    route: str | None
-
-
-@dataclass
-class SweepResult:
-    enrolled: list[NewEnrollment] = field(default_factory=list)
-    skipped: Counter[str] = field(default_factory=Counter)  # reason code -> candidates
-    decisions: int = 0
-
-
-def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
-           settings: Settings | None = None, *, status: str = "pending", now: dt.datetime | None = None,
-           account_ids: Sequence[str] | None = None) -> SweepResult:
-    """Decide, store every decision, and write an enrollment row per account to start.
-
-    One transaction: either the whole sweep's decisions and enrollments are
-    stored, or none. Enrollments get `status` (`pending` until the workflow
-    has started; pass `running` if the caller starts it first), the play's
-    plan hash and workflow id `play:<play>:<account>`. A re-run sees the
-    pending rows and skips those accounts (`already_enrolled`).
-    """
-    now = now or utcnow()
-    dec_t = Base.metadata.tables["enrollment_decisions"]
-    enr_t = Base.metadata.tables["enrollments"]
-    result = SweepResult()
-    with store.begin() as conn:
-        for batch in chunked(decide(conn, catalog, plans, today, settings, account_ids), BATCH):
-            conn.execute(dec_t.insert(), [{
-                "account_id": d.account_id, "play": d.play, "decision": "enrolled" if d.enroll else "skipped",
-                "trigger": d.triggers[0] if d.triggers else None, "plan_hash": d.plan_hash,
-                "reasons": d.reasons_json(), "at": now,
-            } for d in batch])
-            result.decisions += len(batch)
-            for d in batch:
-                if not d.enroll:
-                    result.skipped.update(d.codes)
-                    continue
-                new_id = conn.execute(enr_t.insert().values(
-                    workflow_id=d.workflow_id, play=d.play, account_id=d.account_id, plan_hash=d.plan_hash,
-                    trigger=d.triggers[0] if d.triggers else None, route=d.route, status=status,
-                    started_at=now, reason=d.reasons_json(),
-                ).returning(enr_t.c.id)).scalar_one()
-                result.enrolled.append(NewEnrollment(int(new_id), d.workflow_id, d.play, d.account_id,
-                                                     d.plan_hash, d.triggers[0] if d.triggers else None, d.route))
-        store.audit(conn, "sweep", "enroll", None, {
-            "today": today.isoformat(), "decisions": result.decisions, "enrolled": len(result.enrolled),
-            "skipped": dict(result.skipped)})
-    return result
-
-
-__all__ = ["ACTIVE", "Code", "Decision", "EnrollError", "NewEnrollment", "Reason", "Settings", "SweepResult",
-           "CandidateQuery", "Scratch", "decide", "prepare", "decision_set", "gate_failure", "record", "workflow_id"]
+__all__ = ["ACTIVE", "CandidateQuery", "Code", "Decision", "EnrollError", "Reason", "Scratch", "Settings", "decide",
+           "decision_set", "gate_failure", "prepare", "workflow_id"]

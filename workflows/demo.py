@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from engine import enrollment
 from engine.schema import Base
 from engine.store import Store, default_url
 from workflows.sim_model import SimConfig, SimReport
@@ -66,7 +67,10 @@ class DemoSummary(BaseModel):
     end: dt.datetime
     triggers_fired: dict[str, int]  # trigger -> accounts it fired for (first sweep)
     candidates: int  # (account, play) pairs a trigger started (first sweep)
-    skipped: dict[str, int]  # reason -> candidates not enrolled (first sweep)
+    skipped: int  # candidates not enrolled (first sweep)
+    # reason code -> skipped candidates that carry it (first sweep); one can
+    # carry several, so these add up to `skipped` or more.
+    reasons: dict[str, int]
     enrolled_by_play: dict[str, int]
     enrolled_by_route: dict[str, int]  # "play/route"
     outbox: dict[str, int]  # channel -> messages written
@@ -140,22 +144,13 @@ async def run_demo(*, accounts: int = 500, days: int = 3, seed: int = 7, db: str
 
 def finish_in_flight(store: Store, end: dt.datetime) -> int:
     """Mark the plays still open at the end `cancelled` (their in-process server is gone)."""
-    enr = TABLES["enrollments"]
-    with store.begin() as conn:
-        rows = list(conn.execute(sa.select(enr.c.id, enr.c.reason).where(enr.c.status.in_(("running", "pending")))))
-        for row_id, reason in rows:
-            conn.execute(enr.update().where(enr.c.id == row_id).values(
-                status="cancelled", ended_at=end,
-                reason={**(reason or {}), "note": "the demo's simulation stopped here (in-process Temporal server)"}))
-    return len(rows)
+    return enrollment.cancel_open(store, end, "the demo's simulation stopped here (in-process Temporal server)")
 
 
 def _summary(store: Store, playbooks: Playbooks, report: SimReport, paths: list[str]) -> DemoSummary:
-    out, tasks, dec = TABLES["outbox"], TABLES["tasks"], TABLES["enrollment_decisions"]
+    decisions = enrollment.first_sweep(store)
+    out, tasks = TABLES["outbox"], TABLES["tasks"]
     with store.connect() as conn:
-        first_at = conn.execute(sa.select(sa.func.min(dec.c.at))).scalar()
-        decisions = list(conn.execute(sa.select(dec.c.account_id, dec.c.play, dec.c.decision, dec.c.reasons)
-                                      .where(dec.c.at == first_at))) if first_at is not None else []
         outbox = dict(conn.execute(sa.select(out.c.channel, sa.func.count()).group_by(out.c.channel)).all())
         cancelled = conn.execute(sa.select(sa.func.count()).select_from(out)
                                  .where(out.c.channel == "email", out.c.status == "cancelled")).scalar_one()
@@ -165,18 +160,19 @@ def _summary(store: Store, playbooks: Playbooks, report: SimReport, paths: list[
         by_assignee = dict(conn.execute(sa.select(tasks.c.assignee, sa.func.count()).group_by(tasks.c.assignee)
                                         .order_by(sa.func.count().desc(), tasks.c.assignee).limit(5)).all())
     fired: dict[str, set[str]] = {}
-    skipped: dict[str, int] = {}
-    for account, _play, decision, reasons in decisions:
-        for t in (reasons or {}).get("triggers", []):
-            fired.setdefault(t, set()).add(account)
-        if decision != "enrolled":
-            for r in (reasons or {}).get("reasons", []):
-                skipped[r["code"]] = skipped.get(r["code"], 0) + 1
+    reasons: dict[str, int] = {}
+    for d in decisions:
+        for t in d.reasons.get("triggers", []):
+            fired.setdefault(t, set()).add(d.account_id)
+        if d.decision != "enrolled":
+            for r in d.reasons.get("reasons", []):
+                reasons[r["code"]] = reasons.get(r["code"], 0) + 1
     totals = report.totals
     return DemoSummary(
         store=store.url, playbooks=paths, accounts=report.accounts, days=report.days, start=report.start,
         end=report.end, triggers_fired={k: len(v) for k, v in sorted(fired.items())}, candidates=len(decisions),
-        skipped=dict(sorted(skipped.items())), enrolled_by_play=report.by_play, enrolled_by_route=report.by_route,
+        skipped=sum(d.decision != "enrolled" for d in decisions), reasons=dict(sorted(reasons.items())),
+        enrolled_by_play=report.by_play, enrolled_by_route=report.by_route,
         outbox=dict(sorted(outbox.items())), emails_cancelled=int(cancelled),
         sample_email=SampleEmail(account_id=sample.account_id, play=sample.play, to=sample.recipient,
                                  subject=sample.subject or "", body=sample.body,
@@ -201,8 +197,9 @@ def print_summary(s: DemoSummary, console: Any = None) -> None:
     con.print(f"\n[bold]First sweep[/bold]: triggers fired on {sum(s.triggers_fired.values())} "
               f"(trigger, account) pairs: {fired or 'none'}")
     enrolled = sum(s.enrolled_by_play.values())
-    con.print(f"  {s.candidates} candidate enrollments, {enrolled} enrolled; skipped: "
-              + (", ".join(f"{k} {v}" for k, v in s.skipped.items()) or "none"))
+    con.print(f"  {s.candidates} candidate enrollments, {enrolled} enrolled, {s.skipped} skipped"
+              + (" (one can have several reasons): " + ", ".join(f"{k} {v}" for k, v in s.reasons.items())
+                 if s.reasons else ""))
     t = Table(title="Enrollments by play and route", title_justify="left")
     t.add_column("play")
     t.add_column("route")

@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from connectors import base as cb
+from engine import enrollment
 from engine.schema import Base
 from engine.store import Store
 from workflows.client import send_event
@@ -132,14 +133,7 @@ class SimActivities:
     async def _targets(self, p: Pending) -> list[str]:
         if p.play != "*":
             return [p.play]
-        enr = TABLES["enrollments"]
-
-        def read() -> list[str]:
-            with self.store.connect() as conn:
-                return sorted(conn.execute(sa.select(enr.c.play).where(
-                    enr.c.account_id == p.account, enr.c.status == "running")).scalars())
-
-        return await asyncio.to_thread(read)
+        return await asyncio.to_thread(enrollment.active_plays, self.store, p.account)
 
     async def _deliver(self, p: Pending, at: dt.datetime) -> int:
         kind = EventKind(p.kind)

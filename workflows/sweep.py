@@ -4,7 +4,7 @@
       ├─ reconcile     activity: enrollments the store thinks are running, whose
       │                workflow has closed, get their end status and `ended_at`
       │                (cooldowns count from it)
-      ├─ decide        activity: engine/enroll.py `record` — every decision with its
+      ├─ decide        activity: engine/enrollment.py `record` — every decision with its
       │                reasons, one `pending` enrollment row per account to start
       └─ start_batch×N activity: starts the pending rows, `batch_size` at a time,
                        with `start_play` (id `play:<play>:<account>`, conflict FAIL)
@@ -39,12 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    import sqlalchemy as sa
     from temporalio.client import (
         Client,
         Schedule,
@@ -65,8 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from dsl.catalog import Catalog
     from dsl.plan import Plan
     from dsl.steps import walk_steps
-    from engine import enroll
-    from engine.schema import Base
+    from engine import enroll, enrollment, lookup
     from engine.settings import EngineSettings, load_settings
     from engine.store import Store
     from workflows.client import TASK_QUEUE, AlreadyEnrolled, start_play
@@ -76,7 +74,6 @@ SWEEP_SCHEDULE_ID = "playbook-sweep"
 SWEEP_WORKFLOW_ID = "playbook-sweep"
 DEFAULT_BATCH = 200  # enrollments started per activity (one heartbeat each)
 START_CONCURRENCY = 50  # concurrent start RPCs inside a batch
-ENROLLMENTS = "enrollments"
 
 
 # --------------------------------------------------------------------------
@@ -130,13 +127,29 @@ class DecideRequest(BaseModel):
 
 
 class DecideResult(BaseModel):
+    """A candidate is one (account, play) a trigger starts; `decisions` counts them."""
+
     today: dt.date | None = None  # the day the rules were evaluated on
     decisions: int = 0
+    accounts: int = 0  # distinct accounts with a candidate
     enrolled: int = 0
-    skipped: dict[str, int] = {}  # reason code -> candidates
+    skipped: int = 0  # candidates not enrolled
+    # reason code -> skipped candidates that carry it; one may carry several,
+    # so these add up to `skipped` or more.
+    reasons: dict[str, int] = {}
     by_play: dict[str, int] = {}  # play -> enrollments decided
     by_route: dict[str, int] = {}  # "play/route" -> enrollments decided
     triggers: dict[str, int] = {}  # trigger -> enrollments it started (an enrollment's first firing trigger)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reasons_were_called_skipped(cls, data: Any) -> Any:
+        # A sweep recorded in history before `reasons` existed had the reason
+        # counts under `skipped`: replaying it must still decode.
+        if isinstance(data, dict) and isinstance(data.get("skipped"), dict):
+            data = {**data, "reasons": data["skipped"],
+                    "skipped": int(data.get("decisions", 0)) - int(data.get("enrolled", 0))}
+        return data
 
 
 class StartRequest(BaseModel):
@@ -174,10 +187,6 @@ class SweepSummary(BaseModel):
 # simulation all call these)
 
 
-def _enrollments() -> sa.Table:
-    return Base.metadata.tables[ENROLLMENTS]
-
-
 async def reconcile(client: Client, store: Store, now: dt.datetime, *, concurrency: int = 20,
                     heartbeat: Any = None) -> ReconcileResult:
     """Close the store's `running` enrollments whose workflow is closed (or unknown to Temporal).
@@ -187,45 +196,31 @@ async def reconcile(client: Client, store: Store, now: dt.datetime, *, concurren
     retention period passed, or it ran on another server). `ended_at` is the
     run's close time (now for `lost`), which cooldowns count from.
     """
-    enr = _enrollments()
-
-    def running() -> list[sa.Row]:
-        with store.connect() as conn:
-            return list(conn.execute(sa.select(enr.c.id, enr.c.workflow_id, enr.c.run_id)
-                                     .where(enr.c.status == "running").order_by(enr.c.id)))
-
-    rows = await asyncio.to_thread(running)
+    rows = await asyncio.to_thread(enrollment.running, store)
     result = ReconcileResult(checked=len(rows))
     gate = asyncio.Semaphore(concurrency)
-    closed: list[tuple[int, str, dt.datetime]] = []
+    closed: list[enrollment.End] = []
 
-    async def check(row: sa.Row) -> None:
+    async def check(row: enrollment.EnrollmentRow) -> None:
         async with gate:
             try:
                 desc = await client.get_workflow_handle(row.workflow_id, run_id=row.run_id).describe()
             except RPCError as exc:
                 if exc.status is RPCStatusCode.NOT_FOUND:
-                    closed.append((row.id, "lost", now))
+                    closed.append(enrollment.End(row.id, "lost", now))
                     return
                 raise
             if desc.status is not None and desc.status is not WorkflowExecutionStatus.RUNNING:
-                closed.append((row.id, desc.status.name.lower(), desc.close_time or now))
+                closed.append(enrollment.End(row.id, desc.status.name.lower(), desc.close_time or now))
 
     for i in range(0, len(rows), 500):
         await asyncio.gather(*(check(r) for r in rows[i:i + 500]))
         if heartbeat:
             heartbeat(i)
 
-    def write() -> None:
-        with store.begin() as conn:
-            for row_id, status, ended in closed:
-                conn.execute(enr.update().where(enr.c.id == row_id, enr.c.status == "running")
-                             .values(status=status, ended_at=ended))
-
-    if closed:
-        await asyncio.to_thread(write)
-    for _, status, _ in closed:
-        result.ended[status] = result.ended.get(status, 0) + 1
+    await asyncio.to_thread(enrollment.record_ends, store, closed)
+    for end in closed:
+        result.ended[end.status] = result.ended.get(end.status, 0) + 1
     return result
 
 
@@ -245,15 +240,17 @@ def decide(store: Store, playbooks: Playbooks, now: dt.datetime, today: dt.date,
         decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today, knobs)
         chosen = [d for d in decisions if d.enroll]
         return DecideResult(
-            today=today, decisions=len(decisions), enrolled=len(chosen),
-            skipped=_count([d for d in decisions if not d.enroll], lambda d: d.codes),
+            today=today, decisions=len(decisions), accounts=len({d.account_id for d in decisions}),
+            enrolled=len(chosen), skipped=len(decisions) - len(chosen),
+            reasons=_count([d for d in decisions if not d.enroll], lambda d: d.codes),
             by_play=_count(chosen, lambda d: [d.play]),
             by_route=_count(chosen, lambda d: [f"{d.play}/{d.route or '-'}"]),
             triggers=_count(chosen, lambda d: list(d.triggers[:1])),
         )
-    res = enroll.record(store, playbooks.catalog, playbooks.plans, today, knobs, status="pending", now=now)
+    res = enrollment.record(store, playbooks.catalog, playbooks.plans, today, knobs, status="pending", now=now)
     return DecideResult(
-        today=today, decisions=res.decisions, enrolled=len(res.enrolled), skipped=dict(sorted(res.skipped.items())),
+        today=today, decisions=res.decisions, accounts=res.accounts, enrolled=len(res.enrolled),
+        skipped=res.skipped, reasons=dict(sorted(res.reasons.items())),
         by_play=_count(res.enrolled, lambda e: [e.play]),
         by_route=_count(res.enrolled, lambda e: [f"{e.play}/{e.route or '-'}"]),
         triggers=_count(res.enrolled, lambda e: [e.trigger] if e.trigger else []),
@@ -295,28 +292,14 @@ def _as_date(v: Any) -> dt.date | None:
 def play_inputs(store: Store, playbooks: Playbooks, rows: Sequence[Any],
                 enrolled_at: dt.datetime) -> list[tuple[Any, PlayInput | None, str | None]]:
     """(row, PlayInput or None, why not) for enrollment rows: anchor and time zone read from the store."""
-    accounts = store.table("account", playbooks.catalog)
-    contacts = Base.metadata.tables["contacts"]
-    ids = sorted({r.account_id for r in rows})
     needed: set[str] = set()
-    for plan in playbooks.plans.values():
-        for ref in (plan.anchor, plan.window.timezone if plan.window else None, _first_email_to(plan)):
-            if (f := _account_field(ref)) is not None and f in accounts.c:
+    for pl in playbooks.plans.values():
+        for ref in (pl.anchor, pl.window.timezone if pl.window else None, _first_email_to(pl)):
+            if (f := _account_field(ref)) is not None:
                 needed.add(f)
-    with store.connect() as conn:
-        data: dict[str, dict[str, Any]] = {}
-        if ids:
-            cols = [accounts.c.id, *(accounts.c[f] for f in sorted(needed))]
-            for r in conn.execute(sa.select(*cols).where(accounts.c.id.in_(ids))):
-                data[r[0]] = dict(r._mapping)
-        refs = {v for d in data.values() for k, v in d.items() if k != "id" and isinstance(v, str) and v}
-        zones: dict[str, str | None] = {}
-        if refs:
-            for cid, email, tz in conn.execute(sa.select(contacts.c.id, contacts.c.email, contacts.c.timezone)
-                                               .where(sa.or_(contacts.c.id.in_(refs), contacts.c.email.in_(refs)))):
-                zones[cid] = tz
-                if email:
-                    zones.setdefault(email, tz)
+    data = lookup.account_fields(store, playbooks.catalog, {r.account_id for r in rows}, sorted(needed))
+    zones = lookup.contact_zones(store, {v for d in data.values() for k, v in d.items()
+                                         if k != "id" and isinstance(v, str) and v})
     out: list[tuple[Any, PlayInput | None, str | None]] = []
     for row in rows:
         plan = playbooks.plans.get(row.play)
@@ -348,59 +331,36 @@ def play_inputs(store: Store, playbooks: Playbooks, rows: Sequence[Any],
 async def start_batch(client: Client, store: Store, playbooks: Playbooks, req: StartRequest, *,
                       task_queue: str = TASK_QUEUE, concurrency: int = START_CONCURRENCY) -> StartResult:
     """Start up to `req.limit` pending enrollments with an id above `req.after_id`."""
-    enr = _enrollments()
-
-    def pending() -> tuple[list[Any], bool]:
-        with store.connect() as conn:
-            rows = list(conn.execute(
-                sa.select(enr.c.id, enr.c.workflow_id, enr.c.play, enr.c.account_id, enr.c.reason)
-                .where(enr.c.status == "pending", enr.c.id > req.after_id).order_by(enr.c.id).limit(req.limit + 1)))
-        return rows[:req.limit], len(rows) > req.limit
-
-    rows, more = await asyncio.to_thread(pending)
+    rows, more = await asyncio.to_thread(enrollment.pending, store, req.after_id, req.limit)
     result = StartResult(last_id=rows[-1].id if rows else req.after_id, more=more)
     if not rows:
         return result
     inputs = await asyncio.to_thread(play_inputs, store, playbooks, rows, req.enrolled_at)
     gate = asyncio.Semaphore(concurrency)
-    updates: list[dict[str, Any]] = []
+    starts: list[enrollment.Start] = []
 
-    async def start(row: Any, inp: PlayInput | None, why: str | None) -> None:
+    async def start(row: enrollment.EnrollmentRow, inp: PlayInput | None, why: str | None) -> None:
         if inp is None:
-            updates.append({"id": row.id, "status": "failed", "ended_at": req.enrolled_at,
-                            "note": f"not started: {why}"})
+            starts.append(enrollment.Start(row.id, "failed", ended_at=req.enrolled_at, note=f"not started: {why}"))
             result.failed += 1
             return
         async with gate:
             try:
                 handle = await start_play(client, inp, task_queue=task_queue)
-                updates.append({"id": row.id, "status": "running", "run_id": handle.result_run_id,
-                                "plan_hash": inp.plan.hash})
+                starts.append(enrollment.Start(row.id, "running", run_id=handle.result_run_id,
+                                               plan_hash=inp.plan.hash))
                 result.started += 1
             except AlreadyEnrolled:
                 desc = await client.get_workflow_handle(row.workflow_id).describe()
-                updates.append({"id": row.id, "status": "running", "run_id": desc.run_id,
-                                "note": "already open in Temporal: joined that run, not started again"})
+                starts.append(enrollment.Start(row.id, "running", run_id=desc.run_id,
+                                               note="already open in Temporal: joined that run, not started again"))
                 result.joined += 1
             except Exception as exc:  # an outage: the row stays pending, the next batch or sweep retries
                 result.errors += 1
                 result.error = result.error or f"{type(exc).__name__}: {exc}"
 
     await asyncio.gather(*(start(*x) for x in inputs))
-
-    def write() -> None:
-        with store.begin() as conn:
-            for u in updates:
-                values: dict[str, Any] = {"status": u["status"]}
-                for k in ("run_id", "plan_hash", "ended_at"):
-                    if k in u:
-                        values[k] = u[k]
-                if "note" in u:
-                    reason = conn.execute(sa.select(enr.c.reason).where(enr.c.id == u["id"])).scalar() or {}
-                    values["reason"] = {**reason, "note": u["note"]}
-                conn.execute(enr.update().where(enr.c.id == u["id"]).values(**values))
-
-    await asyncio.to_thread(write)
+    await asyncio.to_thread(enrollment.record_starts, store, starts)
     return result
 
 

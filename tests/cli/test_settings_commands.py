@@ -102,7 +102,7 @@ def _worker_decide(rules: Path, url: str) -> dict[str, object]:
         now = dt.datetime.combine(TODAY, dt.time(12), dt.timezone.utc)
         res = asyncio.run(acts.decide(DecideRequest(now=now, dry_run=True)))
     assert res.today == TODAY
-    return {"enroll": res.enrolled, "skipped": res.skipped}
+    return {"enroll": res.enrolled, "skipped": res.reasons}
 
 
 def _why(rules: Path, url: str, account: str) -> str:

@@ -14,7 +14,9 @@ from store_backends import fresh_store
 from dsl.checker import check
 from dsl.compiler import compile_play
 from dsl.project import load_text
-from engine.enroll import Code, Settings, decide, decision_set, record
+from engine.enroll import Code, Settings, decide, decision_set
+from engine import enrollment
+from engine.enrollment import record
 from engine.schema import Base
 from engine.store import Store
 
@@ -219,7 +221,7 @@ def test_record_stores_decisions_and_pending_enrollments_once(store: Store, seed
     now = dt.datetime(2026, 6, 1, 6, 0, tzinfo=dt.timezone.utc)
     result = record(store, CATALOG, PLANS, TODAY, now=now)
     assert [(e.workflow_id, e.trigger, e.route) for e in result.enrolled] == [("play:upsell:a1", "busy", "low_touch")]
-    assert result.skipped == {"gate_failed": 1} and result.decisions == 2
+    assert (result.decisions, result.accounts, result.skipped, result.reasons) == (2, 2, 1, {"gate_failed": 1})
     t = Base.metadata.tables
     with store.connect() as conn:
         rows = conn.execute(sa.select(t["enrollment_decisions"]).order_by("account_id")).mappings().all()
@@ -230,7 +232,51 @@ def test_record_stores_decisions_and_pending_enrollments_once(store: Store, seed
         assert (enr["status"], enr["workflow_id"], enr["plan_hash"]) == ("pending", "play:upsell:a1", result.enrolled[0].plan_hash)
         assert enr["started_at"] == now
     again = record(store, CATALOG, PLANS, TODAY, now=now)
-    assert again.enrolled == [] and again.skipped == {"already_enrolled": 1, "gate_failed": 1}
+    assert again.enrolled == [] and again.skipped == 2
+    assert again.reasons == {"already_enrolled": 1, "gate_failed": 1}
+
+
+def test_record_counts_skipped_candidates_and_their_reasons_apart(store: Store, seed: Seed) -> None:
+    seed.accounts(acc("a1", usage=0.9, health=80),
+                  acc("a2", usage=0.9, health=50, seats=12),  # upsell skipped, survey enrolled
+                  acc("a3", usage=0.9, health=50))  # upsell skipped for three reasons
+    seed.enrollment("a3", "growth", "running", started=DAYS(2))
+    for k in range(3):
+        seed.email("a3@example.com", DAYS(k))
+    result = record(store, CATALOG, PLANS, TODAY)
+    assert (result.decisions, result.accounts, len(result.enrolled), result.skipped) == (4, 3, 2, 2)
+    assert result.reasons == {"gate_failed": 2, "in_other_play": 1, "frequency_cap": 1}
+
+
+def test_an_enrollment_goes_from_pending_to_running_to_ended(store: Store, seed: Seed) -> None:
+    seed.accounts(acc("a1", usage=0.9, health=80), acc("a4", usage=0.9, health=80, seats=12))
+    now = dt.datetime(2026, 6, 1, 6, 0, tzinfo=dt.timezone.utc)
+    new = record(store, CATALOG, PLANS, TODAY, now=now).enrolled
+    assert [(e.account_id, e.play) for e in new] == [("a1", "upsell"), ("a4", "survey"), ("a4", "upsell")]
+    first, more = enrollment.pending(store, 0, 2)
+    assert [r.id for r in first] == [e.id for e in new[:2]] and more
+    rest, more = enrollment.pending(store, first[-1].id, 2)
+    assert [r.id for r in rest] == [new[2].id] and not more
+    enrollment.record_starts(store, [
+        enrollment.Start(new[0].id, "running", run_id="r1", plan_hash="h2"),
+        enrollment.Start(new[1].id, "running", run_id="r2", note="joined"),
+        enrollment.Start(new[2].id, "failed", ended_at=now, note="not started: no anchor")])
+    assert [(r.id, r.run_id) for r in enrollment.running(store)] == [(new[0].id, "r1"), (new[1].id, "r2")]
+    assert enrollment.active_plays(store, "a4") == ["survey"]
+    t = Base.metadata.tables["enrollments"]
+    with store.connect() as conn:
+        got = {r.id: r for r in conn.execute(sa.select(t))}
+    assert (got[new[0].id].plan_hash, got[new[2].id].status) == ("h2", "failed")
+    assert got[new[1].id].reason["note"] == "joined" and got[new[1].id].reason["triggers"] == ["full"]
+    later = now + dt.timedelta(days=1)
+    enrollment.record_ends(store, [enrollment.End(new[0].id, "completed", later),
+                                   enrollment.End(new[2].id, "lost", later)])  # not running: left as it is
+    assert [r.id for r in enrollment.running(store)] == [new[1].id]
+    assert enrollment.cancel_open(store, later, "stopped") == 1
+    with store.connect() as conn:
+        got = {r.id: r for r in conn.execute(sa.select(t))}
+    assert [got[e.id].status for e in new] == ["completed", "cancelled", "failed"]
+    assert got[new[1].id].ended_at == later and got[new[1].id].reason["note"] == "stopped"
 
 
 def test_codes_are_stable() -> None:

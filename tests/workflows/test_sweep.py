@@ -27,11 +27,13 @@ from connectors.base import Connectors
 from connectors.store import StoreConnector
 from engine import demo_data, enroll
 from engine.schema import Base
+from engine.settings import EngineSettings
 from engine.store import Store
 from workflows.accounts import StoreAccounts
 from workflows.activities import PlayActivities
 from workflows.client import DATA_CONVERTER, start_play
 from workflows.play import PlayWorkflow
+from workflows import sweep
 from workflows.search_attributes import ensure_registered
 from workflows.sweep import (
     SWEEP_SCHEDULE_ID,
@@ -130,7 +132,7 @@ async def test_sweep_enrolls_the_right_accounts_once(tmp_path: Path) -> None:
         second = await run_sweep(h)
         assert second.decided.enrolled == second.started == 0
         assert second.reconciled.checked == len(expected) and second.reconciled.ended == {}
-        assert second.decided.skipped.get("already_enrolled", 0) >= len(expected)
+        assert second.decided.reasons.get("already_enrolled", 0) >= len(expected)
         assert len(rows(h.store)) == len(expected)
 
 
@@ -164,7 +166,7 @@ async def test_a_closed_run_is_reconciled_and_its_cooldown_holds(tmp_path: Path)
         assert summary.started == 0  # the account is in cooldown (or its play runs once): not re-enrolled
         row = [r for r in rows(h.store) if r.id == first.id][0]
         assert row.status == "terminated" and row.ended_at is not None
-        assert summary.decided.skipped.get("cooldown", 0) + summary.decided.skipped.get("no_reentry", 0) >= 1
+        assert summary.decided.reasons.get("cooldown", 0) + summary.decided.reasons.get("no_reentry", 0) >= 1
 
 
 async def test_anchor_and_time_zone_come_from_the_store(tmp_path: Path) -> None:
@@ -230,6 +232,32 @@ async def test_ensure_schedule_on_the_dev_server(tmp_path: Path) -> None:
                 await again.delete()
         finally:
             store.close()
+
+
+def test_decide_counts_skipped_candidates_and_reasons_apart(tmp_path: Path) -> None:
+    today = dt.date(2026, 6, 1)
+    store = demo_store(tmp_path / "count.db", 120, today)
+    now = dt.datetime(2026, 6, 1, 6, tzinfo=dt.timezone.utc)
+    try:
+        dry = sweep.decide(store, playbooks(), now, today, dry_run=True, settings=EngineSettings())
+        real = sweep.decide(store, playbooks(), now, today, settings=EngineSettings())
+        # Again: the accounts just enrolled are now in a play, so some candidates
+        # are skipped for more than one reason (in the play, and gate or in another).
+        again = sweep.decide(store, playbooks(), now, today, settings=EngineSettings())
+    finally:
+        store.close()
+    assert dry == real
+    assert real.skipped == real.decisions - real.enrolled > 0
+    assert 0 < real.accounts < real.decisions
+    assert (again.decisions, again.accounts, again.enrolled, again.skipped) == (real.decisions, real.accounts, 0,
+                                                                                real.decisions)
+    assert sum(again.reasons.values()) > again.skipped
+
+
+def test_a_decide_result_recorded_before_reasons_still_decodes() -> None:
+    old = {"decisions": 10, "enrolled": 4, "skipped": {"gate_failed": 5, "cooldown": 3}, "by_play": {"p": 4}}
+    got = sweep.DecideResult.model_validate(old)
+    assert (got.skipped, got.reasons, got.by_play) == (6, {"gate_failed": 5, "cooldown": 3}, {"p": 4})
 
 
 def _cli(*args: str) -> tuple[int, str, str]:
