@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from dsl import nodes as n
     from dsl.plan import PlanTemplate
     from workflows.activities import PlayActivities
-    from workflows.model import EmailRequest, NotifyRequest, StepContext, TaskRequest
+    from workflows.model import StepContext, StepRequest
     from workflows.play import ACT_RETRY, ACT_TIMEOUT
 
 
@@ -39,11 +39,16 @@ class HandWrittenPlay:
 
         admin, csm = n.Ref(path=["account", "admin"]), n.Ref(path=["account", "csm"])
         opts = {"start_to_close_timeout": ACT_TIMEOUT, "retry_policy": ACT_RETRY}
-        await workflow.execute_activity_method(PlayActivities.send_email, EmailRequest(ctx=ctx("hello"), to=admin, template=inp.hello), **opts)
-        await workflow.execute_activity_method(PlayActivities.create_task, TaskRequest(ctx=ctx("call"), assignee=csm, title="Call {{ name }}"), **opts)
-        await workflow.execute_activity_method(PlayActivities.send_email, EmailRequest(ctx=ctx("followup"), to=admin, template=inp.followup), **opts)
-        await workflow.execute_activity_method(PlayActivities.notify, NotifyRequest(ctx=ctx("ping"), channel="#cs", message="{{ name }} in play"), **opts)
-        await workflow.execute_activity_method(PlayActivities.send_email, EmailRequest(ctx=ctx("last"), to=admin, template=inp.hello), **opts)
+        def email(label: str, template: PlanTemplate) -> StepRequest:
+            return StepRequest(ctx=ctx(label), action=n.EmailStep(to=admin, template=template.name),
+                               templates={template.name: template})
+
+        act = PlayActivities.act
+        await workflow.execute_activity_method(act, email("hello", inp.hello), **opts)
+        await workflow.execute_activity_method(act, StepRequest(ctx=ctx("call"), action=n.TaskStep(assignee=csm, title="Call {{ name }}")), **opts)
+        await workflow.execute_activity_method(act, email("followup", inp.followup), **opts)
+        await workflow.execute_activity_method(act, StepRequest(ctx=ctx("ping"), action=n.NotifyStep(channel="#cs", message="{{ name }} in play")), **opts)
+        await workflow.execute_activity_method(act, email("last", inp.hello), **opts)
         return 5
 
 

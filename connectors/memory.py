@@ -11,30 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from typing import Any, TypeVar
+from typing import Any
 
-from connectors.base import (
-    Action,
-    EmailMessage,
-    EmailResult,
-    FieldChange,
-    FieldResult,
-    NewOpportunity,
-    NewTask,
-    Notification,
-    NotifyResult,
-    OpportunityResult,
-    Result,
-    StageChange,
-    StageResult,
-    TaskResult,
-    TrialGrant,
-    TrialResult,
-    WebhookCall,
-    WebhookResult,
-)
-
-R = TypeVar("R", bound=Result)
+from connectors.base import Action, FieldChange, Result, StageChange
 
 
 class MemoryConnector:
@@ -50,45 +29,22 @@ class MemoryConnector:
     def of_kind(self, kind: type[Action]) -> list[Action]:
         return [e for e in self.effects if isinstance(e, kind)]
 
-    async def _once(self, action: Action, make: type[R], **fields: Any) -> R:
+    async def act(self, action: Action) -> Result:
+        """Any kind: acts once per key (stage and field changes are also remembered)."""
         async with self._lock:
             self.attempts[action.key] += 1
             done = self._results.get(action.key)
             if done is not None:
-                return done.model_copy(update={"duplicate": True})  # type: ignore[return-value]
-            result = make(key=action.key, external_id=str(next(self._ids)), **fields)
+                return done.model_copy(update={"duplicate": True})
+            extra: dict[str, Any] = {}
+            if isinstance(action, StageChange):
+                extra = {"previous": self.stages.get(action.account_id), "stage": action.stage}
+                self.stages[action.account_id] = action.stage
+            elif isinstance(action, FieldChange):
+                slot = (action.account_id, action.field)
+                extra = {"previous": self.fields.get(slot)}
+                self.fields[slot] = action.value
+            result = action.result(key=action.key, external_id=str(next(self._ids)), **extra)
             self.effects.append(action)
             self._results[action.key] = result
             return result
-
-    async def send_email(self, message: EmailMessage) -> EmailResult:
-        return await self._once(message, EmailResult)
-
-    async def create_task(self, task: NewTask) -> TaskResult:
-        return await self._once(task, TaskResult)
-
-    async def change_stage(self, change: StageChange) -> StageResult:
-        previous = self.stages.get(change.account_id)
-        result = await self._once(change, StageResult, previous=previous, stage=change.stage)
-        if not result.duplicate:
-            self.stages[change.account_id] = change.stage
-        return result
-
-    async def create_opportunity(self, opportunity: NewOpportunity) -> OpportunityResult:
-        return await self._once(opportunity, OpportunityResult)
-
-    async def set_field(self, change: FieldChange) -> FieldResult:
-        slot = (change.account_id, change.field)
-        result = await self._once(change, FieldResult, previous=self.fields.get(slot))
-        if not result.duplicate:
-            self.fields[slot] = change.value
-        return result
-
-    async def notify(self, notification: Notification) -> NotifyResult:
-        return await self._once(notification, NotifyResult)
-
-    async def webhook(self, call: WebhookCall) -> WebhookResult:
-        return await self._once(call, WebhookResult, status_code=200)
-
-    async def enable_trial(self, grant: TrialGrant) -> TrialResult:
-        return await self._once(grant, TrialResult)

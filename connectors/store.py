@@ -1,14 +1,16 @@
 """The built-in connector: acts on the store's own tables (engine/schema.py).
 
-- email, notify, webhook -> a row in `outbox` (transactional outbox: a
-  dispatcher or a later SMTP/Slack/HTTP connector sends pending rows), with
-  the idempotency key in its UNIQUE column;
+- email, notify, webhook (any `OutboxMessage`) -> a row in `outbox`
+  (transactional outbox: a dispatcher or a later SMTP/Slack/HTTP connector
+  sends pending rows), with the idempotency key in its UNIQUE column;
 - tasks -> `tasks` (UNIQUE idempotency key);
 - opportunities -> `opportunities` (UNIQUE idempotency key) with their first
   `stage_history` row;
 - stage changes -> `opportunities.stage` + a `stage_history` row with time
   and actor;
-- field changes and trials -> the account row / the audit log.
+- field changes and trials -> the account row / the audit log;
+- any other kind -> the audit log (`<kind>.request`), for a person or a
+  later connector to carry out.
 
 Every action writes an `audit_log` row whose `subject` is the idempotency
 key. For stage changes, field changes and trials, which have no UNIQUE key
@@ -93,6 +95,27 @@ class StoreConnector:
 
         return work
 
+    async def act(self, action: cb.Action) -> cb.Result:
+        """Any step kind's action: its own table where it has one, else the outbox
+        (messages) or the audit log (a request recorded for a person or a later connector)."""
+        match action:
+            case cb.EmailMessage():
+                return await self.send_email(action)
+            case cb.OutboxMessage():
+                return await self.to_outbox(action)
+            case cb.NewTask():
+                return await self.create_task(action)
+            case cb.NewOpportunity():
+                return await self.create_opportunity(action)
+            case cb.StageChange():
+                return await self.change_stage(action)
+            case cb.FieldChange():
+                return await self.set_field(action)
+            case cb.TrialGrant():
+                return await self.enable_trial(action)
+            case _:
+                return await self.record(action)
+
     # ------------------------------------------------------------ outbox
     async def send_email(self, message: cb.EmailMessage) -> cb.EmailResult:
         def work(conn: Connection) -> tuple[int, bool]:
@@ -105,16 +128,12 @@ class StoreConnector:
         row_id, dup = await self._tx(work)
         return cb.EmailResult(key=message.key, duplicate=dup, external_id=str(row_id))
 
-    async def notify(self, notification: cb.Notification) -> cb.NotifyResult:
-        row_id, dup = await self._tx(self._outbox(notification, channel="notify", recipient=notification.channel,
-                                                  subject=None, body=notification.message))
-        return cb.NotifyResult(key=notification.key, duplicate=dup, external_id=str(row_id))
-
-    async def webhook(self, call: cb.WebhookCall) -> cb.WebhookResult:
-        body = json.dumps(call.payload, sort_keys=True, default=str)
-        row_id, dup = await self._tx(self._outbox(call, channel="webhook", recipient=call.url, subject=call.event,
-                                                  body=body))
-        return cb.WebhookResult(key=call.key, duplicate=dup, external_id=str(row_id))
+    async def to_outbox(self, message: cb.OutboxMessage) -> cb.Result:
+        """A message for a dispatcher to send: channel = its step kind (notify, webhook, ...)."""
+        recipient, subject, body = message.outbox()
+        row_id, dup = await self._tx(self._outbox(message, channel=message.kind, recipient=recipient,
+                                                  subject=subject, body=body))
+        return message.result(key=message.key, duplicate=dup, external_id=str(row_id))
 
     # ------------------------------------------------------------ tasks
     async def create_task(self, task: cb.NewTask) -> cb.TaskResult:
@@ -218,6 +237,19 @@ class StoreConnector:
                 return cb.TrialResult(key=grant.key, duplicate=True)
             self._audit(conn, grant, "trial.enable", {"feature": grant.feature, "ends_at": grant.ends_at})
             return cb.TrialResult(key=grant.key)
+
+        return await self._tx(work)
+
+
+    async def record(self, action: cb.Action) -> cb.Result:
+        """A kind with no table of its own: the request is kept in the audit log, once per key."""
+        what = f"{action.kind}.request"
+
+        def work(conn: Connection) -> cb.Result:
+            if self._done(conn, action.key, what) is not None:
+                return action.result(key=action.key, duplicate=True)
+            self._audit(conn, action, what, action.model_dump(exclude=set(cb.Action.model_fields)))
+            return action.result(key=action.key)
 
         return await self._tx(work)
 

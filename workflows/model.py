@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from dsl.nodes import Duration, Expr, Ref
+from dsl.nodes import Expr, Ref, StepAction
 from dsl.plan import Plan, PlanTemplate
 
 # ---------------------------------------------------------------------------
@@ -209,55 +210,42 @@ class StepContext(BaseModel):
         return f"play:{self.play}"
 
 
-class EmailRequest(BaseModel):
+class StepRequest(BaseModel):
+    """What the `act` activity receives: the Plan's step itself, and what of the Plan it needs.
+
+    One request for every acting step kind: the activity turns the step into
+    its connector action (connectors/base.py `ACTIONS`).
+    """
+
     ctx: StepContext
-    to: Ref
-    template: PlanTemplate
+    action: StepAction
+    templates: dict[str, PlanTemplate] = {}  # the templates the step uses
     sender: Ref | None = None  # Plan.owner: {{ sender_name }}, {{ sender_email }}
     play_title: str = ""
 
-
-class TaskRequest(BaseModel):
-    ctx: StepContext
-    assignee: Ref
-    title: str
-    due: Duration | None = None
-
-
-class StageRequest(BaseModel):
-    ctx: StepContext
-    stage: str
-
-
-class OpportunityRequest(BaseModel):
-    ctx: StepContext
-    title: str
-    amount: Expr | None = None
-    owner: Ref | None = None
+    @classmethod
+    def from_activity(cls, activity_type: str, payload: dict[str, Any]) -> StepRequest:
+        """A request sent to one of the activities plays used before `act` (LEGACY_ACTIVITIES),
+        in its old shape (one request type per kind) or in this one."""
+        if "action" in payload:
+            return cls.model_validate(payload)
+        kind = {name: kind for kind, name in LEGACY_ACTIVITIES.items()}[activity_type]
+        fields = {k: v for k, v in payload.items() if k not in ("ctx", "template", "sender", "play_title")}
+        templates: dict[str, Any] = {}
+        if kind == "email":  # the old request carried the whole template
+            fields["template"] = payload["template"]["name"]
+            templates = {fields["template"]: payload["template"]}
+        return cls.model_validate({"ctx": payload["ctx"], "action": {"step": kind, **fields}, "templates": templates,
+                                   "sender": payload.get("sender"), "play_title": payload.get("play_title", "")})
 
 
-class NotifyRequest(BaseModel):
-    ctx: StepContext
-    channel: str
-    message: str
-
-
-class WebhookRequest(BaseModel):
-    ctx: StepContext
-    url: str
-    event: str | None = None
-
-
-class SetFieldRequest(BaseModel):
-    ctx: StepContext
-    field: Ref
-    value: Expr
-
-
-class TrialRequest(BaseModel):
-    ctx: StepContext
-    feature: str
-    duration: Duration
+# Before patch ONE_ACT_ACTIVITY every acting kind had its own activity; runs
+# started before it keep scheduling these names (workflows/play.py).
+LEGACY_ACTIVITIES = {
+    "email": "send_email", "task": "create_task", "stage": "change_stage", "opportunity": "create_opportunity",
+    "notify": "notify", "webhook": "webhook", "set": "set_field", "trial": "enable_trial",
+}
+ONE_ACT_ACTIVITY = "one-act-activity"
 
 
 class ConditionRequest(BaseModel):

@@ -36,6 +36,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from dsl import nodes as n
+    from dsl import steps as step_kinds
     from dsl.plan import Plan, PlanStep
     from dsl.printer import format_expr
     import workflows.conditions as conditions  # `from workflows import m` would re-import m in every run's sandbox
@@ -44,14 +45,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.model import (
         CLOSED_LOST_STAGE,
         CLOSED_WON_STAGE,
+        LEGACY_ACTIVITIES,
+        ONE_ACT_ACTIVITY,
         ActResult,
         ConditionRequest,
         Decision,
-        EmailRequest,
         EventKind,
         EventState,
-        NotifyRequest,
-        OpportunityRequest,
         Outcome,
         PlayEvent,
         PlayInput,
@@ -60,12 +60,8 @@ with workflow.unsafe.imports_passed_through():
         PlayStatus,
         ScheduledStep,
         ScheduleRequest,
-        SetFieldRequest,
-        StageRequest,
         StepContext,
-        TaskRequest,
-        TrialRequest,
-        WebhookRequest,
+        StepRequest,
     )
 
 # Side effects retry until they succeed or fail permanently: a store or
@@ -356,42 +352,20 @@ class PlayWorkflow:
             holidays=self._plan.holidays,
             holiday_regions=self._plan.holiday_regions,
         )
-        method: Any
-        match action:
-            case n.EmailStep():
-                template = self._plan.templates.get(action.template)
-                if template is None:
-                    raise ApplicationError(f"step {path}: template {action.template!r} is not in the Plan",
-                                           type="PlanError", non_retryable=True)
-                method = PlayActivities.send_email
-                request = EmailRequest(ctx=ctx, to=action.to, template=template, sender=self._plan.owner,
-                                       play_title=self._plan.title)
-            case n.TaskStep():
-                method = PlayActivities.create_task
-                request = TaskRequest(ctx=ctx, assignee=action.assignee, title=action.title, due=action.due)
-            case n.StageStep():
-                method, request = PlayActivities.change_stage, StageRequest(ctx=ctx, stage=action.stage)
-            case n.OpportunityStep():
-                method = PlayActivities.create_opportunity
-                request = OpportunityRequest(ctx=ctx, title=action.title, amount=action.amount, owner=action.owner)
-            case n.NotifyStep():
-                method = PlayActivities.notify
-                request = NotifyRequest(ctx=ctx, channel=action.channel, message=action.message)
-            case n.WebhookStep():
-                method, request = PlayActivities.webhook, WebhookRequest(ctx=ctx, url=action.url, event=action.event)
-            case n.SetStep():
-                method, request = PlayActivities.set_field, SetFieldRequest(ctx=ctx, field=action.field, value=action.value)
-            case n.TrialStep():
-                method = PlayActivities.enable_trial
-                request = TrialRequest(ctx=ctx, feature=action.feature, duration=action.duration)
-            case _:
-                raise ApplicationError(f"step {path}: unknown action {action.step!r}", type="PlanError",
-                                       non_retryable=True)
+        missing = [name for name in step_kinds.templates(action) if name not in self._plan.templates]
+        if missing:
+            raise ApplicationError(f"step {path}: template {missing[0]!r} is not in the Plan",
+                                   type="PlanError", non_retryable=True)
+        request = StepRequest(ctx=ctx, action=action, sender=self._plan.owner, play_title=self._plan.title,
+                              templates={name: self._plan.templates[name] for name in step_kinds.templates(action)})
+        options: dict[str, Any] = {"start_to_close_timeout": self._act_timeout, "retry_policy": ACT_RETRY,
+                                   "summary": f"{path}: {action.step}"}
         try:
-            return await workflow.execute_activity_method(
-                method, request, start_to_close_timeout=self._act_timeout, retry_policy=ACT_RETRY,
-                summary=f"{path}: {action.step}",
-            )
+            if workflow.patched(ONE_ACT_ACTIVITY):
+                return await workflow.execute_activity_method(PlayActivities.act, request, **options)
+            # A run that began before the patch keeps its per-kind activity names.
+            return await workflow.execute_activity(LEGACY_ACTIVITIES[action.step], request, result_type=ActResult,
+                                                   **options)
         except ActivityError as exc:
             cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
             self._decide(path, Outcome.FAILED, cause)

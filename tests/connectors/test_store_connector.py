@@ -102,8 +102,8 @@ async def test_stage_without_opportunity_opens_one(store):
 
 async def test_notify_and_webhook_are_outbox_rows(store):
     conn = StoreConnector(store)
-    await conn.notify(cb.Notification(**act("k:n"), channel="#cs", message="hi"))
-    await conn.webhook(cb.WebhookCall(**act("k:w"), url="https://h.test", event="go", payload={"a": 1}))
+    await conn.act(cb.Notification(**act("k:n"), channel="#cs", message="hi"))
+    await conn.act(cb.WebhookCall(**act("k:w"), url="https://h.test", event="go", payload={"a": 1}))
     assert [(r["channel"], r["recipient"]) for r in rows(store, "outbox")] == [("notify", "#cs"), ("webhook", "https://h.test")]
 
 
@@ -126,7 +126,39 @@ async def test_trial_recorded_once(store):
     assert (await conn.enable_trial(grant)).duplicate
 
 
-async def test_store_connector_implements_every_capability(store):
+@pytest.fixture
+def new_kinds():
+    """Action classes a test defines register a step kind; forget them afterwards."""
+    before = dict(cb.ACTIONS)
+    yield
+    cb.ACTIONS.clear()
+    cb.ACTIONS.update(before)
+
+
+async def test_a_new_message_kind_lands_in_the_outbox_on_its_own_channel(store, new_kinds):
+    class Fax(cb.OutboxMessage):
+        kind = "fax"
+        number: str
+        text: str
+
+        def outbox(self) -> tuple[str, str | None, str]:
+            return self.number, None, self.text
+
     conn = StoreConnector(store)
-    for proto in (cb.EmailConnector, cb.TaskConnector, cb.CrmConnector, cb.NotifyConnector, cb.WebhookConnector, cb.ProductConnector):
-        assert isinstance(conn, proto)
+    first = await conn.act(Fax(**act("k:fax"), number="+1 555 0100", text="Hello"))
+    again = await conn.act(Fax(**act("k:fax"), number="+1 555 0100", text="Hello"))
+    assert (first.duplicate, again.duplicate) == (False, True)
+    [row] = rows(store, "outbox")
+    assert (row["channel"], row["recipient"], row["body"], row["status"]) == ("fax", "+1 555 0100", "Hello", "pending")
+
+
+async def test_a_new_kind_without_a_table_is_recorded_once_in_the_audit_log(store, new_kinds):
+    class Survey(cb.Action):
+        kind = "survey"
+        form: str
+
+    conn = StoreConnector(store)
+    assert not (await conn.act(Survey(**act("k:survey"), form="nps"))).duplicate
+    assert (await conn.act(Survey(**act("k:survey"), form="nps"))).duplicate
+    audit = [r for r in rows(store, "audit_log") if r["action"] == "survey.request"]
+    assert [(r["subject"], r["detail"]) for r in audit] == [("k:survey", {"form": "nps"})]

@@ -37,21 +37,12 @@ class CommitThenCrash:
         self.inner = inner
         self.calls: dict[str, int] = {}
 
-    def __getattr__(self, name: str):  # every capability not overridden goes straight through
-        return getattr(self.inner, name)
-
-    async def send_email(self, message: cb.EmailMessage) -> cb.EmailResult:
-        result = await self.inner.send_email(message)
-        self.calls[message.key] = self.calls.get(message.key, 0) + 1
-        if self.calls[message.key] == 1:
-            raise cb.TransientError("connection reset after commit")
-        return result
-
-    async def create_task(self, task: cb.NewTask) -> cb.TaskResult:
-        result = await self.inner.create_task(task)
-        self.calls[task.key] = self.calls.get(task.key, 0) + 1
-        if self.calls[task.key] == 1:
-            raise cb.TransientError("timeout after commit")
+    async def act(self, action: cb.Action) -> cb.Result:
+        result = await self.inner.act(action)
+        if isinstance(action, (cb.EmailMessage, cb.NewTask)):
+            self.calls[action.key] = self.calls.get(action.key, 0) + 1
+            if self.calls[action.key] == 1:
+                raise cb.TransientError("connection reset after commit")
         return result
 
 

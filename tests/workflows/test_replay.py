@@ -2,10 +2,12 @@
 
 Each play in playbooks/ runs on the time-skipping server with a scripted
 reply, and must complete or exit without a failed step. Its history is the
-golden file tests/workflows/histories/<play>.json: the replay test feeds
-it to the Replayer with today's PlayWorkflow, so a change to the
-interpreter that would break running plays fails CI. Re-record (after a
-deliberate, patched() change) with:
+golden file tests/workflows/histories/<play>.<latest patch>.json; the files
+recorded before each patch stay beside it (<play>.json: before any). The
+replay test feeds every one of them to the Replayer with today's
+PlayWorkflow, so a change to the interpreter that would break running
+plays, old or new, fails CI. After a deliberate, patched() change, set
+LATEST_PATCH to its id and record the new files with:
 
     PLAYBOOK_RECORD_HISTORIES=1 pytest tests/workflows/test_replay.py
 """
@@ -31,7 +33,7 @@ from dsl.plan import Plan
 from dsl.project import load
 from workflows.activities import Sender, StaticAccounts
 from workflows.client import DATA_CONVERTER, start_play
-from workflows.model import EventKind, Outcome, PlayEvent, PlayInput
+from workflows.model import ONE_ACT_ACTIVITY, EventKind, Outcome, PlayEvent, PlayInput
 from workflows.play import PlayWorkflow, workflow_id
 from workflow_support import harness
 
@@ -39,6 +41,7 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = Path(__file__).with_name("histories")
 RECORD = os.environ.get("PLAYBOOK_RECORD_HISTORIES") == "1"
+LATEST_PATCH = ONE_ACT_ACTIVITY  # the newest workflow.patched() id: names the histories recorded now
 REPLY_ON_DAY = {"usage_limit": 2, "team_growth": 8, "cross_sell": None, "feature_upsell": 4, "renewal_expansion": None}
 
 
@@ -96,14 +99,15 @@ async def test_seed_play_runs_and_matches_its_golden_history(play):
     for mail in h.connector.effects:
         body = getattr(mail, "body", "")
         assert "None" not in body and "{{" not in body
-    golden = HISTORIES / f"{play}.json"
+    golden = HISTORIES / f"{play}.{LATEST_PATCH}.json"
     if RECORD or not golden.exists():
         HISTORIES.mkdir(exist_ok=True)
         golden.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
 
 
-@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.name.removesuffix(".json"))
 async def test_golden_history_replays_deterministically(path):
-    history = WorkflowHistory.from_json(workflow_id(path.stem, "acme"), path.read_text())
+    play = path.name.split(".")[0]
+    history = WorkflowHistory.from_json(workflow_id(play, "acme"), path.read_text())
     replayer = Replayer(workflows=[PlayWorkflow], data_converter=DATA_CONVERTER)
     await replayer.replay_workflow(history)  # raises on any nondeterminism

@@ -1,0 +1,79 @@
+"""The one `act` activity, and the per-kind activities that plays started before it still call."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from connectors.base import Connectors
+from connectors.memory import MemoryConnector
+from test_replay import project, sample_account
+from workflows.activities import PlayActivities, Sender, StaticAccounts
+from workflows.client import DATA_CONVERTER
+from workflows.model import LEGACY_ACTIVITIES
+
+pytestmark = pytest.mark.anyio
+HISTORIES = Path(__file__).with_name("histories")
+
+
+def old_requests() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(history, activity type, input payload) of every per-kind activity in the histories
+    recorded before patch ONE_ACT_ACTIVITY (`<play>.json`)."""
+    for path in sorted(HISTORIES.glob("*.json")):
+        if "." in path.stem:
+            continue
+        for event in json.loads(path.read_text())["events"]:
+            scheduled = event.get("activityTaskScheduledEventAttributes")
+            if scheduled and scheduled["activityType"]["name"] in LEGACY_ACTIVITIES.values():
+                yield path.stem, scheduled["activityType"]["name"], scheduled["input"]["payloads"][0]
+
+
+def activities() -> tuple[PlayActivities, MemoryConnector]:
+    catalog, _ = project()
+    connector = MemoryConnector()
+    accounts = StaticAccounts({"acme": sample_account(catalog)}, users={"carol": Sender(name="Carol", email="carol@us.test")})
+    return PlayActivities(Connectors.single(connector), accounts, catalog), connector
+
+
+def environment(activity_type: str) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, activity_type=activity_type)
+    env.payload_converter = DATA_CONVERTER.payload_converter
+    return env
+
+
+OLD = list(old_requests())
+
+
+def test_the_old_histories_hold_requests_of_several_kinds():
+    assert {name for _, name, _ in OLD} >= {"send_email", "create_task", "change_stage", "create_opportunity"}
+
+
+@pytest.mark.parametrize(("history", "name", "payload"), OLD, ids=[f"{h}-{n}" for h, n, _ in OLD])
+async def test_an_old_per_kind_request_still_acts(history, name, payload):
+    acts, connector = activities()
+    raw = RawValue(json_format.ParseDict(payload, Payload()))
+    result = await environment(name).run(acts.legacy_act, [raw])
+    assert not result.skipped and not result.duplicate
+    [action] = connector.effects
+    assert LEGACY_ACTIVITIES[action.kind] == name
+    assert result.summary == action.summary()
+
+
+async def test_an_activity_type_that_is_not_ours_fails_the_attempt_retryably():
+    acts, _ = activities()
+    raw = RawValue(DATA_CONVERTER.payload_converter.to_payloads([{}])[0])
+    with pytest.raises(ApplicationError) as err:
+        await environment("sweep_decide").run(acts.legacy_act, [raw])
+    assert not err.value.non_retryable
+    assert "not registered" in str(err.value)
