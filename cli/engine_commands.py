@@ -164,11 +164,13 @@ def _print_scorecard(conn: Connection, rows: Iterator[Any], format: TableFormat,
 
     json_mode = format == TableFormat.json
     if format == TableFormat.csv:
-        w = csv.writer(sys.stdout, lineterminator="\n")
+        # Text always quoted: the csv module leaves a bare carriage return unquoted
+        # under QUOTE_MINIMAL with "\n" line ends, which splits the row in readers.
+        w = csv.writer(sys.stdout, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
         w.writerow(sc.COLUMNS)
         for r in rows:
             j = r.to_json()
-            w.writerow(["" if j[c] is None else (";".join(j[c]) if isinstance(j[c], list) else j[c])
+            w.writerow([render.csv_cell("" if j[c] is None else (";".join(j[c]) if isinstance(j[c], list) else j[c]))
                         for c in sc.COLUMNS])
     elif json_mode:
         # Streamed by hand: one JSON document, never the whole list in memory.

@@ -373,3 +373,18 @@ def junit_xml(suite: str, cases: Sequence[tuple[str, str, float, str | None]], t
 def _xml_safe(s: str) -> str:
     """XML 1.0 cannot hold most control characters, even escaped."""
     return "".join(ch if ch in "\t\n\r" or ord(ch) >= 0x20 and ch not in "\ufffe\uffff" else "\ufffd" for ch in s)
+
+
+# ---------------------------------------------------------------- CSV for spreadsheets
+
+# A cell starting with one of these is run as a formula by Excel, LibreOffice
+# and Google Sheets (=HYPERLINK(...) from an imported account name).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: text starting like a formula gets
+    a leading `'` (OWASP's advice for CSV injection); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value

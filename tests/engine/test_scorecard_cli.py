@@ -1,0 +1,41 @@
+"""`playbook scorecard` as a user sees it: CSV safe for spreadsheets, a table readable at 80 columns."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from cli.main import run
+from dsl.project import load
+from engine.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = str(ROOT / "playbooks")
+DAY = "2026-06-01"
+FORMULA = '=HYPERLINK("http://evil.example","click")'
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory) -> str:
+    """Demo accounts, plus copies of the first one under ids a spreadsheet would run."""
+    db = f"sqlite:///{tmp_path_factory.mktemp('scorecard')}/s.db"
+    assert run(["demo-data", "--accounts", "30", "--today", DAY, "--db", db, "--playbooks", RULES]) == 0
+    with Store.open(db, catalog=load([RULES]).catalog) as store, store.begin() as conn:
+        accounts = store.table("account")
+        first = dict(conn.execute(sa.select(accounts).order_by(accounts.c.id).limit(1)).mappings().one())
+        for bad in (FORMULA, "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+            conn.execute(accounts.insert().values({**first, "id": bad}))
+    return db
+
+
+def test_csv_cells_that_start_like_a_formula_are_neutralised(url, capsys) -> None:
+    assert run(["scorecard", "--rules", RULES, "--db", url, "--today", DAY, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    ids = {r["account_id"] for r in rows}
+    assert {"'" + FORMULA, "'+1+1", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx"} <= ids
+    assert not any(i.startswith(("=", "+", "-", "@", "\t", "\r")) for i in ids)
+    assert any(r["health_score"] and r["health_score"][0].isdigit() for r in rows)  # numbers untouched
