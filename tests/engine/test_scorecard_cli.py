@@ -23,7 +23,7 @@ FORMULA = '=HYPERLINK("http://evil.example","click")'
 def url(tmp_path_factory) -> str:
     """Demo accounts, plus copies of the first one under ids a spreadsheet would run."""
     db = f"sqlite:///{tmp_path_factory.mktemp('scorecard')}/s.db"
-    assert run(["demo-data", "--accounts", "30", "--today", DAY, "--db", db, "--playbooks", RULES]) == 0
+    assert run(["demo-data", "--accounts", "30", "--today", DAY, "--db", db, "--rules", RULES]) == 0
     with Store.open(db, catalog=load([RULES]).catalog) as store, store.begin() as conn:
         accounts = store.table("account")
         first = dict(conn.execute(sa.select(accounts).order_by(accounts.c.id).limit(1)).mappings().one())

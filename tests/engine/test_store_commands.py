@@ -21,7 +21,7 @@ READERS = {
     "scorecard": ["scorecard", "--rules", RULES, "--today", DAY],
     "why": ["why", "acc-0000001", "--rules", RULES, "--today", DAY],
     "plan": ["plan", "--rules", RULES, "--today", DAY],
-    "sweep --dry-run": ["sweep", RULES, "--dry-run", "--today", DAY],
+    "sweep --dry-run": ["sweep", "--rules", RULES, "--dry-run", "--today", DAY],
 }
 
 
@@ -72,7 +72,7 @@ def test_import_into_a_read_only_file_exits_4(tmp_path, capsys) -> None:
     users = tmp_path / "users.csv"
     users.write_text("id,email,name\nu1,ann@example.com,Ann\n")
     url = f"sqlite:///file:{tmp_path}/s.db?mode=ro&uri=true"
-    assert run(["import", f"users={users}", "--db", url, "--playbooks", RULES]) == EXIT_UNREACHABLE
+    assert run(["import", f"users={users}", "--db", url, "--rules", RULES]) == EXIT_UNREACHABLE
     err = capsys.readouterr().err
     assert "readonly database" in err and "internal error" not in err
 
@@ -93,7 +93,7 @@ def pg_reader():
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    assert run(["demo-data", "--accounts", "40", "--today", DAY, "--db", url, "--playbooks", RULES]) == 0
+    assert run(["demo-data", "--accounts", "40", "--today", DAY, "--db", url, "--rules", RULES]) == 0
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
         conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
@@ -116,7 +116,7 @@ def test_reading_commands_work_with_a_read_only_postgresql_role(command, pg_read
 
 def test_reading_commands_work_on_a_sqlite_file_opened_read_only(tmp_path, capsys) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
-    assert run(["demo-data", "--accounts", "40", "--today", DAY, "--db", url, "--playbooks", RULES]) == 0
+    assert run(["demo-data", "--accounts", "40", "--today", DAY, "--db", url, "--rules", RULES]) == 0
     before = (tmp_path / "s.db").read_bytes()
     for command in READERS.values():
         assert run([*command, "--db", url, "--format", "json"]) == 0, capsys.readouterr().err
