@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, TypeVar, cast
 
 import typer
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from dsl.catalog import Catalog
     from engine.settings import EngineSettings
+    from engine.store import Store
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 # A store or server (database, Temporal) could not be reached: the environment,
@@ -84,3 +92,41 @@ def today(value: str | None, exit_code: int = EXIT_USAGE) -> dt.date:
 TodayOpt = Annotated[str | None, typer.Option(
     "--today", help="Evaluate as of this day, YYYY-MM-DD [default: today in the team's time zone, "
                     "env PLAYBOOK_TIME_ZONE, default UTC].", show_default=False)]
+
+
+@contextmanager
+def reading_store(db: str | None, catalog: Catalog | None = None, exit_code: int = EXIT_USAGE) -> Iterator[Store]:
+    """The store opened for reading (nothing created, migrated or written).
+
+    Missing or empty: `exit_code` (2, or 1 under --detailed-exitcode); not
+    reachable, also midway: 4.
+    """
+    import sqlalchemy as sa
+
+    from engine.store import Store, StoreError, StoreUnreachable, unreachable
+
+    try:
+        store = Store.open(db, catalog=catalog, read_only=True)
+    except StoreUnreachable as e:
+        raise Fail(str(e), EXIT_UNREACHABLE) from e
+    except StoreError as e:
+        raise Fail(str(e), exit_code) from e
+    try:
+        yield store
+    except sa.exc.DBAPIError as e:
+        fault = unreachable(e, store.url)
+        if fault is None:
+            raise
+        raise Fail(str(fault), EXIT_UNREACHABLE) from e
+    finally:
+        store.close()
+
+
+def read(store: Store, work: Callable[[Connection], T]) -> T:
+    """`work` on a fresh connection, run again over a transient fault (safe: it only reads)."""
+
+    def attempt() -> T:
+        with store.connect() as conn:
+            return work(conn)
+
+    return cast(T, store.retry(attempt))

@@ -22,14 +22,15 @@ import itertools
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from cli import render
-from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, DbOpt, Fail, TodayOpt, settings
+from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, DbOpt, Fail, TodayOpt, settings
+from cli.common import read as _read
+from cli.common import reading_store as _store
 from cli.common import today as _today
 from cli.common import TextOrJson as Format
 from cli.rules import RulesOpt, checked, compiled, refuse_errors
@@ -61,44 +62,6 @@ def _rules(given: list[Path] | None, json_mode: bool) -> tuple[Project, list[Pla
     """Load, check and compile the rules; errors end the command like `compile` does."""
     project = checked(rule_paths(given), json_mode)
     return project, compiled(project)
-
-
-@contextmanager
-def _store(db: str | None, catalog: Catalog, exit_code: int = EXIT_USAGE) -> Iterator[Any]:
-    """The store opened for reading (nothing created, migrated or written).
-
-    Missing or empty: `exit_code` (2, or 1 under --detailed-exitcode); not
-    reachable, also midway: 4.
-    """
-    import sqlalchemy as sa
-
-    from engine.store import Store, StoreError, StoreUnreachable, unreachable
-
-    try:
-        store = Store.open(db, catalog=catalog, read_only=True)
-    except StoreUnreachable as e:
-        raise Fail(str(e), EXIT_UNREACHABLE) from e
-    except StoreError as e:
-        raise Fail(str(e), exit_code) from e
-    try:
-        yield store
-    except sa.exc.DBAPIError as e:
-        fault = unreachable(e, store.url)
-        if fault is None:
-            raise
-        raise Fail(str(fault), EXIT_UNREACHABLE) from e
-    finally:
-        store.close()
-
-
-def _read(store: Any, work: Callable[[Connection], T]) -> T:
-    """`work` on a fresh connection, run again over a transient fault (safe: it only reads)."""
-
-    def attempt() -> T:
-        with store.connect() as conn:
-            return work(conn)
-
-    return cast(T, store.retry(attempt))
 
 
 def _money(v: float | None) -> str:

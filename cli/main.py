@@ -36,7 +36,8 @@ try:  # typer >= 0.23 vendors click; older versions depend on it
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
-from cli import data_commands, engine_commands, render, rules, sweep_commands, workflow_commands
+from cli import (data_commands, effects_commands, engine_commands, render, rules, sweep_commands,
+                 workflow_commands)
 from cli.common import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Fail, TextOrJson,
                         TodayOpt, store_failure)
 from cli.common import today as today_in_team_zone
@@ -54,6 +55,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # our guard in main() owns unexpected errors
     rich_markup_mode=None,
 )
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"playbook {version('playbook')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            print("playbook (version unknown: not installed; pip install -e .)")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print playbook's version and exit.")] = False,
+) -> None:
+    """Options of `playbook` itself (before the command)."""
 
 
 class CheckFormat(str, enum.Enum):
@@ -486,8 +506,8 @@ def main() -> NoReturn:
 
 # Command groups, each in its own module: Temporal (dev, worker, status), the
 # engine (scorecard, why, plan), sweeps (sweep, simulate, demo), data
-# (demo-data, import).
-for _group in (workflow_commands, engine_commands, sweep_commands, data_commands):
+# (demo-data, import), what plays did (outbox, tasks).
+for _group in (workflow_commands, engine_commands, sweep_commands, data_commands, effects_commands):
     _group.register(app)
 
 

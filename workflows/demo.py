@@ -226,11 +226,11 @@ def print_summary(s: DemoSummary, console: Any = None) -> None:
             play = f"[{en.play}] " if en.play else ""
             con.print(f"  day {en.day} {en.at:%a %H:%M}  {play}{en.text}", markup=False, highlight=False,
                       soft_wrap=True)
-    db = s.store.removeprefix("sqlite:///")
+    db = "" if s.store == default_url() else f" --db {s.store}"
     con.print("\n[bold]Where to look next[/bold]")
     for line in (
-        f"the outbox:    sqlite3 {db} \"select created_at, play, recipient, subject from outbox order by id limit 20\"",
-        f"tasks:         sqlite3 {db} \"select due, assignee, title from tasks order by id limit 20\"",
+        f"the outbox:    playbook outbox{db}   (--account, --play, --status; --format json)",
+        f"tasks:         playbook tasks{db}",
         "30 days, daily load per CSM: playbook simulate --days 30 --accounts 1000",
         "real plays on a real server: playbook dev (Temporal + Web UI + a worker), then `playbook sweep`; "
         "`playbook status` lists the running plays",

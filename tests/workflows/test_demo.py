@@ -69,3 +69,24 @@ def test_demo_command_json(tmp_path: Path) -> None:
     assert code == 0, err.getvalue()
     doc = json.loads(out.getvalue())
     assert doc["accounts"] == 40 and doc["days"] == 1 and "enrolled_by_play" in doc and "report" in doc
+
+
+async def test_the_demo_points_to_the_outbox_and_tasks_commands(tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    from cli.main import run
+    from workflows.demo import print_summary
+
+    url = f"sqlite:///{tmp_path / 'look.db'}"
+    s = await run_demo(accounts=40, days=1, db=url, paths=[ROOT / "playbooks"], start=START)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print_summary(s)
+    text = out.getvalue()
+    assert f"playbook outbox --db {url}" in text and f"playbook tasks --db {url}" in text
+    assert "sqlite3" not in text
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert run(["outbox", "--db", url, "--format", "json"]) == 0
+    assert json.loads(out.getvalue())["total"] == sum(s.outbox.values())

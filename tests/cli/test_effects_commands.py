@@ -1,0 +1,91 @@
+"""`playbook outbox`, `playbook tasks` (what plays did) and `playbook --version`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+from engine.schema import Base
+from engine.store import Store
+
+T = Base.metadata.tables
+AT = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """Two accounts; three messages and two tasks written by two plays."""
+    url = f"sqlite:///{tmp_path / 'effects.db'}"
+    with Store.open(url) as store, store.begin() as conn:
+        conn.execute(T["accounts"].insert(), [{"id": "acc-1"}, {"id": "acc-2"}])
+        conn.execute(T["outbox"].insert(), [
+            {"idempotency_key": "k1", "channel": "email", "recipient": "ann@acme.example", "subject": "Hello",
+             "status": "sent", "account_id": "acc-1", "play": "usage_limit", "created_at": AT},
+            {"idempotency_key": "k2", "channel": "email", "recipient": "bob@beta.example", "subject": "Seats",
+             "status": "pending", "account_id": "acc-2", "play": "team_growth", "created_at": AT},
+            {"idempotency_key": "k3", "channel": "email", "recipient": "ann@acme.example", "subject": "Again",
+             "status": "pending", "account_id": "acc-1", "play": "usage_limit",
+             "created_at": AT + dt.timedelta(days=2)},
+        ])
+        conn.execute(T["tasks"].insert(), [
+            {"idempotency_key": "t1", "account_id": "acc-1", "play": "usage_limit", "assignee": "usr-1",
+             "title": "Call Ann", "status": "open", "created_at": AT},
+            {"idempotency_key": "t2", "account_id": "acc-2", "play": "team_growth", "assignee": "usr-2",
+             "title": "Call Bob", "status": "done", "created_at": AT},
+        ])
+    return url
+
+
+def test_outbox_lists_messages_newest_first_as_json(url: str) -> None:
+    r = run_cli("outbox", "--db", url, "--format", "json")
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["total"] == 3
+    assert [m["subject"] for m in doc["rows"]] == ["Again", "Seats", "Hello"]
+    assert doc["rows"][0]["created_at"] == "2026-06-03T09:00:00+00:00"
+
+
+@pytest.mark.parametrize(("args", "subjects"), [
+    (("--account", "acc-1"), ["Again", "Hello"]),
+    (("--play", "team_growth"), ["Seats"]),
+    (("--status", "pending"), ["Again", "Seats"]),
+    (("--account", "acc-1", "--status", "sent"), ["Hello"]),
+    (("--limit", "1"), ["Again"]),
+])
+def test_outbox_filters_by_account_play_status(url: str, args: tuple[str, ...], subjects: list[str]) -> None:
+    r = run_cli("outbox", "--db", url, "--format", "json", *args)
+    assert [m["subject"] for m in json.loads(r.stdout)["rows"]] == subjects
+
+
+def test_tasks_table_names_the_rows_and_says_what_it_left_out(url: str) -> None:
+    r = run_cli("tasks", "--db", url, "--limit", "1")
+    assert r.code == 0, r.stderr
+    assert "Tasks, 2026" in r.stdout and "Call" in r.stdout
+    assert "1 of 2 rows shown; --limit 0 for all" in r.stdout
+    done = json.loads(run_cli("tasks", "--db", url, "--status", "done", "--format", "json").stdout)
+    assert [t["title"] for t in done["rows"]] == ["Call Bob"]
+
+
+def test_an_unknown_status_is_a_usage_error_with_a_suggestion(url: str) -> None:
+    r = run_cli("tasks", "--db", url, "--status", "opne")
+    assert r.code == 2
+    assert "no tasks row has status 'opne': did you mean 'open'?" in r.stderr
+
+
+def test_reading_what_plays_did_never_creates_a_store(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such.db"
+    for command in ("outbox", "tasks"):
+        r = run_cli(command, "--db", f"sqlite:///{missing}")
+        assert r.code == 2 and "no store at" in r.stderr
+    assert not missing.parent.exists()
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    r = run_cli("--version")
+    assert r.code == 0 and r.stdout == f"playbook {version('playbook')}\n"
