@@ -492,15 +492,22 @@ def run(argv: Sequence[str] | None = None) -> int:
             return failure.exit_code
         if os.environ.get("PLAYBOOK_DEBUG"):
             raise
-        message = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-        message += " (a bug in playbook: please report it; PLAYBOOK_DEBUG=1 shows the traceback)"
-        _report_error("internal", message, EXIT_INTERNAL, json_mode, command)
+        _report_error("internal", bug_message(e), EXIT_INTERNAL, json_mode, command)
         return EXIT_INTERNAL
+
+
+def bug_message(e: BaseException) -> str:
+    """How an unexpected exception is reported: one line, and how to see more."""
+    message = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+    return message + " (a bug in playbook: please report it; PLAYBOOK_DEBUG=1 shows the traceback)"
 
 
 def main() -> NoReturn:
     """Console-script entry point (`playbook = "cli.main:main"`)."""
+    from cli import workflow_commands
+
     _harden_streams()
+    workflow_commands.HARD_EXIT = True  # a process of its own: leave with os._exit after Temporal (sdk-python #300)
     sys.exit(run())
 
 

@@ -1,13 +1,13 @@
 """`playbook sweep`, `playbook simulate`, `playbook demo`: enrolling accounts and watching plays run.
 
 Thin functions over workflows/sweep.py, workflows/simulate.py and
-workflows/demo.py. Exit codes as everywhere: 0 done, 2 bad usage (bad
-option, a store or server that cannot be used), 3 internal error.
+workflows/demo.py. Exit codes as everywhere: 0 done, 2 bad usage, 3
+internal error, 4 a store or Temporal could not be reached.
 
-`simulate` and `demo` run an in-process Temporal test server; when they
-finish they leave with `os._exit` after flushing (sdk-python #300: the
-interpreter can abort at exit after many workflows ran, and the user must
-never see that crash). `sweep` only talks to a server as a client.
+`sweep` talks to a Temporal server as a client; `simulate` and `demo` run an
+in-process Temporal test server. All three leave through
+`temporal_command` (cli/workflow_commands.py): errors in one line, then
+`os._exit` after flushing (sdk-python #300).
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ import typer
 from cli.common import DbOpt, Fail, TextOrJson, TodayOpt, parse_day, settings
 from cli.rules import PathsArg, RulesOpt, checked, compiled
 from cli.rules import paths as rule_paths
-
-# Tests running commands in-process set this to False (os._exit would end pytest).
-HARD_EXIT = True
+from cli.workflow_commands import temporal_command
 
 
 FormatOpt = Annotated[TextOrJson, typer.Option("--format", help="Output format.")]
@@ -51,18 +49,11 @@ def _duration(value: str) -> dt.timedelta:
     raise Fail(f"--schedule wants an interval such as 15m, 1h or 1d, not {value!r}")
 
 
-def _finish(code: int) -> None:
-    if HARD_EXIT:
-        from workflows.worker import hard_exit
-
-        hard_exit(code)
-    raise typer.Exit(code)
-
-
 # --------------------------------------------------------------------------
 # sweep
 
 
+@temporal_command("sweep")
 def sweep(
     paths: PathsArg = None,
     rules: RulesOpt = None,
@@ -134,13 +125,13 @@ def _temporal(address: str | None, namespace: str | None, task_queue: str | None
 
 
 async def _with_client(settings: Any, work: Any) -> Any:
+    from workflows.client import TemporalUnreachable
     from workflows.settings import connect
 
     try:
         client = await connect(settings)
-    except RuntimeError as exc:  # the SDK's "Failed client connect"
-        raise Fail(f"cannot reach Temporal at {settings.address}: {str(exc).splitlines()[0][:200]} "
-                    "(start one with `playbook dev`, or use --dry-run)") from exc
+    except TemporalUnreachable as exc:
+        raise TemporalUnreachable(f"{exc}; start one with `playbook dev`, or use --dry-run") from exc
     return await work(client)
 
 
@@ -186,6 +177,7 @@ def _print_json_or(doc: dict[str, Any], format: TextOrJson, text: str) -> None:
 # simulate
 
 
+@temporal_command("simulate")
 def simulate(
     paths: PathsArg = None,
     rules: RulesOpt = None,
@@ -232,13 +224,13 @@ def simulate(
         print(report_json(report))
     else:
         render(report)
-    _finish(0)
 
 
 # --------------------------------------------------------------------------
 # demo
 
 
+@temporal_command("demo")
 def demo(
     paths: PathsArg = None,
     rules: RulesOpt = None,
@@ -267,7 +259,6 @@ def demo(
         print(summary.model_dump_json(indent=2))
     else:
         print_summary(summary)
-    _finish(0)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,34 +1,45 @@
-"""`playbook dev`, `playbook worker`, `playbook status`: running plays on Temporal.
+"""`playbook dev`, `playbook worker`, `playbook status`, and the one way out
+of every command that talks to Temporal.
 
 Thin functions over workflows/devserver.py, workflows/worker.py and
 workflows/status.py. Connection settings come from the environment
 (`PLAYBOOK_TEMPORAL_ADDRESS`, `..._NAMESPACE`, `..._TLS_CERT`, ...; see
 workflows/settings.py) and the options below override them.
 
-`dev` and `worker` run until SIGTERM or Ctrl-C, shut the worker down
-gracefully, then leave with `os._exit` (sdk-python #300: the interpreter
-can abort at exit after a worker ran many workflows; the user must never
-see that crash). Exit codes as everywhere: 0 clean stop, 2 bad settings or
-an unreachable server, 3 internal error.
+`dev` and `worker` run until SIGTERM or Ctrl-C and shut the worker down
+gracefully. Every command that talks to Temporal (these three, `sweep`,
+`simulate`, `demo`) is wrapped by `temporal_command`: it reports an error in
+one line and leaves with `os._exit` after flushing. The SDK's runtime threads
+can abort interpreter finalisation ("Fatal Python error: PyGILState_Release",
+sdk-python #300), after a failed connect too (`sweep` did, 2 runs in 8), and
+the user must never see that crash. Exit codes as everywhere: 0 done, 2 bad
+usage or settings, 3 internal error, 4 Temporal could not be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from cli.common import DbOpt, Fail, TextOrJson
+from cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, DbOpt, Fail, TextOrJson
 from cli.rules import PathsArg, RulesOpt, load
 from cli.rules import paths as rule_paths
 
-# Tests running commands in-process set this to False (os._exit would end pytest).
-HARD_EXIT = True
+# True only in the console process (cli.main.main sets it): in-process callers
+# such as tests get typer.Exit and exceptions instead of os._exit.
+HARD_EXIT = False
+
+Command = TypeVar("Command", bound=Callable[..., None])
 
 
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Temporal frontend host:port [env PLAYBOOK_TEMPORAL_ADDRESS; default localhost:7233].", show_default=False)]
@@ -59,14 +70,64 @@ def _store_and_catalog(where: list[str | Path], database: str | None) -> tuple[A
         raise Fail(f"store: {exc}") from exc
 
 
-def _reason(exc: BaseException) -> str:
-    """The SDK's connect errors are Rust debug dumps; say the gist."""
-    text = str(exc)
-    for needle, said in (("Connection refused", "connection refused"), ("timed out", "timed out"),
-                         ("dns error", "unknown host"), ("certificate", "TLS certificate problem")):
-        if needle.lower() in text.lower():
-            return said
-    return text.splitlines()[0][:200]
+def temporal_command(name: str) -> Callable[[Command], Command]:
+    """The one way out of a command that talks to Temporal.
+
+    Whatever happens, the command leaves through `_leave`: its output flushed,
+    an error in one line on stderr (and the JSON error document with
+    `--format json`), then `os._exit` (sdk-python #300). An unreachable server
+    is exit 4 with the cause in a few words; a bug is exit 3 as in cli.main.
+    """
+
+    def wrap(fn: Command) -> Command:
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> None:
+            json_mode = kwargs.get("format") is TextOrJson.json
+            code, message, kind = _outcome(fn, args, kwargs)
+            _leave(code, message, name, json_mode=json_mode, kind=kind)
+
+        return command  # type: ignore[return-value]
+
+    return wrap
+
+
+def _outcome(fn: Callable[..., None], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, str | None, str]:
+    """Run the command: (exit code, error message or None, error kind)."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from workflows.client import TemporalUnreachable, connect_failure
+    from workflows.settings import SettingsError
+
+    try:
+        fn(*args, **kwargs)
+    except typer.Exit as exc:
+        return exc.exit_code, None, "usage"
+    except Fail as exc:
+        return exc.exit_code, exc.message, "usage"
+    except TemporalUnreachable as exc:
+        return EXIT_UNREACHABLE, str(exc), "usage"
+    except SettingsError as exc:  # found only when connecting: a malformed address
+        return EXIT_USAGE, f"Temporal settings: {exc}", "usage"
+    except RPCError as exc:
+        if exc.status not in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            return _bug(exc)
+        return EXIT_UNREACHABLE, f"Temporal stopped answering ({connect_failure(exc)})", "usage"
+    except KeyboardInterrupt:  # a second Ctrl-C while the worker shuts down
+        return 130, "interrupted", "usage"
+    except Exception as exc:  # noqa: BLE001 - reported as cli.main's guard does
+        return _bug(exc)
+    return EXIT_OK, None, "usage"
+
+
+def _bug(exc: Exception) -> tuple[int, str, str]:
+    if not HARD_EXIT or os.environ.get("PLAYBOOK_DEBUG"):
+        if HARD_EXIT:
+            traceback.print_exc()
+        else:
+            raise exc  # in-process (tests): cli.main's guard reports it
+    from cli.main import bug_message
+
+    return EXIT_INTERNAL, bug_message(exc), "internal"
 
 
 def _log_to_stderr() -> None:
@@ -75,26 +136,22 @@ def _log_to_stderr() -> None:
     logging.getLogger("temporalio").setLevel(logging.WARNING)
 
 
-def _serve(coro: Any, store: Any, what: str) -> None:
-    """Run a long-lived command; on a clean stop leave with os._exit (sdk-python #300)."""
-    from workflows.devserver import DevServerError
+def _serve(coro: Any, store: Any) -> None:
+    """Run a long-lived command (dev, worker) to its end; errors become `Fail`s."""
+    from workflows.devserver import DevServerError, PortTaken
     from workflows.search_attributes import SearchAttributeError
-    from workflows.settings import SettingsError
 
-    code, message = 0, None
     try:
         asyncio.run(coro)
-    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        code = 130
-    except (DevServerError, SettingsError, SearchAttributeError) as exc:
-        code, message = 2, str(exc)
-    except RuntimeError as exc:  # the SDK's "Failed client connect" and friends
-        code, message = 2, _reason(exc)
+    except (PortTaken, SearchAttributeError) as exc:
+        raise Fail(str(exc)) from exc
+    except DevServerError as exc:  # not installed, did not start, or died
+        raise Fail(str(exc), EXIT_UNREACHABLE) from exc
     finally:
         store.close()
-    _leave(code, message, what)
 
 
+@temporal_command("worker")
 def worker(
     paths: PathsArg = None,
     rules: RulesOpt = None,
@@ -114,9 +171,10 @@ def worker(
     store, catalog = _store_and_catalog(sweep_paths, database)
     _log_to_stderr()
     print(f"worker: {settings.describe()}; store {store.url}", file=sys.stderr)
-    _serve(run_worker(settings, store=store, catalog=catalog, sweep_paths=sweep_paths), store, "worker")
+    _serve(run_worker(settings, store=store, catalog=catalog, sweep_paths=sweep_paths), store)
 
 
+@temporal_command("dev")
 def dev(
     paths: PathsArg = None,
     rules: RulesOpt = None,
@@ -139,9 +197,10 @@ def dev(
 
     _serve(run_dev(settings, store=store, catalog=catalog, db=temporal_db, port=port, ui_port=ui_port,
                    headless=headless, say=say, sweep_paths=sweep_paths),
-           store, "dev")
+           store)
 
 
+@temporal_command("status")
 def status(
     play: Annotated[str | None, typer.Option("--play", help="Only this play.", show_default=False)] = None,
     address: AddressOpt = None,
@@ -155,49 +214,36 @@ def status(
     settings = _settings(address=address, namespace=namespace)
 
     async def go() -> Any:
-        from temporalio.service import RPCError
+        from temporalio.service import RPCError, RPCStatusCode
 
-        try:
-            client = await connect(settings)
-        except RuntimeError as exc:
-            raise Fail(f"cannot reach Temporal at {settings.address} ({_reason(exc)})") from exc
+        client = await connect(settings)
         try:
             return await running_plays(client, play=play)
         except RPCError as exc:
+            if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise
             raise Fail(f"Temporal at {settings.address}, namespace {settings.namespace}: {exc.message}") from exc
 
-    # From here on the SDK's runtime threads exist: leave through _leave (sdk-python #300).
-    try:
-        report = asyncio.run(go())
-    except Fail as exc:
-        if not HARD_EXIT:
-            raise  # in-process (tests): the cli.main guard reports it
-        _leave(exc.exit_code, exc.message, "status", json_mode=format is TextOrJson.json)
+    report = asyncio.run(go())
     if format is TextOrJson.json:
         print(json.dumps({**report.model_dump(mode="json"), "by_play": report.by_play()}, indent=2))
     else:
         for line in render_text(report):
             print(line)
-    _leave(0)
 
 
-def _leave(code: int, message: str | None = None, command: str = "", *, json_mode: bool = False) -> NoReturn:
-    """Exit after a command that used the Temporal SDK.
-
-    The console-script path ends with os._exit once output is flushed: the
-    SDK's runtime threads can abort interpreter finalisation ("Fatal Python
-    error: PyGILState_Release", sdk-python #300; seen here even after a failed
-    connect). The error is reported the way cli.main reports it (one line on
-    stderr; the JSON error document in JSON mode).
-    """
+def _leave(code: int, message: str | None, command: str, *, json_mode: bool, kind: str) -> NoReturn:
+    """Report an error the way cli.main does (one line on stderr; the JSON error
+    document in JSON mode), flush, and leave without interpreter finalisation."""
     from workflows.worker import hard_exit
 
     if message is not None:
         if json_mode:
             from cli import render
 
-            print(render.usage_error_json(message, code))
-        print(f"playbook {command}: error: {message}", file=sys.stderr)
+            print(render.usage_error_json(message, code, kind))
+        prefix = "internal error" if kind == "internal" else "error"
+        print(f"playbook {command}: {prefix}: {message}", file=sys.stderr)
     if HARD_EXIT:
         hard_exit(code)
     raise typer.Exit(code)

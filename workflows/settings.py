@@ -129,15 +129,25 @@ class TemporalSettings(BaseModel):
 
 
 async def connect(settings: TemporalSettings) -> Any:
-    """A client with the project's data converter."""
+    """A client with the project's data converter.
+
+    Raises TemporalUnreachable, with the cause in a few words, when no server
+    answers: the SDK's own message is a Rust debug dump of several hundred
+    characters. A malformed address is a SettingsError."""
     from temporalio.client import Client
 
-    from workflows.client import DATA_CONVERTER
+    from workflows.client import DATA_CONVERTER, TemporalUnreachable, connect_failure
 
-    return await Client.connect(
-        settings.address,
-        namespace=settings.namespace,
-        tls=settings.tls_config(),
-        api_key=settings.api_key,
-        data_converter=DATA_CONVERTER,
-    )
+    tls = settings.tls_config()
+    try:
+        return await Client.connect(
+            settings.address,
+            namespace=settings.namespace,
+            tls=tls,
+            api_key=settings.api_key,
+            data_converter=DATA_CONVERTER,
+        )
+    except RuntimeError as exc:  # "Failed client connect: ..."
+        raise TemporalUnreachable(f"cannot reach Temporal at {settings.address} ({connect_failure(exc)})") from exc
+    except ValueError as exc:  # "invalid target URL: ..."
+        raise SettingsError(f"address {settings.address!r}: {exc}") from exc

@@ -55,17 +55,12 @@ def test_demo_command_json(tmp_path: Path) -> None:
     import contextlib
     import io
 
-    from cli import sweep_commands
     from cli.main import run
 
     out, err = io.StringIO(), io.StringIO()
-    sweep_commands.HARD_EXIT = False  # os._exit would end pytest
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = run(["demo", str(ROOT / "playbooks"), "--accounts", "40", "--days", "1", "--format", "json",
-                        "--db", f"sqlite:///{tmp_path / 'cli.db'}"])
-    finally:
-        sweep_commands.HARD_EXIT = True
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run(["demo", str(ROOT / "playbooks"), "--accounts", "40", "--days", "1", "--format", "json",
+                    "--db", f"sqlite:///{tmp_path / 'cli.db'}"])
     assert code == 0, err.getvalue()
     doc = json.loads(out.getvalue())
     assert doc["accounts"] == 40 and doc["days"] == 1 and "enrolled_by_play" in doc and "report" in doc

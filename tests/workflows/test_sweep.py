@@ -291,6 +291,6 @@ def test_sweep_command_dry_run_and_no_server(tmp_path: Path) -> None:
     assert code == 0 and "would be enrolled" in out and "nothing recorded" in out
     with Store.open(url) as s2:
         assert s2.count("enrollments") == 0 and s2.count("enrollment_decisions") == 0
-    # No server: a usage error that says what to do, not a traceback.
+    # No server: exit 4 with what to do, not a traceback.
     code, _, err = _cli("sweep", str(ROOT / "playbooks"), "--db", url, "--address", "127.0.0.1:1")
-    assert code == 2 and "cannot reach Temporal" in err and "playbook dev" in err
+    assert code == 4 and "cannot reach Temporal" in err and "playbook dev" in err
