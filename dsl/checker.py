@@ -331,7 +331,7 @@ class Checker:
             self.error("PB404", f"template '{tpl.name}' has no subject", tpl.span, 'add `subject "..."`')
         if not tpl.body.strip():
             self.error("PB404", f"template '{tpl.name}' has no body", tpl.span, 'add `body """..."""`')
-        if tpl.name not in used:
+        if tpl.name not in used and "play" not in self.catalog.broken_kinds:  # the broken play may use it
             self.warn("PB403", f"template '{tpl.name}' is not used by any play", self.sub_span(tpl.span, tpl.name))
         for text, span in ((tpl.subject, tpl.subject_span), (tpl.body, tpl.body_span)):
             self.check_placeholders(text, span)
@@ -363,6 +363,8 @@ class Checker:
             if problem is None:
                 continue
             bad, candidates = problem
+            if self.catalog.broken & _placeholder_owners(parts):
+                continue  # what would define it did not parse: its syntax error says it all
             start = span.start.offset + m.start() + m.group(0).index(expr)
             line = source.count("\n", 0, start) + 1
             col = start - (source.rfind("\n", 0, start) + 1) + 1
@@ -401,10 +403,10 @@ class Checker:
                     self.compare_types(T.from_decl(f.type), self.type_of(gf.value, Scope()), gf.span, gf.value)
             elif isinstance(given, n.GivenMetric) and given.metric not in c.metrics:
                 self.error("PB109", f"unknown metric '{given.metric}'", self.sub_span(given.span, given.metric),
-                           did_you_mean(given.metric, c.metrics), closest(given.metric, c.metrics))
+                           did_you_mean(given.metric, c.metrics), closest(given.metric, c.metrics), name=given.metric)
             elif isinstance(given, n.GivenEvent) and given.event not in c.events:
                 self.error("PB109", f"unknown event '{given.event}'", self.sub_span(given.span, given.event),
-                           did_you_mean(given.event, c.events), closest(given.event, c.events))
+                           did_you_mean(given.event, c.events), closest(given.event, c.events), name=given.event)
         for exp in test.expect:
             table, name = {
                 n.ExpectStart: (c.plays, getattr(exp, "play", "")),
@@ -425,7 +427,7 @@ class Checker:
             score = c.scores.get(exp.name)
             if score is None:
                 self.error("PB601", f"unknown score '{exp.name}'", self.sub_span(exp.span, exp.name),
-                           did_you_mean(exp.name, c.scores), closest(exp.name, c.scores))
+                           did_you_mean(exp.name, c.scores), closest(exp.name, c.scores), name=exp.name)
                 return
             if exp.what == "band":
                 self.expect_member(exp.value, [b.name for b in score.bands], f"band of score '{exp.name}'")
@@ -434,7 +436,7 @@ class Checker:
             route = c.routes.get(exp.name)
             if route is None:
                 self.error("PB601", f"unknown route '{exp.name}'", self.sub_span(exp.span, exp.name),
-                           did_you_mean(exp.name, c.routes), closest(exp.name, c.routes))
+                           did_you_mean(exp.name, c.routes), closest(exp.name, c.routes), name=exp.name)
                 return
             self.expect_member(exp.value, [r.target for r in route.cases], f"target of route '{exp.name}'")
             return
@@ -654,7 +656,7 @@ class Checker:
             if t.kind == "symbol":
                 known = [*self.catalog.metrics, *self.catalog.events]
                 self.error("PB109", f"unknown metric or event '{t.values[0]}'", a.span,
-                           did_you_mean(t.values[0], known), closest(t.values[0], known))
+                           did_you_mean(t.values[0], known), closest(t.values[0], known), name=t.values[0])
                 return sigs[0].result
         shown = ", ".join(T.words(t) for t in args)
         self.error("PB204", f"{e.func}(...) does not take ({shown})", e.span,
@@ -747,6 +749,17 @@ def _weights(formula: n.Expr) -> list[n.Number | n.Percent] | None:
             return None
         weights.append(literals[0])
     return weights
+
+
+def _placeholder_owners(parts: list[str]) -> set[str]:
+    """The declarations that would define placeholder `parts` (`account.arr` -> account)."""
+    if len(parts) == 1:
+        return {"account", "contact"}
+    if parts[0] in ("account", "contact"):
+        return {parts[0]}
+    if parts[0] in ("score", "band", "route"):
+        return {parts[1]}
+    return set()
 
 
 def _day_order(t: n.Timing) -> float:

@@ -46,8 +46,14 @@ class Diagnostic(BaseModel):
     def file(self) -> str:
         return self.range.file
 
+    @property
+    def syntax(self) -> bool:
+        """A file or syntax problem (PB0xx): the cause that later findings may follow from."""
+        return int(self.code.removeprefix("PB")) < 100
+
     def sort_key(self) -> tuple:
-        return (self.range.file, self.range.start.line, self.range.start.column, self.code)
+        # Syntax errors first, wherever they are: a knock-on finding never comes before its cause.
+        return (not self.syntax, self.range.file, self.range.start.line, self.range.start.column, self.code)
 
 
 def make(

@@ -20,6 +20,7 @@ from lark.indenter import Indenter
 from dsl import nodes as n
 from dsl.builder import Builder, BuildError
 from dsl.diagnostics import Diagnostic, make, point_span
+from dsl.suggest import closest
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 MAX_NESTING = 64
@@ -190,14 +191,26 @@ def parse(text: str, file: str = "<input>") -> ParseResult:
         declarations += decls
         if diag is not None:
             diagnostics.append(diag)
-            if (header := _HEADER.match(chunk.text)) is not None:
-                broken.append((header.group(1), header.group(2)))
+            if (header := _broken_header(chunk.text)) is not None:
+                broken.append(header)
     module = n.Module(file=file, declarations=declarations, comments=comments, broken=broken)
     return ParseResult(module, diagnostics)
 
 
-# The kind and name of a declaration, read from its first line even when the rest does not parse.
-_HEADER = re.compile(r"(entity|metric|event|calendar|trigger|score|gate|route|template|play)[ \t]+([A-Za-z_][A-Za-z0-9_]*)")
+# The first two words of a declaration, read even when the rest does not parse.
+_HEADER = re.compile(r"([A-Za-z_]+)[ \t]+([A-Za-z_][A-Za-z0-9_]*)")
+_NAMED_KINDS = ("entity", "metric", "event", "calendar", "trigger", "score", "gate", "route", "template", "play")
+
+
+def _broken_header(text: str) -> tuple[str, str] | None:
+    """The kind and name of a declaration that did not parse, also under a misspelt
+    keyword (`paly usage_limit`): the checker stays quiet about what it would have defined."""
+    header = _HEADER.match(text)
+    if header is None:
+        return None
+    word = header.group(1)
+    kind = word if word in _NAMED_KINDS else closest(word.lower(), _NAMED_KINDS)
+    return (kind, header.group(2)) if kind is not None else None
 
 
 def parse_file(path: str | Path, display: str | None = None) -> ParseResult:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
+from cli.main import load_and_check
 from dsl.checker import check
 from dsl.project import load_text
 
@@ -205,3 +209,35 @@ def test_percent_weights_name_their_sum_in_percent():
     [d] = check(load_text(PRELUDE + "score s\n  = account.arr * 40% + account.health_score * 50%\n", "t.play"))
     assert (d.code, d.summary) == ("PB134", "the weights of score 's' add up to 90%, not 100%")
     assert d.detail.startswith("40% + 50% = 90%")
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "playbooks"
+
+# A syntax error in one declaration, in the shipped folder: (file, text, broken text).
+BREAKAGES = [
+    ("entity, a field's type", "account.play", "number? 0..10", "number?? 0..10"),
+    ("entity contact", "account.play", "entity contact", "entity contact (("),
+    ("metric", "account.play", "metric api_calls          per day", "metric api_calls per day (("),
+    ("score", "scores.play", 'score expansion "Expansion opportunity score"', 'score expansion "Expansion opportunity score" (('),
+    ("route", "routes.play", "route touch", "route touch touch"),
+    ("play", "plays/usage_limit.play", "  kind upsell", "  kind upsell (("),
+    ("misspelt keyword", "plays/usage_limit.play", "play usage_limit", "paly usage_limit"),
+]
+
+
+@pytest.mark.parametrize("what,file,text,broken", BREAKAGES, ids=[b[0] for b in BREAKAGES])
+def test_a_declaration_that_did_not_parse_causes_no_knock_on_finding_anywhere(tmp_path, what, file, text, broken):
+    folder = tmp_path / "playbooks"
+    shutil.copytree(SHIPPED, folder)
+    path = folder / file
+    assert text in path.read_text()
+    path.write_text(path.read_text().replace(text, broken, 1))
+    _, diagnostics = load_and_check([folder], strict=True)
+    assert [d.code for d in diagnostics] == ["PB002"], [f"{d.file}:{d.range.start.line} {d.code} {d.summary}" for d in diagnostics]
+
+
+def test_syntax_errors_come_first_whatever_the_file_order(tmp_path):
+    (tmp_path / "a.play").write_text(PRELUDE + "trigger t\n  when account.helth_score > 5\n  then start usage_limit\n")
+    (tmp_path / "z.play").write_text("trigger z\n  when account.arr >\n  then start usage_limit\n")
+    _, diagnostics = load_and_check([tmp_path])
+    assert [(d.code, Path(d.file).name) for d in diagnostics] == [("PB002", "z.play"), ("PB102", "a.play")]
