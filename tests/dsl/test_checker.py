@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import load_and_check
+from cli.rules import load_and_check
 from dsl.checker import check
 from dsl.project import load_text
 
