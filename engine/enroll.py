@@ -582,8 +582,11 @@ def candidate_table(scratch: Scratch, cq: CandidateQuery) -> sa.Table:
 def decision_set(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
                  settings: Settings | None = None, account_ids: Sequence[str] | None = None) -> list[Decision]:
     """All decisions as a list (tests, small stores; a sweep should use `decide` or `enrollment.record`)."""
-    with store.connect() as conn:
-        return list(decide(conn, catalog, plans, today, settings, account_ids))
+    def read() -> list[Decision]:
+        with store.connect() as conn:
+            return list(decide(conn, catalog, plans, today, settings, account_ids))
+
+    return store.retry(read)  # a transient fault: again; a lasting one: StoreUnreachable
 
 
 __all__ = ["ACTIVE", "CandidateQuery", "Code", "Decision", "EnrollError", "Reason", "Scratch", "Settings", "decide",

@@ -17,15 +17,20 @@ lifecycle of an enrollment is in one place:
 Reads for the other layers: `active_plays` (an account's running plays),
 `first_sweep` (the decisions of the first sweep a store recorded). The
 workflows/ package calls these and touches no table itself.
+
+Each function is one transaction, run again over a transient fault of the
+store (a PostgreSQL restart, a SQLite lock held too long: engine/store.py
+`retrying`, bounded, with backoff); a fault that lasts is `StoreUnreachable`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
@@ -38,6 +43,19 @@ from engine.store import Store, chunked
 BATCH = 1_000  # rows per INSERT when recording
 ENROLLMENTS = Base.metadata.tables["enrollments"]
 DECISIONS = Base.metadata.tables["enrollment_decisions"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _retried(work: Callable[Concatenate[Store, P], T]) -> Callable[Concatenate[Store, P], T]:
+    """`work(store, ...)`, run again over a transient store fault (`Store.retry`)."""
+
+    @functools.wraps(work)
+    def run(store: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return store.retry(lambda: work(store, *args, **kwargs))
+
+    return run
 
 
 # --------------------------------------------------------------------------
@@ -74,13 +92,17 @@ class SweepResult:
         return self.decisions - len(self.enrolled)
 
 
+@_retried
 def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
            settings: Settings | None = None, *, status: str = "pending", now: dt.datetime | None = None,
            account_ids: Sequence[str] | None = None) -> SweepResult:
     """Decide, store every decision, and write an enrollment row per account to start.
 
     One transaction: either the whole sweep's decisions and enrollments are
-    stored, or none, so running it again after a fault is safe. Enrollments
+    stored, or none, so running it again after a fault is safe (if the fault
+    hid a commit that went through, the second run finds the pending rows:
+    it stores a second set of decisions, all skipped, and enrolls nobody
+    twice). Enrollments
     get `status` (`pending` until the workflow has started; pass `running`
     if the caller starts it first), the play's plan hash and workflow id
     `play:<play>:<account>`. A re-run sees the pending rows and skips those
@@ -140,6 +162,7 @@ _ROW_COLUMNS = (ENROLLMENTS.c.id, ENROLLMENTS.c.workflow_id, ENROLLMENTS.c.play,
                 ENROLLMENTS.c.run_id)
 
 
+@_retried
 def pending(store: Store, after_id: int, limit: int) -> tuple[list[EnrollmentRow], bool]:
     """Up to `limit` pending rows with an id above `after_id`, in id order; and whether more follow."""
     with store.connect() as conn:
@@ -161,6 +184,7 @@ class Start:
     note: str | None = None  # added to the row's reason, for `playbook status` and people
 
 
+@_retried
 def record_starts(store: Store, starts: Sequence[Start]) -> None:
     """Write what the start attempts did, in one transaction."""
     with store.begin() as conn:
@@ -173,6 +197,7 @@ def record_starts(store: Store, starts: Sequence[Start]) -> None:
             conn.execute(ENROLLMENTS.update().where(ENROLLMENTS.c.id == s.id).values(**values))
 
 
+@_retried
 def running(store: Store) -> list[EnrollmentRow]:
     """Every row the store thinks is running, in id order."""
     with store.connect() as conn:
@@ -187,6 +212,7 @@ class End:
     at: dt.datetime
 
 
+@_retried
 def record_ends(store: Store, ends: Sequence[End]) -> None:
     """Close running rows (a row no longer running is left as it is)."""
     if not ends:
@@ -197,6 +223,7 @@ def record_ends(store: Store, ends: Sequence[End]) -> None:
                          .values(status=e.status, ended_at=e.at))
 
 
+@_retried
 def cancel_open(store: Store, at: dt.datetime, note: str) -> int:
     """Mark every running or pending row `cancelled` at `at`, with `note`; how many."""
     with store.begin() as conn:
@@ -212,6 +239,7 @@ def cancel_open(store: Store, at: dt.datetime, note: str) -> int:
 # Reads
 
 
+@_retried
 def active_plays(store: Store, account_id: str) -> list[str]:
     """The plays the account is running now, sorted."""
     with store.connect() as conn:
@@ -227,6 +255,7 @@ class StoredDecision:
     reasons: dict[str, Any]  # {"triggers": [...], "route": ..., "reasons": [{"code", "detail"}]}
 
 
+@_retried
 def first_sweep(store: Store) -> list[StoredDecision]:
     """The decisions of the first sweep the store recorded (empty if none)."""
     with store.connect() as conn:

@@ -21,15 +21,23 @@ USERS = schema.User.__table__
 
 
 def account(store: Store, catalog: Catalog, account_id: str) -> Account | None:
-    """Everything a rule may read about the account, plus its `name` (templates use it); None: no such account."""
+    """Everything a rule may read about the account, plus its `name` (templates use it); None: no such account.
+
+    A fault of the store is `StoreUnreachable`, at once: the activities that
+    read accounts have Temporal's retries, which outlast a server restart.
+    """
     accounts = store.table("account", catalog)
-    with store.connect() as conn:
-        found = snapshot(conn, catalog, accounts, account_id)
-        if found is not None:
-            # Core columns (name) are not declared fields but templates use them.
-            name = conn.execute(sa.select(accounts.c.name).where(accounts.c.id == account_id)).scalar()
-            found.fields.setdefault("name", name)
-        return found
+
+    def read() -> Account | None:
+        with store.connect() as conn:
+            found = snapshot(conn, catalog, accounts, account_id)
+            if found is not None:
+                # Core columns (name) are not declared fields but templates use them.
+                name = conn.execute(sa.select(accounts.c.name).where(accounts.c.id == account_id)).scalar()
+                found.fields.setdefault("name", name)
+            return found
+
+    return store.retry(read, delays=())
 
 
 def account_fields(store: Store, catalog: Catalog, ids: Collection[str],

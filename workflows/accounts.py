@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import sqlalchemy as sa
-
 from connectors.base import MissingDataError, TransientError
 from dsl.catalog import Catalog
 from dsl.evaluator import Account
 from engine import lookup
-from engine.store import Store
+from engine.store import Store, StoreUnreachable
 from workflows.activities import Recipient, Sender
 
 
@@ -24,8 +22,8 @@ class StoreAccounts:
     async def snapshot(self, account_id: str) -> Account:
         try:
             account = await asyncio.to_thread(lookup.account, self.store, self.catalog, account_id)
-        except sa.exc.OperationalError as exc:
-            raise TransientError(f"store: {exc.orig}") from exc
+        except StoreUnreachable as exc:
+            raise TransientError(f"store: {exc.cause}") from exc
         if account is None:
             raise MissingDataError(f"no account {account_id!r} in the store")
         return account

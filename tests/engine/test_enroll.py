@@ -4,7 +4,9 @@ priority, the contact frequency cap, and recording a sweep."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +20,8 @@ from engine.enroll import Code, Settings, decide, decision_set
 from engine import enrollment
 from engine.enrollment import record
 from engine.schema import Base
-from engine.store import Store
+from engine import store as store_module
+from engine.store import Store, StoreUnreachable
 
 TODAY = dt.date(2026, 6, 1)
 
@@ -282,3 +285,62 @@ def test_an_enrollment_goes_from_pending_to_running_to_ended(store: Store, seed:
 def test_codes_are_stable() -> None:
     assert [c.value for c in Code] == ["gate_failed", "already_enrolled", "cooldown", "no_reentry", "in_other_play",
                                        "frequency_cap", "lower_priority"]
+
+
+# ---------------------------------------------------------------- faults of the store
+
+
+class Faults:
+    """Make the store's statements that start with `prefix` fail `times` times, as a
+    restarting server or a held lock does (a driver error, raised before the statement runs)."""
+
+    def __init__(self, store: Store, prefix: str, times: int):
+        self.store, self.prefix, self.left, self.raised = store, prefix, times, 0
+        sa.event.listen(store.engine, "before_cursor_execute", self.before)
+
+    def before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if self.left and statement.lstrip().startswith(self.prefix):
+            self.left -= 1
+            self.raised += 1
+            if self.store.dialect == "postgresql":
+                import psycopg2
+
+                raise psycopg2.OperationalError("terminating connection due to administrator command")
+            raise sqlite3.OperationalError("database is locked")
+
+    def remove(self) -> None:
+        sa.event.remove(self.store.engine, "before_cursor_execute", self.before)
+
+
+@pytest.fixture()
+def no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+
+
+def stored(store: Store) -> tuple[int, int]:
+    return store.count("enrollment_decisions"), store.count("enrollments")
+
+
+def test_a_transient_fault_while_deciding_is_retried(store: Store, seed: Seed, no_waits: None) -> None:
+    seed.accounts(acc("a1", usage=0.9, health=80), acc("a2", usage=0.9, health=50))
+    faults = Faults(store, "SELECT accounts.id AS account_id", times=2)  # the decide phase's query
+    try:
+        result = record(store, CATALOG, PLANS, TODAY)
+        assert [d.account_id for d in decision_set(store, CATALOG, PLANS, TODAY)] == ["a1", "a2"]
+    finally:
+        faults.remove()
+    assert faults.raised == 2
+    assert [e.account_id for e in result.enrolled] == ["a1"] and stored(store) == (2, 1)
+
+
+def test_a_lasting_fault_while_recording_is_store_unreachable_and_stores_nothing(
+        store: Store, seed: Seed, no_waits: None) -> None:
+    seed.accounts(acc("a1", usage=0.9, health=80))
+    faults = Faults(store, "INSERT INTO enrollment_decisions", times=100)
+    try:
+        with pytest.raises(StoreUnreachable) as caught:
+            record(store, CATALOG, PLANS, TODAY)
+    finally:
+        faults.remove()
+    assert faults.raised == 1 + len(store_module.RETRY_DELAYS) and caught.value.transient
+    assert stored(store) == (0, 0)
