@@ -56,6 +56,16 @@ def _settings(**overrides: Any) -> Any:
         raise Fail(f"Temporal settings: {exc}") from exc
 
 
+def _check_connectors() -> None:
+    """Which connector serves each step kind (connectors/settings.py): a bad choice stops us before we start."""
+    from connectors.settings import ConnectorSettingsError, choose
+
+    try:
+        choose()
+    except ConnectorSettingsError as exc:
+        raise Fail(f"connector settings: {exc}") from exc
+
+
 def _store_and_catalog(where: list[str | Path], database: str | None) -> tuple[Any, Any]:
     from engine.store import Store, StoreError
 
@@ -167,6 +177,7 @@ def worker(
     from workflows.worker import run_worker
 
     settings = _settings(address=address, namespace=namespace, task_queue=task_queue)
+    _check_connectors()
     sweep_paths = rule_paths(paths, rules)
     store, catalog = _store_and_catalog(sweep_paths, database)
     _log_to_stderr()
@@ -188,6 +199,7 @@ def dev(
     from workflows.devserver import run_dev
 
     settings = _settings()
+    _check_connectors()
     sweep_paths = rule_paths(paths, rules)
     store, catalog = _store_and_catalog(sweep_paths, database)
     _log_to_stderr()

@@ -1,4 +1,4 @@
-"""The worker: PlayWorkflow and its activities over the built-in store connectors.
+"""The worker: PlayWorkflow and its activities over the connectors the settings choose.
 
     settings = TemporalSettings.from_env()           # address, namespace, TLS
     await run_worker(settings, store=Store.open(...), catalog=project.catalog)
@@ -42,6 +42,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from connectors.base import Connectors
+from connectors.settings import choose, describe, load_connectors
 from dsl.catalog import Catalog
 from engine.store import Store
 from workflows.activities import PlayActivities
@@ -52,13 +53,15 @@ from workflows.settings import TemporalSettings, connect
 log = logging.getLogger("playbook.worker")
 
 
-def store_activities(store: Store, catalog: Catalog, *, unsubscribe_url: str | None = None) -> PlayActivities:
-    """Activities acting on the store: outbox, tasks, pipeline, audit (connectors/store.py)."""
-    from connectors.store import StoreConnector
+def store_activities(store: Store, catalog: Catalog, *, unsubscribe_url: str | None = None,
+                     connectors: Connectors | None = None) -> PlayActivities:
+    """Activities over the store's accounts, acting through the connectors the settings
+    choose per step kind (connectors/settings.py; default: the store itself)."""
     from workflows.accounts import StoreAccounts
 
-    return PlayActivities(Connectors.single(StoreConnector(store)), StoreAccounts(store, catalog), catalog,
-                          unsubscribe_url=unsubscribe_url)
+    if connectors is None:
+        connectors = load_connectors(store)
+    return PlayActivities(connectors, StoreAccounts(store, catalog), catalog, unsubscribe_url=unsubscribe_url)
 
 
 def build_worker(
@@ -154,6 +157,7 @@ async def run_worker(
         if store is None:
             raise ValueError("run_worker needs a store or activities")
         activities = store_activities(store, catalog or store.catalog or Catalog())
+        log.info("connectors: %s", describe(choose()))
     client = client or await connect(settings)
     await prepare(client)
     if sweep_paths is not None and store is not None:

@@ -1,0 +1,158 @@
+"""Which connector serves each step kind: a setting, never code.
+
+| setting            | environment                   | settings file, `[connectors]` | default   |
+|--------------------|-------------------------------|-------------------------------|-----------|
+| one step kind      | `PLAYBOOK_CONNECTOR_<KIND>`   | `<kind> = "NAME"`             | `default` |
+| every other kind   | `PLAYBOOK_CONNECTOR_DEFAULT`  | `default = "NAME"`            | `store`   |
+
+`<KIND>` is an acting step kind (connectors/base.py `ACTIONS`: email, task,
+stage, opportunity, notify, webhook, set, trial, and any kind added later),
+NAME a connector of `REGISTRY`. The settings file is engine/settings.py's
+(`$PLAYBOOK_SETTINGS_FILE`, default `.playbook/settings.toml`, outside
+git); the environment wins over it. With nothing set, the built-in store
+connector serves every kind, so the demo and the tests need no credentials.
+
+A connector that needs credentials reads them with its own pydantic-settings
+class, as `SecretStr`, so they are never printed; this module only ever
+prints connector names, and does not echo a value that is not a plain name
+(a URL with a password put here by mistake stays out of errors and logs).
+It reads the file through engine/settings.py and builds the store
+connector over an engine Store, as the built-in store connector may.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import ValidationError, create_model
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connectors import base as cb
+from engine.settings import SettingsError, read_settings_file, settings_file
+from engine.store import Store
+
+ENV_PREFIX = "PLAYBOOK_CONNECTOR_"
+TABLE = "connectors"
+DEFAULT = "store"
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,40}$")
+
+
+class ConnectorSettingsError(SettingsError):
+    """A connector setting names an unknown step kind or connector."""
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """A connector by name: what it is and how to build it."""
+
+    name: str
+    about: str
+    build: Callable[[Store | None], cb.Connector]
+
+
+def _store(store: Store | None) -> cb.Connector:
+    from connectors.store import StoreConnector
+
+    if store is None:
+        raise ConnectorSettingsError("the store connector needs a store (--db or PLAYBOOK_DATABASE_URL)")
+    return StoreConnector(store)
+
+
+def _memory(store: Store | None) -> cb.Connector:
+    from connectors.memory import MemoryConnector
+
+    return MemoryConnector()
+
+
+REGISTRY: dict[str, Implementation] = {i.name: i for i in [
+    Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store),
+    Implementation("memory", "kept in memory, lost at exit (tests)", _memory),
+]}
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    default: str = DEFAULT
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileTable(settings_cls)
+
+
+class _FileTable(PydanticBaseSettingsSource):
+    """The settings file's `[connectors]` table; a key that is no step kind is an error."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        raise NotImplementedError  # __call__ reads the whole table at once
+
+    def __call__(self) -> dict[str, Any]:
+        path, data = read_settings_file()
+        table = data.get(TABLE, {})
+        if not isinstance(table, dict):
+            raise ConnectorSettingsError(f"settings file {path}: `{TABLE}` must be a table ([{TABLE}])")
+        known = list(self.settings_cls.model_fields)
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"step kinds: {', '.join(known)}"
+                raise ConnectorSettingsError(f"settings file {path}: [{TABLE}] {_shown(key)} is no step kind; {hint}")
+        return dict(table)
+
+
+@cache
+def _settings_class(kinds: tuple[str, ...]) -> type[_Base]:
+    """One optional field per acting kind, so a kind added to ACTIONS is a setting at once."""
+    fields: dict[str, Any] = {kind: (str | None, None) for kind in kinds}
+    return create_model("ConnectorSettings", __base__=_Base, **fields)
+
+
+def choose(**overrides: str) -> dict[str, str]:
+    """The connector name for every acting kind: `overrides`, then the environment, the file, `default`."""
+    cls = _settings_class(tuple(cb.ACTIONS))
+    try:
+        settings = cls(**overrides)
+    except ValidationError as exc:
+        raise ConnectorSettingsError("; ".join(
+            f"{ENV_PREFIX}{e['loc'][0]}".upper() + f": {e['msg']}" if e.get("loc") else str(e["msg"])
+            for e in exc.errors())) from None
+    chosen = {kind: getattr(settings, kind) or settings.default for kind in cb.ACTIONS}
+    for kind, name in [("default", settings.default), *chosen.items()]:
+        if name not in REGISTRY:
+            path, _ = settings_file()
+            where = f"{ENV_PREFIX}{kind.upper()} or `{kind}` in [{TABLE}] of {path}"
+            close = difflib.get_close_matches(name, REGISTRY, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConnectorSettingsError(
+                f"{where}: {_shown(name)} is not a connector; {hint}known: {', '.join(REGISTRY)}")
+    return chosen
+
+
+def load_connectors(store: Store | None, **overrides: str) -> cb.Connectors:
+    """The Connectors the settings choose; one instance per connector name, shared by its kinds."""
+    chosen = choose(**overrides)
+    built = {name: REGISTRY[name].build(store) for name in sorted(set(chosen.values()))}
+    return cb.Connectors({kind: built[name] for kind, name in chosen.items()})
+
+
+def describe(chosen: Mapping[str, str]) -> str:
+    """`email=store, task=store, ...`: names only, for the worker's first log line."""
+    return ", ".join(f"{kind}={name}" for kind, name in chosen.items())
+
+
+def _shown(value: str) -> str:
+    """A value as errors may show it: a plain name, or nothing of it."""
+    return f"'{value}'" if _NAME.match(value) else "the value (not shown: not a plain name)"
+
+
+__all__ = ["REGISTRY", "ConnectorSettingsError", "Implementation", "choose", "describe", "load_connectors"]
