@@ -143,23 +143,34 @@ def _print_scorecard(conn: Connection, rows: Iterator[Any], format: TableFormat,
             sys.stdout.write(("," if i else "") + "\n  " + json.dumps(r.to_json()))
         sys.stdout.write("\n]}\n")
     else:
-        from rich.table import Table
-
-        table = Table(title=f"Expansion readiness on {day.isoformat()}", title_justify="left")
-        for c in sc.COLUMNS:
-            table.add_column(c, justify="right" if c in ("health_score", "expansion_readiness",
-                                                         "estimated_expansion_acv") else "left")
-        shown = 0
-        for r in rows:
-            shown += 1
-            table.add_row(r.account_id, r.segment or "", _num(r.health_score), r.activation_status,
-                          _num(r.expansion_readiness), ", ".join(r.active_triggers),
-                          r.recommended_motion or "", _money(r.estimated_expansion_acv))
+        cells = [{"account_id": r.account_id, "segment": r.segment or "", "health_score": _num(r.health_score),
+                  "activation_status": r.activation_status, "expansion_readiness": _num(r.expansion_readiness),
+                  "active_triggers": ", ".join(r.active_triggers), "recommended_motion": r.recommended_motion or "",
+                  "estimated_expansion_acv": _money(r.estimated_expansion_acv)} for r in rows]
         out = render.console()
-        out.print(table)
+        shown_columns = render.fit_columns(SCORECARD_COLUMNS, SCORECARD_PRIORITY, cells, out.width)
+        out.print(render.table_of(f"Expansion readiness on {day.isoformat()}", shown_columns, cells))
         total = sc.count(conn, catalog)
-        if shown < total:
-            out.print(f"{shown} of {total} accounts shown; --limit 0 for all, --format csv for a file")
+        if len(cells) < total:
+            out.print(f"{len(cells)} of {total} accounts shown; --limit 0 for all, --format csv for a file")
+        left_out = [c.header for c in SCORECARD_COLUMNS if c not in shown_columns]
+        if left_out:
+            out.print(f"not shown at {out.width} columns: {', '.join(left_out)} (a wider terminal or --format csv)")
+
+
+# The table's columns (short headers: the csv/json names are in engine/scorecard.py's COLUMNS),
+# and which ones a narrow terminal keeps first.
+SCORECARD_COLUMNS = [
+    render.Column("account_id", "account"), render.Column("segment", "segment"),
+    render.Column("health_score", "health", numeric=True),
+    render.Column("activation_status", "activation", wrap=True, min_width=13),
+    render.Column("expansion_readiness", "readiness", numeric=True),
+    render.Column("active_triggers", "triggers", wrap=True, min_width=14),
+    render.Column("recommended_motion", "motion"),
+    render.Column("estimated_expansion_acv", "est. ACV", numeric=True),
+]
+SCORECARD_PRIORITY = ["account_id", "expansion_readiness", "recommended_motion", "activation_status",
+                      "estimated_expansion_acv", "health_score", "active_triggers", "segment"]
 
 
 # ---------------------------------------------------------------- why

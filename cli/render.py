@@ -388,3 +388,57 @@ def csv_cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
+
+
+# ---------------------------------------------------------------- the scorecard table
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a terminal table: `key` names the value in a row's cells."""
+
+    key: str
+    header: str
+    numeric: bool = False  # right-aligned, never wrapped
+    wrap: bool = False  # may wrap onto more lines (down to `min_width`)
+    min_width: int = 0
+
+
+# Rich's default box: one border left, then " value │" per column.
+_BORDER, _PER_COLUMN = 1, 3
+
+
+def fit_columns(columns: Sequence[Column], by_priority: Sequence[str], rows: Sequence[dict[str, str]],
+                width: int) -> list[Column]:
+    """The columns that fit in `width` cells, taken in `by_priority` order and
+    kept in table order. A column that cannot wrap needs its widest cell; the
+    first one (the id) is always kept, however narrow the terminal."""
+    def need(c: Column) -> int:
+        widest = max([cell_len(c.header), *(cell_len(r[c.key]) for r in rows)])
+        return (min(widest, max(c.min_width, cell_len(c.header))) if c.wrap else widest) + _PER_COLUMN
+
+    chosen: set[str] = set()
+    used = _BORDER
+    by_key = {c.key: c for c in columns}
+    for i, key in enumerate(by_priority):
+        cost = need(by_key[key])
+        if i == 0 or used + cost <= width:
+            chosen.add(key)
+            used += cost
+    return [c for c in columns if c.key in chosen]
+
+
+def table_of(title: str, columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> Any:
+    """A rich Table of `rows`: cells of columns that cannot wrap are never cut."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        if c.wrap:
+            table.add_column(c.header, overflow="fold", min_width=c.min_width or None)
+        else:
+            widest = max([cell_len(c.header), *(cell_len(r[c.key]) for r in rows)])
+            table.add_column(c.header, justify="right" if c.numeric else "left", no_wrap=True, min_width=widest)
+    for r in rows:
+        table.add_row(*(r[c.key] for c in columns))
+    return table
