@@ -54,6 +54,17 @@ def store_failure(exc: BaseException) -> Fail | None:
     return None if fault is None else Fail(str(fault), EXIT_UNREACHABLE)
 
 
+def settings_failure(exc: BaseException) -> Fail | None:
+    """A setting that cannot be used, found deep inside a command (the store URL read by
+    engine.store.default_url): bad usage, not a bug."""
+    import sys
+
+    module = sys.modules.get("engine.settings")
+    if module is None or not isinstance(exc, module.SettingsError):
+        return None
+    return Fail(f"settings: {exc}", EXIT_USAGE)
+
+
 class TextOrJson(str, enum.Enum):
     text = "text"
     json = "json"

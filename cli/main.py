@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover
 from cli import (data_commands, effects_commands, engine_commands, render, rules, sweep_commands,
                  workflow_commands)
 from cli.common import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Fail, TextOrJson,
-                        TodayOpt, store_failure)
+                        TodayOpt, settings_failure, store_failure)
 from cli.common import today as today_in_team_zone
 from cli.rules import PathsArg, RulesOpt
 from dsl.diagnostics import Diagnostic, Severity, make
@@ -485,7 +485,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             pass
         return EXIT_FINDINGS
     except Exception as e:  # the guard: a bug in playbook, reported in one line
-        failure = store_failure(e)  # a store missing or unreachable deep inside a command is no bug
+        failure = store_failure(e) or settings_failure(e)  # a store or setting that cannot be used is no bug
         if failure is not None:
             _report_error("unreachable" if failure.exit_code == EXIT_UNREACHABLE else "usage", failure.message,
                           failure.exit_code, json_mode, command)

@@ -20,7 +20,6 @@ reported instead. See docs/store.md.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sqlite3
 import time
@@ -151,10 +150,13 @@ def retrying(work: Callable[[], T], url: str, *, on_retry: Callable[[StoreUnreac
 
 
 def default_url(project_dir: str | Path | None = None) -> str:
-    """$PLAYBOOK_DATABASE_URL if set, else a SQLite file in `<project>/.playbook/`."""
-    env = os.environ.get(ENV_URL, "").strip()
-    if env:
-        return env
+    """The `database_url` setting ($PLAYBOOK_DATABASE_URL, or the settings file; engine/settings.py)
+    if set, else a SQLite file in `<project>/.playbook/`."""
+    from engine.settings import load_settings  # lazily: the settings import enroll, which imports this module
+
+    configured = load_settings().database_url
+    if configured:
+        return configured
     base = Path(project_dir) if project_dir is not None else Path.cwd()
     return f"sqlite:///{(base / DEFAULT_DIR / DEFAULT_FILE).resolve()}"
 

@@ -186,3 +186,21 @@ def test_every_command_refuses_a_bad_today_with_the_same_message(command: tuple[
     r = run_cli(*command, "--today", "31/05/2026")
     assert r.code == 2
     assert "--today wants a date such as 2026-06-01 (YYYY-MM-DD), not '31/05/2026'" in r.stderr
+
+
+def test_the_store_url_can_come_from_the_settings_file(project: tuple[Path, str], tmp_path: Path) -> None:
+    rules, url = project
+    (tmp_path / ".playbook").mkdir(exist_ok=True)
+    (tmp_path / ".playbook" / "settings.toml").write_text(f'database_url = "{url}"\n')
+    r = run_cli("plan", "--rules", str(rules), "--today", TODAY.isoformat(), "--format", "json")
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["accounts"] == 2
+
+
+def test_a_bad_settings_file_is_a_usage_error_even_where_only_the_store_url_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".playbook").mkdir(exist_ok=True)
+    (tmp_path / ".playbook" / "settings.toml").write_text("database_ulr = 'sqlite:///x.db'\n")
+    r = run_cli("outbox")
+    assert r.code == 2
+    assert "settings: settings file .playbook/settings.toml: unknown setting 'database_ulr'; " \
+           "did you mean 'database_url'?" in r.stderr
