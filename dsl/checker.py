@@ -156,7 +156,11 @@ class Checker:
     def check_calendar(self, cal: n.CalendarDecl) -> None:
         if len(set(cal.holidays)) != len(cal.holidays):
             self.warn("PB123", f"calendar '{cal.name}' lists a date twice", cal.span)
+        seen: set[str] = set()
         for region in cal.regions:
+            if region.code in seen:
+                self.warn("PB123", f"calendar '{cal.name}' lists `holidays {region.code}` twice", region.span)
+            seen.add(region.code)
             if (problem := region_problem(region.country, region.subdivision)) is None:
                 continue
             self.error("PB124", problem.message, self.sub_span(region.span, problem.wrong, last=True),

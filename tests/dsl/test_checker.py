@@ -167,6 +167,11 @@ def test_a_holiday_region_with_nothing_close_says_what_codes_are():
     assert d.code == "PB124" and d.fix is None and "ISO 3166" in (d.detail or "")
 
 
+def test_a_holiday_region_listed_twice_is_a_warning_at_the_second():
+    got = findings("calendar ops\n  holidays US-CA\n  holidays US\n  holidays US-CA\n")
+    assert got == [("PB123", "warning", 4, 3, "calendar 'ops' lists `holidays US-CA` twice")]
+
+
 def test_known_holiday_regions_are_clean():
     assert findings("calendar ops \"Ops\"\n  holidays US\n  holidays GB-SCT\n  holidays FR\n  2026-12-24\n") == []
 

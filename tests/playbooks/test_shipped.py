@@ -6,6 +6,7 @@ This is the same gate CI applies to a user's repository (`playbook check
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,18 @@ def test_shipped_playbooks_are_in_the_canonical_layout():
         if result.text != text:
             drift.append(str(path.relative_to(PLAYBOOKS.parent)))
     assert not drift, f"run `playbook fmt playbooks/`: {drift}"
+
+
+def test_the_shipped_calendar_skips_us_holidays_past_any_typed_list(project):
+    # usage_limit's day-1 email for an account enrolled Wed 22 Nov 2028, 10:00 in New York:
+    # Thursday is Thanksgiving, so the weekdays window moves it to Friday's start.
+    from dsl.compiler import compile_plans
+    from workflows import schedule
+    from workflows.model import ScheduleRequest
+
+    [plan] = [p for p in compile_plans(project) if p.play == "usage_limit"]
+    enrolled = dt.datetime(2028, 11, 22, 15, tzinfo=dt.UTC)
+    steps = schedule.compute(ScheduleRequest(plan=plan, enrolled_at=enrolled, timezone="America/New_York")).steps
+    [email] = [s for s in steps if s.label == "day1-email"]
+    assert email.local == "2028-11-24 09:00 EST"
+    assert "2028-11-23 is a holiday (Thanksgiving Day)" in email.notes
