@@ -17,14 +17,21 @@ Read from the environment, overridden by explicit values (CLI options):
 | `PLAYBOOK_WORKER_MAX_ACTIVITIES`      | `100`                                |
 | `PLAYBOOK_WORKER_STICKY_TIMEOUT_SECONDS` | `10`: how long a play's next task waits for the worker that has it cached before any worker takes it (after a worker died) |
 
+Below the environment, the `[temporal]` table of the settings file
+(engine/settings.py: `$PLAYBOOK_SETTINGS_FILE`, default
+`.playbook/settings.toml`, outside git) gives the same values by field name
+(`address = "temporal.internal:7233"`, `tls_cert = "/etc/pki/c.pem"`, ...);
+an unknown key there is an error with a suggestion.
+
 Any TLS file given turns TLS on. A certificate without its key (or the
 reverse) is refused here rather than failing at the handshake.
-Plain pydantic (no pydantic-settings dependency): `from_env()` does the
-reading.
+Plain pydantic: `from_env()` reads the file and a given environment mapping
+(tests pass a dict), which pydantic-settings' sources do not take.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,9 +39,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from engine import settings as engine_settings
 from workflows.client import TASK_QUEUE
 
 PREFIX = "PLAYBOOK_TEMPORAL_"
+TABLE = "temporal"  # of the settings file
 ENV = {
     "address": f"{PREFIX}ADDRESS",
     "namespace": f"{PREFIX}NAMESPACE",
@@ -51,7 +60,7 @@ ENV = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(engine_settings.SettingsError):
     """Settings that cannot work (a TLS file missing, a key without its certificate)."""
 
 
@@ -82,9 +91,10 @@ class TemporalSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TemporalSettings:
-        """Environment first, then `overrides` whose value is not None (CLI options)."""
+        """`overrides` whose value is not None (CLI options), then the environment, then the
+        settings file's `[temporal]` table."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = _file_table()
         for field, var in ENV.items():
             raw = env.get(var, "").strip()
             if raw:
@@ -126,6 +136,22 @@ class TemporalSettings(BaseModel):
         if self.uses_tls:
             tls = "mTLS" if self.tls_cert else ("API key" if self.api_key else "on")
         return f"{self.address} namespace {self.namespace} task queue {self.task_queue} (TLS {tls})"
+
+
+def _file_table() -> dict[str, Any]:
+    try:
+        path, data = engine_settings.read_settings_file()
+    except engine_settings.SettingsError as exc:
+        raise SettingsError(str(exc)) from None
+    table = data.get(TABLE, {})
+    if not isinstance(table, dict):
+        raise SettingsError(f"settings file {path}: `{TABLE}` must be a table ([{TABLE}])")
+    for key in table:
+        if key not in ENV:
+            close = difflib.get_close_matches(key, list(ENV), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(ENV)}"
+            raise SettingsError(f"settings file {path}: [{TABLE}] has no setting '{key}'; {hint}")
+    return dict(table)
 
 
 async def connect(settings: TemporalSettings) -> Any:
