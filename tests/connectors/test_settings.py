@@ -10,7 +10,7 @@ from connectors.memory import MemoryConnector
 from connectors.store import StoreConnector
 from engine.store import Store
 
-ACTING = ["email", "task", "stage", "opportunity", "notify", "webhook", "set", "trial"]
+ACTING = list(cb.ACTIONS)  # every acting kind, however many there are
 
 
 @pytest.fixture(autouse=True)
