@@ -15,6 +15,7 @@ import typer
 
 from cli.common import DbOpt, Fail, TextOrJson, TodayOpt
 from cli.common import today as today_in_team_zone
+from cli.progress import Progress
 from cli.rules import RulesOpt, checked
 from cli.rules import paths as rule_paths
 
@@ -46,8 +47,6 @@ def register(app: typer.Typer) -> None:
         format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
     ) -> None:
         """Generate a realistic synthetic data set: segments, ARR, seats, usage, health, history, events."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         from engine.demo_data import DemoDataError, generate
 
         if accounts < 0:
@@ -55,19 +54,10 @@ def register(app: typer.Typer) -> None:
         day = today_in_team_zone(today)
         catalog = _catalog(rules, format == TextOrJson.json)
         store = _store(db, catalog)
-        show = format == TextOrJson.text and sys.stderr.isatty()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not show, transient=True) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(phase, total=total)
-                bar.update(tasks[phase], completed=done, total=total)
-
+        with Progress("playbook demo-data") as progress:
             try:  # not retried (it writes in several transactions), but faults are typed
                 result = store.retry(lambda: generate(catalog, accounts, seed=seed, today=day, store=store,
-                                                      replace=replace, progress=progress), delays=())
+                                                      replace=replace, progress=progress.update), delays=())
             except DemoDataError as exc:
                 raise Fail(str(exc).replace("replace=True", "--replace")) from exc
             finally:
@@ -108,9 +98,11 @@ def register(app: typer.Typer) -> None:
         catalog = _catalog(rules, format == TextOrJson.json)
         store = _store(db, catalog)
         try:
-            # One transaction, all or nothing: safe to run again over a transient fault.
-            report = store.retry(lambda: import_files(store, catalog, pairs,
-                                                      ignore_unknown_columns=ignore_unknown_columns))
+            with Progress("playbook import") as progress:
+                # One transaction, all or nothing: safe to run again over a transient fault.
+                report = store.retry(lambda: import_files(
+                    store, catalog, pairs, ignore_unknown_columns=ignore_unknown_columns,
+                    progress=lambda file, rows: progress.update(f"importing {file}", done=rows)))
         except ImportFailed as exc:
             if format == TextOrJson.json:
                 print(json.dumps({"imported": False, "problems": exc.total, "errors": [

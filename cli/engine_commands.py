@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from cli import render
+from cli.progress import Progress
 from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, DbOpt, Fail, TodayOpt, settings
 from cli.common import read as _read
 from cli.common import reading_store as _store
@@ -89,11 +90,20 @@ def scorecard(
     today: TodayOpt = None,
 ) -> None:
     """The expansion-readiness scorecard: one row per account, readiness descending."""
-    from engine import scorecard as sc
 
     json_mode = format == TableFormat.json
     day = _today(today)
-    project, _plans = _rules(rules, json_mode)
+    with Progress("playbook scorecard") as progress:
+        progress.update("reading the rules")
+        project, _plans = _rules(rules, json_mode)
+        _scorecard(progress, project, db, format, limit, score, gate, day)
+    raise typer.Exit(EXIT_OK)
+
+
+def _scorecard(progress: Progress, project: Project, db: str | None, format: TableFormat, limit: int | None,
+               score: str, gate: str, day: dt.date) -> None:
+    from engine import scorecard as sc
+
     options = sc.Options(score=score, gate=gate or None, route=settings().route)
     try:
         sc.validate(project.catalog, options)
@@ -102,11 +112,11 @@ def scorecard(
     n = limit if limit is not None else (TABLE_DEFAULT_LIMIT if format == TableFormat.table else 0)
     n_or_none = n if n > 0 else None
     with _store(db, project.catalog) as store:
+        progress.update("evaluating the rules over the accounts")
         # Retried up to the first row; after that rows are on their way out and a fault ends the command.
         conn, rows = store.retry(lambda: _first_rows(store, sc.rows, project.catalog, day, options, n_or_none))
         with conn:
-            _print_scorecard(conn, rows, format, day, score, options, project.catalog)
-    raise typer.Exit(EXIT_OK)
+            _print_scorecard(conn, rows, format, day, score, options, project.catalog, progress)
 
 
 def _first_rows(store: Any, rows: Callable[..., Iterator[Any]], *args: Any) -> tuple[Connection, Iterator[Any]]:
@@ -122,10 +132,14 @@ def _first_rows(store: Any, rows: Callable[..., Iterator[Any]], *args: Any) -> t
 
 
 def _print_scorecard(conn: Connection, rows: Iterator[Any], format: TableFormat, day: dt.date, score: str,
-                     options: Any, catalog: Catalog) -> None:
+                     options: Any, catalog: Catalog, progress: Progress) -> None:
     from engine import scorecard as sc
 
     json_mode = format == TableFormat.json
+    if format != TableFormat.table:
+        if sys.stdout.isatty():  # a bar on the same terminal would garble the rows
+            progress.close()
+        rows = _counted(rows, progress)
     if format == TableFormat.csv:
         # Text always quoted: the csv module leaves a bare carriage return unquoted
         # under QUOTE_MINIMAL with "\n" line ends, which splits the row in readers.
@@ -147,6 +161,7 @@ def _print_scorecard(conn: Connection, rows: Iterator[Any], format: TableFormat,
                   "activation_status": r.activation_status, "expansion_readiness": _num(r.expansion_readiness),
                   "active_triggers": ", ".join(r.active_triggers), "recommended_motion": r.recommended_motion or "",
                   "estimated_expansion_acv": _money(r.estimated_expansion_acv)} for r in rows]
+        progress.close()
         out = render.console()
         shown_columns = render.fit_columns(SCORECARD_COLUMNS, SCORECARD_PRIORITY, cells, out.width)
         out.print(render.table_of(f"Expansion readiness on {day.isoformat()}", shown_columns, cells))
@@ -156,6 +171,13 @@ def _print_scorecard(conn: Connection, rows: Iterator[Any], format: TableFormat,
         left_out = [c.header for c in SCORECARD_COLUMNS if c not in shown_columns]
         if left_out:
             out.print(f"not shown at {out.width} columns: {', '.join(left_out)} (a wider terminal or --format csv)")
+
+
+def _counted(rows: Iterator[Any], progress: Progress) -> Iterator[Any]:
+    for i, r in enumerate(rows, start=1):
+        if i % 1000 == 0:
+            progress.update("writing the rows", done=i)
+        yield r
 
 
 # The table's columns (short headers: the csv/json names are in engine/scorecard.py's COLUMNS),
@@ -227,8 +249,10 @@ def plan(
     project, plans = _rules(rules, json_mode)
     knobs = settings(err).enrollment()
     changes: bool
+    progress = Progress("playbook plan")
     if against is None:
-        with _store(db, project.catalog, err) as store:
+        with progress, _store(db, project.catalog, err) as store:
+            progress.update("evaluating the rules over the accounts")
             result = _read(store, lambda conn: pl.enrollment_plan(conn, project.catalog, plans, day, knobs))
         changes = result.changes
         if json_mode:
@@ -239,14 +263,16 @@ def plan(
         from engine.store import StoreError
 
         paths = [Path(p) for p in rule_paths(rules)]
-        with pl.temp_dir() as tmp:
+        with progress, pl.temp_dir() as tmp:
+            progress.update(f"reading the rules at {against}")
             try:
                 old_project = pl.rules_at(paths, against, Path(tmp))
             except pl.PlanError as e:
                 raise Fail(str(e), err) from e
             refuse_errors(old_project, json_mode, against)
             old_plans = compiled(old_project)
-        with _store(db, project.catalog, err) as store:
+        with progress, _store(db, project.catalog, err) as store:
+            progress.update(f"evaluating the rules at {against} and in the working tree over the accounts")
             try:  # a read: the old rules' fields must have columns already
                 store.check_columns(old_project.catalog)
             except StoreError as e:

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.common import DbOpt, Fail, TextOrJson, TodayOpt, parse_day, settings
+from cli.progress import Progress
 from cli.rules import PathsArg, RulesOpt, checked, compiled
 from cli.rules import paths as rule_paths
 from cli.workflow_commands import temporal_command
@@ -91,8 +92,10 @@ def sweep(
             _dry_run(store, playbooks, day or decide_with.today(), decide_with, format, limit)
             raise typer.Exit(0)
         temporal = _temporal(address, namespace, task_queue)
-        summary = asyncio.run(_with_client(temporal, lambda c: _sweep(c, store, playbooks, day, decide_with,
-                                                                     temporal.task_queue)))
+        with Progress("playbook sweep") as progress:
+            progress.update("sweeping: deciding enrollments, recording them, starting plays")
+            summary = asyncio.run(_with_client(temporal, lambda c: _sweep(c, store, playbooks, day, decide_with,
+                                                                         temporal.task_queue)))
     finally:
         store.close()
     if format == TextOrJson.json:
@@ -152,8 +155,10 @@ async def _sweep(client: Any, store: Any, playbooks: Any, today: dt.date | None,
 def _dry_run(store: Any, playbooks: Any, today: dt.date, decide_with: Any, format: TextOrJson, limit: int) -> None:
     from engine import enroll
 
-    decisions = store.retry(lambda: enroll.decision_set(store, playbooks.catalog, playbooks.plans, today,
-                                                        decide_with.enrollment()))
+    with Progress("playbook sweep") as progress:
+        progress.update("deciding enrollments")
+        decisions = store.retry(lambda: enroll.decision_set(store, playbooks.catalog, playbooks.plans, today,
+                                                            decide_with.enrollment()))
     if format == TextOrJson.json:
         print(json.dumps({"today": today.isoformat(), "decisions": [d.to_json() for d in decisions]}, indent=2))
         return

@@ -29,7 +29,7 @@ import json
 import math
 import re
 import zoneinfo
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -449,12 +449,13 @@ def import_file(store: Store, catalog: Catalog, kind: Kind, path: str | Path, **
 
 def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str | Path]], *,
                  chunk_size: int = 5000, max_errors: int = 1000, ignore_unknown_columns: bool = False,
-                 actor: str = "import") -> ImportReport:
+                 actor: str = "import", progress: Callable[[str, int], None] | None = None) -> ImportReport:
     """Check and write `files` ([(kind, path)]) in one transaction; raise ImportFailed on any problem.
 
     Kinds: users, accounts, contacts, metrics, events. Format by suffix:
     .csv, .jsonl / .ndjson. Unknown columns are errors unless
     `ignore_unknown_columns` (event files put extra columns into the payload).
+    `progress(file, rows checked so far)` is called as each file starts and after each chunk.
     """
     for kind, _ in files:
         if kind not in _ORDER:
@@ -465,7 +466,7 @@ def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str
     errors = _Errors(max_errors)
     report = ImportReport()
     ordered = sorted(files, key=lambda f: _ORDER[f[0]])
-    job = _Job(store, catalog, errors, chunk_size, ignore_unknown_columns)
+    job = _Job(store, catalog, errors, chunk_size, ignore_unknown_columns, progress or (lambda _file, _rows: None))
     conn = store.engine.connect()
     trans = conn.begin()
     try:
@@ -489,8 +490,10 @@ def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str
 
 
 class _Job:
-    def __init__(self, store: Store, catalog: Catalog, errors: _Errors, chunk_size: int, ignore_unknown: bool) -> None:
+    def __init__(self, store: Store, catalog: Catalog, errors: _Errors, chunk_size: int, ignore_unknown: bool,
+                 progress: Callable[[str, int], None]) -> None:
         self.store = store
+        self.progress = progress
         self.catalog = catalog
         self.errors = errors
         self.chunk_size = chunk_size
@@ -535,6 +538,7 @@ class _Job:
         header_checked = False  # CSV: the header is known once the first row is read
         reported_unknown: set[str] = set()
         chunk: list[tuple[int, dict[str, Any]]] = []
+        self.progress(src.name, 0)
         for row, raw in _read(src, self.errors):
             if not header_checked:
                 header_checked = True
@@ -556,6 +560,7 @@ class _Job:
             if len(chunk) >= self.chunk_size:
                 self._flush(conn, src, plan, chunk, result)
                 chunk = []
+                self.progress(src.name, result.rows)
         if not header_checked and src.columns is not None:  # a header and no rows
             self._check_columns(src, plan, src.columns, 1, reported_unknown)
         if chunk:
