@@ -57,6 +57,11 @@ class Visit(NamedTuple):
     action: Any  # a StepAction node
 
 
+def arm_path(path: str, arm: str, index: int) -> str:
+    """The action path of a branch's `index`-th action in `arm` ("then" or "else"): `day3/then/0`."""
+    return f"{path}/{arm}/{index}"
+
+
 def walk(action: Any, path: str = "") -> Iterator[Visit]:
     """`action` and every action nested in it, depth first, with their action paths.
 
@@ -66,7 +71,7 @@ def walk(action: Any, path: str = "") -> Iterator[Visit]:
     if isinstance(action, n.BranchStep):
         for arm, actions in (("then", action.then), ("else", action.otherwise)):
             for i, sub in enumerate(actions):
-                yield from walk(sub, f"{path}/{arm}/{i}")
+                yield from walk(sub, arm_path(path, arm, i))
 
 
 def walk_steps(steps: Iterable[Any]) -> Iterator[Visit]:

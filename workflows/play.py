@@ -297,7 +297,7 @@ class PlayWorkflow:
         self._decide(path, Outcome.THEN if held is True else Outcome.OTHERWISE,
                      f"{format_expr(action.condition)} is {shown}")
         for i, sub in enumerate(actions):
-            await self._act(sub, f"{path}/{arm}/{i}", when)
+            await self._act(sub, step_kinds.arm_path(path, arm, i), when)
 
     async def _wait(self, action: n.WaitStep, path: str, when: ScheduledStep) -> None:
         names = " or ".join(action.events)
