@@ -49,6 +49,7 @@ class Checker:
     out: list[Diagnostic] = field(default_factory=list)
     let_types: dict[str, T.Type] = field(default_factory=dict)
     _let_stack: list[str] = field(default_factory=list)
+    _bare_percents: set[int] = field(default_factory=set)  # ids of numbers reported as PB207
 
     @property
     def catalog(self) -> Catalog:
@@ -405,6 +406,7 @@ class Checker:
                                    did_you_mean(gf.name, candidates), closest(gf.name, candidates))
                         continue
                     self.compare_types(T.from_decl(f.type), self.type_of(gf.value, Scope()), gf.span, gf.value)
+                    self.given_fits(f, gf.value)
             elif isinstance(given, n.GivenMetric) and given.metric not in c.metrics:
                 self.error("PB109", f"unknown metric '{given.metric}'", self.sub_span(given.span, given.metric),
                            did_you_mean(given.metric, c.metrics), closest(given.metric, c.metrics), name=given.metric)
@@ -424,6 +426,21 @@ class Checker:
                 kind = type(exp).__name__.removeprefix("Expect").lower()
                 self.error("PB601", f"unknown {kind} '{name}'", self.sub_span(exp.span, name, last=True),
                            did_you_mean(name, table), closest(name, table), name=name)
+
+    def given_fits(self, f: n.FieldDecl, value: n.Expr) -> None:
+        """A given number or percentage the field could never hold from an import:
+        outside its declared range, or a negative percentage (a share is 0% or more)."""
+        if not isinstance(value, (n.Number, n.Percent)) or id(value) in self._bare_percents:
+            return
+        t, v = f.type, value.value
+        shown = format_literal(value)
+        if t.name is n.TypeName.PERCENT and v < 0 and (t.low is None or t.low >= 0):
+            self.error("PB603", f"{shown} is negative; account.{f.name} is a percentage of 0% or more", value.span)
+        elif (t.low is not None and v < t.low) or (t.high is not None and v > t.high):
+            lo = "" if t.low is None else format_number(t.low)
+            hi = "" if t.high is None else format_number(t.high)
+            self.error("PB603", f"{shown} is outside the declared range of account.{f.name} ({lo}..{hi})", value.span,
+                       "an import would refuse this value; give one the field can hold")
 
     def check_expect_value(self, exp: n.ExpectValue) -> None:
         c = self.catalog
@@ -625,9 +642,23 @@ class Checker:
             self.error("PB201", f"cannot compare {T.words(left)} with {T.words(right)}", span,
                        _compare_hint(left, right))
             return
+        for t, node in ((left, right_node), (right, left_node)):
+            if t.kind == "percent" and isinstance(node, n.Number) and abs(node.value) > 1:
+                self.bare_percent(node)
+                return
         if ordering and not (T.orderable(left) and T.orderable(right)):
             bad = left if not T.orderable(left) else right
             self.error("PB201", f"{T.words(bad)} has no order; use == or != (or `in [...]`)", span)
+
+    def bare_percent(self, node: n.Number) -> None:
+        """`usage_percent > 80`: percentages are fractions, so 80 means 8,000% and the
+        comparison is never true. A bare number in -1..1 is an unambiguous fraction."""
+        self._bare_percents.add(id(node))
+        written = format_number(node.value)
+        meant = format_percent(node.value / 100)
+        self.error("PB207", f"{written} is not a percentage here; write {meant}", node.span,
+                   f"percentages are fractions: {written} means {format_percent(node.value)}. "
+                   f"Write {meant} (or the fraction {format_number(node.value / 100)})", meant)
 
     def _type_in(self, e: n.InList, s: Scope) -> T.Type:
         value = self.type_of(e.value, s)
@@ -675,8 +706,8 @@ class Checker:
             bounds: dict[str, _Interval] = {}
             for term in chain:
                 fact = _fact(term)
-                if fact is None:
-                    continue
+                if fact is None or any(id(x) in self._bare_percents for x in n.walk(term)):
+                    continue  # a bare number for a percentage is already its own error
                 path, interval = fact
                 declared = self._declared_interval(path)
                 if declared is not None and interval.intersect(declared).empty:

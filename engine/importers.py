@@ -111,8 +111,8 @@ _MONEY = re.compile(r"^[$€£]?\s?-?\d{1,3}(,\d{3})+(\.\d+)?$")
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(hours?|days?|weeks?|months?)$")
 _DURATION_DAYS = {"hour": 1 / 24, "day": 1.0, "week": 7.0, "month": 30.0}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# A bare percent above this is almost surely written in points (85 for 85%).
-PERCENT_BARE_MAX = 10.0
+# A bare percent is a fraction (0.85); above this it is ambiguous (85 for 85%? 7.5 for 7.5%?).
+PERCENT_BARE_MAX = 1.0
 
 
 def _decimal(raw: Any, what: str) -> Decimal:
@@ -170,10 +170,14 @@ def _percent(raw: Any, t: n.TypeRef) -> float:
     if isinstance(raw, str) and raw.strip().endswith("%"):
         # Decimal first: "85%" must give exactly float("0.85"), or a
         # re-import written the other way would not be idempotent.
-        return _in_range(float(_decimal(raw.strip()[:-1], "a percentage") / 100), t)
-    d = _decimal(raw, "a percentage (85% or 0.85)")
-    if abs(d) > PERCENT_BARE_MAX:
-        raise ValueError(f"{raw} read as a fraction would be {d * 100}%; write {raw}% or {d / 100}")
+        d = _decimal(raw.strip()[:-1], "a percentage") / 100
+    else:
+        d = _decimal(raw, "a percentage (85% or 0.85)")
+        if abs(d) > PERCENT_BARE_MAX:
+            raise ValueError(f"{raw} read as a fraction would be {(d * 100).normalize():f}%; "
+                             f"write {raw}% or {(d / 100).normalize():f}")
+    if d < 0 and (t.low is None or t.low >= 0):  # a share: negative only where the field declares it
+        raise ValueError(f"{raw} is negative; a percentage here is 0% or more")
     return _in_range(float(d), t)
 
 

@@ -121,6 +121,16 @@ CASES = [
      ("PB312", "warning", 4, 3, "this step (day 3) falls inside the wait on day 1")),
     ("weights that do not add up to 1", "score s\n  = account.arr * 0.4 + account.health_score * 0.5\n",
      ("PB134", "warning", 2, 5, "the weights of score 's' add up to 0.9, not 1")),
+    ("percent compared with a bare number", "trigger t\n  when account.usage_percent > 80\n  then start usage_limit\n",
+     ("PB207", "error", 2, 32, "80 is not a percentage here; write 80%")),
+    ("percent given as a bare number", "test \"x\"\n  given account usage_percent=85\n  expect start usage_limit\n",
+     ("PB207", "error", 2, 31, "85 is not a percentage here; write 85%")),
+    ("percent expected as a bare number", "test \"x\"\n  given account usage_percent=85%\n  expect field usage_percent > 90\n",
+     ("PB207", "error", 3, 32, "90 is not a percentage here; write 90%")),
+    ("negative percent given", "test \"x\"\n  given account usage_percent=-5%\n  expect start usage_limit\n",
+     ("PB603", "error", 2, 31, "-5% is negative; account.usage_percent is a percentage of 0% or more")),
+    ("given outside the declared range", "test \"x\"\n  given account health_score=150\n  expect start usage_limit\n",
+     ("PB603", "error", 2, 30, "150 is outside the declared range of account.health_score (0..100)")),
     ("let cycle", "entity deal\n  field x int\n",
      None),
 ]
@@ -246,3 +256,19 @@ def test_syntax_errors_come_first_whatever_the_file_order(tmp_path):
     (tmp_path / "z.play").write_text("trigger z\n  when account.arr >\n  then start usage_limit\n")
     _, diagnostics = load_and_check([tmp_path])
     assert [(d.code, Path(d.file).name) for d in diagnostics] == [("PB002", "z.play"), ("PB102", "a.play")]
+
+
+def test_bare_percent_fix_is_machine_applicable_and_stops_the_contradiction_check():
+    project = load_text(PRELUDE + "trigger t\n  when account.usage_percent > 80 and account.usage_percent < 0.9\n"
+                        "  then start usage_limit\n", "t.play")
+    [d] = check(project)  # no PB501 from comparing 80 with 0.9
+    assert d.code == "PB207" and d.fix is not None and d.fix.replace == "80%"
+    assert (d.range.start.column, d.range.end.column) == (32, 34)  # exactly the `80` it replaces
+    assert d.detail == "percentages are fractions: 80 means 8000%. Write 80% (or the fraction 0.8)"
+
+
+def test_fractions_and_percent_literals_for_a_percent_are_clean():
+    src = ("trigger t\n  when account.usage_percent > 0.8 or account.usage_percent >= 80% or account.usage_percent < 1\n"
+           "  then start usage_limit\n"
+           "test \"x\"\n  given account usage_percent=0.85, health_score=100\n  expect start usage_limit\n")
+    assert findings(src) == []

@@ -283,7 +283,7 @@ def t(name: str, **kw) -> n.TypeRef:
 
 @pytest.mark.parametrize(("type_", "raw", "value"), [
     (t("percent"), "85%", 0.85), (t("percent"), "0.85", 0.85), (t("percent"), 0.85, 0.85), (t("percent"), "120%", 1.2),
-    (t("percent"), " 7.5 % ", 0.075), (t("money"), "$1,250.50", 1250.5), (t("money"), "€300", 300.0),
+    (t("percent"), " 7.5 % ", 0.075), (t("percent"), "1", 1.0), (t("percent", low=-1), "-5%", -0.05), (t("money"), "$1,250.50", 1250.5), (t("money"), "€300", 300.0),
     (t("int"), "12", 12), (t("int"), 12.0, 12), (t("number", low=0, high=100), "100", 100.0),
     (t("bool"), "Yes", True), (t("bool"), 0, False), (t("enum", values=["a", "b"]), "b", "b"),
     (t("date"), "2026-02-28", dt.date(2026, 2, 28)),
@@ -298,6 +298,10 @@ def test_parse_value(type_: n.TypeRef, raw: object, value: object) -> None:
 
 @pytest.mark.parametrize(("type_", "raw", "reason"), [
     (t("percent"), "85", "85 read as a fraction would be 8500%; write 85% or 0.85"),
+    (t("percent"), "7.5", "7.5 read as a fraction would be 750%; write 7.5% or 0.075"),
+    (t("percent"), "-5%", "-5% is negative; a percentage here is 0% or more"),
+    (t("percent"), "-0.05", "-0.05 is negative; a percentage here is 0% or more"),
+    (t("percent", high=1), "120%", "1.2 is outside the declared range ..1"),
     (t("enum", values=["smb", "mid_market"]), "Mid Market", "'Mid Market' is not a declared value; did you mean mid_market?"),
     (t("enum", values=["smb", "mid_market"]), "midmarket", "'midmarket' is not a declared value; did you mean mid_market?"),
     (t("enum", values=["smb", "mid_market"]), "Enterprize", "'Enterprize' is not a declared value; expected one of smb, mid_market"),
