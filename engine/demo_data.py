@@ -47,6 +47,7 @@ from sqlalchemy.engine import Connection
 from dsl import nodes as n
 from dsl.catalog import Catalog
 from engine import schema
+from engine.settings import load_settings
 from engine.store import Store
 
 # (phase, done, total): "users", "accounts", "analyze". `done` counts accounts for "accounts".
@@ -803,7 +804,7 @@ def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | 
         raise DemoDataError("the number of accounts cannot be negative")
     if catalog.account is None:
         raise DemoDataError("no `entity account` is declared: the demo data follows its fields")
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or load_settings().today()  # the team's date, as every command evaluates
     history = history or default_history(n_accounts)
     store.sync_entities(catalog)
     accounts = store.table("account", catalog)
