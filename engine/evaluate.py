@@ -14,7 +14,7 @@ from dsl import nodes as n
 from dsl.catalog import Catalog
 from dsl.evaluator import Account
 from engine.schema import Base
-from engine.sqlcompile import Compiled, SQLCompiler, compiler, disjuncts, required_joins
+from engine.sqlcompile import Compiled, SQLCompiler, compiler, disjuncts
 
 BATCH = 10_000  # rows fetched per round trip when streaming results
 
@@ -48,14 +48,14 @@ class RuleSQL:
         database costs more than the rule.
         """
         branches = disjuncts(expr)
-        if len(branches) > 1 and any(required_joins(b, self.catalog) for b in branches):
+        if len(branches) > 1 and any(self.new().required_joins(b) for b in branches):
             return sa.union(*(self._where_one(b) for b in branches))
         return self._where_one(expr)
 
     def _where_one(self, expr: n.Node) -> sa.Select:
         c = self.new()
         cond = c.compile(expr)
-        inner = required_joins(expr, self.catalog)
+        inner = c.required_joins(expr)
         return sa.select(c.accounts.c.id).select_from(c.from_clause(inner)).where(cond)
 
 

@@ -1,10 +1,11 @@
 """Rules -> SQL: one SQLAlchemy Core expression per rule, evaluated set-wise.
 
 Like a sqlglot generator: one method per node kind (`_<kind>`), a dialect
-class for what SQLite and PostgreSQL spell differently, and an error on any
-node it does not know. Window functions become pre-aggregated subqueries
-joined once per (function, series, window), so a rule over a million
-accounts is one query with a few hash joins — never a loop over accounts.
+class for what SQLite and PostgreSQL spell differently (with its table of
+functions, engine/sqlfunctions.py), and an error on any node or function it
+does not know. Window functions become pre-aggregated subqueries joined once
+per (kind, series, window), so a rule over a million accounts is one query
+with a few hash joins — never a loop over accounts.
 
 The meaning is docs/semantics.md; dsl/evaluator.py is the reference that a
 differential test holds this module to.
@@ -15,14 +16,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from dsl import nodes as n
 from dsl.catalog import Catalog
+from dsl.functions import Function, form_of
 from engine.schema import Base, entity_table
+from engine.sqlfunctions import POSTGRESQL, SQLITE, SeriesRows, SQLFunction, Window
 
 
 class SQLCompileError(Exception):
@@ -33,12 +36,10 @@ class SQLCompileError(Exception):
 
 
 class Dialect:
-    """What differs between databases, one method each."""
+    """What differs between databases: the function table (engine/sqlfunctions.py) and dates."""
 
     name = "generic"
-
-    def days_between(self, later: ColumnElement, earlier: ColumnElement) -> ColumnElement:
-        raise NotImplementedError
+    functions: ClassVar[dict[str, SQLFunction]] = {}
 
     def to_date(self, col: ColumnElement) -> ColumnElement:
         raise NotImplementedError
@@ -46,10 +47,7 @@ class Dialect:
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
-
-    def days_between(self, later, earlier):
-        # Dates are ISO text in SQLite; julianday() makes them day numbers.
-        return sa.cast(sa.func.round(sa.func.julianday(later) - sa.func.julianday(earlier)), sa.Integer)
+    functions = SQLITE
 
     def to_date(self, col):
         return sa.type_coerce(sa.func.date(col), sa.Date)
@@ -57,9 +55,7 @@ class SQLiteDialect(Dialect):
 
 class PostgresDialect(Dialect):
     name = "postgresql"
-
-    def days_between(self, later, earlier):
-        return sa.type_coerce(sa.cast(later, sa.Date) - sa.cast(earlier, sa.Date), sa.Integer)
+    functions = POSTGRESQL
 
     def to_date(self, col):
         return sa.cast(sa.func.timezone("UTC", col), sa.Date)
@@ -295,218 +291,133 @@ class SQLCompiler:
 
     # ------------------------------------------------------------ functions
     def _call(self, e: n.Call):
-        method = getattr(self, f"_fn_{e.func}", None)
-        if method is None:
-            raise SQLCompileError(f"no SQL for function {e.func}(...)")
-        return method(e)
+        form, sql = self._function(e)
+        today = sa.literal(self.today, sa.Date)
+        if form.series is None:
+            if sql.value is None:
+                raise SQLCompileError(f"{form.doc} has no SQL for {self.dialect.name} (engine/sqlfunctions.py)")
+            return sql.value(today, *(self.compile(a) for a in e.args))
+        if sql.window is None:
+            raise SQLCompileError(f"{form.doc} has no SQL for {self.dialect.name} (engine/sqlfunctions.py)")
+        value = sql.window.value(self._window(e, form, sql.window), today)
+        empty = form.empty_series(self.today)
+        # An account with no row in the window: what the function gives for nothing (a count is 0).
+        return value if empty is None else sa.func.coalesce(value, sa.literal(empty))
 
-    def _fn_days_since(self, e: n.Call):
-        arg = e.args[0]
-        if isinstance(arg, n.Symbol) and arg.name in self.catalog.events:
-            last = self._event_join("last", arg.name, None).c.v
-            return self.dialect.days_between(sa.literal(self.today, sa.Date), last)
-        return self.dialect.days_between(sa.literal(self.today, sa.Date), self.compile(arg))
-
-    def _fn_days_until(self, e: n.Call):
-        return self.dialect.days_between(self.compile(e.args[0]), sa.literal(self.today, sa.Date))
-
-    def _fn_happened(self, e: n.Call):
-        return sa.func.coalesce(self._event_join("count", e.args[0].name, self._days(e.args[1])).c.v, 0) > 0
-
-    def _fn_count(self, e: n.Call):
-        return sa.func.coalesce(self._event_join("count", e.args[0].name, self._days(e.args[1])).c.v, 0)
-
-    def _aggregate(self, e: n.Call, kind: str):
-        if not isinstance(e.args[0], n.Symbol):  # min(a, b) / max(a, b) of two numbers
-            a, b = self.compile(e.args[0]), self.compile(e.args[1])
-            pick = a < b if kind == "min" else a > b
-            # Not LEAST/GREATEST: PostgreSQL's skip empty inputs; ours make the result empty.
-            return sa.case((sa.or_(a.is_(None), b.is_(None)), sa.null()), (pick, a), else_=b)
-        return self._metric_join(kind, e.args[0].name, self._days(e.args[1])).c.v
-
-    def _fn_avg(self, e):
-        return self._aggregate(e, "avg")
-
-    def _fn_sum(self, e):
-        return self._aggregate(e, "sum")
-
-    def _fn_min(self, e):
-        return self._aggregate(e, "min")
-
-    def _fn_max(self, e):
-        return self._aggregate(e, "max")
-
-    def _fn_latest(self, e: n.Call):
-        return self._metric_join("latest", e.args[0].name, None).c.v
-
-    def _fn_growth(self, e: n.Call):
-        sub = self._metric_join("growth", e.args[0].name, self._days(e.args[1]))
-        return sa.case(
-            (sa.and_(sub.c.n >= 2, sub.c.first != 0), sa.cast(sub.c.last, sa.Float) / sub.c.first - 1),
-            else_=sa.null(),
-        )
-
-    def _fn_abs(self, e: n.Call):
-        return sa.func.abs(self.compile(e.args[0]))
-
-    def _fn_round(self, e: n.Call):
-        # Half away from zero on both: SQLite's round() does it, PostgreSQL's numeric round() does.
-        value = self.compile(e.args[0])
-        if self.dialect.name == "postgresql":
-            return sa.cast(sa.func.round(sa.cast(value, sa.Numeric)), sa.Float)
-        return sa.func.round(value)
+    def _function(self, e: n.Call) -> tuple[Function, SQLFunction]:
+        form = form_of(e)
+        if form is None:
+            raise SQLCompileError(f"no function {e.func}(...)")
+        if len(e.args) != len(form.params):
+            raise SQLCompileError(f"{e.func}(...) takes {len(form.params)} argument(s), not {len(e.args)}")
+        sql = self.dialect.functions.get(e.func)
+        if sql is None:
+            raise SQLCompileError(f"{e.func}(...) has no SQL for {self.dialect.name}: "
+                                  "add it to the dialect's table in engine/sqlfunctions.py")
+        return form, sql
 
     # ------------------------------------------------------------ windows
     def _days(self, arg: n.Node) -> float:
-        if isinstance(arg, n.Duration):
-            return arg.days
-        if isinstance(arg, n.Number):
-            return arg.value
-        raise SQLCompileError("a window must be a literal duration such as `30 days`")
+        days = _literal_days(arg)
+        if days is None:
+            raise SQLCompileError("a window must be a literal duration such as `30 days`")
+        return days
 
     def _cutoff(self, days: float) -> dt.date:
         # A window of N days holds dates in (today - N, today]; fractions of a day round up.
         return self.today - dt.timedelta(days=math.ceil(days))
 
-    def _metric_join(self, kind: str, metric: str, days: float | None) -> sa.Subquery:
-        key = ("metric", kind, metric, days)
-        if key in self._joins:
-            return self._joins[key]
-        m = self._metrics
-        where = [m.c.metric == metric, m.c.date <= self.today]
+    def window_key(self, e: n.Call) -> tuple | None:
+        """The joined subquery a window call reads: (series, kind, name, days); None for other calls."""
+        form = form_of(e)
+        sql = self.dialect.functions.get(e.func)
+        if form is None or form.series is None or sql is None or sql.window is None:
+            return None
+        if not e.args or not isinstance(e.args[0], n.Symbol):
+            return None
+        days = _literal_days(e.args[1]) if form.windowed and len(e.args) > 1 else None
+        return (form.series, sql.window.kind, e.args[0].name, days)
+
+    def _window(self, e: n.Call, form: Function, window: Window) -> sa.Subquery:
+        if not isinstance(e.args[0], n.Symbol):
+            raise SQLCompileError(f"{e.func}(...) needs a {form.series} name as its first argument")
+        days = self._days(e.args[1]) if form.windowed else None
+        key = (form.series, window.kind, e.args[0].name, days)
+        if key not in self._joins:
+            self._joins[key] = window.subquery(self._rows(form.series, e.args[0].name, days))
+        return self._joins[key]
+
+    def _rows(self, series: str, name: str, days: float | None) -> SeriesRows:
+        table, series_column, day_column = (
+            (self._metrics, "metric", "date") if series == "metric" else (self._events, "event", "occurred_on"))
+        day = table.c[day_column]
+        where = [table.c[series_column] == name, day <= self.today]
         if days is not None:
-            where.append(m.c.date > self._cutoff(days))
+            where.append(day > self._cutoff(days))
         if self.only is not None:
-            where.append(m.c.account_id.in_(self.only))
-        name = f"w{len(self._joins)}"
-        if kind in ("avg", "sum", "min", "max"):
-            agg = getattr(sa.func, kind)(m.c.value)
-            sub = sa.select(m.c.account_id, agg.label("v")).where(*where).group_by(m.c.account_id).subquery(name)
-        elif kind in ("latest", "growth"):
-            # The first and last points by date, found by aggregating dates and
-            # reading those two rows back by primary key: no window function,
-            # so no sort of the whole series.
-            span = sa.select(
-                m.c.account_id, sa.func.min(m.c.date).label("d0"), sa.func.max(m.c.date).label("d1"),
-                sa.func.count().label("n"),
-            ).where(*where).group_by(m.c.account_id).subquery(name + "s")
-            # Read back as scalar subqueries, not joins: SQLite then sees a
-            # plain aggregate it builds an automatic index on when the rule
-            # left-joins it; with joins inside, in a query with many windows
-            # (scorecard, sweep), it scanned the whole subquery per account.
-            def point(alias: str, day: Any) -> Any:
-                t = m.alias(name + alias)
-                return sa.select(t.c.value).where(
-                    t.c.metric == metric, t.c.account_id == span.c.account_id, t.c.date == day).scalar_subquery()
+            where.append(table.c.account_id.in_(self.only))
+        return SeriesRows(table, series_column, day_column, name, tuple(where), f"w{len(self._joins)}")
 
-            if kind == "latest":
-                sub = sa.select(span.c.account_id, point("l", span.c.d1).label("v")).subquery(name)
-            else:
-                sub = sa.select(span.c.account_id, span.c.n, point("f", span.c.d0).label("first"),
-                                point("l", span.c.d1).label("last")).subquery(name)
-        else:  # pragma: no cover - callers pass known kinds
-            raise SQLCompileError(kind)
-        self._joins[key] = sub
-        return sub
+    # ------------------------------------------------------------ join analysis
+    #
+    # Which window joins a condition needs a row from. Outer-joining every
+    # window subquery makes the database visit every account; where a condition
+    # cannot be true without the subquery's row (`avg(m, 30 days) > 5`), an inner
+    # join lets it start from the (usually much smaller) subquery instead, the
+    # plan a person writes by hand. Conservative: when unsure, say "not needed".
 
-    def _event_join(self, kind: str, event: str, days: float | None) -> sa.Subquery:
-        key = ("event", kind, event, days)
-        if key in self._joins:
-            return self._joins[key]
-        ev = self._events
-        where = [ev.c.event == event, ev.c.occurred_on <= self.today]
-        if days is not None:
-            where.append(ev.c.occurred_on > self._cutoff(days))
-        if self.only is not None:
-            where.append(ev.c.account_id.in_(self.only))
-        agg = sa.func.count() if kind == "count" else sa.func.max(ev.c.occurred_on)
-        sub = sa.select(ev.c.account_id, agg.label("v")).where(*where).group_by(ev.c.account_id).subquery(
-            f"w{len(self._joins)}")
-        self._joins[key] = sub
-        return sub
+    def _empty_series(self, e: n.Call) -> object:
+        form = form_of(e)
+        assert form is not None  # callers have a window key, so a form
+        return form.empty_series(self.today)
 
+    def nulling_joins(self, expr: n.Node) -> set[tuple]:
+        """Joins whose missing row makes `expr` empty."""
+        if isinstance(expr, n.Call):
+            key = self.window_key(expr)
+            if key is not None:
+                # A count without a row is 0, not empty.
+                return {key} if self._empty_series(expr) is None else set()
+            if form_of(expr) is not None:  # a value form: an empty argument makes it empty
+                return set().union(*(self.nulling_joins(a) for a in expr.args))
+            return set()
+        if isinstance(expr, n.Binary) and expr.op in n.ARITHMETIC:
+            return self.nulling_joins(expr.left) | self.nulling_joins(expr.right)
+        if isinstance(expr, n.Unary) and expr.op == n.UnOp.NEG:
+            return self.nulling_joins(expr.operand)
+        let = _let_of(expr, self.catalog)
+        return self.nulling_joins(let.value) if let is not None else set()
 
-# ---------------------------------------------------------------- join analysis
-#
-# Which window joins a condition needs a row from. Outer-joining every
-# window subquery makes the database visit every account; where a condition
-# cannot be true without the subquery's row (`avg(m, 30 days) > 5`), an inner
-# join lets it start from the (usually much smaller) subquery instead, the
-# plan a person writes by hand. Conservative: when unsure, say "not needed".
+    def required_joins(self, expr: n.Node) -> set[tuple]:
+        """Joins without whose row `expr` is never true."""
+        if isinstance(expr, n.Binary):
+            if expr.op == n.BinOp.AND:
+                return self.required_joins(expr.left) | self.required_joins(expr.right)
+            if expr.op == n.BinOp.OR:
+                return self.required_joins(expr.left) & self.required_joins(expr.right)
+            if expr.op in n.COMPARISONS:
+                return self.nulling_joins(expr.left) | self.nulling_joins(expr.right) | self._failing_when_empty(expr)
+            return set()
+        if isinstance(expr, n.Between):
+            return set().union(*(self.nulling_joins(e) for e in (expr.value, expr.low, expr.high)))
+        if isinstance(expr, n.InList):
+            return self.nulling_joins(expr.value)
+        if isinstance(expr, n.Call):
+            key = self.window_key(expr)  # happened(...): false without a row
+            return {key} if key is not None and self._empty_series(expr) is not True else set()
+        let = _let_of(expr, self.catalog)
+        return self.required_joins(let.value) if let is not None else set()
 
-_SERIES_KIND = {"avg": "avg", "sum": "sum", "min": "min", "max": "max", "latest": "latest", "growth": "growth"}
-
-
-def _join_key(call: n.Call, catalog: Catalog) -> tuple | None:
-    """The `_joins` key a window call compiles to (None: not a window call)."""
-    args = call.args
-    if not args or not isinstance(args[0], n.Symbol):
-        return None
-    days = _literal_days(args[1]) if len(args) > 1 else None
-    if call.func in _SERIES_KIND:
-        return ("metric", _SERIES_KIND[call.func], args[0].name, days)
-    if call.func in ("count", "happened"):
-        return ("event", "count", args[0].name, days)
-    if call.func == "days_since" and args[0].name in catalog.events:
-        return ("event", "last", args[0].name, None)
-    return None
-
-
-def _literal_days(arg: n.Node) -> float | None:
-    if isinstance(arg, n.Duration):
-        return arg.days
-    if isinstance(arg, n.Number):
-        return arg.value
-    return None
-
-
-def nulling_joins(expr: n.Node, catalog: Catalog) -> set[tuple]:
-    """Joins whose missing row makes `expr` empty."""
-    if isinstance(expr, n.Call):
-        key = _join_key(expr, catalog)
-        if key is not None and key[1] != "count":  # a missing count is 0, not empty
-            return {key}
-        if key is None and expr.func in ("abs", "round", "min", "max", "days_since", "days_until"):
-            return set().union(*(nulling_joins(a, catalog) for a in expr.args))
+    def _failing_when_empty(self, expr: n.Binary) -> set[tuple]:
+        """`count(e, 14 days) >= 3`: with no row the count is 0, and 0 >= 3 is false."""
+        for call, other, op in ((expr.left, expr.right, expr.op), (expr.right, expr.left, _MIRROR.get(expr.op))):
+            if not isinstance(call, n.Call) or not isinstance(other, n.Number) or op is None:
+                continue
+            key = self.window_key(call)
+            empty = self._empty_series(call) if key is not None else None
+            if isinstance(empty, (int, float)) and not isinstance(empty, bool) and not _holds(op, empty, other.value):
+                return {key}  # type: ignore[set-item]
         return set()
-    if isinstance(expr, n.Binary) and expr.op in n.ARITHMETIC:
-        return nulling_joins(expr.left, catalog) | nulling_joins(expr.right, catalog)
-    if isinstance(expr, n.Unary) and expr.op == n.UnOp.NEG:
-        return nulling_joins(expr.operand, catalog)
-    let = _let_of(expr, catalog)
-    return nulling_joins(let.value, catalog) if let is not None else set()
-
-
-def required_joins(expr: n.Node, catalog: Catalog) -> set[tuple]:
-    """Joins without whose row `expr` is never true."""
-    if isinstance(expr, n.Binary):
-        if expr.op == n.BinOp.AND:
-            return required_joins(expr.left, catalog) | required_joins(expr.right, catalog)
-        if expr.op == n.BinOp.OR:
-            return required_joins(expr.left, catalog) & required_joins(expr.right, catalog)
-        if expr.op in n.COMPARISONS:
-            keys = nulling_joins(expr.left, catalog) | nulling_joins(expr.right, catalog)
-            return keys | _zero_count_fails(expr, catalog)
-        return set()
-    if isinstance(expr, n.Between):
-        return set().union(*(nulling_joins(e, catalog) for e in (expr.value, expr.low, expr.high)))
-    if isinstance(expr, n.InList):
-        return nulling_joins(expr.value, catalog)
-    if isinstance(expr, n.Call) and expr.func == "happened":
-        key = _join_key(expr, catalog)
-        return {key} if key else set()
-    let = _let_of(expr, catalog)
-    return required_joins(let.value, catalog) if let is not None else set()
-
-
-def _zero_count_fails(expr: n.Binary, catalog: Catalog) -> set[tuple]:
-    """`count(e, 14 days) >= 3`: with no row the count is 0, and 0 >= 3 is false."""
-    for call, other, op in ((expr.left, expr.right, expr.op), (expr.right, expr.left, _MIRROR.get(expr.op))):
-        if isinstance(call, n.Call) and call.func == "count" and isinstance(other, n.Number) and op is not None:
-            key = _join_key(call, catalog)
-            if key is not None and not _holds(op, 0.0, other.value):
-                return {key}
-    return set()
 
 
 _MIRROR = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.LT, n.BinOp.GE: n.BinOp.LE,
@@ -516,6 +427,14 @@ _MIRROR = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.L
 def _holds(op: n.BinOp, a: float, b: float) -> bool:
     return {n.BinOp.EQ: a == b, n.BinOp.NE: a != b, n.BinOp.LT: a < b, n.BinOp.LE: a <= b,
             n.BinOp.GT: a > b, n.BinOp.GE: a >= b}[op]
+
+
+def _literal_days(arg: n.Node) -> float | None:
+    if isinstance(arg, n.Duration):
+        return arg.days
+    if isinstance(arg, n.Number):
+        return arg.value
+    return None
 
 
 def _let_of(expr: n.Node, catalog: Catalog) -> n.LetDecl | None:

@@ -8,6 +8,7 @@ values; every account's three-valued answer must match.
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,9 +16,10 @@ from hypothesis import strategies as st
 
 from dsl import nodes as n
 from dsl.evaluator import Account, Evaluator
+from dsl.functions import FUNCTIONS, REGISTRY
 from dsl.project import load_text
 from engine.evaluate import RuleSQL, fired, values
-from engine.sqlcompile import required_joins
+from engine.sqlcompile import DIALECTS, SQLCompileError, compiler
 from engine.schema import Base
 from engine.store import Store
 from store_backends import fresh_store
@@ -75,37 +77,81 @@ def store(request, tmp_path_factory):
 # ---------------------------------------------------------------- strategies
 
 small = st.integers(-3, 12)
+halves = st.sampled_from([-2.5, -0.5, 0.5, 1.5, 2.5])  # where rounding half away from zero shows
 num_field = st.sampled_from([["account", "a"], ["account", "b"], ["account", "p"], ["account", "ratio"]])
 window = st.sampled_from([1, 3, 7, 30]).map(lambda d: n.Duration(amount=d, unit=n.DurationUnit.DAYS))
+dates = st.one_of(
+    st.just(n.Ref(path=["account", "d"])),
+    st.just(n.Today()),
+    st.integers(-3, 40).map(lambda k: n.DateLit(value=TODAY - dt.timedelta(days=k))),
+    st.integers(0, 40).map(lambda k: n.Ago(duration=n.Duration(amount=k, unit=n.DurationUnit.DAYS))),
+)
+cmp_ops = st.sampled_from([n.BinOp.EQ, n.BinOp.NE, n.BinOp.LT, n.BinOp.LE, n.BinOp.GT, n.BinOp.GE])
+
+# Every function comes from the registry (dsl/functions.py): a new function is
+# compiled and compared here without a change to this file, unless it takes or
+# gives a kind no function did before (test_every_registry_form_is_drawn says so).
+NUMERIC_RESULTS = ("number", "percent")
+CONDITION_RESULTS = ("bool", "date")
+
+
+def argument(kinds: tuple[str, ...], depth: int) -> st.SearchStrategy:
+    """Any argument of these kinds: the catalog's metric or event, a window, a date, a number."""
+    if kinds == ("metric",):
+        return st.just(n.Symbol(name="m"))
+    if kinds == ("event",):
+        return st.just(n.Symbol(name="e"))
+    if kinds == ("duration",):
+        return window
+    if kinds == ("date",):
+        return dates
+    if set(kinds) <= {"number", "percent"}:
+        return numeric(depth - 1)
+    raise AssertionError(f"the differential test draws no argument of kind {kinds}: add it to argument()")
+
+
+def calls(results: tuple[str, ...], depth: int) -> st.SearchStrategy:
+    """A call of any registry form whose result is one of these kinds."""
+    forms = [f for f in REGISTRY if f.result.kind in results]
+    return st.one_of(*(
+        st.tuples(*(argument(k, depth) for k in f.params)).map(lambda args, f=f: n.Call(func=f.name, args=list(args)))
+        for f in forms
+    ))
 
 
 def numeric(depth: int) -> st.SearchStrategy:
     leaves = st.one_of(
         small.map(lambda v: n.Number(value=v)),
+        halves.map(lambda v: n.Number(value=v)),
         st.sampled_from([0.25, 0.5, 0.75]).map(lambda v: n.Percent(value=v)),
         num_field.map(lambda p: n.Ref(path=p)),
-        st.just(n.Call(func="days_since", args=[n.Ref(path=["account", "d"])])),
-        st.just(n.Call(func="days_since", args=[n.Symbol(name="e")])),
-        st.just(n.Call(func="latest", args=[n.Symbol(name="m")])),
         st.just(n.Ref(path=["score", "s"])),
-        st.tuples(st.sampled_from(["avg", "sum", "min", "max", "growth"]), window).map(
-            lambda t: n.Call(func=t[0], args=[n.Symbol(name="m"), t[1]])),
-        window.map(lambda w: n.Call(func="count", args=[n.Symbol(name="e"), w])),
     )
-    if depth == 0:
+    if depth < 0:
         return leaves
+    with_calls = st.one_of(leaves, calls(NUMERIC_RESULTS, depth))
+    if depth == 0:
+        return with_calls
     sub = numeric(depth - 1)
     return st.one_of(
-        leaves,
+        with_calls,
         st.tuples(st.sampled_from([n.BinOp.ADD, n.BinOp.SUB, n.BinOp.MUL, n.BinOp.DIV]), sub, sub).map(
             lambda t: n.Binary(op=t[0], left=t[1], right=t[2])),
-        sub.map(lambda x: n.Call(func="abs", args=[x])),
-        st.tuples(st.sampled_from(["min", "max"]), sub, sub).map(lambda t: n.Call(func=t[0], args=[t[1], t[2]])),
     )
+
+
+def function_condition() -> st.SearchStrategy:
+    """A call that gives a condition, or a date call compared with a date."""
+    out = []
+    if any(f.result.kind == "bool" for f in REGISTRY):
+        out.append(calls(("bool",), 1))
+    if any(f.result.kind == "date" for f in REGISTRY):
+        out.append(st.tuples(cmp_ops, calls(("date",), 1), dates).map(
+            lambda t: n.Binary(op=t[0], left=t[1], right=t[2])))
+    return st.one_of(*out)
 
 
 def condition(depth: int) -> st.SearchStrategy:
-    cmp_ops = st.sampled_from([n.BinOp.EQ, n.BinOp.NE, n.BinOp.LT, n.BinOp.LE, n.BinOp.GT, n.BinOp.GE])
     enum_vals = st.sampled_from(["x", "y", "z"]).map(lambda v: n.Symbol(name=v))
     leaves = st.one_of(
         st.tuples(cmp_ops, numeric(1), numeric(1)).map(lambda t: n.Binary(op=t[0], left=t[1], right=t[2])),
@@ -122,7 +168,7 @@ def condition(depth: int) -> st.SearchStrategy:
         st.tuples(cmp_ops, st.integers(0, 40)).map(lambda t: n.Binary(
             op=t[0], left=n.Ref(path=["account", "d"]),
             right=n.Ago(duration=n.Duration(amount=t[1], unit=n.DurationUnit.DAYS)))),
-        window.map(lambda w: n.Call(func="happened", args=[n.Symbol(name="e"), w])),
+        function_condition(),
     )
     if depth == 0:
         return leaves
@@ -169,16 +215,16 @@ def load(store: Store, accounts: list[dict]) -> None:
                     occurred_at=dt.datetime.combine(d, dt.time(12), dt.timezone.utc), occurred_on=d))
 
 
+def snapshot(acc: dict) -> Account:
+    return Account(
+        fields={k: acc[k] for k in ("a", "b", "p", "seg", "flag", "d")},
+        metrics={"m": sorted(acc["m"].items())},
+        events={"e": list(acc["e"])},
+    )
+
+
 def reference(accounts: list[dict], expr: n.Node) -> dict[str, object]:
-    out = {}
-    for i, acc in enumerate(accounts):
-        snap = Account(
-            fields={k: acc[k] for k in ("a", "b", "p", "seg", "flag", "d")},
-            metrics={"m": sorted(acc["m"].items())},
-            events={"e": list(acc["e"])},
-        )
-        out[f"acc{i}"] = Evaluator(CATALOG, snap, TODAY).condition(expr)
-    return out
+    return {f"acc{i}": Evaluator(CATALOG, snapshot(acc), TODAY).condition(expr) for i, acc in enumerate(accounts)}
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -206,13 +252,14 @@ def test_trigger_fires_only_when_true(store):
 
 
 def test_a_window_the_condition_needs_is_an_inner_join():
+    required_joins = compiler(CATALOG, TODAY, "sqlite").required_joins
     avg = n.Call(func="avg", args=[n.Symbol(name="m"), n.Duration(amount=30, unit=n.DurationUnit.DAYS)])
     cond = n.Binary(op=n.BinOp.GT, left=avg, right=n.Number(value=5))
-    assert required_joins(cond, CATALOG) == {("metric", "avg", "m", 30)}
+    assert required_joins(cond) == {("metric", "avg", "m", 30)}
     either = n.Binary(op=n.BinOp.OR, left=cond, right=n.Ref(path=["account", "flag"]))
-    assert required_joins(either, CATALOG) == set()
+    assert required_joins(either) == set()
     empty_ok = n.IsEmpty(value=avg)
-    assert required_joins(empty_ok, CATALOG) == set()
+    assert required_joins(empty_ok) == set()
 
 
 def test_a_count_that_holds_at_zero_keeps_accounts_without_events(store):
@@ -226,3 +273,50 @@ def test_a_count_that_holds_at_zero_keeps_accounts_without_events(store):
         for op, value, want in ((n.BinOp.LT, 1, ["acc0"]), (n.BinOp.GE, 1, ["acc1"]), (n.BinOp.GE, 0, ["acc0", "acc1"])):
             cond = n.Binary(op=op, left=count, right=n.Number(value=value))
             assert sorted(r[0] for r in conn.execute(rules.where(cond))) == want, (op, value)
+
+
+# ---------------------------------------------------------------- every function
+
+
+def test_every_registry_form_is_drawn():
+    """The strategies above build every form's arguments and use its result somewhere."""
+    for form in REGISTRY:
+        assert form.result.kind in NUMERIC_RESULTS + CONDITION_RESULTS, form.doc
+        for kinds in form.params:
+            argument(kinds, 1)  # raises for a kind the test cannot build
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+def test_every_registry_form_has_sql_in_every_dialect(dialect):
+    table = DIALECTS[dialect].functions
+    for form in REGISTRY:
+        row = table.get(form.name)
+        assert row is not None, f"{form.name} has no row in the {dialect} table (engine/sqlfunctions.py)"
+        assert (row.window if form.series else row.value) is not None, f"{form.doc}: no SQL in {dialect}"
+    assert set(table) == set(FUNCTIONS), "a SQL row for a function the registry does not have"
+
+
+def test_a_function_missing_from_a_dialect_is_a_compile_error(monkeypatch):
+    table = {k: v for k, v in DIALECTS["sqlite"].functions.items() if k != "round"}
+    monkeypatch.setattr(DIALECTS["sqlite"], "functions", table)
+    with pytest.raises(SQLCompileError, match=r"round\(\.\.\.\) has no SQL for sqlite"):
+        compiler(CATALOG, TODAY, "sqlite").compile(n.Call(func="round", args=[n.Number(value=2.5)]))
+
+
+def _same(got: object, want: object) -> bool:
+    if isinstance(got, (int, float)) and isinstance(want, (int, float)) and not isinstance(want, bool):
+        return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)  # avg/sum: exact in Python, not in SQL
+    return got == want
+
+
+@pytest.mark.parametrize("form", REGISTRY, ids=[f.doc for f in REGISTRY])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data(), accounts=st.lists(account, min_size=1, max_size=6))
+def test_each_function_in_sql_gives_the_reference_value(store, form, data, accounts):
+    call = n.Call(func=form.name, args=[data.draw(argument(k, 1)) for k in form.params])
+    load(store, accounts)
+    with store.connect() as conn:
+        got = values(conn, RuleSQL(CATALOG, TODAY, store.dialect), call)
+    want = {f"acc{i}": Evaluator(CATALOG, snapshot(acc), TODAY).eval_expr(call) for i, acc in enumerate(accounts)}
+    assert got.keys() == want.keys()
+    assert all(_same(got[k], want[k]) for k in want), (got, want)

@@ -1,0 +1,178 @@
+"""The language's functions in SQL: one table per dialect, keyed by function name.
+
+The registry (dsl/functions.py) says what each function means; a row here
+says how one dialect computes it. A value form is SQL over its compiled
+arguments. A window form (first argument a metric or an event) is a
+subquery with one row per account, aggregated from that series' rows in the
+window, and the call's value read from that row; the compiler joins it once
+per (kind, series, window), and an account without a row gets what the
+registry's `compute([])` says (0 for a count, empty for an average).
+
+A function missing from a dialect's table is an error when a rule using it
+is compiled; tests/engine/test_sqlcompile.py holds every registry form to a
+row here and to the reference evaluator, on both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+Column = ColumnElement[Any]
+
+
+@dataclass(frozen=True)
+class SeriesRows:
+    """The rows of one metric or event, at or before today and in the window, for one window call."""
+
+    table: sa.Table  # metric_points or events
+    series_column: str  # the column naming the series: "metric" or "event"
+    day_column: str  # "date" or "occurred_on"
+    series: str  # the metric's or event's name
+    where: tuple[Column, ...]  # series, today, window and account restrictions
+    alias: str  # a unique name for the subquery
+
+    @property
+    def account_id(self) -> Column:
+        return self.table.c.account_id
+
+    @property
+    def day(self) -> Column:
+        return self.table.c[self.day_column]
+
+    @property
+    def value(self) -> Column:
+        return self.table.c.value  # metrics only
+
+    def per_account(self, alias: str | None = None, **columns: Column) -> sa.Subquery:
+        """One row per account with these aggregate columns."""
+        labelled = [c.label(name) for name, c in columns.items()]
+        return (sa.select(self.account_id, *labelled).where(*self.where)
+                .group_by(self.account_id).subquery(alias or self.alias))
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window form in SQL: the per-account subquery, and the call's value from its row."""
+
+    # Calls of functions with the same kind, on the same series and window,
+    # share one subquery (happened and count both read a count).
+    kind: str
+    subquery: Callable[[SeriesRows], sa.Subquery]
+    value: Callable[[sa.Subquery, Column], Column]  # (the row, today) -> the value
+
+
+@dataclass(frozen=True)
+class SQLFunction:
+    """A function in one dialect: SQL for its value form, its window form, or both (min, max)."""
+
+    value: Callable[..., Column] | None = None  # (today, *compiled arguments) -> SQL
+    window: Window | None = None
+
+
+def aggregate(agg: Callable[[SeriesRows], Column]) -> Callable[[SeriesRows], sa.Subquery]:
+    """A subquery of one aggregate `v` over the window's rows."""
+    return lambda rows: rows.per_account(v=agg(rows))
+
+
+def ends(rows: SeriesRows) -> sa.Subquery:
+    """The number of points and the first and last point's values, by date.
+
+    Found by aggregating dates and reading those two rows back by primary
+    key: no window function, so no sort of the whole series. Read back as
+    scalar subqueries, not joins: SQLite then sees a plain aggregate it
+    builds an automatic index on when the rule left-joins it; with joins
+    inside, in a query with many windows (scorecard, sweep), it scanned the
+    whole subquery per account.
+    """
+    span = rows.per_account(rows.alias + "s", d0=sa.func.min(rows.day), d1=sa.func.max(rows.day),
+                            n=sa.func.count())
+
+    def point(suffix: str, day: Column) -> Column:
+        t = rows.table.alias(rows.alias + suffix)
+        return sa.select(t.c.value).where(
+            t.c[rows.series_column] == rows.series, t.c.account_id == span.c.account_id,
+            t.c[rows.day_column] == day).scalar_subquery()
+
+    return sa.select(span.c.account_id, span.c.n, point("f", span.c.d0).label("first"),
+                     point("l", span.c.d1).label("last")).subquery(rows.alias)
+
+
+def latest_point(rows: SeriesRows) -> sa.Subquery:
+    """The last point's value only (`ends` without the first point)."""
+    span = rows.per_account(rows.alias + "s", d1=sa.func.max(rows.day))
+    t = rows.table.alias(rows.alias + "l")
+    last = sa.select(t.c.value).where(
+        t.c[rows.series_column] == rows.series, t.c.account_id == span.c.account_id,
+        t.c[rows.day_column] == span.c.d1).scalar_subquery()
+    return sa.select(span.c.account_id, last.label("v")).subquery(rows.alias)
+
+
+def _growth(sub: sa.Subquery, today: Column) -> Column:
+    return sa.case((sa.and_(sub.c.n >= 2, sub.c.first != 0), sa.cast(sub.c.last, sa.Float) / sub.c.first - 1),
+                   else_=sa.null())
+
+
+def _least_greatest(kind: str) -> Callable[[Column, Column, Column], Column]:
+    def sql(today: Column, a: Column, b: Column) -> Column:
+        # Not LEAST/GREATEST: PostgreSQL's skip empty inputs; ours make the result empty.
+        pick = a < b if kind == "min" else a > b
+        return sa.case((sa.or_(a.is_(None), b.is_(None)), sa.null()), (pick, a), else_=b)
+
+    return sql
+
+
+def _metric_aggregate(kind: str) -> Window:
+    return Window(kind, aggregate(lambda rows: getattr(sa.func, kind)(rows.value)), lambda sub, today: sub.c.v)
+
+
+_COUNT = Window("count", aggregate(lambda rows: sa.func.count()), lambda sub, today: sub.c.v)
+
+
+# The same SQL on both databases.
+_SHARED: dict[str, SQLFunction] = {
+    "happened": SQLFunction(window=Window("count", _COUNT.subquery, lambda sub, today: sub.c.v > 0)),
+    "count": SQLFunction(window=_COUNT),
+    "avg": SQLFunction(window=_metric_aggregate("avg")),
+    "sum": SQLFunction(window=_metric_aggregate("sum")),
+    "min": SQLFunction(value=_least_greatest("min"), window=_metric_aggregate("min")),
+    "max": SQLFunction(value=_least_greatest("max"), window=_metric_aggregate("max")),
+    "latest": SQLFunction(window=Window("latest", latest_point, lambda sub, today: sub.c.v)),
+    "growth": SQLFunction(window=Window("ends", ends, _growth)),
+    "abs": SQLFunction(value=lambda today, x: sa.func.abs(x)),
+}
+
+
+def _days_since(days_between: Callable[[Column, Column], Column]) -> SQLFunction:
+    last = Window("last", aggregate(lambda rows: sa.func.max(rows.day)), lambda sub, today: days_between(today, sub.c.v))
+    return SQLFunction(value=lambda today, d: days_between(today, d), window=last)
+
+
+def _sqlite_days(later: Column, earlier: Column) -> Column:
+    # Dates are ISO text in SQLite; julianday() makes them day numbers.
+    return sa.cast(sa.func.round(sa.func.julianday(later) - sa.func.julianday(earlier)), sa.Integer)
+
+
+def _postgres_days(later: Column, earlier: Column) -> Column:
+    return sa.type_coerce(sa.cast(later, sa.Date) - sa.cast(earlier, sa.Date), sa.Integer)
+
+
+SQLITE: dict[str, SQLFunction] = {
+    **_SHARED,
+    "days_since": _days_since(_sqlite_days),
+    "days_until": SQLFunction(value=lambda today, d: _sqlite_days(d, today)),
+    # SQLite's round() rounds half away from zero, as the language does.
+    "round": SQLFunction(value=lambda today, x: sa.func.round(x)),
+}
+
+POSTGRESQL: dict[str, SQLFunction] = {
+    **_SHARED,
+    "days_since": _days_since(_postgres_days),
+    "days_until": SQLFunction(value=lambda today, d: _postgres_days(d, today)),
+    # numeric round() rounds half away from zero; float8 round() would round half to even.
+    "round": SQLFunction(value=lambda today, x: sa.cast(sa.func.round(sa.cast(x, sa.Numeric)), sa.Float)),
+}
