@@ -21,6 +21,12 @@ attempts of one activity at once).
 Rows are dated with the step's workflow time (`requested_at`), not the
 wall clock, so simulated days land on the days they simulate.
 Blocking database calls run in a thread.
+
+The one connector that writes engine tables itself (ARCHITECTURE: the
+store connector may import `engine`): each action is one transaction of
+lookups and inserts keyed by its idempotency key, written here; what is
+shared with other writers (an opportunity's stage move, also made by the
+simulated CRM) is an engine/actions.py function taking this transaction.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from connectors import base as cb
-from engine import schema
+from engine import actions, schema
 from engine.store import Store, insert_ignore
 
 T = TypeVar("T")
@@ -198,11 +204,7 @@ class StoreConnector:
                 previous = None
             else:
                 opp_id, previous = str(row[0]), row[1]
-                closed = change.requested_at if change.stage in ("Closed Won", "Closed Lost") else None
-                conn.execute(OPPS.update().where(OPPS.c.id == opp_id).values(
-                    stage=change.stage, updated_at=change.requested_at, closed_at=closed))
-                conn.execute(STAGES.insert().values(opportunity_id=opp_id, from_stage=previous, stage=change.stage,
-                                                    at=change.requested_at, actor=change.actor))
+                actions.move_stage(conn, opp_id, previous, change.stage, change.requested_at, change.actor)
             self._audit(conn, change, "opportunity.stage", {"opportunity_id": opp_id, "from": previous,
                                                              "to": change.stage})
             return cb.StageResult(key=change.key, external_id=opp_id, previous=previous, stage=change.stage)

@@ -878,4 +878,24 @@ def _analyze(store: Store) -> None:
         conn.commit()
 
 
-__all__ = ["DemoDataError", "DemoResult", "History", "ProgressFn", "SCENARIOS", "default_history", "generate"]
+def is_generated(store: Store) -> bool:
+    """Empty, or filled by `generate` (its audit entry): a store the demo may clear."""
+    audit = schema.AuditEntry.__table__
+    with store.connect() as conn:
+        if not conn.execute(sa.select(sa.func.count()).select_from(schema.Base.metadata.tables["accounts"]))\
+                .scalar_one():
+            return True
+        return bool(conn.execute(sa.select(sa.func.count()).select_from(audit)
+                                 .where(audit.c.action == "demo.generate")).scalar_one())
+
+
+def clear(store: Store) -> None:
+    """Empty the account data and everything plays wrote, the outbox and audit log included
+    (the demo starts over; `generate(replace=True)` keeps those two)."""
+    with store.begin() as conn:
+        for name in ("outbox", "audit_log", *_DATA_TABLES):
+            conn.execute(schema.Base.metadata.tables[name].delete())
+
+
+__all__ = ["DemoDataError", "DemoResult", "History", "ProgressFn", "SCENARIOS", "clear", "default_history",
+           "generate", "is_generated"]

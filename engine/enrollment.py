@@ -15,7 +15,8 @@ lifecycle of an enrollment is in one place:
     cancel_open   running or pending -> cancelled (the demo's in-process server is gone)
 
 Reads for the other layers: `active_plays` (an account's running plays),
-`first_sweep` (the decisions of the first sweep a store recorded). The
+`every` (all rows, for reports), `first_sweep` (the decisions of the first
+sweep a store recorded). The
 workflows/ package calls these and touches no table itself.
 
 Each function is one transaction, run again over a transient fault of the
@@ -248,6 +249,31 @@ def active_plays(store: Store, account_id: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Enrollment:
+    """A whole enrollment row, for reports."""
+
+    id: int
+    workflow_id: str
+    run_id: str | None
+    play: str
+    account_id: str
+    plan_hash: str
+    trigger: str | None
+    route: str | None
+    status: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    reason: dict[str, Any] | None
+
+
+@_retried
+def every(store: Store) -> list[Enrollment]:
+    """Every enrollment row, in id order."""
+    with store.connect() as conn:
+        return [Enrollment(**r._mapping) for r in conn.execute(sa.select(ENROLLMENTS).order_by(ENROLLMENTS.c.id))]
+
+
+@dataclass(frozen=True)
 class StoredDecision:
     account_id: str
     play: str
@@ -267,5 +293,5 @@ def first_sweep(store: Store) -> list[StoredDecision]:
             .where(DECISIONS.c.at == first_at))]
 
 
-__all__ = ["End", "EnrollmentRow", "NewEnrollment", "Start", "StoredDecision", "SweepResult", "active_plays",
-           "cancel_open", "first_sweep", "pending", "record", "record_ends", "record_starts", "running"]
+__all__ = ["End", "Enrollment", "EnrollmentRow", "NewEnrollment", "Start", "StoredDecision", "SweepResult", "active_plays",
+           "cancel_open", "every", "first_sweep", "pending", "record", "record_ends", "record_starts", "running"]

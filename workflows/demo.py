@@ -29,21 +29,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel
 
-from engine import enrollment
-from engine.schema import Base
+from engine import actions, demo_data, enrollment
 from engine.store import Store, default_url
 from workflows.sim_model import SimConfig, SimReport
 from workflows.simulate import simulate
 from workflows.sweep import Playbooks
-
-TABLES = Base.metadata.tables
-# Everything the demo writes, children first (the order to empty them in).
-DEMO_TABLES = ("enrollment_decisions", "outcomes", "stage_history", "opportunities", "tasks", "enrollments",
-               "outbox", "events", "metric_points", "contacts", "audit_log")
-
 
 class DemoError(Exception):
     """The demo cannot run as asked (a store with real data in it, playbooks with errors)."""
@@ -84,28 +76,6 @@ class DemoSummary(BaseModel):
     report: SimReport
 
 
-def _is_demo_store(store: Store) -> bool:
-    """Empty, or made by the demo data generator (its audit entry)."""
-    with store.connect() as conn:
-        accounts = conn.execute(sa.select(sa.func.count()).select_from(TABLES["accounts"])).scalar_one()
-        if not accounts:
-            return True
-        audit = TABLES["audit_log"]
-        made = conn.execute(sa.select(sa.func.count()).select_from(audit)
-                            .where(audit.c.action == "demo.generate")).scalar_one()
-        return bool(made)
-
-
-def clear(store: Store) -> None:
-    """Empty every table the demo fills (users and accounts included)."""
-    accounts = store.table("account")
-    with store.begin() as conn:
-        for name in DEMO_TABLES:
-            conn.execute(TABLES[name].delete())
-        conn.execute(accounts.delete())
-        conn.execute(TABLES["users"].delete())
-
-
 async def run_demo(*, accounts: int = 500, days: int = 3, seed: int = 7, db: str | None = None,
                    paths: Sequence[str | Path] = ("playbooks",), project_dir: str | Path | None = None,
                    force: bool = False, start: dt.datetime | None = None,
@@ -123,11 +93,11 @@ async def run_demo(*, accounts: int = 500, days: int = 3, seed: int = 7, db: str
             raise DemoError(str(exc)) from exc
     store = Store.open(url, catalog=playbooks.catalog)
     try:
-        if not force and not _is_demo_store(store):
+        if not force and not demo_data.is_generated(store):
             raise DemoError(f"{store.url} holds accounts the demo did not make; the demo clears its store: "
                             "pass --db sqlite:///.playbook/demo.db for another file, or --force")
         say(f"clearing {store.url}")
-        clear(store)
+        demo_data.clear(store)
     finally:
         store.close()
 
@@ -149,16 +119,7 @@ def finish_in_flight(store: Store, end: dt.datetime) -> int:
 
 def _summary(store: Store, playbooks: Playbooks, report: SimReport, paths: list[str]) -> DemoSummary:
     decisions = enrollment.first_sweep(store)
-    out, tasks = TABLES["outbox"], TABLES["tasks"]
-    with store.connect() as conn:
-        outbox = dict(conn.execute(sa.select(out.c.channel, sa.func.count()).group_by(out.c.channel)).all())
-        cancelled = conn.execute(sa.select(sa.func.count()).select_from(out)
-                                 .where(out.c.channel == "email", out.c.status == "cancelled")).scalar_one()
-        # Deterministic choice (ids and milliseconds depend on which activity ran first).
-        sample = conn.execute(sa.select(out).where(out.c.channel == "email", out.c.status == "pending")
-                              .order_by(out.c.account_id, out.c.idempotency_key).limit(1)).first()
-        by_assignee = dict(conn.execute(sa.select(tasks.c.assignee, sa.func.count()).group_by(tasks.c.assignee)
-                                        .order_by(sa.func.count().desc(), tasks.c.assignee).limit(5)).all())
+    acted = actions.outbox_totals(store)
     fired: dict[str, set[str]] = {}
     reasons: dict[str, int] = {}
     for d in decisions:
@@ -173,12 +134,12 @@ def _summary(store: Store, playbooks: Playbooks, report: SimReport, paths: list[
         end=report.end, triggers_fired={k: len(v) for k, v in sorted(fired.items())}, candidates=len(decisions),
         skipped=sum(d.decision != "enrolled" for d in decisions), reasons=dict(sorted(reasons.items())),
         enrolled_by_play=report.by_play, enrolled_by_route=report.by_route,
-        outbox=dict(sorted(outbox.items())), emails_cancelled=int(cancelled),
-        sample_email=SampleEmail(account_id=sample.account_id, play=sample.play, to=sample.recipient,
+        outbox=acted.by_channel, emails_cancelled=acted.emails_cancelled,
+        sample_email=SampleEmail(account_id=sample.account_id or "", play=sample.play or "", to=sample.recipient,
                                  subject=sample.subject or "", body=sample.body,
                                  created_at=sample.created_at.replace(second=0, microsecond=0))
-        if sample is not None else None,
-        tasks=totals.get("tasks", 0), tasks_by_assignee_top={k or "(nobody)": v for k, v in by_assignee.items()},
+        if (sample := acted.first_pending_email) is not None else None,
+        tasks=totals.get("tasks", 0), tasks_by_assignee_top={k or "(nobody)": v for k, v in acted.top_assignees.items()},
         stage_changes=totals.get("stage_changes", 0), replies=totals.get("replies", 0),
         wall_seconds=report.wall_seconds, report=report,
     )
@@ -244,4 +205,4 @@ def _plain(text: str) -> Any:
     return Text(text)
 
 
-__all__ = ["DemoError", "DemoSummary", "clear", "finish_in_flight", "print_summary", "run_demo"]
+__all__ = ["DemoError", "DemoSummary", "finish_in_flight", "print_summary", "run_demo"]

@@ -16,15 +16,13 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from connectors import base as cb
-from engine import enrollment
-from engine.schema import Base
+from engine import actions, enrollment
 from engine.store import Store
 from workflows.client import send_event
 from workflows.model import EventKind, PlayEvent
@@ -33,7 +31,6 @@ from workflows.sim_model import TICK, TICK_OFFSET, UTC, SimConfig, SimReport
 from workflows.sim_report import build_report
 from workflows.sweep import Playbooks, SweepSummary, sweep_once
 
-TABLES = Base.metadata.tables
 WAKE_SIGNAL = "wake"  # the driver's signal: a customer event is due at this instant
 
 
@@ -160,22 +157,11 @@ class SimActivities:
 
     def _apply_to_store(self, p: Pending, at: dt.datetime) -> None:
         """What the CRM or the email provider would record: unsubscribes, won/lost deals."""
-        with self.store.begin() as conn:
-            if p.kind == "unsubscribed" and p.contact:
-                contacts = TABLES["contacts"]
-                conn.execute(contacts.update().where(contacts.c.email == p.contact,
-                                                     contacts.c.unsubscribed_at.is_(None)).values(unsubscribed_at=at))
-            if p.stage in ("Closed Won", "Closed Lost"):
-                opps, hist = TABLES["opportunities"], TABLES["stage_history"]
-                q = sa.select(opps.c.id, opps.c.stage).where(opps.c.account_id == p.account,
-                                                             opps.c.closed_at.is_(None))
-                if p.play != "*":
-                    q = q.where(opps.c.play == p.play)
-                for opp_id, stage in conn.execute(q).all():
-                    conn.execute(opps.update().where(opps.c.id == opp_id).values(stage=p.stage, updated_at=at,
-                                                                                 closed_at=at))
-                    conn.execute(hist.insert().values(opportunity_id=opp_id, from_stage=stage, stage=p.stage, at=at,
-                                                      actor="crm (simulated customer)"))
+        if p.kind == "unsubscribed" and p.contact:
+            actions.unsubscribe(self.store, p.contact, at)
+        if p.stage in actions.CLOSED:
+            actions.close_open_deals(self.store, p.account, None if p.play == "*" else p.play, p.stage, at,
+                                     "crm (simulated customer)")
 
     # -- finish -------------------------------------------------------------
     @activity.defn(name="sim_finish")

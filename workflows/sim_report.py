@@ -9,12 +9,12 @@ import asyncio
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from temporalio.service import RPCError
 
-from engine.schema import Base
+from engine import actions, enrollment
 from workflows.model import PlayStatus
 from workflows.play import PlayWorkflow
 from workflows.sim_customer import draw
@@ -23,7 +23,14 @@ from workflows.sim_model import UTC, DayLoad, SimReport, TimelineEntry
 if TYPE_CHECKING:  # the activities build the report from their own state
     from workflows.sim_activities import SimActivities
 
-TABLES = Base.metadata.tables
+@dataclass(frozen=True)
+class Data:
+    """What the report reads from the store, once, at the end instant."""
+
+    enrollments: list[enrollment.Enrollment]
+    emails: list[actions.Email]
+    tasks: list[actions.TaskRecord]
+    stages: list[actions.StageMove]
 
 
 def _minute(t: dt.datetime) -> dt.datetime:
@@ -32,7 +39,6 @@ def _minute(t: dt.datetime) -> dt.datetime:
 
 async def build_report(sim: SimActivities, end: dt.datetime) -> SimReport:
     store, c = sim.store, sim.c
-    enr, out, tasks, hist = (TABLES[t] for t in ("enrollments", "outbox", "tasks", "stage_history"))
     days = [DayLoad(day=d, date=(sim.start + dt.timedelta(days=d)).date()) for d in range(c.days)]
 
     def in_range(t: dt.datetime | None) -> int | None:
@@ -40,41 +46,29 @@ async def build_report(sim: SimActivities, end: dt.datetime) -> SimReport:
             return None
         return sim.day_of(t)
 
-    def read() -> dict[str, list[sa.Row]]:
-        with store.connect() as conn:
-            return {
-                "enr": list(conn.execute(sa.select(enr).order_by(enr.c.id))),
-                "emails": list(conn.execute(sa.select(out.c.created_at, out.c.account_id, out.c.play, out.c.subject,
-                                                      out.c.recipient, out.c.status)
-                                            .where(out.c.channel == "email", out.c.created_at < end))),
-                "tasks": list(conn.execute(sa.select(tasks.c.created_at, tasks.c.assignee, tasks.c.account_id,
-                                                     tasks.c.play, tasks.c.title)
-                                           .where(tasks.c.created_at < end))),
-                "stages": list(conn.execute(sa.select(hist.c.at, hist.c.stage, hist.c.from_stage, hist.c.actor,
-                                                      TABLES["opportunities"].c.account_id)
-                                            .join(TABLES["opportunities"])
-                                            .where(hist.c.at < end))),
-            }
+    def read() -> Data:
+        return Data(enrollment.every(store), actions.emails(store, end), actions.tasks(store, end),
+                    actions.stage_moves(store, end))
 
     data = await asyncio.to_thread(read)
     totals: Counter[str] = Counter()
-    for r in data["enr"]:
+    for r in data.enrollments:
         if (d := in_range(r.started_at)) is not None and r.status != "pending":
             days[d].enrolled += 1
-    for r in data["emails"]:
-        if (d := in_range(r.created_at)) is not None and r.status != "cancelled":
+    for e in data.emails:
+        if (d := in_range(e.created_at)) is not None and e.status != "cancelled":
             days[d].emails += 1
             totals["emails"] += 1
     csm: dict[str, Counter[int]] = defaultdict(Counter)
-    for r in data["tasks"]:
-        if (d := in_range(r.created_at)) is not None:
-            who = r.assignee or "(nobody)"
+    for t in data.tasks:
+        if (d := in_range(t.created_at)) is not None:
+            who = t.assignee or "(nobody)"
             days[d].tasks += 1
             days[d].tasks_by_assignee[who] = days[d].tasks_by_assignee.get(who, 0) + 1
             csm[who][d] += 1
             totals["tasks"] += 1
-    for r in data["stages"]:
-        if (d := in_range(r.at)) is not None:
+    for m in data.stages:
+        if (d := in_range(m.at)) is not None:
             days[d].stage_changes += 1
             totals["stage_changes"] += 1
     counters = {"replied": "replies", "unsubscribed": "unsubscribes", "bounced": "bounces", "closed_won": "won",
@@ -86,7 +80,7 @@ async def build_report(sim: SimActivities, end: dt.datetime) -> SimReport:
     for day in days:
         day.tasks_by_assignee = dict(sorted(day.tasks_by_assignee.items()))
 
-    started = [r for r in data["enr"] if r.status != "pending" and in_range(r.started_at) is not None]
+    started = [r for r in data.enrollments if r.status != "pending" and in_range(r.started_at) is not None]
     totals["enrollments"] = len(started)
     totals["accounts_enrolled"] = len({r.account_id for r in started})
     outcomes = await _outcomes(sim, [r for r in started if r.status == "running"])
@@ -109,12 +103,12 @@ async def build_report(sim: SimActivities, end: dt.datetime) -> SimReport:
     return report
 
 
-async def _outcomes(sim: SimActivities, running: Sequence[sa.Row]) -> dict[int, str]:
+async def _outcomes(sim: SimActivities, running: Sequence[enrollment.Enrollment]) -> dict[int, str]:
     """State of the plays still open at the end: where each one is (sleeping, waiting, exited...)."""
     found: dict[int, str] = {}
     gate = asyncio.Semaphore(50)
 
-    async def one(r: sa.Row) -> None:
+    async def one(r: enrollment.Enrollment) -> None:
         async with gate:
             try:
                 desc = await sim.client.get_workflow_handle(r.workflow_id, run_id=r.run_id).describe()
@@ -131,7 +125,7 @@ def _sample(accounts: Sequence[str], seed: int, n: int) -> list[str]:
     return sorted(sorted(accounts, key=lambda a: draw(seed, a, "sample"))[:n])
 
 
-async def _timeline(sim: SimActivities, account: str, data: dict[str, list[sa.Row]],
+async def _timeline(sim: SimActivities, account: str, data: Data,
                     end: dt.datetime) -> list[TimelineEntry]:
     entries: list[TimelineEntry] = []
 
@@ -139,7 +133,7 @@ async def _timeline(sim: SimActivities, account: str, data: dict[str, list[sa.Ro
         if sim.start <= at < end:
             entries.append(TimelineEntry(at=_minute(at), day=sim.day_of(at), kind=kind, play=play, text=text))
 
-    for r in data["enr"]:
+    for r in data.enrollments:
         if r.account_id != account or r.status == "pending":
             continue
         why = (r.reason or {})
@@ -163,9 +157,9 @@ async def _timeline(sim: SimActivities, account: str, data: dict[str, list[sa.Ro
     for at, acc, play, _kind, text in sim.log:
         if acc == account:
             add(at, "customer", play, text)
-    for r in data["stages"]:
-        if r.account_id == account and r.actor and not r.actor.startswith("play:"):
-            add(r.at, "stage", None, f"opportunity {r.from_stage or 'new'} → {r.stage} by {r.actor}")
+    for m in data.stages:
+        if m.account_id == account and m.actor and not m.actor.startswith("play:"):
+            add(m.at, "stage", None, f"opportunity {m.from_stage or 'new'} → {m.stage} by {m.actor}")
     order = {"enrolled": 0, "customer": 1, "step": 2, "stage": 3, "open": 4}
     entries.sort(key=lambda e: (e.at, order.get(e.kind, 9)))  # stable: a play's decisions keep their order
     return entries
