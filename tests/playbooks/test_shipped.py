@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dsl import nodes as n
 from dsl.checker import check
 from dsl.project import load
 
@@ -83,3 +84,36 @@ def test_the_shipped_calendar_skips_us_holidays_past_any_typed_list(project):
     [email] = [s for s in steps if s.label == "day1-email"]
     assert email.local == "2028-11-24 09:00 EST"
     assert "2028-11-23 is a holiday (Thanksgiving Day)" in email.notes
+
+
+_SAMPLE = {
+    n.TypeName.INT: "3", n.TypeName.NUMBER: "50", n.TypeName.MONEY: "12000", n.TypeName.PERCENT: "40%",
+    n.TypeName.BOOL: "true", n.TypeName.TEXT: "x", n.TypeName.DATE: "2026-01-15",
+    n.TypeName.DATETIME: "2026-01-15T10:00:00Z", n.TypeName.DURATION: "3 days",
+    n.TypeName.USER: "u1", n.TypeName.CONTACT: "c1",
+}
+
+
+def test_an_export_with_gaps_in_health_and_usage_imports(project, tmp_path):
+    # Real CRM exports have accounts with no health score or usage figure yet; the
+    # triggers' tests and docs/semantics.md treat them as empty, so the import must too.
+    from engine.importers import import_file
+    from engine.store import Store
+
+    fields = project.catalog.account.fields
+    gaps = {"health_score", "usage_percent"}
+
+    def value(f: n.FieldDecl) -> str:
+        if f.name in gaps:
+            return ""
+        if f.type.name is n.TypeName.ENUM:
+            return f.type.values[0]
+        return f"{f.type.low:g}" if f.type.low is not None else _SAMPLE[f.type.name]
+
+    csv = tmp_path / "accounts.csv"
+    csv.write_text("id," + ",".join(f.name for f in fields) + "\n" + "a1," + ",".join(value(f) for f in fields) + "\n")
+    store = Store.open(f"sqlite:///{tmp_path}/store.db", catalog=project.catalog)
+    try:
+        assert import_file(store, project.catalog, "accounts", csv).rows == 1
+    finally:
+        store.close()
