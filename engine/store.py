@@ -75,12 +75,14 @@ class StoreUnreachable(Exception):
 
 
 # Faults worth another try: the server is (re)starting or dropped the
-# connection, or a SQLite writer held the lock past busy_timeout.
+# connection, a SQLite writer held the lock past busy_timeout, or PostgreSQL
+# chose this transaction as a deadlock or serialization victim.
 _TRANSIENT = re.compile(
     r"connection refused|connection reset|server closed the connection|could not receive data|"
     r"could not send data|terminating connection|the database system is (starting up|shutting down|"
     r"in recovery mode|not yet accepting)|database is locked|ssl syscall error|connection timed out|"
-    r"timeout expired|no connection to the server|connection already closed", re.IGNORECASE)
+    r"timeout expired|no connection to the server|connection already closed|deadlock detected|"
+    r"could not serialize access", re.IGNORECASE)
 # Lasting faults of the environment on SQLite (whose OperationalError also
 # covers "no such table" and SQL errors, which are not the environment's).
 _SQLITE_LASTING = re.compile(

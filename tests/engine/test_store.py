@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 
+import psycopg2
+import psycopg2.errors
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -325,3 +327,23 @@ def test_an_sql_error_is_not_taken_for_a_fault(no_waits) -> None:
 
     with pytest.raises(sa.exc.OperationalError):
         retrying(broken, "sqlite:///x.db")
+
+
+@pytest.mark.parametrize(("orig", "transient"), [
+    (sqlite3.OperationalError("database is locked"), True),
+    (sqlite3.OperationalError("unable to open database file"), False),
+    (sqlite3.OperationalError("attempt to write a readonly database"), False),
+    (psycopg2.OperationalError("server closed the connection unexpectedly\n\tThis probably means..."), True),
+    (psycopg2.OperationalError("FATAL:  the database system is starting up"), True),
+    (psycopg2.errors.DeadlockDetected("deadlock detected"), True),
+    (psycopg2.OperationalError('FATAL:  password authentication failed for user "x"'), False),
+])
+def test_driver_errors_of_the_environment_are_faults(orig: Exception, transient: bool) -> None:
+    fault = store_module.unreachable(sa.exc.OperationalError("SELECT 1", {}, orig), "db")
+    assert fault is not None and fault.transient is transient
+    assert "\n" not in fault.cause and not fault.cause.startswith("FATAL")
+
+
+def test_sql_errors_are_not_faults() -> None:
+    for orig in (sqlite3.OperationalError("no such table: accounts"), sqlite3.IntegrityError("UNIQUE constraint")):
+        assert store_module.unreachable(sa.exc.DBAPIError("SELECT 1", {}, orig), "db") is None
