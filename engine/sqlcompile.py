@@ -339,12 +339,13 @@ class SQLCompiler:
         return (form.series, sql.window.kind, e.args[0].name, days)
 
     def _window(self, e: n.Call, form: Function, window: Window) -> sa.Subquery:
+        series = form.series or ""  # callers pass window forms
         if not isinstance(e.args[0], n.Symbol):
-            raise SQLCompileError(f"{e.func}(...) needs a {form.series} name as its first argument")
+            raise SQLCompileError(f"{e.func}(...) needs a {series} name as its first argument")
         days = self._days(e.args[1]) if form.windowed else None
-        key = (form.series, window.kind, e.args[0].name, days)
+        key = (series, window.kind, e.args[0].name, days)
         if key not in self._joins:
-            self._joins[key] = window.subquery(self._rows(form.series, e.args[0].name, days))
+            self._joins[key] = window.subquery(self._rows(series, e.args[0].name, days))
         return self._joins[key]
 
     def _rows(self, series: str, name: str, days: float | None) -> SeriesRows:
@@ -414,9 +415,11 @@ class SQLCompiler:
             if not isinstance(call, n.Call) or not isinstance(other, n.Number) or op is None:
                 continue
             key = self.window_key(call)
-            empty = self._empty_series(call) if key is not None else None
+            if key is None:
+                continue
+            empty = self._empty_series(call)
             if isinstance(empty, (int, float)) and not isinstance(empty, bool) and not _holds(op, empty, other.value):
-                return {key}  # type: ignore[set-item]
+                return {key}
         return set()
 
 
