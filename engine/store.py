@@ -200,6 +200,20 @@ def _sqlite_file(parsed: sa.URL) -> Path | None:
     return Path(db)
 
 
+def copy_sqlite(url: str, target: Path) -> str:
+    """A consistent copy of the SQLite store at `url` in the file `target`, and its URL
+    (the backup API: safe while another process writes). ValueError: not a SQLite file."""
+    src_file = _sqlite_file(sa.make_url(url)) if url.startswith("sqlite") else None
+    if src_file is None:
+        raise ValueError("simulate copies SQLite stores only (it never writes to yours); "
+                         "export a PostgreSQL store to SQLite first, or simulate on demo data")
+    if not src_file.exists():
+        raise ValueError(f"no SQLite store at {src_file}")
+    with sqlite3.connect(src_file) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return f"sqlite:///{target}"
+
+
 def create_engine(url: str, *, read_only: bool = False) -> Engine:
     """An engine with the store's per-dialect settings.
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
-import sqlite3
 import tempfile
 import time
 import uuid
@@ -51,11 +50,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from connectors.base import Connectors
 from connectors.store import StoreConnector
-from engine.store import Store
+from engine.store import Store, copy_sqlite
 from workflows.accounts import StoreAccounts
 from workflows.activities import PlayActivities
 from workflows.client import DATA_CONVERTER
@@ -84,19 +81,6 @@ def _whole_hour(t: dt.datetime) -> dt.datetime:
     t = t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
     floor = t.replace(minute=0, second=0, microsecond=0)
     return floor if floor == t else floor + dt.timedelta(hours=1)
-
-
-def copy_sqlite(url: str, target: Path) -> str:
-    """A consistent copy of a SQLite store (the backup API: safe while another process writes)."""
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        raise ValueError("simulate copies SQLite stores only (it never writes to yours); "
-                         "export a PostgreSQL store to SQLite first, or simulate on demo data")
-    if not Path(parsed.database).exists():
-        raise ValueError(f"no SQLite store at {parsed.database}")
-    with sqlite3.connect(parsed.database) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    return f"sqlite:///{target}"
 
 
 async def simulate(config: SimConfig, playbooks: Playbooks, *, accounts: int = 500, db: str | None = None,

@@ -347,3 +347,16 @@ def test_driver_errors_of_the_environment_are_faults(orig: Exception, transient:
 def test_sql_errors_are_not_faults() -> None:
     for orig in (sqlite3.OperationalError("no such table: accounts"), sqlite3.IntegrityError("UNIQUE constraint")):
         assert store_module.unreachable(sa.exc.DBAPIError("SELECT 1", {}, orig), "db") is None
+
+
+def test_copy_sqlite_copies_a_store_and_refuses_anything_else(tmp_path) -> None:
+    with Store.open(f"sqlite:///{tmp_path}/a.db") as s, s.begin() as conn:
+        conn.execute(schema.Base.metadata.tables["users"].insert().values(id="u1"))
+    url = store_module.copy_sqlite(f"sqlite:///{tmp_path}/a.db", tmp_path / "b.db")
+    assert url == f"sqlite:///{tmp_path}/b.db"
+    with Store.open(url, migrate=False) as copy:
+        assert copy.count("users") == 1
+    with pytest.raises(ValueError, match="no SQLite store at"):
+        store_module.copy_sqlite(f"sqlite:///{tmp_path}/none.db", tmp_path / "c.db")
+    with pytest.raises(ValueError, match="SQLite stores only"):
+        store_module.copy_sqlite("postgresql://h/db", tmp_path / "c.db")
