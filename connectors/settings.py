@@ -119,7 +119,7 @@ def _settings_class(kinds: tuple[str, ...]) -> type[_Base]:
 
 def choose(**overrides: str) -> dict[str, str]:
     """The connector name for every acting kind: `overrides`, then the environment, the file, `default`."""
-    cls = _settings_class(tuple(cb.ACTIONS))
+    cls: Callable[..., _Base] = _settings_class(tuple(cb.ACTIONS))  # fields made at run time
     try:
         settings = cls(**overrides)
     except ValidationError as exc:
