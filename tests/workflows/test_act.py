@@ -77,3 +77,10 @@ async def test_an_activity_type_that_is_not_ours_fails_the_attempt_retryably():
         await environment("sweep_decide").run(acts.legacy_act, [raw])
     assert not err.value.non_retryable
     assert "not registered" in str(err.value)
+
+
+def test_every_acting_step_kind_has_a_connector_action_and_no_other_kind_has_one():
+    from connectors.base import ACTIONS
+    from dsl.steps import KINDS
+
+    assert {name for name, kind in KINDS.items() if kind.acts} == set(ACTIONS)
