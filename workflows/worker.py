@@ -153,11 +153,12 @@ async def run_worker(
     `sweep_paths`: also run SweepWorkflow (workflows/sweep.py) over the store,
     with the playbooks in these folders, re-read when a .play file changes.
     """
+    chosen = None  # connectors by step kind, when the settings chose them
     if activities is None:
         if store is None:
             raise ValueError("run_worker needs a store or activities")
         activities = store_activities(store, catalog or store.catalog or Catalog())
-        log.info("connectors: %s", describe(choose()))
+        chosen = describe(choose())
     client = client or await connect(settings)
     await prepare(client)
     if sweep_paths is not None and store is not None:
@@ -173,6 +174,8 @@ async def run_worker(
         if on_ready is not None:
             on_ready(client)
         log.info("worker polling %s", settings.describe())
+        if chosen:
+            log.info("connectors: %s", chosen)
         await run_until(worker, stop)
     finally:
         remove()
