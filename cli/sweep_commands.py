@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -157,14 +158,19 @@ def _dry_run(store: Any, playbooks: Any, today: dt.date, decide_with: Any, forma
 
     with Progress("playbook sweep") as progress:
         progress.update("deciding enrollments")
-        decisions = store.retry(lambda: enroll.decision_set(store, playbooks.catalog, playbooks.plans, today,
-                                                            decide_with.enrollment()))
+        # decision_set retries a transient store fault itself (engine/enroll.py).
+        decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today, decide_with.enrollment())
     if format == TextOrJson.json:
         print(json.dumps({"today": today.isoformat(), "decisions": [d.to_json() for d in decisions]}, indent=2))
         return
     enrolled = [d for d in decisions if d.enroll]
-    print(f"dry run (rules as of {today}): {len(decisions)} candidates, {len(enrolled)} would be enrolled; "
-          "nothing recorded, nothing started")
+    skipped = len(decisions) - len(enrolled)
+    print(f"dry run (rules as of {today}): {len(decisions)} candidates on {len({d.account_id for d in decisions})} "
+          f"accounts, {len(enrolled)} would be enrolled, {skipped} skipped; nothing recorded, nothing started")
+    reasons = Counter(code for d in decisions for code in d.codes)
+    if reasons:
+        print(f"  why {skipped} skipped (one can have several reasons): "
+              + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     shown = decisions if limit == 0 else decisions[:limit]
     for d in shown:
         why = "" if d.enroll else " — " + "; ".join(r.detail for r in d.reasons)

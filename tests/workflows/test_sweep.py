@@ -289,6 +289,11 @@ def test_sweep_command_dry_run_and_no_server(tmp_path: Path) -> None:
     assert sum(d["decision"] == "enroll" for d in doc["decisions"]) == sum(d.enroll for d in expected)
     code, out, _ = _cli("sweep", str(ROOT / "playbooks"), "--db", url, "--dry-run", "--today", "2026-06-01")
     assert code == 0 and "would be enrolled" in out and "nothing recorded" in out
+    enrolled = sum(d.enroll for d in expected)
+    accounts = len({d.account_id for d in expected})
+    assert (f"{len(expected)} candidates on {accounts} accounts, {enrolled} would be enrolled, "
+            f"{len(expected) - enrolled} skipped;") in out
+    assert f"  why {len(expected) - enrolled} skipped (one can have several reasons): gate_failed " in out
     with Store.open(url) as s2:
         assert s2.count("enrollments") == 0 and s2.count("enrollment_decisions") == 0
     # No server: exit 4 with what to do, not a traceback.
