@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, TypeVar, cast
@@ -43,8 +44,6 @@ class Fail(Exception):
 def store_failure(exc: BaseException) -> Fail | None:
     """How a command ends when the store is the problem: missing or empty (2,
     the user names a wrong place or has not filled it), unreachable (4)."""
-    import sys
-
     store = sys.modules.get("engine.store")
     if store is None:  # never imported: the error cannot be one of its
         return None
@@ -57,8 +56,6 @@ def store_failure(exc: BaseException) -> Fail | None:
 def settings_failure(exc: BaseException) -> Fail | None:
     """A setting that cannot be used, found deep inside a command (the store URL read by
     engine.store.default_url): bad usage, not a bug."""
-    import sys
-
     module = sys.modules.get("engine.settings")
     if module is None or not isinstance(exc, module.SettingsError):
         return None
@@ -122,6 +119,7 @@ def reading_store(db: str | None, catalog: Catalog | None = None, exit_code: int
         raise Fail(str(e), EXIT_UNREACHABLE) from e
     except StoreError as e:
         raise Fail(str(e), exit_code) from e
+    note_missing_columns(store.missing_columns)
     try:
         yield store
     except sa.exc.DBAPIError as e:
@@ -131,6 +129,14 @@ def reading_store(db: str | None, catalog: Catalog | None = None, exit_code: int
         raise Fail(str(fault), EXIT_UNREACHABLE) from e
     finally:
         store.close()
+
+
+def note_missing_columns(fields: list[str], where: str = "") -> None:
+    """Say on stderr which declared fields a reading command reads as empty (they have no column)."""
+    if fields:
+        print(f"playbook: note: the store has no column for {', '.join(fields)} (declared by the rules{where} "
+              "since its data was written): read as empty; importing data with these fields adds them",
+              file=sys.stderr)
 
 
 def read(store: Store, work: Callable[[Connection], T]) -> T:

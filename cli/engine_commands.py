@@ -31,6 +31,7 @@ from cli import render
 from cli.progress import Progress
 from cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, DbOpt, Fail, TodayOpt, settings
 from cli.common import read as _read
+from cli.common import note_missing_columns
 from cli.common import reading_store as _store
 from cli.common import today as _today
 from cli.common import TextOrJson as Format
@@ -260,8 +261,6 @@ def plan(
         else:
             sys.stdout.write(_plan_text(result))
     else:
-        from engine.store import StoreError
-
         paths = [Path(p) for p in rule_paths(rules)]
         with progress, pl.temp_dir() as tmp:
             progress.update(f"reading the rules at {against}")
@@ -273,10 +272,8 @@ def plan(
             old_plans = compiled(old_project)
         with progress, _store(db, project.catalog, err) as store:
             progress.update(f"evaluating the rules at {against} and in the working tree over the accounts")
-            try:  # a read: the old rules' fields must have columns already
-                store.check_columns(old_project.catalog)
-            except StoreError as e:
-                raise Fail(f"{e} (the rules at {against})", err) from e
+            note_missing_columns(store.retry(lambda: store.read_missing_as_empty(old_project.catalog)),
+                                 f" at {against}")
             diff = _read(store, lambda conn: pl.rule_diff(
                 conn, (old_project.catalog, old_plans), (project.catalog, plans), day, knobs,
                 before=against, after="working tree"))

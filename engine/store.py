@@ -249,6 +249,26 @@ def create_engine(url: str, *, read_only: bool = False) -> Engine:
     raise StoreError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:// or postgresql://")
 
 
+_KIND_OF = {table: kind for kind, table in schema.ENTITY_TABLES.items()}
+
+
+def _shadow_view(dialect: sa.Dialect, owner: str | None, table: str,
+                 columns: Mapping[str, sa.types.TypeEngine[Any]]) -> str:
+    """CREATE TEMP VIEW `table`: the stored table plus `columns` as typed NULLs."""
+    q = dialect.identifier_preparer.quote
+    source = f"main.{q(table)}" if dialect.name == "sqlite" else f"{q(owner or 'public')}.{q(table)}"
+    extra = ", ".join(f"CAST(NULL AS {t.compile(dialect=dialect)}) AS {q(name)}" for name, t in columns.items())
+    return f"CREATE TEMP VIEW {q(table)} AS SELECT t.*, {extra} FROM {source} AS t"
+
+
+def _create_views(dbapi_conn: Any, _record: Any, *, statements: Sequence[str]) -> None:
+    cur = dbapi_conn.cursor()
+    for statement in statements:
+        cur.execute(statement)
+    cur.close()
+    dbapi_conn.commit()  # psycopg2 opened a transaction; the pool's reset would roll the views back
+
+
 def _shown(url: str | sa.URL) -> str:
     """A URL for messages: as written, but never with its password."""
     parsed = sa.make_url(url)
@@ -375,6 +395,10 @@ class Store:
     catalog: Catalog | None = None
     read_only: bool = False
     given_url: str | None = None  # as the user wrote it (password hidden), for messages
+    # Reading: declared fields without a column, read as empty (`read_missing_as_empty`).
+    missing_columns: list[str] = field(default_factory=list)
+    _shadowed: dict[str, dict[str, sa.types.TypeEngine[Any]]] = field(default_factory=dict, repr=False)
+    _shadow_listener: Callable[..., None] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, url: str | None = None, *, project_dir: str | Path | None = None, migrate: bool = True,
@@ -383,9 +407,9 @@ class Store:
 
         With a catalog, declared fields are synced too and `table()` knows them.
         `read_only` is for reading commands: nothing is created, migrated or
-        synced, and a store that is missing, empty (no tables, no accounts),
-        at another schema revision or without a column for a field `catalog`
-        declares is `StoreMissing`. Transient faults are retried; a lasting
+        synced, and a store that is missing, empty (no tables, no accounts)
+        or at another schema revision is `StoreMissing`; fields `catalog`
+        declares without a column read as empty (`missing_columns` names them). Transient faults are retried; a lasting
         one is `StoreUnreachable`.
         """
         target = url or default_url(project_dir)
@@ -395,7 +419,7 @@ class Store:
             if read_only:
                 retrying(store.check_filled, store.url)
                 if catalog is not None:
-                    store.check_columns(catalog)
+                    store.missing_columns = retrying(lambda: store.read_missing_as_empty(catalog), store.url)
                     store.catalog = catalog
             else:
                 retrying(lambda: store._prepare(migrate, catalog), store.url)
@@ -470,21 +494,39 @@ class Store:
         if self.count(schema.ENTITY_TABLES["account"]) == 0:
             raise StoreMissing(f"the store at {self.url} holds no accounts: {FILL_HINT}")
 
-    def check_columns(self, catalog: Catalog) -> None:
-        """`StoreMissing` naming every field `catalog` declares that has no column yet."""
-        missing: list[str] = []
+    def read_missing_as_empty(self, *catalogs: Catalog) -> list[str]:
+        """Let a reading store read declared fields that have no column yet as empty.
+
+        A field declared since the data was written has no column, and a
+        reader may not add one. Instead every connection gets, per entity
+        table, a temporary view of the same name that adds the missing
+        columns as typed NULLs: temporary objects come first in name lookup
+        on SQLite and PostgreSQL, so the compiled rules read the view, and
+        nothing is written to the store. Returns the fields, as `kind.field`.
+        """
+        added: dict[str, dict[str, sa.types.TypeEngine[Any]]] = {}
         with self.engine.connect() as conn:
             inspector = sa.inspect(conn)
+            owner = inspector.default_schema_name
             for kind, table_name in schema.ENTITY_TABLES.items():
-                entity = catalog.entities.get(kind)
-                if entity is None:
-                    continue
-                existing = {c["name"] for c in inspector.get_columns(table_name)}
-                missing += [f"{kind}.{f.name}" for f in entity.fields if f.name not in existing]
-        if missing:
-            raise StoreMissing(
-                f"the store at {self.url} has no column for {', '.join(missing)} (declared since its data was "
-                "written): import data with these fields (`playbook import`), which adds their columns")
+                # The stored table, not a view this method made earlier on this connection.
+                existing = {c["name"] for c in inspector.get_columns(table_name, schema=owner)}
+                for catalog in catalogs:
+                    entity = catalog.entities.get(kind)
+                    for f in entity.fields if entity is not None else []:
+                        if f.name not in existing:
+                            added.setdefault(table_name, {}).setdefault(f.name, schema.declared_column(f).type)
+        new = {t: cols for t, cols in added.items() if cols.keys() - self._shadowed.get(t, {}).keys()}
+        if new:
+            for t, cols in added.items():
+                self._shadowed.setdefault(t, {}).update(cols)
+            statements = [_shadow_view(self.engine.dialect, owner, t, cols) for t, cols in self._shadowed.items()]
+            if self._shadow_listener is not None:
+                sa.event.remove(self.engine, "connect", self._shadow_listener)
+            self._shadow_listener = functools.partial(_create_views, statements=statements)
+            sa.event.listen(self.engine, "connect", self._shadow_listener)
+            self.engine.dispose()  # pooled connections predate the views
+        return [f"{_KIND_OF[t]}.{c}" for t, cols in added.items() for c in cols]
 
     def sync_entities(self, catalog: Catalog) -> SyncReport:
         with self.engine.begin() as conn:

@@ -256,14 +256,26 @@ def test_reading_a_store_without_accounts_is_missing(store: Store) -> None:
         Store.open(store.engine.url.render_as_string(hide_password=False), read_only=True)
 
 
-def test_reading_names_declared_fields_that_have_no_column(store: Store) -> None:
+def test_declared_fields_without_a_column_read_as_empty_and_nothing_is_written(store: Store) -> None:
     url = store.engine.url.render_as_string(hide_password=False)
     with store.begin() as conn:
         conn.execute(sa.text("INSERT INTO accounts (id, name) VALUES ('a1', 'A')"))
-    with pytest.raises(StoreMissing, match=r"no column for account\.segment, account\.arr"):
-        Store.open(url, read_only=True, catalog=load_text(V1).catalog)
+    with Store.open(url, read_only=True, catalog=load_text(V1).catalog) as reader:
+        assert reader.missing_columns == ["account.segment", "account.arr", "account.usage_percent",
+                                          "account.renewal_date"]
+        assert reader.read_missing_as_empty(load_text(V2).catalog) == [
+            "account.segment", "account.usage_percent", "account.renewal_date", "account.health_score",
+            "contact.title"]
+        accounts = reader.table("account", load_text(V2).catalog)
+        for _ in range(2):  # also on a connection the pool hands out again
+            with reader.connect() as conn:
+                assert conn.execute(sa.select(accounts.c.id, accounts.c.segment, accounts.c.health_score)).one() \
+                    == ("a1", None, None)
+                assert conn.execute(sa.text("SELECT arr FROM accounts")).scalar_one() is None
+    assert {c["name"] for c in sa.inspect(store.engine).get_columns("accounts")} == {"id", "name"}
     store.sync_entities(load_text(V1).catalog)
-    Store.open(url, read_only=True, catalog=load_text(V1).catalog).close()
+    with Store.open(url, read_only=True, catalog=load_text(V1).catalog) as reader:
+        assert reader.missing_columns == []
 
 
 def test_a_sqlite_store_opened_for_reading_refuses_writes(tmp_path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -121,3 +123,55 @@ def test_reading_commands_work_on_a_sqlite_file_opened_read_only(tmp_path, capsy
     for command in READERS.values():
         assert run([*command, "--db", url, "--format", "json"]) == 0, capsys.readouterr().err
     assert (tmp_path / "s.db").read_bytes() == before
+
+
+RULES_V1 = """\
+entity account
+  field arr money?
+  field legacy_score number?
+
+trigger busy "Busy"
+  when account.legacy_score > 5
+  then start upsell
+
+play upsell "Upsell"
+  priority 80
+  ungated
+  day 1 stage "Discovery"
+"""
+# The working tree drops `legacy_score` and triggers on `arr` instead.
+RULES_V2 = RULES_V1.replace("  field legacy_score number?\n", "").replace("account.legacy_score > 5",
+                                                                          "account.arr > 1000")
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false",
+                    *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_plan_against_rules_that_declare_a_field_the_store_lacks_reads_it_as_empty(tmp_path, capsys) -> None:
+    repo = tmp_path / "repo"
+    (repo / "rules").mkdir(parents=True)
+    git(repo, "init", "-q")
+    (repo / "rules" / "r.play").write_text(RULES_V1)
+    git(repo, "add", "rules")
+    git(repo, "commit", "-q", "-m", "v1")
+    (repo / "rules" / "r.play").write_text(RULES_V2)
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text("id,name,arr\na1,A,5000\na2,B,500\n")
+    url = f"sqlite:///{tmp_path}/s.db"
+    rules = str(repo / "rules")
+    assert run(["import", f"accounts={accounts}", "--db", url, "--rules", rules]) == 0
+    capsys.readouterr()
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        code = run(["plan", "--rules", "rules", "--db", url, "--today", DAY, "--against", "HEAD", "--format", "json"])
+    finally:
+        os.chdir(cwd)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    busy = next(t for t in json.loads(out)["triggers"] if t["name"] == "busy")
+    assert (busy["before"], busy["after"]) == (0, 1)
+    assert "no column for account.legacy_score (declared by the rules at HEAD" in err
+    assert "legacy_score" not in {c["name"] for c in sa.inspect(sa.create_engine(url)).get_columns("accounts")}
