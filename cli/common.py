@@ -14,7 +14,7 @@ import enum
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -146,4 +146,4 @@ def read(store: Store, work: Callable[[Connection], T]) -> T:
         with store.connect() as conn:
             return work(conn)
 
-    return cast(T, store.retry(attempt))
+    return store.retry(attempt)

@@ -14,7 +14,7 @@ values the same way, so they all call `load_settings()`:
 | `route`          | `PLAYBOOK_ROUTE`         | `touch` (empty: no route) |
 | `database_url`   | `PLAYBOOK_DATABASE_URL`  | `.playbook/playbook.db` under the working folder |
 
-Highest first: explicit overrides, the environment, the settings file
+Highest first: the environment, the settings file
 (`$PLAYBOOK_SETTINGS_FILE`, default `.playbook/settings.toml`: outside git,
 so secrets and per-team values stay out of the repository), the defaults.
 The file's top-level keys are the settings above; its `[connectors]` and
@@ -143,10 +143,11 @@ class EngineSettings(BaseSettings):
         return enroll.Settings(email_cap=self.email_cap, email_cap_days=self.email_cap_days, route=self.route)
 
 
-def load_settings(**overrides: Any) -> EngineSettings:
-    """The settings now: `overrides` whose value is not None, then the environment, the file, the defaults."""
+def load_settings() -> EngineSettings:
+    """The settings now: the environment, then the file, then the defaults (no command-line flag
+    overrides them, so no command can decide differently from another)."""
     try:
-        return EngineSettings(**{k: v for k, v in overrides.items() if v is not None})
+        return EngineSettings()
     except ValidationError as exc:
         raise SettingsError("; ".join(_problem(e) for e in exc.errors())) from None
 
