@@ -108,6 +108,7 @@ def build_summary(
         ],
         "routes": [
             {"name": r.name,
+             "title": r.title,
              "cases": [{"when": format_expr(c.when) if c.when is not None else None, "target": c.target} for c in r.cases],
              "where": _where(r)}
             for r in cat.routes.values()

@@ -241,7 +241,11 @@ class Builder(Transformer):
         return n.GateCase(when=ch[0], requires=list(ch[1:]), span=self.span(meta))
 
     def route(self, meta, ch):
-        return n.RouteDecl(name=str(ch[0]), cases=list(ch[1:]), span=self.span(meta))
+        name, rest = str(ch[0]), ch[1:]
+        title = None
+        if rest and isinstance(rest[0], Token):
+            title, rest = _str(rest[0]), rest[1:]
+        return n.RouteDecl(name=name, title=title, cases=list(rest), span=self.span(meta))
 
     def route_case(self, meta, ch):
         return n.RouteCase(when=ch[0], target=str(ch[1]), span=self.span(meta))

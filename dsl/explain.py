@@ -13,13 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel
 
 from dsl import nodes as n
 from dsl import printer
-from dsl.evaluator import EvalError, Evaluator, Value, band_for, is_number
+from dsl.evaluator import EvalError, Evaluator, Value, band_for, in_window, is_number
 from dsl.functions import form_of
 from dsl.types import PERCENT
 
@@ -178,19 +179,44 @@ class Explainer:
             if form.series == "event":
                 dates = self.ev.event_dates(e.args[0], e.func)
                 if not dates:
-                    return f"{name} never happened"
-                return f"{name} last on {max(dates).isoformat()}, {len(dates)} time(s) in all"
+                    return f"{name} never happened" + self._future(name, len(dates), events=True)
+                note = f"{name} last on {max(dates).isoformat()}, {len(dates)} time(s) in all"
+                if form.windowed:
+                    note += self._outside(e, [(d, d.isoformat()) for d in dates])
+                return note + self._future(name, len(dates), events=True)
             points = self.ev.series(e)
-            if not points:
-                return f"no {name} point in the window"
             if not form.windowed:  # the whole series (latest): its last point says it
+                if not points:
+                    return f"no {name} point" + self._future(name, 0)
                 d, v = points[-1]
                 return f"{name} = {fmt_number(v)} on {d.isoformat()}"
+            every = self.ev.metric_points(e.args[0], e.func)
             shown = ", ".join(f"{fmt_number(v)} on {d.isoformat()}" for d, v in points[:6])
             more = f", ... ({len(points)} points)" if len(points) > 6 else ""
-            return f"{name}: {shown}{more}"
+            note = f"{name}: {shown}{more}" if points else f"no {name} point in the window"
+            outside = self._outside(e, [(d, f"{fmt_number(v)} on {d.isoformat()}") for d, v in every])
+            return note + outside + self._future(name, len(every))
         except EvalError:
             return None
+
+    def _outside(self, e: n.Call, items: list[tuple[dt.date, str]]) -> str:
+        """`; outside the 60-day window (...): 100 on 2026-04-02 (60 days ago)`: the points a
+        window left out, and why (a window of N days holds the dates in (today - N, today])."""
+        days = self.ev.window_days(e.args[1], e.func)
+        left_out = [(d, text) for d, text in items if not in_window(self.ev.today, d, days)]
+        if not left_out:
+            return ""
+        after = self.ev.today - dt.timedelta(days=math.ceil(days))
+        shown = ", ".join(f"{text} ({(self.ev.today - d).days} days ago)" for d, text in left_out[-3:])
+        more = f" and {len(left_out) - 3} older" if len(left_out) > 3 else ""
+        return (f"; outside the {fmt_number(days)}-day window, which holds the dates after "
+                f"{after.isoformat()}: {shown}{more}")
+
+    def _future(self, name: str, counted: int, events: bool = False) -> str:
+        """Points or occurrences dated after today are ignored: the future has not happened."""
+        raw = (self.ev.account.events if events else self.ev.account.metrics).get(name, [])
+        later = len(raw) - counted
+        return f"; {later} dated after today, ignored (the future has not happened)" if later > 0 else ""
 
     # ------------------------------------------------------------ named rules
     def trigger(self, name: str) -> Explanation:

@@ -356,7 +356,7 @@ class _Layout:
         rows = [[f"when {format_expr(c.when)}" if c.when is not None else "otherwise", f"-> {c.target}"]
                 for c in d.cases]
         widths = self.widths(rows, 1)
-        return [self.header("route", d, d.name)] + [
+        return [self.header("route", d, d.name, d.title)] + [
             self.node_line(1, self.pad(r, widths), c) for r, c in zip(rows, d.cases)
         ]
 

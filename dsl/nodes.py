@@ -366,6 +366,7 @@ class RouteCase(Node):
 class RouteDecl(Node):
     decl: Literal["route"] = "route"
     name: str
+    title: str | None = None
     cases: list[RouteCase] = []
 
 

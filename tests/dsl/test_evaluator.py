@@ -418,9 +418,12 @@ def test_explain_windows_say_what_they_read() -> None:
     assert render(e) == [
         "true   growth(api_calls, 61 days) >= 60% or happened(funding_announced, within 30 days)",
         "  true   growth(api_calls, 61 days) >= 60%   [growth(api_calls, 61 days) = 70% "
-        "(api_calls: 100 on 2026-04-02, 130 on 2026-05-02, 140 on 2026-05-03, 170 on 2026-06-01)]",
+        "(api_calls: 100 on 2026-04-02, 130 on 2026-05-02, 140 on 2026-05-03, 170 on 2026-06-01; "
+        "outside the 61-day window, which holds the dates after 2026-04-01: 50 on 2026-03-01 (92 days ago); "
+        "1 dated after today, ignored (the future has not happened))]",
         "  true   happened(funding_announced, within 30 days)   "
-        "(funding_announced last on 2026-05-22, 2 time(s) in all)",
+        "(funding_announced last on 2026-05-22, 2 time(s) in all; outside the 30-day window, which holds "
+        "the dates after 2026-05-02: 2026-01-01 (151 days ago))",
     ]
 
 

@@ -55,6 +55,11 @@ def test_spans_are_one_based_and_point_at_the_node():
     assert (t.when.left.span.end.line, t.when.left.span.end.column) == (2, 28)
 
 
+def test_a_route_takes_a_title_like_every_declaration():
+    [r] = decls('route touch "Touch level"\n  when account.arr < 10000 -> low_touch\n  otherwise -> high_touch\n')
+    assert (r.name, r.title, [c.target for c in r.cases]) == ("touch", "Touch level", ["low_touch", "high_touch"])
+
+
 def test_percent_is_a_fraction_and_durations_keep_their_unit():
     [t] = decls("trigger t\n  when account.a > 80% and account.d < 2 business days ago\n  then start p\n")
     assert t.when.left.right == n.Percent(value=0.8)
