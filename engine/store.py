@@ -119,8 +119,9 @@ def unreachable(exc: BaseException, url: str) -> StoreUnreachable | None:
     is_sqlite = isinstance(orig, sqlite3.Error)
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) and not is_sqlite:
         return StoreUnreachable(url, text)
-    # 42501: permission denied, e.g. a read-only role asked to write.
-    if getattr(orig, "pgcode", None) == "42501" or (is_sqlite and _SQLITE_LASTING.search(text)):
+    # 42501: permission denied, e.g. a read-only role asked to write; 3F000: the
+    # URL's search_path names no existing schema ("no schema has been selected").
+    if getattr(orig, "pgcode", None) in ("42501", "3F000") or (is_sqlite and _SQLITE_LASTING.search(text)):
         return StoreUnreachable(url, text)
     return None
 

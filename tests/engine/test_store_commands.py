@@ -175,3 +175,14 @@ def test_plan_against_rules_that_declare_a_field_the_store_lacks_reads_it_as_emp
     assert (busy["before"], busy["after"]) == (0, 1)
     assert "no column for account.legacy_score (declared by the rules at HEAD" in err
     assert "legacy_score" not in {c["name"] for c in sa.inspect(sa.create_engine(url)).get_columns("accounts")}
+
+
+def test_a_postgresql_url_naming_a_schema_that_does_not_exist_exits_4(tmp_path, capsys) -> None:
+    if reason := pg_reason():
+        pytest.skip(reason)
+    users = tmp_path / "users.csv"
+    users.write_text("id,email,name\nu1,ann@example.com,Ann\n")
+    url = f"{PG_URL}?options=-csearch_path%3Dpb_no_such_schema_{uuid.uuid4().hex[:8]}"
+    assert run(["import", f"users={users}", "--db", url, "--rules", RULES]) == EXIT_UNREACHABLE
+    err = capsys.readouterr().err
+    assert "no schema has been selected to create in" in err and "internal error" not in err
