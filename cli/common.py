@@ -68,7 +68,8 @@ class TextOrJson(str, enum.Enum):
 
 
 DbOpt = Annotated[str | None, typer.Option(
-    "--db", "--database", help="Store URL [env PLAYBOOK_DATABASE_URL; default .playbook/playbook.db].",
+    "--db", "--database", help="Store URL [setting database_url: env PLAYBOOK_DATABASE_URL or "
+                               ".playbook/settings.toml; default .playbook/playbook.db].",
     show_default=False)]
 
 

@@ -214,16 +214,18 @@ def why(
     json_mode = format == Format.json
     day = _today(today)
     project, plans = _rules(rules, json_mode)
-    knobs = settings().enrollment()
+    decide_with = settings()
+    knobs = decide_with.enrollment()
     with _store(db, project.catalog) as store:
         try:
             report = _read(store, lambda conn: explain(conn, project.catalog, plans, day, account, play, knobs))
         except WhyError as e:
             raise Fail(str(e)) from e
     if json_mode:
-        print(json.dumps(report.to_json(), indent=2))
+        print(json.dumps({**report.to_json(), "settings": decide_with.decisions_json()}, indent=2))
     else:
         sys.stdout.write(render_text(report, project.catalog))
+        print(f"settings: {decide_with.describe()}")
     raise typer.Exit(EXIT_OK)
 
 
@@ -248,7 +250,8 @@ def plan(
     err = EXIT_FINDINGS if detailed_exitcode else EXIT_USAGE  # with -detailed-exitcode, 2 means "changes"
     day = _today(today, err)
     project, plans = _rules(rules, json_mode)
-    knobs = settings(err).enrollment()
+    decide_with = settings(err)
+    knobs = decide_with.enrollment()
     changes: bool
     progress = Progress("playbook plan")
     if against is None:
@@ -257,9 +260,9 @@ def plan(
             result = _read(store, lambda conn: pl.enrollment_plan(conn, project.catalog, plans, day, knobs))
         changes = result.changes
         if json_mode:
-            print(json.dumps(result.to_json(), indent=2))
+            print(json.dumps({**result.to_json(), "settings": decide_with.decisions_json()}, indent=2))
         else:
-            sys.stdout.write(_plan_text(result))
+            sys.stdout.write(_plan_text(result, decide_with.describe()))
     else:
         paths = [Path(p) for p in rule_paths(rules)]
         with progress, pl.temp_dir() as tmp:
@@ -279,14 +282,14 @@ def plan(
                 before=against, after="working tree"))
         changes = diff.changes
         if json_mode:
-            print(json.dumps(diff.to_json(), indent=2))
+            print(json.dumps({**diff.to_json(), "settings": decide_with.decisions_json()}, indent=2))
         else:
             sys.stdout.write(_diff_text(diff))
     raise typer.Exit(2 if detailed_exitcode and changes else EXIT_OK)
 
 
-def _plan_text(p: Any) -> str:
-    lines = [f"Enrollment plan for {p.today.isoformat()} over {p.accounts:,} accounts", ""]
+def _plan_text(p: Any, settings_in_use: str) -> str:
+    lines = [f"Enrollment plan for {p.today.isoformat()} over {p.accounts:,} accounts ({settings_in_use})", ""]
     for pp in p.plays:
         gate = f", gate {pp.gate}" if pp.gate else ", ungated"
         lines.append(f'{pp.play} "{pp.title}"  (priority {pp.priority}{gate})')

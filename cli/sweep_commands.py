@@ -161,12 +161,14 @@ def _dry_run(store: Any, playbooks: Any, today: dt.date, decide_with: Any, forma
         # decision_set retries a transient store fault itself (engine/enroll.py).
         decisions = enroll.decision_set(store, playbooks.catalog, playbooks.plans, today, decide_with.enrollment())
     if format == TextOrJson.json:
-        print(json.dumps({"today": today.isoformat(), "decisions": [d.to_json() for d in decisions]}, indent=2))
+        print(json.dumps({"today": today.isoformat(), "settings": decide_with.decisions_json(),
+                          "decisions": [d.to_json() for d in decisions]}, indent=2))
         return
     enrolled = [d for d in decisions if d.enroll]
     skipped = len(decisions) - len(enrolled)
     print(f"dry run (rules as of {today}): {len(decisions)} candidates on {len({d.account_id for d in decisions})} "
-          f"accounts, {len(enrolled)} would be enrolled, {skipped} skipped; nothing recorded, nothing started")
+          f"accounts, {len(enrolled)} would be enrolled, {skipped} skipped; nothing recorded, nothing started\n"
+          f"  settings: {decide_with.describe()}")
     reasons = Counter(code for d in decisions for code in d.codes)
     if reasons:
         print(f"  why {skipped} skipped (one can have several reasons): "

@@ -138,6 +138,15 @@ class EngineSettings(BaseSettings):
             instant = instant.replace(tzinfo=dt.timezone.utc)
         return instant.astimezone(self.zone).date()
 
+    def decisions_json(self) -> dict[str, Any]:
+        """The settings a decision depends on, for reports (never the store URL: it may hold a password)."""
+        return {"time_zone": self.time_zone, "email_cap": self.email_cap, "email_cap_days": self.email_cap_days,
+                "route": self.route}
+
+    def describe(self) -> str:
+        return (f"email cap {self.email_cap} per {self.email_cap_days} days, route {self.route or '(none)'}, "
+                f"time zone {self.time_zone}")
+
     def enrollment(self) -> enroll.Settings:
         """The knobs engine/enroll.py decides with."""
         return enroll.Settings(email_cap=self.email_cap, email_cap_days=self.email_cap_days, route=self.route)

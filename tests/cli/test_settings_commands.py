@@ -204,3 +204,19 @@ def test_a_bad_settings_file_is_a_usage_error_even_where_only_the_store_url_is_r
     assert r.code == 2
     assert "settings: settings file .playbook/settings.toml: unknown setting 'database_ulr'; " \
            "did you mean 'database_url'?" in r.stderr
+
+
+def test_plan_why_and_sweep_report_the_settings_they_decided_with(
+        project: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    rules, url = project
+    monkeypatch.setenv("PLAYBOOK_EMAIL_CAP", "4")
+    monkeypatch.setenv("PLAYBOOK_TIME_ZONE", "Europe/Berlin")
+    expected = {"time_zone": "Europe/Berlin", "email_cap": 4, "email_cap_days": 7, "route": "touch"}
+    day = ("--today", TODAY.isoformat())
+    for args in (("plan", "--rules", str(rules)), ("why", "capped", "--rules", str(rules)),
+                 ("sweep", str(rules), "--dry-run")):
+        r = run_cli(*args, "--db", url, *day, "--format", "json")
+        assert r.code == 0, r.stderr
+        assert json.loads(r.stdout)["settings"] == expected, args
+    text = run_cli("plan", "--rules", str(rules), "--db", url, *day).stdout
+    assert "(email cap 4 per 7 days, route touch, time zone Europe/Berlin)" in text.splitlines()[0]
