@@ -36,8 +36,8 @@ def _num(tok: Token) -> float:
     return float(str(tok).replace("_", ""))
 
 
-def _str(tok: Token) -> str:
-    """The value of a STRING or LONG_STRING token."""
+def _str(tok: str) -> str:
+    """The value of a STRING or LONG_STRING token (or its text, as the formatter reads it)."""
     raw = str(tok)
     if raw.startswith('"""'):
         # A CRLF file's text block means the same as an LF file's (and hashes the same).

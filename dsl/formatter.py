@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable
 
 from dsl import nodes as n
 from dsl.steps import source as action_source
@@ -199,12 +198,6 @@ class _Layout:
     def __init__(self, options: FormatOptions, source: _Source):
         self.o = options
         self.src = source
-        self._dispatch: dict[type, Callable[[n.Node], list[_Line]]] = {
-            n.EntityDecl: self._entity, n.EventDecl: self._event,
-            n.CalendarDecl: self._calendar, n.TriggerDecl: self._trigger, n.ScoreDecl: self._score,
-            n.GateDecl: self._gate, n.RouteDecl: self._route, n.TemplateDecl: self._template,
-            n.PlayDecl: self._play, n.TestDecl: self._test,
-        }
 
     def module(self, module: n.Module) -> list[_Line]:
         out: list[_Line] = []
@@ -216,8 +209,32 @@ class _Layout:
             if isinstance(decl, n.MetricDecl):
                 out.append(self.header("metric", decl, self.pad([decl.name, f"per {decl.per}"], [width[i]])))
                 continue
-            out += self._dispatch[type(decl)](decl)
+            out += self._declaration(decl)
         return out
+
+    def _declaration(self, decl: n.Declaration) -> list[_Line]:
+        match decl:
+            case n.EntityDecl():
+                return self._entity(decl)
+            case n.EventDecl():
+                return self._event(decl)
+            case n.CalendarDecl():
+                return self._calendar(decl)
+            case n.TriggerDecl():
+                return self._trigger(decl)
+            case n.ScoreDecl():
+                return self._score(decl)
+            case n.GateDecl():
+                return self._gate(decl)
+            case n.RouteDecl():
+                return self._route(decl)
+            case n.TemplateDecl():
+                return self._template(decl)
+            case n.PlayDecl():
+                return self._play(decl)
+            case n.TestDecl():
+                return self._test(decl)
+        raise TypeError(f"fmt has no layout for {type(decl).__name__}")
 
     # ------------------------------------------------------------ helpers
     def line(self, depth: int, text: str, first: int | None = None, last: int | None = None) -> _Line:
@@ -479,7 +496,7 @@ def _metric_widths(decls: list[n.Declaration]) -> dict[int, int]:
     """Name column of each metric: names line up over a run of metrics, like fields."""
     widths: dict[int, int] = {}
     run: list[int] = []
-    for i, d in enumerate(decls + [None]):  # type: ignore[operator]
+    for i, d in enumerate(decls + [None]):
         if isinstance(d, n.MetricDecl):
             run.append(i)
             continue
@@ -651,7 +668,7 @@ def _end_target(lines: list[_Line], line: int) -> int | None:
     exact = [i for i, ln in enumerate(lines) if ln.last == line]
     if exact:
         return exact[-1]
-    spanning = [(ln.last - ln.first, i) for i, ln in enumerate(lines)  # type: ignore[operator]
+    spanning = [(ln.last - ln.first, i) for i, ln in enumerate(lines)
                 if ln.first is not None and ln.last is not None and ln.first <= line <= ln.last]
     return min(spanning, key=lambda s: (s[0], -s[1]))[1] if spanning else None
 

@@ -409,7 +409,9 @@ class _Generator:
     @staticmethod
     def _stored(f: n.FieldDecl, get: Callable[[Profile], Any]) -> Callable[[Profile], Any]:
         """`get` with its value in SQLite's storage form (as SQLAlchemy's types would store it)."""
-        store = {n.TypeName.DATE: _date_text, n.TypeName.DATETIME: _datetime_text, n.TypeName.BOOL: int}.get(f.type.name)
+        stores: dict[n.TypeName, Callable[[Any], str | int]] = {
+            n.TypeName.DATE: _date_text, n.TypeName.DATETIME: _datetime_text, n.TypeName.BOOL: int}
+        store = stores.get(f.type.name)
         if store is None:
             return get
         return lambda p: None if (v := get(p)) is None else store(v)
@@ -489,7 +491,7 @@ class _Generator:
                     row.append(None)
                 else:
                     v = self._by_type(f, p)
-                    row.append(self._stored(f, lambda _p, v=v: v)(p) if self.date_value is _date_text else v)
+                    row.append(self._stored(f, lambda _p: v)(p) if self.date_value is _date_text else v)
             rows.append(row)
         return rows
 

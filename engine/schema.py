@@ -20,7 +20,7 @@ write to them. Add, never rename.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import (
@@ -95,6 +95,9 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    # Every model here maps a plain Table (none maps a join or a subquery), so
+    # `Model.__table__` has Table's methods (`insert`, `delete`) for the type checker.
+    __table__: ClassVar[Table]
 
 
 # --------------------------------------------------------------------------
