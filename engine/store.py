@@ -235,7 +235,11 @@ def create_engine(url: str, *, read_only: bool = False) -> Engine:
                 raise StoreMissing(f"no store at {_shown(url)} (no such file): {FILL_HINT}")
             parsed = parsed.set(database=f"file:{path}", query={**parsed.query, "mode": "ro", "uri": "true"})
         elif path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a read-only file system, no permission: the environment's
+                raise StoreUnreachable(_shown(url), f"cannot create the folder {path.parent}: "
+                                                    f"{e.strerror or e}") from e
         engine = sa.create_engine(parsed)
         sa.event.listen(engine, "connect", functools.partial(_sqlite_on_connect, read_only=read_only))
         sa.event.listen(engine, "begin", _sqlite_on_begin)

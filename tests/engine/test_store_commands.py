@@ -186,3 +186,12 @@ def test_a_postgresql_url_naming_a_schema_that_does_not_exist_exits_4(tmp_path, 
     assert run(["import", f"users={users}", "--db", url, "--rules", RULES]) == EXIT_UNREACHABLE
     err = capsys.readouterr().err
     assert "no schema has been selected to create in" in err and "internal error" not in err
+
+
+def test_a_writing_command_that_cannot_create_the_folder_exits_4(tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert run(["demo-data", "--accounts", "5", "--db", f"sqlite:///{blocker}/sub/s.db", "--rules", RULES]) \
+        == EXIT_UNREACHABLE
+    err = capsys.readouterr().err
+    assert f"cannot create the folder {blocker}/sub" in err and "internal error" not in err
