@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError
 
 from connectors import base as cb
@@ -58,7 +59,11 @@ class SimConnector:
 
         async def guarded(action: cb.Action) -> Any:
             if action.requested_at >= self.end:
-                raise cb.TransientError("the simulation has ended")
+                # Plays wake after the end while the server skips time to deliver the
+                # driver's result. Retryable (nothing acts), and BENIGN: the SDK logs
+                # other failed attempts at WARNING with a traceback, on the demo's screen.
+                raise ApplicationError("the simulation has ended", type="SimulationEnded",
+                                       category=ApplicationErrorCategory.BENIGN)
             async with self.lock:
                 result = await method(action)
             if isinstance(action, cb.EmailMessage) and not result.duplicate and self.on_email is not None:
