@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -66,6 +65,9 @@ def _show(table: str, db: str | None, account: str | None, play: str | None, sta
     if format == Format.json:
         print(json.dumps({"total": total, "rows": [effects.to_json(r) for r in shown]}, indent=2))
         raise typer.Exit(EXIT_OK)
+    if total == 0:
+        print(f"no {table} rows match" if any((account, play, status)) else f"no {table} rows yet")
+        raise typer.Exit(EXIT_OK)
     from rich import box
     from rich.table import Table
 
@@ -82,8 +84,6 @@ def _show(table: str, db: str | None, account: str | None, play: str | None, sta
     out.print(grid)
     if len(shown) < total:
         out.print(f"{len(shown)} of {total} rows shown; --limit 0 for all, --format json for tools")
-    elif total == 0:
-        print("no rows match", file=sys.stderr)
     raise typer.Exit(EXIT_OK)
 
 

@@ -47,12 +47,13 @@ class Filters:
 
 def _where(kind: Kind, filters: Filters) -> list[sa.ColumnElement[bool]]:
     t = Base.metadata.tables[kind.table]
-    if filters.status is not None and filters.status not in kind.statuses:
-        close = difflib.get_close_matches(filters.status, kind.statuses, n=1)
+    status = filters.status.lower() if filters.status is not None else None  # statuses are lower case
+    if status is not None and status not in kind.statuses:
+        close = difflib.get_close_matches(status, kind.statuses, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"one of {', '.join(kind.statuses)}"
         raise EffectsError(f"no {kind.table} row has status '{filters.status}': {hint}")
     out: list[sa.ColumnElement[bool]] = []
-    for column, value in (("account_id", filters.account), ("play", filters.play), ("status", filters.status)):
+    for column, value in (("account_id", filters.account), ("play", filters.play), ("status", status)):
         if value is not None:
             out.append(t.c[column] == value)
     return out

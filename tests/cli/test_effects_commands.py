@@ -89,3 +89,10 @@ def test_version_prints_the_installed_version() -> None:
 
     r = run_cli("--version")
     assert r.code == 0 and r.stdout == f"playbook {version('playbook')}\n"
+
+
+def test_a_status_matches_whatever_its_case_and_no_match_says_so(url: str) -> None:
+    r = run_cli("outbox", "--db", url, "--status", "SENT", "--format", "json")
+    assert [m["subject"] for m in json.loads(r.stdout)["rows"]] == ["Hello"]
+    r = run_cli("outbox", "--db", url, "--account", "nobody")
+    assert r.code == 0 and r.stdout == "no outbox rows match\n"
