@@ -277,7 +277,7 @@ def compile_(
             f"; plays: {', '.join(sorted(by_name))}" if by_name else "; the files declare no play"
         )
         raise Fail(f"no play named '{name}'{hint}")
-    print(by_name[name].to_json())  # type: ignore[index]
+    print(by_name[name].to_json())
     raise typer.Exit(EXIT_OK)
 
 

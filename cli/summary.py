@@ -203,7 +203,7 @@ def render_summary(out: Console, data: dict[str, Any], diagnostics: Sequence[Dia
             out.print(Text.assemble(("  FAIL ", render.STYLE["fail"]), f"{f['name']}  ({f['file']}:{f['line']})"))
         if tests["never_exercised"]:
             out.print(render.coverage_note([(c["kind"], c["name"], *c["where"].rsplit(":", 1)) for c in
-                                            tests["never_exercised"]]))  # type: ignore[misc]
+                                            tests["never_exercised"]]))
     out.print()
 
     # 3. data

@@ -68,7 +68,7 @@ class Builder(Transformer):
         self.offset_delta = offset_delta
 
     # Lark calls rule callbacks as f(children) unless wrapped; we want meta on all.
-    def _call_userfunc(self, tree, new_children=None):  # type: ignore[override]
+    def _call_userfunc(self, tree, new_children=None):
         children = new_children if new_children is not None else tree.children
         f = getattr(self, tree.data, None)
         if f is None:

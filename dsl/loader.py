@@ -62,7 +62,7 @@ def _span(file: str, l1: int, c1: int, o1: int, l2: int, c2: int, o2: int) -> n.
 
 
 class _Pickler(pickle.Pickler):
-    def reducer_override(self, obj: object):  # type: ignore[override]
+    def reducer_override(self, obj: object):
         if obj is n.NO_SPAN:
             return "NO_SPAN"  # by reference: the module-level default stays the same object
         if type(obj) is n.Span:

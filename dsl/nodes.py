@@ -42,7 +42,7 @@ class Node(BaseModel):
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):
             return NotImplemented
-        return self.model_dump() == other.model_dump()  # type: ignore[union-attr]
+        return self.model_dump() == other.model_dump()
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dsl.nodes import Expr, Ref, SendWindow, StepAction
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 class PlanSource(BaseModel):

@@ -109,7 +109,7 @@ def why(conn: Connection, catalog: Catalog, plans: Sequence[Plan] | Mapping[str,
     facts = {}
     for f in FACT_FIELDS:
         if catalog.entity_field("account", f) is not None:
-            facts[f] = show(account.fields.get(f))  # type: ignore[arg-type]
+            facts[f] = show(account.fields.get(f))
     return WhyReport(account_id, today, play, facts, triggers, gates, scores, routes, verdicts,
                      sorted(set(disagreements)))
 

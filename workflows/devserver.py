@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -219,7 +219,7 @@ async def run_dev(
     headless: bool = False,
     say: Callable[[str], None] = print,
     stop: asyncio.Event | None = None,
-    sweep_paths: list[str] | None = None,
+    sweep_paths: Sequence[str | Path] | None = None,
 ) -> None:
     """`playbook dev`: server, search attributes, an in-process worker, until Ctrl-C/SIGTERM."""
     from workflows.worker import run_worker
