@@ -620,11 +620,11 @@ class _Job:
                 ok = False
                 continue
             record[name] = v
-        for col in _KEY_COLUMNS[plan.kind]:
-            if col not in raw:
+        for key in _KEY_COLUMNS[plan.kind]:
+            if key not in raw:
                 ok = False
                 if src.columns is None:  # JSON Lines; a CSV header was reported once
-                    self.errors.add(RowError(src.name, row, col, "missing (required)"))
+                    self.errors.add(RowError(src.name, row, key, "missing (required)"))
         if plan.kind == "events" and ok:
             ok = self._event_record(src, row, record)
         return record if ok else None

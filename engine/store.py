@@ -383,8 +383,8 @@ def sync_entities(conn: Connection, catalog: Catalog) -> SyncReport:
                 report.added.append((table_name, f.name, tname))
             if before is None:
                 conn.execute(fields_t.insert().values(entity=kind, field=f.name, type=tname))
-        for col in sorted(existing - core - declared):
-            report.orphaned.append((table_name, col))
+        for name in sorted(existing - core - declared):
+            report.orphaned.append((table_name, name))
     return report
 
 
