@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -317,10 +318,10 @@ def _describe(e: UnexpectedInput, text: str) -> _SyntaxProblem:
             return _SyntaxProblem("PB003", "this text has no closing quote", e.pos_in_stream, 1,
                                   'close it with " on the same line, or use """ for several lines')
         return _SyntaxProblem("PB003", f"unexpected character '{shown}' (U+{ord(ch):04X})" if ch else "unexpected character",
-                              e.pos_in_stream, 1, "remove it, or put it inside \"quotes\"")
+                              e.pos_in_stream, 1, _CHARACTER_HINTS.get(ch, "remove it, or put it inside \"quotes\""))
     if isinstance(e, UnexpectedToken):
         tok = e.token
-        known = _known_mistake(e, tok)
+        known = _known_mistake(e, tok, text)
         expected = _expected(e.expected)
         msg = f"unexpected {_found(tok)}"
         if expected:
@@ -339,19 +340,93 @@ def _describe(e: UnexpectedInput, text: str) -> _SyntaxProblem:
     return _SyntaxProblem("PB002", "syntax error", 0, 1)
 
 
-def _known_mistake(e: UnexpectedToken, tok: Token) -> str | None:
-    """Hints for mistakes users make often, keyed by what was found vs expected."""
-    exp = set(e.expected)
-    if str(tok) == "=" and "EQ" in exp:
-        return "compare with `==`; a single `=` only sets a value"
-    if tok.type == "_NL" and "THEN" in exp:
-        return "a trigger needs a `then start PLAY` line under its `when`"
-    if tok.type == "NAME" and str(tok) in ("AND", "OR", "And", "Or", "NOT"):
-        return "keywords are lower case: and, or, not"
-    if tok.type == "_INDENT":
-        return "this line is indented more than the line before it, which opens no block"
-    if tok.type == "NUMBER" and "DURATION_UNIT" in exp:
-        return "give a unit after the number, e.g. `90 days`"
-    if "DURATION_UNIT" in exp:
-        return "durations need a unit: days, business days, weeks, months or hours"
-    return None
+# Characters people bring from other languages, and what to write instead.
+_CHARACTER_HINTS = {
+    "&": "write `and` to join conditions",
+    "|": "write `or` to join conditions",
+    "'": 'quote text with double quotes: "like this"',
+    "!": "write `!=` for not equal, or `not` before a condition",
+    ":": "no colon here: write `day 1 email ...`, and `name=value` in a given",
+    ";": "one clause per line; no `;`",
+}
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What the parser met: the token, what it expected instead, and the line before the token."""
+
+    token: str
+    type: str
+    expected: frozenset[str]
+    before: str  # the token's line up to the token, without indentation
+    decl: str  # the declaration's first word: trigger, route, ...
+
+
+# The table of known mistakes: (test, hint), the first match wins. Each test reads
+# the token, the expected terminals and the line before it, so a hint fits its shape.
+_KNOWN_MISTAKES: list[tuple[Callable[[_Seen], bool], str]] = [
+    (lambda s: s.token == "=" and ("EQ" in s.expected or s.before.startswith("expect")),
+     "compare with `==`; a single `=` only sets a value"),
+    (lambda s: s.before.startswith("given") and s.token in ("=", ":"),
+     "give fields as name=value: `given account arr=5000, usage_percent=85%`"),
+    (lambda s: s.type == "_NL" and "THEN" in s.expected,
+     "a trigger needs a `then start PLAY` line under its `when`"),
+    (lambda s: s.token == "then",
+     "`then start PLAY` goes on its own line, under the `when` condition"),
+    (lambda s: s.type == "NAME" and "START" in s.expected,
+     "write `then start PLAY`"),
+    (lambda s: s.type == "START" and "COMMA" in s.expected,
+     "separate the plays with a comma: `then start a, start b`"),
+    (lambda s: s.token in ("AND", "OR", "And", "Or", "NOT", "Not"),
+     "keywords are lower case: and, or, not"),
+    (lambda s: s.token.lower() in ("null", "none", "nil"),
+     "write `is empty` (or `is not empty`)"),
+    (lambda s: s.type == "_INDENT",
+     "this line is indented more than the line before it, which opens no block"),
+    (lambda s: s.token == "?" and re.match(r"field\s+\w+\s+\w+\s+\S*\.\.", s.before) is not None,
+     "`?` goes right after the type name, before the range: `number? 0..10`"),
+    (lambda s: s.before.startswith("points") and s.token == "otherwise",
+     "`otherwise N` comes last, after a comma: `points 25 if ..., 15 if ..., otherwise 5`"),
+    (lambda s: s.before.startswith("points") and s.token == "when",
+     "a points case reads `25 if CONDITION`"),
+    (lambda s: s.before.startswith("band") and s.token == "-",
+     "a band's range uses `..`: `band high 80..100`"),
+    (lambda s: s.before == "band" and s.type != "NAME",
+     "name the band first: `band high 80..100 \"Immediate outreach\"`"),
+    (lambda s: s.decl == "route" and s.before.startswith("when") and s.type == "NAME",
+     "a route case reads `when CONDITION -> TARGET`"),
+    (lambda s: s.type == "NUMBER" and "DURATION_UNIT" in s.expected,
+     "give a unit after the number, e.g. `90 days`"),
+    (lambda s: s.token == "ago", "a duration needs a unit: `30 days ago`"),
+    (lambda s: s.expected == {"DURATION_UNIT"} or (s.type == "_NL" and "DURATION_UNIT" in s.expected),
+     "durations need a unit: days, business days, weeks, months or hours"),
+    (lambda s: s.token == ">" and s.before.endswith("<"), "write `!=` for not equal"),
+    (lambda s: s.token == "if" and s.before == "else",
+     "write `else` alone and indent the `if` under it"),
+    (lambda s: s.type == "LPAR" and "LSQB" in s.expected,
+     "a list uses square brackets: `in [smb, mid_market]`"),
+    (lambda s: s.before.endswith("enum") and s.token != "(",
+     "list the values in parentheses: `enum(smb, mid_market, enterprise)`"),
+    (lambda s: re.fullmatch(r"field\s+\w+", s.before) is not None and s.type == "_NL",
+     "give the field a type: `field arr money`, `field nps number? 0..10`"),
+    (lambda s: s.before == "test" and s.type != "STRING",
+     'quote the test\'s name: `test "busy, healthy account enters usage_limit"`'),
+    (lambda s: s.type == "STRING" and "NAME" in s.expected and s.before in _NAMED_KINDS,
+     "name it first, then its title: `trigger usage_ceiling \"Usage ceiling\"`"),
+    (lambda s: s.before in ("subject", "body") and s.type not in ("STRING", "LONG_STRING"),
+     'quote it: `subject "..."`, `body """..."""`'),
+    (lambda s: "UP" in s.expected and s.before.endswith("wait"),
+     "write `wait up to 5 days for replied`"),
+    (lambda s: s.before in ("day", "business day") and s.type != "NUMBER",
+     "give the day's number: `day 1 email account.admin template welcome`"),
+]
+
+
+def _known_mistake(e: UnexpectedToken, tok: Token, text: str) -> str | None:
+    """A hint for a mistake people make often (the table above), or None."""
+    pos = tok.start_pos if tok.start_pos is not None else len(text)
+    line_start = text.rfind("\n", 0, pos) + 1
+    seen = _Seen(token=str(tok) if tok.type not in ("_NL", "_INDENT", "_DEDENT", "$END") else "",
+                 type=tok.type, expected=frozenset(e.expected), before=text[line_start:pos].strip(),
+                 decl=text.split(None, 1)[0] if text.strip() else "")
+    return next((hint for test, hint in _KNOWN_MISTAKES if test(seen)), None)

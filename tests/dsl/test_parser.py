@@ -103,3 +103,35 @@ def test_one_broken_declaration_does_not_hide_the_others():
 def test_brackets_nested_too_deep_are_an_error_not_a_crash():
     src = "trigger t\n  when " + "(" * 10_000 + "x" + ")" * 10_000 + "\n  then start p\n"
     assert [e[0] for e in errors(src)] == ["PB005"]
+
+
+# Mistakes people make, and the hint each one gets (the table in dsl/parser.py).
+HINTS = [
+    ("entity account\n  field nps number 0..10?\n", "`?` goes right after the type name, before the range: `number? 0..10`"),
+    ("trigger t\n  when account.a > 1 then start p\n", "`then start PLAY` goes on its own line, under the `when` condition"),
+    ("trigger t\n  when account.a > 1\n  then p\n", "write `then start PLAY`"),
+    ("score s\n  points 25 if account.a > 1 otherwise 5\n",
+     "`otherwise N` comes last, after a comma: `points 25 if ..., 15 if ..., otherwise 5`"),
+    ("score s\n  points 25 when account.a > 1\n", "a points case reads `25 if CONDITION`"),
+    ("trigger t\n  when account.a > 1 && account.b > 2\n  then start p\n", "write `and` to join conditions"),
+    ("trigger t\n  when account.a == 'x'\n  then start p\n", 'quote text with double quotes: "like this"'),
+    ("trigger t\n  when account.a <> 1\n  then start p\n", "write `!=` for not equal"),
+    ("route r\n  when account.a > 1 low\n  otherwise -> high\n", "a route case reads `when CONDITION -> TARGET`"),
+    ('test "x"\n  given account a == 5\n  expect start p\n',
+     "give fields as name=value: `given account arr=5000, usage_percent=85%`"),
+    ("entity account\n  field a\n", "give the field a type: `field arr money`, `field nps number? 0..10`"),
+    ('test my test\n  expect start p\n', 'quote the test\'s name: `test "busy, healthy account enters usage_limit"`'),
+    ('trigger "Usage"\n  when account.a > 1\n  then start p\n', 'name it first, then its title: `trigger usage_ceiling "Usage ceiling"`'),
+    ("score s\n  = account.a\n  band high 80-100\n", "a band's range uses `..`: `band high 80..100`"),
+    ("trigger t\n  when account.seg in (smb, mid)\n  then start p\n", "a list uses square brackets: `in [smb, mid_market]`"),
+    ("trigger t\n  when account.a is null\n  then start p\n", "write `is empty` (or `is not empty`)"),
+    ("play p\n  ungated\n  day 1 wait 5 days for replied\n", "write `wait up to 5 days for replied`"),
+    ("trigger t\n  when account.d < 30 ago\n  then start p\n", "a duration needs a unit: `30 days ago`"),
+    ("trigger t\n  when account.a > 1 foo\n  then start p\n", None),  # no route hint outside a route
+]
+
+
+@pytest.mark.parametrize("source,hint", HINTS, ids=[h[0].split("\n")[1].strip()[:40] or h[0][:20] for h in HINTS])
+def test_a_common_mistake_gets_its_hint(source, hint):
+    [(code, _, _, _, detail)] = errors(source)
+    assert code in ("PB002", "PB003") and detail == hint
