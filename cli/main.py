@@ -1,4 +1,8 @@
-"""The `playbook` command: thin functions over the library (dsl/*).
+"""The `playbook` command: argument parsing and presentation over the library.
+
+This module holds the commands over .play files (check, fmt, compile, test,
+summary) and the guard that turns every outcome into an exit code; the other
+command groups live in their own cli/*_commands.py modules.
 
 Exit codes (documented in README.md and `playbook --help`):
 
@@ -9,6 +13,7 @@ Exit codes (documented in README.md and `playbook --help`):
        `compile` of a name that is not a play
     3  internal error: a bug in playbook itself (never a traceback; set
        PLAYBOOK_DEBUG=1 to see one)
+    4  a store or server (database, Temporal) could not be reached
 
 With `--format json` stdout holds exactly one JSON document, whatever
 happens — usage and internal errors included.
@@ -48,8 +53,8 @@ from dsl.project import Project, UsageError, discover
 
 app = typer.Typer(
     name="playbook",
-    help="Check, format, test and compile .play files. "
-    "Exit codes: 0 clean, 1 findings, 2 bad usage, 3 internal error.",
+    help="Check, test and compile .play files; decide and run the plays over your account data. "
+    "Exit codes: 0 clean, 1 findings, 2 bad usage, 3 internal error, 4 store or server unreachable.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # our guard in main() owns unexpected errors
