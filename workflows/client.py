@@ -19,7 +19,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.model import PlayEvent, PlayInput, PlayResult
-from workflows.play import PlayWorkflow, workflow_id
+from workflows.play import PlayWorkflow, step_in_words, workflow_id
 from workflows.search_attributes import at_start
 
 TASK_QUEUE = "playbook"
@@ -72,6 +72,12 @@ def memo(inp: PlayInput) -> dict[str, str | int]:
     return out
 
 
+def static_details(inp: PlayInput) -> str:
+    """The play's steps in words (Markdown), for the Web UI."""
+    steps = "\n".join(f"- {step_in_words(step)}" for step in inp.plan.steps)
+    return f"**{inp.plan.title}** (`{inp.plan.play}`, plan {inp.plan.hash[:12]}) for `{inp.account_id}`\n\n{steps}"
+
+
 async def start_play(
     client: Client,
     inp: PlayInput,
@@ -99,7 +105,9 @@ async def start_play(
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             memo=memo(inp),
             search_attributes=at_start(inp.plan.play, inp.account_id, inp.plan.hash) if search_attributes else None,
+            # Shown at the top of the run's page, above the input (the whole Plan as JSON).
             static_summary=f"{inp.plan.title} for {inp.account_id}",
+            static_details=static_details(inp),
             start_signal="event" if first_event else None,
             start_signal_args=[first_event] if first_event else [],
         )

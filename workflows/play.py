@@ -156,7 +156,9 @@ class PlayWorkflow:
 
             self._phase, self._current = "sleeping", None
             if when.due_at > workflow.now():
-                self._publish_attributes(step.label)
+                self._publish_attributes(step.label, when.due_at)
+                # The recipient's local time comes from compute_schedule (no zones in here).
+                workflow.set_current_details(f"next: {step_in_words(step)}, {when.local} ({_utc(when.due_at)})")
             woke = await self._sleep_until(when.due_at, step.label)
             if woke == "exit":
                 return self._exited(step.label)
@@ -213,18 +215,23 @@ class PlayWorkflow:
                 f"(events: {flags}; stage: {self._events.stage or 'unknown'})"
             )
 
-    def _publish_attributes(self, step: str | None = None) -> None:
-        """Upsert PlaybookStep / PlaybookStage where they changed (one command, or none).
+    def _publish_attributes(self, step: str | None = None, next_at: dt.datetime | None = None) -> None:
+        """Upsert PlaybookStep / PlaybookStage / PlaybookNextStepAt where they changed (one command, or none).
 
         The step is published where the play blocks (sleeping until a step,
         waiting inside one), not for steps run back to back: those last
         milliseconds, and every upsert is an event and a visibility write.
+        `next_at` (when it acts next) only in runs past NEXT_STEP_AT_PATCH.
         """
         if not self._publish:
             return
         current = workflow.info().typed_search_attributes
         wanted = [(sa.STEP, step), (sa.STAGE, self._events.stage)]
-        updates = [key.value_set(value) for key, value in wanted if value is not None and current.get(key) != value]
+        updates: list[Any] = [key.value_set(value) for key, value in wanted
+                              if value is not None and current.get(key) != value]
+        if (next_at is not None and current.get(sa.NEXT_STEP_AT) != next_at
+                and workflow.patched(sa.NEXT_STEP_AT_PATCH)):
+            updates.append(sa.NEXT_STEP_AT.value_set(next_at))
         if updates:
             workflow.upsert_search_attributes(updates)
 
@@ -313,7 +320,8 @@ class PlayWorkflow:
             self._decide(path, Outcome.TIMEOUT, f"no {names}: the wait has no length")
             return
         self._phase = "waiting"
-        self._publish_attributes(when.label)
+        self._publish_attributes(when.label, workflow.now() + timeout)
+        workflow.set_current_details(f"{when.label}: waiting for {names} until {_utc(workflow.now() + timeout)}")
         try:
             await workflow.wait_condition(
                 lambda: arrived() is not None or self._exit_reason is not None,
@@ -412,9 +420,19 @@ class PlayWorkflow:
         return PlayResult(outcome="exited", reason=reason, decisions=self._decisions)
 
 
+def step_in_words(step: PlanStep) -> str:
+    """A step in words for the Web UI (current and static details): `day 3 email account.admin · usage_analysis`."""
+    return f"{'business ' if step.business else ''}day {step.day} {step_kinds.describe(step.action)} ({step.label})"
+
+
+def _utc(at: dt.datetime) -> str:
+    """UTC on purpose: the sandbox has no time zones (docs/workflows.md)."""
+    return f"{at.astimezone(dt.timezone.utc):%a %d %b %H:%M} UTC"
+
+
 def _ago(delta: dt.timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
-__all__: Sequence[str] = ["PlayWorkflow", "idempotency_key", "workflow_id"]
+__all__: Sequence[str] = ["PlayWorkflow", "idempotency_key", "step_in_words", "workflow_id"]

@@ -7,13 +7,15 @@
 | `PlaybookPlanHash` | Keyword | `start_play`           | the pinned Plan version                 |
 | `PlaybookStep`     | Keyword | the workflow (upsert)  | label of the step it is at (sleeping until, waiting in or running) |
 | `PlaybookStage`    | Keyword | the workflow (upsert)  | pipeline stage as last known            |
+| `PlaybookNextStepAt` | Datetime | the workflow (upsert) | when the play acts next: the step it sleeps until, or the end of the wait it is in |
 
-All Keyword: they are compared whole (`PlaybookStage = 'Closed Won'`) and
+The Keywords are compared whole (`PlaybookStage = 'Closed Won'`) and
 grouped by; a Text attribute is tokenised for full-text search and cannot
 be sorted or grouped. Web UI filter examples:
 
     PlaybookPlay = 'usage_limit' AND ExecutionStatus = 'Running'
     PlaybookStep = 'followup' AND PlaybookPlanHash = '3f2a...'
+    ExecutionStatus = 'Running' AND PlaybookNextStepAt < '2026-06-02T09:00:00Z'
 
 A server must know them before a play is started with them: `playbook dev`
 registers them with `--search-attribute`, a worker registers missing ones
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
@@ -37,7 +40,11 @@ ACCOUNT = SearchAttributeKey.for_keyword("PlaybookAccount")
 PLAN_HASH = SearchAttributeKey.for_keyword("PlaybookPlanHash")
 STEP = SearchAttributeKey.for_keyword("PlaybookStep")
 STAGE = SearchAttributeKey.for_keyword("PlaybookStage")
-ALL: tuple[SearchAttributeKey[str], ...] = (PLAY, ACCOUNT, PLAN_HASH, STEP, STAGE)
+NEXT_STEP_AT = SearchAttributeKey.for_datetime("PlaybookNextStepAt")
+ALL: tuple[SearchAttributeKey[Any], ...] = (PLAY, ACCOUNT, PLAN_HASH, STEP, STAGE, NEXT_STEP_AT)
+# workflow.patched id: runs that recorded it upsert NEXT_STEP_AT with the step
+# (a new command in history; older runs replay without it).
+NEXT_STEP_AT_PATCH = "next-step-at"
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +70,11 @@ def cli_flags() -> list[str]:
     return flags
 
 
-def _type_name(key: SearchAttributeKey[str]) -> str:
+def _type_name(key: SearchAttributeKey[Any]) -> str:
     return key.indexed_value_type.name.title()  # KEYWORD -> Keyword, TEXT -> Text
 
 
-async def ensure_registered(client: Client, keys: Sequence[SearchAttributeKey[str]] = ALL) -> list[str]:
+async def ensure_registered(client: Client, keys: Sequence[SearchAttributeKey[Any]] = ALL) -> list[str]:
     """Register the attributes the namespace lacks; return the names added.
 
     Works on the dev server, a self-hosted cluster (operator permission

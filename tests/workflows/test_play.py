@@ -266,3 +266,34 @@ async def test_unsubscribed_recipient_is_skipped_not_failed():
         result = await wait_for(h, await start(h, p))
     assert result.outcome == "completed" and emails(h) == []
     assert outcomes(result)[0] == ("hello", Outcome.SKIPPED) and "unsubscribed" in result.decisions[0].reason
+
+
+async def test_a_sleeping_play_shows_its_next_step_and_time_without_a_query_of_ours():
+    """What the Web UI shows: PlaybookNextStepAt (filterable) and the current details in words."""
+    from temporalio.api.sdk.v1 import WorkflowMetadata
+
+    from workflows.search_attributes import NEXT_STEP_AT, STEP
+
+    p = plan([step("hello", 0, email()), step("followup", 3, email("followup"))])
+    async with harness() as h:
+        handle = await start(h, p)
+        await h.env.sleep(dt.timedelta(hours=1))
+        enrolled = emails(h)[0].requested_at
+        attributes = (await handle.describe()).typed_search_attributes
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    due = enrolled + dt.timedelta(days=3)
+    assert attributes.get(STEP) == "followup"
+    assert abs(attributes.get(NEXT_STEP_AT) - due) < dt.timedelta(seconds=1)
+    assert metadata.current_details.startswith("next: day 3 email account.admin · followup (followup), ")
+    assert metadata.current_details.endswith(f"({due:%a %d %b %H:%M} UTC)")
+
+
+async def test_a_play_shows_its_steps_in_words_above_its_input():
+    p = plan([step("hello", 0, email()), step("followup", 3, email("followup"))])
+    async with harness() as h:
+        handle = await start(h, p)
+        described = await handle.describe()
+        summary, details = await described.static_summary(), await described.static_details()
+    assert summary == "Usage limit for acme"
+    assert details is not None and details.splitlines()[2:] == [
+        "- day 0 email account.admin · hello (hello)", "- day 3 email account.admin · followup (followup)"]

@@ -15,6 +15,7 @@ LATEST_PATCH to its id and record the new files with:
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
@@ -33,15 +34,16 @@ from dsl.plan import Plan
 from dsl.project import load
 from workflows.activities import Sender, StaticAccounts
 from workflows.client import DATA_CONVERTER, start_play
-from workflows.model import ONE_ACT_ACTIVITY, EventKind, Outcome, PlayEvent, PlayInput
+from workflows.model import EventKind, Outcome, PlayEvent, PlayInput
 from workflows.play import PlayWorkflow, workflow_id
+from workflows.search_attributes import NEXT_STEP_AT_PATCH
 from workflow_support import harness
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = Path(__file__).with_name("histories")
 RECORD = os.environ.get("PLAYBOOK_RECORD_HISTORIES") == "1"
-LATEST_PATCH = ONE_ACT_ACTIVITY  # the newest workflow.patched() id: names the histories recorded now
+LATEST_PATCH = NEXT_STEP_AT_PATCH  # the newest workflow.patched() id: names the histories recorded now
 REPLY_ON_DAY = {"usage_limit": 2, "team_growth": 8, "cross_sell": None, "feature_upsell": 4, "renewal_expansion": None}
 
 
@@ -111,3 +113,14 @@ async def test_golden_history_replays_deterministically(path):
     history = WorkflowHistory.from_json(workflow_id(play, "acme"), path.read_text())
     replayer = Replayer(workflows=[PlayWorkflow], data_converter=DATA_CONVERTER)
     await replayer.replay_workflow(history)  # raises on any nondeterminism
+
+
+def test_the_latest_histories_upsert_when_the_play_acts_next():
+    """The golden files recorded after NEXT_STEP_AT_PATCH carry its marker and a
+    PlaybookNextStepAt upsert; the older ones neither (they replay unchanged above)."""
+    patch = base64.b64encode(json.dumps({"id": NEXT_STEP_AT_PATCH, "deprecated": False},
+                                        separators=(",", ":")).encode()).decode()  # the marker's payload
+    for play in PLAYS:
+        latest = (HISTORIES / f"{play}.{LATEST_PATCH}.json").read_text()
+        assert patch in latest and "PlaybookNextStepAt" in latest, play
+        assert "PlaybookNextStepAt" not in (HISTORIES / f"{play}.json").read_text()
