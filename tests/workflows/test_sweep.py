@@ -299,3 +299,31 @@ def test_sweep_command_dry_run_and_no_server(tmp_path: Path) -> None:
     # No server: exit 4 with what to do, not a traceback.
     code, _, err = _cli("sweep", str(ROOT / "playbooks"), "--db", url, "--address", "127.0.0.1:1")
     assert code == 4 and "cannot reach Temporal" in err and "playbook dev" in err
+
+
+async def test_a_scheduled_sweep_decides_with_the_worker_settings_on_the_team_date(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SweepInput without a day (as the Schedule starts it): the decide activity reads the
+    settings, so the cap and the team's date are those `playbook plan` uses."""
+    from zoneinfo import ZoneInfo
+
+    from engine.plan import enrollment_plan
+    from engine.settings import load_settings
+
+    monkeypatch.setenv("PLAYBOOK_EMAIL_CAP", "0")
+    async with sweep_harness(tmp_path) as h:
+        now = await h.env.get_current_time()
+        zone = "Pacific/Kiritimati" if now.hour >= 10 else "Pacific/Pago_Pago"  # a date other than UTC's now
+        monkeypatch.setenv("PLAYBOOK_TIME_ZONE", zone)
+        team_day = now.astimezone(ZoneInfo(zone)).date()
+        assert team_day != now.date()
+        with h.env.auto_time_skipping_disabled():
+            s = await asyncio.wait_for(h.client.execute_workflow(
+                SweepWorkflow.run, SweepInput(dry_run=True), id=f"sweep-{uuid.uuid4()}", task_queue=h.task_queue), 60)
+        assert s.today == team_day
+        pb = playbooks()
+        with h.store.connect() as conn:
+            capped = enrollment_plan(conn, pb.catalog, pb.plans, team_day, load_settings().enrollment())
+            uncapped = enrollment_plan(conn, pb.catalog, pb.plans, team_day, enroll.Settings())
+        assert s.decided.enrolled == sum(p.enroll.accounts for p in capped.plays)
+        assert s.decided.enrolled < sum(p.enroll.accounts for p in uncapped.plays)
