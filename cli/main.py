@@ -434,9 +434,15 @@ def _sniff_format(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _report_error(kind: str, message: str, exit_code: int, json_mode: bool, command: str = "playbook") -> None:
-    if json_mode:
+def _report_error(kind: str, message: str, exit_code: int, fmt: str | None, command: str = "playbook") -> None:
+    """The error on stderr, and in the machine format asked for on stdout (a CI step that
+    stores a JSON or JUnit report, or reads GitHub annotations, gets one even now)."""
+    if fmt == "json":
         print(render.usage_error_json(message, exit_code, kind))
+    elif fmt == "junit":
+        print(render.junit_xml(command, [(command, f"{command} ({kind} error)", 0.0, message)], 0.0))
+    elif fmt == "github":
+        print(render.github_error(command, message))
     prefix = "internal error" if kind == "internal" else "error"
     print(f"{command}: {prefix}: {message}", file=sys.stderr)
 
@@ -456,7 +462,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` and return the exit code (never raises,
     except SystemExit-free KeyboardInterrupt handling as 130)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    json_mode = _sniff_format(args) == "json"
+    fmt = _sniff_format(args)
+    json_mode = fmt == "json"
     command = "playbook" + (f" {args[0]}" if args and not args[0].startswith("-") else "")
     cmd = typer.main.get_command(app)
     try:
@@ -464,7 +471,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return rv if isinstance(rv, int) else EXIT_OK
     except Fail as e:
         _report_error("unreachable" if e.exit_code == EXIT_UNREACHABLE else "usage", e.message, e.exit_code,
-                      json_mode, command)
+                      fmt, command)
         return e.exit_code
     except click_exc.NoArgsIsHelpError as e:
         print(e.ctx.get_help() if e.ctx else e.format_message())
@@ -474,10 +481,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         message = e.format_message()
         if not json_mode:
             message += f"\n  (see `{where} --help`)"
-        _report_error("usage", message, EXIT_USAGE, json_mode, where)
+        _report_error("usage", message, EXIT_USAGE, fmt, where)
         return EXIT_USAGE
     except click_exc.ClickException as e:  # pragma: no cover - e.g. FileError
-        _report_error("usage", e.format_message(), EXIT_USAGE, json_mode, command)
+        _report_error("usage", e.format_message(), EXIT_USAGE, fmt, command)
         return EXIT_USAGE
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
@@ -493,11 +500,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         failure = store_failure(e) or settings_failure(e)  # a store or setting that cannot be used is no bug
         if failure is not None:
             _report_error("unreachable" if failure.exit_code == EXIT_UNREACHABLE else "usage", failure.message,
-                          failure.exit_code, json_mode, command)
+                          failure.exit_code, fmt, command)
             return failure.exit_code
         if os.environ.get("PLAYBOOK_DEBUG"):
             raise
-        _report_error("internal", bug_message(e), EXIT_INTERNAL, json_mode, command)
+        _report_error("internal", bug_message(e), EXIT_INTERNAL, fmt, command)
         return EXIT_INTERNAL
 
 

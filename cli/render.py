@@ -302,6 +302,11 @@ def github_test_failure(file: str, line: int, name: str, details: str) -> str:
     return f"::error file={_gh_prop(file)},line={line},title={_gh_prop('test failed: ' + name)}::{_gh_data(details or name)}"
 
 
+def github_error(title: str, message: str) -> str:
+    """An error that belongs to no file line (bad usage, a server that cannot be reached)."""
+    return f"::error title={_gh_prop(title)}::{_gh_data(message)}"
+
+
 def github_notice(file: str, line: int, title: str, message: str) -> str:
     return f"::notice file={_gh_prop(file)},line={line},title={_gh_prop(title)}::{_gh_data(message)}"
 

@@ -157,6 +157,16 @@ def test_test_keeps_its_format_when_the_files_have_check_errors() -> None:
     assert annotations and all(line.startswith("::error file=") for line in annotations)
 
 
+def test_a_usage_error_still_comes_out_in_the_format_asked_for() -> None:
+    junit = run_cli("test", "--format", "junit", "/no/such/place")
+    assert junit.code == 2
+    [failure] = ET.fromstring(junit.stdout).findall(".//failure")
+    assert "no such file or folder: /no/such/place" in failure.get("message")
+    github = run_cli("test", "--format", "github", "/no/such/place")
+    assert github.code == 2
+    assert github.stdout.splitlines() == ["::error title=playbook test::no such file or folder: /no/such/place"]
+
+
 def test_test_bad_today_is_usage() -> None:
     assert run_cli("test", "--today", "tomorrow", str(CLEAN)).code == 2
 
