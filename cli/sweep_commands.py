@@ -114,6 +114,7 @@ def sweep(
         if d.reasons:
             print(f"  why {d.skipped} skipped (one can have several reasons): "
                   + ", ".join(f"{k} {v}" for k, v in d.reasons.items()))
+        print(f"  settings: {decide_with.describe()}")
         if summary.error:
             print(f"  first start error: {summary.error}", file=sys.stderr)
     raise typer.Exit(0 if summary.errors == 0 else 1)
