@@ -95,6 +95,9 @@ class Builder(Transformer):
         )
 
     def tok_span(self, tok: Token) -> n.Span:
+        # lark types a token's position optional (for tokens made by hand); the lexer's have one.
+        assert tok.line is not None and tok.column is not None and tok.start_pos is not None
+        assert tok.end_line is not None and tok.end_column is not None and tok.end_pos is not None
         return n.Span(
             file=self.file,
             start=n.Position(line=tok.line + self.line_delta, column=tok.column, offset=tok.start_pos + self.offset_delta),

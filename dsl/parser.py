@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -63,7 +64,7 @@ class PlayIndenter(Indenter):
                 raise _SyntaxProblem(
                     "PB004",
                     "this line's indentation matches no enclosing block",
-                    token.end_pos, 1,
+                    token.end_pos or 0, 1,
                     "indent it like the lines of the block it belongs to",
                 )
 
@@ -312,13 +313,15 @@ def _expected(expected: set[str]) -> str | None:
 
 def _describe(e: UnexpectedInput, text: str) -> _SyntaxProblem:
     if isinstance(e, UnexpectedCharacters):
-        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        # lark declares pos_in_stream None on UnexpectedInput; the lexer sets it to an int here.
+        pos = cast(int, e.pos_in_stream)
+        ch = text[pos] if pos < len(text) else ""
         shown = repr(ch)[1:-1] if not ch.isprintable() else ch
         if ch == '"':
-            return _SyntaxProblem("PB003", "this text has no closing quote", e.pos_in_stream, 1,
+            return _SyntaxProblem("PB003", "this text has no closing quote", pos, 1,
                                   'close it with " on the same line, or use """ for several lines')
         return _SyntaxProblem("PB003", f"unexpected character '{shown}' (U+{ord(ch):04X})" if ch else "unexpected character",
-                              e.pos_in_stream, 1, _CHARACTER_HINTS.get(ch, "remove it, or put it inside \"quotes\""))
+                              pos, 1, _CHARACTER_HINTS.get(ch, "remove it, or put it inside \"quotes\""))
     if isinstance(e, UnexpectedToken):
         tok = e.token
         known = _known_mistake(e, tok, text)
