@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dsl import nodes as n
@@ -120,8 +121,9 @@ class Checker:
 
     # ------------------------------------------------------------ data
     def check_entity(self, ent: n.EntityDecl) -> None:
-        seen: dict[str, n.Node] = {}
-        for item in [*ent.fields, *ent.lets]:
+        seen: dict[str, n.FieldDecl | n.LetDecl] = {}
+        items: list[n.FieldDecl | n.LetDecl] = [*ent.fields, *ent.lets]
+        for item in items:
             if item.name in seen:
                 self.error("PB101", f"duplicate field '{item.name}' in entity {ent.name}", item.span,
                            f"already declared at line {seen[item.name].span.start.line}")
@@ -364,10 +366,10 @@ class Checker:
                 continue
             dotted = nm.group(1)
             parts = dotted.split(".")
-            problem = self.placeholder_problem(parts, names)
-            if problem is None:
+            unknown = self.placeholder_problem(parts, names)
+            if unknown is None:
                 continue
-            bad, candidates = problem
+            bad, candidates = unknown
             if self.catalog.broken & _placeholder_owners(parts):
                 continue  # what would define it did not parse: its syntax error says it all
             start = span.start.offset + m.start() + m.group(0).index(expr)
@@ -414,11 +416,12 @@ class Checker:
                 self.error("PB109", f"unknown event '{given.event}'", self.sub_span(given.span, given.event),
                            did_you_mean(given.event, c.events), closest(given.event, c.events), name=given.event)
         for exp in test.expect:
-            table, name = {
+            expected: dict[type[n.Node], tuple[Mapping[str, n.Node], str]] = {
                 n.ExpectStart: (c.plays, getattr(exp, "play", "")),
                 n.ExpectTrigger: (c.triggers, getattr(exp, "trigger", "")),
                 n.ExpectGate: (c.gates, getattr(exp, "gate", "")),
-            }.get(type(exp), (None, ""))
+            }
+            table, name = expected.get(type(exp), (None, ""))
             if isinstance(exp, n.ExpectValue):
                 self.check_expect_value(exp)
                 continue
@@ -473,7 +476,7 @@ class Checker:
                        closest(str(name), members))
 
     # ------------------------------------------------------------ expressions
-    def condition(self, expr: n.Node, scope: Scope, where: str) -> None:
+    def condition(self, expr: n.Expr, scope: Scope, where: str) -> None:
         t = self.type_of(expr, scope)
         if t.kind == "symbol":
             options = list(INBOUND_EVENTS) if scope.play else []
@@ -493,8 +496,8 @@ class Checker:
         if t.kind not in (kind, "unknown"):
             self.error("PB204", f"{role} must be {T.WORDS[kind]} field, but '{ref.dotted}' is {T.words(t)}", ref.span)
 
-    def type_of(self, expr: n.Node, scope: Scope) -> T.Type:
-        method = getattr(self, f"_type_{expr.kind}", None)  # type: ignore[attr-defined]
+    def type_of(self, expr: n.Expr, scope: Scope) -> T.Type:
+        method = getattr(self, f"_type_{expr.kind}", None)
         if method is None:  # pragma: no cover - every node kind has a rule
             raise NotImplementedError(f"checker has no type rule for {expr.kind}")
         return method(expr, scope)
@@ -541,7 +544,8 @@ class Checker:
             return self._field_type("account", rest, e)
         if head == "contact" and "contact" in c.entities:
             return self._field_type("contact", rest, e)
-        tables = {"score": c.scores, "band": c.scores, "route": c.routes, "gate": c.gates, "trigger": c.triggers}
+        tables: dict[str, Mapping[str, n.Node]] = {
+            "score": c.scores, "band": c.scores, "route": c.routes, "gate": c.gates, "trigger": c.triggers}
         if head in tables:
             name = rest[0]
             table = tables[head]
@@ -888,7 +892,7 @@ def _and_chains(expr: n.Node):
     """Every maximal `and` chain in `expr`, as its list of terms."""
     if isinstance(expr, n.Binary) and expr.op == n.BinOp.AND:
         terms: list[n.Node] = []
-        stack = [expr]
+        stack: list[n.Node] = [expr]
         while stack:
             e = stack.pop()
             if isinstance(e, n.Binary) and e.op == n.BinOp.AND:

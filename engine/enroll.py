@@ -187,7 +187,7 @@ def requirement_label(r: n.Requirement) -> str:
 def fired_list(c: SQLCompiler, triggers: Sequence[str]) -> tuple[ColumnElement[Any], list[ColumnElement[Any]]]:
     """(`"a,b,"`: the names of the firing triggers as one text column, each trigger's truth)."""
     truths = [c.truth(c.catalog.triggers[t].when) for t in triggers]
-    parts = [sa.case((f, sa.literal(t + ",", sa.Text)), else_=sa.literal("", sa.Text)) for t, f in zip(triggers, truths)]
+    parts: list[ColumnElement[Any]] = [sa.case((f, sa.literal(t + ",", sa.Text)), else_=sa.literal("", sa.Text)) for t, f in zip(triggers, truths)]
     text = reduce(lambda a, b: a + b, parts) if parts else sa.literal("", sa.Text)
     return text, truths
 
