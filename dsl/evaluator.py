@@ -17,6 +17,7 @@ import decimal
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dsl import nodes as n
 from dsl.catalog import Catalog
@@ -394,8 +395,8 @@ class Evaluator:
         if expr.op in (n.BinOp.AND, n.BinOp.OR):
             # Both sides are always evaluated: the answer never depends on it,
             # and an error on one side must not hide behind the other.
-            left, right = self.condition(expr.left), self.condition(expr.right)
-            return and3([left, right]) if expr.op is n.BinOp.AND else or3([left, right])
+            truths = [self.condition(expr.left), self.condition(expr.right)]
+            return and3(truths) if expr.op is n.BinOp.AND else or3(truths)
         left, right = self.eval_expr(expr.left), self.eval_expr(expr.right)
         if expr.op in n.COMPARISONS:
             return compare(expr.op, left, right)
@@ -450,8 +451,8 @@ class Evaluator:
         if name not in self.catalog.events and name not in self.account.events:
             raise EvalError(f"there is no event named '{name}'")
         dates = []
-        for d in self.account.events.get(name, []):
-            d = normalize(d, f"event {name}")
+        for raw in self.account.events.get(name, []):
+            d = normalize(raw, f"event {name}")
             if not isinstance(d, dt.date):
                 raise EvalError(f"event {name} has a {kind_of(d)} where a date belongs")
             if d <= self.today:  # what happens after the evaluation day has not happened yet
@@ -471,10 +472,10 @@ class Evaluator:
         points: list[tuple[dt.date, float]] = []
         for raw in self.account.metrics.get(name, []):
             try:
-                d, v = raw
+                raw_d, raw_v = raw
             except (TypeError, ValueError):
                 raise EvalError(f"metric {name} has a point {raw!r}; a point is (date, value)") from None
-            d, v = normalize(d, f"metric {name}"), normalize(v, f"metric {name}")
+            d, v = normalize(raw_d, f"metric {name}"), normalize(raw_v, f"metric {name}")
             if not isinstance(d, dt.date) or not is_number(v):
                 raise EvalError(f"metric {name} has a point ({d!r}, {v!r}); a point is (date, number)")
             if d in seen:
@@ -572,7 +573,10 @@ def band_for(score: n.ScoreDecl, value: Value) -> n.Band | None:
     return None
 
 
-_DISPATCH: dict[type, Callable[[Evaluator, n.Expr], Value]] = {
+# Keyed by node class; each method takes its key's node, which a dict's type
+# cannot say, so the table holds them as taking any node (eval_expr looks up
+# by the node's own class).
+_DISPATCH: dict[type, Callable[[Evaluator, Any], Value]] = {
     n.Number: Evaluator._number,
     n.Percent: Evaluator._percent,
     n.String: Evaluator._string,
@@ -589,7 +593,7 @@ _DISPATCH: dict[type, Callable[[Evaluator, n.Expr], Value]] = {
     n.Between: Evaluator._between,
     n.IsEmpty: Evaluator._is_empty,
     n.Call: Evaluator._call,
-}  # type: ignore[dict-item]
+}
 
 
 # --------------------------------------------------------------------------

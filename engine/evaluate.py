@@ -30,7 +30,7 @@ class RuleSQL:
     def new(self) -> SQLCompiler:
         return compiler(self.catalog, self.today, self.dialect)
 
-    def condition(self, expr: n.Node) -> Compiled:
+    def condition(self, expr: n.Expr) -> Compiled:
         c = self.new()
         return c.finish(c.compile(expr))
 
@@ -38,7 +38,7 @@ class RuleSQL:
         """Ids of the accounts the trigger fires on: one query, filtered in the database."""
         return self.where(self.catalog.triggers[name].when)
 
-    def where(self, expr: n.Node) -> sa.Select | sa.CompoundSelect:
+    def where(self, expr: n.Expr) -> sa.Select | sa.CompoundSelect:
         """Ids of the accounts where `expr` is true.
 
         Window joins the condition cannot be true without become inner joins;
@@ -52,7 +52,7 @@ class RuleSQL:
             return sa.union(*(self._where_one(b) for b in branches))
         return self._where_one(expr)
 
-    def _where_one(self, expr: n.Node) -> sa.Select:
+    def _where_one(self, expr: n.Expr) -> sa.Select:
         c = self.new()
         cond = c.compile(expr)
         inner = c.required_joins(expr)
@@ -72,7 +72,7 @@ def stream(conn: Connection, query: sa.Select) -> Iterator[sa.Row]:
     yield from result
 
 
-def values(conn: Connection, rules: RuleSQL, expr: n.Node) -> dict[str, object]:
+def values(conn: Connection, rules: RuleSQL, expr: n.Expr) -> dict[str, object]:
     """account id -> value of `expr` (small data sets: tests, `why`)."""
     compiled = rules.condition(expr)
     return {row[0]: normalise(row[1]) for row in conn.execute(compiled.select())}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -105,13 +106,13 @@ class SQLCompiler:
         self._events = Base.metadata.tables["events"]
 
     # ------------------------------------------------------------ entry points
-    def compile(self, expr: n.Node) -> ColumnElement:
+    def compile(self, expr: n.Expr) -> ColumnElement:
         method = getattr(self, f"_{expr.kind}", None)
         if method is None:
             raise SQLCompileError(f"no SQL for {expr.kind} expressions")
         return method(expr)
 
-    def from_clause(self, inner: set[tuple] = frozenset(), start: Any = None) -> Any:
+    def from_clause(self, inner: Collection[tuple] = frozenset(), start: Any = None) -> Any:
         """Accounts joined to the window subqueries: inner joins for those in
         `inner` (the condition cannot hold without their row), outer otherwise.
         `start`: a join that already holds the accounts table, to begin from."""
@@ -124,7 +125,7 @@ class SQLCompiler:
     def finish(self, column: ColumnElement) -> Compiled:
         return Compiled(column, self.from_clause(), self.accounts)
 
-    def truth(self, expr: n.Node) -> ColumnElement:
+    def truth(self, expr: n.Expr) -> ColumnElement:
         """A condition that is true, never empty: where SQL's NULL must read as not-true."""
         return sa.func.coalesce(self.compile(expr), sa.false())
 
@@ -167,7 +168,7 @@ class SQLCompiler:
     def gate(self, name: str) -> ColumnElement:
         gate = self.catalog.gates[name]
         parts: list[ColumnElement] = []
-        conditional = [c for c in gate.cases if c.when is not None]
+        conditional = [c.when for c in gate.cases if c.when is not None]
         for case in gate.cases:
             reqs = sa.and_(*(self.truth(r.when) for r in case.requires)) if case.requires else sa.true()
             if case.when is None:
@@ -175,7 +176,7 @@ class SQLCompiler:
             else:
                 parts.append(sa.or_(sa.not_(self.truth(case.when)), reqs))
         if conditional:  # some `when` must apply, or the account has no readiness rules
-            parts.append(sa.or_(*(self.truth(c.when) for c in conditional)))
+            parts.append(sa.or_(*(self.truth(when) for when in conditional)))
         return sa.and_(*parts) if parts else sa.true()
 
     # ------------------------------------------------------------ literals
@@ -276,6 +277,7 @@ class SQLCompiler:
 
     def _in(self, e: n.InList):
         value = self.compile(e.value)
+        membership: ColumnElement
         if not e.items:  # `x in []` is false, but empty when x is
             membership = sa.case((value.is_(None), sa.null()), else_=sa.false())
         else:
@@ -446,7 +448,7 @@ def _let_of(expr: n.Node, catalog: Catalog) -> n.LetDecl | None:
     return None
 
 
-def disjuncts(expr: n.Node) -> list[n.Node]:
+def disjuncts(expr: n.Expr) -> list[n.Expr]:
     """`a or b or c` as [a, b, c]; anything else as [expr]."""
     if isinstance(expr, n.Binary) and expr.op == n.BinOp.OR:
         return disjuncts(expr.left) + disjuncts(expr.right)
