@@ -710,7 +710,7 @@ class Checker:
             bounds: dict[str, _Interval] = {}
             for term in chain:
                 fact = _fact(term)
-                if fact is None or any(id(x) in self._bare_percents for x in n.walk(term)):
+                if fact is None or (self._bare_percents and any(id(x) in self._bare_percents for x in n.walk(term))):
                     continue  # a bare number for a percentage is already its own error
                 path, interval = fact
                 declared = self._declared_interval(path)
