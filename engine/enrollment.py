@@ -16,8 +16,8 @@ lifecycle of an enrollment is in one place:
 
 Reads for the other layers: `active_plays` (an account's running plays),
 `every` (all rows, for reports), `first_sweep` (the decisions of the first
-sweep a store recorded). The
-workflows/ package calls these and touches no table itself.
+sweep a store recorded). The workflows/ package calls these and touches no
+table itself.
 
 Each function is one transaction, run again over a transient fault of the
 store (a PostgreSQL restart, a SQLite lock held too long: engine/store.py
