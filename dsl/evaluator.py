@@ -17,7 +17,7 @@ import decimal
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from dsl import nodes as n
 from dsl.catalog import Catalog
@@ -52,7 +52,7 @@ class Account:
 # Value helpers
 
 
-def is_number(v: object) -> bool:
+def is_number(v: object) -> TypeGuard[int | float]:
     # bool is an int subclass in Python; in the language it is not a number.
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -388,7 +388,7 @@ class Evaluator:
         if v is None:
             return None
         if is_number(v):
-            return -v  # type: ignore[operator]
+            return -v
         raise EvalError(f"cannot negate {kind_of(v)}")
 
     def _binary(self, expr: n.Binary) -> Value:
@@ -483,7 +483,7 @@ class Evaluator:
                 raise EvalError(f"metric {name} has two points on {d.isoformat()}")
             seen.add(d)
             if d <= self.today:
-                points.append((d, v))  # type: ignore[arg-type]
+                points.append((d, v))
         points.sort(key=lambda p: p[0])
         self._points_cache[name] = points
         return points
@@ -492,7 +492,7 @@ class Evaluator:
         days = self.eval_expr(arg)
         if not is_number(days):
             raise EvalError(f"{func}(...) needs a window such as '30 days', not {kind_of(days)}")
-        return float(days)  # type: ignore[arg-type]
+        return float(days)
 
     def series(self, expr: n.Call) -> list:
         """What a window function reads: its event's dates or its metric's points (by date),
@@ -539,7 +539,7 @@ def arithmetic(op: n.BinOp, left: Value, right: Value) -> Value:
         # Dates have no arithmetic in the language: days_since/days_until and
         # `N days ago` say the same thing without time-zone or unit questions.
         raise EvalError(f"'{op.value}' needs numbers, not {kind_of(left)} and {kind_of(right)}")
-    a, b = float(left), float(right)  # type: ignore[arg-type]
+    a, b = float(left), float(right)
     match op:
         case n.BinOp.ADD:
             result = a + b
@@ -565,9 +565,9 @@ def band_for(score: n.ScoreDecl, value: Value) -> n.Band | None:
     if not is_number(value):
         raise EvalError(f"score {score.name} is {kind_of(value)}, not a number")
     for band in score.bands:
-        if band.low is not None and not (value >= band.low if band.low_inclusive else value > band.low):  # type: ignore[operator]
+        if band.low is not None and not (value >= band.low if band.low_inclusive else value > band.low):
             continue
-        if band.high is not None and not (value <= band.high if band.high_inclusive else value < band.high):  # type: ignore[operator]
+        if band.high is not None and not (value <= band.high if band.high_inclusive else value < band.high):
             continue
         return band
     return None

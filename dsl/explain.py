@@ -70,7 +70,7 @@ def show(value: Value, percent: bool = False) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if is_number(value):
-        return fmt_number(round(value * 100, 10)) + "%" if percent else fmt_number(value)  # type: ignore[operator,arg-type]
+        return fmt_number(round(value * 100, 10)) + "%" if percent else fmt_number(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)

@@ -155,9 +155,10 @@ def _written_duration(code: str, days: float) -> n.Duration | None:
     """`reenter after 2 weeks` as written; the AST keeps only the days."""
     text = code.split("after", 1)[-1].strip()
     parsed = parse(f"entity e\n  let d = {text}\n")
-    if parsed.diagnostics:
+    entity = parsed.module.declarations[0] if not parsed.diagnostics else None
+    if not isinstance(entity, n.EntityDecl):
         return None
-    value = parsed.module.declarations[0].lets[0].value  # type: ignore[union-attr]
+    value = entity.lets[0].value
     return value if isinstance(value, n.Duration) and value.days == days else None
 
 

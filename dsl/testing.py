@@ -173,7 +173,7 @@ def build_account(test: n.TestDecl, catalog: Catalog, today: dt.date) -> tuple[A
                         raise GivenError(f"metric {given.metric}: a point's value is a number, not {kind_of(value)}")
                     if not isinstance(when, dt.date):
                         raise GivenError(f"metric {given.metric}: 'at' needs a date, not {kind_of(when)}")
-                    points.append((when, value))  # type: ignore[arg-type]
+                    points.append((when, value))
                     parts.append(f"{format_expr(p.value)} at {_resolved(p.at, when)}")
                 inputs.append(f"given metric {given.metric} " + ", ".join(parts))
             case n.GivenEvent():
