@@ -217,13 +217,17 @@ def status(
     play: Annotated[str | None, typer.Option("--play", help="Only this play.", show_default=False)] = None,
     address: AddressOpt = None,
     namespace: NamespaceOpt = None,
+    ui: Annotated[str | None, typer.Option("--ui", help="Web UI address for the links [env PLAYBOOK_TEMPORAL_UI; default: the gRPC port + 1000 on localhost, cloud.temporal.io for Temporal Cloud].", show_default=False)] = None,
     format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
 ) -> None:
-    """Running plays by play, plan version and step (Temporal's visibility API)."""
-    from workflows.settings import connect
-    from workflows.status import render_text, running_plays
+    """Running plays by play, plan version and step (Temporal's visibility API),
+    and Web UI links: running plays, those due in the next 24 hours, each play."""
+    import datetime as dt
 
-    settings = _settings(address=address, namespace=namespace)
+    from workflows.settings import connect
+    from workflows.status import default_ui_url, render_text, running_plays, with_links
+
+    settings = _settings(address=address, namespace=namespace, ui_url=ui)
 
     async def go() -> Any:
         from temporalio.service import RPCError, RPCStatusCode
@@ -237,6 +241,8 @@ def status(
             raise Fail(f"Temporal at {settings.address}, namespace {settings.namespace}: {exc.message}") from exc
 
     report = asyncio.run(go())
+    if ui_url := settings.ui_url or default_ui_url(settings.address):
+        report = with_links(report, ui_url, dt.datetime.now(dt.timezone.utc))
     if format is TextOrJson.json:
         print(json.dumps({**report.model_dump(mode="json"), "by_play": report.by_play()}, indent=2))
     else:

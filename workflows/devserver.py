@@ -30,12 +30,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 from temporalio.client import Client
 
 from workflows.search_attributes import cli_flags, ensure_registered
 from workflows.settings import TemporalSettings, connect
+from workflows.status import workflows_url
 
 DEFAULT_DB = Path(".playbook") / "temporal.db"
 DEFAULT_PORT = 7233
@@ -79,10 +79,7 @@ class DevServer:
         return self.process is not None
 
     def ui_link(self, query: str | None = None) -> str | None:
-        if self.ui_url is None:
-            return None
-        link = f"{self.ui_url}/namespaces/{self.namespace}/workflows"
-        return f"{link}?query={quote(query)}" if query else link
+        return None if self.ui_url is None else workflows_url(self.ui_url, self.namespace, query)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM our server (by its pid), SIGKILL after `timeout`; the exit code."""

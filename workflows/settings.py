@@ -13,6 +13,7 @@ Read from the environment, overridden by explicit values (CLI options):
 | `PLAYBOOK_TEMPORAL_TLS_CA`            | server CA (PEM file; default: system roots) |
 | `PLAYBOOK_TEMPORAL_TLS_SERVER_NAME`   | SNI / name to verify, if not the host |
 | `PLAYBOOK_TEMPORAL_API_KEY`           | API key (Temporal Cloud); implies TLS |
+| `PLAYBOOK_TEMPORAL_UI`                | Web UI address for `playbook status` links (default: port + 1000 on localhost, cloud.temporal.io for Cloud) |
 | `PLAYBOOK_WORKER_SHUTDOWN_SECONDS`    | `30`: in-flight activities get this long to finish at SIGTERM |
 | `PLAYBOOK_WORKER_MAX_ACTIVITIES`      | `100`                                |
 | `PLAYBOOK_WORKER_STICKY_TIMEOUT_SECONDS` | `10`: how long a play's next task waits for the worker that has it cached before any worker takes it (after a worker died) |
@@ -54,6 +55,7 @@ ENV = {
     "tls_ca": f"{PREFIX}TLS_CA",
     "tls_server_name": f"{PREFIX}TLS_SERVER_NAME",
     "api_key": f"{PREFIX}API_KEY",
+    "ui_url": f"{PREFIX}UI",
     "shutdown_seconds": "PLAYBOOK_WORKER_SHUTDOWN_SECONDS",
     "max_activities": "PLAYBOOK_WORKER_MAX_ACTIVITIES",
     "sticky_timeout_seconds": "PLAYBOOK_WORKER_STICKY_TIMEOUT_SECONDS",
@@ -74,6 +76,7 @@ class TemporalSettings(BaseModel):
     tls_ca: Path | None = None
     tls_server_name: str | None = None
     api_key: str | None = Field(default=None, repr=False)
+    ui_url: str | None = None
     shutdown_seconds: float = Field(default=30.0, ge=0)
     max_activities: int = Field(default=100, ge=1)
     sticky_timeout_seconds: float = Field(default=10.0, gt=0)

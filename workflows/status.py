@@ -11,7 +11,9 @@ version from the memo, their step shows as "?".
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel
 from temporalio.client import Client
@@ -30,6 +32,12 @@ class PlayGroup(BaseModel):
     running: int
 
 
+class UiLink(BaseModel):
+    label: str
+    query: str
+    url: str
+
+
 class StatusReport(BaseModel):
     address: str
     namespace: str
@@ -37,6 +45,7 @@ class StatusReport(BaseModel):
     running: int  # as counted by the server
     listed: int  # how many were listed and grouped (below `running` when limited)
     groups: list[PlayGroup]
+    links: list[UiLink] = []  # ready-made Web UI views (`with_links`)
 
     def by_play(self) -> dict[str, int]:
         out: Counter[str] = Counter()
@@ -79,6 +88,34 @@ async def running_plays(client: Client, *, play: str | None = None, limit: int =
                         listed=listed, groups=groups)
 
 
+def workflows_url(ui_url: str, namespace: str, query: str | None = None) -> str:
+    """The Web UI's workflow list of `namespace`, filtered by a visibility query."""
+    link = f"{ui_url.rstrip('/')}/namespaces/{quote(namespace)}/workflows"
+    return f"{link}?query={quote(query)}" if query else link
+
+
+def default_ui_url(address: str) -> str | None:
+    """Where the Web UI usually is for a frontend address: `playbook dev` serves it on
+    the gRPC port + 1000 (localhost:7233 -> :8233); Temporal Cloud at cloud.temporal.io."""
+    parts = urlsplit(f"//{address}")
+    if parts.hostname in ("localhost", "127.0.0.1", "::1") and parts.port:
+        return f"http://localhost:{parts.port + 1000}"
+    if parts.hostname and parts.hostname.endswith(".tmprl.cloud"):
+        return "https://cloud.temporal.io"
+    return None
+
+
+def with_links(report: StatusReport, ui_url: str, now: dt.datetime) -> StatusReport:
+    """The report with Web UI links: the running plays, those due in the next 24 hours
+    (PlaybookNextStepAt, overdue included), and each play's running plays."""
+    due = (now + dt.timedelta(hours=24)).astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    views = [("running plays", RUNNING),
+             ("due in the next 24 hours", f"{RUNNING} AND {sa.NEXT_STEP_AT.name} < '{due}'")]
+    views += [(f"play {play}", query_for(play)) for play in report.by_play() if play != UNKNOWN]
+    links = [UiLink(label=label, query=q, url=workflows_url(ui_url, report.namespace, q)) for label, q in views]
+    return report.model_copy(update={"links": links})
+
+
 def _play_from_id(workflow_id: str) -> str:
     parts = workflow_id.split(":")
     return parts[1] if len(parts) >= 3 and parts[0] == "play" else UNKNOWN
@@ -98,4 +135,8 @@ def render_text(report: StatusReport) -> list[str]:
     summary = f"{report.running} running in {len(plays)} play{'s' if len(plays) != 1 else ''}"
     if report.listed < report.running:
         summary += f" (grouped the first {report.listed})"
-    return [*lines, "", summary + f" ({report.address}, namespace {report.namespace})"]
+    out = [*lines, "", summary + f" ({report.address}, namespace {report.namespace})"]
+    if report.links:
+        width = max(len(link.label) for link in report.links)
+        out += ["", "Web UI:"] + [f"  {link.label.ljust(width)}  {link.url}" for link in report.links]
+    return out

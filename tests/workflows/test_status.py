@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import json
 import uuid
+from urllib.parse import quote
 
 import pytest
 from temporalio.worker import Worker
@@ -24,7 +25,7 @@ from workflows.devserver import dev_server, free_port
 from workflows.model import PlayInput
 from workflows.play import PlayWorkflow
 from workflows.search_attributes import ensure_registered
-from workflows.status import StatusReport, render_text, running_plays
+from workflows.status import PlayGroup, StatusReport, default_ui_url, render_text, running_plays, with_links
 from wf_plans import email, plan, step
 from workflow_support import ACCOUNTS
 
@@ -64,6 +65,16 @@ async def test_status_groups_running_plays_by_play_plan_and_step(tmp_path):
 
             report = await _until(settled)
             assert report is not None, "visibility never showed the six plays at their second step"
+            # The "due" view on a real server: with a horizon of 15 days, only team_growth's
+            # day-10 step falls inside it (PlaybookNextStepAt is a Datetime attribute).
+            due = next(link for link in with_links(report, "http://ui", enrolled + dt.timedelta(days=15)).links
+                       if link.label.startswith("due"))
+
+            async def due_counted() -> int | None:
+                n = (await client.count_workflows(due.query)).count
+                return n if n == 2 else None
+
+            assert await _until(due_counted) == 2, due.query
             only_growth = await running_plays(client, play="team_growth")
             cli_json = await asyncio.to_thread(_cli, "status", "--address", server.address, "--format", "json")
             cli_text = await asyncio.to_thread(_cli, "status", "--address", server.address, "--play", "usage_limit")
@@ -83,9 +94,13 @@ async def test_status_groups_running_plays_by_play_plan_and_step(tmp_path):
     code, out = cli_json
     doc = json.loads(out)
     assert code == 0 and doc["running"] == 6 and doc["by_play"] == {"team_growth": 2, "usage_limit": 4}
+    assert [link["label"] for link in doc["links"]] == [
+        "running plays", "due in the next 24 hours", "play team_growth", "play usage_limit"]
     assert [(g["play"], g["step"], g["running"]) for g in doc["groups"]] == [(p, s, c) for p, _, s, c in rows]
     code, out = cli_text
-    assert code == 0 and out.splitlines()[-1].startswith("4 running in 1 play ")
+    lines = out.splitlines()
+    assert code == 0 and lines[lines.index("Web UI:") - 2].startswith("4 running in 1 play ")
+    assert lines[-1].startswith("  play usage_limit ") and "PlaybookPlay%20%3D%20%27usage_limit%27" in lines[-1]
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -101,3 +116,25 @@ def _cli(*args: str) -> tuple[int, str]:
 def test_status_text_when_nothing_runs():
     report = StatusReport(address="x:1", namespace="default", query="q", running=0, listed=0, groups=[])
     assert render_text(report) == ["no running plays (x:1, namespace default)"]
+
+
+def test_status_links_are_ready_made_web_ui_views():
+    group = dict(plan_hash="h", step="s", running=1)
+    report = StatusReport(address="localhost:7233", namespace="my ns", query="q", running=2, listed=2,
+                          groups=[PlayGroup(play="usage_limit", **group), PlayGroup(play="team_growth", **group)])
+    linked = with_links(report, "http://localhost:8233/", dt.datetime(2026, 6, 1, 9, 30, tzinfo=dt.timezone.utc))
+    due = linked.links[1]
+    assert due.query == ("WorkflowType = 'PlayWorkflow' AND ExecutionStatus = 'Running' "
+                         "AND PlaybookNextStepAt < '2026-06-02T09:30:00Z'")
+    assert due.url == "http://localhost:8233/namespaces/my%20ns/workflows?query=" + quote(due.query)
+    assert [link.label for link in linked.links][2:] == ["play team_growth", "play usage_limit"]
+    text = render_text(linked)
+    assert text[-5:] == ["Web UI:"] + [f"  {link.label.ljust(24)}  {link.url}" for link in linked.links]
+
+
+@pytest.mark.parametrize(("address", "ui"), [
+    ("localhost:7233", "http://localhost:8233"), ("127.0.0.1:7300", "http://localhost:8300"),
+    ("acme.a1b2c.tmprl.cloud:7233", "https://cloud.temporal.io"), ("temporal.internal:7233", None),
+])
+def test_default_web_ui_address(address, ui):
+    assert default_ui_url(address) == ui
