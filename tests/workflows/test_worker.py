@@ -63,11 +63,11 @@ def test_unreadable_tls_file_names_the_variable(tmp_path):
         s.tls_config()
 
 
-def test_dev_server_flags_register_every_attribute_as_keyword():
+def test_dev_server_flags_register_every_attribute_with_its_type():
     flags = sa.cli_flags()
-    assert flags[::2] == ["--search-attribute"] * 5
+    assert flags[::2] == ["--search-attribute"] * 6
     assert flags[1::2] == ["PlaybookPlay=Keyword", "PlaybookAccount=Keyword", "PlaybookPlanHash=Keyword",
-                           "PlaybookStep=Keyword", "PlaybookStage=Keyword"]
+                           "PlaybookStep=Keyword", "PlaybookStage=Keyword", "PlaybookNextStepAt=Datetime"]
 
 
 # ---------------------------------------------------------------- test-only time scale
