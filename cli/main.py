@@ -139,15 +139,16 @@ def check(
 # ---------------------------------------------------------------- fmt
 
 
-def _read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
+def _read_source(path: Path) -> str | Diagnostic:
+    """The file's text, or the problem that kept it from being read."""
     try:
         raw = path.read_bytes()
     except OSError as e:
-        return None, make("PB001", f"cannot read file: {e.strerror or e}", Span(file=str(path)))
+        return make("PB001", f"cannot read file: {e.strerror or e}", Span(file=str(path)))
     try:
-        return raw.decode("utf-8"), None
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return None, make(
+        return make(
             "PB001", f"file is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x})", Span(file=str(path))
         )
 
@@ -197,9 +198,9 @@ def fmt(
     sources: dict[str, str] = {}
     for path in files:
         name = str(path)
-        text, problem = _read_source(path)
-        if problem is not None or text is None:
-            problems.append(problem)  # type: ignore[arg-type]
+        text = _read_source(path)
+        if isinstance(text, Diagnostic):
+            problems.append(text)
             continue
         sources[name] = text.removeprefix("\ufeff")
         result = format_source(text, name)

@@ -30,11 +30,15 @@ import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from dsl import nodes as n
 from dsl.parser import ParseResult, lark_parser, parse_file
+
+if TYPE_CHECKING:  # for an annotation only (sharedctypes loads ctypes)
+    from multiprocessing.sharedctypes import SynchronizedArray
 
 THRESHOLD = 64  # fewer files than this: forking costs more than it saves
 CHUNK = 16  # files per task
@@ -99,14 +103,16 @@ def _worker(index: int, files: list[Path]) -> bytes | None:
 
 # One byte per chunk, set by whichever process parses it (set before the pool
 # forks, so the workers inherit it).
-_claims = None
+_claims: SynchronizedArray[int] | None = None
 
 
 def _claim(index: int) -> bool:
-    with _claims.get_lock():  # type: ignore[union-attr]
-        if _claims[index]:  # type: ignore[index]
+    claims = _claims
+    assert claims is not None  # set by _parallel before any chunk is claimed
+    with claims.get_lock():
+        if claims[index]:
             return False
-        _claims[index] = 1  # type: ignore[index]
+        claims[index] = 1
         return True
 
 
