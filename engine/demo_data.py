@@ -703,7 +703,7 @@ class _Writer:
             buf = io.StringIO()
             buf.writelines("\t".join(map(_copy_text, r)) + "\n" for r in rows)
             buf.seek(0)
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cursor = conn.connection.cursor()
             try:
                 cursor.copy_expert(self.copy_sql, buf)
             finally:
@@ -724,7 +724,7 @@ class _Writer:
             rows = out
         # The DBAPI cursor of this connection (same transaction): SQLAlchemy's
         # exec_driver_sql would copy every row into a tuple first.
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = conn.connection.cursor()
         try:
             cursor.executemany(self.sql, rows)
         finally:

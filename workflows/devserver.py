@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from temporalio.client import Client
 
@@ -72,7 +73,7 @@ class DevServer:
     log_path: Path | None = None
     db_path: Path | None = None
     namespace: str = "default"
-    _log: object | None = field(default=None, repr=False)
+    _log: BinaryIO | None = field(default=None, repr=False)
 
     @property
     def started_here(self) -> bool:
@@ -97,7 +98,7 @@ class DevServer:
             return proc.returncode
         finally:
             if self._log is not None:
-                self._log.close()  # type: ignore[attr-defined]
+                self._log.close()
                 self._log = None
 
 
