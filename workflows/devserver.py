@@ -30,13 +30,17 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from temporalio.client import Client
 
 from workflows.search_attributes import cli_flags, ensure_registered
 from workflows.settings import TemporalSettings, connect
 from workflows.status import workflows_url
+
+if TYPE_CHECKING:  # annotations only: the store is imported when a worker runs
+    from dsl.catalog import Catalog
+    from engine.store import Store
 
 DEFAULT_DB = Path(".playbook") / "temporal.db"
 DEFAULT_PORT = 7233
@@ -209,8 +213,8 @@ async def dev_server(**kwargs: object) -> AsyncIterator[tuple[DevServer, Client]
 async def run_dev(
     settings: TemporalSettings,
     *,
-    store: object,
-    catalog: object,
+    store: Store | None,
+    catalog: Catalog | None,
     db: Path | None = DEFAULT_DB,
     port: int = DEFAULT_PORT,
     ui_port: int | None = None,
@@ -239,7 +243,7 @@ async def run_dev(
         stop = stop or asyncio.Event()
         watch = asyncio.create_task(_watch(server, stop, say))
         try:
-            await run_worker(settings, store=store, catalog=catalog, client=client, on_ready=ready, stop=stop,  # type: ignore[arg-type]
+            await run_worker(settings, store=store, catalog=catalog, client=client, on_ready=ready, stop=stop,
                              sweep_paths=sweep_paths)
         finally:
             watch.cancel()
