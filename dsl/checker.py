@@ -35,6 +35,8 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 # a Jinja syntax error, so the (costly) Jinja parse is skipped for it.
 _SIMPLE_PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_.]*\s*\}\}")
 _PLACEHOLDER_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
+# Words other languages use for a missing value; here that is `is empty`.
+_NO_VALUE_WORDS = frozenset({"null", "none", "nil"})
 
 
 @dataclass
@@ -631,8 +633,13 @@ class Checker:
             if t.kind == "symbol" and node is not None and not (
                 left.kind == "enum" or right.kind == "enum" or "unknown" in (left.kind, right.kind)
             ):
-                self.error("PB111", f"unknown name '{t.values[0]}'", node.span,
-                           f'to compare with text, quote it: "{t.values[0]}"', f'"{t.values[0]}"')
+                name = t.values[0]
+                if name.lower() in _NO_VALUE_WORDS:  # what other languages call a missing value
+                    self.error("PB111", f"unknown name '{name}'", node.span,
+                               "to test for a missing value, write `is empty` (or `is not empty`)")
+                else:
+                    self.error("PB111", f"unknown name '{name}'", node.span,
+                               f'to compare with text, quote it: "{name}"', f'"{name}"')
                 return
         if left.kind == "enum" or right.kind == "enum":
             enum_t, other, node = (left, right, right_node) if left.kind == "enum" else (right, left, left_node)

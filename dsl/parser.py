@@ -394,6 +394,8 @@ _KNOWN_MISTAKES: list[tuple[Callable[[_Seen], bool], str]] = [
      "a points case reads `25 if CONDITION`"),
     (lambda s: s.before.startswith("band") and s.token == "-",
      "a band's range uses `..`: `band high 80..100`"),
+    (lambda s: s.token == "-" and re.match(r"field\s+\w+\s+\w+\??\s+-?[\d.]+$", s.before) is not None,
+     "a field's range uses `..`: `number? 0..100`"),
     (lambda s: s.before == "band" and s.type != "NAME",
      "name the band first: `band high 80..100 \"Immediate outreach\"`"),
     (lambda s: s.decl == "route" and s.before.startswith("when") and s.type == "NAME",

@@ -145,6 +145,16 @@ def test_checker_reports(name, source, expected):
     assert expected in got, got
 
 
+@pytest.mark.parametrize("op", ["!=", "=="])
+def test_comparing_with_null_points_to_is_empty(op):
+    project = load_text(PRELUDE + f"trigger t\n  when account.usage_percent {op} null\n  then start usage_limit\n",
+                        "t.play")
+    [d] = check(project)
+    assert (d.code, d.summary) == ("PB111", "unknown name 'null'")
+    assert d.detail == "to test for a missing value, write `is empty` (or `is not empty`)"
+    assert d.fix is None
+
+
 def test_did_you_mean_offers_a_fix():
     project = load_text(PRELUDE + "trigger t\n  when account.helth_score > 5\n  then start usage_limit\n", "t.play")
     [d] = check(project)

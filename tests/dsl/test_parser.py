@@ -123,6 +123,7 @@ HINTS = [
     ('test my test\n  expect start p\n', 'quote the test\'s name: `test "busy, healthy account enters usage_limit"`'),
     ('trigger "Usage"\n  when account.a > 1\n  then start p\n', 'name it first, then its title: `trigger usage_ceiling "Usage ceiling"`'),
     ("score s\n  = account.a\n  band high 80-100\n", "a band's range uses `..`: `band high 80..100`"),
+    ("entity account\n  field health_score number? 0-100\n", "a field's range uses `..`: `number? 0..100`"),
     ("trigger t\n  when account.seg in (smb, mid)\n  then start p\n", "a list uses square brackets: `in [smb, mid_market]`"),
     ("trigger t\n  when account.a is null\n  then start p\n", "write `is empty` (or `is not empty`)"),
     ("play p\n  ungated\n  day 1 wait 5 days for replied\n", "write `wait up to 5 days for replied`"),
