@@ -16,6 +16,7 @@ import typer
 
 from cli import render
 from cli.common import EXIT_OK, DbOpt, Fail, read, reading_store
+from cli.rules import refuse_unknown_play
 
 
 class Format(str, enum.Enum):
@@ -60,6 +61,8 @@ def _show(table: str, db: str | None, account: str | None, play: str | None, sta
         try:
             shown, total = read(store, lambda conn: (
                 list(effects.rows(conn, kind, filters, n or None)), effects.count(conn, kind, filters)))
+            if total == 0 and play is not None:
+                refuse_unknown_play(play, read(store, effects.plays))
         except effects.EffectsError as e:
             raise Fail(str(e)) from e
     if format == Format.json:

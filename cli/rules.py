@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -67,6 +67,26 @@ def load(where: Sequence[str | Path]) -> Project:
             return load_project(list(where))
     except UsageError as e:
         raise Fail(str(e)) from e
+
+
+def refuse_unknown_play(play: str, seen: Iterable[str]) -> None:
+    """Bad usage (exit 2), with a did-you-mean, for a `--play` that nothing `seen` (stored rows,
+    running plays) has and the rules in playbooks/ do not define: a misspelt name would
+    otherwise match nothing, silently. Called only when the filter matched nothing."""
+    from dsl.suggest import did_you_mean
+
+    known = set(seen)
+    if play in known:
+        return
+    try:
+        known |= set(load(DEFAULT_PATHS).catalog.plays)
+    except Fail:  # no playbooks/ here: what was seen is all there is to go by
+        pass
+    if play in known:
+        return
+    hint = did_you_mean(play, sorted(known)) or (
+        f"Known plays: {', '.join(sorted(known))}." if known else "No play has run yet.")
+    raise Fail(f"no play '{play}' in the rules (playbooks/) or among the plays that ran. {hint}")
 
 
 def check(project: Project, strict: bool = False) -> list[Diagnostic]:

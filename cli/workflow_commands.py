@@ -32,7 +32,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, DbOpt, Fail, TextOrJson
-from cli.rules import PathsArg, RulesOpt, load
+from cli.rules import PathsArg, RulesOpt, load, refuse_unknown_play
 from cli.rules import paths as rule_paths
 
 # True only in the console process (cli.main.main sets it): in-process callers
@@ -229,18 +229,23 @@ def status(
 
     settings = _settings(address=address, namespace=namespace, ui_url=ui)
 
-    async def go() -> Any:
+    async def go() -> tuple[Any, set[str]]:
+        """The report, and when `--play` matched nothing, the plays that are running."""
         from temporalio.service import RPCError, RPCStatusCode
 
         client = await connect(settings)
         try:
-            return await running_plays(client, play=play)
+            report = await running_plays(client, play=play)
+            running = set((await running_plays(client)).by_play()) if play and not report.running else set()
+            return report, running
         except RPCError as exc:
             if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
                 raise
             raise Fail(f"Temporal at {settings.address}, namespace {settings.namespace}: {exc.message}") from exc
 
-    report = asyncio.run(go())
+    report, running = asyncio.run(go())
+    if play and not report.running:
+        refuse_unknown_play(play, running)
     if ui_url := settings.ui_url or default_ui_url(settings.address):
         report = with_links(report, ui_url, dt.datetime.now(dt.timezone.utc))
     if format is TextOrJson.json:

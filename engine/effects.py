@@ -69,6 +69,13 @@ def rows(conn: Connection, kind: Kind, filters: Filters, limit: int | None = Non
         yield dict(row._mapping)
 
 
+def plays(conn: Connection) -> set[str]:
+    """Every play the store has a row of: enrolled an account, wrote a message or a task."""
+    tables = [Base.metadata.tables[name] for name in ("enrollments", OUTBOX.table, TASKS.table)]
+    query = sa.union(*(sa.select(t.c.play).where(t.c.play.is_not(None)).distinct() for t in tables))
+    return {str(p) for p in conn.execute(query).scalars()}
+
+
 def count(conn: Connection, kind: Kind, filters: Filters) -> int:
     t = Base.metadata.tables[kind.table]
     return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(*_where(kind, filters))).scalar() or 0)
@@ -79,4 +86,4 @@ def to_json(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
 
 
-__all__ = ["OUTBOX", "TASKS", "EffectsError", "Filters", "Kind", "count", "rows", "to_json"]
+__all__ = ["OUTBOX", "TASKS", "EffectsError", "Filters", "Kind", "count", "plays", "rows", "to_json"]

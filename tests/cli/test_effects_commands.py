@@ -76,6 +76,26 @@ def test_an_unknown_status_is_a_usage_error_with_a_suggestion(url: str) -> None:
     assert "no tasks row has status 'opne': did you mean 'open'?" in r.stderr
 
 
+@pytest.mark.parametrize("command", ["outbox", "tasks"])
+def test_a_misspelt_play_is_a_usage_error_with_a_suggestion(url: str, command: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no playbooks/ here: the plays in the store are what is known
+    r = run_cli(command, "--db", url, "--play", "usage_limt")
+    assert r.code == 2
+    assert ("no play 'usage_limt' in the rules (playbooks/) or among the plays that ran. "
+            "Did you mean 'usage_limit'?") in r.stderr
+
+
+def test_a_play_the_rules_define_that_wrote_nothing_yet_matches_no_rows(url: str, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "p.play").write_text('play quiet "Quiet"\n  ungated\n  day 1 stage "A"\n')
+    monkeypatch.chdir(tmp_path)
+    r = run_cli("outbox", "--db", url, "--play", "quiet")
+    assert r.code == 0, r.stderr
+    assert "no outbox rows match" in r.stdout
+
+
 def test_reading_what_plays_did_never_creates_a_store(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such.db"
     for command in ("outbox", "tasks"):

@@ -78,6 +78,7 @@ async def test_status_groups_running_plays_by_play_plan_and_step(tmp_path):
             only_growth = await running_plays(client, play="team_growth")
             cli_json = await asyncio.to_thread(_cli, "status", "--address", server.address, "--format", "json")
             cli_text = await asyncio.to_thread(_cli, "status", "--address", server.address, "--play", "usage_limit")
+            cli_typo = await asyncio.to_thread(_cli, "status", "--address", server.address, "--play", "usage_limt")
     rows = [(g.play, g.plan_hash, g.step, g.running) for g in report.groups]
     assert rows == sorted([
         ("team_growth", growth.hash, "intro", 2),
@@ -101,6 +102,10 @@ async def test_status_groups_running_plays_by_play_plan_and_step(tmp_path):
     lines = out.splitlines()
     assert code == 0 and lines[lines.index("Web UI:") - 2].startswith("4 running in 1 play ")
     assert lines[-1].startswith("  play usage_limit ") and "PlaybookPlay%20%3D%20%27usage_limit%27" in lines[-1]
+    code, out = cli_typo  # a misspelt play is bad usage, not "no running plays"
+    assert code == 2 and out == ""
+
+
 
 
 def _cli(*args: str) -> tuple[int, str]:
