@@ -102,6 +102,13 @@ class Checker:
                        "rules read account fields; declare them with `entity account` and `field NAME TYPE` lines")
         for ent in c.entities.values():
             self.check_entity(ent)
+        for metric in c.metrics.values():
+            if metric.per not in n.METRIC_PERIODS:
+                self.error("PB125", f"metric '{metric.name}' is measured per '{metric.per}', which is no period",
+                           self.sub_span(metric.span, metric.per, last=True),
+                           did_you_mean(metric.per, n.METRIC_PERIODS)
+                           or f"write per {', per '.join(n.METRIC_PERIODS[:-1])} or per {n.METRIC_PERIODS[-1]}",
+                           closest(metric.per, n.METRIC_PERIODS))
         for cal in c.calendars.values():
             self.check_calendar(cal)
         for trig in c.triggers.values():

@@ -259,6 +259,10 @@ class EntityDecl(Node):
     lets: list[LetDecl] = []
 
 
+# How often a metric is measured (`metric headcount per week`); points are stored one per day at most.
+METRIC_PERIODS = ("day", "week", "month")
+
+
 class MetricDecl(Node):
     decl: Literal["metric"] = "metric"
     name: str

@@ -155,6 +155,19 @@ def test_comparing_with_null_points_to_is_empty(op):
     assert d.fix is None
 
 
+@pytest.mark.parametrize("period,detail,fix", [
+    ("dy", "Did you mean 'day'?", "day"),
+    ("fortnight", "write per day, per week or per month", None),
+])
+def test_a_metric_per_unknown_period_is_an_error(period, detail, fix):
+    project = load_text(PRELUDE + f"metric seats per {period}\n", "t.play")
+    [d] = check(project)
+    assert (d.code, d.summary, d.detail) == ("PB125", f"metric 'seats' is measured per '{period}', which is no period",
+                                             detail)
+    assert (d.fix.replace if d.fix else None) == fix
+    assert d.range.start.column == len("metric seats per ") + 1
+
+
 def test_did_you_mean_offers_a_fix():
     project = load_text(PRELUDE + "trigger t\n  when account.helth_score > 5\n  then start usage_limit\n", "t.play")
     [d] = check(project)
