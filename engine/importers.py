@@ -174,8 +174,9 @@ def _percent(raw: Any, t: n.TypeRef) -> float:
     else:
         d = _decimal(raw, "a percentage (85% or 0.85)")
         if abs(d) > PERCENT_BARE_MAX:
-            raise ValueError(f"{raw} read as a fraction would be {(d * 100).normalize():f}%; "
-                             f"write {raw}% or {(d / 100).normalize():f}")
+            # Both readings, the fraction one first: the store keeps usage over a limit as 1.09.
+            raise ValueError(f"{raw} is ambiguous: write {(d * 100).normalize():f}% if it is a fraction "
+                             f"(how the store keeps percentages), or {raw}% if it is a percentage")
     if d < 0 and (t.low is None or t.low >= 0):  # a share: negative only where the field declares it
         raise ValueError(f"{raw} is negative; a percentage here is 0% or more")
     return _in_range(float(d), t)

@@ -165,7 +165,8 @@ def test_bad_rows_are_all_reported_and_nothing_is_written(store: Store, tmp_path
         RowError(b, 3, "segment", "'Small' is not a declared value; expected one of smb, mid_market, enterprise"),
         RowError(b, 3, "arr", "expected an amount of money, found 'abc'"),
         RowError(b, 3, "health_score", "175 is outside the declared range 0..100"),
-        RowError(b, 3, "usage_percent", "85 read as a fraction would be 8500%; write 85% or 0.85"),
+        RowError(b, 3, "usage_percent", "85 is ambiguous: write 8500% if it is a fraction (how the store keeps "
+                                        "percentages), or 85% if it is a percentage"),
         RowError(b, 3, "seats_active", "expected a whole number, found '12.5'"),
         RowError(b, 3, "exec_sponsor", "expected true or false, found 'maybe'"),
         RowError(b, 3, "last_expansion_at", "expected a date like 2026-01-31, found '2026-13-01'"),
@@ -297,8 +298,12 @@ def test_parse_value(type_: n.TypeRef, raw: object, value: object) -> None:
 
 
 @pytest.mark.parametrize(("type_", "raw", "reason"), [
-    (t("percent"), "85", "85 read as a fraction would be 8500%; write 85% or 0.85"),
-    (t("percent"), "7.5", "7.5 read as a fraction would be 750%; write 7.5% or 0.075"),
+    (t("percent"), "85",
+     "85 is ambiguous: write 8500% if it is a fraction (how the store keeps percentages), or 85% if it is a percentage"),
+    (t("percent"), "7.5",
+     "7.5 is ambiguous: write 750% if it is a fraction (how the store keeps percentages), or 7.5% if it is a percentage"),
+    (t("percent"), "1.0936", "1.0936 is ambiguous: write 109.36% if it is a fraction (how the store keeps "
+     "percentages), or 1.0936% if it is a percentage"),
     (t("percent"), "-5%", "-5% is negative; a percentage here is 0% or more"),
     (t("percent"), "-0.05", "-0.05 is negative; a percentage here is 0% or more"),
     (t("percent", high=1), "120%", "1.2 is outside the declared range ..1"),
