@@ -41,19 +41,50 @@ class Fail(Exception):
         self.message, self.exit_code = message, exit_code
 
 
-def store_failure(exc: BaseException) -> Fail | None:
-    """How a command ends when the store is the problem: missing or empty (2,
-    the user names a wrong place or has not filled it), unreachable (4)."""
+def failure(exc: BaseException) -> Fail | None:
+    """How a command ends when `exc` is no bug: the one mapping from an exception
+    to an exit code (and so to the JSON error kind, `error_kind`), shared by
+    cli.main's guard and the Temporal commands' way out (cli/workflow_commands.py).
+
+    Modules never imported cannot have raised: they are looked up, not imported.
+    """
+    if isinstance(exc, Fail):
+        return exc
+    return _temporal_failure(exc) or _store_failure(exc) or _settings_failure(exc)
+
+
+def error_kind(exit_code: int) -> str:
+    """The `kind` of the JSON error document for an exit code: one kind per code."""
+    return {EXIT_UNREACHABLE: "unreachable", EXIT_INTERNAL: "internal"}.get(exit_code, "usage")
+
+
+def _temporal_failure(exc: BaseException) -> Fail | None:
+    """No Temporal answering (4), a malformed Temporal setting found only when connecting (2)."""
+    client, temporal_settings = sys.modules.get("workflows.client"), sys.modules.get("workflows.settings")
+    if client is not None and isinstance(exc, client.TemporalUnreachable):
+        return Fail(str(exc), EXIT_UNREACHABLE)
+    if temporal_settings is not None and isinstance(exc, temporal_settings.SettingsError):
+        return Fail(f"Temporal settings: {exc}", EXIT_USAGE)
+    service = sys.modules.get("temporalio.service")
+    if (service is not None and client is not None and isinstance(exc, service.RPCError)
+            and exc.status in (service.RPCStatusCode.UNAVAILABLE, service.RPCStatusCode.DEADLINE_EXCEEDED)):
+        return Fail(f"Temporal stopped answering ({client.connect_failure(exc)})", EXIT_UNREACHABLE)
+    return None
+
+
+def _store_failure(exc: BaseException) -> Fail | None:
+    """The store missing or empty (2: the user names a wrong place or has not filled
+    it), or unreachable (4)."""
     store = sys.modules.get("engine.store")
-    if store is None:  # never imported: the error cannot be one of its
+    if store is None:
         return None
     if isinstance(exc, store.StoreError):
         return Fail(str(exc), EXIT_USAGE)
-    fault = store.unreachable(exc, "")  # also a raw driver error no command wrapped
+    fault = store.unreachable(exc, "")  # StoreUnreachable, also a raw driver error no command wrapped
     return None if fault is None else Fail(str(fault), EXIT_UNREACHABLE)
 
 
-def settings_failure(exc: BaseException) -> Fail | None:
+def _settings_failure(exc: BaseException) -> Fail | None:
     """A setting that cannot be used, found deep inside a command (the store URL read by
     engine.store.default_url): bad usage, not a bug."""
     module = sys.modules.get("engine.settings")

@@ -43,8 +43,7 @@ except ImportError:  # pragma: no cover
 
 from cli import (data_commands, effects_commands, engine_commands, render, rules, sweep_commands,
                  workflow_commands)
-from cli.common import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Fail, TextOrJson,
-                        TodayOpt, settings_failure, store_failure)
+from cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Fail, TextOrJson, TodayOpt, error_kind, failure
 from cli.common import today as today_in_team_zone
 from cli.rules import PathsArg, RulesOpt
 from dsl.diagnostics import Diagnostic, Severity, make
@@ -435,7 +434,7 @@ def _sniff_format(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _report_error(kind: str, message: str, exit_code: int, fmt: str | None, command: str = "playbook") -> None:
+def report_error(kind: str, message: str, exit_code: int, fmt: str | None, command: str = "playbook") -> None:
     """The error on stderr, and in the machine format asked for on stdout (a CI step that
     stores a JSON or JUnit report, or reads GitHub annotations, gets one even now)."""
     if fmt == "json":
@@ -471,8 +470,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         rv = cmd.main(args=args, prog_name="playbook", standalone_mode=False)
         return rv if isinstance(rv, int) else EXIT_OK
     except Fail as e:
-        _report_error("unreachable" if e.exit_code == EXIT_UNREACHABLE else "usage", e.message, e.exit_code,
-                      fmt, command)
+        report_error(error_kind(e.exit_code), e.message, e.exit_code, fmt, command)
         return e.exit_code
     except click_exc.NoArgsIsHelpError as e:
         print(e.ctx.get_help() if e.ctx else e.format_message())
@@ -482,10 +480,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         message = e.format_message()
         if not json_mode:
             message += f"\n  (see `{where} --help`)"
-        _report_error("usage", message, EXIT_USAGE, fmt, where)
+        report_error("usage", message, EXIT_USAGE, fmt, where)
         return EXIT_USAGE
     except click_exc.ClickException as e:  # pragma: no cover - e.g. FileError
-        _report_error("usage", e.format_message(), EXIT_USAGE, fmt, command)
+        report_error("usage", e.format_message(), EXIT_USAGE, fmt, command)
         return EXIT_USAGE
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
@@ -498,14 +496,13 @@ def run(argv: Sequence[str] | None = None) -> int:
             pass
         return EXIT_FINDINGS
     except Exception as e:  # the guard: a bug in playbook, reported in one line
-        failure = store_failure(e) or settings_failure(e)  # a store or setting that cannot be used is no bug
-        if failure is not None:
-            _report_error("unreachable" if failure.exit_code == EXIT_UNREACHABLE else "usage", failure.message,
-                          failure.exit_code, fmt, command)
-            return failure.exit_code
+        known = failure(e)  # a store, server or setting that cannot be used is no bug
+        if known is not None:
+            report_error(error_kind(known.exit_code), known.message, known.exit_code, fmt, command)
+            return known.exit_code
         if os.environ.get("PLAYBOOK_DEBUG"):
             raise
-        _report_error("internal", bug_message(e), EXIT_INTERNAL, fmt, command)
+        report_error(error_kind(EXIT_INTERNAL), bug_message(e), EXIT_INTERNAL, fmt, command)
         return EXIT_INTERNAL
 
 

@@ -31,7 +31,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, DbOpt, Fail, TextOrJson
+from cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE, DbOpt, Fail, TextOrJson, error_kind, failure
 from cli.rules import PathsArg, RulesOpt, load, refuse_unknown_play
 from cli.rules import paths as rule_paths
 
@@ -67,17 +67,14 @@ def _check_connectors() -> None:
 
 
 def _store_and_catalog(where: list[str | Path], database: str | None) -> tuple[Any, Any]:
-    from engine.store import Store, StoreError
+    from engine.store import Store
 
     project = load(where)
     if project.errors:  # running plays carry their Plans and must keep running: warn, do not refuse
         print(f"warning: {len(project.errors)} error(s) in {', '.join(map(str, where))}; run `playbook check`",
               file=sys.stderr)
     catalog = project.catalog
-    try:
-        return Store.open(database, catalog=catalog), catalog
-    except StoreError as exc:
-        raise Fail(f"store: {exc}") from exc
+    return Store.open(database, catalog=catalog), catalog  # missing (2), unreachable (4): see cli.common.failure
 
 
 def temporal_command(name: str) -> Callable[[Command], Command]:
@@ -93,43 +90,31 @@ def temporal_command(name: str) -> Callable[[Command], Command]:
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> None:
             json_mode = kwargs.get("format") is TextOrJson.json
-            code, message, kind = _outcome(fn, args, kwargs)
-            _leave(code, message, name, json_mode=json_mode, kind=kind)
+            code, message = _outcome(fn, args, kwargs)
+            _leave(code, message, name, json_mode=json_mode)
 
         return command  # type: ignore[return-value]
 
     return wrap
 
 
-def _outcome(fn: Callable[..., None], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, str | None, str]:
-    """Run the command: (exit code, error message or None, error kind)."""
-    from temporalio.service import RPCError, RPCStatusCode
-
-    from workflows.client import TemporalUnreachable, connect_failure
-    from workflows.settings import SettingsError
-
+def _outcome(fn: Callable[..., None], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, str | None]:
+    """Run the command: (exit code, error message or None)."""
     try:
         fn(*args, **kwargs)
     except typer.Exit as exc:
-        return exc.exit_code, None, "usage"
-    except Fail as exc:
-        return exc.exit_code, exc.message, "usage"
-    except TemporalUnreachable as exc:
-        return EXIT_UNREACHABLE, str(exc), "usage"
-    except SettingsError as exc:  # found only when connecting: a malformed address
-        return EXIT_USAGE, f"Temporal settings: {exc}", "usage"
-    except RPCError as exc:
-        if exc.status not in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-            return _bug(exc)
-        return EXIT_UNREACHABLE, f"Temporal stopped answering ({connect_failure(exc)})", "usage"
+        return exc.exit_code, None
     except KeyboardInterrupt:  # a second Ctrl-C while the worker shuts down
-        return 130, "interrupted", "usage"
-    except Exception as exc:  # noqa: BLE001 - reported as cli.main's guard does
-        return _bug(exc)
-    return EXIT_OK, None, "usage"
+        return 130, "interrupted"
+    except Exception as exc:  # noqa: BLE001 - known faults as cli.main's guard maps them, the rest is a bug
+        known = failure(exc)  # Temporal or the store unreachable, a bad setting, a usage problem
+        if known is None:
+            return _bug(exc)
+        return known.exit_code, known.message
+    return EXIT_OK, None
 
 
-def _bug(exc: Exception) -> tuple[int, str, str]:
+def _bug(exc: Exception) -> tuple[int, str]:
     if not HARD_EXIT or os.environ.get("PLAYBOOK_DEBUG"):
         if HARD_EXIT:
             traceback.print_exc()
@@ -137,7 +122,7 @@ def _bug(exc: Exception) -> tuple[int, str, str]:
             raise exc  # in-process (tests): cli.main's guard reports it
     from cli.main import bug_message
 
-    return EXIT_INTERNAL, bug_message(exc), "internal"
+    return EXIT_INTERNAL, bug_message(exc)
 
 
 def _log_to_stderr() -> None:
@@ -255,18 +240,15 @@ def status(
             print(line)
 
 
-def _leave(code: int, message: str | None, command: str, *, json_mode: bool, kind: str) -> NoReturn:
+def _leave(code: int, message: str | None, command: str, *, json_mode: bool) -> NoReturn:
     """Report an error the way cli.main does (one line on stderr; the JSON error
     document in JSON mode), flush, and leave without interpreter finalisation."""
     from workflows.worker import hard_exit
 
     if message is not None:
-        if json_mode:
-            from cli import render
+        from cli.main import report_error
 
-            print(render.usage_error_json(message, code, kind))
-        prefix = "internal error" if kind == "internal" else "error"
-        print(f"playbook {command}: {prefix}: {message}", file=sys.stderr)
+        report_error(error_kind(code), message, code, "json" if json_mode else None, f"playbook {command}")
     if HARD_EXIT:
         hard_exit(code)
     raise typer.Exit(code)

@@ -102,3 +102,37 @@ UNREACHABLE_NET = ('Failed client connect: Server connection error: tonic::trans
 ])
 def test_connect_failure_says_the_cause_without_the_debug_dump(message: str, cause: str) -> None:
     assert connect_failure(RuntimeError(message)) == cause
+
+
+STORE_FAULTS = {
+    "sweep --dry-run, closed port": ["sweep", "--dry-run", "--db", "postgresql://127.0.0.1:1/test"],
+    "sweep, closed port": ["sweep", "--address", "127.0.0.1:1", "--db", "postgresql://127.0.0.1:1/test"],
+    "sweep --dry-run, no such database": ["sweep", "--dry-run", "--db",
+                                          "postgresql://127.0.0.1:5432/playbook_no_such_db"],
+    "worker, closed port": ["worker", "--address", "127.0.0.1:1", "--db", "postgresql://127.0.0.1:1/test"],
+}
+
+
+@pytest.mark.parametrize("command", list(STORE_FAULTS))
+def test_an_unreachable_store_exits_4_with_one_line_not_internal_error(command: str) -> None:
+    args = STORE_FAULTS[command]
+    proc = _playbook(*args)
+    assert proc.returncode == EXIT_UNREACHABLE, proc.stderr
+    url = args[args.index("--db") + 1]
+    assert proc.stderr.splitlines() == [proc.stderr.splitlines()[0]], proc.stderr
+    assert proc.stderr.startswith(f"playbook {args[0]}: error: cannot reach the store at {url}: "), proc.stderr
+
+
+@pytest.mark.parametrize("command", ["sweep", "status"])
+def test_unreachable_temporal_has_the_kind_unreachable_in_json(command: str, store_url: str) -> None:
+    args = [a.replace("{store}", store_url) for a in COMMANDS[command]]
+    proc = _playbook(*args, "--address", "127.0.0.1:1", "--format", "json")
+    assert json.loads(proc.stdout)["error"]["kind"] == "unreachable", proc.stdout
+
+
+def test_a_missing_store_is_named_once_by_sweep(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'none' / 's.db'}"
+    proc = _playbook("sweep", "--dry-run", "--db", url)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"playbook sweep: error: no store at {url} (no such file)"), proc.stderr
+    assert not (tmp_path / "none").exists()
