@@ -29,12 +29,13 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dsl.suggest import closest
 from engine import enroll
 
 ENV_PREFIX = "PLAYBOOK_"
@@ -111,7 +112,9 @@ class EngineSettings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin or UTC)") from None
+            best = closest(value, available_timezones())
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin or UTC)"
+                             + (f"; did you mean {best!r}?" if best else "")) from None
         return value
 
     @field_validator("route", "database_url")

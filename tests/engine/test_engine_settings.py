@@ -69,6 +69,13 @@ def test_a_bad_value_names_the_setting_and_where_it_comes_from(
         load_settings()
 
 
+@pytest.mark.parametrize(("value", "suggestion"), [("Europe/Berln", "Europe/Berlin"), ("europe/paris", "Europe/Paris")])
+def test_a_misspelt_time_zone_gets_a_suggestion(monkeypatch: pytest.MonkeyPatch, value: str, suggestion: str) -> None:
+    monkeypatch.setenv("PLAYBOOK_TIME_ZONE", value)
+    with pytest.raises(SettingsError, match=rf"unknown time zone '{value}' .*; did you mean '{suggestion}'\?"):
+        load_settings()
+
+
 def test_an_empty_route_means_no_route(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLAYBOOK_ROUTE", "")
     assert load_settings().route is None
