@@ -6,6 +6,13 @@ them to the store: unsubscribed contacts, won/lost opportunities) and, at the
 sweep's hour, runs a sweep. Emails reach the customer through `SimConnector`
 the instant a play writes them; a drawn reaction wakes the driver at once,
 before time can move on. `finish` builds the report at the end instant.
+
+A tick waits until every play it signalled has handled the event (ended,
+or is blocked again on a timer or a condition) before it sweeps or returns:
+the server does not move time while a play reacts, but the sweep runs at
+the same instant, so without the wait its reconciliation (which plays have
+ended) and its decisions (cooldown or already enrolled) depended on how
+fast the machine ran the plays.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError
 
@@ -26,6 +35,7 @@ from connectors import base as cb
 from engine import actions, enrollment
 from engine.store import Store
 from workflows.client import send_event
+from workflows.play import workflow_id
 from workflows.model import EventKind, PlayEvent
 from workflows.sim_customer import Customer, Email, Pending
 from workflows.sim_model import TICK, TICK_OFFSET, UTC, SimConfig, SimReport
@@ -33,6 +43,18 @@ from workflows.sim_report import build_report
 from workflows.sweep import Playbooks, SweepSummary, sweep_once
 
 WAKE_SIGNAL = "wake"  # the driver's signal: a customer event is due at this instant
+SETTLE_POLL = 0.02  # seconds between looks at a signalled play's history
+SETTLE_TIMEOUT = 300.0  # seconds (wall clock) a play may take to handle an event
+# Commands a workflow task may end with that leave the play waiting (not working).
+_AT_REST = {EventType.EVENT_TYPE_TIMER_STARTED, EventType.EVENT_TYPE_TIMER_CANCELED,
+            EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES, EventType.EVENT_TYPE_MARKER_RECORDED,
+            EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED}
+_ACTIVITY_CLOSED = {  # event type -> its attributes (which name the activity's scheduled event)
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "activity_task_completed_event_attributes",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: "activity_task_failed_event_attributes",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: "activity_task_timed_out_event_attributes",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: "activity_task_canceled_event_attributes",
+}
 
 
 class TickRequest(BaseModel):
@@ -121,8 +143,10 @@ class SimActivities:
     @activity.defn(name="sim_tick")
     async def tick(self, req: TickRequest) -> dt.datetime | None:
         """Deliver the customer events due now; sweep if it is the sweep's hour. Returns the next event's instant."""
+        signalled: set[tuple[str, str]] = set()
         while self.queue and self.queue[0].due <= req.at:
-            await self._deliver(heapq.heappop(self.queue), req.at)
+            signalled |= await self._deliver(heapq.heappop(self.queue), req.at)
+        await asyncio.gather(*(self._settled(play, account) for play, account in sorted(signalled)))
         if req.sweep:
             async with self.lock:
                 summary = await sweep_once(self.client, self.store, self.playbooks, req.at, today=req.at.date(),
@@ -137,11 +161,26 @@ class SimActivities:
             return [p.play]
         return await asyncio.to_thread(enrollment.active_plays, self.store, p.account)
 
-    async def _deliver(self, p: Pending, at: dt.datetime) -> int:
+    async def _settled(self, play: str, account: str) -> None:
+        """Return once the play has handled its signals: ended, or waiting with no work under way."""
+        handle = self.client.get_workflow_handle(workflow_id(play, account))
+        deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT
+        while True:
+            desc = await handle.describe()
+            if desc.status is not WorkflowExecutionStatus.RUNNING:
+                return
+            if play_at_rest([e async for e in handle.fetch_history_events()]):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise ApplicationError(f"{play} for {account} did not settle within {SETTLE_TIMEOUT:.0f} s")
+            await asyncio.sleep(SETTLE_POLL)
+
+    async def _deliver(self, p: Pending, at: dt.datetime) -> set[tuple[str, str]]:
+        """Apply the event to the store and signal it to its plays; returns the (play, account) signalled."""
         kind = EventKind(p.kind)
         async with self.lock:
             await asyncio.to_thread(self._apply_to_store, p, at)
-        n = 0
+        signalled: set[tuple[str, str]] = set()
         for play in await self._targets(p):
             event = PlayEvent(kind=kind, stage=p.stage, at=at, source="simulation",
                               id=f"sim:{p.kind}:{p.account}:{play}:{p.due.isoformat()}")
@@ -149,7 +188,8 @@ class SimActivities:
                 got = await send_event(self.client, play, p.account, event)
             except RPCError:
                 got = False
-            n += int(got)
+            if got:
+                signalled.add((play, p.account))
             text = {"replied": "replied", "unsubscribed": "unsubscribed", "bounced": "email bounced",
                     "closed_won": "deal closed won", "closed_lost": "deal closed lost",
                     "stage_changed": f"stage changed to {p.stage}"}.get(p.kind, p.kind)
@@ -158,7 +198,7 @@ class SimActivities:
             if not got:
                 text += " — the play had already ended"
             self.log.append((at, p.account, play, p.kind, text))
-        return n
+        return signalled
 
     def _apply_to_store(self, p: Pending, at: dt.datetime) -> None:
         """What the CRM or the email provider would record: unsubscribes, won/lost deals."""
@@ -173,3 +213,14 @@ class SimActivities:
     async def finish(self, end: dt.datetime) -> None:
         self.report = await build_report(self, end)
 
+
+
+def play_at_rest(events: list[HistoryEvent]) -> bool:
+    """A running play's history shows it waiting: its last workflow task completed after every
+    event it was given, issued only timer or bookkeeping commands, and no activity is under way."""
+    types = [e.event_type for e in events]
+    last_done = max((i for i, t in enumerate(types) if t == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED), default=-1)
+    scheduled = {e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
+    closed = {getattr(e, _ACTIVITY_CLOSED[e.event_type]).scheduled_event_id
+              for e in events if e.event_type in _ACTIVITY_CLOSED}
+    return last_done >= 0 and all(t in _AT_REST for t in types[last_done + 1:]) and scheduled <= closed

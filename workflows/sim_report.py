@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from engine import actions, enrollment
@@ -125,6 +126,22 @@ def _sample(accounts: Sequence[str], seed: int, n: int) -> list[str]:
     return sorted(sorted(accounts, key=lambda a: draw(seed, a, "sample"))[:n])
 
 
+QUERY_ATTEMPTS = 3
+
+
+async def _status(sim: SimActivities, workflow_id: str, run_id: str) -> PlayStatus:
+    """The play's `status` query, asked again after a failure: on a starved CPU the worker's
+    deadlock detector (2 s without a yield) fails the replay that answers it, which a report
+    that is the same for a seed must not show."""
+    handle = sim.client.get_workflow_handle(workflow_id, run_id=run_id)
+    for _ in range(QUERY_ATTEMPTS - 1):
+        try:
+            return await handle.query(PlayWorkflow.status)
+        except WorkflowQueryFailedError:
+            await asyncio.sleep(0.5)
+    return await handle.query(PlayWorkflow.status)
+
+
 async def _timeline(sim: SimActivities, account: str, data: Data,
                     end: dt.datetime) -> list[TimelineEntry]:
     entries: list[TimelineEntry] = []
@@ -143,8 +160,7 @@ async def _timeline(sim: SimActivities, account: str, data: Data,
         if r.run_id is None:
             continue
         try:
-            status: PlayStatus = await sim.client.get_workflow_handle(r.workflow_id, run_id=r.run_id).query(
-                PlayWorkflow.status)
+            status = await _status(sim, r.workflow_id, r.run_id)
         except Exception as exc:  # a failed run cannot always answer queries
             add(r.started_at, "step", r.play, f"(decisions unavailable: {type(exc).__name__})")
             continue

@@ -23,8 +23,10 @@ fall on whole hours or window starts, never on a tick: a tick sees every
 step due before it already done (the server does not skip time while an
 activity runs), and a sweep never races a step. A reaction is drawn while
 the email's activity runs, so it is queued (and the driver woken) before
-time can move on. Customer events happen at
-ticks. (What is not reproduced: run ids, and wall-clock milliseconds the
+time can move on. Customer events happen at ticks, and a tick waits until
+every play it signalled has handled the event (ended, or waits again)
+before it sweeps, so the sweep's reconciliation and decisions do not
+depend on how fast the machine runs the plays. (What is not reproduced: run ids, and wall-clock milliseconds the
 server's clock gains while activities run; times are shown to the minute.)
 
 When the driver finishes, the test server may skip far ahead through the

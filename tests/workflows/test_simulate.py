@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+
 from workflows.model import EventKind
+from workflows.sim_activities import play_at_rest
 from workflows.sim_customer import Customer, draw
 from workflows.sim_model import ScriptedEvent, SimConfig, SimReport
 from workflows.simulate import simulate, simulation_end
@@ -95,3 +99,26 @@ def test_the_customer_draws_depend_on_the_email_not_on_the_order() -> None:
     customer.react(Email("play:p:a1:h:e1:day1"), tick)  # type: ignore[arg-type]
     # One reply per enrollment: the second email of the same enrollment gets none.
     assert customer.react(Email("play:p:a1:h:e1:day3"), tick) == []  # type: ignore[arg-type]
+
+
+
+def test_a_signalled_play_counts_as_settled_only_once_it_waits_again() -> None:
+    t = EventType
+
+    def history(*types: EventType.ValueType) -> list[HistoryEvent]:
+        events = [HistoryEvent(event_id=i + 1, event_type=k) for i, k in enumerate(types)]
+        for e in events:  # an activity's end names the last activity scheduled before it
+            if e.event_type == t.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                e.activity_task_completed_event_attributes.scheduled_event_id = max(
+                    x.event_id for x in events[:e.event_id] if x.event_type == t.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+        return events
+
+    waiting = (t.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, t.EVENT_TYPE_TIMER_STARTED)
+    signalled = (t.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, t.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+                 t.EVENT_TYPE_WORKFLOW_TASK_STARTED)
+    acting = (*waiting, *signalled, t.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, t.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    assert play_at_rest(history(*waiting))
+    assert not play_at_rest(history(*waiting, *signalled))  # not handled yet: the sweep must wait
+    assert not play_at_rest(history(*acting))  # handled, but a step is under way
+    assert play_at_rest(history(*acting, t.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, *signalled[1:],
+                            t.EVENT_TYPE_WORKFLOW_TASK_COMPLETED))
