@@ -24,11 +24,19 @@ class Format(str, enum.Enum):
     json = "json"
 
 
-# A terminal's table: the columns a person reads (json has them all); ids,
-# names and times never cut, the free text wraps.
-TABLE_COLUMNS = {"outbox": ("created_at", "play", "account_id", "recipient", "subject", "status"),
-                 "tasks": ("due", "play", "account_id", "assignee", "title", "status")}
-WRAPPED = frozenset({"recipient", "subject", "title"})
+# A terminal's table: the columns a person reads (json has them all). Ids,
+# recipients, names and times are never cut; the free text is cut to one line
+# with an ellipsis; the columns that do not fit are left out, last first in the
+# priority, and named under the table.
+_TEXT_MIN = 12  # a subject or title keeps at least this many cells
+TABLE_COLUMNS = {
+    "outbox": tuple(render.Column(k, k, cut=k == "subject", min_width=_TEXT_MIN if k == "subject" else 0)
+                    for k in ("created_at", "play", "account_id", "recipient", "subject", "status")),
+    "tasks": tuple(render.Column(k, k, cut=k == "title", min_width=_TEXT_MIN if k == "title" else 0)
+                   for k in ("due", "play", "account_id", "assignee", "title", "status")),
+}
+PRIORITY = {"outbox": ("account_id", "recipient", "subject", "status", "play", "created_at"),
+            "tasks": ("account_id", "assignee", "title", "due", "status", "play")}
 TABLE_DEFAULT_LIMIT = 50  # the newest rows; --limit 0 or --format json for all
 
 AccountOpt = Annotated[str | None, typer.Option("--account", help="Only this account's rows.", show_default=False)]
@@ -71,22 +79,19 @@ def _show(table: str, db: str | None, account: str | None, play: str | None, sta
     if total == 0:
         print(f"no {table} rows match" if any((account, play, status)) else f"no {table} rows yet")
         raise typer.Exit(EXIT_OK)
-    from rich import box
-    from rich.table import Table
-
     columns = TABLE_COLUMNS[table]
     years = {v.year for r in shown for v in r.values() if isinstance(v, dt.datetime)}
     one_year = f", {years.pop()}" if len(years) == 1 else ""
-    grid = Table(title=f"{table.capitalize()}{one_year} (newest first; times UTC)", title_justify="left",
-                 box=box.SIMPLE_HEAD)
-    for c in columns:
-        grid.add_column(c, no_wrap=c not in WRAPPED)
-    for r in shown:
-        grid.add_row(*(_cell(r[c], not one_year) for c in columns))
+    cells = [{c.key: _cell(r[c.key], not one_year) for c in columns} for r in shown]
     out = render.console()
-    out.print(grid)
+    fitting = render.fit_columns(columns, PRIORITY[table], cells, out.width)
+    out.print(render.table_of(f"{table.capitalize()}{one_year} (newest first; times UTC)", fitting,
+                              render.cut_to_fit(fitting, cells, out.width)))
     if len(shown) < total:
         out.print(f"{len(shown)} of {total} rows shown; --limit 0 for all, --format json for tools")
+    left_out = [c.header for c in columns if c not in fitting]
+    if left_out:
+        out.print(f"not shown at {out.width} columns: {', '.join(left_out)} (a wider terminal or --format json)")
     raise typer.Exit(EXIT_OK)
 
 

@@ -407,10 +407,17 @@ class Column:
     numeric: bool = False  # right-aligned, never wrapped
     wrap: bool = False  # may wrap onto more lines (down to `min_width`)
     min_width: int = 0
+    cut: bool = False  # free text on one line, cut with an ellipsis to the room left (down to `min_width`)
 
 
 # Rich's default box: one border left, then " value │" per column.
 _BORDER, _PER_COLUMN = 1, 3
+
+
+def _need(c: Column, rows: Sequence[dict[str, str]]) -> int:
+    """The cells a column takes at least: its widest cell, or its minimum if it may wrap or be cut."""
+    widest = max([cell_len(c.header), *(cell_len(r[c.key]) for r in rows)])
+    return (min(widest, max(c.min_width, cell_len(c.header))) if c.wrap or c.cut else widest) + _PER_COLUMN
 
 
 def fit_columns(columns: Sequence[Column], by_priority: Sequence[str], rows: Sequence[dict[str, str]],
@@ -418,19 +425,36 @@ def fit_columns(columns: Sequence[Column], by_priority: Sequence[str], rows: Seq
     """The columns that fit in `width` cells, taken in `by_priority` order and
     kept in table order. A column that cannot wrap needs its widest cell; the
     first one (the id) is always kept, however narrow the terminal."""
-    def need(c: Column) -> int:
-        widest = max([cell_len(c.header), *(cell_len(r[c.key]) for r in rows)])
-        return (min(widest, max(c.min_width, cell_len(c.header))) if c.wrap else widest) + _PER_COLUMN
-
     chosen: set[str] = set()
     used = _BORDER
     by_key = {c.key: c for c in columns}
     for i, key in enumerate(by_priority):
-        cost = need(by_key[key])
+        cost = _need(by_key[key], rows)
         if i == 0 or used + cost <= width:
             chosen.add(key)
             used += cost
     return [c for c in columns if c.key in chosen]
+
+
+def cut_to_fit(columns: Sequence[Column], rows: Sequence[dict[str, str]], width: int) -> list[dict[str, str]]:
+    """`rows` with the cells of `cut` columns shortened (ending in an ellipsis) to the room
+    the other columns leave in `width`: one line per row, and a wider terminal shows more."""
+    from rich.text import Text
+
+    cut = [c for c in columns if c.cut]
+    if not cut:
+        return list(rows)
+    room = (width - _BORDER - sum(_need(c, rows) for c in columns if not c.cut)) // len(cut) - _PER_COLUMN
+    rooms = {c.key: max(room, c.min_width, cell_len(c.header)) for c in cut}
+    shortened = []
+    for r in rows:
+        row = dict(r)
+        for key, cells in rooms.items():
+            text = Text(row[key])
+            text.truncate(cells, overflow="ellipsis")
+            row[key] = text.plain
+        shortened.append(row)
+    return shortened
 
 
 def table_of(title: str, columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> Any:

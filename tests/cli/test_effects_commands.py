@@ -70,6 +70,47 @@ def test_tasks_table_names_the_rows_and_says_what_it_left_out(url: str) -> None:
     assert [t["title"] for t in done["rows"]] == ["Call Bob"]
 
 
+LONG_SUBJECT = "Good news about the API rate boost your team asked for last quarter"
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_outbox_table_fits_the_terminal_one_line_a_row_recipient_whole(url: str, width: int,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store.open(url) as store, store.begin() as conn:
+        conn.execute(T["outbox"].insert(), [
+            {"idempotency_key": "k4", "channel": "email", "recipient": "aisha.dubois@zearca131.example",
+             "subject": LONG_SUBJECT, "status": "cancelled", "account_id": "acc-0000248", "play": "renewal_expansion",
+             "created_at": AT + dt.timedelta(days=3)}])
+    monkeypatch.setenv("COLUMNS", str(width))
+    r = run_cli("outbox", "--db", url)
+    assert r.code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= width
+    [row] = [line for line in lines if "acc-0000248" in line]  # one line, not wrapped
+    assert "aisha.dubois@zearca131.example" in row and "cancelled" in row
+    if width == 80:
+        assert "Good news about" in row and LONG_SUBJECT not in row and "…" in row
+        assert lines[-1] == "not shown at 80 columns: created_at, play (a wider terminal or --format json)"
+    else:
+        assert "renewal_expansion" in row and not lines[-1].startswith("not shown")
+    if width == 200:
+        assert LONG_SUBJECT in row
+
+
+def test_tasks_table_at_80_columns_keeps_one_line_a_row(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store.open(url) as store, store.begin() as conn:
+        conn.execute(T["accounts"].insert(), [{"id": "acc-0000248"}])
+        conn.execute(T["tasks"].insert(), [
+            {"idempotency_key": "t3", "account_id": "acc-0000248", "play": "renewal_expansion",
+             "assignee": "usr-csm-0001", "title": "Prepare the renewal expansion proposal with the stakeholders",
+             "status": "open", "created_at": AT, "due": AT + dt.timedelta(days=5)}])
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = run_cli("tasks", "--db", url).stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    [row] = [line for line in lines if "acc-0000248" in line]
+    assert "usr-csm-0001" in row and "Prepare the" in row and "…" in row
+
+
 def test_an_unknown_status_is_a_usage_error_with_a_suggestion(url: str) -> None:
     r = run_cli("tasks", "--db", url, "--status", "opne")
     assert r.code == 2
