@@ -69,6 +69,9 @@ def load(where: Sequence[str | Path]) -> Project:
         raise Fail(str(e)) from e
 
 
+_PLAYS_LISTED = 10  # a folder may define hundreds of plays: name a few, not all
+
+
 def refuse_unknown_play(play: str, seen: Iterable[str]) -> None:
     """Bad usage (exit 2), with a did-you-mean, for a `--play` that nothing `seen` (stored rows,
     running plays) has and the rules in playbooks/ do not define: a misspelt name would
@@ -84,8 +87,10 @@ def refuse_unknown_play(play: str, seen: Iterable[str]) -> None:
         pass
     if play in known:
         return
-    hint = did_you_mean(play, sorted(known)) or (
-        f"Known plays: {', '.join(sorted(known))}." if known else "No play has run yet.")
+    names = sorted(known)
+    listed = ", ".join(names[:_PLAYS_LISTED]) + (f" and {len(names) - _PLAYS_LISTED} more"
+                                                  if len(names) > _PLAYS_LISTED else "")
+    hint = did_you_mean(play, names) or (f"Known plays: {listed}." if names else "No play has run yet.")
     raise Fail(f"no play '{play}' in the rules (playbooks/) or among the plays that ran. {hint}")
 
 

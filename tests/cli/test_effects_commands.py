@@ -127,6 +127,17 @@ def test_a_misspelt_play_is_a_usage_error_with_a_suggestion(url: str, command: s
             "Did you mean 'usage_limit'?") in r.stderr
 
 
+def test_an_unknown_play_with_nothing_close_names_a_few_known_plays(url: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "p.play").write_text("".join(
+        f'play p{i:02} "P"\n  ungated\n  day 1 stage "A"\n' for i in range(30)))
+    monkeypatch.chdir(tmp_path)
+    r = run_cli("outbox", "--db", url, "--play", "zzz")
+    assert r.code == 2
+    assert r.stderr.rstrip().endswith("Known plays: p00, p01, p02, p03, p04, p05, p06, p07, p08, p09 and 22 more.")
+
+
 def test_a_play_the_rules_define_that_wrote_nothing_yet_matches_no_rows(url: str, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "playbooks").mkdir()
