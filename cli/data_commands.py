@@ -86,6 +86,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Import CSV / JSON Lines files, checked against the entity declarations; all or nothing."""
         from engine.importers import KINDS, ImportFailed, import_files
+        from engine.store import removed_if_failed
 
         pairs: list[tuple[Any, str]] = []
         for item in files:
@@ -96,22 +97,23 @@ def register(app: typer.Typer) -> None:
                 raise Fail(f"no such file: {path}")
             pairs.append((kind, path))
         catalog = _catalog(rules, format == TextOrJson.json)
-        store = _store(db, catalog)
-        try:
-            with Progress("playbook import") as progress:
-                # One transaction, all or nothing: safe to run again over a transient fault.
-                report = store.retry(lambda: import_files(
-                    store, catalog, pairs, ignore_unknown_columns=ignore_unknown_columns,
-                    progress=lambda file, rows: progress.update(f"importing {file}", done=rows)))
-        except ImportFailed as exc:
-            if format == TextOrJson.json:
-                print(json.dumps({"imported": False, "problems": exc.total, "errors": [
-                    {"file": e.file, "row": e.row, "column": e.column, "reason": e.reason} for e in exc.errors]}))
-            else:
-                print(str(exc), file=sys.stderr)
-            raise typer.Exit(1) from None
-        finally:
-            store.close()
+        with removed_if_failed(db):  # all or nothing: a failed first import leaves no store (nor folder) behind
+            store = _store(db, catalog)
+            try:
+                with Progress("playbook import") as progress:
+                    # One transaction, all or nothing: safe to run again over a transient fault.
+                    report = store.retry(lambda: import_files(
+                        store, catalog, pairs, ignore_unknown_columns=ignore_unknown_columns,
+                        progress=lambda file, rows: progress.update(f"importing {file}", done=rows)))
+            except ImportFailed as exc:
+                if format == TextOrJson.json:
+                    print(json.dumps({"imported": False, "problems": exc.total, "errors": [
+                        {"file": e.file, "row": e.row, "column": e.column, "reason": e.reason} for e in exc.errors]}))
+                else:
+                    print(str(exc), file=sys.stderr)
+                raise typer.Exit(1) from None
+            finally:
+                store.close()
         if format == TextOrJson.json:
             print(json.dumps({"imported": True, "files": [
                 {"kind": f.kind, "file": f.file, "rows": f.rows, "created": f.created, "updated": f.updated}

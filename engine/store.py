@@ -201,6 +201,47 @@ def _sqlite_file(parsed: sa.URL) -> Path | None:
     return Path(db)
 
 
+@contextmanager
+def removed_if_failed(url: str | None, project_dir: str | Path | None = None) -> Iterator[None]:
+    """Run the block; if it fails, remove the SQLite store it created at `url`: the
+    file and the folders made for it. A failed first import (all or nothing) then
+    leaves nothing behind, and a mistyped --db does not become an empty store that
+    later reads as "holds no accounts" instead of "no store". A store that existed
+    before, or a PostgreSQL one, is never touched. Close the store inside the block."""
+    created = _would_create(url or default_url(project_dir))
+    try:
+        yield
+    except BaseException:
+        for path in created:
+            try:
+                if path.is_dir():
+                    path.rmdir()  # only if empty: nothing else is ever removed
+                else:
+                    for extra in ("", "-journal", "-wal", "-shm"):
+                        path.with_name(path.name + extra).unlink(missing_ok=True)
+            except OSError:
+                pass  # best effort: the command's own error is the one to report
+        raise
+
+
+def _would_create(url: str) -> list[Path]:
+    """What opening `url` for writing would create: a SQLite file that does not exist
+    and the missing folders above it, innermost first."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return []
+    path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is None or path.exists():
+        return []
+    created = [path]
+    folder = path.absolute().parent
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    return created
+
+
 def copy_sqlite(url: str, target: Path) -> str:
     """A consistent copy of the SQLite store at `url` in the file `target`, and its URL
     (the backup API: safe while another process writes). ValueError: not a SQLite file."""

@@ -39,3 +39,24 @@ def test_import_reports_every_bad_row_and_writes_nothing(tmp_path, capsys):
 def test_import_names_a_bad_argument(tmp_path, capsys):
     assert run(["import", "bogus=x.csv", "--db", db(tmp_path)]) == 2
     assert "KIND=FILE" in capsys.readouterr().err
+
+
+def test_a_failed_import_into_a_new_store_leaves_no_store_nor_folder_behind(tmp_path, capsys):
+    bad = tmp_path / "users.csv"
+    bad.write_text("id,email,name\nu1,not-an-email,Ann\n")
+    url = f"sqlite:///{tmp_path}/new/deeper/store.db"
+    assert run(["import", f"users={bad}", "--db", url]) == 1
+    assert "nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_import_into_an_existing_store_keeps_it(tmp_path, capsys):
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("id,email,name\nu1,ann@example.com,Ann\n")
+    bad.write_text("id,email,name\nu2,not-an-email,Bob\n")
+    assert run(["import", f"users={good}", "--db", db(tmp_path)]) == 0
+    assert run(["import", f"users={bad}", "--db", db(tmp_path)]) == 1
+    capsys.readouterr()
+    assert (tmp_path / "store.db").is_file()
+    assert run(["import", f"users={good}", "--db", db(tmp_path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"][0]["updated"] == 1
