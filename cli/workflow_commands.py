@@ -131,7 +131,7 @@ def _log_to_stderr() -> None:
     logging.getLogger("temporalio").setLevel(logging.WARNING)
 
 
-def _serve(coro: Any, store: Any) -> None:
+def _serve(coro: Any, store: Any | None = None) -> None:
     """Run a long-lived command (dev, worker) to its end; errors become `Fail`s."""
     from workflows.devserver import DevServerError, PortTaken
     from workflows.search_attributes import SearchAttributeError
@@ -143,7 +143,8 @@ def _serve(coro: Any, store: Any) -> None:
     except DevServerError as exc:  # not installed, did not start, or died
         raise Fail(str(exc), EXIT_UNREACHABLE) from exc
     finally:
-        store.close()
+        if store is not None:
+            store.close()
 
 
 @temporal_command("worker")
@@ -159,15 +160,27 @@ def worker(
 
     In-flight activities get PLAYBOOK_WORKER_SHUTDOWN_SECONDS (30) to finish
     when it is asked to stop."""
-    from workflows.worker import run_worker
-
     settings = _settings(address=address, namespace=namespace, task_queue=task_queue)
     _check_connectors()
-    sweep_paths = rule_paths(paths, rules)
+    _serve(_worker(settings, rule_paths(paths, rules), database))
+
+
+async def _worker(settings: Any, sweep_paths: list[str | Path], database: str | None) -> None:
+    """Temporal first, then the store. The worker writes (enrollments of scheduled
+    sweeps, outbox, tasks) and migrates the store it serves, so it opens it for
+    writing, which creates a SQLite file that does not exist; connecting first means
+    an unreachable Temporal (or a wrong --address) never leaves an empty store behind."""
+    from workflows.settings import connect
+    from workflows.worker import run_worker
+
+    client = await connect(settings)
     store, catalog = _store_and_catalog(sweep_paths, database)
-    _log_to_stderr()
-    print(f"worker: {settings.describe()}; store {store.url}", file=sys.stderr)
-    _serve(run_worker(settings, store=store, catalog=catalog, sweep_paths=sweep_paths), store)
+    try:
+        _log_to_stderr()
+        print(f"worker: {settings.describe()}; store {store.url}", file=sys.stderr)
+        await run_worker(settings, store=store, catalog=catalog, sweep_paths=sweep_paths, client=client)
+    finally:
+        store.close()
 
 
 @temporal_command("dev")

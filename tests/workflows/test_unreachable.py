@@ -109,7 +109,6 @@ STORE_FAULTS = {
     "sweep, closed port": ["sweep", "--address", "127.0.0.1:1", "--db", "postgresql://127.0.0.1:1/test"],
     "sweep --dry-run, no such database": ["sweep", "--dry-run", "--db",
                                           "postgresql://127.0.0.1:5432/playbook_no_such_db"],
-    "worker, closed port": ["worker", "--address", "127.0.0.1:1", "--db", "postgresql://127.0.0.1:1/test"],
 }
 
 
@@ -136,3 +135,24 @@ def test_a_missing_store_is_named_once_by_sweep(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"playbook sweep: error: no store at {url} (no such file)"), proc.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_a_worker_that_cannot_reach_temporal_creates_no_store(tmp_path: Path) -> None:
+    proc = _playbook("worker", "--address", "127.0.0.1:1", "--db", f"sqlite:///{tmp_path / 'typo' / 's.db'}")
+    assert proc.returncode == EXIT_UNREACHABLE, proc.stderr
+    assert proc.stderr.startswith("playbook worker: error: cannot reach Temporal at 127.0.0.1:1"), proc.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_a_worker_whose_store_cannot_be_reached_exits_4_not_internal_error() -> None:
+    import asyncio
+
+    from workflows.devserver import dev_server
+
+    url = "postgresql://127.0.0.1:1/test"
+    async with dev_server(db=None, port=free_port(), headless=True, log_path=None) as (server, _):
+        proc = await asyncio.to_thread(_playbook, "worker", "--address", server.address, "--db", url)
+    assert proc.returncode == EXIT_UNREACHABLE, proc.stderr
+    assert proc.stderr.startswith(f"playbook worker: error: cannot reach the store at {url}: "), proc.stderr
