@@ -13,7 +13,8 @@ one line and leaves with `os._exit` after flushing. The SDK's runtime threads
 can abort interpreter finalisation ("Fatal Python error: PyGILState_Release",
 sdk-python #300), after a failed connect too (`sweep` did, 2 runs in 8), and
 the user must never see that crash. Exit codes as everywhere: 0 done, 2 bad
-usage or settings, 3 internal error, 4 Temporal could not be reached.
+usage or settings, 3 internal error, 4 Temporal or the store could not be
+reached (one mapping for every command: `cli.common.failure`).
 """
 
 from __future__ import annotations
