@@ -142,14 +142,17 @@ def _print_scorecard(conn: Connection, rows: Iterator[Any], format: TableFormat,
             progress.close()
         rows = _counted(rows, progress)
     if format == TableFormat.csv:
-        # Text always quoted: the csv module leaves a bare carriage return unquoted
-        # under QUOTE_MINIMAL with "\n" line ends, which splits the row in readers.
-        w = csv.writer(sys.stdout, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
-        w.writerow(sc.COLUMNS)
+        # Quoted only where needed, so `cut -d, -f1` reads an id as it is. The csv module
+        # leaves a bare carriage return unquoted under "\n" line ends (which splits the
+        # row in readers), so a row holding one is written with every text cell quoted.
+        plain = csv.writer(sys.stdout, lineterminator="\n")
+        quoted = csv.writer(sys.stdout, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+        plain.writerow(sc.COLUMNS)
         for r in rows:
             j = r.to_json()
-            w.writerow([render.csv_cell("" if j[c] is None else (";".join(j[c]) if isinstance(j[c], list) else j[c]))
-                        for c in sc.COLUMNS])
+            cells = [render.csv_cell("" if j[c] is None else (";".join(j[c]) if isinstance(j[c], list) else j[c]))
+                     for c in sc.COLUMNS]
+            (quoted if any(isinstance(c, str) and "\r" in c for c in cells) else plain).writerow(cells)
     elif json_mode:
         # Streamed by hand: one JSON document, never the whole list in memory.
         sys.stdout.write(json.dumps({"today": day.isoformat(), "score": score, "gate": options.gate,

@@ -51,6 +51,13 @@ def test_csv_cells_that_start_like_a_formula_are_neutralised(url, capsys) -> Non
     assert any(r["health_score"] and r["health_score"][0].isdigit() for r in rows)  # numbers untouched
 
 
+def test_csv_quotes_only_cells_that_need_it_so_shell_tools_read_ids_as_they_are(demo, capsys) -> None:
+    assert run(["scorecard", "--rules", RULES, "--db", demo, "--today", DAY, "--format", "csv"]) == 0
+    header, first = capsys.readouterr().out.splitlines()[:2]
+    assert header.startswith("account_id,segment,")
+    assert first.split(",")[0].startswith("acc-")  # what `cut -d, -f1` gives `playbook why`
+
+
 def scorecard_at(width: int, url: str, monkeypatch, capsys) -> list[str]:
     monkeypatch.setenv("COLUMNS", str(width))
     assert run(["scorecard", "--rules", RULES, "--db", url, "--today", DAY]) == 0
