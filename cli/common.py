@@ -28,9 +28,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-# A store or server (database, Temporal) could not be reached: the environment,
-# not the input and not a bug. Retried first where a retry can help.
+# The environment, not the input and not a bug: a store or server (database,
+# Temporal) could not be reached (retried first where a retry can help), or this
+# Python lacks a package playbook depends on.
 EXIT_UNREACHABLE = 4
+# Our own top-level packages: a module missing among them is a bug, any other an install.
+OWN_PACKAGES = frozenset({"dsl", "engine", "workflows", "connectors", "cli"})
 
 
 class Fail(Exception):
@@ -50,12 +53,26 @@ def failure(exc: BaseException) -> Fail | None:
     """
     if isinstance(exc, Fail):
         return exc
-    return _temporal_failure(exc) or _store_failure(exc) or _settings_failure(exc)
+    return (_install_failure(exc) or _temporal_failure(exc) or _store_failure(exc)
+            or _settings_failure(exc))
 
 
 def error_kind(exit_code: int) -> str:
     """The `kind` of the JSON error document for an exit code: one kind per code."""
     return {EXIT_UNREACHABLE: "unreachable", EXIT_INTERNAL: "internal"}.get(exit_code, "usage")
+
+
+def _install_failure(exc: BaseException) -> Fail | None:
+    """A dependency missing from this Python (an install older than pyproject.toml, or
+    another interpreter): the environment (4), said with how to repair it."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    package = exc.name.partition(".")[0]
+    if package in OWN_PACKAGES:
+        return None
+    return Fail(f"the package that provides {package!r} is not installed in {sys.executable}: install playbook "
+                "with its dependencies (`./run tests` keeps .venv up to date, or `pip install -e .`)",
+                EXIT_UNREACHABLE)
 
 
 def _temporal_failure(exc: BaseException) -> Fail | None:

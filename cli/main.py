@@ -13,7 +13,8 @@ Exit codes (documented in README.md and `playbook --help`):
        `compile` of a name that is not a play
     3  internal error: a bug in playbook itself (never a traceback; set
        PLAYBOOK_DEBUG=1 to see one)
-    4  a store or server (database, Temporal) could not be reached
+    4  the environment: a store or server (database, Temporal) could not be
+       reached, or a package playbook depends on is not installed
 
 With `--format json` stdout holds exactly one JSON document, whatever
 happens — usage and internal errors included.
@@ -53,7 +54,7 @@ from dsl.project import Project, UsageError, discover
 app = typer.Typer(
     name="playbook",
     help="Check, test and compile .play files; decide and run the plays over your account data. "
-    "Exit codes: 0 clean, 1 findings, 2 bad usage, 3 internal error, 4 store or server unreachable.",
+    "Exit codes: 0 clean, 1 findings, 2 bad usage, 3 internal error, 4 store or server unreachable (or a dependency missing).",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # our guard in main() owns unexpected errors

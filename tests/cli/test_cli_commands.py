@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from cli import main as cli_main
+from cli.common import EXIT_UNREACHABLE
 from cli_helpers import GOLDEN, ROOT, run_cli
 
 CLEAN = Path(__file__).with_name("fixtures") / "clean"
@@ -228,3 +232,19 @@ def test_summary_exits_1_on_errors() -> None:
 def test_shipped_playbooks_check_and_test_clean() -> None:
     result = run_cli("summary", str(ROOT / "playbooks"))
     assert result.code == 0, result.stdout
+
+
+# ---------------------------------------------------------------- install
+
+
+def test_a_missing_dependency_is_an_environment_fault_naming_the_package_not_a_bug() -> None:
+    # `holidays` blocked as if an install older than pyproject.toml lacked it.
+    code = ("import sys; sys.modules['holidays'] = None; sys.argv = ['playbook', 'check', 'playbooks']; "
+            "from cli.main import main; main()")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PLAYBOOK_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == EXIT_UNREACHABLE, proc.stderr
+    assert proc.stderr.startswith("playbook check: error: the package that provides 'holidays' is not installed")
+    assert "bug" not in proc.stderr and "Traceback" not in proc.stderr

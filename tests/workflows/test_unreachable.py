@@ -89,7 +89,7 @@ NOT_TEMPORAL = ('Failed client connect: `get_system_info` call error after conne
                 'message: "grpc-status header missing, mapped from HTTP status code 404", metadata: MetadataMap '
                 '{ headers: {"server": "keryx"} }, source: None }')
 UNREACHABLE_NET = ('Failed client connect: Server connection error: tonic::transport::Error(Transport, ConnectError('
-                   'ConnectError("tcp connect error", 10.0.0.1:7233, Os { code: 101, kind: NetworkUnreachable, '
+                   'ConnectError("tcp connect error", 127.0.0.1:7233, Os { code: 101, kind: NetworkUnreachable, '
                    'message: "Network is unreachable" })))')
 
 
