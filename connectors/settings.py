@@ -22,7 +22,6 @@ connector over an engine Store, as the built-in store connector may.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,10 +30,11 @@ from typing import Any
 
 from pydantic import ValidationError, create_model
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectors import base as cb
-from engine.settings import SettingsError, read_settings_file, settings_file
+from dsl.suggest import closest
+from engine.settings import FileBackedSettings, SettingsError, read_settings_file, settings_file
 from engine.store import Store
 
 ENV_PREFIX = "PLAYBOOK_CONNECTOR_"
@@ -76,20 +76,6 @@ REGISTRY: dict[str, Implementation] = {i.name: i for i in [
 ]}
 
 
-class _Base(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
-
-    default: str = DEFAULT
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _FileTable(settings_cls)
-
-
 class _FileTable(PydanticBaseSettingsSource):
     """The settings file's `[connectors]` table; a key that is no step kind is an error."""
 
@@ -104,10 +90,17 @@ class _FileTable(PydanticBaseSettingsSource):
         known = list(self.settings_cls.model_fields)
         for key in table:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"step kinds: {', '.join(known)}"
+                close = closest(key, known)
+                hint = f"did you mean '{close}'?" if close else f"step kinds: {', '.join(known)}"
                 raise ConnectorSettingsError(f"settings file {path}: [{TABLE}] {_shown(key)} is no step kind; {hint}")
         return dict(table)
+
+
+class _Base(FileBackedSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    file_source = _FileTable
+
+    default: str = DEFAULT
 
 
 @cache
@@ -131,8 +124,8 @@ def choose(**overrides: str) -> dict[str, str]:
         if name not in REGISTRY:
             path, _ = settings_file()
             where = f"{ENV_PREFIX}{kind.upper()} or `{kind}` in [{TABLE}] of {path}"
-            close = difflib.get_close_matches(name, REGISTRY, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            close = closest(name, REGISTRY)
+            hint = f"did you mean '{close}'? " if close else ""
             raise ConnectorSettingsError(
                 f"{where}: {_shown(name)} is not a connector; {hint}known: {', '.join(REGISTRY)}")
     return chosen

@@ -8,7 +8,6 @@ the most recent.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsl.suggest import closest
 from engine.schema import Base
 
 
@@ -49,8 +49,8 @@ def _where(kind: Kind, filters: Filters) -> list[sa.ColumnElement[bool]]:
     t = Base.metadata.tables[kind.table]
     status = filters.status.lower() if filters.status is not None else None  # statuses are lower case
     if status is not None and status not in kind.statuses:
-        close = difflib.get_close_matches(status, kind.statuses, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"one of {', '.join(kind.statuses)}"
+        close = closest(status, kind.statuses)
+        hint = f"did you mean '{close}'?" if close else f"one of {', '.join(kind.statuses)}"
         raise EffectsError(f"no {kind.table} row has status '{filters.status}': {hint}")
     out: list[sa.ColumnElement[bool]] = []
     for column, value in (("account_id", filters.account), ("play", filters.play), ("status", status)):

@@ -24,11 +24,10 @@ The file's top-level keys are the settings above; its `[connectors]` and
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import Field, ValidationError, field_validator
@@ -89,14 +88,31 @@ class _FileSource(PydanticBaseSettingsSource):
         known = set(self.settings_cls.model_fields)
         for key in data:
             if key not in known and key not in OTHER_TABLES:
-                close = difflib.get_close_matches(key, [*known, *OTHER_TABLES], n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(known))}"
+                close = closest(key, [*known, *OTHER_TABLES])
+                hint = f"; did you mean '{close}'?" if close else f"; known: {', '.join(sorted(known))}"
                 raise SettingsError(f"settings file {path}: unknown setting '{key}'{hint}")
         return {k: v for k, v in data.items() if k in known}
 
 
-class EngineSettings(BaseSettings):
+class FileBackedSettings(BaseSettings):
+    """Settings read from the values given, then the environment, then the settings
+    file through `file_source` (no .env or secrets folder)."""
+
+    file_source: ClassVar[type[PydanticBaseSettingsSource]]
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, cls.file_source(settings_cls)
+
+
+class EngineSettings(FileBackedSettings):
     """Decision settings; build with `load_settings()`."""
+
+    file_source = _FileSource
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
@@ -121,14 +137,6 @@ class EngineSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _FileSource(settings_cls)
 
     @property
     def zone(self) -> ZoneInfo:

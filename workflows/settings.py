@@ -32,7 +32,6 @@ Plain pydantic: `from_env()` reads the file and a given environment mapping
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from dsl.suggest import closest
 from engine import settings as engine_settings
 from workflows.client import TASK_QUEUE
 
@@ -151,8 +151,8 @@ def _file_table() -> dict[str, Any]:
         raise SettingsError(f"settings file {path}: `{TABLE}` must be a table ([{TABLE}])")
     for key in table:
         if key not in ENV:
-            close = difflib.get_close_matches(key, list(ENV), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(ENV)}"
+            close = closest(key, ENV)
+            hint = f"did you mean '{close}'?" if close else f"known: {', '.join(ENV)}"
             raise SettingsError(f"settings file {path}: [{TABLE}] has no setting '{key}'; {hint}")
     return dict(table)
 
