@@ -17,7 +17,8 @@ Contract of `act`:
   workflows/activities.py), so a connector only delivers.
 - Failures raise a `ConnectorError` whose `retryable` says whether trying
   again can help (like httpx's timeout vs. 4xx split): a timeout, a 5xx, a
-  429, a locked database are `TransientError`; a rejected address, a
+  429, a locked database are `TransientError` (with `retry_after` when the
+  provider named a delay); a rejected address, a
   missing value, a 4xx are `PermanentError`. Never a bare exception: the
   activity layer maps these onto Temporal's retry policy.
 - Async; a blocking client runs in a thread (asyncio.to_thread).
@@ -50,9 +51,17 @@ class ConnectorError(Exception):
 
 
 class TransientError(ConnectorError):
-    """Timeouts, 5xx, 429, connection resets, a locked database: retry with backoff."""
+    """Timeouts, 5xx, 429, connection resets, a locked database: retry with backoff.
+
+    `retry_after`: the provider said when to come back (a Retry-After header);
+    the next attempt waits that long instead of the retry policy's backoff.
+    """
 
     retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentError(ConnectorError):

@@ -168,6 +168,10 @@ class PlayActivities:
         try:
             return await call
         except cb.ConnectorError as exc:
+            if isinstance(exc, cb.TransientError) and exc.retry_after is not None:
+                # The provider's Retry-After replaces the policy's backoff for this one attempt.
+                raise ApplicationError(str(exc), type=type(exc).__name__,
+                                       next_retry_delay=dt.timedelta(seconds=max(exc.retry_after, 0.0))) from exc
             if exc.retryable:
                 raise  # an ordinary exception: retried by the activity retry policy
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc

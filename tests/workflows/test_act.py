@@ -84,3 +84,34 @@ def test_every_acting_step_kind_has_a_connector_action_and_no_other_kind_has_one
     from dsl.steps import KINDS
 
     assert {name for name, kind in KINDS.items() if kind.acts} == set(ACTIONS)
+
+
+async def _guarded(error: Exception) -> BaseException:
+    async def fail() -> None:
+        raise error
+
+    with pytest.raises(BaseException) as caught:
+        await PlayActivities._guard(fail())
+    return caught.value
+
+
+async def test_a_provider_retry_after_becomes_the_next_attempts_delay():
+    from connectors.base import TransientError
+
+    raised = await _guarded(TransientError("429 from provider", retry_after=7.5))
+    assert isinstance(raised, ApplicationError) and not raised.non_retryable
+    assert raised.next_retry_delay is not None and raised.next_retry_delay.total_seconds() == 7.5
+
+
+async def test_a_transient_error_without_retry_after_keeps_the_policys_backoff():
+    from connectors.base import TransientError
+
+    raised = await _guarded(TransientError("timeout"))
+    assert isinstance(raised, TransientError)
+
+
+async def test_a_permanent_error_is_not_retried():
+    from connectors.base import PermanentError
+
+    raised = await _guarded(PermanentError("400 bad address"))
+    assert isinstance(raised, ApplicationError) and raised.non_retryable
