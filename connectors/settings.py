@@ -70,9 +70,23 @@ def _memory(store: Store | None) -> cb.Connector:
     return MemoryConnector()
 
 
+def _hubspot(store: Store | None) -> cb.Connector:
+    from connectors.hubspot import HubSpotConnector, load_hubspot_settings
+    from connectors.store import account_field
+
+    settings = load_hubspot_settings()
+    if settings.token is None or not settings.token.get_secret_value().strip():
+        # Refused before the worker starts, not at the first task.
+        raise ConnectorSettingsError(f"the hubspot connector needs a private-app token: set {settings.where('token')}")
+    field = settings.company_field
+    company_of = account_field(store, field) if store is not None and field not in (None, "id") else None
+    return HubSpotConnector(settings, company_of=company_of)
+
+
 REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store),
     Implementation("memory", "kept in memory, lost at exit (tests)", _memory),
+    Implementation("hubspot", "HubSpot CRM: tasks, deals, stage moves, notes (connectors/hubspot.py)", _hubspot),
 ]}
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -254,6 +254,34 @@ class StoreConnector:
             return action.result(key=action.key)
 
         return await self._tx(work)
+
+
+def account_field(store: Store, field: str) -> Callable[[str], Awaitable[Any]]:
+    """One account field's value by account id, for a connector that needs it (HubSpot's company id).
+
+    The field is read by name, declared or not, so the connector needs no catalog;
+    a field the store has no column for is a PermanentError naming it.
+    """
+    accounts = sa.table(schema.ENTITY_TABLES["account"], sa.column("id"), sa.column(field))
+    query = sa.select(accounts.c[field]).where(accounts.c.id == sa.bindparam("account_id"))
+
+    def read(account_id: str) -> Any:
+        try:
+            with store.connect() as conn:
+                return conn.execute(query, {"account_id": account_id}).scalar()
+        except sa.exc.OperationalError as exc:
+            if "no such column" in str(exc.orig) or "does not exist" in str(exc.orig):
+                raise cb.PermanentError(f"the store's accounts have no field {field!r} "
+                                        "(declare it in an `entity account` and import it)") from exc
+            raise cb.TransientError(f"store: {exc.orig}") from exc
+        except sa.exc.ProgrammingError as exc:  # PostgreSQL: an undefined column
+            raise cb.PermanentError(f"the store's accounts have no field {field!r} "
+                                    "(declare it in an `entity account` and import it)") from exc
+
+    async def value(account_id: str) -> Any:
+        return await asyncio.to_thread(read, account_id)
+
+    return value
 
 
 def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,8 @@ Highest first: the environment, the settings file
 (`$PLAYBOOK_SETTINGS_FILE`, default `.playbook/settings.toml`: outside git,
 so secrets and per-team values stay out of the repository), the defaults.
 The file's top-level keys are the settings above; its `[connectors]` and
-`[temporal]` tables belong to connectors/settings.py and workflows/settings.py.
+`[temporal]` tables belong to connectors/settings.py and workflows/settings.py,
+`[hubspot]` to connectors/hubspot.py.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ ENV_PREFIX = "PLAYBOOK_"
 SETTINGS_FILE_ENV = "PLAYBOOK_SETTINGS_FILE"
 DEFAULT_SETTINGS_FILE = Path(".playbook") / "settings.toml"
 # Tables of the settings file that other modules read; the engine leaves them alone.
-OTHER_TABLES = ("connectors", "temporal")
+OTHER_TABLES = ("connectors", "temporal", "hubspot")
 
 
 def clock() -> dt.datetime:

@@ -111,10 +111,10 @@ def test_a_kind_added_to_the_actions_is_a_setting_at_once(monkeypatch):
 def test_playbook_worker_refuses_an_unknown_connector_before_it_connects(monkeypatch, capsys):
     from cli.main import run
 
-    monkeypatch.setenv("PLAYBOOK_CONNECTOR_TASK", "hubspot")
+    monkeypatch.setenv("PLAYBOOK_CONNECTOR_TASK", "salesforce")
     assert run(["worker", "--address", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
-    assert "connector settings: PLAYBOOK_CONNECTOR_TASK" in err and "'hubspot' is not a connector" in err
+    assert "connector settings: PLAYBOOK_CONNECTOR_TASK" in err and "'salesforce' is not a connector" in err
 
 
 def test_the_workers_activities_act_through_the_chosen_connectors(tmp_path, monkeypatch):
