@@ -35,6 +35,35 @@ def _store(url: str | None, catalog: Any) -> Any:
         raise Fail(f"cannot open the store{f' at {url}' if url else ''}: {exc}") from exc
 
 
+def _import_outcomes(db: str | None, paths: list[str], format: TextOrJson) -> None:
+    """Outcomes (engine/outcomes.py): into a store that holds the accounts; all or nothing."""
+    from engine.importers import ImportFailed
+    from engine.outcomes import import_outcomes
+    from engine.store import removed_if_failed
+
+    try:
+        with removed_if_failed(db):  # a mistyped --db must not become an empty store
+            store = _store(db, None)
+            try:
+                results = store.retry(lambda: import_outcomes(store, paths))
+            finally:
+                store.close()
+    except ImportFailed as exc:
+        if format == TextOrJson.json:
+            print(json.dumps({"imported": False, "problems": exc.total, "errors": [
+                {"file": e.file, "row": e.row, "column": e.column, "reason": e.reason} for e in exc.errors]}))
+        else:
+            print(str(exc), file=sys.stderr)
+        raise typer.Exit(1) from None
+    if format == TextOrJson.json:
+        print(json.dumps({"imported": True, "files": [
+            {"kind": "outcomes", "file": r.file, "rows": r.rows, "created": r.created, "updated": r.updated}
+            for r in results]}))
+        return
+    for r in results:
+        print(f"{r.file}: {r.rows:,} outcomes rows ({r.created:,} new, {r.updated:,} updated)")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo-data")
     def demo_data(
@@ -76,7 +105,7 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_(
         files: Annotated[list[str], typer.Argument(
-            help="KIND=FILE pairs; KIND is users, accounts, contacts, metrics or events; FILE is .csv or .jsonl.",
+            help="KIND=FILE pairs; KIND is users, accounts, contacts, metrics, events or outcomes; FILE is .csv or .jsonl.",
             show_default=False)],
         db: DbOpt = None,
         rules: RulesOpt = None,
@@ -91,11 +120,17 @@ def register(app: typer.Typer) -> None:
         pairs: list[tuple[Any, str]] = []
         for item in files:
             kind, sep, path = item.partition("=")
-            if not sep or kind not in KINDS:
-                raise Fail(f"'{item}': write KIND=FILE with KIND one of {', '.join(KINDS)}")
+            if not sep or kind not in (*KINDS, "outcomes"):
+                raise Fail(f"'{item}': write KIND=FILE with KIND one of {', '.join((*KINDS, 'outcomes'))}")
             if not Path(path).is_file():
                 raise Fail(f"no such file: {path}")
             pairs.append((kind, path))
+        if any(k == "outcomes" for k, _ in pairs):
+            if any(k != "outcomes" for k, _ in pairs):
+                raise Fail("import outcomes on their own, after the accounts they refer to "
+                           "(`playbook import outcomes=FILE`)")
+            _import_outcomes(db, [p for _, p in pairs], format)
+            return
         catalog = _catalog(rules, format == TextOrJson.json)
         with removed_if_failed(db):  # all or nothing: a failed first import leaves no store (nor folder) behind
             store = _store(db, catalog)

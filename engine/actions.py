@@ -2,7 +2,8 @@
 
 connectors/store.py writes these tables as plays act (inside its own
 transaction: `move_stage` takes its connection); the simulation records
-what customers and the CRM did (`unsubscribe`, `close_open_deals`); the
+what customers and the CRM did (`unsubscribe`, `record_reply`, `close_open_deals`;
+outcomes with their deals: engine/outcomes.py); the
 demo and the simulation report read them (`outbox_totals`, `emails`,
 `tasks`, `stage_moves`). workflows/ touches none of these tables itself.
 """
@@ -16,11 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from engine.schema import Base
-from engine.store import Store
+from engine.store import Store, insert_ignore
 
 TABLES = Base.metadata.tables
-OUTBOX, TASKS, OPPS, STAGES, CONTACTS = (TABLES[t] for t in ("outbox", "tasks", "opportunities", "stage_history",
-                                                            "contacts"))
+OUTBOX, TASKS, OPPS, STAGES, CONTACTS, EVENTS = (
+    TABLES[t] for t in ("outbox", "tasks", "opportunities", "stage_history", "contacts", "events"))
 CLOSED = ("Closed Won", "Closed Lost")
 
 
@@ -49,6 +50,19 @@ def close_open_deals(store: Store, account_id: str, play: str | None, stage: str
         for opp_id, previous in rows:
             move_stage(conn, opp_id, previous, stage, at, actor)
     return len(rows)
+
+
+REPLIED = "replied"  # the `events` row of a reply: payload {"play", "message": the outbox key it answers}
+
+
+def record_reply(store: Store, account_id: str, play: str | None, message_key: str | None, at: dt.datetime,
+                 key: str) -> None:
+    """A reply arrived (to the outbox message `message_key`, when known): an `events` row
+    `replied`, idempotent by `key` (the provider's message id). Reports count replies from it."""
+    with store.begin() as conn:
+        insert_ignore(conn, EVENTS, [{"key": key, "account_id": account_id, "event": REPLIED, "occurred_at": at,
+                                      "occurred_on": at.astimezone(dt.timezone.utc).date(),
+                                      "payload": {"play": play, "message": message_key}}], ["key"])
 
 
 def unsubscribe(store: Store, email: str, at: dt.datetime) -> None:
@@ -147,4 +161,4 @@ def stage_moves(store: Store, before: dt.datetime) -> list[StageMove]:
 
 
 __all__ = ["Email", "OutboxTotals", "StageMove", "TaskRecord", "close_open_deals", "emails", "move_stage",
-           "outbox_totals", "stage_moves", "tasks", "unsubscribe"]
+           "outbox_totals", "record_reply", "stage_moves", "tasks", "unsubscribe"]

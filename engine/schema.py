@@ -306,18 +306,34 @@ class OutboxMessage(Base):
 
 
 class Outcome(Base):
-    """What a play achieved: closed_won, closed_lost, churned, ... with its value."""
+    """What a play achieved: won or lost (an expansion deal), churned or contracted (the
+    base shrinking), with its value in ARR. Written only by engine/outcomes.py.
+
+    `key` makes recording idempotent: `opportunity:<id>` when the outcome closes an
+    opportunity, else `enrollment:<id>`, else the caller's own (docs/outcomes.md).
+    """
 
     __tablename__ = "outcomes"
-    __table_args__ = (Index("ix_outcomes_account_id_play", "account_id", "play"),)
+    __table_args__ = (
+        Index("ix_outcomes_account_id_play", "account_id", "play"),
+        Index("uq_outcomes_key", "key", unique=True),
+        Index("ix_outcomes_at", "at"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     play: Mapped[str | None] = mapped_column(Text)
-    outcome: Mapped[str] = mapped_column(Text)
-    value: Mapped[float | None] = mapped_column(Double)
+    outcome: Mapped[str] = mapped_column(Text)  # won | lost | churned | contracted
+    value: Mapped[float | None] = mapped_column(Double)  # ARR won, lost or churned
     enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollments.id"))
     opportunity_id: Mapped[str | None] = mapped_column(ForeignKey("opportunities.id"))
-    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)  # when it closed
+    reason: Mapped[str | None] = mapped_column(Text)  # reason code, e.g. price, timing, no_budget
+    objection: Mapped[str | None] = mapped_column(Text)
+    champion: Mapped[str | None] = mapped_column(Text)
+    approver: Mapped[str | None] = mapped_column(Text)
+    days_to_close: Mapped[float | None] = mapped_column(Double)  # from the signal to `at`
+    source: Mapped[str | None] = mapped_column(Text)  # pipeline | crm | csv | cli | simulation
+    key: Mapped[str | None] = mapped_column(Text)
 
 
 class EnrollmentDecision(Base):

@@ -32,7 +32,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError
 
 from connectors import base as cb
-from engine import actions, enrollment
+from engine import actions, enrollment, outcomes
 from engine.store import Store
 from workflows.client import send_event
 from workflows.play import workflow_id
@@ -201,12 +201,15 @@ class SimActivities:
         return signalled
 
     def _apply_to_store(self, p: Pending, at: dt.datetime) -> None:
-        """What the CRM or the email provider would record: unsubscribes, won/lost deals."""
+        """What the CRM or the email provider would record: unsubscribes, replies, won/lost deals and their outcomes."""
         if p.kind == "unsubscribed" and p.contact:
             actions.unsubscribe(self.store, p.contact, at)
+        if p.kind == "replied":
+            actions.record_reply(self.store, p.account, None if p.play == "*" else p.play, p.message, at,
+                                 f"sim:replied:{p.account}:{p.play}:{p.due.isoformat()}")
         if p.stage in actions.CLOSED:
-            actions.close_open_deals(self.store, p.account, None if p.play == "*" else p.play, p.stage, at,
-                                     "crm (simulated customer)")
+            outcomes.close_deals(self.store, p.account, None if p.play == "*" else p.play, p.stage, at,
+                                 source="simulation", actor="crm (simulated customer)")
 
     # -- finish -------------------------------------------------------------
     @activity.defn(name="sim_finish")

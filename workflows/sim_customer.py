@@ -43,6 +43,7 @@ class Pending:
     stage: str | None = field(default=None, compare=False)
     cause: str = field(default="", compare=False)  # why (the email it answers), for the timeline
     contact: str | None = field(default=None, compare=False)
+    message: str | None = field(default=None, compare=False)  # the outbox key a reply answers
 
 
 class Customer:
@@ -72,7 +73,7 @@ class Customer:
         lo, hi = c.reply_hours
         reply_at = next_tick(at + dt.timedelta(hours=lo + int(draw(c.seed, key, "reply-delay") * (hi - lo + 1))))
         out.append(Pending(reply_at, email.account_id, email.play, "replied", cause=f"to “{subject}”",
-                           contact=email.recipient))
+                           contact=email.recipient, message=key))
         deal = draw(c.seed, key, "deal")
         if deal < c.win_rate:
             days = 3 + int(draw(c.seed, key, "won-delay") * 8)
