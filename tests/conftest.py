@@ -27,3 +27,11 @@ def hubspot_prism() -> Iterator[str]:
     """Prism mocking HubSpot's CRM objects API (../shared/peers/hubspot/objects.json)."""
     with peers.prism_mock(peers.HUBSPOT / "objects.json") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def hubspot_proxy(_wiremock_process: peers.WireMock) -> Iterator[str]:
+    """Prism checking requests and answers against HubSpot's CRM objects spec, passing them to the
+    session's WireMock (stub it through the `wiremock` fixture)."""
+    with peers.prism_proxy(peers.HUBSPOT / "objects.json", _wiremock_process.url) as url:
+        yield url

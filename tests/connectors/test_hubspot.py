@@ -11,7 +11,6 @@ are HubSpot's, not ours.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -22,53 +21,17 @@ import peers
 from connectors import base as cb
 from connectors import settings as cs
 from connectors.hubspot import DEFAULT_STAGES, HubSpotConnector, HubSpotSettingsError, load_hubspot_settings
+from hubspot_shapes import JSON, PROP, SpecChecked, created, error, found, obj, received, stub
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
-PROP = "playbook_idempotency_key"
 AT = dt.datetime(2026, 3, 9, 9, 0, tzinfo=dt.timezone.utc)
 KEY = "play:usage_limit:acct-1:abc123:1:day1.0"
-JSON = {"Content-Type": "application/json"}
-CORRELATION = "aeb5f871-7f07-4993-9211-075dc63e7cbf"
 
 
 # ---------------------------------------------------------------------------
 # Peers and the spec check
-
-
-class SpecChecked(httpx.AsyncBaseTransport):
-    """The connector's transport: every answer read, and any Prism violation kept.
-
-    Prism answers a request outside HubSpot's spec with 422 (problem+json
-    from stoplight.io) and a stub answer outside it with 500 and
-    `sl-violations`: either is our bug, whatever the connector made of it.
-    """
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.violations: list[str] = []
-        self.sent: list[tuple[str, str, Any]] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content) if request.content else None
-        self.sent.append((request.method, request.url.path, body))
-        response = await self.inner.handle_async_request(request)
-        content = await response.aread()
-        if "sl-violations" in response.headers or b"stoplight.io/prism/errors" in content:
-            self.violations.append(f"{request.method} {request.url.path}: {response.status_code} "
-                                   f"{response.headers.get('sl-violations') or content[:600]!r}")
-        return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-@pytest.fixture(scope="module")
-def proxy(_wiremock_process: peers.WireMock) -> Iterator[str]:
-    """Prism checking requests and answers against HubSpot's objects spec, in front of WireMock."""
-    with peers.prism_proxy(peers.HUBSPOT / "objects.json", _wiremock_process.url) as url:
-        yield url
 
 
 @pytest.fixture
@@ -85,9 +48,10 @@ def make(url: str, transport: httpx.AsyncBaseTransport | None, **settings: Any) 
 
 
 @pytest.fixture
-async def hubspot(proxy: str, wiremock: peers.WireMock, spec: SpecChecked) -> AsyncIterator[HubSpotConnector]:
+async def hubspot(hubspot_proxy: str, wiremock: peers.WireMock,
+                  spec: SpecChecked) -> AsyncIterator[HubSpotConnector]:
     """The connector through Prism to a WireMock with no stubs (account ids are company ids)."""
-    connector = make(proxy, spec)
+    connector = make(hubspot_proxy, spec)
     yield connector
     await connector.aclose()
 
@@ -100,47 +64,6 @@ def no_machine_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
         if name.startswith(("PLAYBOOK_HUBSPOT_", "PLAYBOOK_CONNECTOR_")) or name == "PLAYBOOK_SETTINGS_FILE":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-
-
-# ---------------------------------------------------------------------------
-# HubSpot's shapes, as WireMock answers them
-
-
-def obj(object_id: str, **properties: str) -> dict[str, Any]:
-    """A SimplePublicObject."""
-    return {"id": object_id, "properties": properties, "archived": False,
-            "createdAt": "2026-03-09T09:00:00.000Z", "updatedAt": "2026-03-09T09:00:00.000Z"}
-
-
-def found(*objects: dict[str, Any]) -> dict[str, Any]:
-    return {"status": 200, "headers": JSON, "jsonBody": {"total": len(objects), "results": list(objects)}}
-
-
-def created(object_id: str, **properties: str) -> dict[str, Any]:
-    return {"status": 201, "headers": JSON, "jsonBody": obj(object_id, **properties)}
-
-
-def error(status: int, message: str, category: str, **extra: Any) -> dict[str, Any]:
-    headers = {**JSON, **extra.pop("headers", {})}
-    return {"status": status, "headers": headers,
-            "jsonBody": {"message": message, "category": category, "correlationId": CORRELATION, **extra}}
-
-
-def stub(wm: peers.WireMock, method: str, path: str, response: dict[str, Any], *, scenario: str | None = None,
-         state: str | None = None, then: str | None = None, path_regex: bool = False) -> None:
-    mapping: dict[str, Any] = {"request": {"method": method, ("urlPathPattern" if path_regex else "urlPath"): path},
-                               "response": response}
-    if scenario:
-        mapping["scenarioName"] = scenario
-        mapping["requiredScenarioState"] = state or "Started"
-        if then:
-            mapping["newScenarioState"] = then
-    wm.stub(mapping)
-
-
-def received(wm: peers.WireMock, method: str, path: str) -> list[dict[str, Any]]:
-    """The JSON bodies WireMock received for one method and path, oldest first."""
-    return [json.loads(r["body"]) for r in wm.requests() if r["method"] == method and r["url"] == path]
 
 
 def task(key: str = KEY, **fields: Any) -> cb.NewTask:
@@ -201,7 +124,7 @@ async def test_a_deal_starts_in_the_pipeline_at_the_csql_stage_with_its_amount(h
     assert body["associations"][0]["types"][0]["associationTypeId"] == 5
 
 
-async def test_a_retry_after_a_lost_answer_does_not_create_a_second_deal(proxy, wiremock, spec):
+async def test_a_retry_after_a_lost_answer_does_not_create_a_second_deal(hubspot_proxy, wiremock, spec):
     # The first create reaches HubSpot, but its answer never arrives (past our
     # timeout); HubSpot has the deal all the same, and the retry's search finds it.
     stub(wiremock, "POST", "/crm/v3/objects/deals/search", found(), scenario="lost", state="Started")
@@ -209,7 +132,7 @@ async def test_a_retry_after_a_lost_answer_does_not_create_a_second_deal(proxy, 
          scenario="lost", state="Started", then="made")
     stub(wiremock, "POST", "/crm/v3/objects/deals/search", found(obj("7001", **{PROP: KEY})),
          scenario="lost", state="made")
-    connector = make(proxy, spec, timeout=1.0)
+    connector = make(hubspot_proxy, spec, timeout=1.0)
     try:
         with pytest.raises(cb.TransientError, match="no answer within 1 s"):
             await connector.act(opportunity())
@@ -355,9 +278,9 @@ async def test_a_5xx_is_transient(hubspot, wiremock):
     assert err.value.retry_after is None
 
 
-async def test_an_answer_past_the_timeout_is_transient(proxy, wiremock, spec):
+async def test_an_answer_past_the_timeout_is_transient(hubspot_proxy, wiremock, spec):
     stub(wiremock, "POST", "/crm/v3/objects/tasks/search", {**found(), "fixedDelayMilliseconds": 2000})
-    connector = make(proxy, spec, timeout=0.5)
+    connector = make(hubspot_proxy, spec, timeout=0.5)
     try:
         with pytest.raises(cb.TransientError, match=r"no answer within 0.5 s"):
             await connector.act(task())
@@ -419,11 +342,11 @@ async def test_a_missing_token_is_a_permanent_error_naming_the_setting():
         await connector.act(task())
 
 
-async def test_the_spec_check_catches_a_request_hubspot_would_refuse(proxy, wiremock):
+async def test_the_spec_check_catches_a_request_hubspot_would_refuse(hubspot_proxy, wiremock):
     # The guard every other test relies on: a property value that is no string is not HubSpot's shape.
     checked = SpecChecked()
     async with httpx.AsyncClient(transport=checked, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        await client.post(proxy + "/crm/v3/objects/tasks", json={"properties": {"hs_task_subject": 1},
+        await client.post(hubspot_proxy + "/crm/v3/objects/tasks", json={"properties": {"hs_task_subject": 1},
                                                                  "associations": []})
     assert len(checked.violations) == 1 and "422" in checked.violations[0]
 
@@ -516,7 +439,7 @@ def test_the_registry_builds_hubspot_for_the_kinds_that_choose_it(monkeypatch):
     assert not isinstance(connectors.by_kind["email"], HubSpotConnector)
 
 
-async def test_the_company_id_is_read_from_the_account_field_in_the_store(tmp_path, proxy, wiremock, spec):
+async def test_the_company_id_is_read_from_the_account_field_in_the_store(tmp_path, hubspot_proxy, wiremock, spec):
     import sqlalchemy as sa
 
     from connectors.store import account_field
@@ -531,7 +454,7 @@ async def test_the_company_id_is_read_from_the_account_field_in_the_store(tmp_pa
         stub(wiremock, "POST", "/crm/v3/objects/tasks/search", found())
         stub(wiremock, "POST", "/crm/v3/objects/tasks", created("4101"))
         connector = HubSpotConnector(load_hubspot_settings(
-            base_url=proxy, token=TOKEN, owners={"csm@example.com": "77"}),
+            base_url=hubspot_proxy, token=TOKEN, owners={"csm@example.com": "77"}),
                                      company_of=account_field(store, "hubspot_company_id"), transport=spec)
         try:
             await connector.act(task(account_id="acct-1"))
