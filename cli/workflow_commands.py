@@ -1,8 +1,8 @@
-"""`playbook dev`, `playbook worker`, `playbook status`, and the one way out
-of every command that talks to Temporal.
+"""`playbook dev`, `playbook worker`, `playbook status`, `playbook pause` /
+`resume`, and the one way out of every command that talks to Temporal.
 
-Thin functions over workflows/devserver.py, workflows/worker.py and
-workflows/status.py. Connection settings come from the environment
+Thin functions over workflows/devserver.py, workflows/worker.py,
+workflows/status.py and workflows/pause.py. Connection settings come from the environment
 (`PLAYBOOK_TEMPORAL_ADDRESS`, `..._NAMESPACE`, `..._TLS_CERT`, ...; see
 workflows/settings.py) and the options below override them.
 
@@ -254,6 +254,96 @@ def status(
             print(line)
 
 
+PauseScope = Annotated[str | None, typer.Argument(help="The play (its name in the .play file).", show_default=False)]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every play, and plays started later.")]
+ByOpt = Annotated[str | None, typer.Option("--by", help="Who does it, for the record [default: your user name].", show_default=False)]
+
+
+def _scope(play: str | None, every: bool, verb: str) -> str | None:
+    if (play is None) == (not every):
+        raise Fail(f"{verb} one play or --all: `playbook {verb} PLAY` or `playbook {verb} --all`")
+    return play
+
+
+def _actor(by: str | None) -> str:
+    import getpass
+
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a container
+        return "playbook"
+
+
+def _pause_command(verb: str, play: str | None, by: str | None, reason: str | None, database: str | None,
+                   settings: Any, format: TextOrJson) -> None:
+    from engine.store import Store
+    from workflows.pause import StillPaused, pause_plays, resume_plays
+    from workflows.settings import connect
+    from workflows.status import query_for
+
+    async def go(store: Any) -> Any:
+        client = await connect(settings)
+        if play is not None and not (await client.count_workflows(query_for(play))).count:
+            refuse_unknown_play(play, ())  # not running: it must at least be in playbooks/
+        try:
+            if verb == "pause":
+                return await pause_plays(client, store, play, by=_actor(by), reason=reason)
+            return await resume_plays(client, store, play, by=_actor(by))
+        except StillPaused as exc:
+            raise Fail(str(exc)) from exc
+
+    store = Store.open(database)  # missing (2), unreachable (4): see cli.common.failure
+    try:
+        report = asyncio.run(go(store))
+    finally:
+        store.close()
+    if format is TextOrJson.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+        return
+    what = f"play {play}" if play else "every play"
+    n = report.signalled
+    running = f"{n} running play{'s' if n != 1 else ''}"
+    if verb == "pause":
+        print(f"paused {what}: {running} hold their steps; plays started later start paused "
+              f"until `playbook resume {play or '--all'}`")
+    else:
+        print(f"resumed {what}: {running} signalled; a step that came due while paused runs now")
+
+
+@temporal_command("pause")
+def pause(
+    play: PauseScope = None,
+    all_plays: AllOpt = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, shown in the Web UI and `status`.", show_default=False)] = None,
+    by: ByOpt = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+    database: DbOpt = None,
+    format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
+) -> None:
+    """Hold every step of a play (or of all plays): nothing is dropped or skipped; steps that come
+    due wait for `playbook resume`. Holds plays started later too (the store records the pause)."""
+    settings = _settings(address=address, namespace=namespace)
+    _pause_command("pause", _scope(play, all_plays, "pause"), by, reason, database, settings, format)
+
+
+@temporal_command("resume")
+def resume(
+    play: PauseScope = None,
+    all_plays: AllOpt = False,
+    by: ByOpt = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+    database: DbOpt = None,
+    format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
+) -> None:
+    """Let a paused play (or all plays) act again: a step that came due while paused runs at once."""
+    settings = _settings(address=address, namespace=namespace)
+    _pause_command("resume", _scope(play, all_plays, "resume"), by, None, database, settings, format)
+
+
 def _leave(code: int, message: str | None, command: str, *, json_mode: bool) -> NoReturn:
     """Report an error the way cli.main does (one line on stderr; the JSON error
     document in JSON mode), flush, and leave without interpreter finalisation."""
@@ -272,3 +362,5 @@ def register(app: typer.Typer) -> None:
     app.command("dev")(dev)
     app.command("worker")(worker)
     app.command("status")(status)
+    app.command("pause")(pause)
+    app.command("resume")(resume)

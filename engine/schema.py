@@ -351,6 +351,21 @@ class EnrollmentDecision(Base):
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class PlayPause(Base):
+    """A pause in force (`playbook pause`): one row per play paused, `*` for every play.
+
+    Read when plays are started, so an enrollment made while its play is
+    paused starts paused; the row goes at `playbook resume`. The history
+    of pauses is in the audit log.
+    """
+
+    __tablename__ = "play_pauses"
+    scope: Mapped[str] = mapped_column(Text, primary_key=True)  # a play's name, or "*"
+    paused_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    paused_by: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
 class AuditEntry(Base):
     """Append-only log of who did what (imports, enrollments, manual overrides)."""
 
@@ -445,6 +460,6 @@ def entity_table(entity: n.EntityDecl | None, kind: str = "account", metadata: M
 __all__ = [
     "Account", "AuditEntry", "Base", "BigId", "CORE_COLUMNS", "Contact", "ENTITY_TABLES", "EntityField",
     "Enrollment", "EnrollmentDecision", "Event", "JSONType", "MetricPoint", "Opportunity", "Outcome",
-    "OutboxMessage", "StageChange", "TYPE_MAP", "Task", "UTCDateTime", "User", "declared_column",
+    "OutboxMessage", "PlayPause", "StageChange", "TYPE_MAP", "Task", "UTCDateTime", "User", "declared_column",
     "entity_table", "utcnow",
 ]

@@ -61,6 +61,24 @@ class EventState(BaseModel):
         return self.flags.get(name, False)
 
 
+class Pause(BaseModel):
+    """Payload of the `pause` signal, and a paused play's state: steps wait until `resume`.
+
+    `scope`: what was paused, a play's name or "*" for every play (`playbook pause --all`)."""
+
+    at: dt.datetime
+    by: str
+    reason: str | None = None
+    scope: str = "*"
+
+
+class Resume(BaseModel):
+    """Payload of the `resume` signal."""
+
+    at: dt.datetime
+    by: str
+
+
 # ---------------------------------------------------------------------------
 # Schedule: every step's instant in UTC, computed outside the workflow
 
@@ -134,6 +152,7 @@ class PlayState(BaseModel):
     decisions: list[Decision] = []
     wait_deadlines: dict[str, dt.datetime] = {}  # a wait in progress survives continue-as-new
     runs: int = 1  # how many runs this enrollment has used (1 + continue-as-new count)
+    pause: Pause | None = None  # paused when it continued as new
 
 
 class PlayInput(BaseModel):
@@ -147,6 +166,9 @@ class PlayInput(BaseModel):
     anchor: dt.date | None = None  # value of plan.anchor for this account, resolved at enrollment
     timezone: str = "UTC"  # recipient's IANA zone, resolved at enrollment
     events: list[PlayEvent] = []  # events known at enrollment time
+    # Started paused (a pause recorded in the store for its play or for all
+    # plays): no step acts until the `resume` signal.
+    pause: Pause | None = None
     state: PlayState | None = None  # set only by continue-as-new
     # Continue as new after this many steps in one run. The server suggests it
     # by history size already; this makes it testable on the test server,
@@ -176,10 +198,11 @@ class PlayStatus(BaseModel):
     current_step: str | None  # the step being run or waited for
     next_step: str | None
     next_at: dt.datetime | None
-    state: str  # "sleeping", "running", "waiting", "exited", "completed"
+    state: str  # "sleeping", "running", "waiting", "paused", "exited", "completed"
     events: EventState
     decisions: list[Decision]
     runs: int
+    paused: Pause | None = None  # steps wait until resumed
 
 
 class PlayResult(BaseModel):

@@ -14,6 +14,9 @@ Semantics (docs/workflows.md has the long form):
   branch, and while sleeping or waiting (every signal re-evaluates it).
 - `unless` is evaluated when the step's time comes.
 - Inbound-event flags are sticky: `replied` stays true once a reply came.
+- Paused (signal `pause`, or `PlayInput.pause` at start), a play acts on
+  nothing: a step that comes due waits, and runs at once after `resume`
+  (nothing skipped). Events still count and the exit still ends it.
 
 Changing this code changes how running plays replay. Any change to the
 order or kind of commands (activities, timers) must be gated with
@@ -53,11 +56,13 @@ with workflow.unsafe.imports_passed_through():
         EventKind,
         EventState,
         Outcome,
+        Pause,
         PlayEvent,
         PlayInput,
         PlayResult,
         PlayState,
         PlayStatus,
+        Resume,
         ScheduledStep,
         ScheduleRequest,
         StepContext,
@@ -103,6 +108,8 @@ class PlayWorkflow:
         self._events: EventState = carried.events if carried else EventState()
         self._decisions: list[Decision] = carried.decisions if carried else []
         self._state: PlayState | None = carried
+        self._pause: Pause | None = carried.pause if carried else inp.pause
+        self._details = ""  # the current details, as set while not paused
         self._phase = "starting"
         self._current: str | None = None
         self._exit_reason: str | None = None
@@ -141,6 +148,8 @@ class PlayWorkflow:
         # run started before they existed was started without PlaybookPlay, so
         # its replay issues no upsert (the golden histories check it).
         self._publish = workflow.info().typed_search_attributes.get(sa.PLAY) is not None
+        if self._pause is not None:
+            self._show_pause()
 
         state = self._state
         steps_this_run = 0
@@ -158,7 +167,7 @@ class PlayWorkflow:
             if when.due_at > workflow.now():
                 self._publish_attributes(step.label, when.due_at)
                 # The recipient's local time comes from compute_schedule (no zones in here).
-                workflow.set_current_details(f"next: {step_in_words(step)}, {when.local} ({_utc(when.due_at)})")
+                self._set_details(f"next: {step_in_words(step)}, {when.local} ({_utc(when.due_at)})")
             woke = await self._sleep_until(when.due_at, step.label)
             if woke == "exit":
                 return self._exited(step.label)
@@ -187,6 +196,50 @@ class PlayWorkflow:
         self._apply(event)
         self._refresh_exit()
         self._publish_attributes()
+
+    @workflow.signal(name="pause")
+    def pause(self, pause: Pause) -> None:
+        """Hold every step from now on (a step running now finishes); again: a new reason."""
+        self._pause = pause
+        self._show_pause()
+
+    @workflow.signal(name="resume")
+    def resume(self, resume: Resume) -> None:
+        """Steps run again; one that came due while paused runs at once."""
+        if self._pause is None:
+            return
+        self._pause = None
+        self._show_pause()
+
+    def _show_pause(self) -> None:
+        """Current details and PlaybookPaused (runs past PAUSE_PATCH) as the pause now is."""
+        self._set_details(self._details)
+        if not self._publish:
+            return  # run() shows it once it knows whether this run publishes
+        paused = self._pause is not None
+        current = workflow.info().typed_search_attributes.get(sa.PAUSED)
+        if current != paused and (current is not None or paused) and workflow.patched(sa.PAUSE_PATCH):
+            workflow.upsert_search_attributes([sa.PAUSED.value_set(paused)])
+
+    def _set_details(self, text: str) -> None:
+        """The Web UI's current details (not a history command); a pause goes first."""
+        self._details = text
+        if self._pause is not None:
+            p = self._pause
+            why = f": {p.reason}" if p.reason else ""
+            held = f"PAUSED since {_utc(p.at)} by {p.by}{why}; steps wait until `playbook resume`"
+            text = f"{held}\n{text}" if text else held
+        workflow.set_current_details(text)
+
+    async def _hold(self) -> None:
+        """Wait while paused (no command when not paused: old histories replay unchanged)."""
+        if self._pause is None or self._exit_reason is not None:
+            return
+        phase, self._phase = self._phase, "paused"
+        await workflow.wait_condition(lambda: self._pause is None or self._exit_reason is not None)
+        self._phase = phase
+        if self._exit_reason is not None:
+            raise _Exit
 
     def _apply(self, event: PlayEvent) -> None:
         ev = self._events
@@ -250,6 +303,7 @@ class PlayWorkflow:
             events=self._events,
             decisions=self._decisions,
             runs=self._state.runs if self._state else 1,
+            paused=self._pause,
         )
 
     def _next(self) -> tuple[str | None, dt.datetime | None]:
@@ -263,6 +317,7 @@ class PlayWorkflow:
 
     # ------------------------------------------------------------ steps
     async def _run_step(self, step: PlanStep, when: ScheduledStep) -> None:
+        await self._hold()
         if step.unless is not None:
             held = await self._condition(step.unless)
             if held is True:
@@ -274,6 +329,7 @@ class PlayWorkflow:
         await self._act(step.action, step.label, when)
 
     async def _act(self, action: n.StepAction, path: str, when: ScheduledStep) -> None:
+        await self._hold()
         if self._exit_reason:
             raise _Exit
         match action:
@@ -321,7 +377,7 @@ class PlayWorkflow:
             return
         self._phase = "waiting"
         self._publish_attributes(when.label, workflow.now() + timeout)
-        workflow.set_current_details(f"{when.label}: waiting for {names} until {_utc(workflow.now() + timeout)}")
+        self._set_details(f"{when.label}: waiting for {names} until {_utc(workflow.now() + timeout)}")
         try:
             await workflow.wait_condition(
                 lambda: arrived() is not None or self._exit_reason is not None,
@@ -406,6 +462,7 @@ class PlayWorkflow:
         assert self._state is not None
         self._state.events, self._state.decisions = self._events, self._decisions
         self._state.runs += 1
+        self._state.pause = self._pause
         # Same id, same Plan, same enrollment: keys and schedule carry over.
         workflow.continue_as_new(self._input.model_copy(update={"state": self._state, "events": []}))
 

@@ -8,6 +8,7 @@
 | `PlaybookStep`     | Keyword | the workflow (upsert)  | label of the step it is at (sleeping until, waiting in or running) |
 | `PlaybookStage`    | Keyword | the workflow (upsert)  | pipeline stage as last known            |
 | `PlaybookNextStepAt` | Datetime | the workflow (upsert) | when the play acts next: the step it sleeps until, or the end of the wait it is in |
+| `PlaybookPaused`   | Bool    | the workflow (upsert)  | true while `playbook pause` holds its steps, false once resumed (unset: never paused) |
 
 The Keywords are compared whole (`PlaybookStage = 'Closed Won'`) and
 grouped by; a Text attribute is tokenised for full-text search and cannot
@@ -16,6 +17,7 @@ be sorted or grouped. Web UI filter examples:
     PlaybookPlay = 'usage_limit' AND ExecutionStatus = 'Running'
     PlaybookStep = 'followup' AND PlaybookPlanHash = '3f2a...'
     ExecutionStatus = 'Running' AND PlaybookNextStepAt < '2026-06-02T09:00:00Z'
+    ExecutionStatus = 'Running' AND PlaybookPaused = true
 
 A server must know them before a play is started with them: `playbook dev`
 registers them with `--search-attribute`, a worker registers missing ones
@@ -41,10 +43,13 @@ PLAN_HASH = SearchAttributeKey.for_keyword("PlaybookPlanHash")
 STEP = SearchAttributeKey.for_keyword("PlaybookStep")
 STAGE = SearchAttributeKey.for_keyword("PlaybookStage")
 NEXT_STEP_AT = SearchAttributeKey.for_datetime("PlaybookNextStepAt")
-ALL: tuple[SearchAttributeKey[Any], ...] = (PLAY, ACCOUNT, PLAN_HASH, STEP, STAGE, NEXT_STEP_AT)
+PAUSED = SearchAttributeKey.for_bool("PlaybookPaused")
+ALL: tuple[SearchAttributeKey[Any], ...] = (PLAY, ACCOUNT, PLAN_HASH, STEP, STAGE, NEXT_STEP_AT, PAUSED)
 # workflow.patched id: runs that recorded it upsert NEXT_STEP_AT with the step
 # (a new command in history; older runs replay without it).
 NEXT_STEP_AT_PATCH = "next-step-at"
+# workflow.patched id: runs that recorded it upsert PAUSED when paused or resumed.
+PAUSE_PATCH = "pause"
 
 log = logging.getLogger(__name__)
 

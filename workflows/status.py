@@ -6,7 +6,8 @@ PlaybookPlanHash and PlaybookStep (workflows/search_attributes.py). The
 server's own GROUP BY only supports ExecutionStatus, hence the client-side
 grouping. Runs started without our search attributes are still counted:
 their play comes from the workflow id (`play:<play>:<account>`), their plan
-version from the memo, their step shows as "?".
+version from the memo, their step shows as "?". Paused plays (`playbook
+pause`, PlaybookPaused) are counted in each group's `paused`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class PlayGroup(BaseModel):
     plan_hash: str
     step: str
     running: int
+    paused: int = 0  # of `running`, how many `playbook pause` holds
 
 
 class UiLink(BaseModel):
@@ -46,6 +48,10 @@ class StatusReport(BaseModel):
     listed: int  # how many were listed and grouped (below `running` when limited)
     groups: list[PlayGroup]
     links: list[UiLink] = []  # ready-made Web UI views (`with_links`)
+
+    @property
+    def paused(self) -> int:
+        return sum(g.paused for g in self.groups)
 
     def by_play(self) -> dict[str, int]:
         out: Counter[str] = Counter()
@@ -66,6 +72,7 @@ async def running_plays(client: Client, *, play: str | None = None, limit: int =
     query = query_for(play)
     total = (await client.count_workflows(query)).count
     counts: Counter[tuple[str, str, str]] = Counter()
+    paused: Counter[tuple[str, str, str]] = Counter()
     titles: dict[str, str] = {}
     listed = 0
     async for wf in client.list_workflows(query, limit=limit, page_size=1000):
@@ -78,9 +85,11 @@ async def running_plays(client: Client, *, play: str | None = None, limit: int =
             plan_hash = plan_hash or str(memo.get("plan_hash") or UNKNOWN)
             if memo.get("title"):
                 titles.setdefault(name, str(memo["title"]))
-        counts[(name, plan_hash, attrs.get(sa.STEP) or UNKNOWN)] += 1
+        group = (name, plan_hash, attrs.get(sa.STEP) or UNKNOWN)
+        counts[group] += 1
+        paused[group] += attrs.get(sa.PAUSED) is True
     groups = [
-        PlayGroup(play=p, title=titles.get(p), plan_hash=h, step=s, running=c)
+        PlayGroup(play=p, title=titles.get(p), plan_hash=h, step=s, running=c, paused=paused[(p, h, s)])
         for (p, h, s), c in sorted(counts.items())
     ]
     config = client.service_client.config
@@ -111,6 +120,8 @@ def with_links(report: StatusReport, ui_url: str, now: dt.datetime) -> StatusRep
     due = (now + dt.timedelta(hours=24)).astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     views = [("running plays", RUNNING),
              ("due in the next 24 hours", f"{RUNNING} AND {sa.NEXT_STEP_AT.name} < '{due}'")]
+    if report.paused:
+        views.append(("paused", f"{RUNNING} AND {sa.PAUSED.name} = true"))
     views += [(f"play {play}", query_for(play)) for play in report.by_play() if play != UNKNOWN]
     links = [UiLink(label=label, query=q, url=workflows_url(ui_url, report.namespace, q)) for label, q in views]
     return report.model_copy(update={"links": links})
@@ -125,14 +136,18 @@ def render_text(report: StatusReport) -> list[str]:
     """Plain lines (the CLI prints them; a table of play / plan / step / running)."""
     if not report.groups:
         return [f"no running plays ({report.address}, namespace {report.namespace})"]
-    rows = [("PLAY", "PLAN", "STEP", "RUNNING")]
+    rows: list[tuple[str, ...]] = [("PLAY", "PLAN", "STEP", "RUNNING", "PAUSED")]
     for g in report.groups:
-        rows.append((g.play, g.plan_hash[:12], g.step, str(g.running)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((g.play, g.plan_hash[:12], g.step, str(g.running), str(g.paused) if g.paused else "-"))
+    if not report.paused:
+        rows = [r[:4] for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]
     plays = report.by_play()
     summary = f"{report.running} running in {len(plays)} play{'s' if len(plays) != 1 else ''}"
+    if report.paused:
+        summary += f", {report.paused} paused (steps wait for `playbook resume`)"
     if report.listed < report.running:
         summary += f" (grouped the first {report.listed})"
     out = [*lines, "", summary + f" ({report.address}, namespace {report.namespace})"]

@@ -25,6 +25,11 @@ afterwards, so a crash between the two leaves rows the next batch or sweep
 starts. A start that finds the workflow already open (the store had lost
 track of it) joins it (`running`, that run's id) instead of starting twice.
 
+Paused plays (`playbook pause`, engine/pauses.py): an enrollment whose play
+is paused starts paused (`PlayInput.pause`) and acts only after `resume`.
+The pauses are read again after a batch: a play started just as a pause was
+recorded (too late for the command's own listing) gets the pause signal.
+
 Everything a play's input needs is resolved here, outside the workflow: the
 anchor date (`anchor account.renewal_date`) and the recipient's time zone
 (the send window's `in` field, else the contact the play emails first).
@@ -64,11 +69,11 @@ with workflow.unsafe.imports_passed_through():
     from dsl.catalog import Catalog
     from dsl.plan import Plan
     from dsl.steps import walk_steps
-    from engine import enroll, enrollment, lookup
+    from engine import enroll, enrollment, lookup, pauses
     from engine.settings import EngineSettings, load_settings
     from engine.store import Store
     from workflows.client import TASK_QUEUE, AlreadyEnrolled, start_play
-    from workflows.model import PlayInput
+    from workflows.model import Pause, PlayInput
 
 SWEEP_SCHEDULE_ID = "playbook-sweep"
 SWEEP_WORKFLOW_ID = "playbook-sweep"
@@ -336,8 +341,11 @@ async def start_batch(client: Client, store: Store, playbooks: Playbooks, req: S
     if not rows:
         return result
     inputs = await asyncio.to_thread(play_inputs, store, playbooks, rows, req.enrolled_at)
+    held = await asyncio.to_thread(pauses.in_force, store)
+    inputs = [(row, _paused(inp, held), why) for row, inp, why in inputs]
     gate = asyncio.Semaphore(concurrency)
     starts: list[enrollment.Start] = []
+    started: list[PlayInput] = []
 
     async def start(row: enrollment.EnrollmentRow, inp: PlayInput | None, why: str | None) -> None:
         if inp is None:
@@ -349,6 +357,7 @@ async def start_batch(client: Client, store: Store, playbooks: Playbooks, req: S
                 handle = await start_play(client, inp, task_queue=task_queue)
                 starts.append(enrollment.Start(row.id, "running", run_id=handle.result_run_id,
                                                plan_hash=inp.plan.hash))
+                started.append(inp)
                 result.started += 1
             except AlreadyEnrolled:
                 desc = await client.get_workflow_handle(row.workflow_id).describe()
@@ -361,7 +370,33 @@ async def start_batch(client: Client, store: Store, playbooks: Playbooks, req: S
 
     await asyncio.gather(*(start(*x) for x in inputs))
     await asyncio.to_thread(enrollment.record_starts, store, starts)
+    await _pause_late(client, store, started, held)
     return result
+
+
+def _paused(inp: PlayInput | None, held: dict[str, pauses.PauseRecord]) -> PlayInput | None:
+    """`inp` started paused when a pause holds its play."""
+    if inp is None or (p := pauses.holding(held, inp.plan.play)) is None:
+        return inp
+    return inp.model_copy(update={"pause": Pause(at=p.at, by=p.by, reason=p.reason, scope=p.scope)})
+
+
+async def _pause_late(client: Client, store: Store, started: list[PlayInput],
+                      before: dict[str, pauses.PauseRecord]) -> None:
+    """Pause the plays just started unpaused whose play a pause recorded meanwhile now holds."""
+    from workflows.pause import signal_pause
+    from workflows.play import workflow_id
+
+    now = await asyncio.to_thread(pauses.in_force, store)
+    if now == before:
+        return
+    late: dict[str, list[str]] = {}
+    for inp in started:
+        if inp.pause is None and (p := pauses.holding(now, inp.plan.play)) is not None:
+            late.setdefault(p.scope, []).append(workflow_id(inp.plan.play, inp.account_id))
+    for scope, ids in late.items():
+        p = now[scope]
+        await signal_pause(client, ids, Pause(at=p.at, by=p.by, reason=p.reason, scope=p.scope))
 
 
 async def sweep_once(client: Client | None, store: Store, playbooks: Playbooks, now: dt.datetime, *,

@@ -34,16 +34,18 @@ from dsl.plan import Plan
 from dsl.project import load
 from workflows.activities import Sender, StaticAccounts
 from workflows.client import DATA_CONVERTER, start_play
-from workflows.model import EventKind, Outcome, PlayEvent, PlayInput
+from workflows.model import EventKind, Outcome, Pause, PlayEvent, PlayInput, Resume
 from workflows.play import PlayWorkflow, workflow_id
-from workflows.search_attributes import NEXT_STEP_AT_PATCH
+from workflows.search_attributes import NEXT_STEP_AT_PATCH, PAUSE_PATCH
 from workflow_support import harness
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = Path(__file__).with_name("histories")
 RECORD = os.environ.get("PLAYBOOK_RECORD_HISTORIES") == "1"
-LATEST_PATCH = NEXT_STEP_AT_PATCH  # the newest workflow.patched() id: names the histories recorded now
+LATEST_PATCH = PAUSE_PATCH  # the newest workflow.patched() id: names the histories recorded now
+# Every seed play is paused from PAUSED_DAYS[0] to PAUSED_DAYS[1] (then gets its reply, if any).
+PAUSED_DAYS = (0.5, 1.5)
 REPLY_ON_DAY = {"usage_limit": 2, "team_growth": 8, "cross_sell": None, "feature_upsell": 4, "renewal_expansion": None}
 
 
@@ -90,8 +92,12 @@ async def test_seed_play_runs_and_matches_its_golden_history(play):
         anchor = (enrolled + dt.timedelta(days=100)).date() if plan.anchor is not None else None
         inp = PlayInput(plan=plan, account_id="acme", enrolled_at=enrolled, anchor=anchor, timezone="America/New_York")
         handle = await start_play(h.client, inp, task_queue=h.task_queue)
+        await h.env.sleep(dt.timedelta(days=PAUSED_DAYS[0]))
+        await handle.signal(PlayWorkflow.pause, Pause(at=enrolled, by="ana", reason="check", scope=play))
+        await h.env.sleep(dt.timedelta(days=PAUSED_DAYS[1] - PAUSED_DAYS[0]))
+        await handle.signal(PlayWorkflow.resume, Resume(at=enrolled, by="ana"))
         if (day := REPLY_ON_DAY[play]) is not None:
-            await h.env.sleep(dt.timedelta(days=day))
+            await h.env.sleep(dt.timedelta(days=day - PAUSED_DAYS[1]))
             await handle.signal(PlayWorkflow.event, PlayEvent(kind=EventKind.REPLIED, id="r1"))
         result = await asyncio.wait_for(handle.result(), 60)
         history = await handle.fetch_history()
@@ -124,3 +130,15 @@ def test_the_latest_histories_upsert_when_the_play_acts_next():
         latest = (HISTORIES / f"{play}.{LATEST_PATCH}.json").read_text()
         assert patch in latest and "PlaybookNextStepAt" in latest, play
         assert "PlaybookNextStepAt" not in (HISTORIES / f"{play}.json").read_text()
+
+
+def test_the_latest_histories_pause_and_resume_visibly():
+    """The golden files recorded after PAUSE_PATCH hold a pause and a resume, with the
+    patch marker and PlaybookPaused upserts; the files before it have neither."""
+    patch = base64.b64encode(json.dumps({"id": PAUSE_PATCH, "deprecated": False},
+                                        separators=(",", ":")).encode()).decode()
+    for play in PLAYS:
+        latest = (HISTORIES / f"{play}.{LATEST_PATCH}.json").read_text()
+        assert patch in latest and "PlaybookPaused" in latest, play
+        assert '"signalName": "pause"' in latest and '"signalName": "resume"' in latest, play
+        assert "PlaybookPaused" not in (HISTORIES / f"{play}.{NEXT_STEP_AT_PATCH}.json").read_text()
