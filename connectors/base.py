@@ -119,6 +119,10 @@ class Resolver(Protocol):
         """The person a contact field designates."""
         ...
 
+    async def owner(self, what: str) -> str | None:
+        """The play owner's user id (its `owner` field's value); None when the play has no owner."""
+        ...
+
     def template(self, name: str) -> tuple[str, str]:
         """(subject, body) of a template the Plan carries."""
         ...
@@ -277,15 +281,32 @@ class NotifyResult(Result):
     pass
 
 
+OWNER_CHANNEL = "@owner"  # notify "@owner": the play owner's channel
+ROUTE_CHANNEL = "@route."  # notify "@route.touch": the channel of the account's target of route `touch`
+
+
 class Notification(OutboxMessage):
+    """A message to a channel: a literal one (`#cs-expansion`), or `@owner` / `@route.NAME`,
+    which a chat connector maps to a channel by the owner or route target resolved here."""
+
     kind = "notify"
     result = NotifyResult
     channel: str
     message: str
+    owner: str | None = None  # the play owner's user id, for `@owner`
+    route: str | None = None  # the account's target of the route, for `@route.NAME`
 
     @classmethod
     async def prepare(cls, step: n.NotifyStep, r: Resolver) -> Self:
-        return cls(**r.base, channel=step.channel, message=await r.render(step.message, "notify message"))
+        owner = route = None
+        if step.channel == OWNER_CHANNEL:
+            owner = await r.owner(f"notify {OWNER_CHANNEL} (play owner)")
+        elif step.channel.startswith(ROUTE_CHANNEL):
+            name = step.channel.removeprefix(ROUTE_CHANNEL)
+            target = await r.value(n.Ref(path=["route", name]), f"notify {step.channel}")
+            route = None if target is None else str(target)
+        return cls(**r.base, channel=step.channel, owner=owner, route=route,
+                   message=await r.render(step.message, "notify message"))
 
     def summary(self) -> str:
         return f"notify {self.channel}"

@@ -83,10 +83,17 @@ def _hubspot(store: Store | None) -> cb.Connector:
     return HubSpotConnector(settings, company_of=company_of)
 
 
+def _slack(store: Store | None) -> cb.Connector:
+    from connectors import slack
+
+    return slack.build(store)
+
+
 REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store),
     Implementation("memory", "kept in memory, lost at exit (tests)", _memory),
     Implementation("hubspot", "HubSpot CRM: tasks, deals, stage moves, notes (connectors/hubspot.py)", _hubspot),
+    Implementation("slack", "notify steps as Slack messages (chat.postMessage; PLAYBOOK_SLACK_*)", _slack),
 ]}
 
 

@@ -42,7 +42,15 @@ ENV_PREFIX = "PLAYBOOK_"
 SETTINGS_FILE_ENV = "PLAYBOOK_SETTINGS_FILE"
 DEFAULT_SETTINGS_FILE = Path(".playbook") / "settings.toml"
 # Tables of the settings file that other modules read; the engine leaves them alone.
-OTHER_TABLES = ("connectors", "temporal", "hubspot")
+OTHER_TABLES = (
+    "connectors",
+    "temporal",
+    "hubspot",
+    "slack",
+    "webhooks",
+    "sandbox",
+    "postmark",
+)
 
 
 def clock() -> dt.datetime:
@@ -93,6 +101,35 @@ class _FileSource(PydanticBaseSettingsSource):
                 hint = f"; did you mean '{close}'?" if close else f"; known: {', '.join(sorted(known))}"
                 raise SettingsError(f"settings file {path}: unknown setting '{key}'{hint}")
         return {k: v for k, v in data.items() if k in known}
+
+
+class TableSource(PydanticBaseSettingsSource):
+    """One table of the settings file (`[slack]`, `[sandbox]`, ...), named by `table` in a
+    subclass (`table_source`); a key the settings class does not have is an error with a
+    did-you-mean, and values are never echoed (the table may hold a token)."""
+
+    table: ClassVar[str]
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        raise NotImplementedError  # __call__ reads the whole table at once
+
+    def __call__(self) -> dict[str, Any]:
+        path, data = read_settings_file()
+        table = data.get(self.table, {})
+        if not isinstance(table, dict):
+            raise SettingsError(f"settings file {path}: `{self.table}` must be a table ([{self.table}])")
+        known = list(self.settings_cls.model_fields)
+        for key in table:
+            if key not in known:
+                close = closest(key, known)
+                hint = f"did you mean '{close}'?" if close else f"known: {', '.join(known)}"
+                raise SettingsError(f"settings file {path}: [{self.table}] has no setting '{key}'; {hint}")
+        return dict(table)
+
+
+def table_source(name: str) -> type[TableSource]:
+    """The source reading the settings file's `[name]` table (add `name` to OTHER_TABLES)."""
+    return type(f"TableSource_{name}", (TableSource,), {"table": name})
 
 
 class FileBackedSettings(BaseSettings):
@@ -181,5 +218,5 @@ def _problem(error: Any) -> str:
     return f"{name} ({where}): {message}"
 
 
-__all__ = ["DEFAULT_SETTINGS_FILE", "SETTINGS_FILE_ENV", "EngineSettings", "SettingsError", "load_settings",
-           "read_settings_file", "settings_file"]
+__all__ = ["DEFAULT_SETTINGS_FILE", "SETTINGS_FILE_ENV", "EngineSettings", "SettingsError", "TableSource",
+           "load_settings", "read_settings_file", "settings_file", "table_source"]

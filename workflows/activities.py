@@ -241,6 +241,9 @@ class _StepResolver:
         self._contacts[person.address] = contact
         return person
 
+    async def owner(self, what: str) -> str | None:
+        return await self.text(self.req.sender, what) if self.req.sender is not None else None
+
     def template(self, name: str) -> tuple[str, str]:
         tpl = self.req.templates.get(name)
         if tpl is None:
