@@ -17,9 +17,10 @@ values the same way, so they all call `load_settings()`:
 Highest first: the environment, the settings file
 (`$PLAYBOOK_SETTINGS_FILE`, default `.playbook/settings.toml`: outside git,
 so secrets and per-team values stay out of the repository), the defaults.
-The file's top-level keys are the settings above; its `[connectors]` and
-`[temporal]` tables belong to connectors/settings.py and workflows/settings.py,
-`[hubspot]` to connectors/hubspot.py.
+The file's top-level keys are the settings above; its tables belong to other
+modules: `[connectors]` and `[temporal]` to connectors/settings.py and
+workflows/settings.py, a connector's own (`[hubspot]`, `[slack]`, ...:
+OTHER_TABLES) to that connector, read with `table_source`.
 """
 
 from __future__ import annotations
