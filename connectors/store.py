@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from connectors import base as cb
+from dsl import pipeline
 from engine import actions, schema
 from engine.store import Store, insert_ignore
 
@@ -55,9 +56,11 @@ CONTACTS = schema.Contact.__table__
 
 
 class StoreConnector:
-    """Every capability, on the store. `initial_stage`: where a new opportunity starts."""
+    """Every capability, on the store. `initial_stage`: where a new opportunity starts
+    (a play opens a deal when its trigger fired: the CSQL clock starts there)."""
 
-    def __init__(self, store: Store, *, initial_stage: str = "New") -> None:
+    def __init__(self, store: Store, *, initial_stage: str = pipeline.FIRST) -> None:
+        pipeline.check_move(None, initial_stage)
         self.store = store
         self.initial_stage = initial_stage
 
@@ -186,28 +189,43 @@ class StoreConnector:
         self._audit(conn, action, "opportunity.create", {"opportunity_id": opp_id, "stage": stage, "amount": amount})
 
     async def change_stage(self, change: cb.StageChange) -> cb.StageResult:
+        """The play's open deal moves to the step's stage. A play only moves a deal forward:
+        one a person already moved past that stage stays where it is (recorded, not moved)."""
+        try:
+            target = pipeline.stage(change.stage)
+        except pipeline.PipelineError as exc:
+            raise cb.PermanentError(f"stage step: {exc}") from exc
+
         def work(conn: Connection) -> cb.StageResult:
             done = self._done(conn, change.key, "opportunity.stage")
             if done is not None:
                 return cb.StageResult(key=change.key, duplicate=True, external_id=done.get("opportunity_id"),
-                                      previous=done.get("from"), stage=change.stage)
+                                      previous=done.get("from"), stage=done.get("to") or change.stage)
             # The play's open opportunity for this account: the latest one it created.
             row = conn.execute(
                 sa.select(OPPS.c.id, OPPS.c.stage)
                 .where(OPPS.c.account_id == change.account_id, OPPS.c.play == change.play, OPPS.c.closed_at.is_(None))
                 .order_by(OPPS.c.created_at.desc(), OPPS.c.id.desc())
             ).first()
-            if row is None:
+            opp_id: str | None
+            if row is None and target.closed:
+                opp_id, previous, now = None, None, change.stage  # no deal to close: recorded only
+            elif row is None:
                 # No deal yet: a stage step opens one at that stage (history starts there).
                 opp_id = f"opp-{uuid.uuid5(uuid.NAMESPACE_URL, change.key).hex[:16]}"
                 self._new_opportunity(conn, change, opp_id, change.play, change.stage, None, None)
-                previous = None
+                previous, now = None, change.stage
             else:
                 opp_id, previous = str(row[0]), row[1]
-                actions.move_stage(conn, opp_id, previous, change.stage, change.requested_at, change.actor)
+                here = pipeline.BY_NAME.get(previous)
+                if here is not None and here.order >= target.order:
+                    now = previous  # already there or past it
+                else:
+                    now = change.stage
+                    actions.move_stage(conn, opp_id, previous, now, change.requested_at, change.actor)
             self._audit(conn, change, "opportunity.stage", {"opportunity_id": opp_id, "from": previous,
-                                                             "to": change.stage})
-            return cb.StageResult(key=change.key, external_id=opp_id, previous=previous, stage=change.stage)
+                                                             "to": now, "asked": change.stage})
+            return cb.StageResult(key=change.key, external_id=opp_id, previous=previous, stage=now)
 
         return await self._tx(work)
 

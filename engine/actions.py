@@ -16,13 +16,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsl import pipeline
 from engine.schema import Base
 from engine.store import Store, insert_ignore
 
 TABLES = Base.metadata.tables
 OUTBOX, TASKS, OPPS, STAGES, CONTACTS, EVENTS = (
     TABLES[t] for t in ("outbox", "tasks", "opportunities", "stage_history", "contacts", "events"))
-CLOSED = ("Closed Won", "Closed Lost")
+CLOSED = pipeline.CLOSED
 
 
 # --------------------------------------------------------------------------
@@ -30,17 +31,20 @@ CLOSED = ("Closed Won", "Closed Lost")
 
 
 def move_stage(conn: Connection, opportunity_id: str, previous: str | None, stage: str, at: dt.datetime,
-               actor: str) -> None:
-    """Move an opportunity to `stage` (closing it at a closed stage, reopening it otherwise),
-    with a `stage_history` row saying when and who."""
+               actor: str, reason: str | None = None) -> None:
+    """Move an opportunity from `previous` to `stage` (closing it at a closed stage), with a
+    `stage_history` row saying when, who and why. A stage outside dsl/pipeline.py's table or
+    a move it forbids (out of a closed stage) raises `pipeline.PipelineError`, nothing written."""
+    pipeline.check_move(previous, stage)
+    pipeline.check_reason(reason)
     conn.execute(OPPS.update().where(OPPS.c.id == opportunity_id).values(
         stage=stage, updated_at=at, closed_at=at if stage in CLOSED else None))
     conn.execute(STAGES.insert().values(opportunity_id=opportunity_id, from_stage=previous, stage=stage, at=at,
-                                        actor=actor))
+                                        actor=actor, reason=reason))
 
 
 def close_open_deals(store: Store, account_id: str, play: str | None, stage: str, at: dt.datetime,
-                     actor: str) -> int:
+                     actor: str, reason: str | None = None) -> int:
     """Move the account's open opportunities (of `play`; None: of any play) to `stage`; how many."""
     with store.begin() as conn:
         q = sa.select(OPPS.c.id, OPPS.c.stage).where(OPPS.c.account_id == account_id, OPPS.c.closed_at.is_(None))
@@ -48,7 +52,7 @@ def close_open_deals(store: Store, account_id: str, play: str | None, stage: str
             q = q.where(OPPS.c.play == play)
         rows = conn.execute(q).all()
         for opp_id, previous in rows:
-            move_stage(conn, opp_id, previous, stage, at, actor)
+            move_stage(conn, opp_id, previous, stage, at, actor, reason)
     return len(rows)
 
 

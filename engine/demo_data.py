@@ -787,8 +787,8 @@ def _sqlite_converter(t: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] | Non
 # Entry point
 
 # Tables the demo fills, children first (the order to empty them in).
-_DATA_TABLES = ("enrollment_decisions", "outcomes", "stage_history", "opportunities", "tasks", "enrollments",
-                "events", "metric_points", "contacts", "accounts", "users")
+_DATA_TABLES = ("enrollment_decisions", "outcomes", "sla_breaches", "stage_history", "opportunities", "tasks",
+                "enrollments", "events", "metric_points", "contacts", "accounts", "users")
 
 
 def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | None = None, *,

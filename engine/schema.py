@@ -123,6 +123,9 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(Text, unique=True)
     name: Mapped[str | None] = mapped_column(Text)
     role: Mapped[str | None] = mapped_column(Text)  # csm, ae, ... (free text)
+    # users.id of who an overdue deal escalates to (pipeline SLAs); no foreign
+    # key: users are imported in any order.
+    manager: Mapped[str | None] = mapped_column(Text)
 
 
 class Contact(Base):
@@ -256,6 +259,30 @@ class StageChange(Base):
     stage: Mapped[str] = mapped_column(Text)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     actor: Mapped[str | None] = mapped_column(Text)  # user id, "play:<name>", "crm"
+    reason: Mapped[str | None] = mapped_column(Text)  # reason code: "budget_approved", "lost:price"
+
+
+class SlaBreach(Base):
+    """A pipeline SLA that ran out (dsl/pipeline.py), one row per level told: the owner, then the manager.
+
+    `key` (opportunity, stage, when it entered the stage, level) is UNIQUE and
+    is also the idempotency key of the notification, so a retried or replayed
+    timer tells nobody twice. Reports count breaches by stage and owner.
+    """
+
+    __tablename__ = "sla_breaches"
+    __table_args__ = (Index("ix_sla_breaches_stage_owner", "stage", "owner"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    opportunity_id: Mapped[str] = mapped_column(ForeignKey("opportunities.id"), index=True)
+    account_id: Mapped[str] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(Text)
+    level: Mapped[str] = mapped_column(Text)  # owner | manager
+    owner: Mapped[str | None] = mapped_column(Text)  # the deal's owner when it breached
+    notified: Mapped[str | None] = mapped_column(Text)  # users.id told; None: nobody to tell
+    entered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # when the deal entered the stage
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # the SLA deadline
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)  # when this level was told
 
 
 class Task(Base):
@@ -460,6 +487,7 @@ def entity_table(entity: n.EntityDecl | None, kind: str = "account", metadata: M
 __all__ = [
     "Account", "AuditEntry", "Base", "BigId", "CORE_COLUMNS", "Contact", "ENTITY_TABLES", "EntityField",
     "Enrollment", "EnrollmentDecision", "Event", "JSONType", "MetricPoint", "Opportunity", "Outcome",
-    "OutboxMessage", "PlayPause", "StageChange", "TYPE_MAP", "Task", "UTCDateTime", "User", "declared_column",
+    "OutboxMessage", "PlayPause", "SlaBreach", "StageChange", "TYPE_MAP", "Task", "UTCDateTime", "User",
+    "declared_column",
     "entity_table", "utcnow",
 ]

@@ -13,6 +13,8 @@ values the same way, so they all call `load_settings()`:
 | `email_cap_days` | `PLAYBOOK_EMAIL_CAP_DAYS`| `7` ... in this many days |
 | `route`          | `PLAYBOOK_ROUTE`         | `touch` (empty: no route) |
 | `database_url`   | `PLAYBOOK_DATABASE_URL`  | `.playbook/playbook.db` under the working folder |
+| `pipeline_holidays` | `PLAYBOOK_PIPELINE_HOLIDAYS` | none: regions (`US, US-CA`) whose public holidays are no business days for pipeline SLAs (counted in `time_zone`) |
+| `sla_grace_days` | `PLAYBOOK_SLA_GRACE_DAYS`| `1` business day after an SLA breach before the owner's manager is told |
 
 Highest first: the environment, the settings file
 (`$PLAYBOOK_SETTINGS_FILE`, default `.playbook/settings.toml`: outside git,
@@ -160,6 +162,29 @@ class EngineSettings(FileBackedSettings):
     email_cap_days: int = Field(default=7, ge=1)
     route: str | None = "touch"
     database_url: str | None = None
+    pipeline_holidays: str = ""
+    sla_grace_days: int = Field(default=1, ge=0)
+
+    @field_validator("pipeline_holidays")
+    @classmethod
+    def _known_regions(cls, value: str) -> str:
+        from dsl.calendars import region_problem, split_region
+
+        for code in cls.regions(value):
+            problem = region_problem(*split_region(code))
+            if problem is not None:
+                hint = f"; did you mean '{problem.suggestion}'?" if problem.suggestion else ""
+                raise ValueError(f"{problem.message}{hint}")
+        return value
+
+    @staticmethod
+    def regions(value: str) -> list[str]:
+        return [c.strip() for c in value.split(",") if c.strip()]
+
+    @property
+    def pipeline_regions(self) -> list[str]:
+        """The holiday regions of the pipeline's business days (`US`, `US-CA`)."""
+        return self.regions(self.pipeline_holidays)
 
     @field_validator("time_zone")
     @classmethod

@@ -119,8 +119,11 @@ async def compute_schedule(request: ScheduleRequest) -> Schedule:
 
 class PlayActivities:
     def __init__(self, connectors: cb.Connectors, accounts: AccountSource, catalog: Catalog | None = None,
-                 *, unsubscribe_url: str | None = None) -> None:
+                 *, unsubscribe_url: str | None = None, pipeline_queue: str | None = None) -> None:
         self.connectors = connectors
+        # The task queue of the pipeline's SLA workflows (workflows/pipeline.py): set, a
+        # deal a play opened or moved starts or signals its timer. None: no timers (tests, simulation).
+        self.pipeline_queue = pipeline_queue
         self.accounts = accounts
         # Lets, scores and routes referenced by branch conditions and amounts;
         # field types, for showing values in templates.
@@ -189,7 +192,26 @@ class PlayActivities:
         except cb.Skipped as skip:
             return ActResult(skipped=skip.reason, summary=skip.summary)
         result = await self._guard(self.connectors.act(action))
+        if self.pipeline_queue is not None:
+            await self._tell_pipeline(action, result)
         return ActResult(duplicate=result.duplicate, external_id=result.external_id, summary=action.summary())
+
+    async def _tell_pipeline(self, action: cb.Action, result: cb.Result) -> None:
+        """A deal opened or moved: signal-with-start its SLA timer. Also on a duplicate (the
+        attempt that acted may have died before signalling); the timer re-reads the store, so
+        a repeated signal changes nothing. A failure here retries the activity, which the
+        idempotency key keeps from acting twice."""
+        if not isinstance(result, (cb.StageResult, cb.OpportunityResult)) or result.external_id is None:
+            return
+        if isinstance(result, cb.StageResult) and result.previous == result.stage:
+            return  # the deal was already there: nothing moved
+        from workflows.pipeline import signal
+        from workflows.pipeline_model import StageSignal
+
+        stage = result.stage if isinstance(result, cb.StageResult) else None
+        await signal(activity.client(), result.external_id,
+                     StageSignal(stage=stage, at=action.requested_at, actor=action.actor),
+                     task_queue=self.pipeline_queue or "")
 
     @activity.defn(dynamic=True)
     async def legacy_act(self, args: Sequence[RawValue]) -> ActResult:

@@ -159,6 +159,10 @@ async def run_worker(
             raise ValueError("run_worker needs a store or activities")
         activities = store_activities(store, catalog or store.catalog or Catalog())
         chosen = describe(choose())
+        # The built-in pipeline's SLA timers run beside the plays that open and move deals.
+        flows, acts = pipeline_worker_parts(store, activities, settings.task_queue)
+        options = {**options, "extra_workflows": [*options.get("extra_workflows", ()), *flows],
+                   "extra_activities": [*options.get("extra_activities", ()), *acts]}
     client = client or await connect(settings)
     await prepare(client)
     if sweep_paths is not None and store is not None:
@@ -180,6 +184,23 @@ async def run_worker(
     finally:
         remove()
     log.info("worker stopped")
+
+
+def pipeline_worker_parts(store: Store, activities: PlayActivities, task_queue: str
+                          ) -> tuple[list[type], list[Callable[..., Any]]]:
+    """PipelineWorkflow and its activities over the store, on the pipeline calendar of the
+    engine settings. When the store itself keeps the deals (no CRM connector serves
+    `opportunity` and `stage`), the play activities signal it when a deal opens or moves;
+    deals kept in a CRM follow that CRM's own process."""
+    from connectors.store import StoreConnector
+    from engine.settings import load_settings
+    from workflows.pipeline import PipelineWorkflow
+    from workflows.pipeline_activities import PipelineActivities, SlaCalendar
+
+    if all(isinstance(activities.connectors.by_kind.get(k), StoreConnector) for k in ("opportunity", "stage")):
+        activities.pipeline_queue = task_queue
+    acts = PipelineActivities(store, activities.connectors, SlaCalendar.from_settings(load_settings()))
+    return [PipelineWorkflow], acts.all()
 
 
 def fresh_playbooks(paths: Sequence[str | Path]) -> Callable[[], Any]:
@@ -251,4 +272,4 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 if __name__ == "__main__":
     main()
 
-__all__ = ["build_worker", "hard_exit", "load_catalog", "run_worker", "store_activities"]
+__all__ = ["build_worker", "hard_exit", "load_catalog", "pipeline_worker_parts", "run_worker", "store_activities"]

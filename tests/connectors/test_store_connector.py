@@ -85,19 +85,39 @@ async def test_opportunity_then_stage_changes_keep_history_with_time_and_actor(s
     opp = await conn.create_opportunity(cb.NewOpportunity(**act("k:opp"), title="Upgrade", amount=2400.0, owner="carol"))
     moved = await conn.change_stage(cb.StageChange(**act("k:stage"), stage="Proposal Sent"))
     again = await conn.change_stage(cb.StageChange(**act("k:stage"), stage="Proposal Sent"))
-    assert moved.external_id == opp.external_id and moved.previous == "New" and again.duplicate
+    assert moved.external_id == opp.external_id and moved.previous == "Trigger Fired" and again.duplicate
     [deal] = rows(store, "opportunities")
     assert deal["stage"] == "Proposal Sent" and deal["amount"] == 2400.0 and deal["closed_at"] is None
     history = [(r["from_stage"], r["stage"], r["actor"]) for r in rows(store, "stage_history")]
-    assert history == [(None, "New", "play:p"), ("New", "Proposal Sent", "play:p")]
+    assert history == [(None, "Trigger Fired", "play:p"), ("Trigger Fired", "Proposal Sent", "play:p")]
     won = await conn.change_stage(cb.StageChange(**act("k:won"), stage="Closed Won"))
     assert won.previous == "Proposal Sent" and rows(store, "opportunities")[0]["closed_at"] is not None
 
 
 async def test_stage_without_opportunity_opens_one(store):
-    result = await StoreConnector(store).change_stage(cb.StageChange(**act(), stage="Discovery"))
+    result = await StoreConnector(store).change_stage(cb.StageChange(**act(), stage="Qualified"))
     assert result.previous is None
-    assert [r["stage"] for r in rows(store, "opportunities")] == ["Discovery"]
+    assert [r["stage"] for r in rows(store, "opportunities")] == ["Qualified"]
+
+
+async def test_a_stage_outside_the_pipeline_is_a_permanent_error_naming_it(store):
+    with pytest.raises(cb.PermanentError, match="unknown stage 'Discovery'"):
+        await StoreConnector(store).change_stage(cb.StageChange(**act(), stage="Discovery"))
+    assert rows(store, "opportunities") == []
+
+
+async def test_a_play_never_moves_a_deal_back_behind_where_a_person_moved_it(store):
+    conn = StoreConnector(store)
+    await conn.change_stage(cb.StageChange(**act("k:1"), stage="Negotiation"))
+    result = await conn.change_stage(cb.StageChange(**act("k:2"), stage="Proposal Sent"))
+    assert (result.previous, result.stage) == ("Negotiation", "Negotiation")
+    assert [r["stage"] for r in rows(store, "opportunities")] == ["Negotiation"]
+    assert len(rows(store, "stage_history")) == 1
+
+
+async def test_a_closing_stage_step_with_no_open_deal_opens_none(store):
+    result = await StoreConnector(store).change_stage(cb.StageChange(**act(), stage="Closed Lost"))
+    assert result.external_id is None and rows(store, "opportunities") == []
 
 
 async def test_notify_and_webhook_are_outbox_rows(store):

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from engine_support import Seed
 from store_backends import BACKENDS, fresh_store
+from dsl.pipeline import PipelineError
 from engine import actions, demo_data
 from engine.schema import Base
 from engine.store import Store
@@ -33,7 +34,7 @@ def seed(store: Store) -> Seed:
     return s
 
 
-def opportunity(store: Store, opp_id: str, account: str, play: str, stage: str = "New") -> None:
+def opportunity(store: Store, opp_id: str, account: str, play: str, stage: str = "CSQL Created") -> None:
     with store.begin() as conn:
         conn.execute(T["opportunities"].insert().values(id=opp_id, account_id=account, play=play, stage=stage,
                                                         created_at=AT, updated_at=AT))
@@ -50,21 +51,24 @@ def test_closing_deals_moves_the_open_ones_of_the_play_with_history(store: Store
     with store.connect() as conn:
         opps = {r.id: r for r in conn.execute(sa.select(T["opportunities"]))}
     assert (opps["o1"].stage, opps["o1"].closed_at) == ("Closed Won", later)
-    assert (opps["o2"].stage, opps["o3"].stage, opps["o3"].closed_at) == ("Closed Lost", "New", None)
+    assert (opps["o2"].stage, opps["o3"].stage, opps["o3"].closed_at) == ("Closed Lost", "CSQL Created", None)
     moves = sorted((m.account_id, m.from_stage, m.stage, m.actor) for m in actions.stage_moves(store, later
                                                                                                  + dt.timedelta(1)))
-    assert moves == [("a1", "New", "Closed Lost", "crm"), ("a1", "New", "Closed Won", "crm")]
+    assert moves == [("a1", "CSQL Created", "Closed Lost", "crm"), ("a1", "CSQL Created", "Closed Won", "crm")]
     assert actions.stage_moves(store, later) == []  # only moves before the instant
 
 
-def test_a_stage_move_off_a_closed_stage_reopens(store: Store, seed: Seed) -> None:
+def test_a_stage_move_off_a_closed_stage_is_refused_and_writes_nothing(store: Store, seed: Seed) -> None:
     opportunity(store, "o1", "a1", "upsell")
     with store.begin() as conn:
-        actions.move_stage(conn, "o1", "New", "Closed Lost", AT, "crm")
+        actions.move_stage(conn, "o1", "CSQL Created", "Closed Lost", AT, "crm", "lost:price")
+    with pytest.raises(PipelineError, match="closed"), store.begin() as conn:
         actions.move_stage(conn, "o1", "Closed Lost", "Negotiation", AT + dt.timedelta(hours=1), "play:upsell")
     with store.connect() as conn:
         row = conn.execute(sa.select(T["opportunities"])).one()
-    assert (row.stage, row.closed_at, row.updated_at) == ("Negotiation", None, AT + dt.timedelta(hours=1))
+        history = conn.execute(sa.select(T["stage_history"].c.stage, T["stage_history"].c.reason)).all()
+    assert (row.stage, row.closed_at) == ("Closed Lost", AT)
+    assert [tuple(h) for h in history] == [("Closed Lost", "lost:price")]
 
 
 def test_an_unsubscribe_keeps_the_first_date(store: Store, seed: Seed) -> None:
