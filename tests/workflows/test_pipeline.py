@@ -203,3 +203,15 @@ def test_refused_moves_through_record_stage_change_write_nothing(store: Store) -
         engine_pipeline.change_stage(store, "o1", "Qualify", at=dt.datetime(2026, 6, 2, tzinfo=dt.timezone.utc),
                                      actor="carol")
     assert engine_pipeline.entries(store)[0].stage == "Trigger Fired"
+
+
+def test_the_worker_times_deals_only_when_the_store_keeps_them(store: Store) -> None:
+    from connectors.memory import MemoryConnector
+    from workflows.worker import pipeline_worker_parts
+
+    kept = PlayActivities(Connectors.single(StoreConnector(store)), StaticAccounts({}))
+    flows, acts = pipeline_worker_parts(store, kept, "q")
+    assert flows == [PipelineWorkflow] and len(acts) == 2 and kept.pipeline_queue == "q"
+    elsewhere = PlayActivities(Connectors.single(MemoryConnector()), StaticAccounts({}))
+    pipeline_worker_parts(store, elsewhere, "q")
+    assert elsewhere.pipeline_queue is None
