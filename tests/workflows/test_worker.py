@@ -65,9 +65,10 @@ def test_unreadable_tls_file_names_the_variable(tmp_path):
 
 def test_dev_server_flags_register_every_attribute_with_its_type():
     flags = sa.cli_flags()
-    assert flags[::2] == ["--search-attribute"] * 6
+    assert flags[::2] == ["--search-attribute"] * 7
     assert flags[1::2] == ["PlaybookPlay=Keyword", "PlaybookAccount=Keyword", "PlaybookPlanHash=Keyword",
-                           "PlaybookStep=Keyword", "PlaybookStage=Keyword", "PlaybookNextStepAt=Datetime"]
+                           "PlaybookStep=Keyword", "PlaybookStage=Keyword", "PlaybookNextStepAt=Datetime",
+                           "PlaybookPaused=Bool"]
 
 
 # ---------------------------------------------------------------- test-only time scale
