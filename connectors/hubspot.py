@@ -33,6 +33,7 @@ import html
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pydantic_settings
@@ -69,7 +70,8 @@ CLOSED = ("Closed Won", "Closed Lost")
 # its daily limit resets at the portal's midnight (whose zone we do not know).
 BURST_BACKOFF = 10.0
 DAILY_BACKOFF = 3600.0
-SEARCH_PAGE = 100  # deals of one company searched for the play's open deal
+SEARCH_PAGE = 100  # deals of one company searched for the play's open deal, a page at a time,
+SEARCH_PAGES = 10  # up to 1,000 deals Playbook made on one company
 
 
 class HubSpotSettingsError(SettingsError):
@@ -112,6 +114,7 @@ class HubSpotSettings(FileBackedSettings):
     new_deal_stage: str = "CSQL Created"  # where an `opportunity` step's deal starts (one of `stages`)
     owners: dict[str, str] = Field(default_factory=dict)  # our user id or email -> HubSpot owner id
     require_owner: bool = True  # a task whose assignee has no HubSpot owner fails instead of being unowned
+    verify_pipeline: bool = True  # the first deal step reads the pipeline and checks every mapped stage id
 
     @field_validator("company_field")
     @classmethod
@@ -163,6 +166,7 @@ class HubSpotConnector:
         self.company_of = company_of
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._pipeline_checked = False
 
     # ------------------------------------------------------------ plumbing
     def _http(self) -> httpx.AsyncClient:
@@ -227,6 +231,28 @@ class HubSpotConnector:
             raise cb.MissingDataError(f"account {action.account_id} has no HubSpot company id "
                                       f"(its field {field!r} is empty)")
         return str(value).strip()
+
+    async def _check_pipeline(self) -> None:
+        """Once: does the pipeline exist, and has it every stage id `stages` maps onto? A wrong mapping
+        then fails the first deal step with the pipeline's own stages listed, not a bare 400 later."""
+        if self._pipeline_checked or not self.settings.verify_pipeline:
+            return
+        pipeline = self.settings.pipeline
+        try:
+            _, found = await self._call("GET", f"/crm/v3/pipelines/deals/{quote(pipeline, safe='')}",
+                                        "read the deal pipeline")
+        except cb.PermanentError as exc:
+            raise cb.PermanentError(f"{exc}; is {pipeline!r} a deal pipeline's id? "
+                                    f"({self.settings.where('pipeline')})") from exc
+        stages = {str(st.get("id")): str(st.get("label") or "") for st in found.get("stages") or []
+                  if isinstance(st, Mapping) and not st.get("archived")}
+        wrong = [f"{ours!r} -> {theirs!r}" for ours, theirs in self.settings.stages.items() if theirs not in stages]
+        if wrong:
+            known = ", ".join(f"{sid} ({label})" for sid, label in stages.items()) or "none"
+            raise cb.PermanentError(
+                f"HubSpot pipeline {pipeline!r} has no stage for {', '.join(wrong)}: fix "
+                f"{self.settings.where('stages')} (the pipeline's stages: {known})")
+        self._pipeline_checked = True
 
     def _stage_id(self, stage: str) -> str:
         found = self.settings.stages.get(stage)
@@ -327,6 +353,7 @@ class HubSpotConnector:
     async def _open_deal(self, action: cb.Action, title: str, stage: str, amount: float | None,
                          owner: str | None) -> tuple[str, bool]:
         properties = {"dealname": title, "pipeline": self.settings.pipeline, "dealstage": self._stage_id(stage)}
+        await self._check_pipeline()
         if amount is not None:
             properties["amount"] = f"{amount:g}" if isinstance(amount, float) else str(amount)
         if owner is not None:
@@ -336,6 +363,7 @@ class HubSpotConnector:
     async def move_stage(self, change: cb.StageChange) -> cb.StageResult:
         """The play's open deal for the account (the latest it made) moved; none yet: one opened at the stage."""
         target = self._stage_id(change.stage)
+        await self._check_pipeline()
         deal = await self._open_deal_of(change)
         if deal is None:
             deal_id, dup = await self._open_deal(change, change.play, change.stage, None, None)
@@ -367,14 +395,21 @@ class HubSpotConnector:
             {"propertyName": "pipeline", "operator": "EQ", "value": self.settings.pipeline}]
         if closed:
             filters.append({"propertyName": "dealstage", "operator": "NOT_IN", "values": closed})
-        _, found = await self._call("POST", "/crm/v3/objects/deals/search", "search deals", {
-            "filterGroups": [{"filters": filters}], "properties": [prop, "dealstage", "createdate"],
-            "sorts": [], "limit": SEARCH_PAGE, "after": "0"})
         # Our keys begin play:<play>:<account>: (workflows/play.py idempotency_key).
         prefix = f"play:{change.play}:{change.account_id}:"
-        ours = [r for r in found.get("results") or []
-                if str((r.get("properties") or {}).get(prop) or "").startswith(prefix)
-                and (r.get("properties") or {}).get("dealstage") not in closed]
+        ours: list[dict[str, Any]] = []
+        after = "0"
+        for _ in range(SEARCH_PAGES):
+            _, found = await self._call("POST", "/crm/v3/objects/deals/search", "search deals", {
+                "filterGroups": [{"filters": filters}], "properties": [prop, "dealstage", "createdate"],
+                "sorts": [], "limit": SEARCH_PAGE, "after": after})
+            ours += [r for r in found.get("results") or []
+                     if str((r.get("properties") or {}).get(prop) or "").startswith(prefix)
+                     and (r.get("properties") or {}).get("dealstage") not in closed]
+            following = str(((found.get("paging") or {}).get("next") or {}).get("after") or "")
+            if not following or following == after:
+                break
+            after = following
         return max(ours, key=lambda r: (str(r.get("createdAt") or ""), str(r.get("id")))) if ours else None
 
     async def note(self, action: cb.Action) -> cb.Result:

@@ -42,8 +42,9 @@ def spec() -> Iterator[SpecChecked]:
 
 
 def make(url: str, transport: httpx.AsyncBaseTransport | None, **settings: Any) -> HubSpotConnector:
+    # The pipeline check reads /crm/v3/pipelines, another spec than objects.json: its own tests below.
     values: dict[str, Any] = {"base_url": url, "token": TOKEN, "company_field": "id", "timeout": 5.0,
-                              "owners": {"csm@example.com": "77"}}
+                              "owners": {"csm@example.com": "77"}, "verify_pipeline": False}
     return HubSpotConnector(load_hubspot_settings(**{**values, **settings}), transport=transport)
 
 
@@ -186,6 +187,23 @@ async def test_a_stage_move_with_no_open_deal_opens_one_at_that_stage(hubspot, w
     assert (result.external_id, result.previous, result.duplicate) == ("7010", None, False)
     [body] = received(wiremock, "POST", "/crm/v3/objects/deals")
     assert body["properties"]["dealstage"] == "qualifiedtobuy" and body["properties"]["dealname"] == "usage_limit"
+
+
+async def test_the_plays_deal_is_found_on_a_later_page_of_the_companys_deals(hubspot, wiremock):
+    others = [obj(str(8000 + i), **{PROP: f"play:renewal:9001:def456:1:day{i}", "dealstage": "qualifiedtobuy"})
+              for i in range(3)]
+    ours = obj("7005", **{PROP: "play:usage_limit:9001:abc123:1:day3.0", "dealstage": "qualifiedtobuy"})
+    first = found(*others)
+    first["jsonBody"]["paging"] = {"next": {"after": "3"}}
+    for after, answer in [("0", first), ("3", found(ours))]:
+        wiremock.stub({"request": {"method": "POST", "urlPath": "/crm/v3/objects/deals/search",
+                                   "bodyPatterns": [{"matchesJsonPath": f"$[?(@.after == '{after}')]"}]},
+                       "response": answer})
+    stub(wiremock, "PATCH", "/crm/v3/objects/deals/7005", {"status": 200, "headers": JSON,
+                                                          "jsonBody": obj("7005", dealstage="closedwon")})
+    result = await hubspot.act(stage("Closed Won"))
+    assert (result.external_id, result.previous) == ("7005", "Qualified")
+    assert [b["after"] for b in received(wiremock, "POST", "/crm/v3/objects/deals/search")] == ["0", "3"]
 
 
 async def test_a_deal_already_at_the_stage_is_not_patched_again(hubspot, wiremock):
@@ -373,8 +391,9 @@ async def test_every_request_shape_passes_hubspots_spec_on_prisms_mock(hubspot_p
         ("POST", "/crm/v3/objects/tasks/search"), ("POST", "/crm/v3/objects/tasks"),
         ("POST", "/crm/v3/objects/deals/search"), ("POST", "/crm/v3/objects/deals"),
         ("POST", "/crm/v3/objects/notes/search"), ("POST", "/crm/v3/objects/notes"),
-        ("POST", "/crm/v3/objects/deals/search"), ("POST", "/crm/v3/objects/deals/search"),
-        ("POST", "/crm/v3/objects/deals")]
+        # The example search answer always names the same next page: read once more (a cursor that
+        # does not move ends the paging), then the step's own key is searched for.
+        *[("POST", "/crm/v3/objects/deals/search")] * 3, ("POST", "/crm/v3/objects/deals")]
 
 
 async def test_a_stage_patch_passes_hubspots_spec_on_prisms_mock(hubspot_prism):
@@ -386,6 +405,92 @@ async def test_a_stage_patch_passes_hubspots_spec_on_prisms_mock(hubspot_prism):
     finally:
         await connector.aclose()
     assert checked.violations == []
+
+
+# ---------------------------------------------------------------------------
+# The pipeline the stages map onto (HubSpot's pipelines spec)
+
+
+@pytest.fixture(scope="module")
+def pipelines_proxy(_wiremock_process: peers.WireMock) -> Iterator[str]:
+    with peers.prism_proxy(peers.HUBSPOT / "pipelines.json", _wiremock_process.url) as url:
+        yield url
+
+
+def pipeline(*stage_ids: str) -> dict[str, Any]:
+    """A Pipeline of HubSpot's pipelines API, its stages labelled by id."""
+    stages = [{"id": sid, "label": sid.title(), "archived": False, "displayOrder": i, "metadata": {"probability": "0.5"},
+               "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z"}
+              for i, sid in enumerate(stage_ids)]
+    return {"status": 200, "headers": JSON, "jsonBody": {
+        "id": "default", "label": "Sales pipeline", "archived": False, "displayOrder": 0, "stages": stages,
+        "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z"}}
+
+
+async def test_the_first_deal_step_refuses_a_mapping_onto_stages_the_pipeline_lacks(pipelines_proxy, wiremock, spec):
+    stub(wiremock, "GET", "/crm/v3/pipelines/deals/default",
+         pipeline("appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "closedwon", "closedlost"))
+    connector = make(pipelines_proxy, spec, verify_pipeline=True)
+    try:
+        with pytest.raises(cb.PermanentError) as err:
+            await connector.act(opportunity())
+    finally:
+        await connector.aclose()
+    message = str(err.value)
+    assert "pipeline 'default' has no stage for 'Negotiation' -> 'decisionmakerboughtin'" in message
+    assert "PLAYBOOK_HUBSPOT_STAGES" in message and "qualifiedtobuy (Qualifiedtobuy)" in message
+    assert [r["url"] for r in wiremock.requests()] == ["/crm/v3/pipelines/deals/default"]  # no deal was made
+
+
+async def test_a_pipeline_that_is_not_there_names_the_setting(pipelines_proxy, wiremock, spec):
+    stub(wiremock, "GET", "/crm/v3/pipelines/deals/expansion", error(404, "Unable to find pipeline expansion",
+                                                                     "OBJECT_NOT_FOUND"))
+    connector = make(pipelines_proxy, spec, verify_pipeline=True, pipeline="expansion")
+    try:
+        with pytest.raises(cb.PermanentError, match=r"Unable to find pipeline expansion; is 'expansion' a deal "
+                                                    r"pipeline's id\? \(PLAYBOOK_HUBSPOT_PIPELINE"):
+            await connector.act(stage("Qualified"))
+    finally:
+        await connector.aclose()
+
+
+async def test_a_pipeline_with_every_mapped_stage_is_read_once(pipelines_proxy, wiremock, spec):
+    stub(wiremock, "GET", "/crm/v3/pipelines/deals/default", pipeline(*dict.fromkeys(DEFAULT_STAGES.values())))
+    connector = make(pipelines_proxy, spec, verify_pipeline=True)
+    try:
+        await connector._check_pipeline()
+        await connector._check_pipeline()
+    finally:
+        await connector.aclose()
+    assert len(wiremock.requests()) == 1
+
+
+async def test_the_pipeline_read_passes_hubspots_spec_on_prisms_mock():
+    checked = SpecChecked()
+    with peers.prism_mock(peers.HUBSPOT / "pipelines.json") as url:
+        connector = make(url, checked, verify_pipeline=True)
+        try:
+            with pytest.raises(cb.PermanentError, match="has no stage for"):  # the spec's example is a ticket pipeline
+                await connector._check_pipeline()
+        finally:
+            await connector.aclose()
+    assert checked.violations == [] and [p for _, p, _ in checked.sent] == ["/crm/v3/pipelines/deals/default"]
+
+
+# ---------------------------------------------------------------------------
+# Inside a worker
+
+
+async def test_each_call_heartbeats_inside_an_activity(hubspot, wiremock):
+    from temporalio.testing import ActivityEnvironment
+
+    stub(wiremock, "POST", "/crm/v3/objects/tasks/search", found())
+    stub(wiremock, "POST", "/crm/v3/objects/tasks", created("4101"))
+    beats: list[tuple[Any, ...]] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    await env.run(hubspot.act, task())
+    assert beats == [("search tasks",), ("create tasks",)]
 
 
 # ---------------------------------------------------------------------------
