@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import heapq
+import itertools
 import json
 import math
+import operator
 import re
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,8 +44,9 @@ from sqlalchemy.engine import Connection
 from dsl import nodes as n
 from dsl.catalog import INBOUND_EVENTS, Catalog
 from dsl.suggest import closest
-from engine import schema
-from engine.store import Store, StoreError, upsert
+from engine import bulkload, history, schema
+from engine.bulkload import TYPED, Staging
+from engine.store import Store, StoreError, chunked
 
 Kind = Literal["users", "accounts", "contacts", "metrics", "events"]
 KINDS: tuple[Kind, ...] = ("users", "accounts", "contacts", "metrics", "events")
@@ -285,7 +289,8 @@ class _Source:
     columns: list[str] | None = None  # CSV header; None for JSON Lines
 
 
-def _read(src: _Source, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read(src: _Source, errors: _Errors, *, lists: bool = False) -> Iterator[tuple[int, Any]]:
+    """(line, {column: raw value}); with `lists`, a CSV row is its list of values in header order."""
     fmt = FORMATS.get(src.path.suffix.lower())
     if fmt is None:
         errors.add(RowError(src.name, 0, None, f"unknown file type {src.path.suffix!r}: use .csv or .jsonl"))
@@ -298,7 +303,7 @@ def _read(src: _Source, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]
     with fh:
         try:
             if fmt == "csv":
-                yield from _read_csv(src, fh, errors)
+                yield from _read_csv(src, fh, errors, lists)
             else:
                 yield from _read_jsonl(src, fh, errors)
         except UnicodeDecodeError:
@@ -321,7 +326,7 @@ def _not_utf8(src: _Source) -> RowError:
     return RowError(src.name, 0, None, "not UTF-8 text")  # pragma: no cover - the decoder found a byte
 
 
-def _read_csv(src: _Source, fh: Any, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_csv(src: _Source, fh: Any, errors: _Errors, lists: bool = False) -> Iterator[tuple[int, Any]]:
     reader = csv.reader(fh, strict=True)
     try:
         header = next(reader, None)
@@ -352,7 +357,7 @@ def _read_csv(src: _Source, fh: Any, errors: _Errors) -> Iterator[tuple[int, dic
             errors.add(RowError(src.name, start, None,
                                 f"expected {len(src.columns)} values (as in the header), found {len(record)}"))
             continue
-        yield start, dict(zip(src.columns, record))
+        yield start, record if lists else dict(zip(src.columns, record))
 
 
 def _read_jsonl(src: _Source, fh: Any, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -453,14 +458,16 @@ def import_file(store: Store, catalog: Catalog, kind: Kind, path: str | Path, **
 
 
 def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str | Path]], *,
-                 chunk_size: int = 5000, max_errors: int = 1000, ignore_unknown_columns: bool = False,
-                 actor: str = "import", progress: Callable[[str, int], None] | None = None) -> ImportReport:
+                 chunk_size: int = 100_000, max_errors: int = 1000, ignore_unknown_columns: bool = False,
+                 actor: str = "import", progress: Callable[[str, int], None] | None = None,
+                 known_at: dt.datetime | None = None) -> ImportReport:
     """Check and write `files` ([(kind, path)]) in one transaction; raise ImportFailed on any problem.
 
     Kinds: users, accounts, contacts, metrics, events. Format by suffix:
     .csv, .jsonl / .ndjson. Unknown columns are errors unless
     `ignore_unknown_columns` (event files put extra columns into the payload).
     `progress(file, rows checked so far)` is called as each file starts and after each chunk.
+    `known_at` (default now) is when the imported account values became known: their history's valid_from.
     """
     for kind, _ in files:
         if kind not in _ORDER:
@@ -471,7 +478,8 @@ def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str
     errors = _Errors(max_errors)
     report = ImportReport()
     ordered = sorted(files, key=lambda f: _ORDER[f[0]])
-    job = _Job(store, catalog, errors, chunk_size, ignore_unknown_columns, progress or (lambda _file, _rows: None))
+    job = _Job(store, catalog, errors, chunk_size, ignore_unknown_columns, progress or (lambda _file, _rows: None),
+               known_at or schema.utcnow())
     conn = store.engine.connect()
     trans = conn.begin()
     try:
@@ -496,16 +504,19 @@ def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str
 
 class _Job:
     def __init__(self, store: Store, catalog: Catalog, errors: _Errors, chunk_size: int, ignore_unknown: bool,
-                 progress: Callable[[str, int], None]) -> None:
+                 progress: Callable[[str, int], None], known_at: dt.datetime) -> None:
         self.store = store
         self.progress = progress
         self.catalog = catalog
         self.errors = errors
+        self.sink = errors  # where row checks report: the current chunk's collector
         self.chunk_size = chunk_size
         self.ignore_unknown = ignore_unknown
-        # Ids of entities in the files of this import (written or, after an
-        # error, only checked): later files may refer to them.
-        self.new_ids: dict[str, set[str]] = {"accounts": set(), "contacts": set(), "users": set()}
+        self.known_at = known_at
+        # Ids of accounts files of this import that were checked but not written
+        # (after an error): later files may still refer to them.
+        self.unwritten_accounts = False
+        self.changed_values = 0
         self.tables = {
             "accounts": store.table("account", catalog),
             "contacts": store.table("contact", catalog),
@@ -514,64 +525,29 @@ class _Job:
             "events": schema.Event.__table__,
         }
 
-    # -- per file ----------------------------------------------------------
-
-    def run_file(self, conn: Connection, kind: Kind, path: Path) -> FileResult:
-        src = _Source(path, str(path))
-        result = FileResult(kind, src.name)
+    def plan(self, kind: Kind) -> _Plan:
         if kind in ("accounts", "contacts", "users"):
-            columns = _entity_columns(kind, self.catalog)
-            keys: tuple[str, ...] = ("id",)
-        elif kind == "metrics":
+            return _Plan(kind, self.tables[kind], ("id",), _entity_columns(kind, self.catalog))
+        if kind == "metrics":
             columns = {
                 "account_id": _Col("account_id", _t(n.TypeName.TEXT, False), True),
                 "metric": _Col("metric", _t(n.TypeName.TEXT, False), True),
                 "date": _Col("date", _t(n.TypeName.DATE, False), True),
                 "value": _Col("value", _t(n.TypeName.NUMBER, False), True),
             }
-            keys = ("metric", "account_id", "date")
-        else:
-            columns = {
-                "id": _Col("id", _t(n.TypeName.TEXT), False),
-                "account_id": _Col("account_id", _t(n.TypeName.TEXT, False), True),
-                "event": _Col("event", _t(n.TypeName.TEXT, False), True),
-                **{c: _Col(c, _t(n.TypeName.DATETIME, False), False) for c in _EVENT_TIME},
-            }
-            keys = ("key",)
-        plan = _Plan(kind, self.tables[kind], keys, columns)
-        seen_ids: dict[str, int] = {}  # entity files: id -> first row, for duplicates
-        header_checked = False  # CSV: the header is known once the first row is read
-        reported_unknown: set[str] = set()
-        chunk: list[tuple[int, dict[str, Any]]] = []
-        self.progress(src.name, 0)
-        for row, raw in _read(src, self.errors):
-            if not header_checked:
-                header_checked = True
-                if src.columns is not None:
-                    self._check_columns(src, plan, src.columns, 1, reported_unknown)
-            if src.columns is None:  # JSON Lines: each object is its own header
-                self._check_columns(src, plan, list(raw), row, reported_unknown)
-            record = self._check_row(src, plan, row, raw)
-            if record is None:
-                continue
-            result.rows += 1
-            if "id" in plan.keys:
-                first = seen_ids.get(record["id"])
-                if first is not None:
-                    self.errors.add(RowError(src.name, row, "id", f"duplicate id {record['id']!r} (first at row {first})"))
-                    continue
-                seen_ids[record["id"]] = row
-            chunk.append((row, record))
-            if len(chunk) >= self.chunk_size:
-                self._flush(conn, src, plan, chunk, result)
-                chunk = []
-                self.progress(src.name, result.rows)
-        if not header_checked and src.columns is not None:  # a header and no rows
-            self._check_columns(src, plan, src.columns, 1, reported_unknown)
-        if chunk:
-            self._flush(conn, src, plan, chunk, result)
-        if plan.kind in self.new_ids:
-            self.new_ids[plan.kind].update(seen_ids)
+            return _Plan(kind, self.tables[kind], ("metric", "account_id", "date"), columns)
+        columns = {
+            "id": _Col("id", _t(n.TypeName.TEXT), False),
+            "account_id": _Col("account_id", _t(n.TypeName.TEXT, False), True),
+            "event": _Col("event", _t(n.TypeName.TEXT, False), True),
+            **{c: _Col(c, _t(n.TypeName.DATETIME, False), False) for c in _EVENT_TIME},
+        }
+        return _Plan(kind, self.tables[kind], ("key",), columns)
+
+    def run_file(self, conn: Connection, kind: Kind, path: Path) -> FileResult:
+        src = _Source(path, str(path))
+        result = FileResult(kind, src.name)
+        _FileLoad(self, conn, src, self.plan(kind), result).run()
         return result
 
     def _check_columns(self, src: _Source, plan: _Plan, present: list[str], row: int, reported: set[str]) -> None:
@@ -581,14 +557,14 @@ class _Job:
                 if col not in plan.columns and not self.ignore_unknown and col not in reported:
                     reported.add(col)
                     known = ", ".join(sorted(plan.columns))
-                    self.errors.add(RowError(src.name, row, col, f"unknown column; expected one of: {known}"))
+                    self.sink.add(RowError(src.name, row, col, f"unknown column; expected one of: {known}"))
         if src.columns is None:
             return  # JSON Lines: missing keys are reported per row
         for col in _KEY_COLUMNS[plan.kind]:
             if col not in present:
-                self.errors.add(RowError(src.name, row, col, "missing column (required)"))
+                self.sink.add(RowError(src.name, row, col, "missing column (required)"))
         if plan.kind == "events" and not any(c in present for c in _EVENT_TIME):
-            self.errors.add(RowError(src.name, row, "occurred_at",
+            self.sink.add(RowError(src.name, row, "occurred_at",
                                      f"missing column: one of {', '.join(_EVENT_TIME)} is required"))
 
     def _check_row(self, src: _Source, plan: _Plan, row: int, raw: dict[str, Any]) -> dict[str, Any] | None:
@@ -597,7 +573,7 @@ class _Job:
         ok = True
         for name, value in raw.items():
             if _has_nul(value):
-                self.errors.add(RowError(src.name, row, name, "contains a NUL character (\\0), which the store "
+                self.sink.add(RowError(src.name, row, name, "contains a NUL character (\\0), which the store "
                                                               "cannot keep (PostgreSQL refuses it): remove it"))
                 ok = False
                 continue
@@ -613,11 +589,11 @@ class _Job:
                 if v is not None:
                     v = self._check_special(plan.kind, name, v)
             except ValueError as e:
-                self.errors.add(RowError(src.name, row, name, str(e)))
+                self.sink.add(RowError(src.name, row, name, str(e)))
                 ok = False
                 continue
             if v is None and col.name in ("id", "account_id", "metric", "date", "value", "event"):
-                self.errors.add(RowError(src.name, row, name, "is empty; a value is required"))
+                self.sink.add(RowError(src.name, row, name, "is empty; a value is required"))
                 ok = False
                 continue
             record[name] = v
@@ -625,7 +601,7 @@ class _Job:
             if key not in raw:
                 ok = False
                 if src.columns is None:  # JSON Lines; a CSV header was reported once
-                    self.errors.add(RowError(src.name, row, key, "missing (required)"))
+                    self.sink.add(RowError(src.name, row, key, "missing (required)"))
         if plan.kind == "events" and ok:
             ok = self._event_record(src, row, record)
         return record if ok else None
@@ -649,7 +625,7 @@ class _Job:
         for c in _EVENT_TIME:
             record.pop(c, None)
         if at is None:
-            self.errors.add(RowError(src.name, row, "occurred_at", "is empty; a value is required"))
+            self.sink.add(RowError(src.name, row, "occurred_at", "is empty; a value is required"))
             return False
         payload: dict[str, Any] = {}
         raw_payload = record.pop("_payload_raw", None)
@@ -657,12 +633,12 @@ class _Job:
             try:
                 raw_payload = json.loads(raw_payload)
             except json.JSONDecodeError as e:
-                self.errors.add(RowError(src.name, row, "payload", f"not valid JSON: {e.msg}"))
+                self.sink.add(RowError(src.name, row, "payload", f"not valid JSON: {e.msg}"))
                 return False
         if isinstance(raw_payload, dict):
             payload.update(raw_payload)
         elif not is_empty(raw_payload):
-            self.errors.add(RowError(src.name, row, "payload", "expected a JSON object"))
+            self.sink.add(RowError(src.name, row, "payload", "expected a JSON object"))
             return False
         payload.update({k: v for k, v in record.pop("_extra", {}).items() if not is_empty(v)})
         source_id = record.pop("id", None)
@@ -672,62 +648,320 @@ class _Job:
         record["payload"] = payload or None
         return True
 
-    # -- per chunk -----------------------------------------------------------
+_SLOW = object()  # a JSON value only Python can check (a boolean outside a bool column, an object...)
+_ENTITY_KINDS = ("accounts", "contacts", "users")
+_SEEN = "_pb_seen"  # ids of the earlier chunks of an entity file, for duplicates
+_ACCOUNT_IDS = "_pb_account_ids"  # ids of accounts files checked but not written
 
-    def _flush(self, conn: Connection, src: _Source, plan: _Plan, chunk: list[tuple[int, dict[str, Any]]],
-               result: FileResult) -> None:
-        # References and existence first: reading is fine after an error, and
-        # it finds the remaining problems.
-        existing: set[str] = set()
-        if plan.kind in ("accounts", "contacts", "users"):
-            existing = self._existing(conn, plan.table, [r["id"] for _, r in chunk])
-        if plan.kind in ("contacts", "metrics", "events"):
-            refs = {r["account_id"] for _, r in chunk}
-            known = self._existing(conn, self.tables["accounts"], list(refs)) | (refs & self.new_ids["accounts"])
-            for row, r in chunk:
-                if r["account_id"] not in known:
-                    self.errors.add(RowError(src.name, row, "account_id", f"unknown account {r['account_id']!r}"))
-        if plan.kind in ("accounts", "contacts", "users"):
-            self._check_required(src, plan, chunk, existing)
-        if self.errors:
-            return  # keep checking the rest of the files, write nothing more
-        rows = [r for _, r in chunk]
-        if plan.kind in ("accounts", "contacts", "users"):
-            result.created += sum(1 for r in rows if r["id"] not in existing)
-            result.updated += sum(1 for r in rows if r["id"] in existing)
-        else:
-            # Later rows of a file win over earlier ones with the same key
-            # (and PostgreSQL cannot upsert one key twice in one statement).
-            rows = list({tuple(r[k] for k in plan.keys): r for r in rows}.values())
-        # Rows of one statement need the same columns (JSON Lines rows may differ).
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for r in rows:
-            groups.setdefault(tuple(r), []).append(r)
-        for cols, group in groups.items():
-            upsert(conn, plan.table, group, plan.keys)
 
-    def _check_required(self, src: _Source, plan: _Plan, chunk: list[tuple[int, dict[str, Any]]],
-                        existing: set[str]) -> None:
-        required = [c.name for c in plan.columns.values() if c.required]
-        for row, r in chunk:
-            if r["id"] in existing:
-                # An update: absent columns are left as they are, but a value
-                # present and empty would break the declaration.
-                missing = [c for c in required if c in r and r[c] is None]
+class _FileLoad:
+    """One file through the bulk path: read, stage, type in SQL (Python for the rest), check set-wise, write.
+
+    Chunks of `chunk_size` rows go through the stage one after the other, so
+    memory and temporary tables stay bounded; problems of a chunk are
+    reported in line order, as the row-by-row importer did: each row's value
+    problems (and duplicate ids) by line, then unknown accounts, then
+    missing required fields.
+    """
+
+    def __init__(self, job: _Job, conn: Connection, src: _Source, plan: _Plan, result: FileResult) -> None:
+        self.job, self.conn, self.src, self.plan, self.result = job, conn, src, plan, result
+        self.pending = _Errors(job.errors.cap)  # the reader's problems of the current chunk
+        self.entity = plan.kind in _ENTITY_KINDS
+        self.reported_unknown: set[str] = set()
+        self.chunk: list[tuple[int, Any]] = []  # (line, raw row)
+        self.staged: list[list[Any]] = []  # (line, group, text values) of the rows SQL may type
+        self.slow: list[int] = []  # lines of rows only Python checks
+        self.columns: list[str] = []  # staged columns (plan column names)
+        self.groups: dict[tuple[str, ...], int] = {}  # columns a row has -> group number
+        self.group_columns: list[tuple[str, ...]] = []
+        self.csv_pick: Callable[[list[str]], Any] | None = None
+        self.csv_identity = False
+        self.jsonl_layouts: dict[tuple[str, ...], int] = {}
+        self.seen_table = False
+        self.all_in_python = plan.kind == "events"  # events: keys and payloads are made in Python
+        self.staging: Staging | None = None
+        self.typed_names: list[str] = []
+
+    # -- reading -------------------------------------------------------------
+
+    def run(self) -> None:
+        job, src, plan = self.job, self.src, self.plan
+        job.progress(src.name, 0)
+        header_checked = False
+        for row, raw in _read(src, self.pending, lists=True):
+            if not header_checked:
+                header_checked = True
+                self._start()
+            if src.columns is not None:
+                self._add_csv(row, raw)
             else:
-                missing = [c for c in required if r.get(c) is None]
-            for c in missing:
-                reason = ("is empty; the field is not declared optional (`?`)" if c in r else
-                          "missing for a new id; the field is not declared optional (`?`)")
-                self.errors.add(RowError(src.name, row, c, reason))
+                job.sink = self.pending
+                job._check_columns(src, plan, list(raw), row, self.reported_unknown)
+                self._add_jsonl(row, raw)
+            if len(self.chunk) >= job.chunk_size:
+                self._process(final=False)
+        if not header_checked:
+            self._start()
+        self._process(final=True)
+        assert self.staging is not None
+        self.staging.drop()
+        if self.seen_table:
+            self.conn.exec_driver_sql(f"DROP TABLE {_SEEN}")
 
-    def _existing(self, conn: Connection, table: sa.Table, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        # Bounded IN lists: SQLite's default limit is 32766 parameters.
-        for i in range(0, len(ids), 5000):
-            part = ids[i:i + 5000]
-            found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(part))).scalars())
-        return found
+    def _start(self) -> None:
+        """The columns to stage, once the header (or the first object) is known."""
+        plan, src = self.plan, self.src
+        if src.columns is not None:
+            self.job.sink = self.pending
+            self.job._check_columns(src, plan, src.columns, 1, self.reported_unknown)
+        if src.columns is not None and any(k not in src.columns for k in _KEY_COLUMNS[plan.kind]):
+            self.all_in_python = True  # a key column is missing: Python knows what to say (once, at the header)
+        if self.all_in_python:
+            names: list[str] = []
+        elif src.columns is not None:
+            last = {c: i for i, c in enumerate(src.columns) if c in plan.columns}
+            names = list(last)
+            idx = list(last.values())
+            self.csv_identity = idx == list(range(len(src.columns)))
+            self.csv_pick = operator.itemgetter(*idx) if idx else (lambda r: ())
+            self.group_columns = [tuple(names)]
+        else:
+            names = list(plan.columns)
+        self.columns = names
+        bulk_columns = [bulkload.Column(c, plan.columns[c].type, _column_check(plan.kind, c)) for c in names]
+        if plan.kind in _ENTITY_KINDS:
+            typed = [sa.Column(c, plan.table.c[c].type) for c in plan.columns]
+        elif plan.kind == "metrics":
+            typed = [sa.Column(c.name, c.type) for c in plan.table.columns]
+        else:
+            typed = [sa.Column(c.name, c.type) for c in plan.table.columns if c.name != "id"]
+        self.typed_names = [c.name for c in typed]
+        self.staging = Staging(self.conn, bulk_columns, typed, metrics=sorted(self.job.catalog.metrics))
+
+    def _add_csv(self, row: int, record: list[str]) -> None:
+        self.chunk.append((row, record))
+        if self.all_in_python:
+            self.slow.append(row)
+            return
+        assert self.csv_pick is not None
+        if self.csv_identity:
+            self.staged.append([row, 0, *record])
+        else:
+            picked = self.csv_pick(record)
+            self.staged.append([row, 0, *(picked if isinstance(picked, tuple) else (picked,))])
+
+    def _add_jsonl(self, row: int, obj: dict[str, Any]) -> None:
+        self.chunk.append((row, obj))
+        if self.all_in_python:
+            self.slow.append(row)
+            return
+        layout = tuple(obj)
+        group = self.jsonl_layouts.get(layout)
+        if group is None:
+            present = tuple(c for c in self.columns if c in obj)
+            group = self.groups.setdefault(present, len(self.groups))
+            if group == len(self.group_columns):
+                self.group_columns.append(present)
+            self.jsonl_layouts[layout] = group
+        values: list[Any] = [row, group]
+        for c in self.columns:
+            v = obj.get(c)
+            kind = type(v)
+            if v is None or kind is str:
+                pass
+            elif kind is int or kind is float:
+                v = str(v)  # a row SQL cannot type is checked in Python from the object itself
+            elif kind is bool and self.plan.columns[c].type.name is n.TypeName.BOOL:
+                v = "true" if v else "false"
+            else:
+                v = _SLOW
+            if v is _SLOW or (isinstance(v, str) and "\x00" in v):
+                self.slow.append(row)
+                return
+            values.append(v)
+        self.staged.append(values)
+
+    # -- one chunk -----------------------------------------------------------
+
+    def _process(self, *, final: bool) -> None:
+        job, plan, src = self.job, self.plan, self.src
+        staging = self.staging
+        assert staging is not None
+        read_problems, self.pending = self.pending, _Errors(job.errors.cap)
+        if self.src.columns is not None and self.staged:
+            # A NUL cannot go through COPY; the rows holding one are Python's to report.
+            if "\x00" in "\x1f".join(itertools.chain.from_iterable(raw for _, raw in self.chunk)):
+                nul = {row for row, raw in self.chunk if any("\x00" in v for v in raw)}
+                self.slow += sorted(nul)
+                self.staged = [r for r in self.staged if r[0] not in nul]
+        staging.load(self.staged)
+        untyped = staging.type_rows()
+        slow = sorted(set(self.slow).union(untyped))
+        row_problems = _Errors(job.errors.cap)
+        if slow:
+            self._check_in_python(slow, row_problems)
+        self.result.rows += staging.count()
+        duplicates = self._duplicates(final) if self.entity else []
+        for e in heapq.merge(read_problems.items, row_problems.items, duplicates, key=lambda e: e.row):
+            job.errors.add(e)
+        job.errors.total += (read_problems.total - len(read_problems.items)) + \
+            (row_problems.total - len(row_problems.items))
+        if plan.kind in ("contacts", "metrics", "events"):
+            self._unknown_accounts()
+        if self.entity:
+            self._required()
+        if job.errors:
+            if plan.kind == "accounts":
+                self._keep_account_ids()
+        else:
+            self._write()
+        staging.clear()
+        self.chunk, self.staged, self.slow = [], [], []
+        job.progress(src.name, self.result.rows)
+
+    def _check_in_python(self, lines: list[int], problems: _Errors) -> None:
+        job, plan, src = self.job, self.plan, self.src
+        wanted = set(lines)
+        raws = {row: raw for row, raw in self.chunk if row in wanted}
+        job.sink = problems
+        records: list[dict[str, Any]] = []
+        for row in lines:
+            raw = raws[row]
+            if src.columns is not None:
+                raw = dict(zip(src.columns, raw))
+            record = job._check_row(src, plan, row, raw)
+            if record is None:
+                continue
+            if plan.kind == "events":
+                group = 0
+            else:
+                present = tuple(c for c in self.columns if c in raw)
+                group = self.groups.setdefault(present, len(self.groups)) if src.columns is None else 0
+                if group == len(self.group_columns):
+                    self.group_columns.append(present)
+            records.append({"_row": row, "_grp": group, **{c: record.get(c) for c in self.typed_names}})
+        job.sink = job.errors
+        assert self.staging is not None
+        self.staging.add_typed(records)
+
+    # -- set-wise checks -------------------------------------------------------
+
+    def _duplicates(self, final: bool) -> list[RowError]:
+        conn = self.conn
+        seen = (f" AND NOT EXISTS (SELECT 1 FROM {_SEEN} s WHERE s.id = t.id)" if self.seen_table else "")
+        query = (f"SELECT t._row, t.id, f.first FROM {TYPED} t JOIN (SELECT id, min(_row) AS first FROM {TYPED} "
+                 f"GROUP BY id HAVING count(*) > 1) f ON f.id = t.id WHERE t._row > f.first{seen}")
+        if self.seen_table:
+            query += f" UNION ALL SELECT t._row, t.id, s.first FROM {TYPED} t JOIN {_SEEN} s ON s.id = t.id"
+        found = conn.exec_driver_sql(query + " ORDER BY 1").all()
+        problems = [RowError(self.src.name, row, "id", f"duplicate id {id_!r} (first at row {first})")
+                    for row, id_, first in found]
+        for part in chunked([r[0] for r in found], 5000):
+            conn.execute(sa.text(f"DELETE FROM {TYPED} WHERE _row IN :rows")
+                         .bindparams(sa.bindparam("rows", part, expanding=True)))
+        if not final:  # later chunks of the file check against these ids
+            if not self.seen_table:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_SEEN}")
+                conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {_SEEN} (id TEXT PRIMARY KEY, first BIGINT)")
+                self.seen_table = True
+            conn.exec_driver_sql(f"INSERT INTO {_SEEN} (id, first) SELECT id, _row FROM {TYPED}")
+        return problems
+
+    def _unknown_accounts(self) -> None:
+        also = (f" AND NOT EXISTS (SELECT 1 FROM {_ACCOUNT_IDS} n WHERE n.id = t.account_id)"
+                if self.job.unwritten_accounts else "")
+        for row, account in self.conn.exec_driver_sql(
+                f"SELECT t._row, t.account_id FROM {TYPED} t WHERE NOT EXISTS "
+                f"(SELECT 1 FROM accounts a WHERE a.id = t.account_id){also} ORDER BY t._row"):
+            self.job.errors.add(RowError(self.src.name, row, "account_id", f"unknown account {account!r}"))
+
+    def _required(self) -> None:
+        required = [c.name for c in self.plan.columns.values() if c.required and c.name not in ("id", "account_id")]
+        if not required:
+            return
+        quote = self.conn.dialect.identifier_preparer.quote
+        table = quote(self.plan.table.name)
+        tests = []
+        for group, present in enumerate(self.group_columns):
+            parts = [f"t.{quote(c)} IS NULL" if c in present else "a.id IS NULL" for c in required]
+            tests.append(f"(t._grp = {group} AND ({' OR '.join(parts)}))")
+        if not tests:
+            return
+        nulls = ", ".join(f"t.{quote(c)} IS NULL" for c in required)
+        for r in self.conn.exec_driver_sql(
+                f"SELECT t._row, t._grp, a.id IS NULL, {nulls} FROM {TYPED} t LEFT JOIN {table} a ON a.id = t.id "
+                f"WHERE {' OR '.join(tests)} ORDER BY t._row"):
+            row, group, new, empty = r[0], r[1], bool(r[2]), r[3:]
+            present = self.group_columns[group]
+            for c, is_null in zip(required, empty):
+                if c in present and is_null:
+                    reason = "is empty; the field is not declared optional (`?`)"
+                elif c not in present and new:
+                    reason = "missing for a new id; the field is not declared optional (`?`)"
+                else:
+                    continue
+                self.job.errors.add(RowError(self.src.name, row, c, reason))
+
+    def _keep_account_ids(self) -> None:
+        conn = self.conn
+        if not self.job.unwritten_accounts:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_ACCOUNT_IDS}")
+            conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {_ACCOUNT_IDS} (id TEXT PRIMARY KEY)")
+            self.job.unwritten_accounts = True
+        conn.exec_driver_sql(f"INSERT INTO {_ACCOUNT_IDS} (id) SELECT id FROM {TYPED} t WHERE NOT EXISTS "
+                             f"(SELECT 1 FROM {_ACCOUNT_IDS} n WHERE n.id = t.id)")
+
+    # -- writing ---------------------------------------------------------------
+
+    def _write(self) -> None:
+        conn, plan = self.conn, self.plan
+        quote = conn.dialect.identifier_preparer.quote
+        table = quote(plan.table.name)
+        pg = conn.dialect.name == "postgresql"
+        if self.entity:
+            total = self.staging.count() if self.staging else 0
+            existing = int(conn.exec_driver_sql(
+                f"SELECT count(*) FROM {TYPED} t WHERE EXISTS (SELECT 1 FROM {table} a WHERE a.id = t.id)").scalar_one())
+            self.result.created += total - existing
+            self.result.updated += existing
+            for group, present in enumerate(self.group_columns):
+                cols = ["id"] + [c for c in present if c != "id"]
+                if plan.kind == "accounts":
+                    self.job.changed_values += history.record_changes(
+                        conn, self.job.catalog, TYPED, cols, self.job.known_at, where=f"t._grp = {group}")
+                names = ", ".join(quote(c) for c in cols)
+                update = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in cols if c != "id")
+                conflict = f"DO UPDATE SET {update}" if update else "DO NOTHING"
+                conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED} "
+                                     f"WHERE _grp = {group} ON CONFLICT (id) {conflict}")
+            return
+        keys = list(plan.keys)
+        cols = [c for c in self.typed_names]
+        names = ", ".join(quote(c) for c in cols)
+        key_names = ", ".join(quote(k) for k in keys)
+        update = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in cols if c not in keys)
+        # Later rows of a file win over earlier ones with the same key: PostgreSQL
+        # cannot update one row twice in a statement, so it keeps the last one;
+        # SQLite applies them in line order. Key order also appends to the index.
+        if pg:
+            select = f"SELECT DISTINCT ON ({key_names}) {names} FROM {TYPED} ORDER BY {key_names}, _row DESC"
+        else:
+            select = f"SELECT {names} FROM {TYPED} WHERE 1 = 1 ORDER BY {key_names}, _row"
+        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) {select} ON CONFLICT ({key_names}) DO UPDATE SET {update}")
+
+
+def _column_check(kind: Kind, name: str) -> str | None:
+    """The rule of `_Job._check_special` a column falls under, for SQL."""
+    if name in ("id", "account_id"):
+        return "strip"
+    if name == "email" and kind in ("contacts", "users"):
+        return "email"
+    if name == "timezone" and kind == "contacts":
+        return "timezone"
+    if name == "metric" and kind == "metrics":
+        return "metric"
+    return None
 
 
 def _has_nul(value: Any) -> bool:

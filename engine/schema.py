@@ -405,6 +405,28 @@ class AuditEntry(Base):
     detail: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
 
+class AccountFieldHistory(Base):
+    """Every value an account field has had, with when it was known (valid_from..valid_to).
+
+    Written set-wise by the importers (engine/history.py): a row per value
+    that changed, the previous row of that field closed at the same instant;
+    the open row (valid_to NULL) is the current value. Numbers, booleans
+    (1/0) and ints go in `value_number`, text, enums, dates (ISO) and
+    datetimes (ISO, UTC) in `value_text`, so one table serves every type.
+    The key leads with the account: "this account as known on day D" is one
+    range per account; a backtest over all accounts scans it once.
+    """
+
+    __tablename__ = "account_field_history"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    account_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    field: Mapped[str] = mapped_column(Text, primary_key=True)
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    value_number: Mapped[float | None] = mapped_column(Double)
+    value_text: Mapped[str | None] = mapped_column(Text)
+
+
 class EntityField(Base):
     """Which declared fields `sync_entities` has added, with the type they were added as.
 
@@ -485,7 +507,7 @@ def entity_table(entity: n.EntityDecl | None, kind: str = "account", metadata: M
 
 
 __all__ = [
-    "Account", "AuditEntry", "Base", "BigId", "CORE_COLUMNS", "Contact", "ENTITY_TABLES", "EntityField",
+    "Account", "AccountFieldHistory", "AuditEntry", "Base", "BigId", "CORE_COLUMNS", "Contact", "ENTITY_TABLES", "EntityField",
     "Enrollment", "EnrollmentDecision", "Event", "JSONType", "MetricPoint", "Opportunity", "Outcome",
     "OutboxMessage", "PlayPause", "SlaBreach", "StageChange", "TYPE_MAP", "Task", "UTCDateTime", "User",
     "declared_column",

@@ -1,0 +1,112 @@
+"""Account field history: a row per changed value (none for an unchanged one), and the account as known on a day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dsl.project import load_text
+from engine.history import HISTORY, account_as_of
+from engine.importers import ImportFailed, import_file
+from engine.store import Store
+from store_backends import BACKENDS, fresh_store
+
+CATALOG = load_text("""\
+entity account
+  field segment       enum(smb, mid_market, enterprise)
+  field arr           money
+  field seats         int
+  field champion      bool
+  field renewal_date  date?
+  field last_login_at datetime?
+  field note          text?
+""").catalog
+
+DAY1 = dt.datetime(2026, 3, 1, 9, tzinfo=dt.timezone.utc)
+DAY2 = dt.datetime(2026, 3, 5, 9, tzinfo=dt.timezone.utc)
+DAY3 = dt.datetime(2026, 3, 9, 9, tzinfo=dt.timezone.utc)
+HEADER = "id,name,segment,arr,seats,champion,renewal_date,last_login_at,note\n"
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    with fresh_store(request.param, tmp_path, CATALOG) as s:
+        yield s
+
+
+def load(store: Store, tmp_path: Path, name: str, text: str, at: dt.datetime) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    import_file(store, CATALOG, "accounts", path, known_at=at)
+
+
+def rows(store: Store) -> list[tuple]:
+    h = HISTORY
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            sa.select(h.c.account_id, h.c.field, h.c.valid_from, h.c.valid_to, h.c.value_number, h.c.value_text)
+            .order_by(h.c.account_id, h.c.field, h.c.valid_from))]
+
+
+def test_a_new_account_gets_a_row_per_filled_field(store: Store, tmp_path: Path) -> None:
+    load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,2026-02-27T10:00:00Z,\n", DAY1)
+    assert rows(store) == [
+        ("a1", "arr", DAY1, None, 12000.0, None),
+        ("a1", "champion", DAY1, None, 1.0, None),
+        ("a1", "last_login_at", DAY1, None, None, "2026-02-27 10:00:00.000000"),
+        ("a1", "name", DAY1, None, None, "Acme"),
+        ("a1", "renewal_date", DAY1, None, None, "2026-09-30"),
+        ("a1", "seats", DAY1, None, 10.0, None),
+        ("a1", "segment", DAY1, None, None, "smb"),
+    ]
+
+
+def test_only_a_changed_value_gets_a_row_and_closes_the_previous_one(store: Store, tmp_path: Path) -> None:
+    load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,,\na2,Beta,smb,5000,3,no,,,\n", DAY1)
+    before = rows(store)
+    # The same values again, written differently: nothing changes.
+    load(store, tmp_path, "b.csv", HEADER + "a1,Acme,smb,\"$12,000.00\",10,true,2026-09-30,,\n", DAY2)
+    assert rows(store) == before
+    # One field of one account changes; a partial file leaves the other fields alone.
+    load(store, tmp_path, "c.csv", "id,arr\na1,15000\na2,5000\n", DAY3)
+    after = rows(store)
+    assert [r for r in after if r not in before] == [("a1", "arr", DAY1, DAY3, 12000.0, None),
+                                                     ("a1", "arr", DAY3, None, 15000.0, None)]
+    assert len(after) == len(before) + 1
+
+
+def test_emptying_a_field_is_a_change(store: Store, tmp_path: Path) -> None:
+    load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,,\n", DAY1)
+    load(store, tmp_path, "b.csv", "id,renewal_date\na1,\n", DAY2)
+    assert [r for r in rows(store) if r[1] == "renewal_date"] == [
+        ("a1", "renewal_date", DAY1, DAY2, None, "2026-09-30"), ("a1", "renewal_date", DAY2, None, None, None)]
+
+
+def test_the_account_as_known_on_a_day(store: Store, tmp_path: Path) -> None:
+    load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,2026-02-27T10:00:00Z,hello\n", DAY1)
+    load(store, tmp_path, "b.csv", "id,segment,arr,champion,note\na1,mid_market,15000,no,\n", DAY2)
+    load(store, tmp_path, "c.csv", HEADER + "a2,Beta,enterprise,90000,40,no,,,\n", DAY3)
+    with store.engine.connect() as conn:
+        assert account_as_of(conn, CATALOG, dt.date(2026, 2, 28)) == {}
+        day1 = account_as_of(conn, CATALOG, dt.date(2026, 3, 1))
+        day4 = account_as_of(conn, CATALOG, dt.date(2026, 3, 4))
+        day5 = account_as_of(conn, CATALOG, dt.date(2026, 3, 5))
+        day9 = account_as_of(conn, CATALOG, dt.date(2026, 3, 9), ["a2"])
+    assert day1 == day4 == {"a1": {
+        "name": "Acme", "segment": "smb", "arr": 12000.0, "seats": 10, "champion": True,
+        "renewal_date": dt.date(2026, 9, 30), "last_login_at": dt.datetime(2026, 2, 27, 10, tzinfo=dt.timezone.utc),
+        "note": "hello"}}
+    assert day5["a1"] == {**day1["a1"], "segment": "mid_market", "arr": 15000.0, "champion": False, "note": None}
+    assert day9 == {"a2": {"name": "Beta", "segment": "enterprise", "arr": 90000.0, "seats": 40, "champion": False,
+                           "renewal_date": None, "last_login_at": None, "note": None}}
+
+
+def test_a_failed_import_writes_no_history(store: Store, tmp_path: Path) -> None:
+    load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,,,\n", DAY1)
+    before = rows(store)
+    with pytest.raises(ImportFailed):
+        load(store, tmp_path, "b.csv", "id,arr,seats\na1,13000,10\na2,1,many\n", DAY2)
+    assert rows(store) == before
