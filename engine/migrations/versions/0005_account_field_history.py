@@ -1,7 +1,7 @@
 """The history of account field values (valid_from / valid_to), written by the importers.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: account_field_history
+Revises: pipeline_stages
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0004'
-down_revision: str | None = '0003'
+revision: str = 'account_field_history'
+down_revision: str | None = 'pipeline_stages'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
