@@ -1,0 +1,306 @@
+"""`playbook report funnel|plays|triggers|revenue|all`: how the plays pay, over the store.
+
+Thin: argument parsing and presentation over engine/reports/. Every report prints a
+terminal table (default), one JSON document (`--format json`), or one self-contained
+HTML page with charts (`--format html`, to stdout or `--out FILE`; cli/report_html.py).
+`report all` puts every report in one document. Exit codes as everywhere: 0 shown,
+2 bad usage (a missing or empty store, a bad option), 4 the store unreachable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli import render
+from cli.common import DbOpt, Fail, TodayOpt, parse_day, read, reading_store
+from cli.common import today as today_in_team_zone
+from cli.rules import RulesOpt, checked
+from cli.rules import paths as rule_paths
+
+
+class ReportFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+    html = "html"
+
+
+FormatOpt = Annotated[ReportFormat, typer.Option("--format", help="Output format.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Write the report to this file instead of stdout.",
+                                             show_default=False)]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="From this day (YYYY-MM-DD), included.",
+                                              show_default=False)]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="To this day (YYYY-MM-DD), excluded.",
+                                              show_default=False)]
+StagesOpt = Annotated[str | None, typer.Option(
+    "--stages", help="The funnel's stages in order, comma-separated [default: the built-in pipeline's].",
+    show_default=False)]
+PlayOpt = Annotated[str | None, typer.Option("--play", help="Only this play's opportunities.", show_default=False)]
+EligibleOpt = Annotated[int | None, typer.Option(
+    "--eligible", help="Accounts eligible for the triggers [default: the accounts in the store].",
+    show_default=False)]
+CostOpt = Annotated[float | None, typer.Option(
+    "--cost", help="What the expansion motion cost over the period, for expansion CAC.", show_default=False)]
+
+app = typer.Typer(help="Reports over the store: funnel, plays, triggers, revenue (table, JSON or HTML).",
+                  no_args_is_help=True, rich_markup_mode=None)
+
+
+# ---------------------------------------------------------------- shared steps
+
+
+def _period(since: str | None, until: str | None) -> tuple[dt.date | None, dt.date | None]:
+    a, b = parse_day(since, "--since"), parse_day(until, "--until")
+    if a is not None and b is not None and b <= a:
+        raise Fail(f"--until ({b}) must come after --since ({a})")
+    return a, b
+
+
+def _stages(value: str | None) -> tuple[str, ...]:
+    from engine.reports.funnel import PIPELINE_STAGES
+
+    if value is None:
+        return PIPELINE_STAGES
+    stages = tuple(s.strip() for s in value.split(","))
+    if not all(stages):
+        raise Fail(f"--stages wants stage names separated by commas, not {value!r}")
+    return stages
+
+
+def _emit(fmt: ReportFormat, out: Path | None, docs: dict[str, dict[str, Any]],
+          table: Callable[[dict[str, dict[str, Any]]], None], title: str) -> None:
+    if fmt == ReportFormat.table:
+        table(docs)
+        return
+    if fmt == ReportFormat.json:
+        text = json.dumps(docs[next(iter(docs))] if len(docs) == 1 else {"reports": docs}, indent=2) + "\n"
+    else:
+        from cli.report_html import document
+
+        text = document(docs, title)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise Fail(f"cannot write {out}: {e.strerror or e}") from e
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _catalog(rules: list[Path] | None, fmt: ReportFormat) -> Any:
+    return checked(rule_paths(rules), fmt == ReportFormat.json).catalog
+
+
+def _funnel(conn: Any, stages: tuple[str, ...], play: str | None, since: dt.date | None,
+            until: dt.date | None) -> dict[str, Any]:
+    from engine.reports.funnel import FunnelError, funnel
+
+    try:
+        return funnel(conn, stages, play=play, since=since, until=until).to_json()
+    except FunnelError as e:
+        raise Fail(str(e)) from e
+
+
+def _revenue(conn: Any, table: Any, since: dt.date | None, until: dt.date | None, cost: float | None,
+             as_of: dt.date) -> dict[str, Any]:
+    from engine.reports.revenue import RevenueError, revenue_report
+
+    if cost is not None and not cost >= 0:
+        raise Fail(f"--cost wants an amount of at least 0, not {cost:g}")
+    try:
+        return revenue_report(conn, table, since=since, until=until, cost=cost, as_of=as_of).to_json()
+    except RevenueError as e:
+        raise Fail(str(e)) from e
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _pct_cols(*specs: tuple[str, str, bool]) -> list[render.Column]:
+    return [render.Column(k, h, numeric=n) for k, h, n in specs]
+
+
+def _money(v: float | None) -> str:
+    return "" if v is None else f"${v:,.0f}"
+
+
+def _n(v: Any) -> str:
+    return "" if v is None else f"{v:g}" if isinstance(v, float) else f"{v:,}"
+
+
+def funnel_table(doc: dict[str, Any]) -> None:
+    out = render.console()
+    rows = [{"stage": s["stage"], "count": _n(s["count"]), "step": s["step_conversion_percent"],
+             "days": _n(s["avg_days_in_stage"])} for s in doc["stages"]]
+    cols = _pct_cols(("stage", "stage", False), ("count", "count", True), ("step", "step conversion", True),
+                     ("days", "avg days in stage", True))
+    out.print(render.table_of("Pipeline funnel", cols, rows))
+    out.print(f"Overall: {doc['overall_conversion_percent'] or 'n/a'} from {doc['stages'][0]['stage']} "
+              f"to {doc['stages'][-1]['stage']}")
+
+
+def plays_table(doc: dict[str, Any]) -> None:
+    out = render.console()
+
+    def cells(p: dict[str, Any]) -> dict[str, str]:
+        return {"play": p["play"], "step": p["step"] or "", "attempts": _n(p["attempts"]), "replies": _n(p["replies"]),
+                "closes": _n(p["closes"]), "rate": p["rate_percent"], "value": _money(p["avg_value"])}
+
+    tail = [("attempts", "attempts", True), ("replies", "replies", True), ("closes", "closes", True),
+            ("rate", "rate", True), ("value", "avg value", True)]
+    out.print(render.table_of("Play performance", _pct_cols(("play", "play", False), *tail),
+                              [cells(p) for p in doc["plays"]]))
+    if doc["steps"]:
+        out.print(render.table_of("By email step", _pct_cols(("play", "play", False), ("step", "step", False),
+                                                             *tail), [cells(p) for p in doc["steps"]]))
+
+
+def triggers_table(doc: dict[str, Any]) -> None:
+    out = render.console()
+    rows = [{"trigger": r["trigger"], "quarter": r["quarter"], "fired": _n(r["fired"]), "rate": r["fire_rate_percent"],
+             "band": r["band"], "accuracy": r["accuracy_percent"]} for r in doc["rows"]]
+    cols = _pct_cols(("trigger", "trigger", False), ("quarter", "quarter", False), ("fired", "fired", True),
+                     ("rate", "fire rate", True), ("band", "band", False), ("accuracy", "accuracy", True))
+    out.print(render.table_of(f"Trigger fire rate per quarter, of {doc['eligible']:,} eligible accounts", cols, rows))
+    if not rows:
+        out.print("No sweep has recorded a decision yet: run `playbook sweep` (or the demo) first.")
+    advice = sorted({(r["band"], r["advice"]) for r in doc["rows"] if r["band"] in (
+        "too permissive", "too restrictive or missing data")})
+    for band, text in advice:
+        out.print(f"{band}: {text}")
+
+
+def revenue_table(doc: dict[str, Any]) -> None:
+    out = render.console()
+
+    def cells(s: dict[str, Any], overall: bool = False) -> dict[str, str]:
+        return {"segment": s["segment"] or ("all accounts" if overall else "(no segment)"), "accounts": _n(s["accounts"]),
+                "start": _money(s["starting_arr"]), "exp": _money(s["expansion_arr"]),
+                "mrr": _money(s["expansion_mrr"]), "rate": s["expansion_rate_percent"], "grr": s["grr_percent"],
+                "nrr": s["nrr_percent"]}
+
+    cols = _pct_cols(("segment", "segment", False), ("accounts", "accounts", True), ("start", "starting ARR", True),
+                     ("exp", "expansion ARR", True), ("mrr", "expansion MRR", True), ("rate", "expansion rate", True),
+                     ("grr", "GRR", True), ("nrr", "NRR", True))
+    out.print(render.table_of("Revenue retention", cols, [cells(doc["overall"], True)]
+                              + [cells(s) for s in doc["by_segment"]]))
+    if doc["cohorts"]:
+        out.print(render.table_of("Cohort expansion (by contract start)", _pct_cols(
+            ("cohort", "cohort", False), ("accounts", "accounts", True), ("e6", "in 6 months", True),
+            ("e12", "in 12 months", True), ("avg", "avg expansion", True)), [
+            {"cohort": c["cohort"], "accounts": _n(c["accounts"]), "e6": c["expanded_6m_percent"] or "—",
+             "e12": c["expanded_12m_percent"] or "—", "avg": _money(c["avg_expansion"])} for c in doc["cohorts"]]))
+    if doc["time_to_expand"]:
+        out.print(render.table_of("Time to expand (days from signal to close)", _pct_cols(
+            ("q", "quarter closed", False), ("n", "expansions", True), ("d", "avg days", True)), [
+            {"q": t["quarter"], "n": _n(t["expansions"]), "d": _n(t["avg_days"])} for t in doc["time_to_expand"]]))
+    if doc["cost"] is not None:
+        out.print(f"Expansion CAC: {_money(doc['expansion_cac']) or 'n/a'} per expansion, "
+                  f"{_n(doc['expansion_cac_per_arr']) or 'n/a'} per $1 of expansion ARR")
+    for note in doc["notes"]:
+        out.print(f"note: {note}")
+
+
+TABLES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "funnel": funnel_table, "plays": plays_table, "triggers": triggers_table, "revenue": revenue_table}
+
+
+def _tables(docs: dict[str, dict[str, Any]]) -> None:
+    for i, (name, doc) in enumerate(docs.items()):
+        if i:
+            print()
+        TABLES[name](doc)
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command("funnel")
+def funnel_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOpt = None,
+               stages: StagesOpt = None, play: PlayOpt = None, since: SinceOpt = None,
+               until: UntilOpt = None) -> None:
+    """Pipeline funnel by stage: step and overall conversion, time in stage."""
+    a, b = _period(since, until)
+    wanted = _stages(stages)
+    with reading_store(db) as store:
+        doc = read(store, lambda conn: _funnel(conn, wanted, play, a, b))
+    _emit(format, out, {"funnel": doc}, _tables, "Pipeline funnel")
+
+
+@app.command("plays")
+def plays_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOpt = None,
+              since: SinceOpt = None, until: UntilOpt = None) -> None:
+    """Per play and per email step: attempts, replies, closes, rate, average value."""
+    from engine.reports.plays import plays_report
+
+    a, b = _period(since, until)
+    with reading_store(db) as store:
+        doc = read(store, lambda conn: plays_report(conn, since=a, until=b).to_json())
+    _emit(format, out, {"plays": doc}, _tables, "Play performance")
+
+
+@app.command("triggers")
+def triggers_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOpt = None,
+                 eligible: EligibleOpt = None) -> None:
+    """Fire rate per trigger and quarter against the seeds' bands, and accuracy (fired, then won)."""
+    from engine.reports.triggers import triggers_report
+
+    if eligible is not None and eligible <= 0:
+        raise Fail(f"--eligible wants a number of accounts above 0, not {eligible}")
+    with reading_store(db) as store:
+        doc = read(store, lambda conn: triggers_report(conn, eligible=eligible).to_json())
+    _emit(format, out, {"triggers": doc}, _tables, "Trigger effectiveness")
+
+
+@app.command("revenue")
+def revenue_cmd(rules: RulesOpt = None, db: DbOpt = None, format: FormatOpt = ReportFormat.table,
+                out: OutOpt = None, since: SinceOpt = None, until: UntilOpt = None, cost: CostOpt = None,
+                today: TodayOpt = None) -> None:
+    """Expansion MRR/ARR, expansion rate, GRR and NRR (overall, by segment), cohorts, time to expand, CAC."""
+    a, b = _period(since, until)
+    as_of = today_in_team_zone(today)
+    catalog = _catalog(rules, format)
+    with reading_store(db, catalog) as store:
+        table = store.table("account", catalog)
+        doc = read(store, lambda conn: _revenue(conn, table, a, b, cost, as_of))
+    _emit(format, out, {"revenue": doc}, _tables, "Revenue")
+
+
+@app.command("all")
+def all_cmd(rules: RulesOpt = None, db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOpt = None,
+            stages: StagesOpt = None, since: SinceOpt = None, until: UntilOpt = None, cost: CostOpt = None,
+            eligible: EligibleOpt = None, today: TodayOpt = None) -> None:
+    """Every report in one document: funnel, plays, triggers, revenue."""
+    from engine.reports.plays import plays_report
+    from engine.reports.triggers import triggers_report
+
+    a, b = _period(since, until)
+    wanted = _stages(stages)
+    as_of = today_in_team_zone(today)
+    catalog = _catalog(rules, format)
+    with reading_store(db, catalog) as store:
+        table = store.table("account", catalog)
+
+        def work(conn: Any) -> dict[str, dict[str, Any]]:
+            return {"funnel": _funnel(conn, wanted, None, a, b),
+                    "plays": plays_report(conn, since=a, until=b).to_json(),
+                    "triggers": triggers_report(conn, eligible=eligible).to_json(),
+                    "revenue": _revenue(conn, table, a, b, cost, as_of)}
+
+        docs = read(store, work)
+    _emit(format, out, docs, _tables, "Playbook report")
+
+
+def register(main: typer.Typer) -> None:
+    main.add_typer(app, name="report")
+
+
+__all__ = ["register"]

@@ -1,0 +1,137 @@
+"""Store contents with known report answers, shared by tests/engine/test_reports_*.py and
+tests/cli/test_report_commands.py: the seeds' funnel example and a small book of business."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from dsl.project import load_text
+from engine.schema import Base
+from engine.store import Store
+
+T = Base.metadata.tables
+UTC = dt.timezone.utc
+
+# The seeds' pipeline example: 1,000 signals, 600 qualified, 400 outreach complete, 250 discovery,
+# 150 proposal, 75 won -> 60%, 67%, 63%, 60%, 50%, overall 7.5%.
+SEEDS_STAGES = ("Signal Detected", "Qualified", "Outreach Complete", "Discovery Done", "Proposal Sent", "Closed Won")
+SEEDS_COUNTS = (1000, 600, 400, 250, 150, 75)
+FUNNEL_START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+DAYS_PER_STAGE = 2
+
+ENTITY = """\
+entity account
+  field segment enum(smb, mid_market, enterprise)?
+  field arr money?
+  field contract_started_at date?
+"""
+CATALOG = load_text(ENTITY, "account.play").catalog
+
+
+def seed_funnel(store: Store) -> None:
+    """One opportunity per signal; each moves a stage every DAYS_PER_STAGE days up to the highest it
+    reached, and those that did not win are lost DAYS_PER_STAGE days later."""
+    tops: list[int] = []
+    for i, n in enumerate(SEEDS_COUNTS):
+        nxt = SEEDS_COUNTS[i + 1] if i + 1 < len(SEEDS_COUNTS) else 0
+        tops += [i] * (n - nxt)
+    accounts, opps, history = [], [], []
+    for k, top in enumerate(tops):
+        acc, opp = f"f{k:04d}", f"opp-{k:04d}"
+        created = FUNNEL_START + dt.timedelta(minutes=k)
+        won = top == len(SEEDS_STAGES) - 1
+        stage = SEEDS_STAGES[top] if won else "Closed Lost"
+        accounts.append({"id": acc})
+        moves = [SEEDS_STAGES[j] for j in range(top + 1)] + ([] if won else ["Closed Lost"])
+        at = [created + dt.timedelta(days=DAYS_PER_STAGE * j) for j in range(len(moves))]
+        opps.append({"id": opp, "account_id": acc, "play": "usage_limit" if k % 2 else "team_growth", "stage": stage,
+                     "amount": 1000.0, "created_at": created, "updated_at": at[-1], "closed_at": at[-1]})
+        history += [{"opportunity_id": opp, "from_stage": moves[j - 1] if j else None, "stage": moves[j], "at": at[j],
+                     "actor": "crm"} for j in range(len(moves))]
+    with store.begin() as conn:
+        conn.execute(T["accounts"].insert(), accounts)
+        conn.execute(T["opportunities"].insert(), opps)
+        conn.execute(T["stage_history"].insert(), history)
+
+
+# A small book of business: 4 accounts over two segments, two plays, emails, replies, outcomes
+# and sweep decisions, with every report's answer worked out by hand in the tests.
+BOOK_DAY = dt.datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
+
+
+def _at(days: float) -> dt.datetime:
+    return BOOK_DAY + dt.timedelta(days=days)
+
+
+def seed_book(store: Store) -> dict[str, Any]:
+    accounts = store.table("account", CATALOG)
+    with store.begin() as conn:
+        conn.execute(accounts.insert(), [
+            {"id": "a1", "segment": "smb", "arr": 10000.0, "contract_started_at": dt.date(2025, 9, 1)},
+            {"id": "a2", "segment": "smb", "arr": 20000.0, "contract_started_at": dt.date(2025, 2, 10)},
+            {"id": "a3", "segment": "enterprise", "arr": 100000.0, "contract_started_at": dt.date(2025, 7, 1)},
+            {"id": "a4", "segment": "enterprise", "arr": 70000.0, "contract_started_at": None},
+        ])
+        enr = T["enrollments"]
+        ids = {}
+        for name, account, play, start, end, status in (
+                ("e_a1", "a1", "usage_limit", 0, 20, "completed"),
+                ("e_a2", "a2", "usage_limit", 1, None, "running"),
+                ("e_a3", "a3", "team_growth", 2, 30, "completed"),
+                ("e_a4", "a4", "team_growth", 3, None, "running")):
+            ids[name] = conn.execute(enr.insert().values(
+                workflow_id=f"play:{play}:{account}", play=play, account_id=account, plan_hash="h1", status=status,
+                trigger="t", started_at=_at(start), ended_at=None if end is None else _at(end),
+            ).returning(enr.c.id)).scalar_one()
+
+        def key(e: str, account: str, play: str, step: str) -> str:
+            return f"play:{play}:{account}:h1:e{ids[e]}:{step}"
+
+        emails = [("e_a1", "a1", "usage_limit", "day0-email", 0, "sent"),
+                  ("e_a1", "a1", "usage_limit", "day3-email", 3, "sent"),
+                  ("e_a2", "a2", "usage_limit", "day0-email", 1, "sent"),
+                  ("e_a2", "a2", "usage_limit", "day3-email", 4, "cancelled"),
+                  ("e_a3", "a3", "team_growth", "day1-email", 3, "sent"),
+                  ("e_a4", "a4", "team_growth", "day1-email", 4, "pending")]
+        conn.execute(T["outbox"].insert(), [
+            {"idempotency_key": key(e, a, p, s), "channel": "email", "recipient": f"admin@{a}", "subject": s,
+             "body": "", "status": st, "account_id": a, "play": p, "created_at": _at(d), "attempts": 0}
+            for e, a, p, s, d, st in emails])
+        replies = [("a1", "usage_limit", key("e_a1", "a1", "usage_limit", "day3-email"), 4),
+                   ("a3", "team_growth", key("e_a3", "a3", "team_growth", "day1-email"), 5),
+                   ("a4", "team_growth", key("e_a4", "a4", "team_growth", "day1-email"), 6)]
+        conn.execute(T["events"].insert(), [
+            {"key": f"r{i}", "account_id": a, "event": "replied", "occurred_at": _at(d),
+             "occurred_on": _at(d).date(), "payload": {"play": p, "message": m}}
+            for i, (a, p, m, d) in enumerate(replies)])
+        o = T["outcomes"]
+        blank = {"play": None, "value": None, "enrollment_id": None, "days_to_close": None}
+        conn.execute(o.insert(), [{**blank, **row} for row in [
+            {"account_id": "a1", "play": "usage_limit", "outcome": "won", "value": 6000.0,
+             "enrollment_id": ids["e_a1"], "at": _at(10), "days_to_close": 10.0, "key": "k1", "source": "csv"},
+            {"account_id": "a3", "play": "team_growth", "outcome": "won", "value": 30000.0,
+             "enrollment_id": ids["e_a3"], "at": _at(62), "days_to_close": 60.0, "key": "k2", "source": "csv"},
+            {"account_id": "a4", "play": "team_growth", "outcome": "lost", "value": None,
+             "enrollment_id": ids["e_a4"], "at": _at(12), "days_to_close": 9.0, "key": "k3", "source": "csv"},
+            {"account_id": "a2", "play": None, "outcome": "churned", "value": None, "at": _at(40), "key": "k4",
+             "source": "csv"},
+            {"account_id": "a4", "play": None, "outcome": "contracted", "value": 7000.0, "at": _at(45), "key": "k5",
+             "source": "csv"},
+        ]])
+        d = T["enrollment_decisions"]
+        conn.execute(d.insert(), [
+            # Q1: t_usage fires on a1 twice (one account) and a2; t_growth on a3 (named second in the list)
+            {"account_id": "a1", "play": "usage_limit", "decision": "enrolled", "trigger": "t_usage",
+             "reasons": {"triggers": ["t_usage"]}, "at": _at(0)},
+            {"account_id": "a1", "play": "usage_limit", "decision": "skipped", "trigger": "t_usage",
+             "reasons": {"triggers": ["t_usage"]}, "at": _at(1)},
+            {"account_id": "a2", "play": "usage_limit", "decision": "enrolled", "trigger": "t_usage",
+             "reasons": {"triggers": ["t_usage"]}, "at": _at(1)},
+            {"account_id": "a3", "play": "team_growth", "decision": "enrolled", "trigger": "t_usage",
+             "reasons": {"triggers": ["t_usage", "t_growth"]}, "at": _at(2)},
+            # Q2 (April): t_growth on a4, recorded without the JSON list (an older sweep)
+            {"account_id": "a4", "play": "team_growth", "decision": "skipped", "trigger": "t_growth",
+             "reasons": None, "at": dt.datetime(2026, 4, 2, 9, 0, tzinfo=UTC)},
+        ])
+    return ids
