@@ -89,11 +89,19 @@ def _slack(store: Store | None) -> cb.Connector:
     return slack.build(store)
 
 
+def _webhooks(store: Store | None) -> cb.Connector:
+    from connectors import webhooks
+
+    return webhooks.build(store)
+
+
 REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store),
     Implementation("memory", "kept in memory, lost at exit (tests)", _memory),
     Implementation("hubspot", "HubSpot CRM: tasks, deals, stage moves, notes (connectors/hubspot.py)", _hubspot),
     Implementation("slack", "notify steps as Slack messages (chat.postMessage; PLAYBOOK_SLACK_*)", _slack),
+    Implementation("webhooks", "webhook steps as POSTs signed per Standard Webhooks (PLAYBOOK_WEBHOOKS_*)",
+                   _webhooks),
 ]}
 
 

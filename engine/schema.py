@@ -393,6 +393,19 @@ class PlayPause(Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
 
+class WebhookEndpoint(Base):
+    """A webhook URL that answered 410 Gone: disabled, so later calls to it fail at once.
+
+    Standard Webhooks: a 410 means the receiver removed the endpoint. Deleting
+    the row (engine/endpoints.py `enable`) sends to it again.
+    """
+
+    __tablename__ = "webhook_endpoints"
+    url: Mapped[str] = mapped_column(Text, primary_key=True)
+    disabled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reason: Mapped[str] = mapped_column(Text)  # "HTTP 410 Gone from play usage_limit step s3"
+
+
 class AuditEntry(Base):
     """Append-only log of who did what (imports, enrollments, manual overrides)."""
 
@@ -510,6 +523,7 @@ __all__ = [
     "Account", "AccountFieldHistory", "AuditEntry", "Base", "BigId", "CORE_COLUMNS", "Contact", "ENTITY_TABLES", "EntityField",
     "Enrollment", "EnrollmentDecision", "Event", "JSONType", "MetricPoint", "Opportunity", "Outcome",
     "OutboxMessage", "PlayPause", "SlaBreach", "StageChange", "TYPE_MAP", "Task", "UTCDateTime", "User",
+    "WebhookEndpoint",
     "declared_column",
     "entity_table", "utcnow",
 ]
