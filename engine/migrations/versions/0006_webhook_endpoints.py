@@ -1,7 +1,7 @@
 """Webhook endpoints disabled by a 410 Gone: table webhook_endpoints.
 
-Revision ID: 0005
-Revises: pipeline_stages
+Revision ID: webhook_endpoints
+Revises: account_field_history
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0005'
-down_revision: str | None = 'pipeline_stages'
+revision: str = 'webhook_endpoints'
+down_revision: str | None = 'account_field_history'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
