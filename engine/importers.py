@@ -418,7 +418,7 @@ def _entity_columns(kind: Kind, catalog: Catalog) -> dict[str, _Col]:
             _Col("timezone", _t(text), False), _Col("unsubscribed_at", _t(n.TypeName.DATETIME), False),
         ],
         "users": [_Col("id", _t(text, False), True), _Col("email", _t(text), False),
-                  _Col("name", _t(text), False), _Col("role", _t(text), False)],
+                  _Col("name", _t(text), False), _Col("role", _t(text), False), _Col("manager", _t(text), False)],
     }
     cols = {c.name: c for c in fixed[kind]}
     entity = catalog.entities.get({"accounts": "account", "contacts": "contact"}.get(kind, ""))
