@@ -19,8 +19,10 @@ Contract of `act`:
   again can help (like httpx's timeout vs. 4xx split): a timeout, a 5xx, a
   429, a locked database are `TransientError` (with `retry_after` when the
   provider named a delay); a rejected address, a
-  missing value, a 4xx are `PermanentError`. Never a bare exception: the
-  activity layer maps these onto Temporal's retry policy.
+  missing value, a 4xx are `PermanentError`; a recipient's server refusing
+  the address for good (SMTP 5xx at RCPT) is `Bounced`, which the activity
+  turns into a skipped step, a bounced contact and a `bounced` event. Never
+  a bare exception: the activity layer maps these onto Temporal's retry policy.
 - Async; a blocking client runs in a thread (asyncio.to_thread).
 """
 
@@ -70,6 +72,19 @@ class PermanentError(ConnectorError):
     retryable = False
 
 
+class Bounced(PermanentError):
+    """The recipient's mail server refused the address for good (5xx at RCPT: a hard bounce).
+
+    Not a failed play: the `act` activity records the contact as bounced (every
+    later send of every play skips it), tells the play (`bounced` event) and
+    ends the step as skipped.
+    """
+
+    def __init__(self, recipient: str, code: int, reply: str) -> None:
+        super().__init__(f"{recipient} bounced: {code} {reply}".strip())
+        self.recipient, self.code, self.reply = recipient, code, reply
+
+
 class RenderError(PermanentError):
     """A template refers to a value the account does not have, or does not parse."""
 
@@ -99,6 +114,7 @@ class Skipped(Exception):  # noqa: N818 - a decision, not an error
 class Person(Protocol):
     address: str
     unsubscribed: bool
+    bounced: bool  # a mail server refused the address for good
 
 
 class Resolver(Protocol):
@@ -125,6 +141,10 @@ class Resolver(Protocol):
 
     def template(self, name: str) -> tuple[str, str]:
         """(subject, body) of a template the Plan carries."""
+        ...
+
+    def unsubscribe_url(self, to: Person) -> str | None:
+        """The link that unsubscribes `to` from this play's messages (None: not configured)."""
         ...
 
     async def render(self, text: str, what: str, to: Person | None = None) -> str:
@@ -194,6 +214,8 @@ class EmailMessage(OutboxMessage):
     subject: str
     body: str
     template: str
+    # For the List-Unsubscribe headers (connectors/mail.py); the body has it as {{ unsubscribe_url }}.
+    unsubscribe_url: str | None = None
 
     @classmethod
     async def prepare(cls, step: n.EmailStep, r: Resolver) -> Self:
@@ -202,11 +224,14 @@ class EmailMessage(OutboxMessage):
             # Not a failure: the play goes on (its exit usually ends it at the
             # `unsubscribed` event); the email is simply never sent.
             raise Skipped(f"email {step.template}", f"{person.address} has unsubscribed")
+        if person.bounced:
+            raise Skipped(f"email {step.template}", f"{person.address} bounced earlier (a mail server refused it)")
         subject, body = r.template(step.template)
         what = f"template {step.template}"
         return cls(**r.base, to=person.address, template=step.template,
                    subject=await r.render(subject, f"{what} (subject)", to=person),
-                   body=await r.render(body, f"{what} (body)", to=person))
+                   body=await r.render(body, f"{what} (body)", to=person),
+                   unsubscribe_url=r.unsubscribe_url(person))
 
     def summary(self) -> str:
         return f"email {self.template} to {self.to}"

@@ -95,6 +95,12 @@ def _webhooks(store: Store | None) -> cb.Connector:
     return webhooks.build(store)
 
 
+def _smtp(store: Store | None) -> cb.Connector:
+    from connectors.smtp import build
+
+    return build(store)
+
+
 REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store),
     Implementation("memory", "kept in memory, lost at exit (tests)", _memory),
@@ -102,6 +108,7 @@ REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("slack", "notify steps as Slack messages (chat.postMessage; PLAYBOOK_SLACK_*)", _slack),
     Implementation("webhooks", "webhook steps as POSTs signed per Standard Webhooks (PLAYBOOK_WEBHOOKS_*)",
                    _webhooks),
+    Implementation("smtp", "email over SMTP (connectors/smtp.py), the store's outbox as its ledger", _smtp),
 ]}
 
 

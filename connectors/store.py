@@ -128,9 +128,10 @@ class StoreConnector:
     # ------------------------------------------------------------ outbox
     async def send_email(self, message: cb.EmailMessage) -> cb.EmailResult:
         def work(conn: Connection) -> tuple[int, bool]:
-            # The store knows who unsubscribed: such a message is recorded, never sent.
+            # The store knows who unsubscribed or bounced: such a message is recorded, never sent.
             unsub = conn.execute(sa.select(CONTACTS.c.id).where(
-                CONTACTS.c.email == message.to, CONTACTS.c.unsubscribed_at.is_not(None))).first()
+                CONTACTS.c.email == message.to,
+                sa.or_(CONTACTS.c.unsubscribed_at.is_not(None), CONTACTS.c.bounced_at.is_not(None)))).first()
             return self._outbox(message, channel="email", recipient=message.to, subject=message.subject,
                                 body=message.body, status="cancelled" if unsub else "pending")(conn)
 

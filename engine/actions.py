@@ -3,7 +3,8 @@
 connectors/store.py writes these tables as plays act (inside its own
 transaction: `move_stage` takes its connection); the simulation records
 what customers and the CRM did (`unsubscribe`, `record_reply`, `close_open_deals`;
-outcomes with their deals: engine/outcomes.py); the
+outcomes with their deals: engine/outcomes.py), and the `act` activity a hard
+bounce (`bounce`); the
 demo and the simulation report read them (`outbox_totals`, `emails`,
 `tasks`, `stage_moves`). workflows/ touches none of these tables itself.
 """
@@ -74,6 +75,15 @@ def unsubscribe(store: Store, email: str, at: dt.datetime) -> None:
     with store.begin() as conn:
         conn.execute(CONTACTS.update().where(CONTACTS.c.email == email, CONTACTS.c.unsubscribed_at.is_(None))
                      .values(unsubscribed_at=at))
+
+
+def bounce(store: Store, email: str, at: dt.datetime) -> int:
+    """A mail server refused this address for good (a hard bounce) at `at`: every contact with it
+    is skipped by later sends, like an unsubscribe (an earlier bounce is kept). How many contacts."""
+    with store.begin() as conn:
+        done = conn.execute(CONTACTS.update().where(CONTACTS.c.email == email, CONTACTS.c.bounced_at.is_(None))
+                            .values(bounced_at=at))
+    return int(done.rowcount or 0)
 
 
 # --------------------------------------------------------------------------
@@ -165,4 +175,4 @@ def stage_moves(store: Store, before: dt.datetime) -> list[StageMove]:
 
 
 __all__ = ["Email", "OutboxTotals", "StageMove", "TaskRecord", "close_open_deals", "emails", "move_stage",
-           "outbox_totals", "record_reply", "stage_moves", "tasks", "unsubscribe"]
+           "outbox_totals", "record_reply", "stage_moves", "tasks", "unsubscribe", "bounce"]

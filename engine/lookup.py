@@ -73,17 +73,19 @@ class Contact:
     name: str | None
     first_name: str | None
     unsubscribed: bool
+    bounced: bool = False  # a mail server refused the address for good
 
 
 def contact(store: Store, ref: str) -> Contact | None:
     """The contact whose id or email address is `ref`."""
     with store.connect() as conn:
         row = conn.execute(
-            sa.select(CONTACTS.c.email, CONTACTS.c.name, CONTACTS.c.first_name, CONTACTS.c.unsubscribed_at)
+            sa.select(CONTACTS.c.email, CONTACTS.c.name, CONTACTS.c.first_name, CONTACTS.c.unsubscribed_at,
+                      CONTACTS.c.bounced_at)
             .where(sa.or_(CONTACTS.c.id == ref, CONTACTS.c.email == ref))).first()
     if row is None:
         return None
-    return Contact(row.email, row.name, row.first_name, row.unsubscribed_at is not None)
+    return Contact(row.email, row.name, row.first_name, row.unsubscribed_at is not None, row.bounced_at is not None)
 
 
 @dataclass(frozen=True)

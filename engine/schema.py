@@ -140,6 +140,8 @@ class Contact(Base):
     timezone: Mapped[str | None] = mapped_column(Text)  # IANA zone, for send windows
     # Set by the inbound `unsubscribed` event; outbound email must skip the contact.
     unsubscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A mail server refused the address for good (5xx at RCPT): skipped like an unsubscribe.
+    bounced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 # --------------------------------------------------------------------------
@@ -325,7 +327,8 @@ class OutboxMessage(Base):
     status: Mapped[str] = mapped_column(Text, default="pending")
     account_id: Mapped[str | None] = mapped_column(Text, index=True)
     play: Mapped[str | None] = mapped_column(Text)
-    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    # Email: the Message-ID header, angle brackets included (replies are matched by it).
+    provider_message_id: Mapped[str | None] = mapped_column(Text, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

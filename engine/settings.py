@@ -53,6 +53,8 @@ OTHER_TABLES = (
     "webhooks",
     "sandbox",
     "postmark",
+    "email",
+    "smtp",
 )
 
 

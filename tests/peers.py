@@ -180,3 +180,111 @@ def prism_proxy(spec: Path, upstream: str) -> Iterator[str]:
     argv = [_prism(), "proxy", "--errors", "-h", "127.0.0.1", "-p", str(port), str(spec), upstream]
     with _running("prism-proxy", argv, port, "/") as p:
         yield p.url
+
+
+# --------------------------------------------------------------------------
+# SMTP: aiosmtpd (in-process, on its own thread and event loop)
+
+
+class SmtpPeer:
+    """An aiosmtpd handler that keeps what arrives and answers as a test scripts it.
+
+    `messages`: every accepted message, parsed (email.message.EmailMessage), with
+    `envelopes` beside them (MAIL FROM, RCPT TOs). `refuse(address, reply)`
+    answers RCPT for that address with `reply` every time ("550 5.1.1 no such
+    user"); `script(command, *replies)` answers the next MAIL, RCPT or DATA
+    commands with these replies, one each, then 250 again.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.messages: list[Any] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.commands: list[str] = []  # MAIL, RCPT, DATA as they came
+        self.logins: list[str] = []  # user names that logged in
+        self._refused: dict[str, str] = {}
+        self._scripted: dict[str, list[str]] = {"MAIL": [], "RCPT": [], "DATA": []}
+        self._lock = threading.Lock()
+
+    def refuse(self, address: str, reply: str) -> None:
+        self._refused[address.lower()] = reply
+
+    def script(self, command: str, *replies: str) -> None:
+        with self._lock:
+            self._scripted[command].extend(replies)
+
+    def _next(self, command: str) -> str | None:
+        with self._lock:
+            self.commands.append(command)
+            queue = self._scripted[command]
+            return queue.pop(0) if queue else None
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        reply = self._next("MAIL")
+        if reply is not None:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        reply = self._next("RCPT")
+        if reply is not None:
+            return reply
+        if address.lower() in self._refused:
+            return self._refused[address.lower()]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import email
+        import email.policy
+
+        reply = self._next("DATA")
+        if reply is not None:
+            return reply
+        with self._lock:
+            self.messages.append(email.message_from_bytes(envelope.original_content or envelope.content,
+                                                          policy=email.policy.default))
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+
+@contextmanager
+def smtp_server(handler: SmtpPeer | None = None, *, implicit_tls: Any = None, starttls: Any = None,
+                logins: dict[str, str] | None = None) -> Iterator[tuple[SmtpPeer, int]]:
+    """aiosmtpd on a free loopback port: (handler, port).
+
+    `implicit_tls` / `starttls`: a server-side ssl.SSLContext for TLS from the
+    first byte or after STARTTLS (then required). `logins`: user -> password
+    that AUTH PLAIN/LOGIN accepts (then required, after TLS).
+    """
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    peer = handler or SmtpPeer()
+    kwargs: dict[str, Any] = {}
+    if starttls is not None:
+        kwargs |= {"tls_context": starttls, "require_starttls": True}
+    if logins is not None:
+        def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+            ok = (isinstance(data, LoginPassword)
+                  and logins.get(data.login.decode()) == data.password.decode())
+            if ok:
+                peer.logins.append(data.login.decode())
+            return AuthResult(success=ok, handled=False)
+
+        # Implicit TLS is invisible to aiosmtpd's own TLS check: it would never offer AUTH.
+        kwargs |= {"authenticator": authenticate, "auth_required": True, "auth_require_tls": implicit_tls is None}
+    port = free_port()
+    controller = Controller(peer, hostname="127.0.0.1", port=port, ssl_context=implicit_tls,
+                            server_hostname="localhost", ready_timeout=10.0, **kwargs)
+    try:
+        controller.start()
+    except Exception as exc:  # noqa: BLE001 - a peer that cannot start fails the test loudly
+        raise PeerError(f"aiosmtpd could not start on 127.0.0.1:{port}: {type(exc).__name__}: {exc}") from exc
+    try:
+        yield peer, port
+    finally:
+        controller.stop()

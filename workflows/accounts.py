@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 from connectors.base import MissingDataError, TransientError
 from dsl.catalog import Catalog
 from dsl.evaluator import Account
-from engine import lookup
+from engine import actions, lookup
 from engine.store import Store, StoreUnreachable
 from workflows.activities import Recipient, Sender
 
@@ -38,10 +39,16 @@ class StoreAccounts:
         if not found.email:
             raise MissingDataError(f"contact {contact!r} of account {account_id} has no email address")
         return Recipient(address=found.email, name=found.name, first_name=found.first_name,
-                         unsubscribed=found.unsubscribed)
+                         unsubscribed=found.unsubscribed, bounced=found.bounced)
 
     async def user(self, user_id: str) -> Sender:
         found = await asyncio.to_thread(lookup.user, self.store, user_id)
         if found is None:
             raise MissingDataError(f"user {user_id!r} is not in the store")
         return Sender(name=found.name, email=found.email)
+
+    async def record_bounce(self, address: str, at: dt.datetime) -> None:
+        try:
+            await asyncio.to_thread(self.store.retry, lambda: actions.bounce(self.store, address, at))
+        except StoreUnreachable as exc:
+            raise TransientError(f"store: {exc.cause}") from exc

@@ -20,6 +20,7 @@ workflow's retry policy.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -29,6 +30,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from connectors import base as cb
+from connectors.mail import format_unsubscribe_url
 from connectors.render import render
 from dsl import nodes as n
 from dsl.catalog import Catalog
@@ -39,6 +41,8 @@ from workflows.model import (
     LEGACY_ACTIVITIES,
     ActResult,
     ConditionRequest,
+    EventKind,
+    PlayEvent,
     Schedule,
     ScheduleRequest,
     StepContext,
@@ -46,6 +50,7 @@ from workflows.model import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("playbook.activities")
 
 
 class Recipient(BaseModel):
@@ -55,6 +60,7 @@ class Recipient(BaseModel):
     name: str | None = None
     first_name: str | None = None
     unsubscribed: bool = False
+    bounced: bool = False  # a mail server refused the address for good: skipped like an unsubscribe
 
 
 class Sender(BaseModel):
@@ -77,6 +83,10 @@ class AccountSource(Protocol):
         """One of our people (a user field's value): the sender of a play's emails."""
         ...
 
+    async def record_bounce(self, address: str, at: dt.datetime) -> None:
+        """A mail server refused `address` for good: every later send of every play skips it."""
+        ...
+
 
 class StaticAccounts:
     """Accounts held in memory (tests, simulation): contact fields hold addresses."""
@@ -86,6 +96,7 @@ class StaticAccounts:
         self.accounts = dict(accounts)
         self.unsubscribed = unsubscribed
         self.users = dict(users or {})
+        self.bounced: dict[str, dt.datetime] = {}  # address -> when it bounced
 
     async def snapshot(self, account_id: str) -> Account:
         try:
@@ -94,10 +105,13 @@ class StaticAccounts:
             raise cb.MissingDataError(f"no account {account_id!r}") from None
 
     async def recipient(self, account_id: str, contact: str) -> Recipient:
-        return Recipient(address=contact, unsubscribed=contact in self.unsubscribed)
+        return Recipient(address=contact, unsubscribed=contact in self.unsubscribed, bounced=contact in self.bounced)
 
     async def user(self, user_id: str) -> Sender:
         return self.users.get(user_id, Sender(name=user_id))
+
+    async def record_bounce(self, address: str, at: dt.datetime) -> None:
+        self.bounced.setdefault(address, at)
 
 
 # ---------------------------------------------------------------------------
@@ -128,7 +142,8 @@ class PlayActivities:
         # Lets, scores and routes referenced by branch conditions and amounts;
         # field types, for showing values in templates.
         self.catalog = catalog or Catalog()
-        # A format string with {key}, {account_id}, {play}, {contact}; None leaves
+        # A format string with {key}, {account_id}, {play}, {contact} (values percent-encoded;
+        # connectors/mail.py); None leaves
         # {{ unsubscribe_url }} undefined, so a template using it fails loudly.
         self.unsubscribe_url = unsubscribe_url
 
@@ -153,7 +168,7 @@ class PlayActivities:
         so StrictUndefined fails the step instead of sending "Hi ,"."""
         account = await self.accounts.snapshot(ctx.account_id)
         fields = {k: show(v, self._field_type(k)) for k, v in account.fields.items() if not _empty(v)}
-        contact = {k: v for k, v in (person.model_dump(exclude={"unsubscribed"}) if person else {}).items()
+        contact = {k: v for k, v in (person.model_dump(exclude={"unsubscribed", "bounced"}) if person else {}).items()
                    if not _empty(v)}
         if "address" in contact:
             contact["email"] = contact.pop("address")
@@ -191,10 +206,40 @@ class PlayActivities:
             action = await self._guard(kind.prepare(req.action, _StepResolver(self, req)))
         except cb.Skipped as skip:
             return ActResult(skipped=skip.reason, summary=skip.summary)
-        result = await self._guard(self.connectors.act(action))
+        done = await self._guard(self._deliver(req.ctx, action))
+        if isinstance(done, cb.Bounced):
+            return ActResult(skipped=str(done), summary=action.summary())
         if self.pipeline_queue is not None:
-            await self._tell_pipeline(action, result)
-        return ActResult(duplicate=result.duplicate, external_id=result.external_id, summary=action.summary())
+            await self._tell_pipeline(action, done)
+        return ActResult(duplicate=done.duplicate, external_id=done.external_id, summary=action.summary())
+
+    async def _deliver(self, ctx: StepContext, action: cb.Action) -> cb.Result | cb.Bounced:
+        """The connector's result, or the hard bounce it reported, once the play and the store know of it.
+
+        A bounce is no failed play: the address is dead, the step is skipped.
+        The play is told first (its `bounced` event, deduplicated by the key),
+        then the store; if either fails the attempt is retried, and the retry
+        finds the address refused again, or already recorded (then `prepare`
+        skips it).
+        """
+        try:
+            return await self.connectors.act(action)
+        except cb.Bounced as bounce:
+            await self._tell_play(ctx, bounce)
+            await self.accounts.record_bounce(bounce.recipient, ctx.requested_at)
+            return bounce
+
+    async def _tell_play(self, ctx: StepContext, bounce: cb.Bounced) -> None:
+        from workflows.client import send_event  # workflows.client imports the workflow, which imports us
+
+        try:
+            client = activity.client()
+        except RuntimeError:  # not in a worker (a test's bare ActivityEnvironment): nobody to tell
+            log.warning("step %s: %s; no Temporal client to signal play %s", ctx.step, bounce, ctx.play)
+            return
+        event = PlayEvent(kind=EventKind.BOUNCED, id=f"bounced:{ctx.key}", at=ctx.requested_at, source="act")
+        if not await send_event(client, ctx.play, ctx.account_id, event):
+            log.warning("step %s: %s; play %s of %s is not running", ctx.step, bounce, ctx.play, ctx.account_id)
 
     async def _tell_pipeline(self, action: cb.Action, result: cb.Result) -> None:
         """A deal opened or moved: signal-with-start its SLA timer. Also on a duplicate (the
@@ -280,14 +325,17 @@ class _StepResolver:
                 owner = await self.text(self.req.sender, "email sender (play owner)")
                 sender = await self.acts.accounts.user(owner)
                 extra |= {"sender_name": sender.name, "sender_email": sender.email}
-            if self.acts.unsubscribe_url is not None:
-                extra["unsubscribe_url"] = self.acts.unsubscribe_url.format(
-                    key=self.ctx.key, account_id=self.ctx.account_id, play=self.ctx.play,
-                    contact=self._contacts.get(to.address, to.address))
+            extra["unsubscribe_url"] = self.unsubscribe_url(to)
         person = to if isinstance(to, Recipient) else None
         context = {**await self.acts._template_context(self.ctx, person),
                    **{k: v for k, v in extra.items() if not _empty(v)}}
         return render(text, context, what=what)
+
+    def unsubscribe_url(self, to: cb.Person) -> str | None:
+        if self.acts.unsubscribe_url is None:
+            return None
+        return format_unsubscribe_url(self.acts.unsubscribe_url, key=self.ctx.key, account_id=self.ctx.account_id,
+                                      play=self.ctx.play, contact=self._contacts.get(to.address, to.address))
 
     def after(self, duration: n.Duration) -> dt.datetime:
         days_off = schedule.days_off(self.ctx.holidays, self.ctx.holiday_regions)

@@ -67,12 +67,12 @@ def test_connectors_are_built_once_per_name_and_shared_by_their_kinds(tmp_path, 
 
 
 def test_an_unknown_connector_names_the_setting_and_the_known_connectors(monkeypatch):
-    monkeypatch.setenv("PLAYBOOK_CONNECTOR_EMAIL", "smtp")
+    monkeypatch.setenv("PLAYBOOK_CONNECTOR_EMAIL", "sendgrid")
     with pytest.raises(cs.ConnectorSettingsError) as err:
         cs.choose()
     message = str(err.value)
-    assert "PLAYBOOK_CONNECTOR_EMAIL" in message and "'smtp' is not a connector" in message
-    assert "known: store, memory" in message
+    assert "PLAYBOOK_CONNECTOR_EMAIL" in message and "'sendgrid' is not a connector" in message
+    assert "known: store, memory, hubspot, slack, webhooks, smtp" in message
 
 
 def test_a_misspelt_connector_gets_a_suggestion(monkeypatch):

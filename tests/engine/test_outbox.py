@@ -70,3 +70,22 @@ def test_a_cancelled_row_is_never_claimed(store):
             created_at=AT, attempts=0))
     c = claim(store)
     assert c.cancelled and row(store)["status"] == "cancelled" and row(store)["attempts"] == 0
+
+
+def test_a_message_id_given_at_the_claim_is_on_the_row_before_the_send(store):
+    with store.begin() as conn:
+        outbox.claim(conn, key="k1", channel="email", recipient="ada@x.test", body="hi", at=AT,
+                     account_id="acme", play="p", message_id="<abc@mail.test>")
+    assert row(store)["provider_message_id"] == "<abc@mail.test>"
+
+
+def test_a_row_is_found_by_its_message_id_with_or_without_brackets(store):
+    with store.begin() as conn:
+        outbox.claim(conn, key="k1", channel="email", recipient="ada@x.test", body="hi", at=AT,
+                     account_id="acme", play="p", message_id="<abc@mail.test>")
+        outbox.mark_sent(conn, "k1", provider_message_id="<abc@mail.test>", at=AT)
+    with store.connect() as conn:
+        found, bare = outbox.by_message_id(conn, "<abc@mail.test>"), outbox.by_message_id(conn, "abc@mail.test")
+        missing = outbox.by_message_id(conn, "<other@mail.test>")
+    assert found is not None and found == bare and missing is None
+    assert (found.key, found.account_id, found.play, found.status) == ("k1", "acme", "p", "sent")
