@@ -28,22 +28,22 @@ PermanentError with HubSpot's message.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import html
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
 import pydantic_settings
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from connectors import base as cb
+from connectors.http import retry_after
+from dsl import pipeline as csql  # the built-in stages (`pipeline` is a setting here)
 from dsl.suggest import closest
-from engine.settings import FileBackedSettings, SettingsError, read_settings_file, settings_file
+from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
 
 ENV_PREFIX = "PLAYBOOK_HUBSPOT_"
 TABLE = "hubspot"
@@ -53,18 +53,19 @@ TASK_TO_COMPANY = 192
 NOTE_TO_COMPANY = 190
 DEAL_TO_COMPANY = 5  # the deal's primary company
 
-# The built-in CSQL stages onto HubSpot's default sales pipeline ("default").
-# A portal with its own pipeline names its stage ids in [hubspot.stages].
+# The built-in CSQL stages (dsl/pipeline.py) onto HubSpot's default sales
+# pipeline ("default"), one to one in order, so a HubSpot stage id always
+# means one stage of ours. A stand-in: a portal that runs the CSQL process
+# makes a pipeline with these seven stages and maps them in [hubspot.stages].
 DEFAULT_STAGES: dict[str, str] = {
-    "Trigger Fired": "appointmentscheduled",
-    "CSQL Created": "appointmentscheduled",
-    "Qualified": "qualifiedtobuy",
-    "Proposal Sent": "presentationscheduled",
-    "Negotiation": "decisionmakerboughtin",
-    "Closed Won": "closedwon",
-    "Closed Lost": "closedlost",
+    csql.TRIGGER_FIRED: "appointmentscheduled",
+    csql.CSQL_CREATED: "qualifiedtobuy",
+    csql.QUALIFIED: "presentationscheduled",
+    csql.PROPOSAL_SENT: "decisionmakerboughtin",
+    csql.NEGOTIATION: "contractsent",
+    csql.CLOSED_WON: "closedwon",
+    csql.CLOSED_LOST: "closedlost",
 }
-CLOSED = ("Closed Won", "Closed Lost")
 
 # Without a Retry-After header: HubSpot's burst limits roll over ten seconds,
 # its daily limit resets at the portal's midnight (whose zone we do not know).
@@ -78,31 +79,11 @@ class HubSpotSettingsError(SettingsError):
     """A [hubspot] setting is missing or malformed (never shown with its value)."""
 
 
-class _FileTable(PydanticBaseSettingsSource):
-    """The settings file's `[hubspot]` table; an unknown key is an error with a suggestion."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        raise NotImplementedError  # __call__ reads the whole table at once
-
-    def __call__(self) -> dict[str, Any]:
-        path, data = read_settings_file()
-        table = data.get(TABLE, {})
-        if not isinstance(table, dict):
-            raise HubSpotSettingsError(f"settings file {path}: `{TABLE}` must be a table ([{TABLE}])")
-        known = list(self.settings_cls.model_fields)
-        for key in table:
-            if key not in known:
-                close = closest(key, known)
-                hint = f"did you mean '{close}'?" if close else f"known: {', '.join(known)}"
-                raise HubSpotSettingsError(f"settings file {path}: [{TABLE}] has no setting '{key}'; {hint}")
-        return dict(table)
-
-
 class HubSpotSettings(FileBackedSettings):
     """`PLAYBOOK_HUBSPOT_<NAME>` or `<name>` in `[hubspot]` of the settings file (dicts as JSON in the environment)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
-    file_source = _FileTable
+    file_source = table_source(TABLE)
 
     base_url: str = "https://api.hubapi.com"
     token: SecretStr | None = None  # a private app's access token
@@ -111,7 +92,7 @@ class HubSpotSettings(FileBackedSettings):
     idempotency_property: str = "playbook_idempotency_key"
     pipeline: str = "default"
     stages: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_STAGES))  # our stage -> dealstage id
-    new_deal_stage: str = "CSQL Created"  # where an `opportunity` step's deal starts (one of `stages`)
+    new_deal_stage: str = csql.CSQL_CREATED  # where an `opportunity` step's deal starts (one of `stages`)
     owners: dict[str, str] = Field(default_factory=dict)  # our user id or email -> HubSpot owner id
     require_owner: bool = True  # a task whose assignee has no HubSpot owner fails instead of being unowned
     verify_pipeline: bool = True  # the first deal step reads the pipeline and checks every mapped stage id
@@ -120,6 +101,34 @@ class HubSpotSettings(FileBackedSettings):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("stages")
+    @classmethod
+    def _our_stages_onto_distinct_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name not in csql.BY_NAME:
+                near = closest(name, csql.NAMES)
+                hint = f"did you mean '{near}'? " if near else ""
+                raise ValueError(f"{name!r} is no pipeline stage; {hint}stages: {', '.join(csql.NAMES)}")
+        seen: dict[str, str] = {}
+        for name, stage_id in value.items():
+            if stage_id in seen:
+                # A HubSpot stage id must say one stage of ours, for HubSpot's own stage changes too.
+                raise ValueError(f"{seen[stage_id]!r} and {name!r} both map onto {stage_id!r}: one id per stage")
+            seen[stage_id] = name
+        return value
+
+    @model_validator(mode="after")
+    def _deals_start_at_a_mapped_open_stage(self) -> Self:
+        start = csql.BY_NAME.get(self.new_deal_stage)
+        if start is None or start.closed or self.new_deal_stage not in self.stages:
+            raise ValueError(f"new_deal_stage {self.new_deal_stage!r} must be an open stage of `stages` "
+                             f"({', '.join(n for n in self.stages if not csql.BY_NAME[n].closed)})")
+        return self
+
+    def stage_of(self, stage_id: str | None) -> str | None:
+        """Our stage for a HubSpot dealstage id (None: an id `stages` does not map)."""
+        return next((name for name, mapped in self.stages.items() if mapped == stage_id), None)
 
     @field_validator("base_url")
     @classmethod
@@ -146,8 +155,9 @@ def load_hubspot_settings(**overrides: Any) -> HubSpotSettings:
         # Location and message only: pydantic's `input` may be the token.
         path, _ = settings_file()
         raise HubSpotSettingsError("; ".join(
-            f"{ENV_PREFIX}{e['loc'][0]}".upper() + f" or `{e['loc'][0]}` in [{TABLE}] of {path}: {e['msg']}"
-            if e.get("loc") else str(e["msg"]) for e in exc.errors())) from None
+            (f"{ENV_PREFIX}{e['loc'][0]}".upper() + f" or `{e['loc'][0]}` in [{TABLE}] of {path}: "
+             if e.get("loc") else f"[{TABLE}] of {path}: ") + str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors())) from None
 
 
 CompanyLookup = Callable[[str], Awaitable[Any]]  # account id -> the value of its company field
@@ -257,19 +267,10 @@ class HubSpotConnector:
     def _stage_id(self, stage: str) -> str:
         found = self.settings.stages.get(stage)
         if found is None:
-            close = closest(stage, self.settings.stages)
-            hint = f"did you mean '{close}'? " if close else ""
             raise cb.PermanentError(
-                f"HubSpot: stage {stage!r} has no HubSpot dealstage; {hint}map it in "
-                f"{self.settings.where('stages')} (known: {', '.join(self.settings.stages)})")
+                f"HubSpot: stage {stage!r} has no HubSpot dealstage; map it in "
+                f"{self.settings.where('stages')} (mapped: {', '.join(self.settings.stages)})")
         return found
-
-    def _stage_name(self, stage_id: str | None) -> str | None:
-        """Our name for a dealstage id (the first that maps onto it), else the id itself."""
-        for name, mapped in self.settings.stages.items():
-            if mapped == stage_id:
-                return name
-        return stage_id
 
     def _owner(self, person: str | None, what: str) -> str | None:
         if person is None:
@@ -361,19 +362,31 @@ class HubSpotConnector:
         return await self._create_once("deals", action, properties, DEAL_TO_COMPANY)
 
     async def move_stage(self, change: cb.StageChange) -> cb.StageResult:
-        """The play's open deal for the account (the latest it made) moved; none yet: one opened at the stage."""
+        """The play's open deal for the account (the newest it made) moved forward to the step's stage.
+
+        As in the built-in store: a deal already at that stage or past it stays
+        where it is; with no open deal, one is opened at the stage (none is
+        opened just to be closed).
+        """
+        try:
+            wanted = csql.stage(change.stage)
+        except csql.PipelineError as exc:
+            raise cb.PermanentError(f"stage step: {exc}") from exc
         target = self._stage_id(change.stage)
         await self._check_pipeline()
         deal = await self._open_deal_of(change)
         if deal is None:
+            if wanted.closed:
+                return cb.StageResult(key=change.key, stage=change.stage)
             deal_id, dup = await self._open_deal(change, change.play, change.stage, None, None)
             return cb.StageResult(key=change.key, duplicate=dup, external_id=deal_id, stage=change.stage)
         deal_id, current = str(deal["id"]), (deal.get("properties") or {}).get("dealstage")
-        previous = self._stage_name(current)
-        if current == target:
-            # Already there (an earlier attempt moved it, or a person did): nothing to do.
-            return cb.StageResult(key=change.key, duplicate=True, external_id=deal_id, previous=previous,
-                                  stage=change.stage)
+        previous = self.settings.stage_of(current) or current
+        here = csql.BY_NAME.get(previous) if previous else None
+        if current == target or (here is not None and here.order >= wanted.order):
+            # Already there or past it (an earlier attempt moved it, or a person did).
+            return cb.StageResult(key=change.key, external_id=deal_id, previous=previous,
+                                  stage=previous or change.stage)
         try:
             await self._call("PATCH", f"/crm/v3/objects/deals/{deal_id}", "move deal stage",
                              {"properties": {"dealstage": target}})
@@ -388,7 +401,7 @@ class HubSpotConnector:
             raise cb.PermanentError(f"HubSpot: a stage move finds the play's deal through the account's company; "
                                     f"set {self.settings.where('company_field')}")
         prop = self.settings.idempotency_property
-        closed = [self.settings.stages[s] for s in CLOSED if s in self.settings.stages]
+        closed = [self.settings.stages[s] for s in csql.CLOSED if s in self.settings.stages]
         filters: list[dict[str, Any]] = [
             {"propertyName": "associations.company", "operator": "EQ", "value": company},
             {"propertyName": prop, "operator": "HAS_PROPERTY"},
@@ -467,20 +480,10 @@ def _message(response: httpx.Response) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float:
-    """Seconds until HubSpot takes requests again: Retry-After (seconds or a date), else its policy."""
-    header = response.headers.get("Retry-After", "").strip()
-    if header:
-        try:
-            return max(float(header), 0.0)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(header)
-            except (TypeError, ValueError):
-                when = None  # neither form: HubSpot's policy below
-            if when is not None:
-                if when.tzinfo is None:
-                    when = when.replace(tzinfo=dt.timezone.utc)
-                return max((when - dt.datetime.now(dt.timezone.utc)).total_seconds(), 0.0)
+    """Seconds until HubSpot takes requests again: its Retry-After, else its policy's window."""
+    told = retry_after(response.headers)
+    if told is not None:
+        return told
     try:
         policy = str(response.json().get("policyName", ""))
     except (ValueError, AttributeError):

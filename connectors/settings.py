@@ -54,6 +54,9 @@ class Implementation:
     name: str
     about: str
     build: Callable[[Store | None], cb.Connector]
+    # Its own settings read and judged without building it (no store, no network), so a
+    # missing token stops `playbook worker` before it connects (`choose` runs it).
+    check: Callable[[], None] | None = None
 
 
 def _store(store: Store | None) -> cb.Connector:
@@ -70,14 +73,23 @@ def _memory(store: Store | None) -> cb.Connector:
     return MemoryConnector()
 
 
+def _hubspot_settings() -> Any:
+    from connectors.hubspot import load_hubspot_settings
+
+    try:
+        settings = load_hubspot_settings()
+    except SettingsError as exc:
+        raise ConnectorSettingsError(f"hubspot: {exc}") from None
+    if settings.token is None or not settings.token.get_secret_value().strip():
+        raise ConnectorSettingsError(f"the hubspot connector needs a private-app token: set {settings.where('token')}")
+    return settings
+
+
 def _hubspot(store: Store | None) -> cb.Connector:
-    from connectors.hubspot import HubSpotConnector, load_hubspot_settings
+    from connectors.hubspot import HubSpotConnector
     from connectors.store import account_field
 
-    settings = load_hubspot_settings()
-    if settings.token is None or not settings.token.get_secret_value().strip():
-        # Refused before the worker starts, not at the first task.
-        raise ConnectorSettingsError(f"the hubspot connector needs a private-app token: set {settings.where('token')}")
+    settings = _hubspot_settings()
     field = settings.company_field
     company_of = account_field(store, field) if store is not None and field not in (None, "id") else None
     return HubSpotConnector(settings, company_of=company_of)
@@ -104,7 +116,8 @@ def _smtp(store: Store | None) -> cb.Connector:
 REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store),
     Implementation("memory", "kept in memory, lost at exit (tests)", _memory),
-    Implementation("hubspot", "HubSpot CRM: tasks, deals, stage moves, notes (connectors/hubspot.py)", _hubspot),
+    Implementation("hubspot", "HubSpot CRM: tasks, deals, stage moves, notes (connectors/hubspot.py)", _hubspot,
+                   check=_hubspot_settings),
     Implementation("slack", "notify steps as Slack messages (chat.postMessage; PLAYBOOK_SLACK_*)", _slack),
     Implementation("webhooks", "webhook steps as POSTs signed per Standard Webhooks (PLAYBOOK_WEBHOOKS_*)",
                    _webhooks),
@@ -164,6 +177,10 @@ def choose(**overrides: str) -> dict[str, str]:
             hint = f"did you mean '{close}'? " if close else ""
             raise ConnectorSettingsError(
                 f"{where}: {_shown(name)} is not a connector; {hint}known: {', '.join(REGISTRY)}")
+    for name in sorted(set(chosen.values())):
+        check = REGISTRY[name].check
+        if check is not None:
+            check()
     return chosen
 
 

@@ -21,6 +21,7 @@ import peers
 from connectors import base as cb
 from connectors import settings as cs
 from connectors.hubspot import DEFAULT_STAGES, HubSpotConnector, HubSpotSettingsError, load_hubspot_settings
+from engine.settings import SettingsError
 from hubspot_shapes import JSON, PROP, SpecChecked, created, error, found, obj, received, stub
 
 pytestmark = pytest.mark.anyio
@@ -168,12 +169,12 @@ async def test_a_stage_move_patches_the_plays_newest_open_deal(hubspot, wiremock
                   "createdAt": "2026-03-11T09:00:00.000Z"}
     stub(wiremock, "POST", "/crm/v3/objects/deals/search", found(older, newer, other_play))
     stub(wiremock, "PATCH", "/crm/v3/objects/deals/7005", {"status": 200, "headers": JSON,
-                                                          "jsonBody": obj("7005", dealstage="presentationscheduled")})
+                                                          "jsonBody": obj("7005", dealstage="decisionmakerboughtin")})
     result = await hubspot.act(stage("Proposal Sent"))
     assert (result.external_id, result.previous, result.stage, result.duplicate) == (
-        "7005", "Qualified", "Proposal Sent", False)
+        "7005", "CSQL Created", "Proposal Sent", False)
     assert received(wiremock, "PATCH", "/crm/v3/objects/deals/7005") == [
-        {"properties": {"dealstage": "presentationscheduled"}}]
+        {"properties": {"dealstage": "decisionmakerboughtin"}}]
     [search] = received(wiremock, "POST", "/crm/v3/objects/deals/search")
     filters = search["filterGroups"][0]["filters"]
     assert {"propertyName": "associations.company", "operator": "EQ", "value": "9001"} in filters
@@ -186,7 +187,7 @@ async def test_a_stage_move_with_no_open_deal_opens_one_at_that_stage(hubspot, w
     result = await hubspot.act(stage("Qualified"))
     assert (result.external_id, result.previous, result.duplicate) == ("7010", None, False)
     [body] = received(wiremock, "POST", "/crm/v3/objects/deals")
-    assert body["properties"]["dealstage"] == "qualifiedtobuy" and body["properties"]["dealname"] == "usage_limit"
+    assert body["properties"]["dealstage"] == "presentationscheduled" and body["properties"]["dealname"] == "usage_limit"
 
 
 async def test_the_plays_deal_is_found_on_a_later_page_of_the_companys_deals(hubspot, wiremock):
@@ -202,16 +203,25 @@ async def test_the_plays_deal_is_found_on_a_later_page_of_the_companys_deals(hub
     stub(wiremock, "PATCH", "/crm/v3/objects/deals/7005", {"status": 200, "headers": JSON,
                                                           "jsonBody": obj("7005", dealstage="closedwon")})
     result = await hubspot.act(stage("Closed Won"))
-    assert (result.external_id, result.previous) == ("7005", "Qualified")
+    assert (result.external_id, result.previous) == ("7005", "CSQL Created")
     assert [b["after"] for b in received(wiremock, "POST", "/crm/v3/objects/deals/search")] == ["0", "3"]
 
 
-async def test_a_deal_already_at_the_stage_is_not_patched_again(hubspot, wiremock):
-    deal = obj("7005", **{PROP: "play:usage_limit:9001:abc123:1:day3.0", "dealstage": "qualifiedtobuy"})
+@pytest.mark.parametrize(("dealstage", "asked", "stays_at"), [("presentationscheduled", "Qualified", "Qualified"),
+                                                             ("contractsent", "Qualified", "Negotiation")])
+async def test_a_deal_at_the_stage_or_past_it_is_not_moved(hubspot, wiremock, dealstage, asked, stays_at):
+    deal = obj("7005", **{PROP: "play:usage_limit:9001:abc123:1:day3.0", "dealstage": dealstage})
     stub(wiremock, "POST", "/crm/v3/objects/deals/search", found(deal))
-    result = await hubspot.act(stage("Qualified"))
-    assert (result.external_id, result.duplicate) == ("7005", True)
+    result = await hubspot.act(stage(asked))
+    assert (result.external_id, result.previous, result.stage) == ("7005", stays_at, stays_at)
     assert received(wiremock, "PATCH", "/crm/v3/objects/deals/7005") == []
+
+
+async def test_a_closing_step_with_no_open_deal_opens_none(hubspot, wiremock):
+    stub(wiremock, "POST", "/crm/v3/objects/deals/search", found())
+    result = await hubspot.act(stage("Closed Lost"))
+    assert (result.external_id, result.stage) == (None, "Closed Lost")
+    assert received(wiremock, "POST", "/crm/v3/objects/deals") == []
 
 
 async def test_a_stage_move_on_a_deal_that_is_gone_is_a_permanent_error(hubspot, wiremock):
@@ -223,11 +233,20 @@ async def test_a_stage_move_on_a_deal_that_is_gone_is_a_permanent_error(hubspot,
 
 
 async def test_an_unknown_stage_is_a_clear_error_before_any_call(hubspot, wiremock):
-    with pytest.raises(cb.PermanentError) as err:
+    with pytest.raises(cb.PermanentError, match="unknown stage 'Qualifed'; did you mean 'Qualified'?"):
         await hubspot.act(stage("Qualifed"))
-    message = str(err.value)
-    assert "stage 'Qualifed' has no HubSpot dealstage; did you mean 'Qualified'?" in message
-    assert "PLAYBOOK_HUBSPOT_STAGES" in message
+    assert wiremock.requests() == []
+
+
+async def test_a_stage_with_no_hubspot_stage_mapped_names_the_setting(hubspot_proxy, wiremock, spec):
+    unmapped = {name: sid for name, sid in DEFAULT_STAGES.items() if name != "Negotiation"}
+    connector = make(hubspot_proxy, spec, stages=unmapped)
+    try:
+        with pytest.raises(cb.PermanentError) as err:
+            await connector.act(stage("Negotiation"))
+    finally:
+        await connector.aclose()
+    assert "stage 'Negotiation' has no HubSpot dealstage; map it in PLAYBOOK_HUBSPOT_STAGES" in str(err.value)
     assert wiremock.requests() == []
 
 
@@ -437,7 +456,8 @@ async def test_the_first_deal_step_refuses_a_mapping_onto_stages_the_pipeline_la
     finally:
         await connector.aclose()
     message = str(err.value)
-    assert "pipeline 'default' has no stage for 'Negotiation' -> 'decisionmakerboughtin'" in message
+    assert ("pipeline 'default' has no stage for 'Proposal Sent' -> 'decisionmakerboughtin', "
+            "'Negotiation' -> 'contractsent'") in message
     assert "PLAYBOOK_HUBSPOT_STAGES" in message and "qualifiedtobuy (Qualifiedtobuy)" in message
     assert [r["url"] for r in wiremock.requests()] == ["/crm/v3/pipelines/deals/default"]  # no deal was made
 
@@ -506,17 +526,40 @@ def settings_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, text: str) -> 
 
 def test_the_hubspot_table_sets_stages_and_owners_and_the_environment_wins(tmp_path, monkeypatch):
     settings_file(tmp_path, monkeypatch, '[hubspot]\ntoken = "from-file"\npipeline = "csql"\n'
-                                         '[hubspot.stages]\n"Qualified" = "101"\n[hubspot.owners]\nu1 = "77"\n')
+                                         '[hubspot.stages]\n"CSQL Created" = "100"\n"Qualified" = "101"\n'
+                                         '[hubspot.owners]\nu1 = "77"\n')
     monkeypatch.setenv("PLAYBOOK_HUBSPOT_PIPELINE", "expansion")
     settings = load_hubspot_settings()
-    assert (settings.pipeline, settings.stages, settings.owners) == ("expansion", {"Qualified": "101"}, {"u1": "77"})
+    assert (settings.pipeline, settings.stages, settings.owners) == (
+        "expansion", {"CSQL Created": "100", "Qualified": "101"}, {"u1": "77"})
+    assert settings.stage_of("101") == "Qualified" and settings.stage_of("999") is None
     assert settings.token is not None and settings.token.get_secret_value() == "from-file"
     assert "from-file" not in repr(settings)
 
 
 def test_a_misspelt_hubspot_setting_gets_a_suggestion(tmp_path, monkeypatch):
     settings_file(tmp_path, monkeypatch, '[hubspot]\npipline = "default"\n')
-    with pytest.raises(HubSpotSettingsError, match="has no setting 'pipline'; did you mean 'pipeline'"):
+    with pytest.raises(SettingsError, match=r"\[hubspot\] has no setting 'pipline'; did you mean 'pipeline'"):
+        load_hubspot_settings()
+
+
+def test_a_mapping_for_a_stage_the_pipeline_lacks_gets_a_suggestion(monkeypatch):
+    monkeypatch.setenv("PLAYBOOK_HUBSPOT_STAGES", '{"CSQL Created": "1", "Qualifed": "2"}')
+    with pytest.raises(HubSpotSettingsError, match="PLAYBOOK_HUBSPOT_STAGES .*'Qualifed' is no pipeline stage; "
+                                                   "did you mean 'Qualified'"):
+        load_hubspot_settings()
+
+
+def test_two_stages_onto_one_hubspot_stage_are_refused(monkeypatch):
+    # A HubSpot stage id must mean one stage of ours (HubSpot's own stage changes are read back through it).
+    monkeypatch.setenv("PLAYBOOK_HUBSPOT_STAGES", '{"CSQL Created": "1", "Qualified": "1"}')
+    with pytest.raises(HubSpotSettingsError, match="'CSQL Created' and 'Qualified' both map onto '1'"):
+        load_hubspot_settings()
+
+
+def test_deals_must_start_at_a_mapped_open_stage(monkeypatch):
+    monkeypatch.setenv("PLAYBOOK_HUBSPOT_NEW_DEAL_STAGE", "Closed Won")
+    with pytest.raises(HubSpotSettingsError, match="new_deal_stage 'Closed Won' must be an open stage of `stages`"):
         load_hubspot_settings()
 
 
@@ -531,6 +574,23 @@ def test_the_registry_refuses_hubspot_without_a_token_before_the_worker_starts(m
     monkeypatch.setenv("PLAYBOOK_CONNECTOR_TASK", "hubspot")
     with pytest.raises(cs.ConnectorSettingsError, match="needs a private-app token: set PLAYBOOK_HUBSPOT_TOKEN"):
         cs.load_connectors(None)
+
+
+def test_playbook_worker_refuses_hubspot_without_a_token_before_it_connects(monkeypatch, capsys):
+    from cli.main import run
+
+    monkeypatch.setenv("PLAYBOOK_CONNECTOR_OPPORTUNITY", "hubspot")
+    assert run(["worker", "--address", "127.0.0.1:1"]) == 2  # not 4: Temporal was never tried
+    err = capsys.readouterr().err
+    assert "connector settings: the hubspot connector needs a private-app token: set PLAYBOOK_HUBSPOT_TOKEN" in err
+
+
+def test_a_broken_hubspot_setting_stops_the_choice_of_connectors(monkeypatch):
+    monkeypatch.setenv("PLAYBOOK_CONNECTOR_TASK", "hubspot")
+    monkeypatch.setenv("PLAYBOOK_HUBSPOT_TOKEN", TOKEN)
+    monkeypatch.setenv("PLAYBOOK_HUBSPOT_TIMEOUT", "-1")
+    with pytest.raises(cs.ConnectorSettingsError, match="hubspot: PLAYBOOK_HUBSPOT_TIMEOUT"):
+        cs.choose()
 
 
 def test_the_registry_builds_hubspot_for_the_kinds_that_choose_it(monkeypatch):
