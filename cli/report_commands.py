@@ -1,4 +1,4 @@
-"""`playbook report funnel|plays|triggers|revenue|all`: how the plays pay, over the store.
+"""`playbook report funnel|plays|triggers|revenue|sla|all`: how the plays pay, over the store.
 
 Thin: argument parsing and presentation over engine/reports/. Every report prints a
 terminal table (default), one JSON document (`--format json`), or one self-contained
@@ -49,7 +49,7 @@ EligibleOpt = Annotated[int | None, typer.Option(
 CostOpt = Annotated[float | None, typer.Option(
     "--cost", help="What the expansion motion cost over the period, for expansion CAC.", show_default=False)]
 
-app = typer.Typer(help="Reports over the store: funnel, plays, triggers, revenue (table, JSON or HTML).",
+app = typer.Typer(help="Reports over the store: funnel, plays, triggers, revenue, SLA (table, JSON or HTML).",
                   no_args_is_help=True, rich_markup_mode=None)
 
 
@@ -209,8 +209,21 @@ def revenue_table(doc: dict[str, Any]) -> None:
         out.print(f"note: {note}")
 
 
+def sla_table(doc: dict[str, Any]) -> None:
+    out = render.console()
+    rows = [{"stage": r["stage"], "owner": r["owner"] or "(nobody)", "sla": r["sla"], "entered": _n(r["entered"]),
+             "breaches": _n(r["breaches"]), "rate": r["breach_rate_percent"], "esc": _n(r["escalations"])}
+            for r in doc["rows"]]
+    cols = _pct_cols(("stage", "stage", False), ("owner", "owner", False), ("sla", "SLA", False),
+                     ("entered", "deals", True), ("breaches", "breaches", True), ("rate", "breach rate", True),
+                     ("esc", "escalated", True))
+    out.print(render.table_of("SLA breaches by stage and owner", cols, rows))
+    out.print(f"{doc['breaches']:,} breaches, {doc['escalations']:,} escalated to a manager")
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], None]] = {
-    "funnel": funnel_table, "plays": plays_table, "triggers": triggers_table, "revenue": revenue_table}
+    "funnel": funnel_table, "plays": plays_table, "triggers": triggers_table, "revenue": revenue_table,
+    "sla": sla_table}
 
 
 def _tables(docs: dict[str, dict[str, Any]]) -> None:
@@ -274,12 +287,25 @@ def revenue_cmd(rules: RulesOpt = None, db: DbOpt = None, format: FormatOpt = Re
     _emit(format, out, {"revenue": doc}, _tables, "Revenue")
 
 
+@app.command("sla")
+def sla_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOpt = None,
+            since: SinceOpt = None, until: UntilOpt = None) -> None:
+    """SLA breaches by stage and owner: deals, breaches, breach rate, escalations."""
+    from engine.reports.sla import sla_report
+
+    a, b = _period(since, until)
+    with reading_store(db) as store:
+        doc = read(store, lambda conn: sla_report(conn, since=a, until=b).to_json())
+    _emit(format, out, {"sla": doc}, _tables, "SLA breaches")
+
+
 @app.command("all")
 def all_cmd(rules: RulesOpt = None, db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOpt = None,
             stages: StagesOpt = None, since: SinceOpt = None, until: UntilOpt = None, cost: CostOpt = None,
             eligible: EligibleOpt = None, today: TodayOpt = None) -> None:
-    """Every report in one document: funnel, plays, triggers, revenue."""
+    """Every report in one document: funnel, plays, triggers, revenue, SLA breaches."""
     from engine.reports.plays import plays_report
+    from engine.reports.sla import sla_report
     from engine.reports.triggers import triggers_report
 
     a, b = _period(since, until)
@@ -293,7 +319,8 @@ def all_cmd(rules: RulesOpt = None, db: DbOpt = None, format: FormatOpt = Report
             return {"funnel": _funnel(conn, wanted, None, a, b),
                     "plays": plays_report(conn, since=a, until=b).to_json(),
                     "triggers": triggers_report(conn, eligible=eligible).to_json(),
-                    "revenue": _revenue(conn, table, a, b, cost, as_of)}
+                    "revenue": _revenue(conn, table, a, b, cost, as_of),
+                    "sla": sla_report(conn, since=a, until=b).to_json()}
 
         docs = read(store, work)
     _emit(format, out, docs, _tables, "Playbook report")

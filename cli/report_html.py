@@ -240,8 +240,19 @@ def plays_section(doc: dict[str, Any]) -> str:
             + "</section>")
 
 
+def sla_section(doc: dict[str, Any]) -> str:
+    rows = ["<tr>" + f"<td>{_e(r['stage'])}</td><td>{_e(r['owner'] or '(nobody)')}</td><td>{_e(r['sla'])}</td>"
+            + _cell(f"sla.rows.{i}.entered", f"{r['entered']:,}") + _cell(f"sla.rows.{i}.breaches", f"{r['breaches']:,}")
+            + _cell(f"sla.rows.{i}.breach_rate_percent", r["breach_rate_percent"])
+            + _cell(f"sla.rows.{i}.escalations", f"{r['escalations']:,}") + "</tr>" for i, r in enumerate(doc["rows"])]
+    return ("<section id=\"sla\"><h2>SLA breaches by stage and owner</h2>"
+            + _table(["stage", "owner", "SLA", "deals", "breaches", "breach rate", "escalated"], rows, "sla")
+            + f'<p><span data-field="sla.breaches">{doc["breaches"]:,}</span> breaches, '
+            f'<span data-field="sla.escalations">{doc["escalations"]:,}</span> escalated to a manager.</p></section>')
+
+
 SECTIONS = {"funnel": funnel_section, "plays": plays_section, "triggers": triggers_section,
-            "revenue": revenue_section}
+            "revenue": revenue_section, "sla": sla_section}
 
 
 def document(reports: dict[str, dict[str, Any]], title: str) -> str:

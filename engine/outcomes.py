@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsl import pipeline
 from engine.actions import CLOSED, move_stage
 from engine.importers import ImportFailed, RowError, is_empty, read_rows
 from engine.schema import Base
@@ -35,7 +36,7 @@ from engine.store import Store
 
 OUTCOMES = ("won", "lost", "churned", "contracted")
 DEAL_OUTCOMES = ("won", "lost")  # the ones that close an opportunity
-STAGE_OF = {"won": "Closed Won", "lost": "Closed Lost"}
+STAGE_OF = {"won": pipeline.CLOSED_WON, "lost": pipeline.CLOSED_LOST}
 OUTCOME_OF_STAGE = {stage: outcome for outcome, stage in STAGE_OF.items()}
 assert set(STAGE_OF.values()) == set(CLOSED)
 SOURCES = ("pipeline", "crm", "csv", "cli", "simulation")
@@ -102,6 +103,9 @@ def _check(o: OutcomeInput) -> None:
         raise OutcomeError(f"outcome must be one of {', '.join(OUTCOMES)}, not {o.outcome!r}")
     if o.amount is not None and (not math.isfinite(o.amount) or o.amount < 0):
         raise OutcomeError(f"amount must be a number of at least 0 (ARR), not {o.amount!r}")
+    if o.reason is not None and not pipeline.REASON_CODE.fullmatch(o.reason):
+        raise OutcomeError(f"reason code {o.reason!r} is not a code: up to 64 letters, digits and _ . : - "
+                           "(e.g. budget_approved, lost:price); say more with the objection")
     if o.source not in SOURCES:
         raise OutcomeError(f"source must be one of {', '.join(SOURCES)}, not {o.source!r}")
 
@@ -182,7 +186,7 @@ def record_outcome(conn: Connection, outcome: OutcomeInput, *, close_opportunity
     closed_stage = None
     if close_opportunity and opp is not None and o.outcome in DEAL_OUTCOMES and opp.closed_at is None:
         closed_stage = STAGE_OF[o.outcome]
-        move_stage(conn, opp.id, opp.stage, closed_stage, at, actor or o.source)
+        move_stage(conn, opp.id, opp.stage, closed_stage, at, actor or o.source, o.reason)
     values = {"account_id": o.account_id, "play": o.play, "outcome": o.outcome, "value": o.amount,
               "enrollment_id": o.enrollment_id, "opportunity_id": o.opportunity_id, "at": at, "reason": o.reason,
               "objection": o.objection, "champion": o.champion, "approver": o.approver, "days_to_close": days,
@@ -311,8 +315,9 @@ def import_outcomes(store: Store, paths: Sequence[str | Path], *, max_errors: in
                     try:
                         rec = record_outcome(conn, o)
                     except OutcomeError as e:
-                        column = "opportunity_id" if "opportunit" in str(e) else (
-                            "enrollment_id" if "enrollment" in str(e) else "account_id")
+                        column = next((c for word, c in (("reason code", "reason"), ("opportunit", "opportunity_id"),
+                                                         ("enrollment", "enrollment_id")) if word in str(e)),
+                                      "account_id")
                         errors.append(RowError(name, line, column, str(e)))
                         continue
                     if rec.key in seen:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from dsl import pipeline
 from dsl.pipeline import PipelineError
-from engine import actions
+from engine import actions, outcomes
 from engine.schema import Base
 from engine.store import Store, insert_ignore
 
@@ -74,6 +74,10 @@ def change_stage(store: Store, opportunity_id: str, stage: str, *, at: dt.dateti
         if previous == stage:
             return Move(opportunity_id, account_id, previous, stage, at, actor, reason, changed=False)
         actions.move_stage(conn, opportunity_id, previous, stage, at, actor, reason)
+        if stage in pipeline.CLOSED:  # won or lost: the outcome the reports read, in the same transaction
+            outcomes.record_outcome(conn, outcomes.OutcomeInput(
+                account_id, outcomes.OUTCOME_OF_STAGE[stage], at=at, opportunity_id=opportunity_id, reason=reason,
+                source="pipeline"))
         conn.execute(AUDIT.insert().values(at=at, actor=actor, action="opportunity.stage", subject=opportunity_id,
                                            detail={"from": previous, "to": stage, "reason": reason}))
     return Move(opportunity_id, account_id, previous, stage, at, actor, reason, changed=True)

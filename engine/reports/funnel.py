@@ -21,10 +21,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsl import pipeline
 from engine.reports.sqltime import days_between, num, percent, ratio
 from engine.schema import Base
 
-PIPELINE_STAGES = ("Trigger Fired", "CSQL Created", "Qualified", "Proposal Sent", "Negotiation", "Closed Won")
+# The built-in pipeline's open stages in order, then Closed Won (dsl/pipeline.py).
+PIPELINE_STAGES = tuple(s.name for s in pipeline.STAGES if not s.closed) + (pipeline.CLOSED_WON,)
 T = Base.metadata.tables
 OPPS, STAGES = T["opportunities"], T["stage_history"]
 

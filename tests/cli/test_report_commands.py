@@ -62,7 +62,7 @@ def test_every_report_as_one_json_document(book: tuple[str, str]) -> None:
     r = run_cli("report", "all", "--db", url, "--rules", rules, "--today", "2026-09-15", "--format", "json")
     assert r.code == 0, r.stderr
     doc = json.loads(r.stdout)["reports"]
-    assert sorted(doc) == ["funnel", "plays", "revenue", "triggers"]
+    assert sorted(doc) == ["funnel", "plays", "revenue", "sla", "triggers"]
     assert doc["revenue"]["overall"]["nrr_percent"] == "104.5%"
     assert doc["triggers"]["rows"][2]["band"] == "too permissive"
 
@@ -100,3 +100,12 @@ def test_a_revenue_field_the_rules_lack_is_named(funnel_db: str, tmp_path: Path)
     (tmp_path / "a.play").write_text("entity account\n  field segment text?\n")
     r = run_cli("report", "revenue", "--db", funnel_db, "--rules", str(tmp_path))
     assert r.code == 2 and "no field 'arr' for the ARR base" in r.stderr, r.stderr
+
+
+def test_sla_report_counts_the_deals_entering_each_stage_with_an_sla(funnel_db: str) -> None:
+    r = run_cli("report", "sla", "--db", funnel_db, "--format", "json")
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    # The seeds' stage names share Qualified with the built-in pipeline: 600 deals, no owner, no breach.
+    assert [(x["stage"], x["owner"], x["entered"], x["breaches"]) for x in doc["rows"]] == [
+        ("Qualified", None, 600, 0)]

@@ -130,7 +130,7 @@ def report(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> tuple[dic
 def test_the_script_ran_in_the_browser(report: tuple[dict[str, Any], Dom]) -> None:
     _, dom = report
     assert dom.body.get("data-rendered") == "yes"
-    assert dom.body.get("data-reports") == "funnel,plays,revenue,triggers"
+    assert dom.body.get("data-reports") == "funnel,plays,revenue,sla,triggers"
 
 
 @pytest.mark.parametrize("chart", ["chart-funnel", "chart-fire-rate", "chart-nrr"])

@@ -171,3 +171,19 @@ def test_a_bad_outcomes_file_writes_nothing_and_names_row_and_column(store: Stor
     assert any(g.startswith(f"{f}:3: closed_at: ") for g in got)
     assert f"{f}:4: account_id: no account 'zz' in the store" in got
     assert outcomes(store) == []  # row 2 was valid, and is not written either
+
+
+def test_a_deal_the_pipeline_closes_gets_its_outcome_once(store: Store, seed: Seed) -> None:
+    from engine import pipeline
+
+    enr = enrollment(store, "a1", "upsell", AT - dt.timedelta(days=6))
+    opportunity(store, "o1", "a1", "upsell", enr, 9000.0)
+    pipeline.change_stage(store, "o1", "Closed Won", at=AT, actor="ae", reason="won:seats")
+    pipeline.change_stage(store, "o1", "Closed Won", at=AT, actor="ae", reason="won:seats")  # no move: nothing new
+    assert [(r.outcome, r.value, r.reason, r.source, r.enrollment_id, r.days_to_close) for r in outcomes(store)] == [
+        ("won", 9000.0, "won:seats", "pipeline", enr, 6.0)]
+
+
+def test_a_reason_must_be_a_code(store: Store, seed: Seed) -> None:
+    with pytest.raises(OutcomeError, match="is not a code"), store.begin() as conn:
+        record_outcome(conn, OutcomeInput("a1", "lost", reason="too expensive"))
