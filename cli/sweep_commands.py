@@ -147,10 +147,12 @@ async def _schedule(client: Any, every: dt.timedelta, task_queue: str) -> str:
 
 async def _sweep(client: Any, store: Any, playbooks: Any, today: dt.date | None, decide_with: Any,
                  task_queue: str) -> Any:
+    from workflows.queues import step_queues
     from workflows.sweep import sweep_once
 
     now = dt.datetime.now(dt.timezone.utc)
-    return await sweep_once(client, store, playbooks, now, today=today, task_queue=task_queue, settings=decide_with)
+    return await sweep_once(client, store, playbooks, now, today=today, task_queue=task_queue, settings=decide_with,
+                            queues=step_queues(task_queue))
 
 
 def _dry_run(store: Any, playbooks: Any, today: dt.date, decide_with: Any, format: TextOrJson, limit: int) -> None:

@@ -58,11 +58,13 @@ def _settings(**overrides: Any) -> Any:
 
 
 def _check_connectors() -> None:
-    """Which connector serves each step kind (connectors/settings.py): a bad choice stops us before we start."""
-    from connectors.settings import ConnectorSettingsError, choose
+    """Which connector serves each step kind, and their rates (connectors/settings.py): a bad
+    setting stops us before we start."""
+    from connectors.settings import ConnectorSettingsError, choose, rates
 
     try:
         choose()
+        rates()
     except ConnectorSettingsError as exc:
         raise Fail(f"connector settings: {exc}") from exc
 

@@ -23,7 +23,11 @@ Contract of `act`:
   the address for good (SMTP 5xx at RCPT) is `Bounced`, which the activity
   turns into a skipped step, a bounced contact and a `bounced` event. Never
   a bare exception: the activity layer maps these onto Temporal's retry policy.
-- Async; a blocking client runs in a thread (asyncio.to_thread).
+- Async; a blocking client runs in a thread (asyncio.to_thread). A call
+  may take long: the `act` activity heartbeats while it awaits it
+  (workflows/activities.py `heartbeating`), so a connector imports nothing
+  of Temporal; it must only let itself be cancelled (an attempt whose
+  worker was declared dead is retried elsewhere).
 """
 
 from __future__ import annotations

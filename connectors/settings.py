@@ -5,6 +5,13 @@
 | one step kind      | `PLAYBOOK_CONNECTOR_<KIND>`   | `<kind> = "NAME"`             | `default` |
 | every other kind   | `PLAYBOOK_CONNECTOR_DEFAULT`  | `default = "NAME"`            | `store`   |
 
+Provider rate limits, per connector (activities per second over all
+workers; Temporal's task queue rate limit, see workflows/queues.py):
+
+| setting            | environment                   | settings file, `[rates]`      | default   |
+|--------------------|-------------------------------|-------------------------------|-----------|
+| one connector      | `PLAYBOOK_RATE_<NAME>`        | `<name> = 10`                 | unlimited |
+
 `<KIND>` is an acting step kind (connectors/base.py `ACTIONS`: email, task,
 stage, opportunity, notify, webhook, set, trial, and any kind added later),
 NAME a connector of `REGISTRY`. The settings file is engine/settings.py's
@@ -22,6 +29,7 @@ connector over an engine Store, as the built-in store connector may.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -191,6 +199,45 @@ def load_connectors(store: Store | None, **overrides: str) -> cb.Connectors:
     return cb.Connectors({kind: built[name] for kind, name in chosen.items()})
 
 
+RATE_ENV_PREFIX = "PLAYBOOK_RATE_"
+RATE_TABLE = "rates"
+
+
+def rates(environ: Mapping[str, str] | None = None) -> dict[str, float]:
+    """Activities per second for the connectors that have a limit: the environment, then `[rates]`.
+
+    Every worker must be given the same rates: the server keeps one rate per
+    task queue, and the last worker to poll sets it."""
+    env = os.environ if environ is None else environ
+    path, data = read_settings_file()
+    table = data.get(RATE_TABLE, {})
+    if not isinstance(table, dict):
+        raise ConnectorSettingsError(f"settings file {path}: `{RATE_TABLE}` must be a table ([{RATE_TABLE}])")
+    raw: dict[str, tuple[Any, str]] = {}
+    for key, value in table.items():
+        if key not in REGISTRY:
+            close = closest(key, REGISTRY)
+            hint = f"did you mean '{close}'? " if close else ""
+            raise ConnectorSettingsError(
+                f"settings file {path}: [{RATE_TABLE}] {_shown(key)} is not a connector; {hint}known: {', '.join(REGISTRY)}")
+        raw[key] = (value, f"`{key}` in [{RATE_TABLE}] of {path}")
+    for name in REGISTRY:
+        var = f"{RATE_ENV_PREFIX}{name.upper().replace('-', '_')}"
+        if env.get(var, "").strip():
+            raw[name] = (env[var].strip(), var)
+    out: dict[str, float] = {}
+    for name, (value, where) in raw.items():
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = -1.0
+        if not rate > 0 or rate == float("inf") or isinstance(value, bool):
+            raise ConnectorSettingsError(f"{where}: a rate is activities per second, a number above 0 "
+                                         f"(got {_shown(str(value)) if not isinstance(value, (int, float)) else value})")
+        out[name] = rate
+    return out
+
+
 def describe(chosen: Mapping[str, str]) -> str:
     """`email=store, task=store, ...`: names only, for the worker's first log line."""
     return ", ".join(f"{kind}={name}" for kind, name in chosen.items())
@@ -201,4 +248,4 @@ def _shown(value: str) -> str:
     return f"'{value}'" if _NAME.match(value) else "the value (not shown: not a plain name)"
 
 
-__all__ = ["REGISTRY", "ConnectorSettingsError", "Implementation", "choose", "describe", "load_connectors"]
+__all__ = ["REGISTRY", "ConnectorSettingsError", "Implementation", "choose", "describe", "load_connectors", "rates"]

@@ -11,6 +11,12 @@ One activity, `act`, serves every acting step kind. It
    account, plan hash, enrollment and step label (never the run id), so a
    retry, a replay or a reset acts at most once.
 
+The whole of `act` heartbeats every HEARTBEAT_EVERY seconds while it runs
+(`heartbeating`), so connectors need no Temporal import: a worker killed
+mid-send stops heartbeating and the server retries the attempt after the
+workflow's heartbeat timeout (10 s), not after the 60 s start-to-close
+timeout; a cancelled attempt cancels the connector's await.
+
 Connector errors become Temporal failures: `retryable=False` ->
 non-retryable ApplicationError (the play fails loudly and can be reset once
 the data is fixed); retryable -> an ordinary exception, retried by the
@@ -19,6 +25,7 @@ workflow's retry policy.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
@@ -51,6 +58,26 @@ from workflows.model import (
 
 T = TypeVar("T")
 log = logging.getLogger("playbook.activities")
+HEARTBEAT_EVERY = 2.0  # seconds; the SDK sends at most one per 0.8 x heartbeat timeout
+
+
+async def heartbeating(call: Awaitable[T], every: float | None = None) -> T:
+    """Await `call`, heartbeating every `every` seconds meanwhile; outside an activity just await it.
+
+    Cancelling the activity (its heartbeat timed out, the worker shuts down)
+    cancels `call` too."""
+    if not activity.in_activity():
+        return await call
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every or HEARTBEAT_EVERY)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 class Recipient(BaseModel):
@@ -198,6 +225,9 @@ class PlayActivities:
     @activity.defn(name="act")
     async def act(self, req: StepRequest) -> ActResult:
         """Any acting step: prepared into its connector action, then done by the kind's connector."""
+        return await heartbeating(self._act(req))
+
+    async def _act(self, req: StepRequest) -> ActResult:
         kind = cb.ACTIONS.get(req.action.step)
         if kind is None:
             raise ApplicationError(f"step {req.ctx.step}: no connector action for step kind {req.action.step!r}",

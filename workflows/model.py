@@ -169,6 +169,10 @@ class PlayInput(BaseModel):
     # Started paused (a pause recorded in the store for its play or for all
     # plays): no step acts until the `resume` signal.
     pause: Pause | None = None
+    # Step kind -> the task queue of the connector serving it, decided at start
+    # from the connector settings (workflows/queues.py); a kind not in it runs
+    # its `act` on the workflow's own task queue.
+    queues: dict[str, str] = {}
     state: PlayState | None = None  # set only by continue-as-new
     # Continue as new after this many steps in one run. The server suggests it
     # by history size already; this makes it testable on the test server,

@@ -75,6 +75,12 @@ with workflow.unsafe.imports_passed_through():
 ACT_RETRY = RetryPolicy(initial_interval=dt.timedelta(seconds=1), backoff_coefficient=2.0,
                         maximum_interval=dt.timedelta(minutes=10))
 ACT_TIMEOUT = dt.timedelta(seconds=60)
+# `act` heartbeats while it runs (workflows/activities.py `heartbeating`): an
+# attempt on a worker that died is retried after this, not after ACT_TIMEOUT.
+ACT_HEARTBEAT = dt.timedelta(seconds=10)
+# workflow.patched id: runs that recorded it schedule `act` on the queue of the
+# connector serving the kind (PlayInput.queues) with ACT_HEARTBEAT.
+CONNECTOR_QUEUES_PATCH = "connector-queues"
 SCHEDULE_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ScheduleError"])
 LATE_AFTER = dt.timedelta(minutes=1)  # a step this much after its instant is logged as late
 
@@ -426,6 +432,10 @@ class PlayWorkflow:
                                    "summary": f"{path}: {action.step}"}
         try:
             if workflow.patched(ONE_ACT_ACTIVITY):
+                if workflow.patched(CONNECTOR_QUEUES_PATCH):
+                    options["heartbeat_timeout"] = min(ACT_HEARTBEAT, self._act_timeout)
+                    if queue := self._input.queues.get(action.step):
+                        options["task_queue"] = queue  # the connector's queue: its rate limit
                 return await workflow.execute_activity_method(PlayActivities.act, request, **options)
             # A run that began before the patch keeps its per-kind activity names.
             return await workflow.execute_activity(LEGACY_ACTIVITIES[action.step], request, result_type=ActResult,
@@ -492,4 +502,4 @@ def _ago(delta: dt.timedelta) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
-__all__: Sequence[str] = ["PlayWorkflow", "idempotency_key", "step_in_words", "workflow_id"]
+__all__: Sequence[str] = ["ACT_HEARTBEAT", "CONNECTOR_QUEUES_PATCH", "PlayWorkflow", "idempotency_key", "step_in_words", "workflow_id"]

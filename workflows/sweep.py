@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,8 +334,12 @@ def play_inputs(store: Store, playbooks: Playbooks, rows: Sequence[Any],
 
 
 async def start_batch(client: Client, store: Store, playbooks: Playbooks, req: StartRequest, *,
-                      task_queue: str = TASK_QUEUE, concurrency: int = START_CONCURRENCY) -> StartResult:
-    """Start up to `req.limit` pending enrollments with an id above `req.after_id`."""
+                      task_queue: str = TASK_QUEUE, concurrency: int = START_CONCURRENCY,
+                      queues: Mapping[str, str] | None = None) -> StartResult:
+    """Start up to `req.limit` pending enrollments with an id above `req.after_id`.
+
+    `queues`: step kind -> task queue of its connector (workflows/queues.py), put in
+    every play's input; None: every step on the workflow's own queue."""
     rows, more = await asyncio.to_thread(enrollment.pending, store, req.after_id, req.limit)
     result = StartResult(last_id=rows[-1].id if rows else req.after_id, more=more)
     if not rows:
@@ -343,6 +347,9 @@ async def start_batch(client: Client, store: Store, playbooks: Playbooks, req: S
     inputs = await asyncio.to_thread(play_inputs, store, playbooks, rows, req.enrolled_at)
     held = await asyncio.to_thread(pauses.in_force, store)
     inputs = [(row, _paused(inp, held), why) for row, inp, why in inputs]
+    if queues:
+        inputs = [(row, inp.model_copy(update={"queues": dict(queues)}) if inp else None, why)
+                  for row, inp, why in inputs]
     gate = asyncio.Semaphore(concurrency)
     starts: list[enrollment.Start] = []
     started: list[PlayInput] = []
@@ -402,7 +409,7 @@ async def _pause_late(client: Client, store: Store, started: list[PlayInput],
 async def sweep_once(client: Client | None, store: Store, playbooks: Playbooks, now: dt.datetime, *,
                      today: dt.date | None = None, dry_run: bool = False, batch_size: int = DEFAULT_BATCH,
                      task_queue: str = TASK_QUEUE, enrolled_at: dt.datetime | None = None,
-                     settings: EngineSettings | None = None) -> SweepSummary:
+                     settings: EngineSettings | None = None, queues: Mapping[str, str] | None = None) -> SweepSummary:
     """One sweep in this process: what SweepWorkflow does through its activities.
 
     `client` may be None only for a dry run. `enrolled_at` (default `now`):
@@ -424,7 +431,7 @@ async def sweep_once(client: Client | None, store: Store, playbooks: Playbooks, 
     while True:
         b = await start_batch(client, store, playbooks,
                               StartRequest(after_id=cursor, limit=batch_size, enrolled_at=enrolled_at or now),
-                              task_queue=task_queue)
+                              task_queue=task_queue, queues=queues)
         summary.batches += 1
         _add(summary, b)
         if not b.more:
@@ -453,8 +460,10 @@ class SweepActivities:
     """
 
     def __init__(self, client: Client, store: Store, playbooks: Playbooks | Any, *,
-                 task_queue: str = TASK_QUEUE, settings: EngineSettings | None = None) -> None:
+                 task_queue: str = TASK_QUEUE, settings: EngineSettings | None = None,
+                 queues: Mapping[str, str] | None = None) -> None:
         self.client = client
+        self.queues = queues
         self.store = store
         self._playbooks = playbooks
         self.task_queue = task_queue
@@ -480,7 +489,8 @@ class SweepActivities:
     @activity.defn(name="sweep_start_batch")
     async def start_batch(self, req: StartRequest) -> StartResult:
         activity.heartbeat(req.after_id)
-        return await start_batch(self.client, self.store, self.playbooks(), req, task_queue=self.task_queue)
+        return await start_batch(self.client, self.store, self.playbooks(), req, task_queue=self.task_queue,
+                                 queues=self.queues)
 
     def all(self) -> list[Any]:
         return [self.reconcile, self.decide, self.start_batch]
@@ -524,9 +534,10 @@ class SweepWorkflow:
 
 
 def sweep_worker_parts(client: Client, store: Store, playbooks: Playbooks | Any, *,
-                       task_queue: str = TASK_QUEUE) -> tuple[list[type], list[Any]]:
+                       task_queue: str = TASK_QUEUE,
+                       queues: Mapping[str, str] | None = None) -> tuple[list[type], list[Any]]:
     """(workflows, activities) a worker registers to run sweeps (workflows/worker.py adds them)."""
-    return [SweepWorkflow], SweepActivities(client, store, playbooks, task_queue=task_queue).all()
+    return [SweepWorkflow], SweepActivities(client, store, playbooks, task_queue=task_queue, queues=queues).all()
 
 
 # --------------------------------------------------------------------------

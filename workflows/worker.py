@@ -6,6 +6,10 @@
 Workers are stateless: run as many as needed against one task queue. A
 worker
 
+- polls the main task queue (plays, sweeps, every activity) and one queue
+  per registered connector (`<task queue>.<connector>`, only `act`) with
+  that connector's rate limit (`[rates]`, workflows/queues.py),
+
 - connects by address, namespace and optional TLS (workflows/settings.py)
   with the pydantic data converter,
 - registers our search attributes when the namespace lacks them (warns if
@@ -34,7 +38,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -42,11 +46,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from connectors.base import Connectors
-from connectors.settings import choose, describe, load_connectors
+from connectors.settings import choose, describe, load_connectors, rates
 from dsl.catalog import Catalog
 from engine.store import Store
 from workflows.activities import PlayActivities
 from workflows.play import PlayWorkflow
+from workflows.queues import connector_queues
 from workflows.search_attributes import SearchAttributeError, ensure_registered
 from workflows.settings import TemporalSettings, connect
 
@@ -86,6 +91,28 @@ def build_worker(
     )
 
 
+def connector_workers(client: Client, settings: TemporalSettings, activities: PlayActivities,
+                      limits: Mapping[str, float] | None = None, **options: Any) -> list[Worker]:
+    """One activity worker per connector queue, each with its connector's rate (None: unlimited).
+
+    Every registered connector's queue, not only those the settings choose now:
+    a running play keeps the queue it was started with (workflows/queues.py)."""
+    limits = rates() if limits is None else limits
+    return [
+        Worker(
+            client,
+            task_queue=queue,
+            activities=[activities.act],
+            max_task_queue_activities_per_second=limits.get(name),
+            graceful_shutdown_timeout=dt.timedelta(seconds=settings.shutdown_seconds),
+            max_concurrent_activities=settings.max_activities,
+            max_concurrent_activity_task_polls=2,  # idle queues should cost the server little
+            **options,
+        )
+        for name, queue in connector_queues(settings.task_queue).items()
+    ]
+
+
 async def prepare(client: Client) -> None:
     """Register the search attributes if we may; a worker runs without them."""
     try:
@@ -121,17 +148,23 @@ def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
     return remove
 
 
-async def run_until(worker: Worker, stop: asyncio.Event) -> None:
-    """Run `worker` until `stop` is set or it fails; then shut it down gracefully."""
-    run = asyncio.create_task(worker.run())
+async def run_until(worker: Worker | Sequence[Worker], stop: asyncio.Event) -> None:
+    """Run the worker(s) until `stop` is set or one fails; then shut them all down gracefully."""
+    workers = [worker] if isinstance(worker, Worker) else list(worker)
+    runs = [asyncio.create_task(w.run()) for w in workers]
     stopped = asyncio.create_task(stop.wait())
     try:
-        done, _ = await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if run in done:
-            run.result()  # a fatal worker error (lost server beyond retries, bad registration)
-            return
-        await worker.shutdown()  # waits up to graceful_shutdown_timeout for activities
-        await run
+        done, _ = await asyncio.wait({*runs, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        failed = [r for r in runs if r in done]
+        # Waits up to graceful_shutdown_timeout for activities, all workers at once.
+        await asyncio.gather(*(w.shutdown() for w, r in zip(workers, runs) if not r.done()),
+                             return_exceptions=True)
+        results = await asyncio.gather(*runs, return_exceptions=True)
+        for r in failed:
+            r.result()  # a fatal worker error (lost server beyond retries, bad registration)
+        for res in results:
+            if isinstance(res, BaseException):
+                raise res
     finally:
         stopped.cancel()
 
@@ -168,10 +201,16 @@ async def run_worker(
     if sweep_paths is not None and store is not None:
         from workflows.sweep import sweep_worker_parts
 
-        flows, acts = sweep_worker_parts(client, store, fresh_playbooks(sweep_paths), task_queue=settings.task_queue)
+        from workflows.queues import step_queues
+
+        # The plays it starts run each `act` on the queue of the kind's connector.
+        flows, acts = sweep_worker_parts(client, store, fresh_playbooks(sweep_paths), task_queue=settings.task_queue,
+                                         queues=step_queues(settings.task_queue))
         options = {**options, "extra_workflows": [*options.get("extra_workflows", ()), *flows],
                    "extra_activities": [*options.get("extra_activities", ()), *acts]}
     worker = build_worker(client, settings, activities, **options)
+    limits = rates()
+    queues = connector_workers(client, settings, activities, limits)
     stop = stop or asyncio.Event()
     remove = install_stop_signals(stop)
     try:
@@ -180,7 +219,10 @@ async def run_worker(
         log.info("worker polling %s", settings.describe())
         if chosen:
             log.info("connectors: %s", chosen)
-        await run_until(worker, stop)
+        log.info("connector queues: %s", ", ".join(
+            f"{w.task_queue} ({limits[n]:g}/s)" if n in limits else w.task_queue
+            for n, w in zip(connector_queues(settings.task_queue), queues)))
+        await run_until([worker, *queues], stop)
     finally:
         remove()
     log.info("worker stopped")

@@ -19,7 +19,7 @@ def clean(monkeypatch, tmp_path):
     import os
 
     for name in list(os.environ):
-        if name.startswith(cs.ENV_PREFIX) or name == "PLAYBOOK_SETTINGS_FILE":
+        if name.startswith((cs.ENV_PREFIX, cs.RATE_ENV_PREFIX)) or name == "PLAYBOOK_SETTINGS_FILE":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
@@ -129,3 +129,30 @@ def test_the_workers_activities_act_through_the_chosen_connectors(tmp_path, monk
         store.close()
     assert isinstance(acts.connectors.by_kind["email"], MemoryConnector)
     assert isinstance(acts.connectors.by_kind["stage"], StoreConnector)
+
+
+# ---------------------------------------------------------------------------
+# Rates: activities per second of each connector's task queue (workflows/queues.py)
+
+
+def test_no_rate_is_set_by_default():
+    assert cs.rates() == {}
+
+
+def test_rates_come_from_the_file_and_the_environment_wins(tmp_path, monkeypatch):
+    settings_file(tmp_path, monkeypatch, "[rates]\nhubspot = 9\nstore = 2.5\n")
+    monkeypatch.setenv("PLAYBOOK_RATE_HUBSPOT", "4")
+    assert cs.rates() == {"hubspot": 4.0, "store": 2.5}
+
+
+def test_a_rate_for_an_unknown_connector_is_an_error_with_a_suggestion(tmp_path, monkeypatch):
+    settings_file(tmp_path, monkeypatch, "[rates]\nhubspt = 9\n")
+    with pytest.raises(cs.ConnectorSettingsError, match=r"\[rates\] 'hubspt' is not a connector; did you mean 'hubspot'"):
+        cs.rates()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "fast", "inf"])
+def test_a_rate_must_be_a_number_above_zero(monkeypatch, value):
+    monkeypatch.setenv("PLAYBOOK_RATE_STORE", value)
+    with pytest.raises(cs.ConnectorSettingsError, match="PLAYBOOK_RATE_STORE: a rate is activities per second"):
+        cs.rates()

@@ -115,3 +115,69 @@ async def test_a_permanent_error_is_not_retried():
 
     raised = await _guarded(PermanentError("400 bad address"))
     assert isinstance(raised, ApplicationError) and raised.non_retryable
+
+
+# ---------------------------------------------------------------------------
+# Heartbeats while a connector call runs (workflows/activities.py `heartbeating`)
+
+
+class _Slow:
+    """A connector whose call takes `seconds` (a provider that answers slowly)."""
+
+    def __init__(self, seconds: float) -> None:
+        import asyncio
+
+        self.seconds, self.cancelled = seconds, asyncio.Event()
+
+    async def act(self, action):
+        import asyncio
+
+        try:
+            await asyncio.sleep(self.seconds)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return action.result(key=action.key, external_id="1")
+
+
+def _email_request():
+    import datetime as dt
+
+    from workflows.model import StepContext, StepRequest
+    from wf_plans import TEMPLATES, email
+
+    ctx = StepContext(key="k1", play="usage_limit", plan_hash="h", account_id="acme", step="hello",
+                      requested_at=dt.datetime(2026, 3, 2, 9, tzinfo=dt.timezone.utc))
+    return StepRequest(ctx=ctx, action=email("hello"), templates={"hello": TEMPLATES["hello"]})
+
+
+async def test_act_heartbeats_while_the_connector_call_runs(monkeypatch):
+    from workflows import activities
+    from workflow_support import ACCOUNTS
+
+    monkeypatch.setattr(activities, "HEARTBEAT_EVERY", 0.05)
+    acts = PlayActivities(Connectors.single(_Slow(0.5)), StaticAccounts(ACCOUNTS))
+    env = ActivityEnvironment()
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    result = await env.run(acts.act, _email_request())
+    assert result.summary == "email hello to ada@acme.test"
+    assert len(beats) >= 5  # about one per 0.05 s of a 0.5 s call
+
+
+async def test_a_cancelled_act_cancels_the_connector_call(monkeypatch):
+    import asyncio
+
+    from workflows import activities
+    from workflow_support import ACCOUNTS
+
+    monkeypatch.setattr(activities, "HEARTBEAT_EVERY", 0.05)
+    slow = _Slow(30)
+    acts = PlayActivities(Connectors.single(slow), StaticAccounts(ACCOUNTS))
+    env = ActivityEnvironment()
+    run = asyncio.ensure_future(env.run(acts.act, _email_request()))
+    await asyncio.sleep(0.3)
+    env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert slow.cancelled.is_set()

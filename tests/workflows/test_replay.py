@@ -36,6 +36,7 @@ from workflows.activities import Sender, StaticAccounts
 from workflows.client import DATA_CONVERTER, start_play
 from workflows.model import EventKind, Outcome, Pause, PlayEvent, PlayInput, Resume
 from workflows.play import PlayWorkflow, workflow_id
+from workflows.play import CONNECTOR_QUEUES_PATCH
 from workflows.search_attributes import NEXT_STEP_AT_PATCH, PAUSE_PATCH
 from workflow_support import harness
 
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = Path(__file__).with_name("histories")
 RECORD = os.environ.get("PLAYBOOK_RECORD_HISTORIES") == "1"
-LATEST_PATCH = PAUSE_PATCH  # the newest workflow.patched() id: names the histories recorded now
+LATEST_PATCH = CONNECTOR_QUEUES_PATCH  # the newest workflow.patched() id: names the histories recorded now
 # Every seed play is paused from PAUSED_DAYS[0] to PAUSED_DAYS[1] (then gets its reply, if any).
 PAUSED_DAYS = (0.5, 1.5)
 REPLY_ON_DAY = {"usage_limit": 2, "team_growth": 8, "cross_sell": None, "feature_upsell": 4, "renewal_expansion": None}
@@ -86,11 +87,12 @@ async def test_seed_play_runs_and_matches_its_golden_history(play):
     catalog, plans = project()
     plan = plans[play]
     accounts = StaticAccounts({"acme": sample_account(catalog)}, users={"carol": Sender(name="Carol", email="carol@us.test")})
-    async with harness(accounts=accounts, catalog=catalog) as h:
+    async with harness(accounts=accounts, catalog=catalog, connector_queue="memory") as h:
         now = await h.env.get_current_time()
         enrolled = now
         anchor = (enrolled + dt.timedelta(days=100)).date() if plan.anchor is not None else None
-        inp = PlayInput(plan=plan, account_id="acme", enrolled_at=enrolled, anchor=anchor, timezone="America/New_York")
+        inp = PlayInput(plan=plan, account_id="acme", enrolled_at=enrolled, anchor=anchor, timezone="America/New_York",
+                        queues=h.queues)
         handle = await start_play(h.client, inp, task_queue=h.task_queue)
         await h.env.sleep(dt.timedelta(days=PAUSED_DAYS[0]))
         await handle.signal(PlayWorkflow.pause, Pause(at=enrolled, by="ana", reason="check", scope=play))
@@ -138,7 +140,27 @@ def test_the_latest_histories_pause_and_resume_visibly():
     patch = base64.b64encode(json.dumps({"id": PAUSE_PATCH, "deprecated": False},
                                         separators=(",", ":")).encode()).decode()
     for play in PLAYS:
-        latest = (HISTORIES / f"{play}.{LATEST_PATCH}.json").read_text()
-        assert patch in latest and "PlaybookPaused" in latest, play
-        assert '"signalName": "pause"' in latest and '"signalName": "resume"' in latest, play
+        for after in (PAUSE_PATCH, LATEST_PATCH):
+            latest = (HISTORIES / f"{play}.{after}.json").read_text()
+            assert patch in latest and "PlaybookPaused" in latest, play
+            assert '"signalName": "pause"' in latest and '"signalName": "resume"' in latest, play
         assert "PlaybookPaused" not in (HISTORIES / f"{play}.{NEXT_STEP_AT_PATCH}.json").read_text()
+
+
+def test_the_latest_histories_schedule_act_on_the_connector_queue_with_a_heartbeat_timeout():
+    """After CONNECTOR_QUEUES_PATCH every `act` goes to the connector's queue and heartbeats;
+    before it, `act` ran on the play's own queue with no heartbeat timeout."""
+    for play in PLAYS:
+        acts = _scheduled_acts(HISTORIES / f"{play}.{LATEST_PATCH}.json")
+        assert acts, play
+        assert {a["taskQueue"]["name"].rsplit(".", 1)[-1] for a in acts} == {"memory"}, play
+        assert {a["heartbeatTimeout"] for a in acts} == {"10s"}, play
+        before = _scheduled_acts(HISTORIES / f"{play}.{PAUSE_PATCH}.json")
+        assert before and not any(a.get("heartbeatTimeout", "0s") != "0s" or a["taskQueue"]["name"].endswith(".memory")
+                                  for a in before), play
+
+
+def _scheduled_acts(path: Path) -> list[dict]:
+    events = json.loads(path.read_text())["events"]
+    return [attrs for e in events if (attrs := e.get("activityTaskScheduledEventAttributes"))
+            and attrs["activityType"]["name"] == "act"]
