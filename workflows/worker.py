@@ -199,9 +199,8 @@ async def run_worker(
     client = client or await connect(settings)
     await prepare(client)
     if sweep_paths is not None and store is not None:
-        from workflows.sweep import sweep_worker_parts
-
         from workflows.queues import step_queues
+        from workflows.sweep import sweep_worker_parts
 
         # The plays it starts run each `act` on the queue of the kind's connector.
         flows, acts = sweep_worker_parts(client, store, fresh_playbooks(sweep_paths), task_queue=settings.task_queue,
