@@ -96,6 +96,7 @@ class HubSpotSettings(FileBackedSettings):
     owners: dict[str, str] = Field(default_factory=dict)  # our user id or email -> HubSpot owner id
     require_owner: bool = True  # a task whose assignee has no HubSpot owner fails instead of being unowned
     verify_pipeline: bool = True  # the first deal step reads the pipeline and checks every mapped stage id
+    unique_deal_key: bool = True  # deals' key property has unique values: deals are read by key, not searched
 
     @field_validator("company_field")
     @classmethod
@@ -207,8 +208,10 @@ class HubSpotConnector:
                                     f"({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise cb.TransientError(f"HubSpot {what}: connection failed ({type(exc).__name__}: {exc})") from exc
-        if response.status_code in ok_statuses or response.is_success:
+        if response.is_success:
             return response.status_code, _json(response, what)
+        if response.status_code in ok_statuses:  # an answer the caller expects (not found, conflict): no body needed
+            return response.status_code, {}
         raise self._error(response, what)
 
     def _error(self, response: httpx.Response, what: str) -> cb.ConnectorError:
@@ -285,8 +288,19 @@ class HubSpotConnector:
 
     # ------------------------------------------------------------ objects
     async def _find(self, object_type: str, key: str) -> dict[str, Any] | None:
-        """The object a previous attempt made with this key, if any."""
+        """The object a previous attempt made with this key, if any.
+
+        Deals are read by the key itself (`idProperty`: the property has unique
+        values on deals), which sees a deal made a moment ago; tasks and notes
+        cannot have unique properties and are searched for, and HubSpot's
+        search index trails its writes by a few seconds.
+        """
         prop = self.settings.idempotency_property
+        if object_type == "deals" and self.settings.unique_deal_key:
+            status, deal = await self._call(
+                "GET", f"/crm/v3/objects/deals/{quote(key, safe='')}?idProperty={quote(prop)}&properties={quote(prop)}",
+                "read deal by key", ok_statuses=(404,))
+            return deal if status != 404 and (deal.get("properties") or {}).get(prop) == key else None
         _, found = await self._call("POST", f"/crm/v3/objects/{object_type}/search", f"search {object_type}", {
             "filterGroups": [{"filters": [{"propertyName": prop, "operator": "EQ", "value": key}]}],
             "properties": [prop], "sorts": [], "limit": 1, "after": "0"})

@@ -88,3 +88,11 @@ def found_by_key(object_id: str, **properties: str) -> dict[str, Any]:
     searched = "{{jsonPath request.body '$.filterGroups[0].filters[0].value'}}"
     return {"status": 200, "headers": JSON, "transformers": ["response-template"],
             "body": body.replace('"KEY"', '"' + searched + '"')}
+
+
+DEAL_BY_KEY = "/crm/v3/objects/deals/play.*"  # GET .../deals/{our key}?idProperty=playbook_idempotency_key
+
+
+def no_deal() -> dict[str, Any]:
+    """HubSpot's answer to a deal read by a key no deal holds."""
+    return error(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")

@@ -22,7 +22,7 @@ from connectors import base as cb
 from connectors import settings as cs
 from connectors.hubspot import DEFAULT_STAGES, HubSpotConnector, HubSpotSettingsError, load_hubspot_settings
 from engine.settings import SettingsError
-from hubspot_shapes import JSON, PROP, SpecChecked, created, error, found, obj, received, stub
+from hubspot_shapes import DEAL_BY_KEY, JSON, PROP, SpecChecked, created, error, found, no_deal, obj, received, stub
 
 pytestmark = pytest.mark.anyio
 
@@ -116,7 +116,7 @@ async def test_a_task_already_made_with_our_key_is_found_not_made_again(hubspot,
 
 
 async def test_a_deal_starts_in_the_pipeline_at_the_csql_stage_with_its_amount(hubspot, wiremock):
-    stub(wiremock, "POST", "/crm/v3/objects/deals/search", found())
+    stub(wiremock, "GET", DEAL_BY_KEY, no_deal(), path_regex=True)
     stub(wiremock, "POST", "/crm/v3/objects/deals", created("7001"))
     result = await hubspot.act(opportunity())
     assert (result.external_id, result.duplicate) == ("7001", False)
@@ -129,11 +129,11 @@ async def test_a_deal_starts_in_the_pipeline_at_the_csql_stage_with_its_amount(h
 async def test_a_retry_after_a_lost_answer_does_not_create_a_second_deal(hubspot_proxy, wiremock, spec):
     # The first create reaches HubSpot, but its answer never arrives (past our
     # timeout); HubSpot has the deal all the same, and the retry's search finds it.
-    stub(wiremock, "POST", "/crm/v3/objects/deals/search", found(), scenario="lost", state="Started")
+    stub(wiremock, "GET", DEAL_BY_KEY, no_deal(), path_regex=True, scenario="lost", state="Started")
     stub(wiremock, "POST", "/crm/v3/objects/deals", {**created("7001"), "fixedDelayMilliseconds": 3000},
          scenario="lost", state="Started", then="made")
-    stub(wiremock, "POST", "/crm/v3/objects/deals/search", found(obj("7001", **{PROP: KEY})),
-         scenario="lost", state="made")
+    stub(wiremock, "GET", DEAL_BY_KEY, {"status": 200, "headers": JSON, "jsonBody": obj("7001", **{PROP: KEY})},
+         path_regex=True, scenario="lost", state="made")
     connector = make(hubspot_proxy, spec, timeout=1.0)
     try:
         with pytest.raises(cb.TransientError, match="no answer within 1 s"):
@@ -143,16 +143,31 @@ async def test_a_retry_after_a_lost_answer_does_not_create_a_second_deal(hubspot
         await connector.aclose()
     assert (retry.external_id, retry.duplicate) == ("7001", True)
     assert len(received(wiremock, "POST", "/crm/v3/objects/deals")) == 1
+    # Read by the key itself, which HubSpot answers at once (its search index lags).
+    assert [r["url"].split("?")[1] for r in wiremock.requests() if r["method"] == "GET"] == [
+        f"idProperty={PROP}&properties={PROP}"] * 2
+
+
+async def test_without_a_unique_deal_key_deals_are_searched_for(hubspot_proxy, wiremock, spec):
+    stub(wiremock, "POST", "/crm/v3/objects/deals/search", found(obj("7001", **{PROP: KEY})))
+    connector = make(hubspot_proxy, spec, unique_deal_key=False)
+    try:
+        result = await connector.act(opportunity())
+    finally:
+        await connector.aclose()
+    assert (result.external_id, result.duplicate) == ("7001", True)
+    [search] = received(wiremock, "POST", "/crm/v3/objects/deals/search")
+    assert search["filterGroups"][0]["filters"] == [{"propertyName": PROP, "operator": "EQ", "value": KEY}]
 
 
 async def test_a_409_on_our_unique_key_is_the_object_a_lost_attempt_made(hubspot, wiremock):
     # A portal whose key property has unique values refuses the second create itself.
-    stub(wiremock, "POST", "/crm/v3/objects/deals/search", found(), scenario="unique", then="searched")
+    stub(wiremock, "GET", DEAL_BY_KEY, no_deal(), path_regex=True, scenario="unique", then="searched")
     stub(wiremock, "POST", "/crm/v3/objects/deals",
          error(409, "A deal with playbook_idempotency_key already exists", "CONFLICT"),
          scenario="unique", state="searched", then="conflict")
-    stub(wiremock, "POST", "/crm/v3/objects/deals/search", found(obj("7002", **{PROP: KEY})),
-         scenario="unique", state="conflict")
+    stub(wiremock, "GET", DEAL_BY_KEY, {"status": 200, "headers": JSON, "jsonBody": obj("7002", **{PROP: KEY})},
+         path_regex=True, scenario="unique", state="conflict")
     result = await hubspot.act(opportunity())
     assert (result.external_id, result.duplicate) == ("7002", True)
 
@@ -183,6 +198,7 @@ async def test_a_stage_move_patches_the_plays_newest_open_deal(hubspot, wiremock
 
 async def test_a_stage_move_with_no_open_deal_opens_one_at_that_stage(hubspot, wiremock):
     stub(wiremock, "POST", "/crm/v3/objects/deals/search", found())
+    stub(wiremock, "GET", DEAL_BY_KEY, no_deal(), path_regex=True)
     stub(wiremock, "POST", "/crm/v3/objects/deals", created("7010"))
     result = await hubspot.act(stage("Qualified"))
     assert (result.external_id, result.previous, result.duplicate) == ("7010", None, False)
@@ -408,11 +424,12 @@ async def test_every_request_shape_passes_hubspots_spec_on_prisms_mock(hubspot_p
     assert [r.duplicate for r in (made, deal, note, moved)] == [False] * 4
     assert [(m, p) for m, p, _ in checked.sent] == [
         ("POST", "/crm/v3/objects/tasks/search"), ("POST", "/crm/v3/objects/tasks"),
-        ("POST", "/crm/v3/objects/deals/search"), ("POST", "/crm/v3/objects/deals"),
+        ("GET", f"/crm/v3/objects/deals/{KEY}"), ("POST", "/crm/v3/objects/deals"),
         ("POST", "/crm/v3/objects/notes/search"), ("POST", "/crm/v3/objects/notes"),
         # The example search answer always names the same next page: read once more (a cursor that
-        # does not move ends the paging), then the step's own key is searched for.
-        *[("POST", "/crm/v3/objects/deals/search")] * 3, ("POST", "/crm/v3/objects/deals")]
+        # does not move ends the paging); then the step's own key is read.
+        *[("POST", "/crm/v3/objects/deals/search")] * 2,
+        ("GET", f"/crm/v3/objects/deals/{stage('Negotiation').key}"), ("POST", "/crm/v3/objects/deals")]
 
 
 async def test_a_stage_patch_passes_hubspots_spec_on_prisms_mock(hubspot_prism):

@@ -14,7 +14,7 @@ import pytest
 import peers
 from connectors.hubspot import HubSpotConnector, load_hubspot_settings
 from dsl import nodes as n
-from hubspot_shapes import PROP, SpecChecked, created, error, found, found_by_key, received, stub
+from hubspot_shapes import DEAL_BY_KEY, PROP, SpecChecked, created, error, found, found_by_key, no_deal, received, stub
 from wf_plans import plan, ref, step
 from workflow_support import harness
 from workflows.client import start_play
@@ -33,7 +33,7 @@ async def test_a_lost_answer_and_a_429_still_make_one_task_and_one_deal(hubspot_
          scenario="task", then="made")
     stub(wiremock, "POST", "/crm/v3/objects/tasks/search", found_by_key("4101"), scenario="task", state="made")
     # The deal: rate limited once with Retry-After, then made.
-    stub(wiremock, "POST", "/crm/v3/objects/deals/search", found())
+    stub(wiremock, "GET", DEAL_BY_KEY, no_deal(), path_regex=True)
     stub(wiremock, "POST", "/crm/v3/objects/deals",
          error(429, "You have reached your secondly limit.", "RATE_LIMITS", headers={"Retry-After": "1"}),
          scenario="deal", then="open")
