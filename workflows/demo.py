@@ -13,7 +13,9 @@
    in-process time-skipping Temporal server (workflows/simulate.py):
    real PlayWorkflows writing rendered emails to the store's outbox,
    tasks, pipeline changes; a simulated customer replying;
-5. a summary: accounts, triggers fired, enrollments by play and route,
+5. a year of closed deals before the start (engine/demo_history.py), so
+   `playbook report` has a funnel, outcomes and NRR to show;
+6. a summary: accounts, triggers fired, enrollments by play and route,
    outbox messages with one email rendered, tasks, and where to look next.
 
 The store keeps the results. Plays still in flight when the demo stops are
@@ -31,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine import actions, demo_data, enrollment
+from engine import actions, demo_data, demo_history, enrollment
 from engine.store import Store, default_url
 from workflows.sim_model import SimConfig, SimReport
 from workflows.simulate import simulate
@@ -107,6 +109,8 @@ async def run_demo(*, accounts: int = 500, days: int = 3, seed: int = 7, db: str
     store = Store.open(url, catalog=playbooks.catalog)
     try:
         finish_in_flight(store, report.end)
+        say("writing a year of closed deals before the start, for `playbook report`")
+        demo_history.write(store, playbooks.catalog, seed=seed, before=report.start)
         return _summary(store, playbooks, report, [str(p) for p in paths])
     finally:
         store.close()
@@ -192,6 +196,8 @@ def print_summary(s: DemoSummary, console: Any = None) -> None:
     for line in (
         f"the outbox:    playbook outbox{db}   (--account, --play, --status; --format json)",
         f"tasks:         playbook tasks{db}",
+        f"reports:       playbook report all{db} --format html --out report.html   (funnel, plays, triggers, "
+        "revenue, SLA; the year before the start is demo history)",
         "30 days, daily load per CSM: playbook simulate --days 30 --accounts 1000",
         "real plays on a real server: playbook dev (Temporal + Web UI + a worker), then `playbook sweep`; "
         "`playbook status` lists the running plays",
