@@ -7,6 +7,7 @@ Python internals: templates live in a git repository many people edit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -34,8 +35,19 @@ def render(source: str, context: Mapping[str, Any], *, what: str = "template") -
     try:
         return _compile(source).render(**context)
     except UndefinedError as exc:
-        raise RenderError(f"{what}: {exc.message}") from exc
+        raise RenderError(f"{what}: {_missing(exc.message or '')}") from exc
     except TemplateError as exc:
         raise RenderError(f"{what}: {exc}") from exc
     except Exception as exc:  # a filter on the wrong type, a sandbox refusal
         raise RenderError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _missing(message: str) -> str:
+    """Jinja's "'first_name' is undefined" in the words of a template author, the placeholder named."""
+    bare = re.fullmatch(r"'([^']+)' is undefined", message)
+    if bare:
+        return f"{{{{ {bare.group(1)} }}}} has no value here (the field is empty, or not a field)"
+    attribute = re.fullmatch(r"'[^']+' has no attribute '([^']+)'", message)
+    if attribute:
+        return f"the placeholder's field '{attribute.group(1)}' has no value here (empty, or not a field)"
+    return message

@@ -66,6 +66,10 @@ def store_activities(store: Store, catalog: Catalog, *, unsubscribe_url: str | N
 
     if connectors is None:
         connectors = load_connectors(store)
+    if unsubscribe_url is None:  # the email settings' link (connectors/mail.py), for templates and headers
+        from connectors import mail
+
+        unsubscribe_url = mail.load().unsubscribe_url
     return PlayActivities(connectors, StoreAccounts(store, catalog), catalog, unsubscribe_url=unsubscribe_url)
 
 

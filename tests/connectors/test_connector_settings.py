@@ -131,6 +131,19 @@ def test_the_workers_activities_act_through_the_chosen_connectors(tmp_path, monk
     assert isinstance(acts.connectors.by_kind["stage"], StoreConnector)
 
 
+def test_the_workers_activities_take_the_unsubscribe_link_from_the_email_settings(tmp_path, monkeypatch):
+    from dsl.catalog import Catalog
+    from workflows.worker import store_activities
+
+    monkeypatch.setenv("PLAYBOOK_EMAIL_UNSUBSCRIBE_URL", "https://acme.test/u/{key}")
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        acts = store_activities(store, Catalog())
+    finally:
+        store.close()
+    assert acts.unsubscribe_url == "https://acme.test/u/{key}"
+
+
 # ---------------------------------------------------------------------------
 # Rates: activities per second of each connector's task queue (workflows/queues.py)
 

@@ -13,12 +13,12 @@ def test_renders_values():
 
 
 def test_missing_value_fails_and_names_it():
-    with pytest.raises(RenderError, match="'first_name' is undefined"):
+    with pytest.raises(RenderError, match=r"\{\{ first_name \}\} has no value"):
         render("Hi {{ first_name }},", {"name": "Ada"}, what="template hello")
 
 
 def test_missing_attribute_fails():
-    with pytest.raises(RenderError, match="has no attribute 'csm'"):
+    with pytest.raises(RenderError, match="field 'csm' has no value"):
         render("{{ account.csm }}", {"account": {}})
 
 
