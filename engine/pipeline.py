@@ -42,6 +42,7 @@ class Move:
     actor: str
     reason: str | None
     changed: bool
+    play: str | None = None  # the play that opened the deal
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,15 @@ def change_stage(store: Store, opportunity_id: str, stage: str, *, at: dt.dateti
     pipeline.stage(stage)
     pipeline.check_reason(reason)
     with store.begin() as conn:
-        q = sa.select(OPPS.c.stage, OPPS.c.account_id).where(OPPS.c.id == opportunity_id)
+        q = sa.select(OPPS.c.stage, OPPS.c.account_id, OPPS.c.play).where(OPPS.c.id == opportunity_id)
         if conn.dialect.name == "postgresql":
             q = q.with_for_update()  # two movers of one deal: the second sees the first's stage
         row = conn.execute(q).first()
         if row is None:
             raise UnknownOpportunity(f"no opportunity '{opportunity_id}'")
-        previous, account_id = row
+        previous, account_id, play = row
         if previous == stage:
-            return Move(opportunity_id, account_id, previous, stage, at, actor, reason, changed=False)
+            return Move(opportunity_id, account_id, previous, stage, at, actor, reason, changed=False, play=play)
         actions.move_stage(conn, opportunity_id, previous, stage, at, actor, reason)
         if stage in pipeline.CLOSED:  # won or lost: the outcome the reports read, in the same transaction
             outcomes.record_outcome(conn, outcomes.OutcomeInput(
@@ -80,7 +81,7 @@ def change_stage(store: Store, opportunity_id: str, stage: str, *, at: dt.dateti
                 source="pipeline"))
         conn.execute(AUDIT.insert().values(at=at, actor=actor, action="opportunity.stage", subject=opportunity_id,
                                            detail={"from": previous, "to": stage, "reason": reason}))
-    return Move(opportunity_id, account_id, previous, stage, at, actor, reason, changed=True)
+    return Move(opportunity_id, account_id, previous, stage, at, actor, reason, changed=True, play=play)
 
 
 def entry(conn: Connection, opportunity_id: str) -> Entry | None:

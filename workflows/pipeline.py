@@ -159,7 +159,8 @@ async def record_stage_change(client: Client, store: Store, opportunity_id: str,
                               reason: str | None = None, at: dt.datetime | None = None,
                               task_queue: str = "playbook") -> Move:
     """Move a deal (checked against dsl/pipeline.py's table, recorded with time, actor and reason code),
-    then tell its SLA workflow. For `playbook stage` and inbound CRM events.
+    then tell its SLA workflow and the running play that opened it (a `stage_changed` event).
+    For `playbook stage` and inbound CRM events.
 
     Raises `engine.pipeline.PipelineError` (unknown deal or stage, a refused move) with nothing
     written. A deal already at `stage` is no change and nothing is signalled. If Temporal cannot be
@@ -174,6 +175,15 @@ async def record_stage_change(client: Client, store: Store, opportunity_id: str,
     if move.changed:
         await signal(client, opportunity_id, StageSignal(stage=stage, at=when, actor=actor, reason=reason),
                      task_queue=task_queue)
+        if move.play is not None:
+            # The play that opened the deal sees the move as an inbound stage_changed event,
+            # so `exit when stage in ["Closed Won", "Closed Lost"]` ends it (not running: nothing to do).
+            from workflows.client import send_event
+            from workflows.model import EventKind, PlayEvent
+
+            await send_event(client, move.play, move.account_id, PlayEvent(
+                kind=EventKind.STAGE_CHANGED, stage=stage, at=when, source="pipeline",
+                id=f"pipeline:{opportunity_id}:{stage}:{when.isoformat()}"))
     return move
 
 

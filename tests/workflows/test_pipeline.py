@@ -36,7 +36,7 @@ from workflows.pipeline_activities import PipelineActivities, SlaCalendar
 from workflows.pipeline_model import PipelineStatus, StageSignal
 from workflows.play import PlayWorkflow
 from workflows.search_attributes import ensure_registered
-from wf_plans import plan, ref, step
+from wf_plans import closed_exit, plan, ref, step
 from workflow_support import BIN
 
 pytestmark = pytest.mark.anyio
@@ -190,6 +190,22 @@ async def test_a_deal_a_play_opens_starts_its_sla_timer(store: Store) -> None:
         st = await asyncio.wait_for(waiting(), 30)
     assert st.state is not None and st.state.stage == "Trigger Fired"
     assert st.state.due_at == st.state.entered_at + dt.timedelta(hours=48)
+
+
+async def test_closing_a_deal_by_hand_ends_the_play_that_opened_it(store: Store) -> None:
+    p = plan([step("deal", 0, n.OpportunityStep(title="Usage upgrade", owner=ref("account.ae"))),
+              step("follow_up", 10, n.TaskStep(assignee=ref("account.ae"), title="Follow up"))], exit=closed_exit())
+    async with pipeline_env(store) as e:
+        now = await e.env.get_current_time()
+        handle = await start_play(e.client, PlayInput(plan=p, account_id="acme", enrolled_at=now),
+                                  task_queue=e.task_queue)
+        await until(lambda: bool(engine_pipeline.entries(store)))
+        [deal] = engine_pipeline.entries(store)
+        await record_stage_change(e.client, store, deal.opportunity_id, "Closed Lost", actor="carol",
+                                  reason="lost:timing", at=now + dt.timedelta(hours=1), task_queue=e.task_queue)
+        result = await asyncio.wait_for(handle.result(), 30)
+    assert result.outcome == "exited" and "Closed Lost" in result.reason
+    assert tasks(store) == []  # neither the follow-up nor an SLA reminder
 
 
 async def test_the_breach_history_replays_with_todays_workflow() -> None:
