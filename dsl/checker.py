@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dsl import nodes as n
-from dsl import steps
+from dsl import pipeline, steps
 from dsl import types as T
 from dsl.calendars import region_problem
 from dsl.catalog import INBOUND_EVENTS, Catalog
@@ -539,7 +539,8 @@ class Checker:
         if s.play and e.name in INBOUND_EVENTS:
             return T.BOOL
         if s.play and e.name == "stage":
-            return T.TEXT
+            # One of the pipeline's stages: a misspelt name in an exit is PB112, not a play that never exits.
+            return T.Type("enum", pipeline.NAMES)
         if e.name in self.catalog.metrics:
             return T.METRIC
         if e.name in self.catalog.events:

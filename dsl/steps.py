@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dsl import nodes as n
+from dsl import pipeline
 from dsl import types as T
 from dsl.catalog import INBOUND_EVENTS
 from dsl.printer import format_duration, format_expr, format_string
@@ -109,6 +110,16 @@ def _check_opportunity(c: Checker, a: n.OpportunityStep, scope: Scope) -> None:
             c.error("PB201", f"an opportunity amount must be a number, not {T.words(t)}", a.amount.span)
     if a.owner is not None:
         c.expect_kind(a.owner, scope, "user", "an opportunity owner")
+
+
+def _check_stage(c: Checker, a: n.StageStep, scope: Scope) -> None:
+    if a.stage not in pipeline.BY_NAME:
+        c.error("PB163", f"unknown pipeline stage '{a.stage}'", c.sub_span(a.span, a.stage),
+                f"stages: {', '.join(pipeline.NAMES)}. {did_you_mean(a.stage, pipeline.NAMES)}".strip(),
+                closest(a.stage, pipeline.NAMES))
+    elif a.stage == pipeline.FIRST:
+        c.error("PB163", f"a deal cannot move to '{a.stage}': it is where deals start", a.span,
+                "an `opportunity` step opens the deal there")
 
 
 def _check_set(c: Checker, a: n.SetStep, scope: Scope) -> None:
@@ -203,6 +214,7 @@ KINDS: dict[str, StepKind] = {k.name: k for k in [
         build=lambda ch: {"stage": ch[0]},
         source=lambda a: f"stage {format_string(a.stage)}",
         describe=lambda a: f"stage → {a.stage}",
+        check=_check_stage,
     ),
     StepKind(
         "opportunity", n.OpportunityStep,

@@ -117,6 +117,13 @@ CASES = [
      ("PB602", "error", 2, 17, "account has no field 'helth'")),
     ("exit reading account data", "play p\n  ungated\n  exit when replied or account.arr > 5\n  day 1 stage \"A\"\n",
      ("PB162", "error", 3, 24, "an exit can only test events and the stage, not 'account.arr'")),
+    ("stage outside the pipeline", "play p\n  ungated\n  day 1 stage \"Proposal sent\"\n",
+     ("PB163", "error", 3, 16, "unknown pipeline stage 'Proposal sent'")),
+    ("stage step back to the start", "play p\n  ungated\n  day 1 stage \"Trigger Fired\"\n",
+     ("PB163", "error", 3, 9, "a deal cannot move to 'Trigger Fired': it is where deals start")),
+    ("misspelt stage in an exit", "play p\n  ungated\n  exit when stage in [\"Closed Wn\"]\n  day 1 stage \"Qualified\"\n",
+     ("PB112", "error", 3, 23, "'Closed Wn' is not one of (Trigger Fired, CSQL Created, Qualified, Proposal Sent, "
+                               "Negotiation, Closed Won, Closed Lost)")),
     ("step inside a wait", "play p\n  ungated\n  day 1 wait up to 5 days for replied\n  day 3 stage \"A\"\n",
      ("PB312", "warning", 4, 3, "this step (day 3) falls inside the wait on day 1")),
     ("weights that do not add up to 1", "score s\n  = account.arr * 0.4 + account.health_score * 0.5\n",

@@ -56,7 +56,7 @@ play upsell "Upsell"
 play growth "Growth"
   priority 50
   gate healthy
-  day 1 stage "Discovery"
+  day 1 stage "Qualified"
 
 template hello
   subject "Hello"

@@ -137,7 +137,7 @@ trigger busy "Busy"
 play upsell "Upsell"
   priority 80
   ungated
-  day 1 stage "Discovery"
+  day 1 stage "Qualified"
 """
 # The working tree drops `legacy_score` and triggers on `arr` instead.
 RULES_V2 = RULES_V1.replace("  field legacy_score number?\n", "").replace("account.legacy_score > 5",
