@@ -14,12 +14,13 @@ on create; the company id is the account field `company_field`).
 HubSpot has no idempotency key on create, so ours is stored on the object
 in a custom property (`idempotency_property`, default
 `playbook_idempotency_key`, which the portal must have on tasks, deals and
-notes: docs/connectors.md says how to create it) and searched for before
-creating: a retry whose first answer was lost finds the object and returns
-it as a duplicate instead of making a second one.
+notes: docs/connectors.md says how to create it) and looked up before
+creating (deals by the key itself, tasks and notes through search): a retry
+whose first answer was lost finds the object and returns it as a duplicate
+instead of making a second one.
 
 Failures: 429 -> TransientError with Retry-After (or HubSpot's own policy:
-ten seconds for the rolling limits, an hour for the daily one), 5xx,
+ten seconds for the rolling limits, an hour for the daily one), 5xx, 408,
 timeouts and dropped connections -> TransientError; 401/403 ->
 PermanentError naming the token setting (never the token); other 4xx ->
 PermanentError with HubSpot's message.
@@ -220,8 +221,9 @@ class HubSpotConnector:
         if status == 429:
             return cb.TransientError(f"HubSpot {what}: rate limited (429){detail}",
                                      retry_after=_retry_after(response))
-        if status >= 500:
-            return cb.TransientError(f"HubSpot {what}: server error {status}{detail}")
+        if status >= 500 or status == 408:
+            return cb.TransientError(f"HubSpot {what}: server error {status}{detail}",
+                                     retry_after=retry_after(response.headers))
         if status == 401:
             return cb.PermanentError(f"HubSpot {what}: the private-app token was refused (401): "
                                      f"check {self.settings.where('token')}{detail}")

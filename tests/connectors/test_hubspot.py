@@ -331,6 +331,14 @@ async def test_a_5xx_is_transient(hubspot, wiremock):
     assert err.value.retry_after is None
 
 
+async def test_a_503_with_retry_after_carries_it(hubspot, wiremock):
+    stub(wiremock, "POST", "/crm/v3/objects/tasks/search",
+         error(503, "Service unavailable", "INTERNAL_ERROR", headers={"Retry-After": "30"}))
+    with pytest.raises(cb.TransientError) as err:
+        await hubspot.act(task())
+    assert err.value.retry_after == 30.0
+
+
 async def test_an_answer_past_the_timeout_is_transient(hubspot_proxy, wiremock, spec):
     stub(wiremock, "POST", "/crm/v3/objects/tasks/search", {**found(), "fixedDelayMilliseconds": 2000})
     connector = make(hubspot_proxy, spec, timeout=0.5)
