@@ -220,6 +220,8 @@ class EmailMessage(OutboxMessage):
     template: str
     # For the List-Unsubscribe headers (connectors/mail.py); the body has it as {{ unsubscribe_url }}.
     unsubscribe_url: str | None = None
+    # Extra headers for the sender to add (sandbox mode's X-Playbook-Original-To), checked like any header.
+    headers: dict[str, str] = {}
 
     @classmethod
     async def prepare(cls, step: n.EmailStep, r: Resolver) -> Self:

@@ -65,6 +65,7 @@ class Implementation:
     # Its own settings read and judged without building it (no store, no network), so a
     # missing token stops `playbook worker` before it connects (`choose` runs it).
     check: Callable[[], None] | None = None
+    local: bool = False  # keeps messages on this machine (sandbox mode needs no target for it)
 
 
 def _store(store: Store | None) -> cb.Connector:
@@ -122,8 +123,8 @@ def _smtp(store: Store | None) -> cb.Connector:
 
 
 REGISTRY: dict[str, Implementation] = {i.name: i for i in [
-    Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store),
-    Implementation("memory", "kept in memory, lost at exit (tests)", _memory),
+    Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store, local=True),
+    Implementation("memory", "kept in memory, lost at exit (tests)", _memory, local=True),
     Implementation("hubspot", "HubSpot CRM: tasks, deals, stage moves, notes (connectors/hubspot.py)", _hubspot,
                    check=_hubspot_settings),
     Implementation("slack", "notify steps as Slack messages (chat.postMessage; PLAYBOOK_SLACK_*)", _slack),
@@ -194,9 +195,14 @@ def choose(**overrides: str) -> dict[str, str]:
 
 def load_connectors(store: Store | None, **overrides: str) -> cb.Connectors:
     """The Connectors the settings choose; one instance per connector name, shared by its kinds."""
+    from connectors import sandbox
+
     chosen = choose(**overrides)
+    mode = sandbox.load_sandbox_settings()  # read first: a refused sandbox builds nothing
+    local = frozenset(name for name, i in REGISTRY.items() if i.local)
+    sandbox.check(chosen, mode, local)
     built = {name: REGISTRY[name].build(store) for name in sorted(set(chosen.values()))}
-    return cb.Connectors({kind: built[name] for kind, name in chosen.items()})
+    return cb.Connectors(sandbox.apply({kind: built[name] for kind, name in chosen.items()}, mode))
 
 
 RATE_ENV_PREFIX = "PLAYBOOK_RATE_"

@@ -187,6 +187,8 @@ def api_error(exc: SlackApiError, channel: str) -> cb.ConnectorError:
         return cb.TransientError(f"{where}: rate limited", retry_after=retry_after(headers))
     if code in TRANSIENT or status >= 500:
         return cb.TransientError(f"{where}: {code or f'HTTP {status}'}", retry_after=retry_after(headers))
+    if not code and status < 300:
+        return cb.PermanentError(f"{where}: the answer is not Slack's JSON (check {ENV_PREFIX}BASE_URL)")
     hint = HINTS.get(code)
     return cb.PermanentError(f"{where}: {code or f'HTTP {status}'}" + (f" ({hint})" if hint else ""))
 

@@ -46,6 +46,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from connectors.base import Connectors
+from connectors.sandbox import load_sandbox_settings
 from connectors.settings import choose, describe, load_connectors, rates
 from dsl.catalog import Catalog
 from engine.store import Store
@@ -191,11 +192,14 @@ async def run_worker(
     with the playbooks in these folders, re-read when a .play file changes.
     """
     chosen = None  # connectors by step kind, when the settings chose them
+    sandboxed = None  # where sandbox mode sends messages, when it is on
     if activities is None:
         if store is None:
             raise ValueError("run_worker needs a store or activities")
         activities = store_activities(store, catalog or store.catalog or Catalog())
         chosen = describe(choose())
+        mode = load_sandbox_settings()
+        sandboxed = mode.describe() if mode.on else None
         # The built-in pipeline's SLA timers run beside the plays that open and move deals.
         flows, acts = pipeline_worker_parts(store, activities, settings.task_queue)
         options = {**options, "extra_workflows": [*options.get("extra_workflows", ()), *flows],
@@ -222,6 +226,8 @@ async def run_worker(
         log.info("worker polling %s", settings.describe())
         if chosen:
             log.info("connectors: %s", chosen)
+        if sandboxed:
+            log.warning("%s", sandboxed)
         log.info("connector queues: %s", ", ".join(
             f"{w.task_queue} ({limits[n]:g}/s)" if n in limits else w.task_queue
             for n, w in zip(connector_queues(settings.task_queue), queues)))

@@ -127,6 +127,12 @@ async def test_a_429_is_transient_with_slacks_retry_after_then_the_retry_posts_o
     assert (row["status"], row["attempts"]) == ("sent", 2)
 
 
+async def test_an_answer_that_is_not_slacks_json_is_permanent_and_names_the_base_url_setting(wiremock, store):
+    stub(wiremock, {"status": 200, "headers": {"Content-Type": "text/html"}, "body": "<html>proxy</html>"})
+    with pytest.raises(cb.PermanentError, match="not Slack's JSON.*PLAYBOOK_SLACK_BASE_URL"):
+        await slack(wiremock, store).act(note())
+
+
 async def test_a_slack_that_does_not_answer_in_time_is_a_transient_error(wiremock, store):
     stub(wiremock, {**ok(), "fixedDelayMilliseconds": 3000})
     with pytest.raises(cb.TransientError, match="#cs-expansion"):

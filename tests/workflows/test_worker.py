@@ -179,9 +179,8 @@ async def test_shutdown_lets_an_in_flight_send_finish():
 # ---------------------------------------------------------------- the CLI path
 
 
-@pytest.mark.slow
-async def test_playbook_worker_stops_cleanly_on_sigterm(tmp_path):
-    """`playbook worker` as users run it: polls, SIGTERM -> exit 0, no crash at exit."""
+async def _worker_until_polling(tmp_path, **env_extra: str) -> tuple[int, str]:
+    """`playbook worker` as users run it, until it polls, then SIGTERM: (exit code, its log)."""
     import os
     import signal
     import subprocess
@@ -195,7 +194,8 @@ async def test_playbook_worker_stops_cleanly_on_sigterm(tmp_path):
     (tmp_path / "plays").mkdir()
     (tmp_path / "plays" / "entity.play").write_text("entity account\n  field admin contact\n")
     async with dev_server(db=None, port=free_port(), headless=True, log_path=tmp_path / "t.log") as (server, _):
-        env = {**os.environ, "PYTHONPATH": str(root), "PLAYBOOK_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"}
+        env = {**os.environ, "PYTHONPATH": str(root), "PLAYBOOK_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+               **env_extra}
         with (tmp_path / "worker.log").open("w") as log:
             proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "plays", "--address", server.address],
                                     cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -205,9 +205,25 @@ async def test_playbook_worker_stops_cleanly_on_sigterm(tmp_path):
             await asyncio.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 30)
-    output = (tmp_path / "worker.log").read_text()
+    return code, (tmp_path / "worker.log").read_text()
+
+
+@pytest.mark.slow
+async def test_playbook_worker_stops_cleanly_on_sigterm(tmp_path):
+    """`playbook worker` as users run it: polls, SIGTERM -> exit 0, no crash at exit."""
+    code, output = await _worker_until_polling(tmp_path)
     assert code == 0, output
     assert "worker stopped" in output and "Fatal Python error" not in output and "Traceback" not in output
+    assert "sandbox mode" not in output
+
+
+@pytest.mark.slow
+async def test_playbook_worker_says_at_start_that_sandbox_mode_is_on(tmp_path):
+    code, output = await _worker_until_polling(tmp_path, PLAYBOOK_SANDBOX_EMAIL="qa@ours.test",
+                                               PLAYBOOK_SANDBOX_SLACK_CHANNEL="#playbook-sandbox")
+    assert code == 0, output
+    line = next(line for line in output.splitlines() if "sandbox mode ON" in line)
+    assert "WARNING" in line and "email -> qa@ours.test" in line and "notify -> #playbook-sandbox" in line
 
 
 def test_playbook_worker_refuses_half_a_tls_pair(monkeypatch):
