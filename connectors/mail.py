@@ -47,6 +47,7 @@ URL_FIELDS = ("key", "account_id", "play", "contact")  # the placeholders unsubs
 # C0 controls (CR and LF among them), DEL, and the characters Python's str.splitlines also breaks on:
 # any of them in a header value could start a header of the attacker's choosing.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]+$")  # extra headers: X- only, so never a second From or Bcc
 _ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[^@\s<>(),;:\"\[\]\\]+\.[^@\s<>(),;:\"\[\]\\]+$")
 
 
@@ -199,6 +200,10 @@ def build(action: cb.EmailMessage, settings: MailSettings, *, sender: str | None
     msg["Message-ID"] = message_id(action.key, settings.domain)
     for name, value in list_unsubscribe(action.unsubscribe_url, settings.unsubscribe_mailto).items():
         msg[name] = value
+    for name, value in action.headers.items():  # extra headers (sandbox mode's X-Playbook-Original-To)
+        if not _HEADER_NAME.match(name):
+            raise cb.PermanentError(f"header {name!r} cannot be added: extra headers are X- headers")
+        msg[name] = refuse_control(name, value)
     msg.set_content(action.body)
     return msg
 

@@ -110,6 +110,18 @@ def _slack(store: Store | None) -> cb.Connector:
     return slack.build(store)
 
 
+def _slack_settings() -> None:
+    from connectors import slack
+
+    slack.checked_settings()
+
+
+def _webhooks_settings() -> None:
+    from connectors import webhooks
+
+    webhooks.checked_settings()
+
+
 def _webhooks(store: Store | None) -> cb.Connector:
     from connectors import webhooks
 
@@ -127,9 +139,10 @@ REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("memory", "kept in memory, lost at exit (tests)", _memory, local=True),
     Implementation("hubspot", "HubSpot CRM: tasks, deals, stage moves, notes (connectors/hubspot.py)", _hubspot,
                    check=_hubspot_settings),
-    Implementation("slack", "notify steps as Slack messages (chat.postMessage; PLAYBOOK_SLACK_*)", _slack),
+    Implementation("slack", "notify steps as Slack messages (chat.postMessage; PLAYBOOK_SLACK_*)", _slack,
+                   check=_slack_settings),
     Implementation("webhooks", "webhook steps as POSTs signed per Standard Webhooks (PLAYBOOK_WEBHOOKS_*)",
-                   _webhooks),
+                   _webhooks, check=_webhooks_settings),
     Implementation("smtp", "email over SMTP (connectors/smtp.py), the store's outbox as its ledger", _smtp),
 ]}
 
@@ -190,6 +203,11 @@ def choose(**overrides: str) -> dict[str, str]:
         check = REGISTRY[name].check
         if check is not None:
             check()
+    # Sandbox mode that would let a message kind out unrewritten stops here, before anything is built.
+    from connectors import sandbox
+
+    local = frozenset(name for name, i in REGISTRY.items() if i.local)
+    sandbox.check(chosen, sandbox.load_sandbox_settings(), local)
     return chosen
 
 
@@ -197,12 +215,10 @@ def load_connectors(store: Store | None, **overrides: str) -> cb.Connectors:
     """The Connectors the settings choose; one instance per connector name, shared by its kinds."""
     from connectors import sandbox
 
-    chosen = choose(**overrides)
-    mode = sandbox.load_sandbox_settings()  # read first: a refused sandbox builds nothing
-    local = frozenset(name for name, i in REGISTRY.items() if i.local)
-    sandbox.check(chosen, mode, local)
+    chosen = choose(**overrides)  # sandbox mode checked there
     built = {name: REGISTRY[name].build(store) for name in sorted(set(chosen.values()))}
-    return cb.Connectors(sandbox.apply({kind: built[name] for kind, name in chosen.items()}, mode))
+    by_kind = {kind: built[name] for kind, name in chosen.items()}
+    return cb.Connectors(sandbox.apply(by_kind, sandbox.load_sandbox_settings()))
 
 
 RATE_ENV_PREFIX = "PLAYBOOK_RATE_"

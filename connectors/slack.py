@@ -94,6 +94,16 @@ def load_slack_settings() -> SlackSettings:
             for e in exc.errors())) from None
 
 
+def checked_settings() -> SlackSettings:
+    """The settings, refused when there is no bot token (run when `slack` is chosen, before anything starts)."""
+    settings = load_slack_settings()
+    if settings.bot_token is None or not settings.bot_token.get_secret_value().strip():
+        path, _ = settings_file()
+        raise SettingsError(f"the slack connector needs a bot token: {ENV_PREFIX}BOT_TOKEN or "
+                            f"bot_token in [{TABLE}] of {path}")
+    return settings
+
+
 class SlackConnector:
     """`notify` steps as Slack messages, once per idempotency key (the outbox is the ledger)."""
 
@@ -196,7 +206,7 @@ def api_error(exc: SlackApiError, channel: str) -> cb.ConnectorError:
 def build(store: Store | None) -> SlackConnector:
     if store is None:
         raise SettingsError("the slack connector needs a store for its outbox ledger (--db or PLAYBOOK_DATABASE_URL)")
-    return SlackConnector(load_slack_settings(), store)
+    return SlackConnector(checked_settings(), store)
 
 
-__all__ = ["SlackConnector", "SlackSettings", "api_error", "build", "load_slack_settings"]
+__all__ = ["SlackConnector", "SlackSettings", "api_error", "build", "checked_settings", "load_slack_settings"]

@@ -99,6 +99,16 @@ def load_webhook_settings() -> WebhookSettings:
             + str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
 
 
+def checked_settings() -> WebhookSettings:
+    """The settings, refused without a secret (run when `webhooks` is chosen, before anything starts)."""
+    settings = load_webhook_settings()
+    if settings.secret is None:
+        path, _ = settings_file()
+        raise SettingsError(f"the webhooks connector needs a signing secret: {ENV_PREFIX}SECRET or secret in "
+                            f"[{TABLE}] of {path} (whsec_ + base64)")
+    return settings
+
+
 def message_id(key: str) -> str:
     """The webhook-id of a step: stable across retries, unique per idempotency key."""
     return f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, 'playbook:' + key).hex}"
@@ -217,8 +227,8 @@ def build(store: Store | None) -> WebhookConnector:
     if store is None:
         raise SettingsError("the webhooks connector needs a store for its outbox ledger and disabled endpoints "
                             "(--db or PLAYBOOK_DATABASE_URL)")
-    return WebhookConnector(load_webhook_settings(), store)
+    return WebhookConnector(checked_settings(), store)
 
 
-__all__ = ["WebhookConnector", "WebhookSettings", "body", "build", "load_webhook_settings", "message_id", "shown",
+__all__ = ["WebhookConnector", "WebhookSettings", "body", "build", "checked_settings", "load_webhook_settings", "message_id", "shown",
            "sign"]

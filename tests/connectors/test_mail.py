@@ -64,3 +64,16 @@ def test_a_sender_with_a_line_break_is_refused_as_a_setting(monkeypatch):
     monkeypatch.setenv("PLAYBOOK_EMAIL_FROM_ADDRESS", "cs@acme.test\nBcc: x@evil.test")
     with pytest.raises(mail.MailSettingsError, match="PLAYBOOK_EMAIL_FROM_ADDRESS"):
         mail.load()
+
+
+def test_extra_x_headers_are_added_as_given():
+    msg = mail.build(action(headers={"X-Playbook-Original-To": "ada@customer.test"}), SETTINGS)
+    assert msg["X-Playbook-Original-To"] == "ada@customer.test"
+
+
+@pytest.mark.parametrize("headers, problem", [({"X-Playbook-Original-To": "a@b.test\r\nBcc: eve@evil.test"},
+                                               "header injection refused: X-Playbook-Original-To"),
+                                              ({"Bcc": "eve@evil.test"}, "extra headers are X- headers")])
+def test_an_extra_header_that_would_inject_is_refused(headers, problem):
+    with pytest.raises(cb.PermanentError, match=problem):
+        mail.build(action(headers=headers), SETTINGS)

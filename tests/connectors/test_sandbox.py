@@ -168,3 +168,24 @@ async def test_slack_and_webhooks_in_sandbox_mode_reach_only_the_sandbox_targets
     assert slack["channel"] == "#playbook-sandbox" and slack["text"] == f"{MARK} for #customers-channel: hello"
     data = Webhook(SECRET).verify(got["/sandbox-hook"]["body"], got["/sandbox-hook"]["headers"])
     assert data["data"]["sandbox"] is True and data["data"]["original_url"].endswith("/customer-hook")
+
+
+async def test_an_email_over_smtp_in_sandbox_mode_arrives_only_at_the_test_inbox_with_its_original_recipient(
+        store, clean):
+    from peers import smtp_server
+
+    with smtp_server() as (peer, port):
+        clean.setenv("PLAYBOOK_CONNECTOR_EMAIL", "smtp")
+        clean.setenv("PLAYBOOK_SMTP_HOST", "127.0.0.1")
+        clean.setenv("PLAYBOOK_SMTP_PORT", str(port))
+        clean.setenv("PLAYBOOK_SMTP_SECURITY", "none")
+        clean.setenv("PLAYBOOK_EMAIL_FROM_ADDRESS", "Acme <cs@acme.test>")
+        with pytest.raises(SettingsError, match="PLAYBOOK_SANDBOX_EMAIL \\(for email, served by smtp\\)"):
+            clean.setenv("PLAYBOOK_SANDBOX_SLACK_CHANNEL", "#sb")  # sandbox on, but no inbox for email
+            load_connectors(store)
+        clean.setenv("PLAYBOOK_SANDBOX_EMAIL", "qa@ours.test")
+        await load_connectors(store).act(email())
+    [msg] = peer.messages
+    assert peer.envelopes == [("cs@acme.test", ["qa@ours.test"])]
+    assert msg["To"] == "qa@ours.test" and msg["Subject"] == f"{MARK} Your usage"
+    assert msg[ORIGINAL_TO] == "ada@customer.test" and "ada@customer.test" in msg.get_content()

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors import base as cb
-from connectors.settings import load_connectors
+from connectors.settings import choose, load_connectors
 from connectors.slack import SlackConnector, SlackSettings, load_slack_settings
 from dsl import nodes as n
 from engine import schema
@@ -236,6 +236,8 @@ def test_notify_served_by_slack_is_chosen_by_settings_and_needs_a_token(store, t
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PLAYBOOK_CONNECTOR_NOTIFY", "slack")
     monkeypatch.delenv("PLAYBOOK_SLACK_BOT_TOKEN", raising=False)
+    with pytest.raises(SettingsError, match="PLAYBOOK_SLACK_BOT_TOKEN"):
+        choose()  # what the worker runs before it connects
     with pytest.raises(SettingsError, match="PLAYBOOK_SLACK_BOT_TOKEN"):
         load_connectors(store)
     monkeypatch.setenv("PLAYBOOK_SLACK_BOT_TOKEN", TOKEN)
