@@ -24,6 +24,8 @@ READERS = {
     "why": ["why", "acc-0000001", "--rules", RULES, "--today", DAY],
     "plan": ["plan", "--rules", RULES, "--today", DAY],
     "sweep --dry-run": ["sweep", "--rules", RULES, "--dry-run", "--today", DAY],
+    "report funnel": ["report", "funnel"],
+    "report all": ["report", "all", "--rules", RULES, "--today", DAY],
 }
 
 

@@ -90,6 +90,13 @@ async def test_the_demo_points_to_the_outbox_and_tasks_commands(tmp_path: Path) 
     with contextlib.redirect_stdout(out):
         assert run(["outbox", "--db", url, "--format", "json"]) == 0
     assert json.loads(out.getvalue())["total"] == sum(s.outbox.values())
+    # The reports have something to show: the demo writes a year of closed deals before its start.
+    assert f"playbook report all --db {url} --format html" in text
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert run(["report", "all", "--db", url, "--rules", str(ROOT / "playbooks"), "--format", "json"]) == 0
+    reports = json.loads(out.getvalue())["reports"]
+    assert reports["funnel"]["stages"][0]["count"] > 0 and reports["revenue"]["overall"]["expansions"] > 0
 
 
 async def test_actions_after_the_simulation_end_are_refused_without_a_logged_traceback(caplog) -> None:
