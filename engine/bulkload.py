@@ -62,102 +62,108 @@ def _zones() -> list[str]:
     return _ZONE_NAMES
 
 
-class Fragments:
-    """SQL over one staged text column `c`: when SQL can type it (`ok`), and to what (`value`).
+# What str.strip() strips: SQL's trim with these characters empties exactly
+# the values `engine.importers.is_empty` calls empty.
+WHITESPACE = "".join(chr(i) for i in range(0x110000) if chr(i).isspace())
 
-    `value` is only read where `ok` holds; both are guarded by CASE, since
-    PostgreSQL does not promise to evaluate AND left to right (a cast of
-    'abc' would fail the statement).
+
+class Fragments:
+    """SQL over one staged text column `c`: its typed value where SQL can type it (`value`, else NULL),
+    and whether that is fine (`ok`, a test of the value; each value is typed once).
+
+    Every test is one function call or one regular expression per value
+    where possible: at a million rows of fifty columns, each extra call
+    per value costs seconds. Forms the expressions do not recognise are
+    simply left to Python (NULL value, not ok).
     """
 
     def __init__(self, dialect: str, metrics: Sequence[str] = ()) -> None:
         self.pg = dialect == "postgresql"
         self.metrics = list(metrics)
+        self.ws = _lit(WHITESPACE)
 
     def empty(self, c: str) -> str:
-        return f"({c} IS NULL OR trim({c}) = '')"
+        return f"({c} IS NULL OR trim({c}, {self.ws}) = '')"
 
-    def _match(self, c: str, regex: str, globs: str) -> str:
-        return f"({c} ~ '{regex}')" if self.pg else globs
+    def _null_or_empty(self, c: str) -> str:
+        # Typed columns: a value of blanks matches no shape and goes to Python,
+        # which calls it empty; only a missing value needs no test.
+        return f"({c} IS NULL)" if self.pg else f"({c} IS NULL OR {c} = '')"
 
-    def _number_shape(self, c: str, whole: bool) -> str:
+    def _sqlite_number(self, c: str, whole: bool) -> str:
         u = f"(CASE WHEN substr({c}, 1, 1) = '-' THEN substr({c}, 2) ELSE {c} END)"
         if whole:
-            return self._match(c, "^-?[0-9]{1,18}$", f"({u} <> '' AND {u} NOT GLOB '*[^0-9]*' AND length({u}) <= 18)")
+            return f"({u} <> '' AND {u} NOT GLOB '*[^0-9]*' AND length({u}) <= 18)"
         # At most 15 characters: at most 15 significant digits, which a double
         # keeps exactly, so comparing it with a declared bound is exact too.
-        return self._match(
-            c, "^-?[0-9]+(\\.[0-9]+)?$",
-            f"({u} GLOB '[0-9]*' AND {u} GLOB '*[0-9]' AND {u} NOT GLOB '*[^0-9.]*' AND {u} NOT GLOB '*.*.*')",
-        ) + f" AND length({c}) <= 15"
+        return (f"({u} GLOB '[0-9]*' AND {u} GLOB '*[0-9]' AND {u} NOT GLOB '*[^0-9.]*' "
+                f"AND {u} NOT GLOB '*.*.*' AND length({c}) <= 15)")
 
-    def _date_shape(self, c: str) -> str:
-        if self.pg:
-            shape = f"substr({c}, 1, 10) ~ '^[1-9][0-9]{{3}}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$'"
-            # The first of the month, plus the days: a 31 February comes out as March.
-            back = (f"to_char((substr({c}, 1, 8) || '01')::date + (substr({c}, 9, 2)::int - 1), 'YYYY-MM-DD') "
-                    f"= substr({c}, 1, 10)")
-            return f"(CASE WHEN {shape} THEN {back} ELSE false END)"
-        return (f"(substr({c}, 1, 10) GLOB '[1-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]' "
-                f"AND date(substr({c}, 1, 10), '+0 days') = substr({c}, 1, 10))")  # '+0 days' normalises 02-30
-
-    def _datetime_shape(self, c: str) -> str:
-        time_re = "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z?"
-        if self.pg:
-            return f"(({c} ~ '^.{{10}}$' OR {c} ~ '^.{{10}}{time_re}$') AND {self._date_shape(c)})"
-        hms = "[0-2][0-9]:[0-5][0-9]:[0-5][0-9]"
-        return (f"(length({c}) = 10 OR (({c} GLOB '??????????T{hms}' OR {c} GLOB '??????????T{hms}Z') "
-                f"AND datetime(substr({c}, 1, 19), '+0 days') = replace(substr({c}, 1, 19), 'T', ' '))) "
-                f"AND {self._date_shape(c)}")
-
-    def shape(self, col: Column, c: str) -> str:
-        """True where SQL can type the non-empty text `c`."""
+    def _typed(self, col: Column, c: str) -> str:
+        """The value of a non-empty `c` where its shape is plain, else NULL."""
         t = col.type.name
+        pg = self.pg
         if t is T.INT:
-            return self._number_shape(c, whole=True)
+            if pg:
+                return f"CASE WHEN {c} ~ '^-?[0-9]{{1,18}}$' THEN CAST({c} AS BIGINT) END"
+            return f"CASE WHEN {self._sqlite_number(c, True)} THEN CAST({c} AS INTEGER) END"
         if t in NUMERIC:
-            return self._number_shape(c, whole=False)
+            if pg:
+                return (f"CASE WHEN length({c}) <= 15 AND {c} ~ '^-?[0-9]+(\\.[0-9]+)?$' "
+                        f"THEN CAST({c} AS DOUBLE PRECISION) END")
+            # SQLite's stage column has REAL affinity: the insert already turned
+            # every well-formed number into a double, and left the rest as text.
+            return f"CASE WHEN typeof({c}) = 'real' THEN {c} END"
         if t is T.BOOL:
-            return f"lower({c}) IN ('true', 't', 'yes', 'y', '1', 'false', 'f', 'no', 'n', '0')"
+            yes, no = ("true", "false") if pg else ("1", "0")
+            cases = " ".join([f"WHEN '{w}' THEN {yes}" for w in ("true", "t", "yes", "y", "1")] +
+                             [f"WHEN '{w}' THEN {no}" for w in ("false", "f", "no", "n", "0")])
+            return f"CASE lower({c}) {cases} END"
         if t is T.ENUM:
-            return f"{c} IN ({', '.join(_lit(v) for v in col.type.values)})" if col.type.values else "1 = 0"
+            values = ", ".join(_lit(v) for v in col.type.values) or "NULL"
+            return f"CASE WHEN {c} IN ({values}) THEN {c} END"
         if t is T.DATE:
-            return f"length({c}) = 10 AND {self._date_shape(c)}"
-        if t is T.DATETIME:
-            return self._datetime_shape(c)
-        # Text: kept as written. A value without any printable ASCII character
-        # may be blank to Python's str.strip (a no-break space): Python decides.
-        text = self._match(c, "[!-~]", f"{c} GLOB '*[!-~]*'")
-        if col.check == "strip":  # ids: Python strips them; SQL takes those with nothing to strip
-            return self._match(c, "^[!-~](.*[!-~])?$", f"({c} GLOB '[!-~]*' AND {c} GLOB '*[!-~]')")
-        if col.check == "email":
-            return self._match(c, "^[!-~]+@[!-~]+\\.[!-~]+$",
-                               f"({c} GLOB '?*@?*.?*' AND {c} NOT GLOB '*@*@*' AND {c} NOT GLOB '*[^!-~]*')") + \
-                (f" AND {c} !~ '@.*@'" if self.pg else "")
-        if col.check == "timezone":
-            return f"{c} IN ({', '.join(_lit(z) for z in _zones())})"
-        if col.check == "metric":
-            return f"{c} IN ({', '.join(_lit(m) for m in self.metrics)})" if self.metrics else "1 = 0"
-        return text
-
-    def cast(self, col: Column, c: str) -> str:
-        """The stored value of `c`, where `shape` holds."""
-        t = col.type.name
-        if t is T.INT:
-            return f"CAST({c} AS BIGINT)" if self.pg else f"CAST({c} AS INTEGER)"
-        if t in NUMERIC:
-            return f"CAST({c} AS DOUBLE PRECISION)" if self.pg else f"CAST({c} AS REAL)"
-        if t is T.BOOL:
-            truth = f"lower({c}) IN ('true', 't', 'yes', 'y', '1')"
-            return truth if self.pg else f"(CASE WHEN {truth} THEN 1 ELSE 0 END)"
-        if t is T.DATE:
-            return f"CAST({c} AS DATE)" if self.pg else c
+            return f"CASE WHEN {self._date(c, 10)} THEN {'CAST(' + c + ' AS DATE)' if pg else c} END"
         if t is T.DATETIME:
             clock = f"(CASE WHEN length({c}) = 10 THEN '00:00:00' ELSE substr({c}, 12, 8) END)"
-            if self.pg:
-                return f"CAST(substr({c}, 1, 10) || ' ' || {clock} || '+00' AS TIMESTAMPTZ)"
-            return f"(substr({c}, 1, 10) || ' ' || {clock} || '.000000')"
-        return c
+            if pg:
+                value = f"CAST(substr({c}, 1, 10) || ' ' || {clock} || '+00' AS TIMESTAMPTZ)"
+            else:
+                value = f"(substr({c}, 1, 10) || ' ' || {clock} || '.000000')"
+            return f"CASE WHEN {self._date(c, None)} THEN {value} END"
+        if col.check == "strip":  # ids: Python strips them; SQL takes those with nothing to strip
+            return f"CASE WHEN trim({c}, {self.ws}) = {c} THEN {c} END"
+        if col.check == "email":
+            if pg:
+                return f"CASE WHEN {c} ~ '^[!-?A-~]+@[!-?A-~]+\\.[!-?A-~]+$' THEN {c} END"
+            return (f"CASE WHEN {c} GLOB '?*@?*.?*' AND {c} NOT GLOB '*@*@*' AND {c} NOT GLOB '*[^!-~]*' "
+                    f"THEN {c} END")
+        if col.check == "timezone":
+            return f"CASE WHEN {c} IN ({', '.join(_lit(z) for z in _zones())}) THEN {c} END"
+        if col.check == "metric":
+            return f"CASE WHEN {c} IN ({', '.join(_lit(m) for m in self.metrics) or 'NULL'}) THEN {c} END"
+        return c  # text: anything not empty, as written
+
+    def _date(self, c: str, length: int | None) -> str:
+        """`c` is an existing day (10 characters), or with `length` None also a whole-second UTC time."""
+        if self.pg:
+            day = "[1-9][0-9]{3}-(0[1-9]|1[0-2])-"
+            tail = "" if length else "(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z?)?"
+            # Days up to 28 exist in every month; for the others, the first of the
+            # month plus the days must stay in the month.
+            back = (f"to_char((substr({c}, 1, 8) || '01')::date + (substr({c}, 9, 2)::int - 1), 'YYYY-MM-DD') "
+                    f"= substr({c}, 1, 10)")
+            return (f"(CASE WHEN {c} ~ '^{day}(0[1-9]|1[0-9]|2[0-8]){tail}$' THEN true "
+                    f"WHEN {c} ~ '^{day}(29|30|31){tail}$' THEN {back} ELSE false END)")
+        shape = (f"substr({c}, 1, 10) GLOB '[1-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]' "
+                 f"AND substr({c}, 6, 2) BETWEEN '01' AND '12' AND (substr({c}, 9, 2) BETWEEN '01' AND '28' "
+                 f"OR date(substr({c}, 1, 10), '+0 days') = substr({c}, 1, 10))")  # '+0 days': 02-30 is 03-02
+        if length:
+            return f"(length({c}) = {length} AND {shape})"
+        hms = "[0-2][0-9]:[0-5][0-9]:[0-5][0-9]"
+        return (f"((length({c}) = 10 OR (({c} GLOB '??????????T{hms}' OR {c} GLOB '??????????T{hms}Z') "
+                f"AND datetime(substr({c}, 1, 19), '+0 days') = replace(substr({c}, 1, 19), 'T', ' '))) "
+                f"AND {shape})")
 
     def bounds(self, col: Column, v: str) -> str | None:
         """The declared range (and a percentage's own rule) over the typed value `v`, or None."""
@@ -173,19 +179,24 @@ class Fragments:
                 tests.append(f"{v} <= {t.high!r}")
         return " AND ".join(tests) or None
 
-    def column(self, col: Column, c: str) -> tuple[str, str]:
-        """(ok, value) for one staged column."""
-        empty = self.empty(c)
-        shape = self.shape(col, c)
-        cast = self.cast(col, c)
-        value = f"CASE WHEN {empty} THEN NULL WHEN {shape} THEN {cast} END"
-        bounds = self.bounds(col, f"(CASE WHEN {shape} THEN {cast} END)")
-        filled = f"CASE WHEN {shape} THEN {bounds or ('true' if self.pg else '1')} ELSE {'false' if self.pg else '0'} END"
+    def _is_text(self, col: Column) -> bool:
+        return col.type.name in (T.TEXT, T.USER, T.CONTACT) and col.check is None
+
+    def value(self, col: Column, c: str) -> str:
+        """The typed value of the staged text `c`: NULL where empty or where SQL cannot type it."""
+        if self._is_text(col):
+            return f"CASE WHEN {self.empty(c)} THEN NULL ELSE {c} END"
+        return f"CASE WHEN {self._null_or_empty(c)} THEN NULL ELSE {self._typed(col, c)} END"
+
+    def ok(self, col: Column, c: str, v: str) -> str:
+        """Whether SQL typed `c` (as `v`, the result of `value`) and it is within its bounds."""
+        bounds = self.bounds(col, v)
+        filled = f"({v} IS NOT NULL{' AND ' + bounds if bounds else ''})"
         if col.name in KEY_COLUMNS:
-            ok = f"(CASE WHEN {empty} THEN {'false' if self.pg else '0'} ELSE {filled} END)"
-        else:
-            ok = f"(CASE WHEN {empty} THEN {'true' if self.pg else '1'} ELSE {filled} END)"
-        return ok, value
+            return filled
+        if self._is_text(col):
+            return "true" if self.pg else "1"  # empty or not, text is what was written
+        return f"({self._null_or_empty(c)} OR {filled})"
 
 
 class Staging:
@@ -198,11 +209,15 @@ class Staging:
         self.pg = conn.dialect.name == "postgresql"
         self.names = [f"s{i}" for i in range(len(self.columns))]
         md = sa.MetaData()
+        # SQLite: numbers are staged into REAL columns, whose affinity converts
+        # them on insert as fast as a bare executemany would (see Fragments).
         self.stage = sa.Table(STAGE, md, sa.Column("_row", sa.BigInteger), sa.Column("_grp", sa.Integer),
-                              *(sa.Column(s, sa.Text) for s in self.names), prefixes=["TEMPORARY"])
+                              *(sa.Column(s, sa.Double if not self.pg and c.type.name in NUMERIC else sa.Text)
+                                for s, c in zip(self.names, self.columns)), prefixes=["TEMPORARY"])
         self.typed = sa.Table(TYPED, md, sa.Column("_row", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
                                                    primary_key=True, autoincrement=False),
-                              sa.Column("_grp", sa.Integer), *typed_columns, prefixes=["TEMPORARY"])
+                              sa.Column("_grp", sa.Integer), sa.Column("_ok", sa.Boolean, default=True),
+                              *typed_columns, prefixes=["TEMPORARY"])
         self.drop()
         if self.columns:
             self.stage.create(conn)
@@ -240,19 +255,22 @@ class Staging:
         """Type the staged rows SQL can type into `_pb_typed`; the lines of the others, in order."""
         if not self.staged:
             return []
-        oks, values = [], []
-        for col, s in zip(self.columns, self.names):
-            ok, value = self.fragments.column(col, s)
-            oks.append(ok)
-            values.append(value)
-        ok_all = " AND ".join(f"({o})" for o in oks) or "1 = 1"
         q = self.conn.dialect.identifier_preparer.quote
-        cols = ", ".join(q(c.name) for c in self.columns)
+        values = [f"{self.fragments.value(col, s)} AS v{i}" for i, (col, s) in enumerate(zip(self.columns, self.names))]
+        oks = [f"({self.fragments.ok(col, s, f'v{i}')})" for i, (col, s) in enumerate(zip(self.columns, self.names))]
+        cols = "".join(f", {q(c.name)}" for c in self.columns)
+        # Each value is typed once: OFFSET keeps both databases from folding the
+        # subquery into the outer one (which would type every value twice).
+        fence = "OFFSET 0" if self.pg else "LIMIT -1 OFFSET 0"
         self.conn.exec_driver_sql(
-            f"INSERT INTO {TYPED} (_row, _grp{', ' if cols else ''}{cols}) "
-            f"SELECT _row, _grp{', ' if values else ''}{', '.join(values)} FROM {STAGE} WHERE ({ok_all}) IS TRUE")
-        return [r[0] for r in self.conn.exec_driver_sql(
-            f"SELECT _row FROM {STAGE} WHERE ({ok_all}) IS NOT TRUE ORDER BY _row")]
+            f"INSERT INTO {TYPED} (_row, _grp, _ok{cols}) "
+            f"SELECT _row, _grp, ({' AND '.join(oks) or '1 = 1'}) IS TRUE"
+            f"{''.join(f', v{i}' for i in range(len(self.columns)))} "
+            f"FROM (SELECT _row, _grp, {', '.join(self.names + values)} FROM {STAGE} {fence}) s")
+        bad = [r[0] for r in self.conn.exec_driver_sql(f"SELECT _row FROM {TYPED} WHERE NOT _ok ORDER BY _row")]
+        if bad:
+            self.conn.exec_driver_sql(f"DELETE FROM {TYPED} WHERE NOT _ok")
+        return bad
 
     def add_typed(self, records: list[dict[str, Any]]) -> None:
         """Rows typed in Python (with `_row` and `_grp`)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gc
 import heapq
 import itertools
 import json
@@ -351,7 +352,7 @@ def _read_csv(src: _Source, fh: Any, errors: _Errors, lists: bool = False) -> It
         except csv.Error as e:
             errors.add(RowError(src.name, start, None, f"bad CSV: {e}"))
             return
-        if not record or all(not c.strip() for c in record):
+        if not record or not "".join(record).strip():
             continue
         if len(record) != len(src.columns):
             errors.add(RowError(src.name, start, None,
@@ -482,6 +483,11 @@ def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str
                known_at or schema.utcnow())
     conn = store.engine.connect()
     trans = conn.begin()
+    # The chunk's rows are millions of small lists that all stay alive until
+    # it is written: the cyclic collector would rescan them again and again
+    # and free nothing (a third of the time). Reference counting still frees.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         for kind, path in ordered:
             result = job.run_file(conn, kind, Path(path))
@@ -498,6 +504,8 @@ def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str
             trans.rollback()
         raise
     finally:
+        if collecting:
+            gc.enable()
         conn.close()
     return report
 

@@ -422,15 +422,15 @@ class AuditEntry(Base):
 
 
 class AccountFieldHistory(Base):
-    """Every value an account field has had, with when it was known (valid_from..valid_to).
+    """What an account's fields held before, with when (valid_from..valid_to); see engine/history.py.
 
-    Written set-wise by the importers (engine/history.py): a row per value
-    that changed, the previous row of that field closed at the same instant;
-    the open row (valid_to NULL) is the current value. Numbers, booleans
-    (1/0) and ints go in `value_number`, text, enums, dates (ISO) and
-    datetimes (ISO, UTC) in `value_text`, so one table serves every type.
-    The key leads with the account: "this account as known on day D" is one
-    range per account; a backtest over all accounts scans it once.
+    Per account one row `field = "*"` (known since its first import, no
+    value), and per replaced value one row holding it, closed by the import
+    that replaced it; current values are the account's own columns, so an
+    unchanged value costs nothing. Numbers, ints and booleans (1/0) go in
+    `value_number`; text, enums, dates (ISO) and datetimes (ISO, UTC) in
+    `value_text`. The key leads with the account: one account's past is one
+    range, a backtest over all accounts one scan.
     """
 
     __tablename__ = "account_field_history"

@@ -51,20 +51,12 @@ def rows(store: Store) -> list[tuple]:
             .order_by(h.c.account_id, h.c.field, h.c.valid_from))]
 
 
-def test_a_new_account_gets_a_row_per_filled_field(store: Store, tmp_path: Path) -> None:
+def test_a_new_account_gets_one_row_saying_since_when_it_is_known(store: Store, tmp_path: Path) -> None:
     load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,2026-02-27T10:00:00Z,\n", DAY1)
-    assert rows(store) == [
-        ("a1", "arr", DAY1, None, 12000.0, None),
-        ("a1", "champion", DAY1, None, 1.0, None),
-        ("a1", "last_login_at", DAY1, None, None, "2026-02-27 10:00:00.000000"),
-        ("a1", "name", DAY1, None, None, "Acme"),
-        ("a1", "renewal_date", DAY1, None, None, "2026-09-30"),
-        ("a1", "seats", DAY1, None, 10.0, None),
-        ("a1", "segment", DAY1, None, None, "smb"),
-    ]
+    assert rows(store) == [("a1", "*", DAY1, None, None, None)]
 
 
-def test_only_a_changed_value_gets_a_row_and_closes_the_previous_one(store: Store, tmp_path: Path) -> None:
+def test_only_a_changed_value_gets_a_row_holding_the_value_it_replaced(store: Store, tmp_path: Path) -> None:
     load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,,\na2,Beta,smb,5000,3,no,,,\n", DAY1)
     before = rows(store)
     # The same values again, written differently: nothing changes.
@@ -72,23 +64,28 @@ def test_only_a_changed_value_gets_a_row_and_closes_the_previous_one(store: Stor
     assert rows(store) == before
     # One field of one account changes; a partial file leaves the other fields alone.
     load(store, tmp_path, "c.csv", "id,arr\na1,15000\na2,5000\n", DAY3)
-    after = rows(store)
-    assert [r for r in after if r not in before] == [("a1", "arr", DAY1, DAY3, 12000.0, None),
-                                                     ("a1", "arr", DAY3, None, 15000.0, None)]
-    assert len(after) == len(before) + 1
+    load(store, tmp_path, "d.csv", "id,arr,segment\na1,16000,enterprise\n", DAY3 + dt.timedelta(days=1))
+    assert [r for r in rows(store) if r not in before] == [
+        ("a1", "arr", DAY1, DAY3, 12000.0, None),
+        ("a1", "arr", DAY3, DAY3 + dt.timedelta(days=1), 15000.0, None),
+        ("a1", "segment", DAY1, DAY3 + dt.timedelta(days=1), None, "smb"),
+    ]
 
 
 def test_emptying_a_field_is_a_change(store: Store, tmp_path: Path) -> None:
-    load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,,\n", DAY1)
-    load(store, tmp_path, "b.csv", "id,renewal_date\na1,\n", DAY2)
-    assert [r for r in rows(store) if r[1] == "renewal_date"] == [
-        ("a1", "renewal_date", DAY1, DAY2, None, "2026-09-30"), ("a1", "renewal_date", DAY2, None, None, None)]
+    load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,2026-02-27T10:00:00Z,\n", DAY1)
+    load(store, tmp_path, "b.csv", "id,renewal_date,last_login_at,champion\na1,,,no\n", DAY2)
+    assert [r for r in rows(store) if r[1] != "*"] == [
+        ("a1", "champion", DAY1, DAY2, 1.0, None),
+        ("a1", "last_login_at", DAY1, DAY2, None, "2026-02-27 10:00:00.000000"),
+        ("a1", "renewal_date", DAY1, DAY2, None, "2026-09-30")]
 
 
 def test_the_account_as_known_on_a_day(store: Store, tmp_path: Path) -> None:
     load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,2026-02-27T10:00:00Z,hello\n", DAY1)
     load(store, tmp_path, "b.csv", "id,segment,arr,champion,note\na1,mid_market,15000,no,\n", DAY2)
     load(store, tmp_path, "c.csv", HEADER + "a2,Beta,enterprise,90000,40,no,,,\n", DAY3)
+    load(store, tmp_path, "d.csv", "id,seats\na1,11\n", DAY3)
     with store.engine.connect() as conn:
         assert account_as_of(conn, CATALOG, dt.date(2026, 2, 28)) == {}
         day1 = account_as_of(conn, CATALOG, dt.date(2026, 3, 1))
@@ -100,6 +97,9 @@ def test_the_account_as_known_on_a_day(store: Store, tmp_path: Path) -> None:
         "renewal_date": dt.date(2026, 9, 30), "last_login_at": dt.datetime(2026, 2, 27, 10, tzinfo=dt.timezone.utc),
         "note": "hello"}}
     assert day5["a1"] == {**day1["a1"], "segment": "mid_market", "arr": 15000.0, "champion": False, "note": None}
+    with store.engine.connect() as conn:
+        assert account_as_of(conn, CATALOG, dt.date(2026, 3, 8))["a1"] == day5["a1"]
+        assert account_as_of(conn, CATALOG, dt.date(2026, 3, 9))["a1"] == {**day5["a1"], "seats": 11}
     assert day9 == {"a2": {"name": "Beta", "segment": "enterprise", "arr": 90000.0, "seats": 40, "champion": False,
                            "renewal_date": None, "last_login_at": None, "note": None}}
 

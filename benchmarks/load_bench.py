@@ -1,0 +1,323 @@
+"""Imports at bulk speed: `playbook import` of accounts and metric points against a bare load of the same rows.
+
+    python benchmarks/load_bench.py [--accounts 200000] [--points 2000000] [--repeat 3]
+                                    [--stores sqlite,postgresql] [--write]
+
+For each store and repetition, into empty stores (migrated, declared columns
+added), timed one after the other so the machine's load is shared fairly:
+
+(a) bare: the same CSV files into the same tables with no checks at all:
+    PostgreSQL `COPY accounts FROM STDIN WITH (FORMAT csv, HEADER)` (psycopg2
+    copy_expert, the file as is); SQLite csv.reader + executemany of the
+    text values in one transaction (SQLite's column affinity types them).
+(b) import: `engine.importers.import_files` (checks, staging, history).
+(c) import without history: (b) with `engine.history.record_changes` off,
+    to show what keeping the field history costs.
+Then, on store (b), a re-import of the accounts file with 1% of the accounts
+changed in one field: its time and the history rows it adds.
+
+Files are generated from playbooks/' declarations (every account field, in
+the plain forms exports use), deterministic for a seed. Medians; ratios are
+(b)/(a). `--write` puts the table into docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sqlalchemy as sa  # noqa: E402
+from machine import describe, load_average  # noqa: E402
+
+from dsl import nodes as n  # noqa: E402
+from dsl.catalog import Catalog  # noqa: E402
+from dsl.project import load  # noqa: E402
+from engine import history, importers  # noqa: E402
+from engine.store import Store  # noqa: E402
+
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+TODAY = dt.date(2026, 6, 1)
+T = n.TypeName
+
+
+# --------------------------------------------------------------------------
+# Files
+
+
+def _value(rng: random.Random, f: n.FieldDecl, i: int) -> str:
+    t = f.type
+    if t.nullable and rng.random() < 0.1:
+        return ""
+    lo = t.low if t.low is not None else 0.0
+    hi = t.high if t.high is not None else 1000.0
+    if t.name is T.INT:
+        return str(rng.randint(int(lo), int(hi)))
+    if t.name in (T.NUMBER, T.DURATION):
+        return str(round(rng.uniform(lo, hi), 2))
+    if t.name is T.MONEY:
+        return str(rng.randint(3, 400) * 100)
+    if t.name is T.PERCENT:
+        return str(round(rng.random(), 4))
+    if t.name is T.BOOL:
+        return "true" if rng.random() < 0.5 else "false"
+    if t.name is T.ENUM:
+        return rng.choice(t.values)
+    if t.name is T.DATE:
+        return (TODAY + dt.timedelta(days=rng.randint(-900, 365))).isoformat()
+    if t.name is T.DATETIME:
+        return f"{(TODAY - dt.timedelta(days=rng.randint(0, 900))).isoformat()}T{rng.randint(8, 18):02d}:00:00Z"
+    if t.name is T.USER:
+        return f"usr-{i % 300:04d}"
+    if t.name is T.CONTACT:
+        return f"con-{i:07d}-1"
+    return f"{f.name} {rng.randint(1, 50)}"
+
+
+def account_fields(catalog: Catalog) -> list[n.FieldDecl]:
+    return [f for f in (catalog.account.fields if catalog.account else []) if f.name not in ("id", "name")]
+
+
+def write_accounts(path: Path, catalog: Catalog, count: int, seed: int, changed: float = 0.0) -> None:
+    """`count` accounts; with `changed`, the same file with that share of accounts' first numeric field changed."""
+    rng = random.Random(seed)
+    fields = account_fields(catalog)
+    first_number = next(k for k, f in enumerate(fields) if f.type.name in (T.INT, T.NUMBER, T.MONEY))
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["id", "name", *(f.name for f in fields)])
+        change = random.Random(seed + 1)
+        for i in range(count):
+            values = [_value(rng, f, i) for f in fields]
+            if changed and change.random() < changed:
+                values[first_number] = str(int(float(values[first_number] or 0)) + 1)
+            w.writerow([f"acc-{i:07d}", f"Company {i}", *values])
+
+
+def write_points(path: Path, catalog: Catalog, accounts: int, points: int, seed: int) -> None:
+    """`points` metric points spread over the accounts and the declared metrics, weekly dates back from TODAY."""
+    rng = random.Random(seed)
+    metrics = sorted(catalog.metrics)
+    per_account = max(1, points // accounts)
+    weeks = max(1, per_account // len(metrics) + 1)
+    written = 0
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["account_id", "metric", "date", "value"])
+        dates = [(TODAY - dt.timedelta(days=7 * k)).isoformat() for k in range(weeks)]
+        for i in range(accounts):
+            account = f"acc-{i:07d}"
+            for k in range(per_account):
+                if written >= points:
+                    return
+                w.writerow([account, metrics[k % len(metrics)], dates[k // len(metrics)], rng.randint(0, 5000)])
+                written += 1
+
+
+# --------------------------------------------------------------------------
+# Stores
+
+
+@contextmanager
+def fresh(kind: str, folder: Path, catalog: Catalog) -> Iterator[Store]:
+    if kind == "sqlite":
+        path = folder / f"bench-{uuid.uuid4().hex[:8]}.db"
+        store = Store.open(f"sqlite:///{path}", catalog=catalog)
+        try:
+            yield store
+        finally:
+            store.close()
+            for extra in ("", "-wal", "-shm"):
+                Path(str(path) + extra).unlink(missing_ok=True)
+        return
+    schema_name = f"pb_loadbench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
+    store = Store.open(f"{PG_URL}?options=-csearch_path%3D{schema_name}", catalog=catalog)
+    try:
+        yield store
+    finally:
+        store.close()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema_name}" CASCADE')
+        admin.dispose()
+
+
+def size_bytes(store: Store, table: str) -> int:
+    with store.engine.connect() as conn:
+        if store.dialect == "postgresql":
+            return int(conn.exec_driver_sql(f"SELECT pg_total_relation_size('{table}')").scalar_one())
+        try:
+            return int(conn.exec_driver_sql(f"SELECT sum(pgsize) FROM dbstat WHERE name = '{table}'").scalar_one() or 0)
+        except sa.exc.OperationalError:
+            return -1  # SQLite built without dbstat
+
+
+def bare_load(store: Store, table: str, path: Path) -> None:
+    with store.engine.connect() as conn:
+        with conn.begin():
+            if store.dialect == "postgresql":
+                with path.open(encoding="utf-8") as fh:
+                    header = fh.readline().strip()
+                    fh.seek(0)
+                    cursor = conn.connection.cursor()
+                    cursor.copy_expert(f"COPY {table} ({header}) FROM STDIN WITH (FORMAT csv, HEADER)", fh)
+                    cursor.close()
+                return
+            with path.open(encoding="utf-8", newline="") as fh:
+                reader = csv.reader(fh)
+                header = next(reader)
+                sql = f"INSERT INTO {table} ({', '.join(header)}) VALUES ({', '.join('?' * len(header))})"
+                cursor = conn.connection.cursor()
+                while True:
+                    batch = [[v if v != "" else None for v in r] for _, r in zip(range(100_000), reader)]
+                    if not batch:
+                        break
+                    cursor.executemany(sql, batch)
+                cursor.close()
+
+
+def timed(work: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------
+# The run
+
+
+def run(args: argparse.Namespace) -> str:
+    catalog = load([str(ROOT / "playbooks")]).catalog
+    folder = Path(tempfile.mkdtemp(prefix="loadbench-", dir=args.dir))
+    accounts_csv, changed_csv, points_csv = folder / "accounts.csv", folder / "accounts_changed.csv", folder / "points.csv"
+    t0 = time.perf_counter()
+    write_accounts(accounts_csv, catalog, args.accounts, seed=7)
+    write_accounts(changed_csv, catalog, args.accounts, seed=7, changed=0.01)
+    write_points(points_csv, catalog, args.accounts, args.points, seed=7)
+    print(f"files written in {time.perf_counter() - t0:.0f} s: {accounts_csv.stat().st_size / 1e6:.0f} MB accounts, "
+          f"{points_csv.stat().st_size / 1e6:.0f} MB points", flush=True)
+    load_start = load_average()
+    started = dt.datetime.now(dt.timezone.utc)
+    results: dict[str, dict[str, list[float]]] = {}
+    notes: dict[str, dict[str, Any]] = {}
+    real_record = history.record_changes
+    for rep in range(args.repeat):
+        for kind in args.stores:
+            r = results.setdefault(kind, {})
+            with fresh(kind, folder, catalog) as store:
+                r.setdefault("bare_accounts", []).append(timed(lambda: bare_load(store, "accounts", accounts_csv)))
+                r.setdefault("bare_points", []).append(timed(lambda: bare_load(store, "metric_points", points_csv)))
+                bare_size = size_bytes(store, "accounts")
+            with fresh(kind, folder, catalog) as store:
+                history.record_changes = lambda *a, **k: 0  # type: ignore[assignment]
+                try:
+                    r.setdefault("nohist_accounts", []).append(timed(
+                        lambda: importers.import_file(store, catalog, "accounts", accounts_csv)))
+                finally:
+                    history.record_changes = real_record  # type: ignore[assignment]
+            with fresh(kind, folder, catalog) as store:
+                r.setdefault("import_accounts", []).append(timed(
+                    lambda: importers.import_file(store, catalog, "accounts", accounts_csv)))
+                r.setdefault("import_points", []).append(timed(
+                    lambda: importers.import_file(store, catalog, "metrics", points_csv)))
+                rows_before = store.count("account_field_history")
+                hist_bytes = size_bytes(store, "account_field_history")
+                r.setdefault("reimport_changed", []).append(timed(
+                    lambda: importers.import_file(store, catalog, "accounts", changed_csv)))
+                notes[kind] = {"history_rows": rows_before, "history_bytes": hist_bytes,
+                               "changed_rows": store.count("account_field_history") - rows_before,
+                               "accounts_bytes": bare_size, "points": store.count("metric_points")}
+            print(f"rep {rep + 1} {kind}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in r.items()), flush=True)
+    ended = dt.datetime.now(dt.timezone.utc)
+    for p in (accounts_csv, changed_csv, points_csv):
+        p.unlink()
+    folder.rmdir()
+    return report(args, results, notes, started, ended, load_start, load_average())
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[str, list[float]]], notes: dict[str, dict[str, Any]],
+           started: dt.datetime, ended: dt.datetime, load_start: str, load_end: str) -> str:
+    med = {k: {m: statistics.median(v) for m, v in r.items()} for k, r in results.items()}
+    lines = [
+        "<!-- load_bench: begin -->",
+        "## Imports at bulk speed (benchmarks/load_bench.py)",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M}-{ended:%H:%M} UTC with `benchmarks/load_bench.py --accounts {args.accounts} "
+        f"--points {args.points} --repeat {args.repeat}` on {describe()}; load average {load_start} at start, "
+        f"{load_end} at end (the machine is shared with other sessions). Empty stores; "
+        f"{args.accounts:,} accounts of playbooks/' {len(account_fields(load([str(ROOT / 'playbooks')]).catalog)) + 2} "
+        f"columns and {args.points:,} metric points, CSV; medians of {args.repeat}.",
+        "",
+        "| store | rows | bare load (s) | `import` (s) | import / bare | import without history (s) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for kind, m in med.items():
+        bare_name = "COPY" if kind == "postgresql" else "executemany"
+        lines.append(f"| {kind} | {args.accounts:,} accounts | {m['bare_accounts']:.2f} ({bare_name}) | "
+                     f"{m['import_accounts']:.2f} | **{m['import_accounts'] / m['bare_accounts']:.2f}x** | "
+                     f"{m['nohist_accounts']:.2f} |")
+        lines.append(f"| {kind} | {args.points:,} metric points | {m['bare_points']:.2f} ({bare_name}) | "
+                     f"{m['import_points']:.2f} | **{m['import_points'] / m['bare_points']:.2f}x** | |")
+    lines += ["", "Field history (store (b), after the first import, then a re-import with 1% of the accounts "
+              "changed in one field):", "",
+              "| store | history rows after the first import | bytes per row | re-import with 1% changed (s) | "
+              "history rows it added |", "|---|---:|---:|---:|---:|"]
+    for kind, note in notes.items():
+        per_row = (f"{note['history_bytes'] / note['history_rows']:.0f}"
+                   if note["history_rows"] and note["history_bytes"] > 0 else "n/a")
+        lines.append(f"| {kind} | {note['history_rows']:,} | {per_row} | {med[kind]['reimport_changed']:.2f} | "
+                     f"{note['changed_rows']:,} |")
+    lines += ["", "All runs (s):", ""]
+    for kind, r in results.items():
+        for m, v in r.items():
+            lines.append(f"- {kind} {m}: {', '.join(f'{x:.2f}' for x in v)}")
+    lines += ["", f"Reproduce: `.venv/bin/python benchmarks/load_bench.py --accounts {args.accounts} "
+              f"--points {args.points} --repeat {args.repeat} --write`.", "<!-- load_bench: end -->"]
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    doc = ROOT / "docs" / "BENCHMARKS.md"
+    current = doc.read_text(encoding="utf-8")
+    begin, end = "<!-- load_bench: begin -->", "<!-- load_bench: end -->"
+    if begin in current:
+        head, rest = current.split(begin, 1)
+        current = head + text + rest.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + text + "\n"
+    doc.write_text(current, encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--accounts", type=int, default=200_000)
+    ap.add_argument("--points", type=int, default=2_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--stores", type=lambda s: s.split(","), default=["sqlite", "postgresql"])
+    ap.add_argument("--dir", default=None, help="where the files and SQLite stores go (default: the temp dir)")
+    ap.add_argument("--write", action="store_true", help="write the section into docs/BENCHMARKS.md")
+    args = ap.parse_args()
+    text = run(args)
+    print(text)
+    if args.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
