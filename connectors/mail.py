@@ -43,7 +43,9 @@ from engine.settings import FileBackedSettings, SettingsError, settings_file, ta
 
 ENV_PREFIX = "PLAYBOOK_EMAIL_"
 TABLE = "email"
-URL_FIELDS = ("key", "account_id", "play", "contact")  # the placeholders unsubscribe_url may use
+# The placeholders unsubscribe_url may use; {token} is filled by the worker when the `unsubscribe_secret`
+# setting of `playbook serve` is set (connectors/unsubscribe.py: the link's signature).
+URL_FIELDS = ("key", "account_id", "play", "contact", "token")
 # C0 controls (CR and LF among them), DEL, and the characters Python's str.splitlines also breaks on:
 # any of them in a header value could start a header of the attacker's choosing.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")

@@ -23,6 +23,7 @@ INBOUND_EVENTS = {
     "replied": "the recipient replied to a message of this play",
     "unsubscribed": "the recipient unsubscribed",
     "bounced": "a message of this play bounced",
+    "meeting_booked": "the customer booked a meeting (a scheduling tool's event)",
     "stage_changed": "the account's pipeline stage changed",
     "closed_won": "the expansion opportunity was won",
     "closed_lost": "the expansion opportunity was lost",

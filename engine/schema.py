@@ -335,6 +335,36 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class InboundEvent(Base):
+    """An event a provider reported (reply, bounce, unsubscribe, stage change), stored before
+    any play hears of it.
+
+    `key` (`<source>:<provider's event id>`) is UNIQUE: a redelivered webhook
+    or a message read twice records nothing new. `signal_state` is the
+    pending-signal marker: `pending` until every running play of the account
+    has been signalled (`done`), so an event that arrived while Temporal was
+    down is delivered later, not lost; `failed` after repeated refusals.
+    """
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (Index("ix_inbound_events_signal_state_id", "signal_state", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    source: Mapped[str] = mapped_column(Text)  # standard | hubspot | postmark | unsubscribe | imap
+    kind: Mapped[str] = mapped_column(Text)  # an inbound event name: replied, bounced, stage_changed, ...
+    account_id: Mapped[str] = mapped_column(Text, index=True)
+    contact: Mapped[str | None] = mapped_column(Text)  # the address or contact id it concerns
+    play: Mapped[str | None] = mapped_column(Text)  # a reply to this play's message: only it is signalled
+    stage: Mapped[str | None] = mapped_column(Text)  # the new stage, for stage_changed
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # at the source
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    payload: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    signal_state: Mapped[str] = mapped_column(Text, default="pending")  # pending | done | failed
+    signalled: Mapped[Any] = mapped_column(JSONType, nullable=True)  # the plays that got the signal
+    signal_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    signal_error: Mapped[str | None] = mapped_column(Text)
+
+
 class Outcome(Base):
     """What a play achieved: won or lost (an expansion deal), churned or contracted (the
     base shrinking), with its value in ARR. Written only by engine/outcomes.py.
@@ -524,7 +554,7 @@ def entity_table(entity: n.EntityDecl | None, kind: str = "account", metadata: M
 
 __all__ = [
     "Account", "AccountFieldHistory", "AuditEntry", "Base", "BigId", "CORE_COLUMNS", "Contact", "ENTITY_TABLES", "EntityField",
-    "Enrollment", "EnrollmentDecision", "Event", "JSONType", "MetricPoint", "Opportunity", "Outcome",
+    "Enrollment", "EnrollmentDecision", "Event", "InboundEvent", "JSONType", "MetricPoint", "Opportunity", "Outcome",
     "OutboxMessage", "PlayPause", "SlaBreach", "StageChange", "TYPE_MAP", "Task", "UTCDateTime", "User",
     "WebhookEndpoint",
     "declared_column",

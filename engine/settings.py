@@ -55,6 +55,7 @@ OTHER_TABLES = (
     "postmark",
     "email",
     "smtp",
+    "serve",
 )
 
 

@@ -333,14 +333,15 @@ _INSERT: dict[str, Callable[[sa.Table], Any]] = {
 
 
 def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
-           update: Sequence[str] | None = None) -> None:
+           update: Sequence[str] | None = None) -> int:
     """INSERT ... ON CONFLICT (keys) DO UPDATE the given columns (default: all but keys).
 
     Every row must have the same columns. Rows must be unique by `keys`
     within one call (PostgreSQL refuses to update a row twice in one statement).
+    Returns the rows the database counts as written (a row left alone by DO NOTHING counts 0).
     """
     if not rows:
-        return
+        return 0
     cols = list(rows[0].keys())
     update = [c for c in (update if update is not None else cols) if c not in keys]
     stmt = _INSERT[conn.dialect.name](table)
@@ -349,13 +350,14 @@ def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
                                           set_={c: stmt.excluded[c] for c in update})
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-    conn.execute(stmt, list(rows))
+    return int(conn.execute(stmt, list(rows)).rowcount)
 
 
 def insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
-                  keys: Sequence[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO NOTHING: for outbox/tasks written under an idempotency key."""
-    upsert(conn, table, rows, keys, update=[])
+                  keys: Sequence[str]) -> int:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING: for outbox/tasks written under an idempotency key.
+    Returns how many rows were new."""
+    return upsert(conn, table, rows, keys, update=[])
 
 
 # --------------------------------------------------------------------------

@@ -31,12 +31,13 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from temporalio import activity
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from connectors import base as cb
+from connectors import unsubscribe
 from connectors.mail import format_unsubscribe_url
 from connectors.render import render
 from dsl import nodes as n
@@ -160,7 +161,8 @@ async def compute_schedule(request: ScheduleRequest) -> Schedule:
 
 class PlayActivities:
     def __init__(self, connectors: cb.Connectors, accounts: AccountSource, catalog: Catalog | None = None,
-                 *, unsubscribe_url: str | None = None, pipeline_queue: str | None = None) -> None:
+                 *, unsubscribe_url: str | None = None, unsubscribe_secret: SecretStr | None = None,
+                 pipeline_queue: str | None = None) -> None:
         self.connectors = connectors
         # The task queue of the pipeline's SLA workflows (workflows/pipeline.py): set, a
         # deal a play opened or moved starts or signals its timer. None: no timers (tests, simulation).
@@ -170,9 +172,11 @@ class PlayActivities:
         # field types, for showing values in templates.
         self.catalog = catalog or Catalog()
         # A format string with {key}, {account_id}, {play}, {contact} (values percent-encoded;
-        # connectors/mail.py); None leaves
+        # connectors/mail.py) and {token} (connectors/unsubscribe.py, signed with
+        # `unsubscribe_secret`: the one-click link of `playbook serve`); None leaves
         # {{ unsubscribe_url }} undefined, so a template using it fails loudly.
         self.unsubscribe_url = unsubscribe_url
+        self.unsubscribe_secret = unsubscribe_secret
 
     # -- helpers -----------------------------------------------------------
     async def _value(self, ctx: StepContext, expr: n.Expr, what: str) -> Any:
@@ -364,8 +368,12 @@ class _StepResolver:
     def unsubscribe_url(self, to: cb.Person) -> str | None:
         if self.acts.unsubscribe_url is None:
             return None
-        return format_unsubscribe_url(self.acts.unsubscribe_url, key=self.ctx.key, account_id=self.ctx.account_id,
-                                      play=self.ctx.play, contact=self._contacts.get(to.address, to.address))
+        contact = self._contacts.get(to.address, to.address)
+        values = {"key": self.ctx.key, "account_id": self.ctx.account_id, "play": self.ctx.play, "contact": contact}
+        if self.acts.unsubscribe_secret is not None:  # {token}: only the holder of the secret can make a link
+            values["token"] = unsubscribe.token(self.acts.unsubscribe_secret, contact, self.ctx.account_id,
+                                                self.ctx.play)
+        return format_unsubscribe_url(self.acts.unsubscribe_url, **values)
 
     def after(self, duration: n.Duration) -> dt.datetime:
         days_off = schedule.days_off(self.ctx.holidays, self.ctx.holiday_regions)

@@ -27,6 +27,7 @@ class EventKind(str, enum.Enum):
     REPLIED = "replied"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+    MEETING_BOOKED = "meeting_booked"
     STAGE_CHANGED = "stage_changed"
     CLOSED_WON = "closed_won"
     CLOSED_LOST = "closed_lost"
