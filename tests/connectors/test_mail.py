@@ -55,8 +55,8 @@ def test_the_unsubscribe_url_values_are_percent_encoded():
 
 
 def test_an_unsubscribe_url_with_an_unknown_placeholder_is_refused(monkeypatch):
-    monkeypatch.setenv("PLAYBOOK_EMAIL_UNSUBSCRIBE_URL", "https://acme.test/u/{token}")
-    with pytest.raises(mail.MailSettingsError, match=r"PLAYBOOK_EMAIL_UNSUBSCRIBE_URL.*unknown placeholder \{token\}"):
+    monkeypatch.setenv("PLAYBOOK_EMAIL_UNSUBSCRIBE_URL", "https://acme.test/u/{secret}")
+    with pytest.raises(mail.MailSettingsError, match=r"PLAYBOOK_EMAIL_UNSUBSCRIBE_URL.*unknown placeholder \{secret\}"):
         mail.load()
 
 

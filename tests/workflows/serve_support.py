@@ -68,10 +68,10 @@ def events(store: Store) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(sa.select(t).order_by(t.c.id)).mappings()]
 
 
-def unsubscribed(store: Store, contact: str) -> dt.datetime | None:
+def unsubscribed(store: Store, contact: str, column: str = "unsubscribed_at") -> dt.datetime | None:
     with store.connect() as conn:
         t = schema.Contact.__table__
-        return conn.execute(sa.select(t.c.unsubscribed_at).where(t.c.id == contact)).scalar_one()
+        return conn.execute(sa.select(t.c[column]).where(t.c.id == contact)).scalar_one()
 
 
 @contextmanager

@@ -204,7 +204,7 @@ def test_a_postmark_hard_bounce_suppresses_the_address_and_a_soft_one_is_ignored
     got = post(url, "/postmark", json.dumps(soft).encode(), postmark_auth())
     assert got.status_code == 202 and got.json()["ignored"][0]["key"] == "postmark:bounce:43"
     assert [(r["kind"], r["account_id"]) for r in events(store)] == [("bounced", "beta")]
-    assert unsubscribed(store, "c2") is not None
+    assert unsubscribed(store, "c2", "bounced_at") is not None and unsubscribed(store, "c2") is None
 
 
 def test_postmark_without_the_right_basic_auth_is_refused(url, store):
