@@ -46,6 +46,7 @@ def render_message(
     from engine.settings import clock
     from workflows.accounts import StoreAccounts
     from workflows.activities import PlayActivities
+    from workflows.worker import unsubscribe_link
     from workflows.preview import PreviewError, preview, uses
 
     json_mode = format == TextOrJson.json
@@ -71,8 +72,9 @@ def render_message(
         name=template, subject=decl.subject, body=decl.body)
     settings = mail.load()
     with reading_store(db, catalog) as store:
-        acts = PlayActivities(Connectors({}), StoreAccounts(store, catalog), catalog,
-                              unsubscribe_url=settings.unsubscribe_url)
+        url, secret = unsubscribe_link(settings.unsubscribe_url)  # the worker's link, {token} signed
+        acts = PlayActivities(Connectors({}), StoreAccounts(store, catalog), catalog, unsubscribe_url=url,
+                              unsubscribe_secret=secret)
         try:
             shown = asyncio.run(preview(acts, use, tpl, account, contact=contact, at=clock(),
                                         mail_settings=settings))

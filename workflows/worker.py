@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -62,28 +63,33 @@ log = logging.getLogger("playbook.worker")
 def store_activities(store: Store, catalog: Catalog, *, unsubscribe_url: str | None = None,
                      connectors: Connectors | None = None) -> PlayActivities:
     """Activities over the store's accounts, acting through the connectors the settings
-    choose per step kind (connectors/settings.py; default: the store itself).
-
-    `{{ unsubscribe_url }}` (and List-Unsubscribe): `unsubscribe_url` if given, else the
-    `[email]` setting `unsubscribe_url`, else the one-click link of `playbook serve` when its
-    `public_url` and `unsubscribe_secret` settings are set (docs/serve.md)."""
-    from connectors import mail
-    from connectors.inbound import load_serve_settings
-    from engine.settings import SettingsError
+    choose per step kind (connectors/settings.py; default: the store itself)."""
     from workflows.accounts import StoreAccounts
 
     if connectors is None:
         connectors = load_connectors(store)
+    url, secret = unsubscribe_link(unsubscribe_url)
+    return PlayActivities(connectors, StoreAccounts(store, catalog), catalog, unsubscribe_url=url,
+                          unsubscribe_secret=secret)
+
+
+def unsubscribe_link(given: str | None = None) -> tuple[str | None, SecretStr | None]:
+    """The format of `{{ unsubscribe_url }}` (and List-Unsubscribe) and the secret of its {token}:
+    `given`, else the `[email]` setting `unsubscribe_url`, else the one-click link of `playbook
+    serve` when its `public_url` and `unsubscribe_secret` settings are set (docs/serve.md).
+    The worker and `playbook render` both ask here, so a preview shows the link a play sends."""
+    from connectors import mail
+    from connectors.inbound import load_serve_settings
+    from engine.settings import SettingsError
+
     serve = load_serve_settings()
-    if unsubscribe_url is None:
-        unsubscribe_url = mail.load().unsubscribe_url
-    if unsubscribe_url is None and serve.public_url and serve.unsubscribe_secret is not None:
-        unsubscribe_url = serve.public_url.rstrip("/") + "/unsubscribe?c={contact}&a={account_id}&p={play}&t={token}"
-    if unsubscribe_url is not None and "{token}" in unsubscribe_url and serve.unsubscribe_secret is None:
+    url = given if given is not None else mail.load().unsubscribe_url
+    if url is None and serve.public_url and serve.unsubscribe_secret is not None:
+        url = serve.public_url.rstrip("/") + "/unsubscribe?c={contact}&a={account_id}&p={play}&t={token}"
+    if url is not None and "{token}" in url and serve.unsubscribe_secret is None:
         raise SettingsError("unsubscribe_url uses {token}: set unsubscribe_secret in [serve] "
                             "(PLAYBOOK_SERVE_UNSUBSCRIBE_SECRET)")
-    return PlayActivities(connectors, StoreAccounts(store, catalog), catalog, unsubscribe_url=unsubscribe_url,
-                          unsubscribe_secret=serve.unsubscribe_secret)
+    return url, serve.unsubscribe_secret
 
 
 def build_worker(
