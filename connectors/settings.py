@@ -122,6 +122,18 @@ def _webhooks_settings() -> None:
     webhooks.checked_settings()
 
 
+def _postmark_settings() -> None:
+    from connectors import postmark
+
+    postmark.checked_settings()
+
+
+def _postmark(store: Store | None) -> cb.Connector:
+    from connectors import postmark
+
+    return postmark.build(store)
+
+
 def _webhooks(store: Store | None) -> cb.Connector:
     from connectors import webhooks
 
@@ -144,6 +156,8 @@ REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("webhooks", "webhook steps as POSTs signed per Standard Webhooks (PLAYBOOK_WEBHOOKS_*)",
                    _webhooks, check=_webhooks_settings),
     Implementation("smtp", "email over SMTP (connectors/smtp.py), the store's outbox as its ledger", _smtp),
+    Implementation("postmark", "email over Postmark's HTTP API (PLAYBOOK_POSTMARK_*), the outbox as its ledger",
+                   _postmark, check=_postmark_settings),
 ]}
 
 
