@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.pipeline_activities import PipelineActivities
@@ -115,13 +116,22 @@ class PipelineWorkflow:
             if not await self._sleep_until(at):
                 return False
             assert state.stage is not None and state.entered_at is not None and state.due_at is not None
-            result = await workflow.execute_activity_method(
-                PipelineActivities.breach,
-                BreachRequest(opportunity_id=self._id, stage=state.stage, entered_at=state.entered_at,
-                              due_at=state.due_at, level=level, at=workflow.now()),
-                start_to_close_timeout=TIMEOUT, retry_policy=RETRY, summary=f"SLA {state.stage}: {level}")
-            if result.outcome == "moved":
-                return True
+            try:
+                result = await workflow.execute_activity_method(
+                    PipelineActivities.breach,
+                    BreachRequest(opportunity_id=self._id, stage=state.stage, entered_at=state.entered_at,
+                                  due_at=state.due_at, level=level, at=workflow.now()),
+                    start_to_close_timeout=TIMEOUT, retry_policy=RETRY, summary=f"SLA {state.stage}: {level}")
+            except ActivityError as exc:
+                # Failed for good (the connector refused the task: an unknown assignee, say). The
+                # breach row is written before the task, so reports still count it; the timer
+                # goes on to the next level and the next stage instead of dying with this deal.
+                cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
+                workflow.logger.warning("SLA %s of %s: telling the %s failed: %s", state.stage, self._id, level,
+                                        cause)
+            else:
+                if result.outcome == "moved":
+                    return True
             self._told.append(key)
         return False
 

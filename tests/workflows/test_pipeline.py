@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
+from connectors import base as cb
 from connectors.base import Connectors
 from connectors.store import StoreConnector
 from dsl import nodes as n
@@ -96,12 +97,12 @@ class Env:
 
 
 @asynccontextmanager
-async def pipeline_env(store: Store) -> AsyncIterator[Env]:
+async def pipeline_env(store: Store, connector: Any = None) -> AsyncIterator[Env]:
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
     ) as env:
         await ensure_registered(env.client)
-        connectors = Connectors.single(StoreConnector(store))
+        connectors = Connectors.single(connector or StoreConnector(store))
         task_queue = f"tq-{uuid.uuid4()}"
         plays = PlayActivities(connectors, StaticAccounts({"acme": Account(fields={"ae": "carol"})}),
                                pipeline_queue=task_queue)
@@ -198,6 +199,32 @@ async def test_a_deal_with_no_owner_records_the_breach_and_tells_nobody(store: S
         await e.env.sleep(dt.timedelta(hours=49))
         await until(lambda: len(breaches(store)) == 1)
     assert breaches(store) == [("Trigger Fired", "owner", None, None)] and tasks(store) == []
+
+
+class RefusesCarol:
+    """The store connector, except that a task for carol is refused for good (as a CRM refuses an unknown user)."""
+
+    def __init__(self, store: Store) -> None:
+        self.inner = StoreConnector(store)
+
+    async def act(self, action: cb.Action) -> cb.Result:
+        if isinstance(action, cb.NewTask) and action.assignee == "carol":
+            raise cb.PermanentError("no user carol in the CRM")
+        return await self.inner.act(action)
+
+
+async def test_a_refused_notification_keeps_the_timer_going_to_the_manager(store: Store) -> None:
+    async with pipeline_env(store, RefusesCarol(store)) as e:
+        now = await e.env.get_current_time()
+        open_deal(store, now)
+        await signal(e.client, "o1", StageSignal(stage="Trigger Fired", at=now), task_queue=e.task_queue)
+        await e.env.sleep(dt.timedelta(hours=49))
+        await until(lambda: len(breaches(store)) == 1)
+        await e.env.sleep(dt.timedelta(days=4))
+        await until(lambda: len(tasks(store)) == 1)
+        st = await status(e)
+    assert [who for who, _ in tasks(store)] == ["maria"] and len(st.told) == 2
+    assert [b[1] for b in breaches(store)] == ["owner", "manager"]
 
 
 async def test_a_deal_a_play_opens_starts_its_sla_timer(store: Store) -> None:
