@@ -19,7 +19,8 @@ import csv
 import io
 import zoneinfo
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,6 +43,7 @@ class Column:
     name: str
     type: n.TypeRef
     check: str | None = None  # "email", "timezone", "metric", "strip": the column's own rule
+    prestaged: bool = False  # COPY already typed it (a number column of a COPY stage)
 
 
 def quote(conn: Connection, name: str) -> str:
@@ -184,6 +186,8 @@ class Fragments:
 
     def value(self, col: Column, c: str) -> str:
         """The typed value of the staged text `c`: NULL where empty or where SQL cannot type it."""
+        if col.prestaged:
+            return c
         if self._is_text(col):
             return f"CASE WHEN {self.empty(c)} THEN NULL ELSE {c} END"
         return f"CASE WHEN {self._null_or_empty(c)} THEN NULL ELSE {self._typed(col, c)} END"
@@ -191,7 +195,11 @@ class Fragments:
     def ok(self, col: Column, c: str, v: str) -> str:
         """Whether SQL typed `c` (as `v`, the result of `value`) and it is within its bounds."""
         bounds = self.bounds(col, v)
+        if col.prestaged and col.type.name in NUMERIC:  # PostgreSQL reads these; Python refuses them
+            bounds = f"{v} NOT IN ('NaN', 'Infinity', '-Infinity')" + (f" AND {bounds}" if bounds else "")
         filled = f"({v} IS NOT NULL{' AND ' + bounds if bounds else ''})"
+        if col.prestaged and col.name not in KEY_COLUMNS:
+            return f"({v} IS NULL OR {filled})"
         if col.name in KEY_COLUMNS:
             return filled
         if self._is_text(col):
@@ -203,19 +211,24 @@ class Staging:
     """The temporary tables of one file: staged text (`_pb_stage`) and typed rows (`_pb_typed`)."""
 
     def __init__(self, conn: Connection, columns: Sequence[Column], typed_columns: Sequence[sa.Column[Any]],
-                 metrics: Sequence[str] = ()) -> None:
+                 metrics: Sequence[str] = (), *, copy: bool = False) -> None:
+        """`copy` (PostgreSQL): the stage is for `copy_file`, its number columns typed by COPY itself."""
         self.conn = conn
-        self.columns = list(columns)
         self.pg = conn.dialect.name == "postgresql"
+        self.copy = copy
+        self.columns = [replace(c, prestaged=True) if copy and (c.type.name in NUMERIC or c.type.name is T.INT) else c
+                        for c in columns]
         self.names = [f"s{i}" for i in range(len(self.columns))]
         md = sa.MetaData()
         # SQLite: numbers are staged into REAL columns, whose affinity converts
         # them on insert as fast as a bare executemany would (see Fragments).
         self.stage = sa.Table(STAGE, md, sa.Column("_row", sa.BigInteger), sa.Column("_grp", sa.Integer),
-                              *(sa.Column(s, sa.Double if not self.pg and c.type.name in NUMERIC else sa.Text)
-                                for s, c in zip(self.names, self.columns)), prefixes=["TEMPORARY"])
+                              *(sa.Column(s, self._stage_type(c)) for s, c in zip(self.names, self.columns)),
+                              prefixes=["TEMPORARY"])
+        # SQLite: `_row` is the rowid (free); PostgreSQL: no index to maintain on
+        # a million inserts for the rare delete of duplicates.
         self.typed = sa.Table(TYPED, md, sa.Column("_row", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-                                                   primary_key=True, autoincrement=False),
+                                                   primary_key=not self.pg, autoincrement=False),
                               sa.Column("_grp", sa.Integer), sa.Column("_ok", sa.Boolean, default=True),
                               *typed_columns, prefixes=["TEMPORARY"])
         self.drop()
@@ -225,9 +238,32 @@ class Staging:
         self.fragments = Fragments(conn.dialect.name, metrics)
         self.staged = 0
 
+    def _stage_type(self, c: Column) -> sa.types.TypeEngine[Any]:
+        if c.prestaged:
+            return sa.BigInteger() if c.type.name is T.INT else sa.Double()
+        return sa.Double() if not self.pg and c.type.name in NUMERIC else sa.Text()
+
     def drop(self) -> None:
         for name in (STAGE, TYPED):
             self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        if self.pg:
+            self.conn.exec_driver_sql(f"DROP SEQUENCE IF EXISTS {STAGE}_rows")
+
+    def copy_file(self, path: Path) -> int:
+        """COPY a CSV file as it is (header line skipped, columns in `columns` order) into the stage;
+        `_row` is the line number of a file without line breaks inside values. Returns the rows."""
+        seq = f"{STAGE}_rows"
+        self.conn.exec_driver_sql(f"CREATE TEMPORARY SEQUENCE {seq} START 2")
+        self.conn.exec_driver_sql(f"ALTER TABLE {STAGE} ALTER COLUMN _row SET DEFAULT nextval('{seq}'), "
+                                  "ALTER COLUMN _grp SET DEFAULT 0")
+        cursor = self.conn.connection.cursor()
+        try:
+            with path.open("rb") as fh:
+                cursor.copy_expert(f"COPY {STAGE} ({', '.join(self.names)}) FROM STDIN WITH (FORMAT csv, HEADER)", fh)
+            self.staged = cursor.rowcount
+        finally:
+            cursor.close()
+        return self.staged
 
     def load(self, rows: Sequence[Sequence[Any]]) -> None:
         """Rows of (line, group, text values in `columns` order) into the stage, replacing what it held."""

@@ -323,3 +323,40 @@ def test_parse_value_rejects(type_: n.TypeRef, raw: object, reason: str) -> None
     with pytest.raises(ValueError) as info:
         parse_value(type_, raw)
     assert str(info.value) == reason
+
+
+PLAIN_ACCOUNTS = """\
+id,name,segment,arr,health_score,usage_percent,seats_active,exec_sponsor,last_expansion_at,csm,nps
+p1,Plain,smb,12000,75,0.85,12,true,,u1,9
+p2,Plain Two,mid_market,50000.5,88.5,0.4,40,false,2025-01-15,u2,
+p1,Again,smb,1,1,0.01,1,false,,u1,
+p3,,enterprise,1,1,0.5,1,no,,,
+"""
+
+
+def test_plain_files_are_checked_set_wise_with_lines_named(store: Store, tmp_path: Path, monkeypatch) -> None:
+    from engine import bulkload
+
+    copies: list[str] = []
+    real_copy = bulkload.Staging.copy_file
+    monkeypatch.setattr(bulkload.Staging, "copy_file", lambda self, path: copies.append(path.name) or real_copy(self, path))
+    accounts = write(tmp_path, "plain.csv", PLAIN_ACCOUNTS)
+    metrics = write(tmp_path, "plain_metrics.csv", "account_id,metric,date,value\np1,api_calls,2026-05-01,1\n"
+                                                   "zz,api_calls,2026-05-01,2\n")
+    with pytest.raises(ImportFailed) as info:
+        import_files(store, CATALOG, [("accounts", accounts), ("metrics", metrics)])
+    assert info.value.errors == [
+        RowError(str(accounts), 4, "id", "duplicate id 'p1' (first at row 2)"),
+        RowError(str(accounts), 5, "csm", "is empty; the field is not declared optional (`?`)"),
+        RowError(str(metrics), 3, "account_id", "unknown account 'zz'"),
+    ]
+    assert count(store, "accounts") == 0 and count(store, "metric_points") == 0
+    # PostgreSQL COPYs plain CSV files as they are; SQLite has no COPY.
+    assert copies == (["plain.csv", "plain_metrics.csv"] if store.dialect == "postgresql" else [])
+    good = write(tmp_path, "plain_good.csv", "\n".join(PLAIN_ACCOUNTS.splitlines()[:3]) + "\n")
+    result = import_file(store, CATALOG, "accounts", good)
+    assert (result.rows, result.created) == (2, 2)
+    with store.engine.connect() as conn:
+        accounts_t = store.table("account")
+        assert conn.execute(sa.select(accounts_t.c.arr, accounts_t.c.exec_sponsor, accounts_t.c.seats_active)
+                            .order_by(accounts_t.c.id)).all() == [(12000.0, True, 12), (50000.5, False, 40)]
