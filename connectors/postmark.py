@@ -25,14 +25,12 @@ Answers (Postmark's API reference, "Email API" and "API error codes"):
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
-import sqlalchemy as sa
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import Connection
@@ -40,9 +38,10 @@ from sqlalchemy.engine import Connection
 from connectors import base as cb
 from connectors import mail
 from connectors.http import status_error
+from connectors.ledger import in_ledger
 from engine import outbox
 from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
-from engine.store import Store, StoreUnreachable
+from engine.store import Store
 
 T = TypeVar("T")
 log = logging.getLogger("playbook.postmark")
@@ -161,20 +160,7 @@ class PostmarkConnector:
         await self.client.aclose()
 
     async def _ledger(self, work: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            try:
-                return self.store.retry(lambda: _in_transaction(self.store, work))
-            except StoreUnreachable as exc:
-                raise cb.TransientError(f"postmark: outbox ledger: {exc.cause}") from exc
-            except sa.exc.OperationalError as exc:
-                raise cb.TransientError(f"postmark: outbox ledger: {exc.orig}") from exc
-
-        return await asyncio.to_thread(run)
-
-
-def _in_transaction(store: Store, work: Callable[[Connection], T]) -> T:
-    with store.begin() as conn:
-        return work(conn)
+        return await in_ledger(self.store, work, "postmark")
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection
 
 from connectors import base as cb
 from connectors.http import retry_after
+from connectors.ledger import in_ledger
 from engine import outbox
 from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
 from engine.store import Store
@@ -173,16 +174,7 @@ class SlackConnector:
         return error
 
     async def _ledger(self, work: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            import sqlalchemy as sa
-
-            try:
-                with self.store.begin() as conn:
-                    return work(conn)
-            except sa.exc.OperationalError as exc:  # locked, connection lost
-                raise cb.TransientError(f"slack: outbox ledger: {exc.orig}") from exc
-
-        return await asyncio.to_thread(run)
+        return await in_ledger(self.store, work, "slack")
 
 
 def api_error(exc: SlackApiError, channel: str) -> cb.ConnectorError:

@@ -25,7 +25,6 @@ receiver's token may sit.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -38,13 +37,13 @@ from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import sqlalchemy as sa
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import Connection
 
 from connectors import base as cb
 from connectors.http import status_error
+from connectors.ledger import in_ledger
 from engine import endpoints, outbox
 from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
 from engine.store import Store
@@ -203,14 +202,7 @@ class WebhookConnector:
         return error
 
     async def _ledger(self, work: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            try:
-                with self.store.begin() as conn:
-                    return work(conn)
-            except sa.exc.OperationalError as exc:  # locked, connection lost
-                raise cb.TransientError(f"webhooks: outbox ledger: {exc.orig}") from exc
-
-        return await asyncio.to_thread(run)
+        return await in_ledger(self.store, work, "webhooks")
 
 
 def _snippet(response: httpx.Response, size: int = 200) -> str:
