@@ -1003,14 +1003,27 @@ class _FileLoad:
         names = ", ".join(quote(c) for c in cols)
         key_names = ", ".join(quote(k) for k in keys)
         update = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in cols if c not in keys)
-        # Later rows of a file win over earlier ones with the same key: PostgreSQL
-        # cannot update one row twice in a statement, so it keeps the last one;
-        # SQLite applies them in line order. Key order also appends to the index.
-        if pg:
-            select = f"SELECT DISTINCT ON ({key_names}) {names} FROM {TYPED} ORDER BY {key_names}, _row DESC"
-        else:
-            select = f"SELECT {names} FROM {TYPED} WHERE 1 = 1 ORDER BY {key_names}, _row"
-        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) {select} ON CONFLICT ({key_names}) DO UPDATE SET {update}")
+        upsert = f"ON CONFLICT ({key_names}) DO UPDATE SET {update}"
+        # Later rows of a file win over earlier ones with the same key. SQLite
+        # applies the rows in line order (the rowid of `_pb_typed` is the line).
+        if not pg:
+            conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED} WHERE 1 = 1 {upsert}")
+            return
+        # PostgreSQL refuses to update one row twice in a statement: a file
+        # that repeats a key (rare) is written again keeping the last row of
+        # each, which costs a sort the common case does not pay.
+        import psycopg2.errors
+
+        savepoint = conn.begin_nested()
+        try:
+            conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED} {upsert}")
+            savepoint.commit()
+        except sa.exc.DBAPIError as e:
+            if not isinstance(e.orig, psycopg2.errors.CardinalityViolation):
+                raise
+            savepoint.rollback()
+            conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT DISTINCT ON ({key_names}) {names} "
+                                 f"FROM {TYPED} ORDER BY {key_names}, _row DESC {upsert}")
 
 
 class _NeedsPython(Exception):

@@ -360,3 +360,14 @@ def test_plain_files_are_checked_set_wise_with_lines_named(store: Store, tmp_pat
         accounts_t = store.table("account")
         assert conn.execute(sa.select(accounts_t.c.arr, accounts_t.c.exec_sponsor, accounts_t.c.seats_active)
                             .order_by(accounts_t.c.id)).all() == [(12000.0, True, 12), (50000.5, False, 40)]
+
+
+def test_a_later_row_with_the_same_metric_key_wins(store: Store, tmp_path: Path) -> None:
+    import_file(store, CATALOG, "accounts", write(tmp_path, "accounts.csv", ACCOUNTS_CSV))
+    import_file(store, CATALOG, "metrics", write(tmp_path, "twice.csv", "account_id,metric,date,value\n"
+                                                 "a1,api_calls,2026-05-01,1\na2,api_calls,2026-05-01,5\n"
+                                                 "a1,api_calls,2026-05-01,2\n"))
+    mp = schema.MetricPoint.__table__
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(mp.c.account_id, mp.c.value).order_by(mp.c.account_id)).all() == [
+            ("a1", 2.0), ("a2", 5.0)]
