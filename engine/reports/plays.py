@@ -100,22 +100,23 @@ def plays_report(conn: Connection, *, since: dt.date | None = None, until: dt.da
     marker = sa.literal(":e") + sa.cast(e.c.id, sa.Text) + sa.literal(":")
     at = _position(dialect, marker, OUTBOX.c.idempotency_key)
     step = sa.func.substr(OUTBOX.c.idempotency_key, at + sa.func.length(marker))
-    reply_to = EVENTS.c.payload["message"].as_string()
-    answered = sa.select(reply_to.label("message")).where(EVENTS.c.event == REPLIED).distinct().subquery("answered")
-    emails = sa.select(e.c.play, step.label("step"), answered.c.message, won.c.enrollment_id.label("won_id"),
-                       won.c.value).select_from(
+    # Looked up through the account's replies (indexed by event and account), not a join on
+    # the message key alone, which neither database can index inside the JSON payload.
+    answered = sa.exists().where(EVENTS.c.event == REPLIED, EVENTS.c.account_id == OUTBOX.c.account_id,
+                                 EVENTS.c.payload["message"].as_string() == OUTBOX.c.idempotency_key)
+    emails = sa.select(e.c.play, step.label("step"), sa.case((answered, 1), else_=0).label("replied"),
+                       won.c.enrollment_id.label("won_id"), won.c.value).select_from(
         e.join(OUTBOX, sa.and_(OUTBOX.c.account_id == e.c.account_id, OUTBOX.c.play == e.c.play, at > 0))
-        .outerjoin(answered, answered.c.message == OUTBOX.c.idempotency_key)
         .outerjoin(won, won.c.enrollment_id == e.c.id)
     ).where(OUTBOX.c.channel == "email", OUTBOX.c.status.not_in(NOT_ATTEMPTS)).subquery("emails")
-    closed = sa.and_(emails.c.message.is_not(None), emails.c.won_id.is_not(None))
+    closed = sa.and_(emails.c.replied == 1, emails.c.won_id.is_not(None))
     per_step = sa.select(
         emails.c.play, emails.c.step, sa.func.count().label("attempts"),
-        sa.func.count(emails.c.message).label("replies"),
+        sa.func.sum(emails.c.replied).label("replies"),
         sa.func.sum(sa.case((closed, 1), else_=0)).label("closes"),
         sa.func.avg(sa.case((closed, emails.c.value))).label("avg_value"),
     ).group_by(emails.c.play, emails.c.step).order_by(emails.c.play, emails.c.step)
-    steps = [Line(r.play, r.step, int(r.attempts), int(r.replies), int(r.closes or 0), num(r.avg_value))
+    steps = [Line(r.play, r.step, int(r.attempts), int(r.replies or 0), int(r.closes or 0), num(r.avg_value))
              for r in conn.execute(per_step)]
     return PlaysReport(plays, steps, since, until)
 
