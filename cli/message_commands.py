@@ -70,14 +70,18 @@ def render_message(
 
     tpl = use.plan.templates[template] if use is not None else PlanTemplate(
         name=template, subject=decl.subject, body=decl.body)
+    from connectors import sandbox
+
     settings = mail.load()
+    sandboxed = sandbox.load_sandbox_settings()
+    rewrite = (lambda action: sandbox.rewrite(action, sandboxed)) if sandboxed.email else None
     with reading_store(db, catalog) as store:
         url, secret = unsubscribe_link(settings.unsubscribe_url)  # the worker's link, {token} signed
         acts = PlayActivities(Connectors({}), StoreAccounts(store, catalog), catalog, unsubscribe_url=url,
                               unsubscribe_secret=secret)
         try:
             shown = asyncio.run(preview(acts, use, tpl, account, contact=contact, at=clock(),
-                                        mail_settings=settings))
+                                        mail_settings=settings, rewrite=rewrite))
         except PreviewError as exc:
             raise Fail(str(exc)) from exc
         except cb.MissingDataError as exc:
@@ -97,9 +101,12 @@ def render_message(
             print(f"template {template} ({where}) would not be sent: {shown.skipped}")
         raise typer.Exit(EXIT_FINDINGS)
     msg = shown.message
-    headers = {name: str(msg[name]) for name in SHOWN_HEADERS if msg[name] is not None}
+    extra = [name for name in msg.keys() if name.upper().startswith("X-")]  # sandbox mode's original recipient
+    headers = {name: str(msg[name]) for name in [*SHOWN_HEADERS, *extra] if msg[name] is not None}
     body = msg.get_content()
     notes = [] if settings.from_address else [f"From is a placeholder: set {mail.ENV_PREFIX}FROM_ADDRESS"]
+    if rewrite is not None:
+        notes.append(f"sandbox mode: sent to the test inbox ({sandbox.ENV_PREFIX}EMAIL), not to the recipient")
     if settings.unsubscribe_url is None:
         notes.append(f"no List-Unsubscribe link: set {mail.ENV_PREFIX}UNSUBSCRIBE_URL")
     if json_mode:

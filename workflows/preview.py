@@ -12,6 +12,7 @@ real send's.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage as MimeMessage
 
@@ -72,9 +73,13 @@ class _ToContact(_StepResolver):
 
 
 async def preview(acts: PlayActivities, use: Use | None, template: PlanTemplate, account_id: str, *,
-                  contact: str | None, at: dt.datetime, mail_settings: mail.MailSettings) -> Preview:
+                  contact: str | None, at: dt.datetime, mail_settings: mail.MailSettings,
+                  rewrite: Callable[[cb.EmailMessage], cb.Action] | None = None) -> Preview:
     """The message `use` (a play's email step; None: the template alone, to `contact`) would send
-    to `account_id` now. Raises the errors a send would (RenderError names the missing value)."""
+    to `account_id` now. Raises the errors a send would (RenderError names the missing value).
+
+    `rewrite`: what happens to the action between the activity and the connector (sandbox mode's
+    connectors/sandbox.py `rewrite`), so the preview is what the connector would get."""
     if use is None:
         if contact is None:
             raise PreviewError(f"no play sends template {template.name!r}: give the recipient with --contact")
@@ -95,6 +100,10 @@ async def preview(acts: PlayActivities, use: Use | None, template: PlanTemplate,
         action = await cb.EmailMessage.prepare(step, resolver)
     except cb.Skipped as skip:
         return Preview(template.name, play or None, path if use else None, account_id, None, skip.reason, None)
+    if rewrite is not None:
+        rewritten = rewrite(action)
+        assert isinstance(rewritten, cb.EmailMessage)
+        action = rewritten
     sender_address = mail_settings.from_address or "not-set@example.invalid"
     settings = mail_settings if mail_settings.from_address else mail_settings.model_copy(
         update={"from_address": sender_address, "message_id_domain": mail_settings.message_id_domain or "example.invalid"})

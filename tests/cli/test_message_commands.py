@@ -124,3 +124,14 @@ def test_a_template_no_play_sends_needs_a_recipient(project):
 def test_an_unsubscribed_recipient_is_shown_as_not_sent(project):
     r = render(project, "usage_alert", "--account", "acme", "--contact", "c3")
     assert r.code == 1 and "would not be sent: gone@acme.test has unsubscribed" in r.stdout
+
+
+def test_in_sandbox_mode_the_preview_is_the_test_inbox_message(project, monkeypatch):
+    monkeypatch.setenv("PLAYBOOK_SANDBOX_EMAIL", "inbox@us.test")
+    r = render(project, "usage_alert", "--account", "acme")
+    assert r.code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "To: inbox@us.test" in lines and "Subject: [sandbox] Your usage at 85%" in lines
+    assert "X-Playbook-Original-To: ada@acme.test" in lines
+    assert "[sandbox] This message was for ada@acme.test." in lines
+    assert any(x.startswith("# note: sandbox mode") for x in lines)
