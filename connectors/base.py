@@ -312,8 +312,8 @@ class NotifyResult(Result):
     pass
 
 
-OWNER_CHANNEL = "@owner"  # notify "@owner": the play owner's channel
-ROUTE_CHANNEL = "@route."  # notify "@route.touch": the channel of the account's target of route `touch`
+OWNER_CHANNEL = n.NOTIFY_OWNER  # notify "@owner": the play owner's channel
+ROUTE_CHANNEL = n.NOTIFY_ROUTE  # notify "@route.touch": the channel of the account's target of route `touch`
 
 
 class Notification(OutboxMessage):

@@ -44,6 +44,7 @@ class Scope:
     """What bare names and refs mean where an expression sits."""
 
     play: bool = False  # play conditions may read inbound events and `stage`
+    owned: bool = False  # the play has an `owner` (a notify step may say "@owner")
 
 
 @dataclass
@@ -258,7 +259,7 @@ class Checker:
 
     # ------------------------------------------------------------ plays
     def check_play(self, play: n.PlayDecl, used_templates: set[str]) -> None:
-        scope = Scope(play=True)
+        scope = Scope(play=True, owned=play.owner is not None)
         if play.owner is not None:
             self.expect_kind(play.owner, scope, "user", "the owner")
         if play.gate is not None and play.gate not in self.catalog.gates:

@@ -420,9 +420,14 @@ class OpportunityStep(Node):
     owner: Ref | None = None
 
 
+# A notify step's channel may name one resolved per account instead of a literal channel:
+NOTIFY_OWNER = "@owner"  # the play owner's channel
+NOTIFY_ROUTE = "@route."  # `@route.NAME`: the channel of the account's target of route NAME
+
+
 class NotifyStep(Node):
     step: Literal["notify"] = "notify"
-    channel: str
+    channel: str  # "#cs-expansion", a Slack id, NOTIFY_OWNER or NOTIFY_ROUTE + a route name
     message: str
 
 

@@ -144,6 +144,29 @@ def _check_branch(c: Checker, a: n.BranchStep, scope: Scope) -> None:
     c.condition(a.condition, scope, "this branch")  # the arms are visited by `walk`
 
 
+def _check_notify(c: Checker, a: n.NotifyStep, scope: Scope) -> None:
+    """`@owner` needs a play owner, `@route.NAME` a declared route; a literal channel is Slack's to judge."""
+    if not a.channel.startswith("@"):
+        return
+    where = c.sub_span(a.span, a.channel)
+    if a.channel == n.NOTIFY_OWNER:
+        if not scope.owned:
+            c.error("PB164", "notify \"@owner\" in a play with no owner", where,
+                    "add `owner account.csm` (a user field) to the play, or name a channel (\"#cs-team\")")
+    elif a.channel.startswith(n.NOTIFY_ROUTE):
+        route = a.channel.removeprefix(n.NOTIFY_ROUTE)
+        if route not in c.catalog.routes:
+            known = ", ".join(sorted(c.catalog.routes)) or "none declared"
+            c.error("PB164", f"notify \"{a.channel}\": unknown route '{route}'", where,
+                    f"routes: {known}. {did_you_mean(route, c.catalog.routes)}".strip(),
+                    n.NOTIFY_ROUTE + best if (best := closest(route, c.catalog.routes)) else None)
+    else:
+        forms = [n.NOTIFY_OWNER, *(n.NOTIFY_ROUTE + r for r in sorted(c.catalog.routes))]
+        c.error("PB164", f"notify channel \"{a.channel}\" names no owner or route", where,
+                f"a channel starting with @ is {n.NOTIFY_OWNER} or {n.NOTIFY_ROUTE}NAME. "
+                f"{did_you_mean(a.channel, forms)}".strip(), closest(a.channel, forms))
+
+
 def _check_webhook(c: Checker, a: n.WebhookStep, scope: Scope) -> None:
     if not re.match(r"^https?://", a.url):
         c.error("PB161", f"webhook address '{a.url}' is not an http(s) URL", a.span)
@@ -228,6 +251,7 @@ KINDS: dict[str, StepKind] = {k.name: k for k in [
         build=lambda ch: {"channel": ch[0], "message": ch[1]},
         source=lambda a: f"notify {format_string(a.channel)} {format_string(a.message)}",
         describe=lambda a: f"notify {a.channel}",
+        check=_check_notify,
     ),
     StepKind(
         "webhook", n.WebhookStep,

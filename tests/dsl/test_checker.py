@@ -124,6 +124,12 @@ CASES = [
     ("misspelt stage in an exit", "play p\n  ungated\n  exit when stage in [\"Closed Wn\"]\n  day 1 stage \"Qualified\"\n",
      ("PB112", "error", 3, 23, "'Closed Wn' is not one of (Trigger Fired, CSQL Created, Qualified, Proposal Sent, "
                                "Negotiation, Closed Won, Closed Lost)")),
+    ("notify @owner in a play with no owner", "play p\n  ungated\n  day 1 notify \"@owner\" \"hi\"\n",
+     ("PB164", "error", 3, 17, 'notify "@owner" in a play with no owner')),
+    ("notify @owner in an owned play", "play p\n  ungated\n  owner account.csm\n  day 1 notify \"@owner\" \"hi\"\n",
+     None),
+    ("notify another @ name", "play p\n  ungated\n  owner account.csm\n  day 1 notify \"@ownr\" \"hi\"\n",
+     ("PB164", "error", 4, 17, 'notify channel "@ownr" names no owner or route')),
     ("step inside a wait", "play p\n  ungated\n  day 1 wait up to 5 days for replied\n  day 3 stage \"A\"\n",
      ("PB312", "warning", 4, 3, "this step (day 3) falls inside the wait on day 1")),
     ("weights that do not add up to 1", "score s\n  = account.arr * 0.4 + account.health_score * 0.5\n",
@@ -173,6 +179,16 @@ def test_a_metric_per_unknown_period_is_an_error(period, detail, fix):
                                              detail)
     assert (d.fix.replace if d.fix else None) == fix
     assert d.range.start.column == len("metric seats per ") + 1
+
+
+def test_notify_to_an_unknown_route_names_the_routes_and_offers_the_close_one():
+    routes = "route touch\n  when account.arr < 10000 -> low_touch\n  otherwise -> high_touch\n"
+    project = load_text(PRELUDE + routes + "play p\n  ungated\n  day 1 notify \"@route.tuch\" \"hi\"\n", "t.play")
+    [d] = [d for d in check(project) if d.code != "PB306"]  # PB306: nothing starts play p
+    assert (d.code, d.summary) == ("PB164", "notify \"@route.tuch\": unknown route 'tuch'")
+    assert d.detail == "routes: touch. Did you mean 'touch'?" and d.fix is not None and d.fix.replace == "@route.touch"
+    ok = load_text(PRELUDE + routes + "play p\n  ungated\n  day 1 notify \"@route.touch\" \"hi\"\n", "t.play")
+    assert [d.code for d in check(ok)] == ["PB306"]
 
 
 def test_did_you_mean_offers_a_fix():
