@@ -253,12 +253,11 @@ class HubSpotConnector:
         if self._pipeline_checked or not self.settings.verify_pipeline:
             return
         pipeline = self.settings.pipeline
-        try:
-            _, found = await self._call("GET", f"/crm/v3/pipelines/deals/{quote(pipeline, safe='')}",
-                                        "read the deal pipeline")
-        except cb.PermanentError as exc:
-            raise cb.PermanentError(f"{exc}; is {pipeline!r} a deal pipeline's id? "
-                                    f"({self.settings.where('pipeline')})") from exc
+        status, found = await self._call("GET", f"/crm/v3/pipelines/deals/{quote(pipeline, safe='')}",
+                                         "read the deal pipeline", ok_statuses=(404,))
+        if status == 404:
+            raise cb.PermanentError(f"HubSpot has no deal pipeline {pipeline!r}: set {self.settings.where('pipeline')} "
+                                    "to a deal pipeline's id (GET /crm/v3/pipelines/deals lists them)")
         stages = {str(st.get("id")): str(st.get("label") or "") for st in found.get("stages") or []
                   if isinstance(st, Mapping) and not st.get("archived")}
         wrong = [f"{ours!r} -> {theirs!r}" for ours, theirs in self.settings.stages.items() if theirs not in stages]

@@ -492,8 +492,8 @@ async def test_a_pipeline_that_is_not_there_names_the_setting(pipelines_proxy, w
                                                                      "OBJECT_NOT_FOUND"))
     connector = make(pipelines_proxy, spec, verify_pipeline=True, pipeline="expansion")
     try:
-        with pytest.raises(cb.PermanentError, match=r"Unable to find pipeline expansion; is 'expansion' a deal "
-                                                    r"pipeline's id\? \(PLAYBOOK_HUBSPOT_PIPELINE"):
+        with pytest.raises(cb.PermanentError, match="HubSpot has no deal pipeline 'expansion': set "
+                                                    "PLAYBOOK_HUBSPOT_PIPELINE"):
             await connector.act(stage("Qualified"))
     finally:
         await connector.aclose()
