@@ -46,6 +46,7 @@ from sqlalchemy.engine import Connection
 
 from dsl import nodes as n
 from dsl.catalog import Catalog
+from engine import history as field_history
 from engine import schema
 from engine.settings import load_settings
 from engine.store import Store
@@ -787,8 +788,8 @@ def _sqlite_converter(t: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] | Non
 # Entry point
 
 # Tables the demo fills, children first (the order to empty them in).
-_DATA_TABLES = ("enrollment_decisions", "outcomes", "sla_breaches", "stage_history", "opportunities", "tasks",
-                "enrollments", "events", "metric_points", "contacts", "accounts", "users")
+_DATA_TABLES = ("account_field_history", "enrollment_decisions", "outcomes", "sla_breaches", "stage_history",
+                "opportunities", "tasks", "enrollments", "events", "metric_points", "contacts", "accounts", "users")
 
 
 def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | None = None, *,
@@ -835,6 +836,8 @@ def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | 
     result.users = len(gen.users)
     report("users", result.users, result.users)
 
+    known = dt.datetime.combine(today, dt.time(), dt.timezone.utc)
+    known_since: Any = _datetime_text(known) if raw else known
     scenario_counts: dict[str, int] = {name: 0 for name in SCENARIOS}
     for start in range(0, n_accounts, chunk_size):
         stop = min(n_accounts, start + chunk_size)
@@ -849,6 +852,10 @@ def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | 
             ev_rows += gen.event_rows(p)
         with store.begin() as conn:
             _Writer(conn, accounts, gen.account_columns).write(conn, acc_rows, converted=raw)
+            # Each account known since the demo's today, as an import would record it
+            # (engine/history.py): `account_as_of` then reads demo accounts too.
+            _Writer(conn, field_history.HISTORY, ["account_id", "field", "valid_from"]).write(
+                conn, [[r[0], field_history.KNOWN, known_since] for r in acc_rows], converted=raw)
             _Writer(conn, contacts, gen.contact_columns).write(conn, con_rows, converted=raw)
             # In primary-key order: appends at one place per metric instead of
             # page splits all over the b-tree (about 2x faster on SQLite).

@@ -110,3 +110,19 @@ def test_a_failed_import_writes_no_history(store: Store, tmp_path: Path) -> None
     with pytest.raises(ImportFailed):
         load(store, tmp_path, "b.csv", "id,arr,seats\na1,13000,10\na2,1,many\n", DAY2)
     assert rows(store) == before
+
+
+def test_demo_accounts_are_known_since_the_demo_s_today(store: Store) -> None:
+    from dsl.project import load
+    from engine.demo_data import generate
+
+    catalog = load(["playbooks"]).catalog
+    store.sync_entities(catalog)
+    generate(catalog, 30, seed=7, today=dt.date(2026, 6, 1), store=store)
+    with store.engine.connect() as conn:
+        assert account_as_of(conn, catalog, dt.date(2026, 5, 31)) == {}
+        known = account_as_of(conn, catalog, dt.date(2026, 6, 1))
+        accounts = store.table("account", catalog)
+        current = {r["id"]: dict(r) for r in conn.execute(sa.select(accounts)).mappings()}
+    assert len(known) == 30
+    assert all(known[i] == {k: v for k, v in current[i].items() if k in known[i]} for i in known)
