@@ -122,3 +122,26 @@ def test_a_signalled_play_counts_as_settled_only_once_it_waits_again() -> None:
     assert not play_at_rest(history(*acting))  # handled, but a step is under way
     assert play_at_rest(history(*acting, t.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, *signalled[1:],
                             t.EVENT_TYPE_WORKFLOW_TASK_COMPLETED))
+
+
+async def test_the_simulation_records_closed_deals_as_outcomes_and_replies_as_events(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from engine.schema import Base
+    from engine.store import Store
+
+    url = f"sqlite:///{tmp_path / 'sim.db'}"
+    config = SimConfig(reply_rate=0.6, win_rate=0.7, loss_rate=0.3, days=12, seed=3, start=START)
+    report = await simulate(config, playbooks(), accounts=80, db=url, write_to_store=True, generate=80)
+    closed = report.totals.get("won", 0) + report.totals.get("lost", 0)
+    assert closed >= 1
+    outcomes, events = Base.metadata.tables["outcomes"], Base.metadata.tables["events"]
+    with Store.open(url) as store, store.connect() as conn:
+        rows = conn.execute(sa.select(outcomes)).all()
+        replies = conn.execute(sa.select(sa.func.count()).select_from(events)
+                               .where(events.c.event == "replied")).scalar_one()
+    # A deal that closes after its play ended has no open deal or running enrollment to close.
+    assert 1 <= len(rows) <= closed
+    assert {r.source for r in rows} == {"simulation"} and {r.outcome for r in rows} <= {"won", "lost"}
+    assert all(r.enrollment_id is not None and r.days_to_close is not None for r in rows)
+    assert replies == report.totals["replies"]
