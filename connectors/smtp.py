@@ -51,16 +51,16 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import aiosmtplib
-import sqlalchemy as sa
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import Connection
 
 from connectors import base as cb
 from connectors import mail
+from connectors.ledger import in_ledger
 from engine import outbox
 from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
-from engine.store import Store, StoreUnreachable
+from engine.store import Store
 
 log = logging.getLogger("playbook.smtp")
 T = TypeVar("T")
@@ -157,17 +157,7 @@ class SmtpConnector:
         return cb.EmailResult(key=action.key, external_id=message_id)
 
     async def _ledger(self, work: Callable[[Connection], T]) -> T:
-        """engine.outbox work in one transaction, in a thread; a store fault is transient."""
-
-        def run() -> T:
-            try:
-                return self.store.retry(lambda: _in_transaction(self.store, work))
-            except StoreUnreachable as exc:
-                raise cb.TransientError(f"smtp: outbox ledger: {exc.cause}") from exc
-            except sa.exc.OperationalError as exc:
-                raise cb.TransientError(f"smtp: outbox ledger: {exc.orig}") from exc
-
-        return await asyncio.to_thread(run)
+        return await in_ledger(self.store, work, "smtp")
 
     async def _deliver(self, message: MimeMessage) -> None:
         s = self.settings
@@ -229,11 +219,6 @@ class SmtpConnector:
                 return cb.TransientError(f"SMTP {s.where} deferred the message at {phase}: {said}")
             return cb.PermanentError(f"SMTP {s.where} refused the message at {phase}: {said}")
         return cb.PermanentError(f"SMTP {s.where} at {phase}: {_reply(text)}")
-
-
-def _in_transaction(store: Store, work: Callable[[Connection], T]) -> T:
-    with store.begin() as conn:
-        return work(conn)
 
 
 async def _close(client: aiosmtplib.SMTP) -> None:
