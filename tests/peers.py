@@ -10,6 +10,7 @@ or started raises `PeerError`: the test fails loudly, it is never skipped.
         wm.stub({"request": {...}, "response": {...}})
     with prism_mock(HUBSPOT / "objects.json") as url: ...
     with prism_proxy(HUBSPOT / "objects.json", wm.url) as url: ...   # spec-checked WireMock
+    with imap_server("user", "password") as port: ...   # pymap (PyPI), plain IMAP; APPEND to fill it
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -89,6 +91,22 @@ class Process:
                 time.sleep(0.2)
         self.stop()
         raise PeerError(f"{self.name} did not answer on {self.url} within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def wait_banner(self, banner: bytes, timeout: float = 60.0) -> None:
+        """Ready when a TCP connection to the port is greeted with `banner` (IMAP's `* OK`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise PeerError(f"{self.name} exited with {self.proc.returncode} at start:\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2.0) as conn:
+                    if conn.recv(200).startswith(banner):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise PeerError(f"{self.name} did not greet on port {self.port} within {timeout:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, size: int = 3000) -> str:
         self._log.flush()
@@ -288,3 +306,21 @@ def smtp_server(handler: SmtpPeer | None = None, *, implicit_tls: Any = None, st
         yield peer, port
     finally:
         controller.stop()
+
+
+@contextmanager
+def imap_server(user: str, password: str) -> Iterator[int]:
+    """pymap (PyPI, the in-memory `dict` backend) on a free loopback port without TLS: its port.
+    One mailbox owner, `user` with `password`; messages are added with IMAP APPEND."""
+    pymap = Path(sys.executable).with_name("pymap")
+    if not pymap.exists():
+        raise PeerError(f"pymap is not installed beside {sys.executable}: pip install -e '.[test]'")
+    port = free_port()
+    argv = [str(pymap), "--host", "127.0.0.1", "--port", str(port), "--no-tls", "dict",
+            "--demo-user", user, "--demo-password", password]
+    proc = Process("pymap", argv, port, _logs() / f"pymap-{port}.log")
+    try:
+        proc.wait_banner(b"* OK")
+        yield port
+    finally:
+        proc.stop()
