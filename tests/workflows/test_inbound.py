@@ -43,9 +43,21 @@ async def _until(what: str, check, seconds: float = 60.0) -> None:
 
 
 async def _plays(env: WorkflowEnvironment, accounts: list[str], queue: str):
+    """The plays started and waiting for `replied` (so the events below find them at their wait)."""
     enrolled = await env.get_current_time()
-    return [await start_play(env.client, PlayInput(plan=WAIT, account_id=a, enrolled_at=enrolled, day_seconds=60),
-                             task_queue=queue) for a in accounts]
+    handles = [await start_play(env.client, PlayInput(plan=WAIT, account_id=a, enrolled_at=enrolled, day_seconds=60),
+                                task_queue=queue) for a in accounts]
+    deadline = time.monotonic() + 60
+    for h in handles:
+        while (await h.query(PlayWorkflow.status)).state != "waiting":
+            assert time.monotonic() < deadline, "the plays did not reach their wait"
+            await asyncio.sleep(0.1)
+    return handles
+
+
+def _heard(result: PlayResult) -> bool:
+    """The wait ended by the event (a step run late under load also logs a `late` decision first)."""
+    return ("wait", Outcome.EVENT) in [(d.step, d.outcome) for d in result.decisions]
 
 
 def _enroll(store, accounts: list[str]) -> None:
@@ -93,7 +105,7 @@ async def test_an_event_stored_while_temporal_was_down_reaches_the_waiting_play_
                 result: PlayResult = await asyncio.wait_for(handle.result(), 60)
         [row] = events(store)
         assert row["signalled"] == ["usage_limit"]
-        assert [(d.step, d.outcome) for d in result.decisions] == [("wait", Outcome.EVENT)]
+        assert _heard(result)
     finally:
         store.close()
 
@@ -124,7 +136,7 @@ async def test_a_burst_of_1000_events_reaches_the_running_plays(temporal, tmp_pa
                 results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
         rows = events(store)
         assert len(rows) == 1000 and all(r["signalled"] == ["usage_limit"] for r in rows)
-        assert all(r.decisions[0].outcome is Outcome.EVENT for r in results)
+        assert all(_heard(r) for r in results)
         print(f"\nburst with Temporal: 1,000 events stored in {stored:.1f} s, all signalled to 20 plays "
               f"after {signalled:.1f} s")
     finally:
