@@ -51,3 +51,37 @@ def test_no_grace_tells_the_manager_with_the_owner():
 @pytest.mark.parametrize("stage", ["Proposal Sent", "Closed Won", "Closed Lost", "New"])
 def test_stages_without_an_sla_have_no_deadline(stage):
     assert deadlines(stage, utc(2026, 6, 1), SlaCalendar()) is None
+
+
+@pytest.mark.anyio
+async def test_a_retried_breach_tells_the_owner_once(tmp_path):
+    import sqlalchemy as sa
+    from temporalio.testing import ActivityEnvironment
+
+    from connectors.base import Connectors
+    from connectors.store import StoreConnector
+    from engine.schema import Base
+    from engine.store import Store
+    from workflows.pipeline_activities import PipelineActivities
+    from workflows.pipeline_model import BreachRequest
+
+    t = Base.metadata.tables
+    store = Store.open(f"sqlite:///{tmp_path}/s.db")
+    entered = utc(2026, 6, 1, 9)
+    with store.begin() as conn:
+        conn.execute(t["accounts"].insert().values(id="acme"))
+        conn.execute(t["opportunities"].insert().values(id="o1", account_id="acme", stage="Trigger Fired",
+                                                        owner="carol", created_at=entered, updated_at=entered))
+        conn.execute(t["stage_history"].insert().values(opportunity_id="o1", stage="Trigger Fired", at=entered))
+    acts = PipelineActivities(store, Connectors.single(StoreConnector(store)), SlaCalendar())
+    req = BreachRequest(opportunity_id="o1", stage="Trigger Fired", entered_at=entered,
+                        due_at=entered + dt.timedelta(hours=48), level="owner", at=entered + dt.timedelta(hours=48))
+    first = await ActivityEnvironment().run(acts.breach, req)
+    again = await ActivityEnvironment().run(acts.breach, req)
+    moved = await ActivityEnvironment().run(acts.breach, req.model_copy(update={"stage": "Qualified"}))
+    with store.connect() as conn:
+        n_tasks = conn.execute(sa.select(sa.func.count()).select_from(t["tasks"])).scalar_one()
+        n_breaches = conn.execute(sa.select(sa.func.count()).select_from(t["sla_breaches"])).scalar_one()
+    store.close()
+    assert (first.outcome, first.notified, again.key) == ("notified", "carol", first.key)
+    assert moved.outcome == "moved" and (n_tasks, n_breaches) == (1, 1)
