@@ -182,3 +182,52 @@ async def test_a_new_kind_without_a_table_is_recorded_once_in_the_audit_log(stor
     assert (await conn.act(Survey(**act("k:survey"), form="nps"))).duplicate
     audit = [r for r in rows(store, "audit_log") if r["action"] == "survey.request"]
     assert [(r["subject"], r["detail"]) for r in audit] == [("k:survey", {"form": "nps"})]
+
+
+# ---------------------------------------------------------------------------
+# One account field for another connector (HubSpot's company id): account_field
+
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def company_store(request, tmp_path):
+    """A store whose accounts have a declared hubspot_company_id: on SQLite, and on PostgreSQL
+    in a schema of its own (dropped afterwards); PostgreSQL not answering fails the test."""
+    catalog = load_text("entity account\n  field hubspot_company_id text\n").catalog
+    if request.param == "sqlite":
+        st = Store.open(f"sqlite:///{tmp_path / 'store.db'}", catalog=catalog)
+        admin, name = None, None
+    else:
+        import uuid
+
+        name = f"pb_hubspot_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+        st = Store.open(f"{PG_URL}?options=-csearch_path%3D{name}", catalog=catalog)
+    try:
+        with st.begin() as conn:
+            conn.execute(st.table("account").insert(), [{"id": "acme", "name": "Acme", "hubspot_company_id": "31337"},
+                                                        {"id": "beta", "name": "Beta", "hubspot_company_id": None}])
+        yield st
+    finally:
+        st.close()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+            admin.dispose()
+
+
+async def test_account_field_reads_one_field_of_one_account(company_store):
+    from connectors.store import account_field
+
+    company = account_field(company_store, "hubspot_company_id")
+    assert [await company("acme"), await company("beta"), await company("nobody")] == ["31337", None, None]
+
+
+async def test_account_field_names_a_field_the_store_does_not_have(company_store):
+    from connectors.store import account_field
+
+    with pytest.raises(cb.PermanentError, match="the store's accounts have no field 'hubspot_id'"):
+        await account_field(company_store, "hubspot_id")("acme")
