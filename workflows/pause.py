@@ -13,9 +13,9 @@ Two halves, so a pause holds for plays running now and plays started later:
    `--all`), sent from here, a bounded number at a time.
 
 Why signals one by one and not Temporal's batch operation: the command then
-knows how many plays it reached and fails loudly if the server refuses,
-and it works on the time-skipping test server too; at 250 signals a second
-(what starts did here) 100,000 plays take under 7 minutes. A paused play
+knows how many plays it reached and fails loudly if the server refuses, and
+it works on every server. 1,000 plays took 17 s here (docs/BENCHMARKS.md);
+for 100,000 a server-side batch signal would be the faster tool. A paused play
 shows `PlaybookPaused = true` and a "PAUSED since ..." line in its current
 details (workflows/play.py); pausing twice only replaces the reason, a
 resume of a play that is not paused does nothing.

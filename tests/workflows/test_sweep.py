@@ -327,3 +327,49 @@ async def test_a_scheduled_sweep_decides_with_the_worker_settings_on_the_team_da
             uncapped = enrollment_plan(conn, pb.catalog, pb.plans, team_day, enroll.Settings())
         assert s.decided.enrolled == sum(p.enroll.accounts for p in capped.plays)
         assert s.decided.enrolled < sum(p.enroll.accounts for p in uncapped.plays)
+
+
+async def test_while_a_play_is_paused_the_sweep_starts_it_paused_with_each_kinds_queue(tmp_path: Path) -> None:
+    from engine import pauses
+    from workflows.model import PlayInput
+    from workflows.play import PlayWorkflow as Play
+
+    async with sweep_harness(tmp_path, accounts=80) as h:
+        pb = playbooks()
+        pauses.pause(h.store, pauses.ALL, "ana", "pricing review")
+        queues = {kind: f"{h.task_queue}.memory" for kind in ("email", "task")}
+        with h.env.auto_time_skipping_disabled():
+            summary = await sweep.sweep_once(h.client, h.store, pb, await h.env.get_current_time(), today=h.today,
+                                             task_queue=h.task_queue, queues=queues)
+            assert summary.started > 0 and summary.errors == 0, summary.error
+            handle = h.client.get_workflow_handle_for(Play.run, rows(h.store)[0].workflow_id)
+            status = await handle.query(Play.status)
+            history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    inp = DATA_CONVERTER.payload_converter.from_payloads(started.input.payloads, [PlayInput])[0]
+    assert status.paused is not None and status.paused.reason == "pricing review" and status.paused.scope == "*"
+    assert inp.queues == queues
+
+
+async def test_a_play_started_unpaused_as_its_pause_was_recorded_gets_the_pause_signal(tmp_path: Path) -> None:
+    from engine import pauses
+    from workflows.model import PlayInput
+    from workflows.play import PlayWorkflow as Play
+
+    async with sweep_harness(tmp_path, accounts=80) as h:
+        pb = playbooks()
+        with h.env.auto_time_skipping_disabled():
+            summary = await sweep.sweep_once(h.client, h.store, pb, await h.env.get_current_time(), today=h.today,
+                                             task_queue=h.task_queue)
+            assert summary.started > 0
+            row = rows(h.store)[0]
+            before = pauses.in_force(h.store)  # what the batch read: nothing
+            pauses.pause(h.store, row.play, "ana", "too late for the listing")
+            started = [PlayInput(plan=pb.plans[r.play], account_id=r.account_id, enrolled_at=r.started_at)
+                       for r in rows(h.store)]
+            await sweep._pause_late(h.client, h.store, started, before)
+            paused = {}
+            for r in rows(h.store):
+                status = await h.client.get_workflow_handle_for(Play.run, r.workflow_id).query(Play.status)
+                paused[(r.play, r.account_id)] = status.paused is not None
+    assert paused and all(held == (play == row.play) for (play, _), held in paused.items())
