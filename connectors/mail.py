@@ -78,6 +78,11 @@ def address(field: str, value: str) -> str:
     addr = found[0][1] if len(found) == 1 else ""
     if not addr or not _ADDRESS.match(addr):
         raise cb.PermanentError(f"{field}: not an email address: {value!r}")
+    if not addr.isascii():
+        # Would need SMTPUTF8 end to end (and RFC 2047 cannot carry an address): refused, said plainly,
+        # rather than sent garbled. A domain can be written in its xn-- form.
+        raise cb.PermanentError(f"{field}: {addr!r} is not an ASCII address; internationalised addresses "
+                                "(SMTPUTF8) are not supported")
     return addr
 
 

@@ -30,6 +30,9 @@ client can close that window: the protocol has no idempotency key.
 Errors (SMTP reply codes):
 - 5xx at RCPT: a hard bounce, `Bounced` (the activity records the contact
   as bounced, tells the play, skips the step); the outbox row is `failed`.
+  Except an enhanced status 5.7.x (relay denied, authentication required,
+  our reputation): the server's policy about us, not a dead address, so a
+  `PermanentError` that leaves the contact alone.
 - 4xx anywhere (451 greylisting, 421 shutting down, 452 mailbox full),
   connection refused, a timeout, a dropped connection: `TransientError`
   (retried; the row goes back to `pending` with the reason).
@@ -44,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from email.message import EmailMessage as MimeMessage
@@ -68,6 +72,7 @@ T = TypeVar("T")
 ENV_PREFIX = "PLAYBOOK_SMTP_"
 TABLE = "smtp"
 DEFAULT_PORTS = {"tls": 465, "starttls": 587, "none": 25}
+_POLICY = re.compile(r"^5\.7\.\d{1,3}\b")  # RFC 3463 enhanced status: security or policy
 
 
 class SmtpSettingsError(SettingsError):
@@ -178,6 +183,12 @@ class SmtpConnector:
             phase = "DATA"
             await client.data(message.as_bytes())
         except aiosmtplib.SMTPRecipientRefused as exc:
+            if exc.code >= 500 and _POLICY.match(_reply(exc.message)):
+                # 5.7.x is the server's policy about us (relay denied, auth required, our reputation),
+                # not a dead address: suppressing the contact for it would lose a good contact.
+                raise cb.PermanentError(f"SMTP {s.where} refused {recipient} by policy at RCPT TO: {exc.code} "
+                                        f"{_reply(exc.message)} (not taken as a bounce: check the relay's "
+                                        f"settings, {ENV_PREFIX}HOST and {ENV_PREFIX}USERNAME)") from None
             if exc.code >= 500:
                 raise cb.Bounced(exc.recipient or recipient, exc.code, _reply(exc.message)) from None
             raise cb.TransientError(f"SMTP {s.where} deferred {recipient} at RCPT TO: {exc.code} "

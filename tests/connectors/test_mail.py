@@ -77,3 +77,8 @@ def test_extra_x_headers_are_added_as_given():
 def test_an_extra_header_that_would_inject_is_refused(headers, problem):
     with pytest.raises(cb.PermanentError, match=problem):
         mail.build(action(headers=headers), SETTINGS)
+
+
+def test_a_non_ascii_address_is_refused_plainly_not_sent_garbled():
+    with pytest.raises(cb.PermanentError, match="is not an ASCII address"):
+        mail.build(action(to="josé@example.test"), SETTINGS)

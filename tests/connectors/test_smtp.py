@@ -184,6 +184,18 @@ async def test_550_at_rcpt_is_a_hard_bounce_and_the_row_fails(store, server):
     assert row["status"] == "failed" and "550" in row["last_error"]
 
 
+@pytest.mark.parametrize("reply", ["554 5.7.1 <ada@customer.test>: Relay access denied",
+                                   "550 5.7.1 Service unavailable; client host blocked using a blocklist"])
+async def test_a_5_7_policy_refusal_at_rcpt_is_permanent_but_not_a_bounce(store, server, reply):
+    peer, port = server
+    peer.refuse("ada@customer.test", reply)
+    with pytest.raises(cb.PermanentError) as err:
+        await connector(store, port).act(email())
+    assert not isinstance(err.value, cb.Bounced)
+    assert "by policy" in str(err.value) and "PLAYBOOK_SMTP_HOST" in str(err.value)
+    assert outbox_rows(store)[0]["status"] == "failed"
+
+
 @pytest.mark.parametrize(("command", "reply"), [("RCPT", "451 4.7.1 greylisted, try again later"),
                                                  ("MAIL", "421 4.3.2 shutting down"),
                                                  ("DATA", "452 4.2.2 mailbox full")])
