@@ -13,7 +13,8 @@ from engine.settings import EngineSettings, SettingsError, load_settings
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No PLAYBOOK_ setting of the machine leaks in; the default file is looked for in an empty folder."""
-    for name in ("TIME_ZONE", "EMAIL_CAP", "EMAIL_CAP_DAYS", "ROUTE", "DATABASE_URL", "SETTINGS_FILE"):
+    for name in ("TIME_ZONE", "EMAIL_CAP", "EMAIL_CAP_DAYS", "ROUTE", "DATABASE_URL", "SETTINGS_FILE",
+                 "PIPELINE_HOLIDAYS", "SLA_GRACE_DAYS"):
         monkeypatch.delenv(f"PLAYBOOK_{name}", raising=False)
     monkeypatch.chdir(tmp_path)
 
@@ -61,6 +62,8 @@ def test_malformed_toml_names_the_file_and_line() -> None:
     ("EMAIL_CAP_DAYS", "0", r"email_cap_days .*greater than or equal to 1"),
     ("EMAIL_CAP", "three", r"email_cap .*valid integer"),
     ("TIME_ZONE", "Mars/Olympus", r"unknown time zone 'Mars/Olympus' \(an IANA name"),
+    ("PIPELINE_HOLIDAYS", "US, XX", r"pipeline_holidays \(PLAYBOOK_PIPELINE_HOLIDAYS .*unknown holiday country 'XX'"),
+    ("SLA_GRACE_DAYS", "-1", r"sla_grace_days .*greater than or equal to 0"),
 ])
 def test_a_bad_value_names_the_setting_and_where_it_comes_from(
         monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
@@ -95,3 +98,9 @@ def test_the_enrollment_knobs_follow_the_settings(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PLAYBOOK_EMAIL_CAP_DAYS", "30")
     knobs = load_settings().enrollment()
     assert (knobs.email_cap, knobs.email_cap_days, knobs.route) == (4, 30, "touch")
+
+
+def test_pipeline_holidays_are_a_comma_separated_list_of_regions(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (load_settings().pipeline_regions, load_settings().sla_grace_days) == ([], 1)
+    monkeypatch.setenv("PLAYBOOK_PIPELINE_HOLIDAYS", "US, US-CA ,")
+    assert load_settings().pipeline_regions == ["US", "US-CA"]
