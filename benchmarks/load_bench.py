@@ -192,6 +192,18 @@ def bare_load(store: Store, table: str, path: Path) -> None:
                 cursor.close()
 
 
+FIRST = dt.datetime(2026, 5, 1, 9, tzinfo=dt.timezone.utc)
+SECOND = dt.datetime(2026, 6, 1, 9, tzinfo=dt.timezone.utc)
+
+
+def read_all(store: Store, catalog: Catalog, day: dt.date | None) -> None:
+    """Every field of every account, in SQL (max per column, so each one is computed): as of `day`, or now."""
+    source = (history.as_of_select(catalog, day, store.dialect) if day else
+              sa.select(store.table("account", catalog))).subquery()
+    with store.engine.connect() as conn:
+        conn.execute(sa.select(*(sa.func.max(c) for c in source.c))).one()
+
+
 def timed(work: Callable[[], Any]) -> float:
     started = time.perf_counter()
     work()
@@ -224,24 +236,29 @@ def run(args: argparse.Namespace) -> str:
                 r.setdefault("bare_accounts", []).append(timed(lambda: bare_load(store, "accounts", accounts_csv)))
                 r.setdefault("bare_points", []).append(timed(lambda: bare_load(store, "metric_points", points_csv)))
                 bare_size = size_bytes(store, "accounts")
-            with fresh(kind, folder, catalog) as store:
-                history.record_changes = lambda *a, **k: 0  # type: ignore[assignment]
-                try:
-                    r.setdefault("nohist_accounts", []).append(timed(
-                        lambda: importers.import_file(store, catalog, "accounts", accounts_csv)))
-                finally:
-                    history.record_changes = real_record  # type: ignore[assignment]
+            if not args.skip_without_history:
+                with fresh(kind, folder, catalog) as store:
+                    history.record_changes = lambda *a, **k: 0  # type: ignore[assignment]
+                    try:
+                        r.setdefault("nohist_accounts", []).append(timed(
+                            lambda: importers.import_file(store, catalog, "accounts", accounts_csv)))
+                    finally:
+                        history.record_changes = real_record  # type: ignore[assignment]
             with fresh(kind, folder, catalog) as store:
                 r.setdefault("import_accounts", []).append(timed(
-                    lambda: importers.import_file(store, catalog, "accounts", accounts_csv)))
+                    lambda: importers.import_file(store, catalog, "accounts", accounts_csv, known_at=FIRST)))
                 r.setdefault("import_points", []).append(timed(
                     lambda: importers.import_file(store, catalog, "metrics", points_csv)))
                 rows_before = store.count("account_field_history")
                 hist_bytes = size_bytes(store, "account_field_history")
                 r.setdefault("reimport_changed", []).append(timed(
-                    lambda: importers.import_file(store, catalog, "accounts", changed_csv)))
+                    lambda: importers.import_file(store, catalog, "accounts", changed_csv, known_at=SECOND)))
+                changed_bytes = size_bytes(store, "account_field_history") - hist_bytes
+                r.setdefault("as_of_before", []).append(timed(lambda: read_all(store, catalog, FIRST.date())))
+                r.setdefault("current", []).append(timed(lambda: read_all(store, catalog, None)))
                 notes[kind] = {"history_rows": rows_before, "history_bytes": hist_bytes,
                                "changed_rows": store.count("account_field_history") - rows_before,
+                               "changed_bytes": changed_bytes,
                                "accounts_bytes": bare_size, "points": store.count("metric_points")}
             print(f"rep {rep + 1} {kind}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in r.items()), flush=True)
     ended = dt.datetime.now(dt.timezone.utc)
@@ -255,7 +272,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, list[float]]],
            started: dt.datetime, ended: dt.datetime, load_start: str, load_end: str) -> str:
     med = {k: {m: statistics.median(v) for m, v in r.items()} for k, r in results.items()}
     lines = [
-        "<!-- load_bench: begin -->",
+        f"<!-- {args.marker}: begin -->",
         "## Imports at bulk speed (benchmarks/load_bench.py)",
         "",
         f"Run {started:%Y-%m-%d %H:%M}-{ended:%H:%M} UTC with `benchmarks/load_bench.py --accounts {args.accounts} "
@@ -271,31 +288,34 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, list[float]]],
         bare_name = "COPY" if kind == "postgresql" else "executemany"
         lines.append(f"| {kind} | {args.accounts:,} accounts | {m['bare_accounts']:.2f} ({bare_name}) | "
                      f"{m['import_accounts']:.2f} | **{m['import_accounts'] / m['bare_accounts']:.2f}x** | "
-                     f"{m['nohist_accounts']:.2f} |")
+                     f"{m['nohist_accounts']:.2f} |" if "nohist_accounts" in m else
+                     f"| {kind} | {args.accounts:,} accounts | {m['bare_accounts']:.2f} ({bare_name}) | "
+                     f"{m['import_accounts']:.2f} | **{m['import_accounts'] / m['bare_accounts']:.2f}x** | not run |")
         lines.append(f"| {kind} | {args.points:,} metric points | {m['bare_points']:.2f} ({bare_name}) | "
                      f"{m['import_points']:.2f} | **{m['import_points'] / m['bare_points']:.2f}x** | |")
     lines += ["", "Field history (store (b), after the first import, then a re-import with 1% of the accounts "
               "changed in one field):", "",
-              "| store | history rows after the first import | bytes per row | re-import with 1% changed (s) | "
-              "history rows it added |", "|---|---:|---:|---:|---:|"]
+              "| store | history rows after the first import (bytes) | re-import with 1% changed (s) | "
+              "history rows it added (bytes) | every account as of a day before (s) | "
+              "every account now, from `accounts` (s) |", "|---|---:|---:|---:|---:|---:|"]
     for kind, note in notes.items():
-        per_row = (f"{note['history_bytes'] / note['history_rows']:.0f}"
-                   if note["history_rows"] and note["history_bytes"] > 0 else "n/a")
-        lines.append(f"| {kind} | {note['history_rows']:,} | {per_row} | {med[kind]['reimport_changed']:.2f} | "
-                     f"{note['changed_rows']:,} |")
+        lines.append(f"| {kind} | {note['history_rows']:,} ({note['history_bytes']:,}) | "
+                     f"{med[kind]['reimport_changed']:.2f} | {note['changed_rows']:,} "
+                     f"({note.get('changed_bytes', 0):,}) | {med[kind]['as_of_before']:.2f} | "
+                     f"{med[kind]['current']:.2f} |")
     lines += ["", "All runs (s):", ""]
     for kind, r in results.items():
         for m, v in r.items():
             lines.append(f"- {kind} {m}: {', '.join(f'{x:.2f}' for x in v)}")
     lines += ["", f"Reproduce: `.venv/bin/python benchmarks/load_bench.py --accounts {args.accounts} "
-              f"--points {args.points} --repeat {args.repeat} --write`.", "<!-- load_bench: end -->"]
+              f"--points {args.points} --repeat {args.repeat} --write`.", f"<!-- {args.marker}: end -->"]
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, marker: str) -> None:
     doc = ROOT / "docs" / "BENCHMARKS.md"
     current = doc.read_text(encoding="utf-8")
-    begin, end = "<!-- load_bench: begin -->", "<!-- load_bench: end -->"
+    begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
     if begin in current:
         head, rest = current.split(begin, 1)
         current = head + text + rest.split(end, 1)[1]
@@ -311,12 +331,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--stores", type=lambda s: s.split(","), default=["sqlite", "postgresql"])
     ap.add_argument("--dir", default=None, help="where the files and SQLite stores go (default: the temp dir)")
+    ap.add_argument("--skip-without-history", action="store_true", help="do not run (c)")
+    ap.add_argument("--marker", default="load_bench", help="the docs section's marker (one per size)")
     ap.add_argument("--write", action="store_true", help="write the section into docs/BENCHMARKS.md")
     args = ap.parse_args()
     text = run(args)
     print(text)
     if args.write:
-        write_section(text)
+        write_section(text, args.marker)
 
 
 if __name__ == "__main__":

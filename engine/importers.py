@@ -15,10 +15,13 @@ Guarantees (docs/store.md has the full rules):
   column when given, else account|event|occurred_at). Importing the same
   files twice leaves the same rows.
 
-Files are read in a streaming way and written in chunks, so memory stays
-bounded by the chunk size (plus the set of ids of the entity files, kept
-to report duplicate ids and to let a contacts file refer to accounts of
-the same import).
+Files go through each database's bulk path (engine/bulkload.py): COPY of
+the file itself on PostgreSQL, or rows read here and staged in chunks of
+100,000 with one executemany/COPY; values are typed and checked set-wise
+in SQL, and only the rows SQL cannot type come back to the Python checks
+below, which give every message its wording. Accounts' replaced values go
+to the field history (engine/history.py). Memory stays bounded by the
+chunk; duplicate ids across chunks are found in a temporary table.
 """
 
 from __future__ import annotations
