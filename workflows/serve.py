@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -219,10 +221,30 @@ def server_config(app: Starlette, host: str, port: int) -> Any:
 
 
 async def run_serve(app: Starlette, host: str, port: int, *, ready: Callable[[str], Any] | None = None) -> None:
-    """Serve `app` until SIGTERM / Ctrl-C (uvicorn handles both: in-flight requests finish)."""
+    """Serve `app` until SIGTERM / Ctrl-C: in-flight requests finish, the background tasks stop, and
+    the command ends with 0 (uvicorn's own handlers would re-raise the signal and kill the process)."""
     import uvicorn
 
-    server = uvicorn.Server(server_config(app, host, port))
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+
+            def stop(signum: int, frame: Any) -> None:
+                if self.should_exit and signum == signal.SIGINT:
+                    self.force_exit = True  # a second Ctrl-C: do not wait for open connections
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    server = Server(server_config(app, host, port))
     if ready is not None:
         async def announce() -> None:
             while not server.started:
