@@ -16,8 +16,11 @@ Slack has no idempotency key, so the outbox is the ledger (engine/outbox.py):
 the key is recorded `sending` before the call and `sent` with Slack's `ts`
 after it; a key already sent is answered `duplicate=True` without a call.
 The key also travels in the message's metadata (`event_type`
-`playbook_step`), so a copy posted by an attempt that died before recording
-it can be told apart in the channel.
+`playbook_step`): when an attempt died between posting and recording
+(the row still `sending`), the retry first looks for the key among the
+channel's latest messages (conversations.history) and records that message
+instead of posting again. That needs a channel id and the history scope;
+without them Slack cannot answer and the message is posted again.
 
 Errors: Slack answers most of them as HTTP 200 with `ok: false`. Rate limits
 (429 with Retry-After, `ratelimited`) and Slack-side faults
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -53,6 +57,9 @@ ENV_PREFIX = "PLAYBOOK_SLACK_"
 TABLE = "slack"
 OWNER = "@owner"
 ROUTE = "@route."
+EVENT_TYPE = "playbook_step"  # the metadata every message carries, with its idempotency key
+HISTORY = 200  # latest messages searched for an earlier post after a dead attempt
+log = logging.getLogger("playbook.slack")
 # Slack's own faults and throttling: the same call can succeed later.
 TRANSIENT = frozenset({"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
                        "request_timeout"})
@@ -153,10 +160,16 @@ class SlackConnector:
             return cb.NotifyResult(key=note.key, duplicate=True, external_id=claim.provider_message_id)
         if claim.cancelled:
             return cb.NotifyResult(key=note.key, duplicate=True)
+        if claim.resumed:  # an attempt died after claiming: did its message reach Slack?
+            ts = await self.earlier_post(channel, note.key)
+            if ts is not None:
+                await self._ledger(lambda c: outbox.mark_sent(c, note.key, provider_message_id=ts,
+                                                              at=dt.datetime.now(dt.timezone.utc)))
+                return cb.NotifyResult(key=note.key, duplicate=True, external_id=ts)
         try:
             answer = await self.client.chat_postMessage(
                 channel=channel, text=note.message,
-                metadata={"event_type": "playbook_step",
+                metadata={"event_type": EVENT_TYPE,
                           "event_payload": {"idempotency_key": note.key, "play": note.play,
                                             "account_id": note.account_id}})
         except SlackApiError as exc:
@@ -168,6 +181,30 @@ class SlackConnector:
         await self._ledger(lambda c: outbox.mark_sent(c, note.key, provider_message_id=ts,
                                                       at=dt.datetime.now(dt.timezone.utc)))
         return cb.NotifyResult(key=note.key, external_id=ts)
+
+    async def earlier_post(self, channel: str, key: str) -> str | None:
+        """The ts of a message posted under `key` among the channel's latest, found by its metadata.
+
+        Needs the `channels:history` (or `groups:history`, `im:history`) scope and a channel
+        id (C..., D...): conversations.history takes no `#name`. When Slack cannot answer, None:
+        the message is posted again (at least once rather than never)."""
+        try:
+            page = await self.client.conversations_history(channel=channel, limit=HISTORY, include_all_metadata=True)
+        except SlackApiError as exc:
+            data = getattr(exc.response, "data", None)
+            code = data.get("error") if isinstance(data, dict) else None
+            log.warning("slack: cannot look in %s for an earlier post of %s (%s): posting again", channel, key,
+                        code or "no answer")
+            return None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("slack: cannot look in %s for an earlier post of %s (%s): posting again", channel, key,
+                        type(exc).__name__)
+            return None
+        for message in page.get("messages") or []:
+            meta = message.get("metadata") or {}
+            if meta.get("event_type") == EVENT_TYPE and (meta.get("event_payload") or {}).get("idempotency_key") == key:
+                return str(message.get("ts") or "") or None
+        return None
 
     async def _failed(self, key: str, error: cb.ConnectorError) -> cb.ConnectorError:
         await self._ledger(lambda c: outbox.mark_failed(c, key, str(error), permanent=not error.retryable))

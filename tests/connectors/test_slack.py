@@ -244,3 +244,60 @@ def test_notify_served_by_slack_is_chosen_by_settings_and_needs_a_token(store, t
     connectors = load_connectors(store)
     assert isinstance(connectors.by_kind["notify"], SlackConnector)
     assert type(connectors.by_kind["email"]).__name__ == "StoreConnector"
+
+
+HISTORY = "/api/conversations.history"
+
+
+def died_mid_send(store: Store, key: str = "play:p:acme:h:1:s1", channel: str = "C0CS") -> None:
+    """The outbox as an attempt leaves it when its worker is killed after claiming, before recording."""
+    from engine import outbox as ledger
+
+    with store.begin() as conn:
+        ledger.claim(conn, key=key, channel="slack", recipient=channel, body="m", at=AT)
+
+
+def history(wiremock, response: dict[str, Any]) -> None:
+    wiremock.stub({"request": {"method": "GET", "urlPath": HISTORY}, "response": response})
+
+
+async def test_after_a_dead_attempt_a_message_already_in_the_channel_is_recorded_not_posted_again(wiremock, store):
+    died_mid_send(store)
+    stub(wiremock, ok())
+    history(wiremock, answer({"ok": True, "messages": [
+        {"type": "message", "ts": "1700000000.000900", "text": "other"},
+        {"type": "message", "ts": "1700000000.000500", "text": "Acme is at 95% of its seats",
+         "metadata": {"event_type": "playbook_step",
+                      "event_payload": {"idempotency_key": "play:p:acme:h:1:s1"}}}]}))
+    result = await slack(wiremock, store).act(note("C0CS"))
+    assert result.duplicate and result.external_id == "1700000000.000500"
+    assert posted(wiremock) == []
+    [look] = [r for r in wiremock.requests() if r["url"].startswith(HISTORY)]
+    assert "channel=C0CS" in look["url"] and "include_all_metadata" in look["url"]
+    [row] = outbox(store)
+    assert (row["status"], row["provider_message_id"]) == ("sent", "1700000000.000500")
+
+
+async def test_after_a_dead_attempt_whose_message_never_arrived_it_is_posted(wiremock, store):
+    died_mid_send(store)
+    stub(wiremock, ok(ts="1700000000.000700"))
+    history(wiremock, answer({"ok": True, "messages": [
+        {"type": "message", "ts": "1.1", "metadata": {"event_type": "playbook_step",
+                                                      "event_payload": {"idempotency_key": "another-key"}}}]}))
+    result = await slack(wiremock, store).act(note("C0CS"))
+    assert not result.duplicate and result.external_id == "1700000000.000700" and len(posted(wiremock)) == 1
+
+
+async def test_when_slack_cannot_show_the_history_the_message_is_posted_again(wiremock, store, caplog):
+    died_mid_send(store)
+    stub(wiremock, ok())
+    history(wiremock, answer({"ok": False, "error": "missing_scope"}))
+    result = await slack(wiremock, store).act(note("C0CS"))
+    assert not result.duplicate and len(posted(wiremock)) == 1
+    assert "missing_scope" in caplog.text and TOKEN not in caplog.text
+
+
+async def test_a_first_attempt_does_not_look_in_the_history(wiremock, store):
+    stub(wiremock, ok())
+    await slack(wiremock, store).act(note("C0CS"))
+    assert [r["url"] for r in wiremock.requests()] == [PATH]
