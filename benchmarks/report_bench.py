@@ -78,11 +78,12 @@ def build(store: Store, deals: int) -> None:
                 rows["mail"].append({"idempotency_key": f"play:p:{acc}:h:e{k + 1}:{step}", "channel": "email",
                                      "recipient": f"x@{acc}", "subject": step, "body": "", "status": "sent",
                                      "account_id": acc, "play": "p", "created_at": created, "attempts": 0})
-            rows["ev"].append({"key": f"r{k}", "account_id": acc, "event": "replied", "occurred_at": at[0],
-                               "occurred_on": at[0].date(),
-                               "payload": {"play": "p", "message": f"play:p:{acc}:h:e{k + 1}:day0-email"}})
+            rows["ev"].append({"key": f"r{k}", "source": "imap", "kind": "replied", "account_id": acc, "play": "p",
+                               "occurred_at": at[0], "received_at": at[0], "signal_state": "done",
+                               "signal_attempts": 0,
+                               "payload": {"message": f"play:p:{acc}:h:e{k + 1}:day0-email"} if k % 4 else None})
     plan = (("acc", accounts), ("opp", T["opportunities"]), ("hist", T["stage_history"]), ("enr", T["enrollments"]),
-            ("out", T["outcomes"]), ("mail", T["outbox"]), ("ev", T["events"]), ("dec", T["enrollment_decisions"]))
+            ("out", T["outcomes"]), ("mail", T["outbox"]), ("ev", T["inbound_events"]), ("dec", T["enrollment_decisions"]))
     with store.begin() as conn:
         for key, table in plan:
             for i in range(0, len(rows[key]), CHUNK):

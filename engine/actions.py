@@ -22,8 +22,8 @@ from engine.schema import Base
 from engine.store import Store, insert_ignore
 
 TABLES = Base.metadata.tables
-OUTBOX, TASKS, OPPS, STAGES, CONTACTS, EVENTS = (
-    TABLES[t] for t in ("outbox", "tasks", "opportunities", "stage_history", "contacts", "events"))
+OUTBOX, TASKS, OPPS, STAGES, CONTACTS, INBOUND = (
+    TABLES[t] for t in ("outbox", "tasks", "opportunities", "stage_history", "contacts", "inbound_events"))
 CLOSED = pipeline.CLOSED
 
 
@@ -57,17 +57,19 @@ def close_open_deals(store: Store, account_id: str, play: str | None, stage: str
     return len(rows)
 
 
-REPLIED = "replied"  # the `events` row of a reply: payload {"play", "message": the outbox key it answers}
+REPLIED = "replied"  # the inbound event of a reply
 
 
 def record_reply(store: Store, account_id: str, play: str | None, message_key: str | None, at: dt.datetime,
-                 key: str) -> None:
-    """A reply arrived (to the outbox message `message_key`, when known): an `events` row
-    `replied`, idempotent by `key` (the provider's message id). Reports count replies from it."""
+                 key: str, *, source: str = "simulation") -> None:
+    """A reply a play has already been told of (the simulation signals its plays itself): an
+    `inbound_events` row `replied`, marked done, with the outbox key it answers in the payload
+    (`message`); idempotent by `key`. Replies from providers arrive through engine/inbound.py."""
     with store.begin() as conn:
-        insert_ignore(conn, EVENTS, [{"key": key, "account_id": account_id, "event": REPLIED, "occurred_at": at,
-                                      "occurred_on": at.astimezone(dt.timezone.utc).date(),
-                                      "payload": {"play": play, "message": message_key}}], ["key"])
+        insert_ignore(conn, INBOUND, [{"key": key, "source": source, "kind": REPLIED, "account_id": account_id,
+                                       "play": play, "occurred_at": at, "received_at": at,
+                                       "payload": {"message": message_key}, "signal_state": "done",
+                                       "signal_attempts": 0}], ["key"])
 
 
 def unsubscribe(store: Store, email: str, at: dt.datetime) -> None:

@@ -100,11 +100,11 @@ def seed_book(store: Store) -> dict[str, Any]:
             for e, a, p, s, d, st in emails])
         replies = [("a1", "usage_limit", key("e_a1", "a1", "usage_limit", "day3-email"), 4),
                    ("a3", "team_growth", key("e_a3", "a3", "team_growth", "day1-email"), 5),
-                   ("a4", "team_growth", key("e_a4", "a4", "team_growth", "day1-email"), 6)]
-        conn.execute(T["events"].insert(), [
-            {"key": f"r{i}", "account_id": a, "event": "replied", "occurred_at": _at(d),
-             "occurred_on": _at(d).date(), "payload": {"play": p, "message": m}}
-            for i, (a, p, m, d) in enumerate(replies)])
+                   ("a4", "team_growth", None, 6)]  # names no message: the play's last email before it
+        conn.execute(T["inbound_events"].insert(), [
+            {"key": f"r{i}", "source": "imap", "kind": "replied", "account_id": a, "play": p, "occurred_at": _at(d),
+             "received_at": _at(d), "payload": {"message": m} if m else None, "signal_state": "done",
+             "signal_attempts": 0} for i, (a, p, m, d) in enumerate(replies)])
         o = T["outcomes"]
         blank = {"play": None, "value": None, "enrollment_id": None, "days_to_close": None}
         conn.execute(o.insert(), [{**blank, **row} for row in [

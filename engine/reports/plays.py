@@ -1,11 +1,14 @@
 """Play performance: per play and per email step, attempts, replies, closes, close rate and
 the average value of a close ("which email converts").
 
-Per play, an attempt is an enrollment; it replied when a `replied` event of the play
-arrived for the account while it ran (engine.actions.record_reply), and it closed
-when an outcome `won` names it. Per step, an attempt is an email the step wrote
-(outbox, not cancelled or failed); a reply is a `replied` event naming that message;
-a close is a replied email whose enrollment was won, with that outcome's value.
+Replies are the `replied` inbound events (engine/inbound.py from providers, engine.actions.
+record_reply from the simulation). Per play, an attempt is an enrollment; it replied
+when a reply of the play (or of no play in particular) arrived for the account while it
+ran, and it closed when an outcome `won` names it. Per step, an attempt is an email the
+step wrote (outbox, not cancelled or failed); it was answered when a reply names it
+(`payload.message`, the outbox key) or, for a reply that names no message, when it is
+the play's last email to the account before the reply; a close is an answered email
+whose enrollment was won, with that outcome's value.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from engine.reports.sqltime import num, percent, ratio
 from engine.schema import Base
 
 T = Base.metadata.tables
-ENR, OUTBOX, EVENTS, OUTCOMES = T["enrollments"], T["outbox"], T["events"], T["outcomes"]
+ENR, OUTBOX, INBOUND, OUTCOMES = T["enrollments"], T["outbox"], T["inbound_events"], T["outcomes"]
 NOT_ATTEMPTS = ("cancelled", "failed")  # outbox statuses that never reached anyone
 
 
@@ -80,11 +83,10 @@ def plays_report(conn: Connection, *, since: dt.date | None = None, until: dt.da
         enr_filter.append(ENR.c.started_at < _start(until))
     e = sa.select(ENR.c.id, ENR.c.play, ENR.c.account_id, ENR.c.started_at, ENR.c.ended_at).where(
         *enr_filter).subquery("e")
-    reply_play = EVENTS.c.payload["play"].as_string()
     replied = sa.exists().where(
-        EVENTS.c.event == REPLIED, EVENTS.c.account_id == e.c.account_id, reply_play == e.c.play,
-        EVENTS.c.occurred_at >= e.c.started_at,
-        sa.or_(e.c.ended_at.is_(None), EVENTS.c.occurred_at <= e.c.ended_at))
+        INBOUND.c.kind == REPLIED, INBOUND.c.account_id == e.c.account_id,
+        sa.or_(INBOUND.c.play == e.c.play, INBOUND.c.play.is_(None)), INBOUND.c.occurred_at >= e.c.started_at,
+        sa.or_(e.c.ended_at.is_(None), INBOUND.c.occurred_at <= e.c.ended_at))
     won = sa.select(OUTCOMES.c.enrollment_id, sa.func.max(OUTCOMES.c.value).label("value")).where(
         OUTCOMES.c.outcome == "won", OUTCOMES.c.enrollment_id.is_not(None)).group_by(
         OUTCOMES.c.enrollment_id).subquery("won")
@@ -100,10 +102,19 @@ def plays_report(conn: Connection, *, since: dt.date | None = None, until: dt.da
     marker = sa.literal(":e") + sa.cast(e.c.id, sa.Text) + sa.literal(":")
     at = _position(dialect, marker, OUTBOX.c.idempotency_key)
     step = sa.func.substr(OUTBOX.c.idempotency_key, at + sa.func.length(marker))
-    # Looked up through the account's replies (indexed by event and account), not a join on
-    # the message key alone, which neither database can index inside the JSON payload.
-    answered = sa.exists().where(EVENTS.c.event == REPLIED, EVENTS.c.account_id == OUTBOX.c.account_id,
-                                 EVENTS.c.payload["message"].as_string() == OUTBOX.c.idempotency_key)
+    # Looked up through the account's replies (indexed), not a join on the message key
+    # alone, which neither database can index inside the JSON payload.
+    message = INBOUND.c.payload["message"].as_string()
+    later = OUTBOX.alias("later")
+    last_before_reply = ~sa.exists().where(
+        later.c.account_id == OUTBOX.c.account_id, later.c.play == OUTBOX.c.play, later.c.channel == "email",
+        later.c.status.not_in(NOT_ATTEMPTS), later.c.created_at > OUTBOX.c.created_at,
+        later.c.created_at <= INBOUND.c.occurred_at).correlate(OUTBOX, INBOUND)  # two levels up: say so
+    answered = sa.exists().where(
+        INBOUND.c.kind == REPLIED, INBOUND.c.account_id == OUTBOX.c.account_id,
+        sa.or_(message == OUTBOX.c.idempotency_key,
+               sa.and_(message.is_(None), sa.or_(INBOUND.c.play == OUTBOX.c.play, INBOUND.c.play.is_(None)),
+                       INBOUND.c.occurred_at >= OUTBOX.c.created_at, last_before_reply)))
     emails = sa.select(e.c.play, step.label("step"), sa.case((answered, 1), else_=0).label("replied"),
                        won.c.enrollment_id.label("won_id"), won.c.value).select_from(
         e.join(OUTBOX, sa.and_(OUTBOX.c.account_id == e.c.account_id, OUTBOX.c.play == e.c.play, at > 0))

@@ -124,7 +124,7 @@ def test_a_signalled_play_counts_as_settled_only_once_it_waits_again() -> None:
                             t.EVENT_TYPE_WORKFLOW_TASK_COMPLETED))
 
 
-async def test_the_simulation_records_closed_deals_as_outcomes_and_replies_as_events(tmp_path: Path) -> None:
+async def test_the_simulation_records_closed_deals_as_outcomes_and_replies_as_inbound_events(tmp_path: Path) -> None:
     import sqlalchemy as sa
 
     from engine.schema import Base
@@ -135,11 +135,11 @@ async def test_the_simulation_records_closed_deals_as_outcomes_and_replies_as_ev
     report = await simulate(config, playbooks(), accounts=80, db=url, write_to_store=True, generate=80)
     closed = report.totals.get("won", 0) + report.totals.get("lost", 0)
     assert closed >= 1
-    outcomes, events = Base.metadata.tables["outcomes"], Base.metadata.tables["events"]
+    outcomes, inbound = Base.metadata.tables["outcomes"], Base.metadata.tables["inbound_events"]
     with Store.open(url) as store, store.connect() as conn:
         rows = conn.execute(sa.select(outcomes)).all()
-        replies = conn.execute(sa.select(sa.func.count()).select_from(events)
-                               .where(events.c.event == "replied")).scalar_one()
+        replies = conn.execute(sa.select(sa.func.count()).select_from(inbound)
+                               .where(inbound.c.kind == "replied", inbound.c.signal_state == "done")).scalar_one()
     # A deal that closes after its play ended has no open deal or running enrollment to close.
     assert 1 <= len(rows) <= closed
     assert {r.source for r in rows} == {"simulation"} and {r.outcome for r in rows} <= {"won", "lost"}
