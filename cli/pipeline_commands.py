@@ -129,8 +129,8 @@ def stage(
 
 
 COLUMNS = tuple(render.Column(k, k, cut=k == "title", min_width=12 if k == "title" else 0)
-                for k in ("opportunity", "account", "owner", "stage", "in_stage", "sla", "title"))
-PRIORITY = ("opportunity", "stage", "sla", "in_stage", "owner", "account", "title")
+                for k in ("opportunity", "account", "owner", "stage", "in_stage", "sla", "told", "title"))
+PRIORITY = ("opportunity", "stage", "sla", "in_stage", "owner", "told", "account", "title")
 
 
 def _span(delta: dt.timedelta) -> str:
@@ -160,7 +160,7 @@ def pipeline(
     db: DbOpt = None,
     format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
-    """Opportunities with their stage, time in stage and SLA status, longest in stage first."""
+    """Opportunities with their stage, time in stage, SLA status and who a missed SLA told, longest in stage first."""
     from engine import pipeline as engine_pipeline
     from engine.settings import clock
 
@@ -168,12 +168,16 @@ def pipeline(
     now = clock()
     with reading_store(db) as store:
         found = engine_pipeline.entries(store, include_closed=all_deals)
+        told = engine_pipeline.told(store)
     rows = []
     for e in found:
         sla = sla_status(e.entered_at, e.stage, e.closed, now, cal)
+        levels = told.get((e.opportunity_id, e.stage, e.entered_at), {})
         rows.append({"opportunity": e.opportunity_id, "account": e.account_id, "owner": e.owner or "",
                      "stage": e.stage, "entered_at": e.entered_at, "in_stage": _span(now - e.entered_at),
                      "sla": sla["status"], "due_at": sla["due_at"], "escalate_at": sla["escalate_at"],
+                     "told": ", ".join(f"{who or 'nobody'} ({level})" for level, who in sorted(
+                         levels.items(), key=lambda lw: lw[0] != "owner")),
                      "title": e.title or "", "play": e.play})
     if format is Format.json:
         print(json.dumps([{k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in r.items()}

@@ -122,13 +122,14 @@ def record_breach(conn: Connection, e: Entry, *, level: str, due_at: dt.datetime
     return key
 
 
-def breaches(conn: Connection, opportunity_id: str) -> dict[tuple[str, dt.datetime], set[str]]:
-    """Levels already told, by (stage, entered_at)."""
-    found: dict[tuple[str, dt.datetime], set[str]] = {}
-    for stage, entered_at, level in conn.execute(sa.select(BREACHES.c.stage, BREACHES.c.entered_at,
-                                                           BREACHES.c.level)
-                                                 .where(BREACHES.c.opportunity_id == opportunity_id)):
-        found.setdefault((stage, entered_at), set()).add(level)
+def told(store: Store) -> dict[tuple[str, str, dt.datetime], dict[str, str | None]]:
+    """Who each breach told, by (opportunity, stage, entered at): level -> user id (None: nobody to tell)."""
+    found: dict[tuple[str, str, dt.datetime], dict[str, str | None]] = {}
+    with store.connect() as conn:
+        for opp, stage, entered_at, level, notified in conn.execute(sa.select(
+                BREACHES.c.opportunity_id, BREACHES.c.stage, BREACHES.c.entered_at, BREACHES.c.level,
+                BREACHES.c.notified)):
+            found.setdefault((opp, stage, entered_at), {})[level] = notified
     return found
 
 
@@ -157,5 +158,5 @@ def entries(store: Store, *, include_closed: bool = False) -> list[Entry]:
     return sorted(found, key=lambda e: (e.entered_at, e.opportunity_id))
 
 
-__all__ = ["Entry", "Move", "PipelineError", "UnknownOpportunity", "breach_counts", "breach_key", "breaches",
+__all__ = ["Entry", "Move", "PipelineError", "UnknownOpportunity", "breach_counts", "breach_key", "told",
            "change_stage", "entries", "entry", "manager_of", "record_breach"]

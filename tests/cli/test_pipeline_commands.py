@@ -95,10 +95,18 @@ def test_pipeline_lists_open_deals_with_age_in_stage_and_sla_status(db: str, cap
     [deal] = json.loads(capsys.readouterr().out)
     assert (deal["opportunity"], deal["stage"], deal["in_stage"]) == ("o1", "Trigger Fired", "2d")
     assert deal["sla"] == "missed 2h ago" and deal["due_at"] == "2026-06-07T10:00:00+00:00"
+    assert deal["told"] == ""
+    store = Store.open(db)
+    with store.begin() as conn:
+        conn.execute(T["sla_breaches"].insert(), [
+            {"key": f"k{i}", "opportunity_id": "o1", "account_id": deal["account"], "stage": "Trigger Fired",
+             "level": level, "owner": "carol", "notified": who, "entered_at": AT, "due_at": AT, "at": AT}
+            for i, (level, who) in enumerate((("manager", None), ("owner", "carol")))])
+    store.close()
     monkeypatch.setattr(engine_settings, "clock", lambda: AT + dt.timedelta(days=4))
     assert run(["pipeline", "--all", "--db", db, "--format", "json"]) == 0
-    deals = {d["opportunity"]: d["sla"] for d in json.loads(capsys.readouterr().out)}
-    assert deals == {"o1": "missed 2d ago, escalated", "o2": "closed"}
+    deals = {d["opportunity"]: (d["sla"], d["told"]) for d in json.loads(capsys.readouterr().out)}
+    assert deals == {"o1": ("missed 2d ago, escalated", "carol (owner), nobody (manager)"), "o2": ("closed", "")}
     assert run(["pipeline", "--db", db]) == 0
     assert "Trigger Fired" in capsys.readouterr().out
 
