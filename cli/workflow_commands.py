@@ -220,9 +220,11 @@ def status(
     namespace: NamespaceOpt = None,
     ui: Annotated[str | None, typer.Option("--ui", help="Web UI address for the links [env PLAYBOOK_TEMPORAL_UI; default: the gRPC port + 1000 on localhost, cloud.temporal.io for Temporal Cloud].", show_default=False)] = None,
     format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
+    database: DbOpt = None,
 ) -> None:
     """Running plays by play, plan version and step (Temporal's visibility API),
-    and Web UI links: running plays, those due in the next 24 hours, each play."""
+    and Web UI links: running plays, those due in the next 24 hours, each play.
+    With a store (--db, or the default one if it exists): the pauses in force."""
     import datetime as dt
 
     from workflows.settings import connect
@@ -249,11 +251,36 @@ def status(
         refuse_unknown_play(play, running)
     if ui_url := settings.ui_url or default_ui_url(settings.address):
         report = with_links(report, ui_url, dt.datetime.now(dt.timezone.utc))
+    report = report.model_copy(update={"pauses": _pauses_in_force(database)})
     if format is TextOrJson.json:
         print(json.dumps({**report.model_dump(mode="json"), "by_play": report.by_play()}, indent=2))
     else:
         for line in render_text(report):
             print(line)
+
+
+def _pauses_in_force(database: str | None) -> list[Any]:
+    """The pauses the store records; none when no --db was given and the default store does
+    not exist (status needs no store), or the store predates pauses (nothing was paused in it)."""
+    import sqlalchemy as sa
+
+    from cli.common import EXIT_USAGE, reading_store
+    from engine import pauses
+    from workflows.status import PauseInForce
+
+    try:
+        with reading_store(database) as store:
+            if not sa.inspect(store.engine).has_table(pauses.PAUSES.name):
+                return []
+            held = pauses.in_force(store)
+    except Fail as exc:
+        if database is not None:
+            raise
+        if exc.exit_code != EXIT_USAGE:  # the default store is unreachable: the running plays still count
+            print(f"note: pauses in force not shown: {exc.message}", file=sys.stderr)
+        return []  # no store here (status needs none): nothing to say
+    return [PauseInForce(scope=p.scope, since=p.at, by=p.by, reason=p.reason)
+            for p in sorted(held.values(), key=lambda p: p.scope)]
 
 
 PauseScope = Annotated[str | None, typer.Argument(help="The play (its name in the .play file).", show_default=False)]

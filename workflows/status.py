@@ -40,6 +40,15 @@ class UiLink(BaseModel):
     url: str
 
 
+class PauseInForce(BaseModel):
+    """A pause recorded in the store (engine/pauses.py): it also holds plays started later."""
+
+    scope: str  # a play's name, or "*" for every play
+    since: dt.datetime
+    by: str
+    reason: str | None = None
+
+
 class StatusReport(BaseModel):
     address: str
     namespace: str
@@ -48,6 +57,7 @@ class StatusReport(BaseModel):
     listed: int  # how many were listed and grouped (below `running` when limited)
     groups: list[PlayGroup]
     links: list[UiLink] = []  # ready-made Web UI views (`with_links`)
+    pauses: list[PauseInForce] = []  # from the store, when the command could read it
 
     @property
     def paused(self) -> int:
@@ -134,8 +144,11 @@ def _play_from_id(workflow_id: str) -> str:
 
 def render_text(report: StatusReport) -> list[str]:
     """Plain lines (the CLI prints them; a table of play / plan / step / running)."""
+    held = [f"paused: {'every play' if p.scope == '*' else 'play ' + p.scope} since {_utc_text(p.since)} "
+            f"by {p.by}{': ' + p.reason if p.reason else ''} (plays started later start paused)"
+            for p in report.pauses]
     if not report.groups:
-        return [f"no running plays ({report.address}, namespace {report.namespace})"]
+        return [f"no running plays ({report.address}, namespace {report.namespace})", *held]
     rows: list[tuple[str, ...]] = [("PLAY", "PLAN", "STEP", "RUNNING", "PAUSED")]
     for g in report.groups:
         rows.append((g.play, g.plan_hash[:12], g.step, str(g.running), str(g.paused) if g.paused else "-"))
@@ -150,8 +163,12 @@ def render_text(report: StatusReport) -> list[str]:
         summary += f", {report.paused} paused (steps wait for `playbook resume`)"
     if report.listed < report.running:
         summary += f" (grouped the first {report.listed})"
-    out = [*lines, "", summary + f" ({report.address}, namespace {report.namespace})"]
+    out = [*lines, "", summary + f" ({report.address}, namespace {report.namespace})", *held]
     if report.links:
         width = max(len(link.label) for link in report.links)
         out += ["", "Web UI:"] + [f"  {link.label.ljust(width)}  {link.url}" for link in report.links]
     return out
+
+
+def _utc_text(at: dt.datetime) -> str:
+    return f"{at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"

@@ -133,6 +133,7 @@ async def test_pause_holds_one_plays_running_and_later_enrollments_until_resume(
     from connectors.base import Connectors
     from connectors.memory import MemoryConnector
     from engine import pauses
+    from engine import schema
     from engine.store import Store
     from workflows.activities import PlayActivities, StaticAccounts
     from workflows.devserver import dev_server, free_port
@@ -151,6 +152,8 @@ async def test_pause_holds_one_plays_running_and_later_enrollments_until_resume(
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store = Store.open(url)
+    with store.begin() as conn:  # a store `status` may read holds accounts
+        conn.execute(schema.Account.__table__.insert(), [{"id": f"a{i}", "name": f"A{i}"} for i in range(4)])
     usage = plan([step("hello", 0, email("hello")), step("followup", 30, email("followup"))])
     growth = plan([step("intro", 0, email("hello")), step("later", 30, email("followup"))], play="team_growth",
                   title="Team growth")
@@ -188,7 +191,7 @@ async def test_pause_holds_one_plays_running_and_later_enrollments_until_resume(
                 return (await running_plays(client)).paused == 3
 
             await _until(counted_paused)
-            status = await asyncio.to_thread(cli, "status", "--address", server.address)
+            status = await asyncio.to_thread(cli, "status", "--address", server.address, "--db", url)
             await asyncio.sleep(1.0)
             acted_while_paused = len(connector.effects)
             resumed = await asyncio.to_thread(cli, "resume", "usage_limit", "--by", "ana", *args)
@@ -206,8 +209,9 @@ async def test_pause_holds_one_plays_running_and_later_enrollments_until_resume(
     assert out.startswith("paused play usage_limit: 2 running plays hold their steps")
     assert attrs["a0"].get(sa.PAUSED) is True and attrs["a1"].get(sa.PAUSED) is True
     assert attrs["a2"].get(sa.PAUSED) is None  # another play: untouched
-    code, out, _ = status
-    assert code == 0 and "PAUSED" in out.splitlines()[0] and "4 running in 2 plays, 3 paused" in out
+    code, out, err = status
+    assert code == 0 and "PAUSED" in out.splitlines()[0] and "4 running in 2 plays, 3 paused" in out, err
+    assert "\npaused: play usage_limit since " in out and " by ana: wrong price (plays started later start paused)" in out
     assert acted_while_paused == 3  # a3's day-0 email waited
     code, out, err = resumed
     assert code == 0 and out.startswith("resumed play usage_limit: 3 running plays signalled"), err
