@@ -128,15 +128,15 @@ async def test_a_deal_starts_in_the_pipeline_at_the_csql_stage_with_its_amount(h
 
 async def test_a_retry_after_a_lost_answer_does_not_create_a_second_deal(hubspot_proxy, wiremock, spec):
     # The first create reaches HubSpot, but its answer never arrives (past our
-    # timeout); HubSpot has the deal all the same, and the retry's search finds it.
+    # timeout); HubSpot has the deal all the same, and the retry reads it by our key.
     stub(wiremock, "GET", DEAL_BY_KEY, no_deal(), path_regex=True, scenario="lost", state="Started")
-    stub(wiremock, "POST", "/crm/v3/objects/deals", {**created("7001"), "fixedDelayMilliseconds": 3000},
+    stub(wiremock, "POST", "/crm/v3/objects/deals", {**created("7001"), "fixedDelayMilliseconds": 8000},
          scenario="lost", state="Started", then="made")
     stub(wiremock, "GET", DEAL_BY_KEY, {"status": 200, "headers": JSON, "jsonBody": obj("7001", **{PROP: KEY})},
          path_regex=True, scenario="lost", state="made")
-    connector = make(hubspot_proxy, spec, timeout=1.0)
+    connector = make(hubspot_proxy, spec, timeout=3.0)
     try:
-        with pytest.raises(cb.TransientError, match="no answer within 1 s"):
+        with pytest.raises(cb.TransientError, match="no answer within 3 s"):
             await connector.act(opportunity())
         retry = await connector.act(opportunity())
     finally:

@@ -28,8 +28,10 @@ async def test_a_lost_answer_and_a_429_still_make_one_task_and_one_deal(hubspot_
                                                                          monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no settings file of the machine's
     # The task: HubSpot makes it, but its answer comes after our timeout; the retry's search finds it.
+    # (Timeout and delay far apart: a busy machine slowing an ordinary answer past the timeout would
+    # add attempts the stubs do not model.)
     stub(wiremock, "POST", "/crm/v3/objects/tasks/search", found(), scenario="task")
-    stub(wiremock, "POST", "/crm/v3/objects/tasks", {**created("4101"), "fixedDelayMilliseconds": 3000},
+    stub(wiremock, "POST", "/crm/v3/objects/tasks", {**created("4101"), "fixedDelayMilliseconds": 8000},
          scenario="task", then="made")
     stub(wiremock, "POST", "/crm/v3/objects/tasks/search", found_by_key("4101"), scenario="task", state="made")
     # The deal: rate limited once with Retry-After, then made.
@@ -41,7 +43,7 @@ async def test_a_lost_answer_and_a_429_still_make_one_task_and_one_deal(hubspot_
 
     spec = SpecChecked()
     connector = HubSpotConnector(load_hubspot_settings(base_url=hubspot_proxy, token=TOKEN, company_field="id",
-                                                       timeout=1.0, owners={"carol": "77"},
+                                                       timeout=3.0, owners={"carol": "77"},
                                                        verify_pipeline=False), transport=spec)
     p = plan([step("call", 0, n.TaskStep(assignee=ref("account.csm"), title="Call about seats")),
               step("deal", 0, n.OpportunityStep(title="Seat expansion", amount=n.Number(value=12000)))])
