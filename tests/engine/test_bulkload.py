@@ -82,3 +82,28 @@ def test_plain_values_are_typed_by_sql(store: Store) -> None:
             assert staging.type_rows() == [], (type_.name, raw)
             assert conn.exec_driver_sql(f"SELECT count(*) FROM {TYPED}").scalar_one() == 1
             staging.drop()
+
+
+SPECIAL: list[tuple[str, list[str]]] = [
+    ("email", ["ana@acme.example", "not-an-email", " ana@acme.example", "a@b@c.io", "x@.com", "ü@x.io", "a@b.c"]),
+    ("timezone", ["America/Chicago", "Mars/Olympus", "UTC", " Europe/Berlin", "europe/berlin"]),
+    ("strip", ["acc-1", " acc-1", "acc-1 ", "acc\t", "Müller", "\u00a0x"]),
+]
+
+
+@pytest.mark.parametrize(("check", "raws"), SPECIAL, ids=[c for c, _ in SPECIAL])
+def test_sql_takes_only_ids_emails_and_zones_python_takes_as_they_are(store: Store, check: str,
+                                                                      raws: list[str]) -> None:
+    from engine.importers import _EMAIL, _valid_zone
+
+    python_ok = {"email": lambda v: bool(_EMAIL.match(v)), "timezone": _valid_zone,
+                 "strip": lambda v: v.strip() == v}[check]
+    with store.begin() as conn:
+        staging = Staging(conn, [Column("v", t(T.TEXT), check)], [sa.Column("v", sa.Text)])
+        staging.load([[i + 1, 0, raw] for i, raw in enumerate(raws)])
+        left = set(staging.type_rows())
+        typed = dict(conn.execute(sa.select(staging.typed.c._row, staging.typed.c.v)).all())
+        staging.drop()
+    for i, raw in enumerate(raws):
+        if i + 1 not in left:
+            assert python_ok(raw) and typed[i + 1] == raw, raw
