@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine import outcomes
 from engine.schema import Base, utcnow
 from engine.store import Store, insert_ignore
 
@@ -94,9 +95,34 @@ def record(store: Store, event: NewEvent) -> Recorded:
             if new and event.suppress and event.contact:
                 _suppress(conn, event.account_id, event.contact, event.occurred_at or row["received_at"],
                           bounced=event.kind == "bounced")
+            if new:
+                _record_close(conn, event, event.occurred_at or row["received_at"])
             return Recorded(int(event_id), not new)
 
     return store.retry(work)
+
+
+CLOSING = {"closed_won": "won", "closed_lost": "lost"}
+
+
+def _record_close(conn: sa.Connection, event: NewEvent, at: dt.datetime) -> None:
+    """A CRM that closes a deal (`closed_won` / `closed_lost`, or a stage change to Closed Won /
+    Lost) gives an outcome (engine/outcomes.py), on the opportunity mirrored from the deal when
+    the store has it; keyed by the deal, so a second close of it updates the same outcome."""
+    outcome = CLOSING.get(event.kind) or (outcomes.OUTCOME_OF_STAGE.get(event.stage or "")
+                                          if event.kind == "stage_changed" else None)
+    if outcome is None:
+        return
+    deal = event.payload.get("objectId") if isinstance(event.payload, dict) else None
+    opp = None if deal is None else conn.execute(
+        sa.select(OPPS.c.id).where(OPPS.c.external_id == str(deal), OPPS.c.account_id == event.account_id)
+        .order_by(OPPS.c.created_at.desc()).limit(1)).scalar()
+    key = f"opportunity:{opp}" if opp else f"crm:{event.source}:{deal}" if deal is not None else f"crm:{event.key}"
+    try:
+        outcomes.record_outcome(conn, outcomes.OutcomeInput(
+            event.account_id, outcome, at=at, play=event.play, opportunity_id=opp, source="crm", key=key))
+    except outcomes.OutcomeError:  # the event is kept whatever the outcome's trouble; it is no reason to refuse it
+        pass
 
 
 def _suppress(conn: sa.Connection, account_id: str, contact: str, at: dt.datetime, *, bounced: bool) -> None:

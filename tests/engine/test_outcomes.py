@@ -187,3 +187,26 @@ def test_a_deal_the_pipeline_closes_gets_its_outcome_once(store: Store, seed: Se
 def test_a_reason_must_be_a_code(store: Store, seed: Seed) -> None:
     with pytest.raises(OutcomeError, match="is not a code"), store.begin() as conn:
         record_outcome(conn, OutcomeInput("a1", "lost", reason="too expensive"))
+
+
+def test_a_crm_closing_a_deal_gives_an_outcome_on_its_mirrored_opportunity(store: Store, seed: Seed) -> None:
+    from engine import inbound
+
+    opportunity(store, "o1", "a1", "upsell", None, 5000.0, created=AT - dt.timedelta(days=8))
+    with store.begin() as conn:
+        conn.execute(T["opportunities"].update().values(external_id="77"))
+
+    def crm(key: str, stage: str, days: int) -> None:
+        inbound.record(store, inbound.NewEvent(key=key, source="hubspot", kind="stage_changed", account_id="a1",
+                                               stage=stage, occurred_at=AT + dt.timedelta(days=days),
+                                               payload={"objectId": 77}))
+
+    crm("hubspot:1", "Negotiation", 0)
+    assert outcomes(store) == []  # not a close
+    crm("hubspot:2", "Closed Won", 1)
+    crm("hubspot:2", "Closed Won", 1)  # redelivered: recorded once
+    [row] = outcomes(store)
+    assert (row.outcome, row.opportunity_id, row.value, row.source, row.days_to_close, row.key) == (
+        "won", "o1", 5000.0, "crm", 9.0, "opportunity:o1")
+    crm("hubspot:3", "Closed Lost", 2)  # the CRM changed its mind: the same outcome, updated
+    assert [(r.outcome, r.key) for r in outcomes(store)] == [("lost", "opportunity:o1")]
