@@ -146,6 +146,12 @@ def _smtp(store: Store | None) -> cb.Connector:
     return build(store)
 
 
+def _smtp_settings() -> None:
+    from connectors.smtp import checked_settings
+
+    checked_settings()
+
+
 REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store, local=True),
     Implementation("memory", "kept in memory, lost at exit (tests)", _memory, local=True),
@@ -155,7 +161,8 @@ REGISTRY: dict[str, Implementation] = {i.name: i for i in [
                    check=_slack_settings),
     Implementation("webhooks", "webhook steps as POSTs signed per Standard Webhooks (PLAYBOOK_WEBHOOKS_*)",
                    _webhooks, check=_webhooks_settings),
-    Implementation("smtp", "email over SMTP (connectors/smtp.py), the store's outbox as its ledger", _smtp),
+    Implementation("smtp", "email over SMTP (connectors/smtp.py), the store's outbox as its ledger", _smtp,
+                   check=_smtp_settings),
     Implementation("postmark", "email over Postmark's HTTP API (PLAYBOOK_POSTMARK_*), the outbox as its ledger",
                    _postmark, check=_postmark_settings),
 ]}

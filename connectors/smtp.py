@@ -246,12 +246,21 @@ def _reply(text: str) -> str:
     return " ".join(str(text).split())[:300]
 
 
+def checked_settings() -> tuple[SmtpSettings, mail.MailSettings]:
+    """The SMTP and email settings, judged without connecting (run when `smtp` is chosen, so the
+    worker stops before it starts): a bad value, no sender, an unreadable CA file."""
+    settings, mail_settings = load_settings(), mail.load()
+    mail_settings.sender  # noqa: B018 - raises MailSettingsError when there is none
+    settings.tls_context()
+    return settings, mail_settings
+
+
 def build(store: Store | None) -> SmtpConnector:
     """The connector the settings describe (REGISTRY's `smtp`)."""
     if store is None:
         raise SmtpSettingsError("the smtp connector keeps its ledger in the store's outbox: it needs a store "
                                 "(--db or PLAYBOOK_DATABASE_URL)")
-    return SmtpConnector(store, load_settings(), mail.load())
+    return SmtpConnector(store, *checked_settings())
 
 
-__all__ = ["SmtpConnector", "SmtpSettings", "SmtpSettingsError", "build", "load_settings"]
+__all__ = ["SmtpConnector", "SmtpSettings", "SmtpSettingsError", "build", "checked_settings", "load_settings"]

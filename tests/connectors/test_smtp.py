@@ -334,6 +334,20 @@ def test_the_email_connector_setting_builds_smtp_and_needs_a_sender(store, monke
     assert type(built.by_kind["task"]).__name__ == "StoreConnector"
 
 
+def test_choosing_smtp_without_a_sender_stops_before_anything_starts(monkeypatch, tmp_path):
+    from connectors.settings import choose
+
+    (tmp_path / "none.toml").write_text("")
+    monkeypatch.setenv("PLAYBOOK_SETTINGS_FILE", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("PLAYBOOK_CONNECTOR_EMAIL", "smtp")
+    with pytest.raises(mail.MailSettingsError, match="PLAYBOOK_EMAIL_FROM_ADDRESS"):
+        choose()
+    monkeypatch.setenv("PLAYBOOK_EMAIL_FROM_ADDRESS", SENDER)
+    monkeypatch.setenv("PLAYBOOK_SMTP_CA_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(SmtpSettingsError, match="PLAYBOOK_SMTP_CA_FILE: cannot read"):
+        choose()
+
+
 async def test_smtp_refuses_kinds_other_than_email(store, server):
     _, port = server
     task = cb.NewTask(key="k", account_id="acme", actor="play:p", play="p", step="s", requested_at=AT,
