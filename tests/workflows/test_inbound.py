@@ -10,10 +10,12 @@ import uuid
 
 import httpx
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from connectors.base import Connectors
+from connectors.inbound import Incoming
 from connectors.memory import MemoryConnector
 from dsl import nodes as n
 from dsl.evaluator import Account
@@ -30,7 +32,7 @@ from workflows.play import PlayWorkflow
 from workflows.search_attributes import ensure_registered
 from workflows.settings import TemporalSettings, connect
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = pytest.mark.anyio
 WAIT = plan([step("wait", 0, n.WaitStep(timeout=days(30), events=["replied"]))], play="usage_limit")
 
 
@@ -83,6 +85,7 @@ def _worker(env: WorkflowEnvironment, accounts: list[str], queue: str) -> Worker
     return Worker(env.client, task_queue=queue, workflows=[PlayWorkflow], activities=acts.all())
 
 
+@pytest.mark.slow
 async def test_an_event_stored_while_temporal_was_down_reaches_the_waiting_play_later(temporal, tmp_path):
     store = seeded_store(tmp_path / "down.db")
     queue = f"tq-{uuid.uuid4()}"
@@ -110,6 +113,7 @@ async def test_an_event_stored_while_temporal_was_down_reaches_the_waiting_play_
         store.close()
 
 
+@pytest.mark.slow
 async def test_a_burst_of_1000_events_reaches_the_running_plays(temporal, tmp_path):
     accounts = [f"a{i:02d}" for i in range(20)]
     store = seeded_store(tmp_path / "burst.db")
@@ -141,3 +145,58 @@ async def test_a_burst_of_1000_events_reaches_the_running_plays(temporal, tmp_pa
               f"after {signalled:.1f} s")
     finally:
         store.close()
+
+
+class _Client:
+    """Answers signals like Temporal would: accepted, the play gone (NOT_FOUND), or an error status."""
+
+    def __init__(self, status: RPCStatusCode | None = None) -> None:
+        self.status, self.signals = status, []
+
+    def get_workflow_handle(self, workflow_id: str):
+        client = self
+
+        class Handle:
+            async def signal(self, _signal, event) -> None:
+                if client.status is not None:
+                    raise RPCError("refused", client.status, b"")
+                client.signals.append((workflow_id, event.id, event.kind.value))
+
+        return Handle()
+
+
+async def _delivered(tmp_path, client: _Client, give_up_after: int = 2):
+    store = seeded_store(tmp_path / "fake.db")
+    inbound = Inbound(store, None, give_up_after=give_up_after)
+    inbound._client = client  # type: ignore[assignment]
+    await inbound.accept(Incoming(key="t:1", source="t", kind="replied", account_id="acme"))
+    await inbound.accept(Incoming(key="t:2", source="t", kind="replied", account_id="beta"))  # beta runs no play
+    return store, inbound
+
+
+async def test_each_running_play_of_the_account_gets_one_signal_carrying_the_events_key(tmp_path):
+    client = _Client()
+    store, inbound = await _delivered(tmp_path, client)
+    report = await inbound.deliver()
+    assert client.signals == [("play:usage_limit:acme", "t:1", "replied")]
+    assert (report.signalled, report.signals, report.left) == (2, 1, 0)
+    assert [(r["signal_state"], r["signalled"]) for r in events(store)] == [("done", ["usage_limit"]), ("done", [])]
+    store.close()
+
+
+async def test_temporal_unavailable_midway_leaves_the_events_pending(tmp_path):
+    store, inbound = await _delivered(tmp_path, _Client(RPCStatusCode.UNAVAILABLE))
+    await inbound.deliver()
+    assert [r["signal_state"] for r in events(store)] == ["pending", "done"]  # beta had nothing to signal
+    assert inbound._client is None  # reconnects next round
+    store.close()
+
+
+async def test_a_signal_refused_for_another_reason_is_retried_then_marked_failed(tmp_path):
+    store, inbound = await _delivered(tmp_path, _Client(RPCStatusCode.INVALID_ARGUMENT), give_up_after=2)
+    await inbound.deliver()
+    assert events(store)[0]["signal_state"] == "pending" and events(store)[0]["signal_attempts"] == 1
+    report = await inbound.deliver()
+    assert report.failed == 1 and events(store)[0]["signal_state"] == "failed"
+    assert "INVALID_ARGUMENT" in events(store)[0]["signal_error"]
+    store.close()
