@@ -68,6 +68,12 @@ DEFAULT_STAGES: dict[str, str] = {
     csql.CLOSED_LOST: "closedlost",
 }
 
+# Deal stages in HubSpot carry a win probability; 1.0 and 0.0 are its won and lost.
+PROBABILITY: dict[str, str] = {
+    csql.TRIGGER_FIRED: "0.1", csql.CSQL_CREATED: "0.2", csql.QUALIFIED: "0.4", csql.PROPOSAL_SENT: "0.6",
+    csql.NEGOTIATION: "0.8", csql.CLOSED_WON: "1.0", csql.CLOSED_LOST: "0.0",
+}
+
 # Without a Retry-After header: HubSpot's burst limits roll over ten seconds,
 # its daily limit resets at the portal's midnight (whose zone we do not know).
 BURST_BACKOFF = 10.0
@@ -247,26 +253,44 @@ class HubSpotConnector:
                                       f"(its field {field!r} is empty)")
         return str(value).strip()
 
-    async def _check_pipeline(self) -> None:
-        """Once: does the pipeline exist, and has it every stage id `stages` maps onto? A wrong mapping
-        then fails the first deal step with the pipeline's own stages listed, not a bare 400 later."""
-        if self._pipeline_checked or not self.settings.verify_pipeline:
-            return
+    async def read_pipeline(self) -> dict[str, str]:
+        """The stages of the deal pipeline `pipeline` (id -> label, archived ones left out)."""
         pipeline = self.settings.pipeline
         status, found = await self._call("GET", f"/crm/v3/pipelines/deals/{quote(pipeline, safe='')}",
                                          "read the deal pipeline", ok_statuses=(404,))
         if status == 404:
             raise cb.PermanentError(f"HubSpot has no deal pipeline {pipeline!r}: set {self.settings.where('pipeline')} "
                                     "to a deal pipeline's id (GET /crm/v3/pipelines/deals lists them)")
-        stages = {str(st.get("id")): str(st.get("label") or "") for st in found.get("stages") or []
-                  if isinstance(st, Mapping) and not st.get("archived")}
+        return {str(st.get("id")): str(st.get("label") or "") for st in found.get("stages") or []
+                if isinstance(st, Mapping) and not st.get("archived")}
+
+    async def _check_pipeline(self) -> None:
+        """Once: does the pipeline exist, and has it every stage id `stages` maps onto? A wrong mapping
+        then fails the first deal step with the pipeline's own stages listed, not a bare 400 later."""
+        if self._pipeline_checked or not self.settings.verify_pipeline:
+            return
+        stages = await self.read_pipeline()
         wrong = [f"{ours!r} -> {theirs!r}" for ours, theirs in self.settings.stages.items() if theirs not in stages]
         if wrong:
             known = ", ".join(f"{sid} ({label})" for sid, label in stages.items()) or "none"
             raise cb.PermanentError(
-                f"HubSpot pipeline {pipeline!r} has no stage for {', '.join(wrong)}: fix "
+                f"HubSpot pipeline {self.settings.pipeline!r} has no stage for {', '.join(wrong)}: fix "
                 f"{self.settings.where('stages')} (the pipeline's stages: {known})")
         self._pipeline_checked = True
+
+    async def create_csql_pipeline(self, label: str = "Expansion (CSQL)") -> tuple[str, dict[str, str]]:
+        """A deal pipeline with the seven built-in stages (dsl/pipeline.py), in order, closed ones at
+        probability 1 and 0 as HubSpot marks won and lost; (its id, our stage -> its stage id)."""
+        body = {"label": label, "displayOrder": 0, "stages": [
+            {"label": st.name, "displayOrder": i, "metadata": {"probability": PROBABILITY[st.name]}}
+            for i, st in enumerate(csql.STAGES)]}
+        _, made = await self._call("POST", "/crm/v3/pipelines/deals", "create the deal pipeline", body)
+        ids = {str(st.get("label")): str(st.get("id")) for st in made.get("stages") or [] if isinstance(st, Mapping)}
+        missing = [name for name in csql.NAMES if name not in ids]
+        if "id" not in made or missing:
+            raise cb.PermanentError(f"HubSpot made pipeline {made.get('id')!r} without the stages "
+                                    f"{', '.join(missing)}: look at it in HubSpot before mapping it")
+        return str(made["id"]), {name: ids[name] for name in csql.NAMES}
 
     def _stage_id(self, stage: str) -> str:
         found = self.settings.stages.get(stage)
