@@ -23,7 +23,7 @@ STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#111827;max-width:60rem}
 h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2.5rem;border-bottom:1px solid #e5e7eb}
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}
-th,td{border-bottom:1px solid #e5e7eb;padding:.3rem .7rem;text-align:left}
+th,td{border-bottom:1px solid #e5e7eb;padding:.3rem .7rem;text-align:left;white-space:nowrap}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 svg.chart{display:block;margin:1rem 0;background:#fafafa;border:1px solid #e5e7eb}
 svg text{font-size:12px;fill:#374151}.note{color:#6b7280;font-size:.85rem}

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dsl import pipeline
+from dsl.catalog import Catalog
 from engine.actions import CLOSED, move_stage
 from engine.importers import ImportFailed, RowError, is_empty, read_rows
 from engine.schema import Base
@@ -201,11 +202,24 @@ def record_outcome(conn: Connection, outcome: OutcomeInput, *, close_opportunity
                     o.enrollment_id, o.opportunity_id, days, closed_stage)
 
 
+def estimated_value(conn: Connection, catalog: Catalog, account_id: str, today: dt.date) -> float | None:
+    """What an expansion of the account is worth a year, as the scorecard estimates it
+    (engine.scorecard.acv_column: the team's own formula, the next tier, or a fifth of ARR)."""
+    from engine.scorecard import acv_column
+    from engine.sqlcompile import compiler
+
+    c = compiler(catalog, today, conn.dialect.name)
+    value = conn.execute(sa.select(acv_column(c)).select_from(c.from_clause())
+                         .where(c.accounts.c.id == account_id)).scalar()
+    return None if value is None else round(float(value), 2)
+
+
 def close_deals(store: Store, account_id: str, play: str | None, stage: str, at: dt.datetime, *,
-                source: str, actor: str) -> list[Recorded]:
+                source: str, actor: str, catalog: Catalog | None = None) -> list[Recorded]:
     """A CRM (or the simulated customer) closed the account's deals of `play` (None: of any play):
     move each open opportunity to `stage` and record its outcome; with no open opportunity,
-    record one for each running enrollment (the deal closed before the play opened one)."""
+    record one for each running enrollment (the deal closed before the play opened one), worth
+    the scorecard's estimate when `catalog` is given."""
     outcome = OUTCOME_OF_STAGE[stage]
     done: list[Recorded] = []
     with store.begin() as conn:
@@ -221,9 +235,12 @@ def close_deals(store: Store, account_id: str, play: str | None, stage: str, at:
                                               ENROLLMENTS.c.status == "running")
         if play is not None:
             q = q.where(ENROLLMENTS.c.play == play)
-        for (enr_id,) in conn.execute(q.order_by(ENROLLMENTS.c.id)).all():
-            done.append(record_outcome(conn, OutcomeInput(account_id, outcome, at=at, enrollment_id=enr_id,
-                                                          source=source)))
+        running = conn.execute(q.order_by(ENROLLMENTS.c.id)).scalars().all()
+        amount = (estimated_value(conn, catalog, account_id, at.date())
+                  if running and catalog is not None and outcome == "won" else None)
+        for enr_id in running:
+            done.append(record_outcome(conn, OutcomeInput(account_id, outcome, amount=amount, at=at,
+                                                          enrollment_id=enr_id, source=source)))
     return done
 
 
@@ -349,4 +366,4 @@ def import_outcomes(store: Store, paths: Sequence[str | Path], *, max_errors: in
 
 
 __all__ = ["COLUMNS", "DEAL_OUTCOMES", "ImportResult", "OUTCOMES", "OutcomeError", "OutcomeInput", "Recorded",
-           "close_deals", "enrollment_of_key", "import_outcomes", "record_outcome"]
+           "close_deals", "enrollment_of_key", "estimated_value", "import_outcomes", "record_outcome"]

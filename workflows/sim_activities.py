@@ -209,7 +209,8 @@ class SimActivities:
                                  f"sim:replied:{p.account}:{p.play}:{p.due.isoformat()}")
         if p.stage in actions.CLOSED:
             outcomes.close_deals(self.store, p.account, None if p.play == "*" else p.play, p.stage, at,
-                                 source="simulation", actor="crm (simulated customer)")
+                                 source="simulation", actor="crm (simulated customer)",
+                                 catalog=self.playbooks.catalog)
 
     # -- finish -------------------------------------------------------------
     @activity.defn(name="sim_finish")

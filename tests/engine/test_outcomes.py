@@ -210,3 +210,14 @@ def test_a_crm_closing_a_deal_gives_an_outcome_on_its_mirrored_opportunity(store
         "won", "o1", 5000.0, "crm", 9.0, "opportunity:o1")
     crm("hubspot:3", "Closed Lost", 2)  # the CRM changed its mind: the same outcome, updated
     assert [(r.outcome, r.key) for r in outcomes(store)] == [("lost", "opportunity:o1")]
+
+
+def test_a_deal_won_before_the_play_opened_one_is_worth_the_scorecard_estimate(tmp_path: Path) -> None:
+    from report_data import CATALOG  # accounts with arr: the estimate is a fifth of it
+
+    with fresh_store("sqlite", tmp_path, CATALOG) as s:
+        with s.begin() as conn:
+            conn.execute(s.table("account", CATALOG).insert(), [{"id": "a1", "arr": 50000.0}])
+        enr = enrollment(s, "a1", "upsell", AT - dt.timedelta(days=3))
+        [won] = close_deals(s, "a1", "upsell", "Closed Won", AT, source="simulation", actor="crm", catalog=CATALOG)
+        assert (won.enrollment_id, won.amount) == (enr, 10000.0)
