@@ -171,7 +171,7 @@ class WebhookConnector:
         if gone is not None:
             raise await self._failed(call.key, cb.PermanentError(
                 f"{where}: endpoint disabled since {gone.at:%Y-%m-%d %H:%M:%S} UTC ({gone.reason}); "
-                "re-enable it once the receiver is back (engine.endpoints.enable)"))
+                "`playbook webhooks --enable URL` once the receiver is back"))
         stamp = int(self.clock().timestamp())
         headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(stamp),
                    "webhook-signature": sign(self._key, msg_id, stamp, payload)}

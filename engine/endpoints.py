@@ -2,7 +2,8 @@
 
 The webhooks connector checks `disabled` before each call and calls
 `disable` on a 410, so later calls to that URL fail at once, saying when and
-why; `enable` (a person, after the receiver is back) removes the mark.
+why; `enable` (`playbook webhooks --enable URL`, once the receiver is back)
+removes the mark.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ def disabled(conn: Connection, url: str) -> Disabled | None:
     return None if row is None else Disabled(url, row.disabled_at, row.reason)
 
 
+def all_disabled(conn: Connection) -> list[Disabled]:
+    """Every disabled endpoint, the most recently disabled first."""
+    rows = conn.execute(sa.select(ENDPOINTS.c.url, ENDPOINTS.c.disabled_at, ENDPOINTS.c.reason)
+                        .order_by(ENDPOINTS.c.disabled_at.desc(), ENDPOINTS.c.url))
+    return [Disabled(r.url, r.disabled_at, r.reason) for r in rows]
+
+
 def disable(conn: Connection, url: str, *, at: dt.datetime, reason: str) -> None:
     """Mark `url` disabled (the first mark stays: it says when the receiver went away)."""
     insert_ignore(conn, ENDPOINTS, [{"url": url, "disabled_at": at, "reason": reason}], ["url"])
@@ -41,4 +49,4 @@ def enable(conn: Connection, url: str) -> bool:
     return conn.execute(ENDPOINTS.delete().where(ENDPOINTS.c.url == url)).rowcount > 0
 
 
-__all__ = ["Disabled", "disable", "disabled", "enable"]
+__all__ = ["Disabled", "all_disabled", "disable", "disabled", "enable"]
