@@ -8,10 +8,12 @@ test loudly, it is never skipped.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,17 @@ def _install_chromium() -> str:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.fail("chromium is not installed and cannot be installed here (needs root and apt-get): "
                     "apt-get install -y chromium")
-    proc = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=900)
+    # Test workers (pytest -n) share the machine: one installs, the others wait for it.
+    with open(Path(tempfile.gettempdir()) / "playbook-chromium-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = shutil.which("chromium")
+        proc = None if found else subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True,
+                                                  text=True, timeout=900)
     found = shutil.which("chromium")
+    if not found and proc is None:
+        pytest.fail("chromium is still not on PATH after another worker installed it")
     if not found:
+        assert proc is not None
         pytest.fail(f"apt-get install -y chromium failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return found
 
