@@ -75,6 +75,12 @@ def build_summary(
         "events": sorted(cat.events),
         "calendars": {name: {"holidays": [r.code for r in c.regions], "days_off": len(c.holidays)}
                       for name, c in sorted(cat.calendars.items())},
+        "sources": [
+            {"name": s.name, "reads": " ".join(x for x in (s.system, s.object) if x), "fills": s.entity,
+             "fields": [f"{m.field}={m.column}" for m in s.mappings], "incremental_by": s.incremental,
+             "where": _where(s)}
+            for s in cat.sources.values()
+        ],
         "triggers": [
             {"name": t.name, "title": t.title, "starts": [a.play for a in t.then], "when": format_expr(t.when),
              "where": _where(t)}
@@ -216,6 +222,10 @@ def render_summary(out: Console, data: dict[str, Any], diagnostics: Sequence[Dia
     if data["calendars"]:
         data_line.append(", calendars " + ", ".join(f"{k} ({_calendar(v)})" for k, v in data["calendars"].items()))
     out.print(data_line)
+    for src in data["sources"]:
+        how = f", incremental by {src['incremental_by']}" if src["incremental_by"] else ", full each sync"
+        out.print(Text(f"source {src['name']}: {src['reads']} -> {src['fills']} "
+                       f"({render.plural(len(src['fields']), 'field')}{how})"))
     out.print()
 
     if data["triggers"]:

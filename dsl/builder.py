@@ -155,6 +155,35 @@ class Builder(Transformer):
                               regions=[i for i in items if isinstance(i, n.HolidayRegion)],
                               holidays=[i for i in items if not isinstance(i, n.HolidayRegion)], span=self.span(meta))
 
+    def source(self, meta, ch):
+        name, system, *rest = ch
+        obj = str(rest.pop(0)) if rest and isinstance(rest[0], Token) else None
+        decl = n.SourceDecl(name=str(name), system=str(system), object=obj, span=self.span(meta))
+        for item in rest:
+            match item:
+                case n.SourceMapping():
+                    decl.mappings.append(item)
+                case ("query", text, span):
+                    decl.query, decl.query_span = text, span
+                case ("incremental", column, span):
+                    decl.incremental, decl.incremental_span = column, span
+        return decl
+
+    def source_query(self, meta, ch):
+        return ("query", _str(ch[0]), self.span(meta))
+
+    def source_incremental(self, meta, ch):
+        tok = ch[0]
+        return ("incremental", _str(tok) if tok.type == "STRING" else str(tok), self.span(meta))
+
+    def source_map(self, meta, ch):
+        ref, col = ch
+        if len(ref.path) != 2:
+            raise BuildError(f"'{'.'.join(ref.path)}' is not an entity field: write ENTITY.FIELD = column",
+                             ref.span)
+        return n.SourceMapping(entity=ref.path[0], field=ref.path[1],
+                               column=_str(col) if col.type == "STRING" else str(col), span=self.span(meta))
+
     def holiday_region(self, meta, ch):
         return n.HolidayRegion(country=str(ch[0]), subdivision=str(ch[2]) if len(ch) > 2 else None,
                                span=self.span(meta))

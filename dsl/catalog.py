@@ -14,6 +14,7 @@ from dsl.diagnostics import Diagnostic, make
 # Which catalog table a declaration kind lands in.
 _TABLE = {
     "entity": "entities", "metric": "metrics", "event": "events", "calendar": "calendars",
+    "source": "sources",
     "trigger": "triggers", "score": "scores", "gate": "gates", "route": "routes",
     "template": "templates", "play": "plays", "test": "tests",
 }
@@ -36,6 +37,7 @@ class Catalog:
     metrics: dict[str, n.MetricDecl] = field(default_factory=dict)
     events: dict[str, n.EventDecl] = field(default_factory=dict)
     calendars: dict[str, n.CalendarDecl] = field(default_factory=dict)
+    sources: dict[str, n.SourceDecl] = field(default_factory=dict)
     triggers: dict[str, n.TriggerDecl] = field(default_factory=dict)
     scores: dict[str, n.ScoreDecl] = field(default_factory=dict)
     gates: dict[str, n.GateDecl] = field(default_factory=dict)

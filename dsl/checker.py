@@ -112,6 +112,8 @@ class Checker:
                            closest(metric.per, n.METRIC_PERIODS))
         for cal in c.calendars.values():
             self.check_calendar(cal)
+        for source in c.sources.values():
+            self.check_source(source)
         for trig in c.triggers.values():
             self.check_trigger(trig)
         for score in c.scores.values():
@@ -165,6 +167,72 @@ class Checker:
         self._let_stack.pop()
         self.let_types[name] = t
         return t
+
+    def check_source(self, src: n.SourceDecl) -> None:
+        """What a sync needs to run: a known system and object, a query for SQL, a key, known target fields."""
+        where = f"source '{src.name}'"
+        if src.system not in n.SOURCE_SYSTEMS:
+            self.error("PB170", f"{where} reads from '{src.system}', which is no system Playbook syncs from",
+                       self.sub_span(src.span, src.system), did_you_mean(src.system, n.SOURCE_SYSTEMS)
+                       or f"write from {' or from '.join(n.SOURCE_SYSTEMS)}", closest(src.system, n.SOURCE_SYSTEMS))
+            return
+        if src.system == "hubspot":
+            if src.object not in n.HUBSPOT_OBJECTS:
+                said = f"'{src.object}'" if src.object else "no object"
+                self.error("PB170", f"{where} reads {said} from HubSpot, which has objects "
+                           f"{', '.join(n.HUBSPOT_OBJECTS)}",
+                           self.sub_span(src.span, src.object) if src.object else self.sub_span(src.span, "hubspot"),
+                           did_you_mean(src.object or "", n.HUBSPOT_OBJECTS)
+                           or f"write `from hubspot {n.HUBSPOT_OBJECTS[0]}`", closest(src.object or "", n.HUBSPOT_OBJECTS))
+            if src.query is not None:
+                self.error("PB171", f"{where} reads HubSpot, which takes no SQL query", src.query_span,
+                           "remove the `query` block: HubSpot objects are read over its REST API")
+        else:
+            if src.object is not None:
+                self.error("PB170", f"{where}: a warehouse has no object '{src.object}'",
+                           self.sub_span(src.span, src.object, last=True),
+                           'write `from warehouse` and the SQL in a `query """ ... """` block')
+            if src.query is None or not src.query.strip():
+                self.error("PB171", f"{where} reads a warehouse but has no `query`", src.span,
+                           'add `query """ select ... """`: the SQL whose columns the mapping names')
+        if not src.mappings:
+            self.error("PB171", f"{where} maps nothing", src.span,
+                       "add one `ENTITY.FIELD = column` line per value, e.g. `account.id = hs_object_id`")
+            return
+        entity = src.mappings[0].entity
+        seen: dict[str, n.SourceMapping] = {}
+        for m in src.mappings:
+            if m.entity not in n.SOURCE_ENTITIES:
+                self.error("PB172", f"{where} maps onto '{m.entity}', which a source cannot fill", m.span,
+                           f"sources fill {' or '.join(n.SOURCE_ENTITIES)} fields", closest(m.entity, n.SOURCE_ENTITIES))
+                continue
+            if m.entity != entity:
+                self.error("PB172", f"{where} fills both {entity} and {m.entity} fields", m.span,
+                           "one source fills one entity: declare a second source for the other")
+                continue
+            if m.field in seen:
+                self.error("PB172", f"{where} maps {m.entity}.{m.field} twice", m.span,
+                           f"already mapped at line {seen[m.field].span.start.line}")
+                continue
+            seen[m.field] = m
+            ent = self.catalog.entities.get(m.entity)
+            fixed = n.SOURCE_FIXED_FIELDS[m.entity]
+            if m.field in fixed or self.catalog.entity_field(m.entity, m.field) is not None:
+                continue
+            if self.catalog.entity_let(m.entity, m.field) is not None:
+                self.error("PB172", f"{where} maps onto '{m.entity}.{m.field}', a derived field", m.span,
+                           "a `let` is computed from other fields; map the fields it reads instead")
+                continue
+            candidates = [*fixed, *(f.name for f in ent.fields)] if ent is not None else list(fixed)
+            self.error("PB102", f"unknown field '{m.field}'", self.sub_span(m.span, m.field),
+                       f"{m.entity} has no field '{m.field}'. {did_you_mean(m.field, candidates)}".strip(),
+                       closest(m.field, candidates))
+        if entity in n.SOURCE_ENTITIES:
+            required = ["id"] + (["account_id"] if entity == "contact" else [])
+            for name in required:
+                if name not in seen:
+                    self.error("PB171", f"{where} does not say which column is the {entity}'s {name}", src.span,
+                               f"add `{entity}.{name} = COLUMN`: it is how a read record finds its {entity}")
 
     def check_calendar(self, cal: n.CalendarDecl) -> None:
         if len(set(cal.holidays)) != len(cal.holidays):

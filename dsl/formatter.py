@@ -221,6 +221,8 @@ class _Layout:
                 return self._event(decl)
             case n.CalendarDecl():
                 return self._calendar(decl)
+            case n.SourceDecl():
+                return self._source(decl)
             case n.TriggerDecl():
                 return self._trigger(decl)
             case n.ScoreDecl():
@@ -327,6 +329,18 @@ class _Layout:
             out.append(self.line(1, text, line))
         return out
 
+    def _source(self, d: n.SourceDecl) -> list[_Line]:
+        out = [self.line(0, " ".join(["source", d.name, "from", d.system, *([d.object] if d.object else [])]),
+                         d.span.start.line)]
+        if d.query is not None:
+            out += self._body(d.query, d.query_span, "query")
+        if d.incremental is not None:
+            out.append(self._span_line(1, f"incremental by {_column(d.incremental)}", d.incremental_span))
+        targets = [f"{m.entity}.{m.field}" for m in d.mappings]
+        width = max(map(len, targets), default=0) if self.o.align else 0
+        out += [self.node_line(1, f"{t.ljust(width)} = {_column(m.column)}", m) for t, m in zip(targets, d.mappings)]
+        return out
+
     # ------------------------------------------------------------ rules
     def _trigger(self, d: n.TriggerDecl) -> list[_Line]:
         out = [self.header("trigger", d, d.name, d.title)]
@@ -391,15 +405,15 @@ class _Layout:
             return self.line(depth, text)
         return self.line(depth, text, span.start.line, span.end.line)
 
-    def _body(self, body: str, span: n.Span) -> list[_Line]:
-        """A `\"\"\"` block indented under `body`, or a plain string if a block cannot say it."""
+    def _body(self, body: str, span: n.Span, keyword: str = "body") -> list[_Line]:
+        """A `\"\"\"` block indented under `keyword`, or a plain string if a block cannot say it."""
         inner = " " * (2 * self.o.indent)
         raw = '"""\n' + "".join(inner + ln + "\n" if ln else "\n" for ln in body[:-1].split("\n")) + inner + '"""'
         if not body or string_value(raw) != body:
-            return [self._span_line(1, f"body {format_string(body)}", span)]
+            return [self._span_line(1, f"{keyword} {format_string(body)}", span)]
         lines = raw.split("\n")
         first, last = (None, None) if span == n.NO_SPAN else (span.start.line, span.end.line)
-        out = [self.line(1, "body " + lines[0], first, first)]
+        out = [self.line(1, f"{keyword} " + lines[0], first, first)]
         out += [_Line(0, text, verbatim=True) for text in lines[1:-1]]
         out.append(_Line(2 * self.o.indent, lines[-1].strip(), None, last))
         return out
@@ -505,6 +519,14 @@ def _metric_widths(decls: list[n.Declaration]) -> dict[int, int]:
             widths[j] = max(len(decls[k].name) for k in run)
         run = []
     return widths
+
+
+_BARE_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _column(name: str) -> str:
+    """A source column as written: bare when it is a name, quoted otherwise (`"Seats Active"`)."""
+    return name if _BARE_COLUMN.fullmatch(name) else format_string(name)
 
 
 def _type(t: n.TypeRef) -> str:

@@ -295,6 +295,50 @@ class CalendarDecl(Node):
     holidays: list[dt.date] = []  # the calendar's own dates
 
 
+# What a source reads from (`source crm from hubspot companies`), and the objects each system has.
+SOURCE_SYSTEMS = ("hubspot", "warehouse")
+HUBSPOT_OBJECTS = ("companies", "contacts", "deals")
+# The entity a source's mapping fills, and the kind of import that writes it.
+SOURCE_ENTITIES = ("account", "contact")
+# Columns every account / contact row has besides its declared fields (the store's fixed columns).
+SOURCE_FIXED_FIELDS = {
+    "account": ("id", "name"),
+    "contact": ("id", "account_id", "email", "name", "first_name", "timezone", "unsubscribed_at"),
+}
+
+
+class SourceMapping(Node):
+    """`account.arr = annualrevenue`: the source's `column` lands in `entity`.`field`."""
+
+    entity: str
+    field: str
+    column: str
+
+
+class SourceDecl(Node):
+    """A sync's declaration: the system and object (or SQL query) it reads, its cursor, its mapping."""
+
+    decl: Literal["source"] = "source"
+    name: str
+    system: str  # hubspot, warehouse
+    object: str | None = None  # companies, contacts, deals (HubSpot)
+    query: str | None = None  # the SQL query (warehouse)
+    incremental: str | None = None  # the last-modified property / cursor column; None = full load each time
+    mappings: list[SourceMapping] = []
+    query_span: SkipValidation[Span] = Field(default=NO_SPAN, exclude=True, repr=False)
+    incremental_span: SkipValidation[Span] = Field(default=NO_SPAN, exclude=True, repr=False)
+
+    @property
+    def entity(self) -> str | None:
+        """The entity the mapping fills (the first mapping's; the checker refuses a mix)."""
+        return self.mappings[0].entity if self.mappings else None
+
+    @property
+    def key(self) -> SourceMapping | None:
+        """The mapping that identifies the record: `account.id = ...`."""
+        return next((m for m in self.mappings if m.field == "id"), None)
+
+
 # --------------------------------------------------------------------------
 # Declarations: rules
 
@@ -583,7 +627,7 @@ class TestDecl(Node):
 
 Declaration = Annotated[
     Union[
-        EntityDecl, MetricDecl, EventDecl, CalendarDecl, TriggerDecl, ScoreDecl,
+        EntityDecl, MetricDecl, EventDecl, CalendarDecl, SourceDecl, TriggerDecl, ScoreDecl,
         GateDecl, RouteDecl, TemplateDecl, PlayDecl, TestDecl,
     ],
     Field(discriminator="decl"),

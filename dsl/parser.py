@@ -201,7 +201,7 @@ def parse(text: str, file: str = "<input>") -> ParseResult:
 
 # The first two words of a declaration, read even when the rest does not parse.
 _HEADER = re.compile(r"([A-Za-z_]+)[ \t]+([A-Za-z_][A-Za-z0-9_]*)")
-_NAMED_KINDS = ("entity", "metric", "event", "calendar", "trigger", "score", "gate", "route", "template", "play")
+_NAMED_KINDS = ("entity", "metric", "event", "calendar", "source", "trigger", "score", "gate", "route", "template", "play")
 
 
 def _broken_header(text: str) -> tuple[str, str] | None:
@@ -296,7 +296,7 @@ def _found(token: Token) -> str:
     return f"`{text[:40]}`" if len(text) <= 40 else f"`{text[:37]}...`"
 
 
-_DECLARATION_WORDS = "a declaration (entity, metric, event, calendar, trigger, score, gate, route, template, play or test)"
+_DECLARATION_WORDS = "a declaration (entity, metric, event, calendar, source, trigger, score, gate, route, template, play or test)"
 _VALUE_WORDS = 'a value (a number, "text", a field such as account.arr, or a function such as days_since(...))'
 
 

@@ -72,7 +72,7 @@ def test_percent_is_a_fraction_and_durations_keep_their_unit():
     ("trigger t\n  when account.x > \n  then start p\n",
      ("PB002", 2, 20, 'unexpected end of line; expected a value (a number, "text", a field such as account.arr, '
                       "or a function such as days_since(...))", None)),
-    ("(((\n", ("PB002", 1, 1, "unexpected `(`; expected a declaration (entity, metric, event, calendar, trigger, "
+    ("(((\n", ("PB002", 1, 1, "unexpected `(`; expected a declaration (entity, metric, event, calendar, source, trigger, "
                                 "score, gate, route, template, play or test)", None)),
     ("entity a\n  field x int\n field y int\n",
      ("PB004", 3, 2, "this line's indentation matches no enclosing block",

@@ -1,0 +1,94 @@
+"""`source` declarations: parsed into the AST, checked with their own codes, shown by the summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsl import nodes as n
+from dsl.parser import parse
+from test_checker import findings  # pytest puts tests/dsl on sys.path
+
+HUBSPOT = '''\
+source crm from hubspot companies
+  incremental by hs_lastmodifieddate
+  account.id  = hs_object_id
+  account.arr = annualrevenue
+'''
+
+WAREHOUSE = '''\
+source product_usage from warehouse
+  query """
+    select account_id, "Health" from usage_daily
+    """
+  incremental by updated_at
+  account.id           = account_id
+  account.health_score = "Health"
+'''
+
+
+def test_hubspot_source_parses_into_system_object_cursor_and_mapping():
+    result = parse(HUBSPOT)
+    assert result.diagnostics == []
+    (decl,) = result.module.declarations
+    assert isinstance(decl, n.SourceDecl)
+    assert (decl.name, decl.system, decl.object, decl.incremental) == ("crm", "hubspot", "companies",
+                                                                       "hs_lastmodifieddate")
+    assert [(m.entity, m.field, m.column) for m in decl.mappings] == [
+        ("account", "id", "hs_object_id"), ("account", "arr", "annualrevenue")]
+    assert decl.key is not None and decl.key.column == "hs_object_id"
+
+
+def test_warehouse_source_keeps_its_query_and_quoted_columns():
+    (decl,) = parse(WAREHOUSE).module.declarations
+    assert isinstance(decl, n.SourceDecl)
+    assert decl.query == 'select account_id, "Health" from usage_daily\n'
+    assert decl.mappings[-1].column == "Health"
+
+
+def test_well_formed_sources_check_clean():
+    assert findings(HUBSPOT + "\n" + WAREHOUSE) == []
+
+
+def test_a_mapping_onto_more_than_entity_field_is_a_syntax_error():
+    diags = parse("source s from warehouse\n  query \"select 1\"\n  account.a.b = x\n").diagnostics
+    assert [(d.code, d.range.start.line) for d in diags] == [("PB006", 3)]
+
+
+CASES = [
+    ("misspelt HubSpot object", "source s from hubspot compnies\n  account.id = hs_object_id\n",
+     [("PB170", "error", 1, 23, "source 's' reads 'compnies' from HubSpot, which has objects companies, contacts, deals")]),
+    ("unknown system", "source s from salesforce\n  account.id = Id\n",
+     [("PB170", "error", 1, 15, "source 's' reads from 'salesforce', which is no system Playbook syncs from")]),
+    ("warehouse without a query", "source s from warehouse\n  account.id = id\n",
+     [("PB171", "error", 1, 1, "source 's' reads a warehouse but has no `query`")]),
+    ("HubSpot with a query", 'source s from hubspot deals\n  query "select 1"\n  account.id = x\n',
+     [("PB171", "error", 2, 3, "source 's' reads HubSpot, which takes no SQL query")]),
+    ("no key", "source s from hubspot companies\n  account.arr = annualrevenue\n",
+     [("PB171", "error", 1, 1, "source 's' does not say which column is the account's id")]),
+    ("contact without its account", "source s from hubspot contacts\n  contact.id = hs_object_id\n",
+     [("PB171", "error", 1, 1, "source 's' does not say which column is the contact's account_id")]),
+    ("unknown field with did-you-mean", "source s from hubspot companies\n  account.id = x\n  account.helth_score = y\n",
+     [("PB102", "error", 3, 11, "unknown field 'helth_score'")]),
+    ("derived field", "source s from hubspot companies\n  account.id = x\n  account.seat_ratio = y\n",
+     [("PB172", "error", 3, 3, "source 's' maps onto 'account.seat_ratio', a derived field")]),
+    ("two entities", "source s from hubspot companies\n  account.id = x\n  contact.email = y\n",
+     [("PB172", "error", 3, 3, "source 's' fills both account and contact fields")]),
+    ("a field twice", "source s from hubspot companies\n  account.id = x\n  account.id = y\n",
+     [("PB172", "error", 3, 3, "source 's' maps account.id twice")]),
+]
+
+
+@pytest.mark.parametrize("source,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_source_mistakes_are_named_with_code_and_place(source, expected):
+    assert findings("\n" + source) == [(code, sev, line + 1, col, summary) for code, sev, line, col, summary in expected]
+
+
+def test_unknown_field_suggests_the_declared_one():
+    from dsl.checker import check
+    from dsl.project import load_text
+    from test_checker import PRELUDE
+
+    project = load_text(PRELUDE + "\nsource s from hubspot companies\n  account.id = x\n  account.helth_score = y\n",
+                        "t.play")
+    (d,) = check(project)
+    assert d.fix is not None and "health_score" in str(d.fix)
