@@ -65,6 +65,8 @@ class Implementation:
     # Its own settings read and judged without building it (no store, no network), so a
     # missing token stops `playbook worker` before it connects (`choose` runs it).
     check: Callable[[], None] | None = None
+    # Which step kinds it can act on (None: any); choosing it for another is a settings error.
+    serves: Callable[[str], bool] | None = None
     local: bool = False  # keeps messages on this machine (sandbox mode needs no target for it)
 
 
@@ -156,7 +158,7 @@ REGISTRY: dict[str, Implementation] = {i.name: i for i in [
     Implementation("store", "the built-in store: outbox, tasks, pipeline, audit log", _store, local=True),
     Implementation("memory", "kept in memory, lost at exit (tests)", _memory, local=True),
     Implementation("hubspot", "HubSpot CRM: tasks, deals, stage moves, notes (connectors/hubspot.py)", _hubspot,
-                   check=_hubspot_settings),
+                   check=_hubspot_settings, serves=lambda kind: not issubclass(cb.ACTIONS[kind], cb.OutboxMessage)),
     Implementation("slack", "notify steps as Slack messages (chat.postMessage; PLAYBOOK_SLACK_*)", _slack,
                    check=_slack_settings),
     Implementation("webhooks", "webhook steps as POSTs signed per Standard Webhooks (PLAYBOOK_WEBHOOKS_*)",
@@ -220,6 +222,15 @@ def choose(**overrides: str) -> dict[str, str]:
             hint = f"did you mean '{close}'? " if close else ""
             raise ConnectorSettingsError(
                 f"{where}: {_shown(name)} is not a connector; {hint}known: {', '.join(REGISTRY)}")
+    for kind, name in chosen.items():
+        serves = REGISTRY[name].serves
+        if serves is not None and not serves(kind):
+            path, _ = settings_file()
+            where = (f"{ENV_PREFIX}{kind.upper()} or `{kind}` in [{TABLE}] of {path}" if getattr(settings, kind)
+                     else f"{ENV_PREFIX}DEFAULT or `default` in [{TABLE}] of {path}")
+            able = ", ".join(k for k in cb.ACTIONS if serves(k))
+            raise ConnectorSettingsError(f"{where}: the {name} connector does not act on {kind} steps "
+                                         f"(it acts on {able}); choose another for {kind}")
     for name in sorted(set(chosen.values())):
         check = REGISTRY[name].check
         if check is not None:

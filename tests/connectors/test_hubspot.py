@@ -618,6 +618,18 @@ def test_a_broken_hubspot_setting_stops_the_choice_of_connectors(monkeypatch):
         cs.choose()
 
 
+def test_hubspot_chosen_for_messages_is_refused_naming_the_setting(monkeypatch):
+    monkeypatch.setenv("PLAYBOOK_HUBSPOT_TOKEN", TOKEN)
+    monkeypatch.setenv("PLAYBOOK_CONNECTOR_DEFAULT", "hubspot")
+    with pytest.raises(cs.ConnectorSettingsError, match=r"PLAYBOOK_CONNECTOR_DEFAULT .*: the hubspot connector does "
+                                                        r"not act on email steps \(it acts on task, "):
+        cs.choose()
+    monkeypatch.setenv("PLAYBOOK_CONNECTOR_DEFAULT", "store")
+    monkeypatch.setenv("PLAYBOOK_CONNECTOR_NOTIFY", "hubspot")
+    with pytest.raises(cs.ConnectorSettingsError, match="PLAYBOOK_CONNECTOR_NOTIFY .*not act on notify steps"):
+        cs.choose()
+
+
 def test_the_registry_builds_hubspot_for_the_kinds_that_choose_it(monkeypatch):
     monkeypatch.setenv("PLAYBOOK_CONNECTOR_TASK", "hubspot")
     monkeypatch.setenv("PLAYBOOK_CONNECTOR_OPPORTUNITY", "hubspot")
