@@ -168,7 +168,7 @@ class SlackConnector:
                 return cb.NotifyResult(key=note.key, duplicate=True, external_id=ts)
         try:
             answer = await self.client.chat_postMessage(
-                channel=channel, text=note.message,
+                channel=channel, text=escape(note.message),
                 metadata={"event_type": EVENT_TYPE,
                           "event_payload": {"idempotency_key": note.key, "play": note.play,
                                             "account_id": note.account_id}})
@@ -214,6 +214,12 @@ class SlackConnector:
         return await in_ledger(self.store, work, "slack")
 
 
+def escape(text: str) -> str:
+    """Slack's control characters escaped (api.slack.com/reference/surfaces/formatting#escaping): text
+    rendered from account data cannot ping `<!channel>` or forge a link; *bold* and _italic_ still work."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def api_error(exc: SlackApiError, channel: str) -> cb.ConnectorError:
     """Slack's answer as a connector error: throttling and Slack's faults retryable, the rest not."""
     response: Any = exc.response
@@ -238,4 +244,4 @@ def build(store: Store | None) -> SlackConnector:
     return SlackConnector(checked_settings(), store)
 
 
-__all__ = ["SlackConnector", "SlackSettings", "api_error", "build", "checked_settings", "load_slack_settings"]
+__all__ = ["SlackConnector", "SlackSettings", "api_error", "escape", "build", "checked_settings", "load_slack_settings"]

@@ -82,6 +82,14 @@ async def test_a_notification_is_posted_with_the_bot_token_and_recorded_sent_wit
         "sent", "1700000000.000100", "slack", "#cs-expansion", 1)
 
 
+async def test_text_from_account_data_cannot_ping_the_channel_or_forge_a_link(wiremock, store):
+    stub(wiremock, ok())
+    message = "Acme <!channel> & <https://evil.test|your bank> is *hot*"
+    await slack(wiremock, store).act(note().model_copy(update={"message": message}))
+    assert posted(wiremock)[0]["text"] == ("Acme &lt;!channel&gt; &amp; &lt;https://evil.test|your bank&gt; "
+                                           "is *hot*")
+
+
 async def test_a_key_already_sent_is_not_posted_again(wiremock, store):
     stub(wiremock, ok(ts="1700000000.000100"))
     connector = slack(wiremock, store)
