@@ -75,9 +75,9 @@ def unsubscribed(store: Store, contact: str, column: str = "unsubscribed_at") ->
 
 
 @contextmanager
-def serving(inbound: Inbound, serve_settings: ServeSettings) -> Iterator[str]:
+def serving(inbound: Inbound, serve_settings: ServeSettings, background: Any = None) -> Iterator[str]:
     """The app on uvicorn in its own thread and event loop; yields its base URL."""
-    server = uvicorn.Server(server_config(build_app(inbound, serve_settings), "127.0.0.1", 0))
+    server = uvicorn.Server(server_config(build_app(inbound, serve_settings, background), "127.0.0.1", 0))
     thread = threading.Thread(target=server.run, name="serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -6,6 +6,7 @@ import imaplib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from pydantic import SecretStr
 
 from connectors.inbound_imap import MailboxSettings
 from peers import free_port, imap_server
-from serve_support import SENT_ID, events, seeded_store, unsubscribed
-from workflows.imap_poll import poll_once
+from serve_support import SENT_ID, events, seeded_store, serving, settings, unsubscribed
+from workflows.imap_poll import poll_forever, poll_once
 from workflows.inbound import Inbound
 
 pytestmark = pytest.mark.anyio
@@ -177,3 +178,17 @@ def test_imap_poll_once_stores_and_leaves_signals_pending_while_temporal_is_down
     assert "1 read, 1 new" in done.stdout and "1 waiting for Temporal" in done.stdout
     assert PASSWORD not in done.stdout + done.stderr
     assert [(r["kind"], r["signal_state"]) for r in events(store)] == [("replied", "pending")]
+
+
+def test_serve_with_imap_reads_the_mailbox_in_the_background(port, store):
+    imap = settings(imap_host="127.0.0.1", imap_port=port, imap_user=USER, imap_password=SecretStr(PASSWORD),
+                    imap_tls=False, imap_poll_seconds=0.2)
+    inbound = Inbound(store, None)
+    with serving(inbound, imap, background=lambda stop: poll_forever(inbound, imap, stop)):
+        append(port, REPLY)
+        deadline = time.monotonic() + 30
+        while not events(store):
+            assert time.monotonic() < deadline, "serve --imap did not read the reply"
+            time.sleep(0.1)
+    assert [(r["kind"], r["account_id"]) for r in events(store)] == [("replied", "acme")]
+    assert unseen(port) == []
