@@ -7,7 +7,7 @@ literal Slack channel (`#cs-expansion`, a channel id `C0123`, a user id
 - `@owner`: the play owner's channel, from `owner_channels` (user id in
   the store -> Slack channel or member id);
 - `@route.NAME`: the channel of the account's target of route NAME, from
-  `route_channels` (`high_touch` -> `#ae-team`).
+  `route_channels` (`touch.high_touch` or `high_touch` -> `#ae-team`).
 
 An owner or route target with no entry goes to `default_channel`; with no
 default either, the step fails (PermanentError naming the owner or target).
@@ -134,7 +134,9 @@ class SlackConnector:
             what = f"owner {note.owner!r}" if note.owner else "a play with no owner"
             setting = "owner_channels"
         elif note.channel.startswith(ROUTE):
-            found = s.route_channels.get(note.route or "")
+            # `touch.high_touch` (one route's target) before `high_touch` (that target of any route).
+            name = note.channel.removeprefix(ROUTE)
+            found = s.route_channels.get(f"{name}.{note.route}") or s.route_channels.get(note.route or "")
             what = f"{note.channel[1:]} target {note.route!r}" if note.route else f"{note.channel[1:]} (no target)"
             setting = "route_channels"
         else:

@@ -171,6 +171,14 @@ async def test_owner_and_route_channels_come_from_the_mappings(wiremock, store):
     assert [b["channel"] for b in posted(wiremock)] == ["U0CAROL", "#ae-team"]
 
 
+async def test_a_route_qualified_target_wins_over_the_bare_target(wiremock, store):
+    stub(wiremock, ok())
+    connector = slack(wiremock, store, route_channels={"high_touch": "#any-high", "touch.high_touch": "#ae-team"})
+    await connector.act(note("@route.touch", key="k1", route="high_touch"))
+    await connector.act(note("@route.region", key="k2", route="high_touch"))
+    assert [b["channel"] for b in posted(wiremock)] == ["#ae-team", "#any-high"]
+
+
 async def test_an_unmapped_owner_goes_to_the_default_channel_or_fails_naming_the_owner(wiremock, store):
     stub(wiremock, ok())
     await slack(wiremock, store, default_channel="#cs").act(note("@owner", key="k1", owner="dave"))
