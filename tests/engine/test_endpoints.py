@@ -7,17 +7,16 @@ import datetime as dt
 import pytest
 
 from engine import endpoints
-from engine.store import Store
+from store_backends import BACKENDS, fresh_store
 
 AT = dt.datetime(2026, 3, 9, 14, 0, tzinfo=dt.timezone.utc)
 URL = "https://hooks.example.test/p"
 
 
-@pytest.fixture
-def store(tmp_path):
-    st = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
-    yield st
-    st.close()
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    with fresh_store(request.param, tmp_path) as st:
+        yield st
 
 
 def test_the_first_disable_is_kept_so_it_says_when_the_receiver_went_away(store):

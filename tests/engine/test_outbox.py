@@ -9,15 +9,15 @@ import sqlalchemy as sa
 
 from engine import outbox, schema
 from engine.store import Store
+from store_backends import BACKENDS, fresh_store
 
 AT = dt.datetime(2026, 3, 9, 14, 0, tzinfo=dt.timezone.utc)
 
 
-@pytest.fixture
-def store(tmp_path):
-    st = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
-    yield st
-    st.close()
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    with fresh_store(request.param, tmp_path) as st:
+        yield st
 
 
 def claim(store: Store, key: str = "k1") -> outbox.Claim:
