@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover
 
 from cli import (data_commands, effects_commands, engine_commands, hubspot_commands, message_commands,
                  outcome_commands, pipeline_commands, render, report_commands, rules, serve_commands, sweep_commands,
-                 webhook_commands, workflow_commands)
+                 sync_commands, webhook_commands, workflow_commands)
 from cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Fail, TextOrJson, TodayOpt, error_kind, failure
 from cli.common import today as today_in_team_zone
 from cli.rules import PathsArg, RulesOpt
@@ -527,10 +527,10 @@ def main() -> NoReturn:
 # engine (scorecard, why, plan), sweeps (sweep, simulate, demo), data
 # (demo-data, import), what plays did (outbox, tasks), outcomes, the pipeline (stage, pipeline), inbound
 # events (serve, imap-poll), the HubSpot pipeline's mapping (hubspot-pipeline), disabled webhook endpoints
-# (webhooks).
+# (webhooks), source syncs (sync).
 for _group in (workflow_commands, engine_commands, sweep_commands, data_commands, effects_commands,
                outcome_commands, pipeline_commands, report_commands, message_commands, serve_commands,
-               hubspot_commands, webhook_commands):
+               hubspot_commands, webhook_commands, sync_commands):
     _group.register(app)
 
 

@@ -105,6 +105,7 @@ class FileResult:
 @dataclass
 class ImportReport:
     files: list[FileResult] = field(default_factory=list)
+    changed_values: int = 0  # account field values that differ from what the store held
 
     @property
     def rows(self) -> int:
@@ -465,7 +466,8 @@ def import_file(store: Store, catalog: Catalog, kind: Kind, path: str | Path, **
 def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str | Path]], *,
                  chunk_size: int = 100_000, max_errors: int = 1000, ignore_unknown_columns: bool = False,
                  actor: str = "import", progress: Callable[[str, int], None] | None = None,
-                 known_at: dt.datetime | None = None) -> ImportReport:
+                 known_at: dt.datetime | None = None,
+                 then: Callable[[Connection, ImportReport], None] | None = None) -> ImportReport:
     """Check and write `files` ([(kind, path)]) in one transaction; raise ImportFailed on any problem.
 
     Kinds: users, accounts, contacts, metrics, events. Format by suffix:
@@ -473,6 +475,8 @@ def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str
     `ignore_unknown_columns` (event files put extra columns into the payload).
     `progress(file, rows checked so far)` is called as each file starts and after each chunk.
     `known_at` (default now) is when the imported account values became known: their history's valid_from.
+    `then(conn, report)` runs in the import's transaction after a clean import, before the commit (a
+    sync stores its cursor there, so the cursor moves exactly when the rows are written).
     """
     for kind, _ in files:
         if kind not in _ORDER:
@@ -502,6 +506,9 @@ def import_files(store: Store, catalog: Catalog, files: Sequence[tuple[Kind, str
         if errors:
             trans.rollback()
             raise ImportFailed(errors.items, errors.total)
+        report.changed_values = job.changed_values
+        if then is not None:
+            then(conn, report)
         trans.commit()
     except BaseException:
         if trans.is_active:

@@ -473,6 +473,36 @@ class AccountFieldHistory(Base):
     value_text: Mapped[str | None] = mapped_column(Text)
 
 
+class SyncCursor(Base):
+    """Where a source's sync stands (`playbook sync`, engine/sync.py): written in the transaction of each batch,
+    so a sync that dies resumes after the last batch it wrote. None: start with a full load."""
+
+    __tablename__ = "sync_cursors"
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    cursor: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SyncRun(Base):
+    """One sync of one source: what it read, changed and refused, and how it ended."""
+
+    __tablename__ = "sync_runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(Text, index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(Text)  # running, ok, refused (a batch's data), failed (the source)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)  # read everything, not from the cursor
+    batches: Mapped[int] = mapped_column(Integer, default=0)  # batches written
+    read: Mapped[int] = mapped_column(Integer, default=0)  # records read (written batches and the refused one)
+    created: Mapped[int] = mapped_column(Integer, default=0)  # records that were new rows
+    updated: Mapped[int] = mapped_column(Integer, default=0)  # records whose row existed
+    changed: Mapped[int] = mapped_column(Integer, default=0)  # field values that changed
+    refused: Mapped[int] = mapped_column(Integer, default=0)  # records of the refused batch with a problem
+    error: Mapped[str | None] = mapped_column(Text)  # why it was refused or failed (no secret)
+    cursor: Mapped[Any] = mapped_column(JSONType, nullable=True)  # the cursor it ended at
+
+
 class EntityField(Base):
     """Which declared fields `sync_entities` has added, with the type they were added as.
 

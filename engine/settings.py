@@ -56,6 +56,7 @@ OTHER_TABLES = (
     "email",
     "smtp",
     "serve",
+    "sources",
 )
 
 

@@ -1,0 +1,299 @@
+"""Syncing a declared `source` into the store: batches from a reader, written by the bulk importer.
+
+    result = await run_sync(store, catalog, decl, reader, full=False)
+
+A reader (connectors/sources.py: HubSpot, a warehouse) yields batches of
+records, each with the cursor to resume from once the batch is stored. Each
+batch is mapped onto the entity's columns (the declaration's `ENTITY.FIELD =
+column` lines), written as a JSON Lines file and imported through
+engine/importers.py (staging table, set-wise checks, account_field_history):
+all or nothing per batch, and the cursor is stored by the import's own
+transaction (`then`), so after a crash the next sync starts after the last
+batch that was written, never after one that was not. A batch the importer
+refuses stops the sync: nothing of it is written, the cursor stays, and the
+problems name the source, the record (its key) and the field
+(`source crm: record 4711 (hs_object_id): account.arr <- annualrevenue: ...`).
+
+Every sync is a `sync_runs` row: what it read, created, updated, changed and
+refused, and how it ended (ok, refused, failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dsl import nodes as n
+from dsl.catalog import Catalog
+from engine import schema
+from engine.importers import ImportFailed, ImportReport, Kind, RowError, import_files
+from engine.store import Store
+
+KIND: dict[str, Kind] = {"account": "accounts", "contact": "contacts"}
+SHOWN_IN_MESSAGE = 20
+
+
+@dataclass
+class Batch:
+    """Records read from a source, and the cursor to store once they are written."""
+
+    records: Sequence[Mapping[str, Any]]
+    cursor: Any  # JSON; None: the next sync starts from the beginning (a full load that ended)
+
+
+class Reader(Protocol):
+    """What a system's reader does (connectors/sources.py)."""
+
+    def batches(self, cursor: Any, *, full: bool) -> AsyncIterator[Batch]:
+        """Batches from `cursor` (None or `full`: everything), in cursor order."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SourceUnreachable(Exception):
+    """The source could not be read (network, server errors after retries, bad credentials): nothing of
+    the current batch is written; the next sync resumes from the stored cursor."""
+
+
+class SourceProblem(Exception):
+    """The source answered something the declaration cannot use (a query that fails, a missing column)."""
+
+
+@dataclass(frozen=True)
+class MappingError:
+    source: str
+    record: str  # the record's key as the source names it (`4711`), or its position when it has none
+    field: str | None  # `account.arr <- annualrevenue`
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"source {self.source}: record {self.record}"
+        return f"{where}: {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
+
+
+class SyncRefused(Exception):
+    """A batch the importer refused: nothing of it written, the cursor where it was."""
+
+    def __init__(self, source: str, errors: list[MappingError], total: int, records: int) -> None:
+        self.source, self.errors, self.total, self.records = source, errors, total, records
+        shown = errors[:SHOWN_IN_MESSAGE]
+        more = f" (and {total - len(shown)} more)" if total > len(shown) else ""
+        lines = "\n".join(f"  {e}" for e in shown)
+        super().__init__(f"source {source}: a batch of {records} record(s) was refused with {total} problem(s)"
+                         f"{more}; nothing of it was written\n{lines}")
+
+
+@dataclass
+class SyncResult:
+    source: str
+    run_id: int
+    status: str = "running"
+    full: bool = False
+    batches: int = 0
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    changed: int = 0
+    refused: int = 0
+    error: str | None = None
+    cursor: Any = None
+    problems: list[MappingError] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"source": self.source, "run": self.run_id, "status": self.status, "full": self.full,
+                "batches": self.batches, "read": self.read, "created": self.created, "updated": self.updated,
+                "changed": self.changed, "refused": self.refused, "error": self.error, "cursor": self.cursor,
+                "problems": [{"record": p.record, "field": p.field, "reason": p.reason} for p in self.problems]}
+
+
+# --------------------------------------------------------------------------
+# Cursors and runs
+
+
+def stored_cursor(conn: Connection, source: str) -> Any:
+    t = schema.SyncCursor.__table__
+    row = conn.execute(sa.select(t.c.cursor).where(t.c.source == source)).first()
+    return row[0] if row is not None else None
+
+
+def store_cursor(conn: Connection, source: str, cursor: Any) -> None:
+    t = schema.SyncCursor.__table__
+    now = schema.utcnow()
+    if conn.execute(sa.update(t).where(t.c.source == source).values(cursor=cursor, updated_at=now)).rowcount == 0:
+        conn.execute(sa.insert(t).values(source=source, cursor=cursor, updated_at=now))
+
+
+def runs(conn: Connection, source: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest sync runs, newest first."""
+    t = schema.SyncRun.__table__
+    q = sa.select(t).order_by(t.c.id.desc()).limit(limit)
+    if source is not None:
+        q = q.where(t.c.source == source)
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def _update_run(conn: Connection, result: SyncResult, **extra: Any) -> None:
+    t = schema.SyncRun.__table__
+    conn.execute(sa.update(t).where(t.c.id == result.run_id).values(
+        status=result.status, batches=result.batches, read=result.read, created=result.created,
+        updated=result.updated, changed=result.changed, refused=result.refused, error=result.error,
+        cursor=result.cursor, **extra))
+
+
+# --------------------------------------------------------------------------
+# Mapping records onto the entity's columns
+
+
+def _plain(value: Any) -> Any:
+    """A source value as the importer reads JSON: text, a number, a bool, or None."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return str(value)
+
+
+def map_batch(decl: n.SourceDecl, records: Sequence[Mapping[str, Any]], path: Path) -> list[str]:
+    """Write `records` mapped onto entity columns as JSON Lines at `path`; the key of each record, in line order."""
+    keys: list[str] = []
+    key = decl.key
+    with path.open("w", encoding="utf-8") as fh:
+        for i, rec in enumerate(records):
+            row = {m.field: _plain(rec.get(m.column)) for m in decl.mappings}
+            raw_key = rec.get(key.column) if key is not None else None
+            keys.append(str(raw_key) if raw_key not in (None, "") else f"#{i + 1} of the batch")
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return keys
+
+
+def _named(decl: n.SourceDecl, keys: list[str], errors: list[RowError]) -> list[MappingError]:
+    column = {m.field: m.column for m in decl.mappings}
+    entity = decl.entity or "account"
+    out = []
+    for e in errors:
+        record = keys[e.row - 1] if 0 < e.row <= len(keys) else "(the batch)"
+        if decl.key is not None and 0 < e.row <= len(keys):
+            record = f"{record} ({decl.key.column})"
+        target = f"{entity}.{e.column} <- {column[e.column]}" if e.column in column else e.column
+        out.append(MappingError(decl.name, record, target, e.reason))
+    return out
+
+
+# --------------------------------------------------------------------------
+# The sync
+
+
+async def run_sync(store: Store, catalog: Catalog, decl: n.SourceDecl, reader: Reader, *, full: bool = False,
+                   max_errors: int = 100) -> SyncResult:
+    """Sync `decl` from `reader` into `store`; the result says how it ended (also in `sync_runs`).
+
+    Raises SyncRefused (the batch's data) or SourceUnreachable/SourceProblem (the source) after
+    recording the run; batches written before stay written, with their cursor.
+    """
+    kind = KIND[decl.entity or "account"]
+    result = await asyncio.to_thread(_start_run, store, decl.name, full)
+    cursor = None if full else await asyncio.to_thread(_read_cursor, store, decl.name)
+    result.cursor = cursor
+    try:
+        with tempfile.TemporaryDirectory(prefix="playbook-sync-") as tmp:
+            path = Path(tmp) / f"{decl.name}.jsonl"
+            async for batch in reader.batches(cursor, full=full):
+                if batch.records:
+                    await asyncio.to_thread(_write_batch, store, catalog, decl, kind, batch, path, result, max_errors)
+                else:
+                    await asyncio.to_thread(_move_cursor, store, decl.name, batch.cursor)
+                result.cursor = batch.cursor
+        result.status = "ok"
+    except SyncRefused as exc:
+        result.status, result.error = "refused", str(exc)
+        await asyncio.to_thread(_finish_run, store, result)
+        raise
+    except (SourceUnreachable, SourceProblem) as exc:
+        result.status, result.error = "failed", str(exc)
+        await asyncio.to_thread(_finish_run, store, result)
+        raise
+    except BaseException as exc:
+        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        await asyncio.shield(asyncio.to_thread(_finish_run, store, result))
+        raise
+    finally:
+        await reader.aclose()
+    await asyncio.to_thread(_finish_run, store, result)
+    return result
+
+
+def _start_run(store: Store, source: str, full: bool) -> SyncResult:
+    t = schema.SyncRun.__table__
+
+    def work() -> int:
+        with store.engine.begin() as conn:
+            return int(conn.execute(sa.insert(t).values(
+                source=source, started_at=schema.utcnow(), status="running", full=full, batches=0, read=0,
+                created=0, updated=0, changed=0, refused=0).returning(t.c.id)).scalar_one())
+
+    return SyncResult(source=source, run_id=store.retry(work), full=full)
+
+
+def _read_cursor(store: Store, source: str) -> Any:
+    def work() -> Any:
+        with store.engine.connect() as conn:
+            return stored_cursor(conn, source)
+    return store.retry(work)
+
+
+def _move_cursor(store: Store, source: str, cursor: Any) -> None:
+    def work() -> None:
+        with store.engine.begin() as conn:
+            store_cursor(conn, source, cursor)
+    store.retry(work)
+
+
+def _finish_run(store: Store, result: SyncResult) -> None:
+    def work() -> None:
+        with store.engine.begin() as conn:
+            _update_run(conn, result, finished_at=schema.utcnow())
+    store.retry(work)
+
+
+def _write_batch(store: Store, catalog: Catalog, decl: n.SourceDecl, kind: Kind, batch: Batch, path: Path,
+                 result: SyncResult, max_errors: int) -> None:
+    keys = map_batch(decl, batch.records, path)
+
+    def then(conn: Connection, report: ImportReport) -> None:
+        f = report.files[0]
+        store_cursor(conn, decl.name, batch.cursor)
+        result.batches += 1
+        result.read += len(batch.records)
+        result.created += f.created
+        result.updated += f.updated
+        result.changed += report.changed_values
+        result.cursor = batch.cursor
+        _update_run(conn, result)  # the run's counters move with the batch
+
+    before = (result.batches, result.read, result.created, result.updated, result.changed, result.cursor)
+    try:
+        # One transaction per batch (all or nothing): safe to retry over a transient store fault.
+        def attempt() -> ImportReport:
+            (result.batches, result.read, result.created, result.updated, result.changed, result.cursor) = before
+            return import_files(store, catalog, [(kind, path)], max_errors=max_errors, actor=f"sync.{decl.name}",
+                                then=then)
+        store.retry(attempt)
+    except ImportFailed as exc:
+        problems = _named(decl, keys, exc.errors)
+        result.read += len(batch.records)
+        result.refused = len({e.row for e in exc.errors if e.row}) or len(batch.records)
+        result.problems = problems
+        raise SyncRefused(decl.name, problems, exc.total, len(batch.records)) from None

@@ -1,0 +1,62 @@
+"""`playbook sync`: exit codes and what it prints (the sync itself: tests/connectors/test_sources.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from cli.main import run
+
+RULES = '''\
+entity account
+  field arr money
+
+source usage from warehouse
+  query "select account_id, arr, updated_at from usage"
+  incremental by updated_at
+  account.id  = account_id
+  account.arr = arr
+'''
+
+
+@pytest.fixture()
+def rules(tmp_path: Path) -> Path:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "sources.play").write_text(RULES, encoding="utf-8")
+    return folder
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_warehouse_that_answers_nothing_is_exit_4_without_the_password(
+        rules: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PLAYBOOK_SOURCE_USAGE_URL", f"postgresql+psycopg2://u:sekrit@127.0.0.1:{closed_port()}/db")
+    code = run(["sync", "usage", "--rules", str(rules), "--db", f"sqlite:///{tmp_path}/store.db", "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == 4
+    (src,) = json.loads(captured.out)["sources"]
+    assert src["status"] == "failed" and "cannot be reached" in src["error"]
+    assert "sekrit" not in captured.out + captured.err
+
+
+def test_an_unknown_source_is_bad_usage_with_did_you_mean(rules: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["sync", "usag", "--rules", str(rules), "--db", f"sqlite:///{tmp_path}/store.db"]) == 2
+    assert "Did you mean 'usage'?" in capsys.readouterr().err
+
+
+def test_a_source_without_its_url_names_the_setting(rules: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("PLAYBOOK_SOURCE_USAGE_URL", raising=False)
+    monkeypatch.setenv("PLAYBOOK_SETTINGS_FILE", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("", encoding="utf-8")
+    assert run(["sync", "--rules", str(rules), "--db", f"sqlite:///{tmp_path}/store.db"]) == 2
+    assert "PLAYBOOK_SOURCE_USAGE_URL or `url` in [sources.usage]" in capsys.readouterr().err

@@ -1,0 +1,217 @@
+"""Source syncs from a warehouse (PostgreSQL, a schema of its own) and HubSpot (Prism, WireMock)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.sources import HubSpotReader, WarehouseReader, load_source_settings
+from dsl import nodes as n
+from dsl.project import load_text
+from engine.store import Store
+from engine.sync import Batch, SourceUnreachable, SyncRefused, run_sync, runs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from store_backends import PG_URL, pg_reason  # noqa: E402
+
+ENTITY = '''\
+entity account
+  field arr money
+  field health_score number 0..100
+  field renewal_date date?
+'''
+
+WAREHOUSE = ENTITY + '''
+source usage from warehouse
+  query """
+    select account_id, arr, health, updated_at from {schema}.accounts_daily
+    """
+  incremental by updated_at
+  account.id           = account_id
+  account.arr          = arr
+  account.health_score = health
+'''
+
+T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
+
+
+def project(text: str) -> Any:
+    p = load_text(text, "sources.play")
+    assert p.diagnostics == []
+    return p
+
+
+def decl(p: Any, name: str) -> n.SourceDecl:
+    return p.catalog.sources[name]
+
+
+@pytest.fixture
+def warehouse() -> Iterator[tuple[str, str]]:
+    """A PostgreSQL schema of its own standing for the warehouse: (URL, schema)."""
+    reason = pg_reason()
+    if reason:
+        pytest.fail(reason)
+    schema = f"pb_wh_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        conn.execute(sa.text(f'CREATE TABLE "{schema}".accounts_daily (account_id text primary key, arr numeric, '
+                             'health double precision, updated_at timestamptz not null)'))
+    try:
+        yield PG_URL, schema
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def put(url: str, schema: str, rows: list[tuple[str, Any, Any, dt.datetime]]) -> None:
+    eng = sa.create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(sa.text(
+            f'INSERT INTO "{schema}".accounts_daily VALUES (:id, :arr, :h, :at) ON CONFLICT (account_id) DO UPDATE '
+            'SET arr = excluded.arr, health = excluded.health, updated_at = excluded.updated_at'),
+            [{"id": r[0], "arr": r[1], "h": r[2], "at": r[3]} for r in rows])
+    eng.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(f"sqlite:///{tmp_path}/store.db")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def accounts(store: Store) -> dict[str, tuple[Any, Any]]:
+    with store.engine.connect() as conn:
+        return {r[0]: (r[1], r[2]) for r in conn.execute(sa.text("SELECT id, arr, health_score FROM accounts"))}
+
+
+def sync(store: Store, p: Any, reader: Any, full: bool = False) -> Any:
+    return asyncio.run(run_sync(store, p.catalog, decl(p, reader.decl.name), reader, full=full))
+
+
+def wh_reader(p: Any, url: str, batch_size: int = 1000) -> WarehouseReader:
+    return WarehouseReader(decl(p, "usage"), load_source_settings("usage", url=url, batch_size=batch_size))
+
+
+# ---------------------------------------------------------------- warehouse
+
+
+def test_warehouse_first_sync_loads_every_row_then_only_rows_past_the_cursor(warehouse, store):
+    url, schema = warehouse
+    p = project(WAREHOUSE.format(schema=schema))
+    put(url, schema, [(f"a{i}", 1000 * i, 50, T0 + dt.timedelta(minutes=i)) for i in range(5)])
+    first = sync(store, p, wh_reader(p, url, batch_size=2))
+    assert (first.status, first.read, first.batches, first.created) == ("ok", 5, 3, 5)
+    assert accounts(store)["a3"] == (3000, 50)
+    put(url, schema, [("a1", 1500, 60, T0 + dt.timedelta(hours=1)), ("a9", 9000, 90, T0 + dt.timedelta(hours=2))])
+    second = sync(store, p, wh_reader(p, url, batch_size=2))
+    assert (second.status, second.read, second.created, second.updated) == ("ok", 2, 1, 1)
+    assert second.changed == 2  # a1's arr and health
+    assert accounts(store)["a1"] == (1500, 60) and accounts(store)["a9"] == (9000, 90)
+    third = sync(store, p, wh_reader(p, url, batch_size=2))
+    assert (third.read, third.batches) == (0, 0)
+
+
+def test_warehouse_rows_sharing_a_cursor_value_across_a_batch_edge_are_all_read(warehouse, store):
+    url, schema = warehouse
+    p = project(WAREHOUSE.format(schema=schema))
+    put(url, schema, [(f"a{i}", i, 10, T0) for i in range(7)])
+    result = sync(store, p, wh_reader(p, url, batch_size=3))
+    assert result.read == 7 and len(accounts(store)) == 7
+
+
+def test_warehouse_full_sync_reads_everything_again(warehouse, store):
+    url, schema = warehouse
+    p = project(WAREHOUSE.format(schema=schema))
+    put(url, schema, [(f"a{i}", i, 10, T0) for i in range(3)])
+    sync(store, p, wh_reader(p, url))
+    again = sync(store, p, wh_reader(p, url), full=True)
+    assert (again.read, again.created, again.updated, again.full) == (3, 0, 3, True)
+
+
+class Crashing:
+    """A reader that dies (as a killed worker would) after `batches` batches."""
+
+    def __init__(self, inner: Any, batches: int) -> None:
+        self.inner, self.left, self.decl = inner, batches, inner.decl
+
+    async def batches(self, cursor: Any, *, full: bool) -> AsyncIterator[Batch]:
+        async for b in self.inner.batches(cursor, full=full):
+            if self.left == 0:
+                raise SourceUnreachable("connection reset mid-sync")
+            self.left -= 1
+            yield b
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_sync_that_dies_resumes_from_the_cursor_of_its_last_written_batch(warehouse, store):
+    url, schema = warehouse
+    p = project(WAREHOUSE.format(schema=schema))
+    put(url, schema, [(f"a{i}", i, 10, T0 + dt.timedelta(minutes=i)) for i in range(10)])
+    with pytest.raises(SourceUnreachable):
+        sync(store, p, Crashing(wh_reader(p, url, batch_size=3), batches=2))
+    assert sorted(accounts(store)) == [f"a{i}" for i in range(6)]  # two batches of three, nothing of the third
+    with store.engine.connect() as conn:
+        died = runs(conn, "usage")[0]
+    assert (died["status"], died["batches"], died["read"]) == ("failed", 2, 6)
+    assert died["cursor"]["key"] == "a5"
+    resumed = sync(store, p, wh_reader(p, url, batch_size=3))
+    assert (resumed.status, resumed.read, resumed.created) == ("ok", 4, 4)  # only what was not written
+    assert len(accounts(store)) == 10
+
+
+def test_a_mapping_error_names_source_record_and_field_and_writes_nothing_of_the_batch(warehouse, store):
+    url, schema = warehouse
+    p = project(WAREHOUSE.format(schema=schema))
+    put(url, schema, [("a1", 100, 50, T0), ("a2", 200, 150, T0 + dt.timedelta(minutes=1)),
+                      ("a3", 300, 50, T0 + dt.timedelta(minutes=2))])
+    with pytest.raises(SyncRefused) as err:
+        sync(store, p, wh_reader(p, url))
+    (problem,) = err.value.errors
+    assert (problem.source, problem.record, problem.field) == ("usage", "a2 (account_id)",
+                                                               "account.health_score <- health")
+    assert "outside" in problem.reason or "100" in problem.reason
+    assert str(problem).startswith("source usage: record a2 (account_id): account.health_score <- health: ")
+    assert accounts(store) == {}
+    with store.engine.connect() as conn:
+        run = runs(conn, "usage")[0]
+    assert (run["status"], run["read"], run["refused"], run["cursor"]) == ("refused", 3, 1, None)
+
+
+def test_a_query_naming_a_missing_column_is_a_problem_naming_it(warehouse, store):
+    url, schema = warehouse
+    p = project(WAREHOUSE.format(schema=schema).replace("account.arr          = arr",
+                                                        "account.arr          = arr_usd"))
+    put(url, schema, [("a1", 100, 50, T0)])
+    from engine.sync import SourceProblem
+
+    with pytest.raises(SourceProblem, match="no column 'arr_usd'"):
+        sync(store, p, wh_reader(p, url))
+
+
+def test_an_unreachable_warehouse_is_unreachable_and_its_url_is_never_shown(store, tmp_path):
+    p = project(WAREHOUSE.format(schema="x"))
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg2://u:sekrit@127.0.0.1:{port}/db"
+    with pytest.raises(SourceUnreachable) as err:
+        sync(store, p, wh_reader(p, url))
+    assert "sekrit" not in str(err.value)
