@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connectors.sources import HubSpotReader, WarehouseReader, load_source_settings
+from connectors.sources import WarehouseReader, load_source_settings
 from dsl import nodes as n
 from dsl.project import load_text
 from engine.store import Store
