@@ -178,7 +178,12 @@ class SlackConnector:
             raise await self._failed(note.key, api_error(exc, channel)) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             reason = type(exc).__name__ if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
-            raise await self._failed(note.key, cb.TransientError(f"slack: posting to {channel}: {reason}")) from None
+            error = cb.TransientError(f"slack: posting to {channel}: {reason}")
+            if isinstance(exc, aiohttp.ClientConnectorError):  # never connected: Slack has nothing
+                raise await self._failed(note.key, error) from None
+            # No answer: Slack may have posted it; the retry looks in the channel first.
+            await self._ledger(lambda c: outbox.mark_unknown(c, note.key, str(error)))
+            raise error from None
         ts = str(answer.get("ts") or "") or None
         await self._ledger(lambda c: outbox.mark_sent(c, note.key, provider_message_id=ts,
                                                       at=dt.datetime.now(dt.timezone.utc)))

@@ -7,6 +7,7 @@ row when the provider answered, each in its own short transaction:
     ... call the provider ...
     mark_sent(conn, key, provider_message_id=..., at=...)      # `sent`
     mark_failed(conn, key, error, permanent=...)                # `failed` / back to `pending`
+    mark_unknown(conn, key, error)      # no answer: stays `sending`, the next claim is `resumed`
 
 A key already `sent` is never sent again (the connector answers
 `duplicate=True` with the first provider id). A row found `sending` means an
@@ -110,6 +111,12 @@ def mark_failed(conn: Connection, key: str, error: str, *, permanent: bool) -> N
         status="failed" if permanent else "pending", last_error=error[:ERROR_CHARS]))
 
 
+def mark_unknown(conn: Connection, key: str, error: str) -> None:
+    """No answer (a timeout, a connection lost mid-request): the provider may have it. The row
+    stays `sending`, so the next attempt's claim is `resumed` and can look before resending."""
+    conn.execute(OUTBOX.update().where(OUTBOX.c.idempotency_key == key).values(last_error=error[:ERROR_CHARS]))
+
+
 @dataclass(frozen=True)
 class Sent:
     """What an inbound reply or bounce needs of the message it answers."""
@@ -142,4 +149,4 @@ def _row(conn: Connection, key: str) -> Any:  # a Row or None
                         .where(OUTBOX.c.idempotency_key == key)).first()
 
 
-__all__ = ["Claim", "Sent", "by_message_id", "claim", "mark_failed", "mark_sent"]
+__all__ = ["Claim", "Sent", "by_message_id", "claim", "mark_failed", "mark_sent", "mark_unknown"]

@@ -145,7 +145,19 @@ async def test_a_slack_that_does_not_answer_in_time_is_a_transient_error(wiremoc
     stub(wiremock, {**ok(), "fixedDelayMilliseconds": 3000})
     with pytest.raises(cb.TransientError, match="#cs-expansion"):
         await slack(wiremock, store, timeout=1.0).act(note())
-    assert outbox(store)[0]["status"] == "pending"
+    assert outbox(store)[0]["status"] == "sending"  # Slack may have it: the retry looks first
+
+
+async def test_after_a_timeout_the_retry_finds_the_message_slack_did_post(wiremock, store):
+    stub(wiremock, {**ok(), "fixedDelayMilliseconds": 3000})
+    history(wiremock, answer({"ok": True, "messages": [
+        {"type": "message", "ts": "1700000000.000300",
+         "metadata": {"event_type": "playbook_step", "event_payload": {"idempotency_key": "play:p:acme:h:1:s1"}}}]}))
+    connector = slack(wiremock, store, timeout=1.0)
+    with pytest.raises(cb.TransientError):
+        await connector.act(note("C0CS"))
+    again = await connector.act(note("C0CS"))
+    assert again.duplicate and again.external_id == "1700000000.000300" and len(posted(wiremock)) == 1
 
 
 async def test_a_connection_reset_is_a_transient_error(wiremock, store):

@@ -89,3 +89,11 @@ def test_a_row_is_found_by_its_message_id_with_or_without_brackets(store):
         missing = outbox.by_message_id(conn, "<other@mail.test>")
     assert found is not None and found == bare and missing is None
     assert (found.key, found.account_id, found.play, found.status) == ("k1", "acme", "p", "sent")
+
+
+def test_no_answer_leaves_the_row_sending_so_the_next_claim_is_resumed(store):
+    claim(store)
+    with store.begin() as conn:
+        outbox.mark_unknown(conn, "k1", "slack: posting to #cs: TimeoutError")
+    assert (row(store)["status"], row(store)["last_error"]) == ("sending", "slack: posting to #cs: TimeoutError")
+    assert claim(store).resumed
