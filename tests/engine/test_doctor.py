@@ -1,0 +1,140 @@
+"""engine/doctor.py on SQLite and PostgreSQL: each check's verdict and numbers on a seeded store,
+the thresholds' boundaries, and `no data` on an empty store."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+
+from doctor_data import TODAY, catalog, seed
+from store_backends import BACKENDS, fresh_store
+from engine import doctor as d
+from engine.store import Store
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with fresh_store(request.param, tmp_path_factory.mktemp("doctor"), catalog()) as s:
+        seed(s)
+        yield s
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def empty(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with fresh_store(request.param, tmp_path_factory.mktemp("doctor-empty"), catalog()) as s:
+        yield s
+
+
+def run(store: Store, cost: float | None = None) -> dict[str, list[d.Finding]]:
+    with store.connect() as conn:
+        report = d.doctor(conn, catalog(), today=TODAY, cost=cost)
+    out: dict[str, list[d.Finding]] = {}
+    for f in report.findings:
+        out.setdefault(f.check, []).append(f)
+    return out
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (0.15, d.FAIL), (0.151, d.WARN), (0.25, d.WARN), (0.251, d.PASS), (0.40, d.PASS), (0.0, d.FAIL)])
+def test_higher_is_better_benchmarks_fail_at_the_minimum_and_pass_above_good(value: float, expected: str) -> None:
+    assert d.higher_better(value, d.CSQL_TO_CLOSE) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (15.0, d.FAIL), (14.9, d.WARN), (10.0, d.WARN), (9.9, d.PASS), (6.0, d.PASS)])
+def test_lower_is_better_benchmarks_fail_at_the_minimum_and_pass_under_good(value: float, expected: str) -> None:
+    assert d.lower_better(value, d.PROPOSAL_DAYS) == expected
+
+
+def test_level_names_the_best_level_met() -> None:
+    assert d.level_name(0.36, d.CSQL_TO_CLOSE) == "excellent"
+    assert d.level_name(0.10, d.CSQL_TO_CLOSE) == "below minimum"
+    assert d.level_name(0.21, d.CAC_PER_ARR, higher=False) == "good"
+
+
+def test_business_days_skip_weekends() -> None:
+    friday = dt.date(2026, 5, 29)
+    assert d.business_days(friday, dt.date(2026, 6, 1)) == 1  # Monday
+    assert d.business_days(friday, dt.date(2026, 6, 12)) == 10
+    assert d.business_days(friday, friday) == 0
+
+
+def test_gate_share_per_segment_fails_outside_15_to_60_percent(store: Store) -> None:
+    found = {f.subject: f for f in run(store)["gate_share"]}
+    smb, ent = found["ready (segment == smb)"], found["ready (segment == enterprise)"]
+    assert (smb.status, smb.details) == (d.FAIL, {"passing": 2, "accounts": 20})
+    assert "too strict" in smb.advice
+    assert (ent.status, ent.details, ent.value) == (d.PASS, {"passing": 5, "accounts": 10}, 0.5)
+
+
+def test_gate_first_is_the_share_of_expanded_accounts_enrolled_past_the_gate_before(store: Store) -> None:
+    [f] = run(store)["gate_first"]
+    assert (f.subject, f.status, f.details) == ("ready", d.FAIL, {"met_first": 3, "expanded": 4})
+    assert "75%" in f.shown
+
+
+def test_fire_rate_over_40_percent_fails_with_the_seeds_advice(store: Store) -> None:
+    found = {f.subject: f for f in run(store)["fire_rate"]}
+    f = found["t_usage"]
+    assert (f.status, f.details["fired"], f.details["eligible"], f.details["quarter"]) == (d.FAIL, 15, 30, "2026-Q2")
+    assert f.advice.startswith("raise the threshold")
+
+
+def test_a_trigger_that_never_fires_names_the_empty_fields_it_reads(store: Store) -> None:
+    f = {f.subject: f for f in run(store)["fire_rate"]}["t_promoter"]
+    assert (f.status, f.value) == (d.FAIL, 0.0)
+    assert f.details["empty_fields"] == {"nps": round(28 / 30, 4)}
+    assert "nps empty on 93.3%" in f.advice
+    assert "health_score" not in f.advice  # filled everywhere
+
+
+def test_whitespace_counts_strong_or_possible_among_healthy_accounts(store: Store) -> None:
+    [f] = run(store)["whitespace"]
+    # health 60+: all 30; product_fit 3 -> 60 (possible) on 8 of them
+    assert (f.status, f.details) == (d.FAIL, {"opportunities": 8, "healthy": 30})
+
+
+def test_trigger_accuracy_is_fired_then_won(store: Store) -> None:
+    [f] = run(store)["trigger_accuracy"]
+    # t_usage fired on the 15 odd accounts; a01, a03, a05 won afterwards (a10 won but never fired)
+    assert (f.status, f.details) == (d.FAIL, {"converted": 3, "fired": 15})
+    assert "20%" in f.shown
+
+
+def test_churn_drag_fails_when_expanded_accounts_churn_more(store: Store) -> None:
+    [f] = run(store)["churn_drag"]
+    assert (f.status, f.details) == (d.FAIL, {"expanded": 4, "expanded_churned": 2, "others": 26,
+                                              "others_churned": 1})
+
+
+def test_cac_needs_a_cost_and_is_judged_per_dollar_of_expansion_arr(store: Store) -> None:
+    [none] = run(store)["expansion_cac"]
+    assert none.status == d.NO_DATA and "--cost" in none.shown
+    [f] = run(store, cost=4800.0)["expansion_cac"]  # 4,800 / 24,000 = 0.20
+    assert (f.status, f.value) == (d.PASS, 0.2)
+    [g] = run(store, cost=8400.0)["expansion_cac"]  # 0.35: not under the minimum
+    assert g.status == d.FAIL
+
+
+def test_pipeline_checks_without_deals_say_what_is_missing(store: Store) -> None:
+    found = run(store)
+    for name in ("qualified_stalling", "trigger_to_proposal", "csql_to_close", "self_serve_upgrade"):
+        [f] = found[name]
+        assert f.status == d.NO_DATA and f.value is None, name
+
+
+def test_an_empty_store_gives_no_data_lines_not_failures(empty: Store) -> None:
+    found = run(empty)
+    statuses = {f.check: f.status for fs in found.values() for f in fs}
+    assert set(statuses.values()) == {d.NO_DATA}
+    assert "playbook import" in found["gate_share"][0].shown
+    assert "playbook sweep" in found["fire_rate"][0].shown
+    assert "outcomes=FILE" in found["churn_drag"][0].shown
+
+
+def test_reads_follows_lets_and_scores_to_fields_and_series() -> None:
+    cat = catalog()
+    assert d.reads(cat, cat.triggers["t_promoter"].when) == (["nps", "health_score"], [], [])
+    assert d.reads(cat, cat.gates["ready"])[0] == ["segment", "health_score"]
