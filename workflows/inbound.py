@@ -74,18 +74,22 @@ class Inbound:
     # -- accept ---------------------------------------------------------------
     async def accept(self, event: Incoming) -> Accepted:
         """Record `event` for its account (Refused 422 if none is found); wakes the deliverer."""
-        account, contact, play = await asyncio.to_thread(self._resolve, event)
-        new = store_events.NewEvent(
-            key=event.key, source=event.source, kind=event.kind, account_id=account, contact=contact, play=play,
-            stage=event.stage, occurred_at=event.occurred_at, payload=event.payload or None,
-            suppress=event.suppress)
+        # Look-up and insert in one thread hop: SQLite stays off the event loop.
         if self._writing is None:
-            recorded = await asyncio.to_thread(store_events.record, self.store, new)
+            accepted = await asyncio.to_thread(self._record, event)
         else:
             async with self._writing:
-                recorded = await asyncio.to_thread(store_events.record, self.store, new)
-        if not recorded.duplicate:
+                accepted = await asyncio.to_thread(self._record, event)
+        if not accepted.duplicate:
             self._wake.set()
+        return accepted
+
+    def _record(self, event: Incoming) -> Accepted:
+        account, contact, play = self._resolve(event)
+        recorded = store_events.record(self.store, store_events.NewEvent(
+            key=event.key, source=event.source, kind=event.kind, account_id=account, contact=contact, play=play,
+            stage=event.stage, occurred_at=event.occurred_at, payload=event.payload or None,
+            suppress=event.suppress))
         return Accepted(recorded.id, recorded.duplicate, account)
 
     def _resolve(self, event: Incoming) -> tuple[str, str | None, str | None]:

@@ -234,6 +234,7 @@ def test_one_click_unsubscribe_needs_the_post_and_a_token_for_that_contact(url, 
 # -- A burst ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_burst_of_1000_signed_events_loses_none_and_records_duplicates_once(url, store):
     kinds = ["replied", "meeting_booked", "bounced", "stage_changed"]
     deliveries = []
