@@ -121,7 +121,8 @@ def load_source_settings(name: str, **overrides: Any) -> SourceSettings:
 class HubSpotReader:
     """Companies, contacts or deals of one portal, in pages, full then by last-modified time."""
 
-    def __init__(self, decl: n.SourceDecl, settings: SourceSettings, *, sleep: Any = asyncio.sleep) -> None:
+    def __init__(self, decl: n.SourceDecl, settings: SourceSettings, *, sleep: Any = asyncio.sleep,
+                 transport: Any = None) -> None:
         from connectors.hubspot import HubSpotConnector, load_hubspot_settings
 
         assert decl.object is not None
@@ -135,7 +136,7 @@ class HubSpotReader:
         if hubspot.token is None or not hubspot.token.get_secret_value().strip():
             raise SourceProblem(f"source {decl.name}: HubSpot needs a private-app token: set "
                                 f"{settings.where('token')} (or the [hubspot] token)")
-        self.client = HubSpotConnector(hubspot)
+        self.client = HubSpotConnector(hubspot, transport=transport)
         self.properties = sorted({m.column for m in decl.mappings if m.column != "id"}
                                  | ({decl.incremental} if decl.incremental else set()))
 
@@ -191,8 +192,8 @@ class HubSpotReader:
             records = [self._record(o) for o in data.get("results") or [] if isinstance(o, Mapping)]
             pending += records
             seen = self._max(seen, records)
-            after = ((data.get("paging") or {}).get("next") or {}).get("after")
-            if not after:
+            previous, after = after, ((data.get("paging") or {}).get("next") or {}).get("after")
+            if not after or after == previous:  # no next page, or one that does not move (it would never end)
                 done = {"mode": "incremental", "since": seen} if self.decl.incremental and seen else None
                 yield Batch(pending, done)
                 return
@@ -213,15 +214,15 @@ class HubSpotReader:
             body: dict[str, Any] = {
                 "filterGroups": [{"filters": [{"propertyName": prop, "operator": "GTE" if inclusive else "GT",
                                                "value": str(_millis(since))}]}],
-                "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
-                "properties": self.properties, "limit": HUBSPOT_PAGE}
-            if after:
-                body["after"] = after
+                # HubSpot's spec types a sort as the property's name (ascending); `after` is required, "0" first.
+                "sorts": [prop], "properties": self.properties, "limit": HUBSPOT_PAGE, "after": after or "0"}
             data = await self._call("POST", f"/crm/v3/objects/{obj}/search", f"search {obj}", body)
             records = [self._record(o) for o in data.get("results") or [] if isinstance(o, Mapping)]
             pending += records
             seen = self._max(seen, records) or seen
-            after = ((data.get("paging") or {}).get("next") or {}).get("after")
+            previous, after = after, ((data.get("paging") or {}).get("next") or {}).get("after")
+            if after == previous:  # a next page that does not move would never end
+                after = None
             restarted = False
             if after and _offset(after) >= SEARCH_LIMIT and seen != since:
                 # Past HubSpot's search window: a new query from the last value seen, that value included.

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connectors.sources import WarehouseReader, load_source_settings
+from connectors.sources import HubSpotReader, WarehouseReader, load_source_settings
 from dsl import nodes as n
 from dsl.project import load_text
 from engine.store import Store
@@ -24,8 +24,8 @@ from store_backends import PG_URL, pg_reason  # noqa: E402
 
 ENTITY = '''\
 entity account
-  field arr money
-  field health_score number 0..100
+  field arr money?
+  field health_score number? 0..100
   field renewal_date date?
 '''
 
@@ -214,3 +214,138 @@ def test_an_unreachable_warehouse_is_unreachable_and_its_url_is_never_shown(stor
     with pytest.raises(SourceUnreachable) as err:
         sync(store, p, wh_reader(p, url))
     assert "sekrit" not in str(err.value)
+
+
+# ---------------------------------------------------------------- HubSpot
+
+TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
+CRM = ENTITY + '''
+source crm from hubspot companies
+  incremental by hs_lastmodifieddate
+  account.id  = id
+  account.name = name
+  account.arr = annualrevenue
+'''
+
+
+def company(cid: str, name: str, arr: str, modified: str) -> dict[str, Any]:
+    return {"id": cid, "properties": {"name": name, "annualrevenue": arr, "hs_lastmodifieddate": modified,
+                                      "hs_object_id": cid},
+            "archived": False, "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": modified}
+
+
+def page(*companies: dict[str, Any], after: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"results": list(companies)}
+    if after:
+        body["paging"] = {"next": {"after": after, "link": "?after=" + after}}
+    return {"status": 200, "headers": {"Content-Type": "application/json"}, "jsonBody": body}
+
+
+def search(*companies: dict[str, Any], after: str | None = None) -> dict[str, Any]:
+    answer = page(*companies, after=after)
+    answer["jsonBody"]["total"] = len(companies)
+    return answer
+
+
+def hs_reader(p: Any, url: str, transport: Any = None, sleeps: list[float] | None = None, **settings: Any) -> HubSpotReader:
+    async def sleep(seconds: float) -> None:
+        if sleeps is not None:
+            sleeps.append(seconds)
+
+    values = {"token": TOKEN, "base_url": url, "timeout": 5.0, **settings}
+    return HubSpotReader(decl(p, "crm"), load_source_settings("crm", **values), sleep=sleep, transport=transport)
+
+
+@pytest.fixture
+def spec() -> Iterator[Any]:
+    from hubspot_shapes import SpecChecked
+
+    checked = SpecChecked()
+    yield checked
+    assert checked.violations == [], "Prism found requests or answers outside HubSpot's spec"
+
+
+def test_hubspot_list_and_search_requests_pass_hubspots_spec_on_prisms_mock(hubspot_prism, store, spec):
+    from engine.sync import store_cursor
+
+    p = project(CRM)
+    # The spec's example answer holds two companies with the same id ("string"): refused, and named.
+    with pytest.raises(SyncRefused) as err:
+        sync(store, p, hs_reader(p, hubspot_prism, spec))
+    assert "source crm: record string (id): account.id <- id: duplicate id 'string'" in str(err.value)
+    with store.engine.begin() as conn:
+        store_cursor(conn, "crm", {"mode": "incremental", "since": "2026-12-01T00:00:00.000Z"})
+    with pytest.raises(SyncRefused):
+        sync(store, p, hs_reader(p, hubspot_prism, spec))
+    # The example answer always names the same next page: read once more, then a cursor that does not
+    # move ends the paging.
+    assert [(m, path) for m, path, _ in spec.sent] == [("GET", "/crm/v3/objects/companies")] * 2 + [
+        ("POST", "/crm/v3/objects/companies/search")] * 2
+    assert accounts(store) == {}
+
+
+def test_hubspot_full_load_follows_pages_then_searches_past_the_last_modified_time(
+        hubspot_proxy, wiremock, spec, store):
+    import peers  # noqa: F401 - the fixtures' module
+    from hubspot_shapes import received
+
+    p = project(CRM)
+    wiremock.stub({"request": {"method": "GET", "urlPath": "/crm/v3/objects/companies",
+                               "queryParameters": {"after": {"absent": True}}},
+                   "response": page(company("101", "Acme", "12000", "2026-12-01T10:00:00.000Z"), after="2")})
+    wiremock.stub({"request": {"method": "GET", "urlPath": "/crm/v3/objects/companies",
+                               "queryParameters": {"after": {"equalTo": "2"}}},
+                   "response": page(company("102", "Globex", "30000", "2026-12-01T11:30:00.000Z"))})
+    first = sync(store, p, hs_reader(p, hubspot_proxy, spec, batch_size=1))
+    assert (first.status, first.read, first.batches, first.created) == ("ok", 2, 2, 2)
+    assert first.cursor == {"mode": "incremental", "since": "2026-12-01T11:30:00.000Z"}
+    assert accounts(store) == {"101": (12000, None), "102": (30000, None)}
+    wiremock.stub({"request": {"method": "POST", "urlPath": "/crm/v3/objects/companies/search"},
+                   "response": search(company("101", "Acme", "15000", "2026-12-02T08:00:00.000Z"))})
+    second = sync(store, p, hs_reader(p, hubspot_proxy, spec))
+    assert (second.read, second.updated, second.changed) == (1, 1, 1)
+    assert accounts(store)["101"] == (15000, None)
+    (body,) = received(wiremock, "POST", "/crm/v3/objects/companies/search")
+    assert body["filterGroups"][0]["filters"][0] == {
+        "propertyName": "hs_lastmodifieddate", "operator": "GT",
+        "value": str(int(dt.datetime(2026, 12, 1, 11, 30, tzinfo=dt.timezone.utc).timestamp() * 1000))}
+    assert body["sorts"] == ["hs_lastmodifieddate"] and body["after"] == "0"
+    assert second.cursor == {"mode": "incremental", "since": "2026-12-02T08:00:00.000Z"}
+
+
+def test_hubspot_429_waits_as_told_and_the_sync_completes(hubspot_proxy, wiremock, spec, store):
+    p = project(CRM)
+    limited = {"status": 429, "headers": {"Content-Type": "application/json", "Retry-After": "2"},
+               "jsonBody": {"status": "error", "message": "You have reached your secondly limit.",
+                            "errorType": "RATE_LIMIT", "correlationId": "aeb5f871-7f07-4993-9211-075dc63e7cbf",
+                            "policyName": "SECONDLY", "category": "RATE_LIMITS"}}
+    for state, then, answer in [("Started", "ok", limited),
+                                ("ok", "ok", page(company("101", "Acme", "1", "2026-12-01T10:00:00.000Z")))]:
+        wiremock.stub({"scenarioName": "rate", "requiredScenarioState": state, "newScenarioState": then,
+                       "request": {"method": "GET", "urlPath": "/crm/v3/objects/companies"}, "response": answer})
+    sleeps: list[float] = []
+    result = sync(store, p, hs_reader(p, hubspot_proxy, spec, sleeps=sleeps))
+    assert result.status == "ok" and result.read == 1 and sleeps == [2.0]
+
+
+def test_hubspot_5xx_past_the_retries_stops_unreachable_keeping_what_was_written(hubspot_proxy, wiremock, spec, store):
+    p = project(CRM)
+    wiremock.stub({"request": {"method": "GET", "urlPath": "/crm/v3/objects/companies",
+                               "queryParameters": {"after": {"absent": True}}},
+                   "response": page(company("101", "Acme", "1", "2026-12-01T10:00:00.000Z"), after="2")})
+    wiremock.stub({"request": {"method": "GET", "urlPath": "/crm/v3/objects/companies",
+                               "queryParameters": {"after": {"equalTo": "2"}}},
+                   "response": {"status": 503, "headers": {"Content-Type": "application/json"},
+                                "jsonBody": {"status": "error", "message": "Service unavailable",
+                                             "correlationId": "aeb5f871-7f07-4993-9211-075dc63e7cbf",
+                                             "category": "SERVICE_UNAVAILABLE"}}})
+    sleeps: list[float] = []
+    with pytest.raises(SourceUnreachable, match="server error 503"):
+        sync(store, p, hs_reader(p, hubspot_proxy, spec, sleeps=sleeps, batch_size=1, retries=2))
+    assert len(sleeps) == 2 and TOKEN not in str(sleeps)
+    assert list(accounts(store)) == ["101"]
+    with store.engine.connect() as conn:
+        run = runs(conn, "crm")[0]
+    assert run["status"] == "failed" and run["cursor"] == {"mode": "full", "after": "2",
+                                                           "max": "2026-12-01T10:00:00.000Z"}
+    assert TOKEN not in (run["error"] or "")
