@@ -299,6 +299,8 @@ def _plan_text(p: Any, settings_in_use: str) -> str:
         lines.append(f"  + {pp.enroll.accounts:>7,} to enroll                 ARR {_money(pp.enroll.arr)}")
         for route, b in sorted(pp.by_route.items()):
             lines.append(f"      {route:<16} {b.accounts:>7,}       ARR {_money(b.arr)}")
+        if pp.holdout:
+            lines.append(f"    {pp.held_out.accounts:>7,} held out ({pp.holdout:g}% holdout)  ARR {_money(pp.held_out.arr)}")
         lines.append(f"  = {pp.running.accounts:>7,} running, still qualify     ARR {_money(pp.running.arr)}")
         lines.append(f"  - {pp.no_longer.accounts:>7,} running, no longer qualify ARR {_money(pp.no_longer.arr)}")
         if pp.skipped:

@@ -352,6 +352,12 @@ class Builder(Transformer):
     def play_calendar(self, meta, ch):
         return {"calendar": str(ch[0])}
 
+    def play_holdout(self, meta, ch):
+        return {"holdout": n.Holdout(percent=_num(ch[0]), span=self.span(meta))}
+
+    def play_holdout_unitless(self, meta, ch):
+        return {"holdout": n.Holdout(percent=_num(ch[0]), unit=False, span=self.span(meta))}
+
     def step(self, meta, ch):
         timing, action, *mods = ch
         unless = next((m[1] for m in mods if m[0] == "unless"), None)

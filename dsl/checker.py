@@ -36,6 +36,8 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 _SIMPLE_PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_.]*\s*\}\}")
 _PLACEHOLDER_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
 # Words other languages use for a missing value; here that is `is empty`.
+# A holdout above half would leave the treated group the smaller one.
+MAX_HOLDOUT_PERCENT = 50.0
 _NO_VALUE_WORDS = frozenset({"null", "none", "nil"})
 
 
@@ -344,6 +346,8 @@ class Checker:
             self.error("PB108", f"unknown calendar '{play.calendar}'", self.sub_span(play.span, play.calendar),
                        did_you_mean(play.calendar, self.catalog.calendars), closest(play.calendar, self.catalog.calendars),
                        name=play.calendar)
+        if play.holdout is not None:
+            self.check_holdout(play.holdout)
         if play.exit is not None:
             self.condition(play.exit, scope, f"play '{play.name}'")
             for node in n.walk(play.exit):
@@ -368,6 +372,17 @@ class Checker:
             if step.unless is not None:
                 self.condition(step.unless, scope, "this step")
         self.check_reachable(play)
+
+    def check_holdout(self, h: n.Holdout) -> None:
+        shown = format_number(h.percent)
+        if not h.unit:
+            # A bare number is ambiguous (10 of what? 0.1 as a fraction?): the share is written in percent.
+            self.error("PB313", f"`holdout {shown}` needs a unit", h.span,
+                       f"a holdout is a share of the accounts the play would start, in percent: `holdout {shown}%`")
+        elif not 0 < h.percent <= MAX_HOLDOUT_PERCENT:
+            self.error("PB314", f"holdout {shown}% is outside 0% to {MAX_HOLDOUT_PERCENT:g}%", h.span,
+                       f"the share held out must be above 0% and at most {MAX_HOLDOUT_PERCENT:g}% "
+                       "(more than half held out leaves fewer treated accounts than untreated ones)")
 
     def check_timeline(self, play: n.PlayDecl) -> None:
         previous: n.Step | None = None

@@ -37,6 +37,7 @@ def compile_play(catalog: Catalog, play: n.PlayDecl) -> Plan:
         window=play.window,
         holidays=sorted(set(calendar.holidays)) if calendar else [],
         holiday_regions=sorted({r.code for r in calendar.regions}) if calendar else [],
+        holdout=play.holdout.percent if play.holdout is not None else None,
         steps=steps,
         templates=templates,
         source=PlanSource(file=play.span.file, line=play.span.start.line),

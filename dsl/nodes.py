@@ -532,6 +532,13 @@ class SendWindow(Node):
     timezone: Ref | None = None  # a text field holding an IANA zone; default: recipient's
 
 
+class Holdout(Node):
+    """`holdout 10%`: the share of the play's would-be enrollments held out, as written."""
+
+    percent: float  # 10 for `holdout 10%`
+    unit: bool = True  # False: written without `%` (the checker says so)
+
+
 class PlayDecl(Node):
     decl: Literal["play"] = "play"
     name: str
@@ -547,6 +554,7 @@ class PlayDecl(Node):
     anchor: Ref | None = None
     window: SendWindow | None = None
     calendar: str | None = None
+    holdout: Holdout | None = None
     steps: list[Step] = []
 
 

@@ -61,6 +61,7 @@ class Plan(BaseModel):
     window: SendWindow | None = None
     holidays: list[dt.date] = []  # the calendar's own days off
     holiday_regions: list[str] = []  # `US`, `US-CA`: their public holidays, any year (dsl/calendars.py)
+    holdout: float | None = None  # percent of would-be enrollments held out (`holdout 10%`: 10.0)
     steps: list[PlanStep] = []
     templates: dict[str, PlanTemplate] = {}
     source: PlanSource | None = None
@@ -71,6 +72,8 @@ class Plan(BaseModel):
         data = self.model_dump(mode="json", exclude={"source", "hash"})
         if not data["holiday_regions"]:  # plans without regions keep the hash they had before regions existed
             del data["holiday_regions"]
+        if data["holdout"] is None:  # likewise plans without a holdout
+            del data["holdout"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def with_hash(self) -> Plan:

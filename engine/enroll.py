@@ -13,6 +13,13 @@ stored with the decision; a skipped candidate carries every code that applies):
 | `in_other_play`   | P is not `concurrent` and the account is in another non-concurrent play now (a running play is never pre-empted) |
 | `frequency_cap`   | P sends email and a contact it emails already got `email_cap` emails (from any play) in the last `email_cap_days` days |
 | `lower_priority`  | P is not `concurrent` and another non-concurrent play with a higher priority (ties: the name first in alphabetical order) is enrolled for the account in the same sweep |
+| `held_out`        | P declares `holdout N%`, nothing above applies, and the account falls in P's held-out share (engine/holdouts.py: a stable hash of play and account id) |
+
+A held-out account is the control group: its decision is recorded
+(`held_out`, the only code it carries) and nothing is started or sent. It
+still takes P's turn: a lower-priority play it would have got instead is
+skipped (`lower_priority`), so the comparison is "P against no expansion
+play", not "P against the next play".
 
 How it runs: rules are evaluated set-wise in SQL, candidates first. Each
 trigger that starts a play runs as its own query (`RuleSQL.trigger`: it
@@ -53,6 +60,7 @@ from dsl.plan import Plan
 from dsl.printer import format_expr
 from engine.evaluate import BATCH as STREAM_BATCH
 from engine.evaluate import RuleSQL, stream
+from engine.holdouts import held_out
 from engine.schema import Base
 from engine.sqlcompile import SQLCompiler, compiler
 from engine.store import Store
@@ -80,6 +88,7 @@ class Code(str, enum.Enum):
     IN_OTHER_PLAY = "in_other_play"
     FREQUENCY_CAP = "frequency_cap"
     LOWER_PRIORITY = "lower_priority"
+    HELD_OUT = "held_out"
 
 
 @dataclass(frozen=True)
@@ -120,8 +129,13 @@ class Decision:
     active: bool = False  # the account is in this play now
 
     @property
+    def held_out(self) -> bool:
+        """Would have started, but the play's holdout keeps the account as a control."""
+        return len(self.reasons) == 1 and self.reasons[0].code is Code.HELD_OUT
+
+    @property
     def decision(self) -> str:
-        return "enroll" if self.enroll else "skip"
+        return "enroll" if self.enroll else "held_out" if self.held_out else "skip"
 
     @property
     def codes(self) -> list[str]:
@@ -464,6 +478,11 @@ def _decide_account(facts: Iterable[Facts], plans: dict[str, Plan], today: dt.da
         win = exclusive[0].plan
         loser.reasons.append(Reason(Code.LOWER_PRIORITY, f"{win.play} (priority {win.priority}) starts instead "
                                                          f"(priority {loser.plan.priority})"))
+    # After priority, so a held-out account takes its play's turn (see the module docstring).
+    for c in cands:
+        if not c.reasons and held_out(c.plan.play, c.facts.account_id, c.plan.holdout):
+            c.reasons.append(Reason(Code.HELD_OUT, f"in {c.plan.play}'s holdout ({c.plan.holdout:g}% of accounts "
+                                                   "by a stable hash): not started, kept for comparison"))
     return [Decision(
         account_id=c.facts.account_id, play=c.plan.play, enroll=not c.reasons, triggers=c.facts.triggers,
         reasons=tuple(c.reasons), plan_hash=c.plan.hash, route=c.facts.route, arr=c.facts.arr,

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from dsl.catalog import Catalog
 from dsl.plan import Plan
-from engine.enroll import ACTIVE, Settings, decide
+from engine.enroll import ACTIVE, Decision, Settings, decide
 from engine.schema import Base, utcnow
 from engine.store import Store, chunked
 
@@ -115,7 +115,7 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
     with store.begin() as conn:
         for batch in chunked(decide(conn, catalog, plans, today, settings, account_ids), BATCH):
             conn.execute(DECISIONS.insert(), [{
-                "account_id": d.account_id, "play": d.play, "decision": "enrolled" if d.enroll else "skipped",
+                "account_id": d.account_id, "play": d.play, "decision": stored_decision(d),
                 "trigger": d.triggers[0] if d.triggers else None, "plan_hash": d.plan_hash,
                 "reasons": d.reasons_json(), "at": now,
             } for d in batch])
@@ -138,6 +138,11 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
             "today": today.isoformat(), "decisions": result.decisions, "accounts": result.accounts,
             "enrolled": len(result.enrolled), "skipped": result.skipped, "reasons": dict(result.reasons)})
     return result
+
+
+def stored_decision(d: Decision) -> str:
+    """`enrolled`, `held_out` (a play's control group: reports compare it) or `skipped`."""
+    return "enrolled" if d.enroll else "held_out" if d.held_out else "skipped"
 
 
 # --------------------------------------------------------------------------
@@ -277,7 +282,7 @@ def every(store: Store) -> list[Enrollment]:
 class StoredDecision:
     account_id: str
     play: str
-    decision: str  # enrolled | skipped
+    decision: str  # enrolled | held_out | skipped
     reasons: dict[str, Any]  # {"triggers": [...], "route": ..., "reasons": [{"code", "detail"}]}
 
 
@@ -293,5 +298,5 @@ def first_sweep(store: Store) -> list[StoredDecision]:
             .where(DECISIONS.c.at == first_at))]
 
 
-__all__ = ["End", "Enrollment", "EnrollmentRow", "NewEnrollment", "Start", "StoredDecision", "SweepResult", "active_plays",
+__all__ = ["End", "Enrollment", "EnrollmentRow", "NewEnrollment", "Start", "StoredDecision", "SweepResult", "active_plays", "stored_decision",
            "cancel_open", "every", "first_sweep", "pending", "record", "record_ends", "record_starts", "running"]

@@ -74,13 +74,16 @@ class PlayPlan:
     running: Bucket = field(default_factory=Bucket)  # =
     no_longer: Bucket = field(default_factory=Bucket)  # -
     skipped: Counter[str] = field(default_factory=Counter)
+    holdout: float | None = None  # the play's `holdout N%`
+    held_out: Bucket = field(default_factory=Bucket)  # would enroll, kept as the control group
 
     def to_json(self) -> dict[str, Any]:
         return {"play": self.play, "title": self.title, "priority": self.priority, "gate": self.gate,
                 "enroll": self.enroll.to_json(),
                 "by_route": {k: v.to_json() for k, v in sorted(self.by_route.items())},
                 "running": self.running.to_json(), "no_longer_qualify": self.no_longer.to_json(),
-                "skipped": dict(sorted(self.skipped.items()))}
+                "skipped": dict(sorted(self.skipped.items())),
+                **({"holdout": self.holdout, "held_out": self.held_out.to_json()} if self.holdout else {})}
 
 
 NO_ROUTE = "(no route)"
@@ -106,12 +109,15 @@ class EnrollmentPlan:
 def enrollment_plan(conn: Connection, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan],
                     today: dt.date, settings: Settings | None = None) -> EnrollmentPlan:
     pm = plan_map(plans)
-    out = {p: PlayPlan(p, pm[p].title, pm[p].priority, None if pm[p].ungated else pm[p].gate) for p in sorted(pm)}
+    out = {p: PlayPlan(p, pm[p].title, pm[p].priority, None if pm[p].ungated else pm[p].gate, holdout=pm[p].holdout)
+           for p in sorted(pm)}
     for d in decide(conn, catalog, pm, today, settings):
         pp = out[d.play]
         if d.enroll:
             pp.enroll.add(d.arr)
             pp.by_route.setdefault(d.route or NO_ROUTE, Bucket()).add(d.arr)
+        elif d.held_out:
+            pp.held_out.add(d.arr)
         else:
             pp.skipped.update(d.codes)
             if d.active and d.qualifies:

@@ -231,7 +231,7 @@ def render_text(report: WhyReport, catalog: Catalog) -> str:
     return "\n".join(out) + "\n"
 
 
-VERDICT_WORDS = {"enroll": "starts now", "skip": "skipped", "not_triggered": "not triggered", "no_plan": "no plan"}
+VERDICT_WORDS = {"enroll": "starts now", "skip": "skipped", "held_out": "held out", "not_triggered": "not triggered", "no_plan": "no plan"}
 
 
 def _requirement(r: Explanation, indent: int) -> str:

@@ -146,6 +146,14 @@ CASES = [
      ("PB603", "error", 2, 30, "150 is outside the declared range of account.health_score (0..100)")),
     ("let cycle", "entity deal\n  field x int\n",
      None),
+    ("holdout without a unit", "play p\n  ungated\n  holdout 10\n  day 1 stage \"Qualified\"\n",
+     ("PB313", "error", 3, 3, "`holdout 10` needs a unit")),
+    ("holdout above half", "play p\n  ungated\n  holdout 60%\n  day 1 stage \"Qualified\"\n",
+     ("PB314", "error", 3, 3, "holdout 60% is outside 0% to 50%")),
+    ("holdout of nothing", "play p\n  ungated\n  holdout 0%\n  day 1 stage \"Qualified\"\n",
+     ("PB314", "error", 3, 3, "holdout 0% is outside 0% to 50%")),
+    ("holdout of half is allowed", "play p\n  ungated\n  holdout 50%\n  day 1 stage \"Qualified\"\n",
+     None),
 ]
 
 

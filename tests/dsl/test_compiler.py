@@ -117,3 +117,17 @@ def test_plan_carries_the_calendars_holiday_regions_sorted_once():
     assert [d.isoformat() for d in plan.holidays] == ["2026-12-25"]
     assert plan.hash != plan_of(SOURCE).hash
     assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_a_play_without_a_holdout_keeps_the_plan_hash_it_had_before_holdouts():
+    plan = plan_of(SOURCE)
+    assert plan.holdout is None and "holdout" not in plan.behaviour_json()
+    assert plan.hash == "878aa5e537cb4f8a"
+
+
+def test_a_declared_holdout_is_carried_and_changes_the_hash():
+    ten = plan_of(SOURCE.replace("  ungated\n", "  ungated\n  holdout 10%\n", 1))
+    twelve = plan_of(SOURCE.replace("  ungated\n", "  ungated\n  holdout 12.5%\n", 1))
+    assert ten.holdout == 10.0 and twelve.holdout == 12.5
+    assert len({ten.hash, twelve.hash, plan_of(SOURCE).hash}) == 3
+    assert Plan.from_json(ten.to_json()) == ten
