@@ -125,7 +125,8 @@ def enrollment_plan(conn: Connection, catalog: Catalog, plans: Sequence[Plan] | 
     # `-`: running now, minus those that still qualify (counted above).
     accounts = compiler(catalog, today, conn.dialect.name).accounts
     enr = Base.metadata.tables["enrollments"]
-    arr = accounts.c.arr if "arr" in accounts.c else sa.literal(None, sa.Float)
+    # A typed NULL: PostgreSQL cannot choose a sum() for an untyped parameter (rules without an arr field).
+    arr = accounts.c.arr if "arr" in accounts.c else sa.cast(sa.null(), sa.Float)
     q = (sa.select(enr.c.play, sa.func.count(), sa.func.sum(arr))
          .select_from(enr.join(accounts, accounts.c.id == enr.c.account_id))
          .where(enr.c.status.in_(ACTIVE)).group_by(enr.c.play))
