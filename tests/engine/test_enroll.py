@@ -284,7 +284,7 @@ def test_an_enrollment_goes_from_pending_to_running_to_ended(store: Store, seed:
 
 def test_codes_are_stable() -> None:
     assert [c.value for c in Code] == ["gate_failed", "already_enrolled", "cooldown", "no_reentry", "in_other_play",
-                                       "frequency_cap", "lower_priority"]
+                                       "frequency_cap", "lower_priority", "held_out"]
 
 
 # ---------------------------------------------------------------- faults of the store
