@@ -286,13 +286,23 @@ def _gated_plays(catalog: Catalog) -> dict[str, list[str]]:
 
 
 def check_gate_first(ctx: Context) -> list[Finding]:
-    """Of the accounts that expanded (a won outcome), the share a sweep had enrolled past the gate before."""
-    won = sa.select(OUTCOMES.c.account_id, sa.func.min(OUTCOMES.c.at).label("at")).where(
-        OUTCOMES.c.outcome == "won").group_by(OUTCOMES.c.account_id).subquery("won")
-    expanded = _count(ctx.conn, sa.select(sa.func.count()).select_from(won))
-    if expanded == 0:
+    """Of the accounts that expanded (a won outcome) since the first sweep, the share a sweep had enrolled
+    past the gate before the win. Wins before the first sweep's decision cannot be judged: no record says
+    whether the account met the gate then."""
+    if not _count(ctx.conn, sa.select(sa.func.count()).select_from(OUTCOMES).where(OUTCOMES.c.outcome == "won")):
         return [Finding("gate_first", "all", NO_DATA,
                         "no won outcomes recorded: playbook import outcomes=FILE (or playbook outcome ACCOUNT won)")]
+    first_sweep = ctx.conn.execute(sa.select(sa.func.min(DECISIONS.c.at))).scalar()
+    if first_sweep is None:
+        return [Finding("gate_first", "all", NO_DATA, "no sweep has recorded a decision: playbook sweep")]
+    won = sa.select(OUTCOMES.c.account_id, sa.func.min(OUTCOMES.c.at).label("at")).where(
+        OUTCOMES.c.outcome == "won", OUTCOMES.c.at >= first_sweep).group_by(OUTCOMES.c.account_id).subquery("won")
+    expanded = _count(ctx.conn, sa.select(sa.func.count()).select_from(won))
+    since = _instant(first_sweep).date().isoformat()
+    if expanded == 0:
+        return [Finding("gate_first", "all", NO_DATA,
+                        f"no won outcome since the first sweep ({since}): earlier wins cannot be checked against "
+                        "the gate")]
     out = []
     for gate, plays in sorted(_gated_plays(ctx.catalog).items()):
         met = sa.exists().where(DECISIONS.c.account_id == won.c.account_id, DECISIONS.c.play.in_(plays),
@@ -301,8 +311,8 @@ def check_gate_first(ctx: Context) -> list[Finding]:
         share = ratio(first, expanded) or 0.0
         status = PASS if share >= GATE_FIRST_TARGET else FAIL
         out.append(Finding("gate_first", gate, status,
-                           f"{first:,} of {expanded:,} expanded accounts passed the gate before (enrolled in "
-                           f"{', '.join(plays)}) ({_pct(share)}; target 80%+)", share,
+                           f"{first:,} of {expanded:,} accounts expanded since {since} passed the gate before "
+                           f"(enrolled in {', '.join(plays)}) ({_pct(share)}; target 80%+)", share,
                            "" if status == PASS else ADVICE["gate_first"], {"met_first": first, "expanded": expanded}))
     return out or [Finding("gate_first", "all", NO_DATA, "no play declares a gate")]
 

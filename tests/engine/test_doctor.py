@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from doctor_data import TODAY, catalog, seed
+from doctor_data import TODAY, catalog, seed, seed_pipeline
 from store_backends import BACKENDS, fresh_store
 from engine import doctor as d
 from engine.store import Store
@@ -138,3 +138,44 @@ def test_reads_follows_lets_and_scores_to_fields_and_series() -> None:
     cat = catalog()
     assert d.reads(cat, cat.triggers["t_promoter"].when) == (["nps", "health_score"], [], [])
     assert d.reads(cat, cat.gates["ready"])[0] == ["segment", "health_score"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def deals(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with fresh_store(request.param, tmp_path_factory.mktemp("doctor-deals"), catalog()) as s:
+        seed_pipeline(s)
+        yield s
+
+
+def test_a_deal_at_qualified_past_10_business_days_is_stalling(deals: Store) -> None:
+    [f] = run(deals)["qualified_stalling"]
+    assert (f.status, f.details) == (d.WARN, {"stalled": 1, "at_qualified": 2, "ever_qualified": 3})
+    assert "sales overlay" in f.advice
+
+
+def test_trigger_to_proposal_of_10_business_days_is_not_yet_good(deals: Store) -> None:
+    [f] = run(deals)["trigger_to_proposal"]
+    assert (f.status, f.value, f.details) == (d.WARN, 10.0, {"proposals": 2})
+
+
+def test_csql_to_close_of_25_percent_is_not_over_good(deals: Store) -> None:
+    [f] = run(deals)["csql_to_close"]
+    assert (f.status, f.value, f.details) == (d.WARN, 0.25, {"won": 1, "csqls": 4})
+
+
+def test_self_serve_upgrade_counts_low_touch_accounts_that_won_afterwards(deals: Store) -> None:
+    [f] = run(deals)["self_serve_upgrade"]
+    assert (f.status, f.value, f.details) == (d.PASS, 0.1, {"upgraded": 2, "low_touch": 20})  # b00, b01
+
+
+def test_nrr_falling_while_expansion_rises_fails(deals: Store) -> None:
+    [f] = run(deals)["nrr_drag"]
+    assert f.status == d.FAIL
+    assert f.details["expansion_arr"] == [1000.0, 2000.0]
+    assert [round(x, 4) for x in f.details["nrr"]] == [1.005, 0.96]
+    assert "2025-Q4 and 2026-Q1" in f.shown and "85+" in f.advice
+
+
+def test_gate_first_without_a_sweep_since_the_wins_is_no_data(deals: Store) -> None:
+    [f] = run(deals)["gate_first"]
+    assert f.status == d.NO_DATA and "playbook sweep" in f.shown
