@@ -130,7 +130,7 @@ async def test_a_burst_of_1000_events_reaches_the_running_plays(temporal, tmp_pa
             with serving(inbound, settings()) as url:
                 started = time.perf_counter()
                 limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-                async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+                async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
                     sent = await asyncio.gather(*(client.post("/events", content=b, headers=h) for b, h in deliveries))
                 stored = time.perf_counter() - started
                 assert [r.status_code for r in sent] == [202] * 1000

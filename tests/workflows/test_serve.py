@@ -248,7 +248,7 @@ def test_a_burst_of_1000_signed_events_loses_none_and_records_duplicates_once(ur
         # A connection per delivery: all in flight at once (a pool of 100 with 1,000 waiters
         # spends its time in httpx's queue, not in the server).
         limits = httpx.Limits(max_connections=len(deliveries), max_keepalive_connections=len(deliveries))
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
             sent = await asyncio.gather(*(client.post("/events", content=b, headers=h) for b, h in deliveries))
         return [r.status_code for r in sent]
 
