@@ -1,4 +1,4 @@
-"""`playbook report funnel|plays|triggers|revenue|sla|all`: how the plays pay, over the store.
+"""`playbook report funnel|plays|triggers|revenue|sla|holdouts|all`: how the plays pay, over the store.
 
 Thin: argument parsing and presentation over engine/reports/. Every report prints a
 terminal table (default), one JSON document (`--format json`), or one self-contained
@@ -49,7 +49,7 @@ EligibleOpt = Annotated[int | None, typer.Option(
 CostOpt = Annotated[float | None, typer.Option(
     "--cost", help="What the expansion motion cost over the period, for expansion CAC.", show_default=False)]
 
-app = typer.Typer(help="Reports over the store: funnel, plays, triggers, revenue, SLA (table, JSON or HTML).",
+app = typer.Typer(help="Reports over the store: funnel, plays, triggers, revenue, SLA, holdouts (table, JSON or HTML).",
                   no_args_is_help=True, rich_markup_mode=None)
 
 
@@ -221,9 +221,47 @@ def sla_table(doc: dict[str, Any]) -> None:
     out.print(f"{doc['breaches']:,} breaches, {doc['escalations']:,} escalated to a manager")
 
 
+def _points(v: float, places: int = 1) -> str:
+    """A rate difference in percentage points, signed: +3.1 pts."""
+    return f"{v * 100:+.{places}f} pts"
+
+
+def _signed_money(v: float) -> str:
+    return f"{'-' if v < 0 else '+'}${abs(v):,.0f}"
+
+
+def holdouts_table(doc: dict[str, Any]) -> None:
+    out = render.console()
+    rows = []
+    for p in doc["plays"]:
+        for name, g in (("treated", p["treated"]), ("held out", p["held_out"])):
+            ci = g["conversion_ci"]
+            rows.append({"play": p["play"] if name == "treated" else "", "group": name, "accounts": _n(g["accounts"]),
+                         "converted": _n(g["converted"]), "rate": g["conversion_percent"],
+                         "ci": "" if ci is None else f"{ci['low'] * 100:.1f}% to {ci['high'] * 100:.1f}%",
+                         "rev": _money(g["revenue_per_account"])})
+    cols = _pct_cols(("play", "play", False), ("group", "group", False), ("accounts", "accounts", True),
+                     ("converted", "converted", True), ("rate", "conversion", True), ("ci", "95% CI", True),
+                     ("rev", "revenue / account", True))
+    out.print(render.table_of("Holdouts: treated against held-out accounts", cols, rows))
+    if not doc["plays"]:
+        out.print("No play has held an account out yet: declare `holdout N%` in a play and run a sweep.")
+    for p in doc["plays"]:
+        conv, rev = p["difference"]["conversion"], p["difference"]["revenue_per_account"]
+        if conv is None or rev is None:
+            out.print(f"{p['play']}: {p['note']}")
+            continue
+        out.print(f"{p['play']}: conversion {_points(conv['estimate'])} (95% CI {_points(conv['low'])} to "
+                  f"{_points(conv['high'])}); revenue per account {_signed_money(rev['estimate'])} (95% CI "
+                  f"{_signed_money(rev['low'])} to {_signed_money(rev['high'])})")
+    if doc["plays"]:
+        out.print("Treated minus held out. Conversion: Newcombe's hybrid score interval (Wilson); "
+                  "revenue: Welch's standard error, normal approximation.")
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], None]] = {
     "funnel": funnel_table, "plays": plays_table, "triggers": triggers_table, "revenue": revenue_table,
-    "sla": sla_table}
+    "sla": sla_table, "holdouts": holdouts_table}
 
 
 def _tables(docs: dict[str, dict[str, Any]]) -> None:
@@ -297,6 +335,18 @@ def sla_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOp
     with reading_store(db) as store:
         doc = read(store, lambda conn: sla_report(conn, since=a, until=b).to_json())
     _emit(format, out, {"sla": doc}, _tables, "SLA breaches")
+
+
+@app.command("holdouts")
+def holdouts_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOpt = None,
+                 since: SinceOpt = None, until: UntilOpt = None) -> None:
+    """Per play with a holdout: treated against held-out accounts (conversion, revenue) with 95% intervals."""
+    from engine.reports.holdouts import holdouts_report
+
+    a, b = _period(since, until)
+    with reading_store(db) as store:
+        doc = read(store, lambda conn: holdouts_report(conn, since=a, until=b).to_json())
+    _emit(format, out, {"holdouts": doc}, _tables, "Holdouts")
 
 
 @app.command("all")

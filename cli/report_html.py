@@ -251,8 +251,37 @@ def sla_section(doc: dict[str, Any]) -> str:
             f'<span data-field="sla.escalations">{doc["escalations"]:,}</span> escalated to a manager.</p></section>')
 
 
+def holdouts_section(doc: dict[str, Any]) -> str:
+    rows = []
+    for i, p in enumerate(doc["plays"]):
+        for key, name in (("treated", "treated"), ("held_out", "held out")):
+            g, f = p[key], f"holdouts.plays.{i}.{key}"
+            rows.append(f"<tr><td>{_e(p['play'])}</td><td>{name}</td>" + _cell(f"{f}.accounts", f"{g['accounts']:,}")
+                        + _cell(f"{f}.converted", f"{g['converted']:,}")
+                        + _cell(f"{f}.conversion_percent", g["conversion_percent"])
+                        + _cell(f"{f}.revenue_per_account", _money(g["revenue_per_account"])) + "</tr>")
+    notes = []
+    for i, p in enumerate(doc["plays"]):
+        conv, rev = p["difference"]["conversion"], p["difference"]["revenue_per_account"]
+        if conv is None or rev is None:
+            notes.append(f'<p class="note">{_e(p["play"])}: {_e(p["note"])}</p>')
+            continue
+        f = f"holdouts.plays.{i}.difference"
+        notes.append(
+            f"<p>{_e(p['play'])}: conversion difference "
+            f'<span data-field="{f}.conversion.estimate">{_num(conv["estimate"])}</span> (95% CI '
+            f'<span data-field="{f}.conversion.low">{_num(conv["low"])}</span> to '
+            f'<span data-field="{f}.conversion.high">{_num(conv["high"])}</span>, {_e(conv["method"])}); '
+            f'revenue per account <span data-field="{f}.revenue_per_account.estimate">{_num(rev["estimate"])}</span> '
+            f'(95% CI <span data-field="{f}.revenue_per_account.low">{_num(rev["low"])}</span> to '
+            f'<span data-field="{f}.revenue_per_account.high">{_num(rev["high"])}</span>, {_e(rev["method"])})</p>')
+    return ("<section id=\"holdouts\"><h2>Holdouts: treated against held out</h2>"
+            + _table(["play", "group", "accounts", "converted", "conversion", "revenue / account"], rows, "holdouts")
+            + "".join(notes) + "</section>")
+
+
 SECTIONS = {"funnel": funnel_section, "plays": plays_section, "triggers": triggers_section,
-            "revenue": revenue_section, "sla": sla_section}
+            "revenue": revenue_section, "sla": sla_section, "holdouts": holdouts_section}
 
 
 def document(reports: dict[str, dict[str, Any]], title: str) -> str:

@@ -135,3 +135,51 @@ def seed_book(store: Store) -> dict[str, Any]:
              "reasons": None, "at": dt.datetime(2026, 4, 2, 9, 0, tzinfo=UTC)},
         ])
     return ids
+
+
+# Holdouts: play `upsell` holds accounts out from HOLD_DAY. Treated: t00..t39 (started the next day) and
+# h39 (held out, then enrolled after the share was lowered); t00..t09 won 1,000 x (k + 1) each, t10 lost.
+# Held out: h00..h38 (h00 twice); h00..h03 won 2,000 each, h05 won before it was held out (not counted).
+# t_pre was enrolled before the holdout began (in no group). Play `nudge`: 5 and 5, not enough data.
+HOLD_DAY = dt.datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def seed_holdouts(store: Store) -> None:
+    day = dt.timedelta(days=1)
+    ids = [f"t{k:02d}" for k in range(40)] + [f"h{k:02d}" for k in range(40)] + ["t_pre"] \
+        + [f"n{k}" for k in range(10)]
+    enrollments, decisions, outcomes = [], [], []
+
+    def enroll(acc: str, play: str, at: dt.datetime) -> None:
+        enrollments.append({"workflow_id": f"play:{play}:{acc}", "play": play, "account_id": acc, "plan_hash": "h",
+                            "status": "completed", "started_at": at, "ended_at": at + 20 * day})
+
+    def hold(acc: str, play: str, at: dt.datetime) -> None:
+        decisions.append({"account_id": acc, "play": play, "decision": "held_out", "trigger": "busy",
+                          "plan_hash": "h", "reasons": {"reasons": [{"code": "held_out", "detail": "x"}]}, "at": at})
+
+    def outcome(acc: str, what: str, value: float, at: dt.datetime) -> None:
+        outcomes.append({"account_id": acc, "outcome": what, "value": value, "at": at, "key": f"o:{acc}:{what}",
+                         "source": "cli"})
+
+    for k in range(40):
+        enroll(f"t{k:02d}", "upsell", HOLD_DAY + day)
+        hold(f"h{k:02d}", "upsell", HOLD_DAY)
+    hold("h00", "upsell", HOLD_DAY + 7 * day)
+    enroll("h39", "upsell", HOLD_DAY + 31 * day)
+    enroll("t_pre", "upsell", HOLD_DAY - 28 * day)
+    for k in range(10):
+        outcome(f"t{k:02d}", "won", 1000.0 * (k + 1), HOLD_DAY + 30 * day)
+    outcome("t10", "lost", 5000.0, HOLD_DAY + 30 * day)
+    for k in range(4):
+        outcome(f"h{k:02d}", "won", 2000.0, HOLD_DAY + 40 * day)
+    outcome("h05", "won", 9000.0, HOLD_DAY - 14 * day)
+    outcome("t_pre", "won", 7000.0, HOLD_DAY + 10 * day)
+    for k in range(5):
+        hold(f"n{k}", "nudge", HOLD_DAY + 2 * day)
+        enroll(f"n{k + 5}", "nudge", HOLD_DAY + 3 * day)
+    with store.begin() as conn:
+        conn.execute(T["accounts"].insert(), [{"id": a} for a in ids])
+        conn.execute(T["enrollments"].insert(), enrollments)
+        conn.execute(T["enrollment_decisions"].insert(), decisions)
+        conn.execute(T["outcomes"].insert(), outcomes)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import GOLDEN, assert_golden, run_cli
-from report_data import ENTITY, SEEDS_STAGES, seed_book, seed_funnel, CATALOG
+from report_data import ENTITY, SEEDS_STAGES, seed_book, seed_funnel, seed_holdouts, CATALOG
 from engine.store import Store
 
 STAGES = ",".join(SEEDS_STAGES)
@@ -109,3 +109,40 @@ def test_sla_report_counts_the_deals_entering_each_stage_with_an_sla(funnel_db: 
     # The seeds' stage names share Qualified with the built-in pipeline: 600 deals, no owner, no breach.
     assert [(x["stage"], x["owner"], x["entered"], x["breaches"]) for x in doc["rows"]] == [
         ("Qualified", None, 600, 0)]
+
+
+@pytest.fixture(scope="module")
+def holdouts_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('holdouts')}/store.db"
+    with Store.open(url) as store:
+        seed_holdouts(store)
+    return url
+
+
+def test_holdouts_as_a_table(holdouts_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    r = run_cli("report", "holdouts", "--db", holdouts_db)
+    assert r.code == 0, r.stderr
+    assert_golden(GOLDEN / "report" / "holdouts.txt", r.stdout)
+
+
+def test_holdouts_as_json(holdouts_db: str) -> None:
+    r = run_cli("report", "holdouts", "--db", holdouts_db, "--format", "json")
+    assert r.code == 0, r.stderr
+    assert_golden(GOLDEN / "report" / "holdouts.json", r.stdout)
+    doc = json.loads(r.stdout)
+    assert [p["play"] for p in doc["plays"]] == ["nudge", "upsell"] and doc["min_group"] == 30
+
+
+def test_holdouts_in_html_name_their_json_fields(holdouts_db: str) -> None:
+    r = run_cli("report", "holdouts", "--db", holdouts_db, "--format", "html")
+    assert r.code == 0, r.stderr
+    assert '<section id="holdouts">' in r.stdout
+    assert 'data-field="holdouts.plays.1.treated.accounts">41<' in r.stdout
+    assert "nudge: not enough data" in r.stdout
+
+
+def test_holdouts_on_a_store_without_any(funnel_db: str) -> None:
+    r = run_cli("report", "holdouts", "--db", funnel_db)
+    assert r.code == 0, r.stderr
+    assert "No play has held an account out yet" in r.stdout
