@@ -22,6 +22,8 @@ from cli.rules import paths as rule_paths
 
 
 def register(app: typer.Typer) -> None:
+    register_schedules(app)
+
     @app.command("sync")
     def sync(
         source: Annotated[str | None, typer.Argument(help="The source to sync (default: every declared source).",
@@ -63,6 +65,54 @@ def register(app: typer.Typer) -> None:
         if json_mode:
             print(json.dumps({"synced": code == EXIT_OK, "sources": outcomes}))
         raise typer.Exit(code)
+
+
+def register_schedules(app: typer.Typer) -> None:
+    schedules = typer.Typer(help="Temporal Schedules of the declared sources.", no_args_is_help=True)
+    app.add_typer(schedules, name="schedules")
+
+    from cli.workflow_commands import temporal_command
+
+    @schedules.command("apply")
+    @temporal_command("schedules apply")
+    def apply(
+        rules: RulesOpt = None,
+        address: Annotated[str | None, typer.Option(
+            "--address", help="Temporal frontend host:port [env PLAYBOOK_TEMPORAL_ADDRESS; default localhost:7233].",
+            show_default=False)] = None,
+        namespace: Annotated[str | None, typer.Option(
+            "--namespace", help="Temporal namespace [env PLAYBOOK_TEMPORAL_NAMESPACE].", show_default=False)] = None,
+        task_queue: Annotated[str | None, typer.Option(
+            "--task-queue", help="Task queue of the workers [env PLAYBOOK_TEMPORAL_TASK_QUEUE; default playbook].",
+            show_default=False)] = None,
+        format: Annotated[TextOrJson, typer.Option("--format", help="Output format.")] = TextOrJson.text,
+    ) -> None:
+        """Create or update one Schedule per declared source (every `every_minutes` of [sources.NAME]);
+        delete the Schedules of sources no longer declared. Workers run them."""
+        from cli.sweep_commands import _temporal
+        from connectors.sources import SourceSettingsError
+        from workflows.settings import connect
+        from workflows.sync import apply_schedules
+
+        async def _apply(settings: Any) -> tuple[list[str], list[str]]:
+            client = await connect(settings)
+            return await apply_schedules(client, project.catalog, task_queue=settings.task_queue)
+
+        project = checked(rule_paths(rules), format == TextOrJson.json)
+        temporal = _temporal(address, namespace, task_queue)
+        try:
+            applied, deleted = asyncio.run(_apply(temporal))
+        except SourceSettingsError as exc:
+            raise Fail(str(exc)) from exc
+        if format == TextOrJson.json:
+            print(json.dumps({"applied": applied, "deleted": deleted}))
+            return
+        for sid in applied:
+            print(f"schedule {sid}: applied (task queue {temporal.task_queue})")
+        for sid in deleted:
+            print(f"schedule {sid}: deleted (its source is no longer declared)")
+        if not applied and not deleted:
+            print("no source is declared and no source schedule exists")
 
 
 def _one(store: Any, catalog: Any, decl: Any, full: bool) -> tuple[dict[str, Any], int]:

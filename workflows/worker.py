@@ -227,12 +227,17 @@ async def run_worker(
     if sweep_paths is not None and store is not None:
         from workflows.queues import step_queues
         from workflows.sweep import sweep_worker_parts
+        from workflows.sync import sync_worker_parts
 
         # The plays it starts run each `act` on the queue of the kind's connector.
-        flows, acts = sweep_worker_parts(client, store, fresh_playbooks(sweep_paths), task_queue=settings.task_queue,
+        playbooks = fresh_playbooks(sweep_paths)
+        flows, acts = sweep_worker_parts(client, store, playbooks, task_queue=settings.task_queue,
                                          queues=step_queues(settings.task_queue))
-        options = {**options, "extra_workflows": [*options.get("extra_workflows", ()), *flows],
-                   "extra_activities": [*options.get("extra_activities", ()), *acts]}
+        # Declared sources sync on Schedules of their own (workflows/sync.py), run by these workers.
+        sync_flows, sync_acts = sync_worker_parts(store, lambda: playbooks().catalog)
+        options = {**options, "extra_workflows": [*options.get("extra_workflows", ()), *flows, *sync_flows],
+                   "extra_activities": [*options.get("extra_activities", ()), *acts, *sync_acts]}
+        await _apply_source_schedules(client, playbooks, settings.task_queue)
     worker = build_worker(client, settings, activities, **options)
     limits = rates()
     queues = connector_workers(client, settings, activities, limits)
@@ -253,6 +258,21 @@ async def run_worker(
     finally:
         remove()
     log.info("worker stopped")
+
+
+async def _apply_source_schedules(client: Client, playbooks: Callable[[], Any], task_queue: str) -> None:
+    """One Schedule per declared source; a worker that cannot make them still runs (it warns)."""
+    from workflows.sync import apply_schedules
+
+    try:
+        catalog = playbooks().catalog
+        if not catalog.sources:
+            return
+        applied, deleted = await apply_schedules(client, catalog, task_queue=task_queue)
+    except Exception as exc:  # noqa: BLE001 - a bad [sources] setting or a refused schedule: say it, keep working
+        log.warning("source schedules not applied: %s: %s", type(exc).__name__, exc)
+        return
+    log.info("source schedules: %s%s", ", ".join(applied), f" (deleted {', '.join(deleted)})" if deleted else "")
 
 
 def pipeline_worker_parts(store: Store, activities: PlayActivities, task_queue: str
