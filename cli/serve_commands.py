@@ -20,6 +20,8 @@ from typing import Annotated, Any
 import typer
 
 from cli.common import EXIT_UNREACHABLE, DbOpt, Fail
+from cli.rules import RulesOpt, checked
+from cli.rules import paths as rule_paths
 from cli.workflow_commands import AddressOpt, NamespaceOpt, _log_to_stderr, _settings, temporal_command
 
 HostOpt = Annotated[str | None, typer.Option("--host", help="Interface to listen on [setting host; default 127.0.0.1].", show_default=False)]
@@ -67,6 +69,7 @@ def serve(
     address: AddressOpt = None,
     namespace: NamespaceOpt = None,
     database: DbOpt = None,
+    rules: RulesOpt = None,
 ) -> None:
     """Receive provider events (signed webhooks, HubSpot, Postmark, one-click unsubscribe), store them
     and signal the running plays; until SIGTERM or Ctrl-C. Endpoints and settings: docs/serve.md."""
@@ -83,11 +86,17 @@ def serve(
     _check_port(settings.host, settings.port)
     store, inbound = _inbound(database, settings, temporal)
     background = (lambda stop: poll_forever(inbound, settings, stop)) if imap else None
-    app = build_app(inbound, settings, background)
+    extra: list[Any] = []
+    if settings.segment_write_keys:  # the tracking API maps onto the declared events and fields
+        from workflows.segment import routes
+
+        extra = routes(store, checked(rule_paths(rules), False).catalog, settings.segment_write_keys)
+    app = build_app(inbound, settings, background, extra)
     _log_to_stderr()
     on = [name for name, value in (("/events", settings.webhook_secret), ("/hubspot", settings.hubspot_client_secret),
                                    ("/postmark", settings.postmark_password),
                                    ("/unsubscribe", settings.unsubscribe_secret)) if value is not None]
+    on += ["/v1 (Segment)"] if extra else []
 
     def ready(url: str) -> None:
         print(f"serve: listening on {url} ({', '.join(on) or 'no endpoint configured'}"

@@ -20,6 +20,7 @@ engine/settings.py; secrets are SecretStr and never printed):
 | `hubspot_stages` | `closedwon`, `closedlost` | HubSpot deal stage id -> pipeline stage name |
 | `postmark_user`, `postmark_password` | none: endpoint off | basic auth of `/postmark` |
 | `unsubscribe_secret` | none: links off | HMAC key of one-click unsubscribe tokens |
+| `segment_write_keys` | none: `/v1/*` off | write keys of the Segment-compatible tracking API (a JSON list in the environment) |
 | `retry_seconds` | `10` | how often undelivered signals are tried again |
 | `give_up_after` | `50` | attempts before an event's signal is marked failed |
 | `imap_host`, `imap_port`, `imap_user`, `imap_password`, `imap_mailbox`, `imap_tls`, `imap_poll_seconds` | -, `993`, -, -, `INBOX`, true, `60` | the mailbox replies and bounces arrive in |
@@ -96,6 +97,7 @@ class ServeSettings(FileBackedSettings):
     postmark_user: str | None = None
     postmark_password: SecretStr | None = None
     unsubscribe_secret: SecretStr | None = None
+    segment_write_keys: list[SecretStr] = Field(default_factory=list)
     retry_seconds: float = Field(default=10.0, gt=0)
     give_up_after: int = Field(default=50, ge=1)
     imap_host: str | None = None

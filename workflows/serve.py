@@ -3,6 +3,7 @@
     POST /events        Standard Webhooks-signed generic events    connectors/inbound_standard.py
     POST /hubspot       HubSpot webhooks, v3 signature             connectors/inbound_hubspot.py
     POST /postmark      Postmark inbound / bounce / subscription   connectors/inbound_postmark.py
+    POST /v1/track|identify|group|batch   Segment-compatible tracking   workflows/segment.py
     GET|POST /unsubscribe   one-click unsubscribe (RFC 8058)       connectors/unsubscribe.py
     GET /healthz        liveness, and how many signals wait
 
@@ -22,7 +23,7 @@ import html
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,7 +31,7 @@ from urllib.parse import parse_qs
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from connectors import inbound_hubspot, inbound_postmark, inbound_standard, unsubscribe
 from connectors.inbound import Ignored, Incoming, Refused, ServeSettings
@@ -44,8 +45,10 @@ MAX_BODY = 1_000_000  # bytes; provider events are a few kB
 
 
 def build_app(inbound: Inbound, settings: ServeSettings,
-              background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None) -> Starlette:
-    """The app; its lifespan runs `inbound.run` (signals) and `background` (the IMAP reader) until shutdown."""
+              background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
+              extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The app; its lifespan runs `inbound.run` (signals) and `background` (the IMAP reader) until shutdown.
+    `extra_routes`: more endpoints (the tracking API, workflows/segment.py)."""
 
     async def events(request: Request) -> Response:
         secret = settings.webhook_secret
@@ -146,6 +149,7 @@ def build_app(inbound: Inbound, settings: ServeSettings,
         Route("/postmark", _guarded(postmark), methods=["POST"]),
         Route(unsubscribe.PATH, _guarded(unsubscribe_page), methods=["GET", "POST"]),
         Route("/healthz", _guarded(healthz), methods=["GET"]),
+        *extra_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

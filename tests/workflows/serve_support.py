@@ -75,9 +75,13 @@ def unsubscribed(store: Store, contact: str, column: str = "unsubscribed_at") ->
 
 
 @contextmanager
-def serving(inbound: Inbound, serve_settings: ServeSettings, background: Any = None) -> Iterator[str]:
-    """The app on uvicorn in its own thread and event loop; yields its base URL."""
-    server = uvicorn.Server(server_config(build_app(inbound, serve_settings, background), "127.0.0.1", 0))
+def serving(inbound: Inbound, serve_settings: ServeSettings, background: Any = None,
+            extra_routes: Any = (), wrap: Any = None) -> Iterator[str]:
+    """The app on uvicorn in its own thread and event loop; yields its base URL. `wrap(app)`: an ASGI
+    app around it (a test's fault injection)."""
+    app = build_app(inbound, serve_settings, background, extra_routes)
+    app = wrap(app) if wrap is not None else app
+    server = uvicorn.Server(server_config(app, "127.0.0.1", 0))
     thread = threading.Thread(target=server.run, name="serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
