@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,7 +104,8 @@ def sweep(
     else:
         d = summary.decided
         print(f"sweep {summary.now:%Y-%m-%d %H:%M} UTC (rules as of {summary.today}): {d.decisions} candidates "
-              f"on {d.accounts} accounts, {d.enrolled} to enroll, {d.skipped} skipped; started {summary.started}, "
+              f"on {d.accounts} accounts, {d.enrolled} to enroll, {d.skipped} skipped{_held(d.reasons)}; "
+              f"started {summary.started}, "
               f"joined {summary.joined} already running, {summary.failed} not startable, "
               f"{summary.errors} left pending")
         if summary.reconciled.ended:
@@ -169,7 +171,8 @@ def _dry_run(store: Any, playbooks: Any, today: dt.date, decide_with: Any, forma
     enrolled = [d for d in decisions if d.enroll]
     skipped = len(decisions) - len(enrolled)
     print(f"dry run (rules as of {today}): {len(decisions)} candidates on {len({d.account_id for d in decisions})} "
-          f"accounts, {len(enrolled)} would be enrolled, {skipped} skipped; nothing recorded, nothing started\n"
+          f"accounts, {len(enrolled)} would be enrolled, {skipped} skipped{_held(Counter(c for d in decisions for c in d.codes))}; "
+          "nothing recorded, nothing started\n"
           f"  settings: {decide_with.describe()}")
     reasons = Counter(code for d in decisions for code in d.codes)
     if reasons:
@@ -280,3 +283,9 @@ def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep)
     app.command("simulate")(simulate)
     app.command("demo")(demo)
+
+
+def _held(reasons: Mapping[str, int]) -> str:
+    """`(12 of them held out)`: a play's control group, counted apart from the other skips."""
+    n = reasons.get("held_out", 0)
+    return f" ({n} of them held out)" if n else ""
