@@ -63,6 +63,7 @@ def sweep(
     db: DbOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the enrollment decisions only: record nothing, start nothing, no server needed.")] = False,
     today: TodayOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Evaluate every account, not only those changed or time-sensitive since the last sweep.")] = False,
     schedule: Annotated[str | None, typer.Option("--schedule", help="Instead of sweeping now, create (or update) the Temporal Schedule that runs SweepWorkflow every INTERVAL (15m, 1h, 1d); workers run it.", show_default=False)] = None,
     address: Annotated[str | None, typer.Option("--address", help="Temporal frontend host:port [env PLAYBOOK_TEMPORAL_ADDRESS; default localhost:7233].", show_default=False)] = None,
     namespace: Annotated[str | None, typer.Option("--namespace", help="Temporal namespace [env PLAYBOOK_TEMPORAL_NAMESPACE].", show_default=False)] = None,
@@ -96,7 +97,7 @@ def sweep(
         with Progress("playbook sweep") as progress:
             progress.update("sweeping: deciding enrollments, recording them, starting plays")
             summary = asyncio.run(_with_client(temporal, lambda c: _sweep(c, store, playbooks, day, decide_with,
-                                                                         temporal.task_queue)))
+                                                                         temporal.task_queue, full)))
     finally:
         store.close()
     if format == TextOrJson.json:
@@ -110,6 +111,8 @@ def sweep(
               f"{summary.errors} left pending")
         if summary.reconciled.ended:
             print("  finished since the last sweep: " + ", ".join(f"{k} {v}" for k, v in summary.reconciled.ended.items()))
+        print("  evaluated: every account" + (f" ({d.why_full})" if d.why_full else "") if d.full
+              else f"  evaluated: {d.scope} accounts changed or time-sensitive since the last sweep")
         for play, n in d.by_play.items():
             print(f"  {play}: {n}")
         if d.reasons:
@@ -148,13 +151,13 @@ async def _schedule(client: Any, every: dt.timedelta, task_queue: str) -> str:
 
 
 async def _sweep(client: Any, store: Any, playbooks: Any, today: dt.date | None, decide_with: Any,
-                 task_queue: str) -> Any:
+                 task_queue: str, full: bool = False) -> Any:
     from workflows.queues import step_queues
     from workflows.sweep import sweep_once
 
     now = dt.datetime.now(dt.timezone.utc)
     return await sweep_once(client, store, playbooks, now, today=today, task_queue=task_queue, settings=decide_with,
-                            queues=step_queues(task_queue))
+                            queues=step_queues(task_queue), full=full)
 
 
 def _dry_run(store: Any, playbooks: Any, today: dt.date, decide_with: Any, format: TextOrJson, limit: int) -> None:

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection
 
 from connectors import base as cb
 from dsl import pipeline
-from engine import actions, schema
+from engine import actions, changes, schema
 from engine.store import Store, insert_ignore
 
 T = TypeVar("T")
@@ -245,6 +245,7 @@ class StoreConnector:
                 return cb.FieldResult(key=change.key, duplicate=True, previous=done.get("from"))
             previous = conn.execute(sa.select(accounts.c[column]).where(accounts.c.id == change.account_id)).scalar()
             conn.execute(accounts.update().where(accounts.c.id == change.account_id).values({column: change.value}))
+            changes.mark(conn, [change.account_id])
             self._audit(conn, change, "account.set", {"field": change.field, "from": previous, "to": change.value})
             return cb.FieldResult(key=change.key, previous=previous)
 

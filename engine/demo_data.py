@@ -788,8 +788,9 @@ def _sqlite_converter(t: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] | Non
 # Entry point
 
 # Tables the demo fills, children first (the order to empty them in).
-_DATA_TABLES = ("account_field_history", "enrollment_decisions", "outcomes", "sla_breaches", "stage_history",
-                "opportunities", "tasks", "enrollments", "events", "metric_points", "contacts", "accounts", "users")
+# The incremental sweep's marks go with the data they describe (engine/changes.py).
+_DATA_TABLES = ("sweep_marks", "sweep_rechecks", "account_changes", "account_field_history", "enrollment_decisions",
+                "outcomes", "sla_breaches", "stage_history", "opportunities", "tasks", "enrollments", "events", "metric_points", "contacts", "accounts", "users")
 
 
 def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | None = None, *,

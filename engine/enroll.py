@@ -511,20 +511,21 @@ def decide(conn: Connection, catalog: Catalog, plans: Sequence[Plan] | Mapping[s
 
 
 def prepare(scratch: Scratch, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
-            settings: Settings | None = None) -> Generator[Decision, None, None]:
+            settings: Settings | None = None, only: sa.Table | None = None) -> Generator[Decision, None, None]:
     """Find every candidate now (into a table of `scratch`); return the stream of their decisions.
 
     Two steps so that several sweeps can be read side by side on one
     connection (`plan --against`): prepare all, then read. SQLite aborts a
     statement that is still reading ("abort due to ROLLBACK") when the same
     connection writes a temporary table, and refuses to drop one while any
-    statement reads: drop `scratch` once every stream is closed.
+    statement reads: drop `scratch` once every stream is closed. `only`: a
+    table of account `id`s to evaluate (an incremental sweep, engine/changes.py).
     """
     settings = settings or Settings()
     pm = plan_map(plans)
     conn = scratch.conn
     cq = CandidateQuery(catalog, pm, today, conn.dialect.name, settings)
-    q = cq.query(candidate_table(scratch, cq)) if cq.plays else None
+    q = cq.query(candidate_table(scratch, cq, only)) if cq.plays else None
 
     def read() -> Generator[Decision, None, None]:
         if q is None:
@@ -581,14 +582,14 @@ class Scratch:
             pass
 
 
-def candidate_table(scratch: Scratch, cq: CandidateQuery) -> sa.Table:
+def candidate_table(scratch: Scratch, cq: CandidateQuery, only: sa.Table | None = None) -> sa.Table:
     """A temporary table (id, trigger) of the accounts each trigger of the sweep
     fires on: one INSERT ... SELECT per trigger (`RuleSQL.trigger`, which starts
     from the windows its condition needs), `trigger` its index in `cq.triggers()`."""
     conn = scratch.conn
     t = scratch.table("pb_candidates", sa.Column("id", sa.Text, nullable=False),
                       sa.Column("trigger", sa.Integer, nullable=False))
-    rules = RuleSQL(cq.catalog, cq.today, conn.dialect.name)
+    rules = RuleSQL(cq.catalog, cq.today, conn.dialect.name, None if only is None else sa.select(only.c.id))
     for k, trig in enumerate(cq.triggers()):
         ids = rules.trigger(trig).subquery("f")
         conn.execute(t.insert().from_select(["id", "trigger"], sa.select(ids.c.id, sa.literal(k, sa.Integer))))

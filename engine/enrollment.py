@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -37,7 +37,8 @@ import sqlalchemy as sa
 
 from dsl.catalog import Catalog
 from dsl.plan import Plan
-from engine.enroll import ACTIVE, Decision, Settings, decide
+from engine import changes
+from engine.enroll import ACTIVE, Decision, Scratch, Settings, decide, plan_map, prepare
 from engine.schema import Base, utcnow
 from engine.store import Store, chunked
 
@@ -86,6 +87,9 @@ class SweepResult:
     # reason code -> skipped candidates that carry it; a skipped candidate
     # carries every code that applies, so these add up to `skipped` or more.
     reasons: Counter[str] = field(default_factory=Counter)
+    full: bool = True  # every account evaluated (else only those engine/changes.py scoped)
+    why_full: str = ""  # why it was full when asked for an incremental sweep
+    scope: int | None = None  # accounts in an incremental sweep's scope
 
     @property
     def skipped(self) -> int:
@@ -96,8 +100,13 @@ class SweepResult:
 @_retried
 def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
            settings: Settings | None = None, *, status: str = "pending", now: dt.datetime | None = None,
-           account_ids: Sequence[str] | None = None) -> SweepResult:
+           account_ids: Sequence[str] | None = None, incremental: bool = False) -> SweepResult:
     """Decide, store every decision, and write an enrollment row per account to start.
+
+    `incremental`: evaluate only the accounts engine/changes.py says may
+    decide differently since the last recorded sweep (full when it cannot
+    tell). Every recorded sweep of all accounts leaves the mark the next
+    incremental one starts from.
 
     One transaction: either the whole sweep's decisions and enrollments are
     stored, or none, so running it again after a fault is safe (if the fault
@@ -112,8 +121,21 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
     now = now or utcnow()
     result = SweepResult()
     last_account: str | None = None
-    with store.begin() as conn:
-        for batch in chunked(decide(conn, catalog, plans, today, settings, account_ids), BATCH):
+    pm = plan_map(plans)
+    knobs = settings or Settings()
+    with store.begin() as conn, Scratch(conn) as scratch:
+        scope = None
+        stream: Iterator[Decision]
+        if account_ids is None:
+            scope = changes.begin(conn, scratch, catalog, pm, knobs, today, full=not incremental)
+            result.full, result.why_full = scope.full, scope.why
+            if scope.ids is not None:
+                result.scope = int(conn.execute(sa.select(sa.func.count()).select_from(scope.ids)).scalar_one())
+            stream = prepare(scratch, catalog, pm, today, knobs, scope.ids)
+        else:
+            stream = decide(conn, catalog, pm, today, knobs, account_ids)
+        lapsing: list[str] = []
+        for batch in chunked(stream, BATCH):
             conn.execute(DECISIONS.insert(), [{
                 "account_id": d.account_id, "play": d.play, "decision": stored_decision(d),
                 "trigger": d.triggers[0] if d.triggers else None, "plan_hash": d.plan_hash,
@@ -126,6 +148,8 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
                     last_account = d.account_id
                 if not d.enroll:
                     result.reasons.update(d.codes)
+                    if changes.LAPSING.intersection(d.codes):
+                        lapsing.append(d.account_id)
                     continue
                 new_id = conn.execute(ENROLLMENTS.insert().values(
                     workflow_id=d.workflow_id, play=d.play, account_id=d.account_id, plan_hash=d.plan_hash,
@@ -134,9 +158,12 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
                 ).returning(ENROLLMENTS.c.id)).scalar_one()
                 result.enrolled.append(NewEnrollment(int(new_id), d.workflow_id, d.play, d.account_id,
                                                      d.plan_hash, d.triggers[0] if d.triggers else None, d.route))
+        if scope is not None:
+            changes.finish(conn, scope, today, lapsing)
         store.audit(conn, "sweep", "enroll", None, {
             "today": today.isoformat(), "decisions": result.decisions, "accounts": result.accounts,
-            "enrolled": len(result.enrolled), "skipped": result.skipped, "reasons": dict(result.reasons)})
+            "enrolled": len(result.enrolled), "skipped": result.skipped, "reasons": dict(result.reasons),
+            "full": result.full, "scope": result.scope})
     return result
 
 
@@ -201,6 +228,8 @@ def record_starts(store: Store, starts: Sequence[Start]) -> None:
                 reason = conn.execute(sa.select(ENROLLMENTS.c.reason).where(ENROLLMENTS.c.id == s.id)).scalar() or {}
                 values["reason"] = {**reason, "note": s.note}
             conn.execute(ENROLLMENTS.update().where(ENROLLMENTS.c.id == s.id).values(**values))
+        # A run that did not start frees its account for the next sweep.
+        changes.mark_enrollments(conn, [s.id for s in starts if s.status not in ACTIVE])
 
 
 @_retried
@@ -227,6 +256,7 @@ def record_ends(store: Store, ends: Sequence[End]) -> None:
         for e in ends:
             conn.execute(ENROLLMENTS.update().where(ENROLLMENTS.c.id == e.id, ENROLLMENTS.c.status == "running")
                          .values(status=e.status, ended_at=e.at))
+        changes.mark_enrollments(conn, [e.id for e in ends])
 
 
 @_retried
@@ -238,6 +268,7 @@ def cancel_open(store: Store, at: dt.datetime, note: str) -> int:
         for row_id, reason in rows:
             conn.execute(ENROLLMENTS.update().where(ENROLLMENTS.c.id == row_id).values(
                 status="cancelled", ended_at=at, reason={**(reason or {}), "note": note}))
+        changes.mark_enrollments(conn, [row_id for row_id, _ in rows])
     return len(rows)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -26,9 +27,13 @@ class RuleSQL:
     catalog: Catalog
     today: dt.date
     dialect: str
+    # A SELECT of the account ids to evaluate (an incremental sweep); None: every account.
+    only: Any = None
 
     def new(self) -> SQLCompiler:
-        return compiler(self.catalog, self.today, self.dialect)
+        c = compiler(self.catalog, self.today, self.dialect)
+        c.only = self.only
+        return c
 
     def condition(self, expr: n.Expr) -> Compiled:
         c = self.new()
@@ -56,7 +61,8 @@ class RuleSQL:
         c = self.new()
         cond = c.compile(expr)
         inner = c.required_joins(expr)
-        return sa.select(c.accounts.c.id).select_from(c.from_clause(inner)).where(cond)
+        q = sa.select(c.accounts.c.id).select_from(c.from_clause(inner)).where(cond)
+        return q if self.only is None else q.where(c.accounts.c.id.in_(self.only))
 
 
 def fired(conn: Connection, rules: RuleSQL, trigger: str) -> list[str]:

@@ -48,7 +48,7 @@ from sqlalchemy.engine import Connection
 from dsl import nodes as n
 from dsl.catalog import INBOUND_EVENTS, Catalog
 from dsl.suggest import closest
-from engine import bulkload, history, schema
+from engine import bulkload, changes, history, schema
 from engine.bulkload import TYPED, Staging
 from engine.store import Store, StoreError, chunked
 from engine.store import unreachable as store_unreachable
@@ -1007,7 +1007,11 @@ class _FileLoad:
                 conflict = f"DO UPDATE SET {update}" if update else "DO NOTHING"
                 conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED} "
                                      f"WHERE _grp = {group} ON CONFLICT (id) {conflict}")
+            if plan.kind == "accounts":
+                changes.mark_sql(conn, TYPED, "id")  # the next incremental sweep evaluates them
             return
+        if "account_id" in self.typed_names and plan.kind in ("metrics", "events"):
+            changes.mark_sql(conn, TYPED, "account_id")
         keys = list(plan.keys)
         cols = [c for c in self.typed_names]
         names = ", ".join(quote(c) for c in cols)

@@ -411,6 +411,35 @@ class EnrollmentDecision(Base):
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class AccountChange(Base):
+    """An account whose rule inputs (fields, metric points, events, enrollments) were written.
+
+    Append-only; the sweep reads the rows above its watermark (`sweep_marks`)
+    and deletes those it has evaluated (engine/changes.py).
+    """
+
+    __tablename__ = "account_changes"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(Text)
+
+
+class SweepMark(Base):
+    """Where the last recorded sweep left off: its day, the last change it saw, its rules."""
+
+    __tablename__ = "sweep_marks"
+    name: Mapped[str] = mapped_column(Text, primary_key=True)  # "sweep"
+    day: Mapped[dt.date] = mapped_column(Date)
+    change_id: Mapped[int] = mapped_column(BigInteger)
+    rules_hash: Mapped[str] = mapped_column(Text)
+
+
+class SweepRecheck(Base):
+    """An account the last sweep skipped for a reason that can lapse on its own (cooldown, cap, priority)."""
+
+    __tablename__ = "sweep_rechecks"
+    account_id: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
 class PlayPause(Base):
     """A pause in force (`playbook pause`): one row per play paused, `*` for every play.
 

@@ -116,6 +116,8 @@ class SweepInput(BaseModel):
     today: dt.date | None = None  # evaluate rules as of this date (default: the team's date, engine/settings.py)
     dry_run: bool = False  # decide and report, record nothing, start nothing
     batch_size: int = DEFAULT_BATCH
+    # Evaluate every account, not only those changed or time-sensitive since the last sweep (engine/changes.py).
+    full: bool = False
 
 
 class ReconcileResult(BaseModel):
@@ -129,6 +131,7 @@ class DecideRequest(BaseModel):
     # reads no settings; the activity does, like `playbook plan` does).
     today: dt.date | None = None
     dry_run: bool = False
+    full: bool = False
 
 
 class DecideResult(BaseModel):
@@ -145,6 +148,9 @@ class DecideResult(BaseModel):
     by_play: dict[str, int] = {}  # play -> enrollments decided
     by_route: dict[str, int] = {}  # "play/route" -> enrollments decided
     triggers: dict[str, int] = {}  # trigger -> enrollments it started (an enrollment's first firing trigger)
+    full: bool = True  # every account evaluated; else only `scope` accounts (engine/changes.py)
+    scope: int | None = None
+    why_full: str = ""  # why an incremental sweep evaluated every account
 
     @model_validator(mode="before")
     @classmethod
@@ -238,7 +244,7 @@ def _count(decisions: Sequence[Any], key: Any) -> dict[str, int]:
 
 
 def decide(store: Store, playbooks: Playbooks, now: dt.datetime, today: dt.date, *, dry_run: bool = False,
-           settings: EngineSettings) -> DecideResult:
+           settings: EngineSettings, full: bool = False) -> DecideResult:
     """Enrollment decisions (engine/enroll.py); recorded with `pending` rows unless `dry_run`."""
     knobs = settings.enrollment()
     if dry_run:
@@ -252,8 +258,10 @@ def decide(store: Store, playbooks: Playbooks, now: dt.datetime, today: dt.date,
             by_route=_count(chosen, lambda d: [f"{d.play}/{d.route or '-'}"]),
             triggers=_count(chosen, lambda d: list(d.triggers[:1])),
         )
-    res = enrollment.record(store, playbooks.catalog, playbooks.plans, today, knobs, status="pending", now=now)
+    res = enrollment.record(store, playbooks.catalog, playbooks.plans, today, knobs, status="pending", now=now,
+                            incremental=not full)
     return DecideResult(
+        full=res.full, scope=res.scope, why_full=res.why_full,
         today=today, decisions=res.decisions, accounts=res.accounts, enrolled=len(res.enrolled),
         skipped=res.skipped, reasons=dict(sorted(res.reasons.items())),
         by_play=_count(res.enrolled, lambda e: [e.play]),
@@ -409,7 +417,8 @@ async def _pause_late(client: Client, store: Store, started: list[PlayInput],
 async def sweep_once(client: Client | None, store: Store, playbooks: Playbooks, now: dt.datetime, *,
                      today: dt.date | None = None, dry_run: bool = False, batch_size: int = DEFAULT_BATCH,
                      task_queue: str = TASK_QUEUE, enrolled_at: dt.datetime | None = None,
-                     settings: EngineSettings | None = None, queues: Mapping[str, str] | None = None) -> SweepSummary:
+                     settings: EngineSettings | None = None, queues: Mapping[str, str] | None = None,
+                     full: bool = False) -> SweepSummary:
     """One sweep in this process: what SweepWorkflow does through its activities.
 
     `client` may be None only for a dry run. `enrolled_at` (default `now`):
@@ -423,7 +432,7 @@ async def sweep_once(client: Client | None, store: Store, playbooks: Playbooks, 
         assert client is not None, "a sweep that starts plays needs a Temporal client"
         summary.reconciled = await reconcile(client, store, now)
     summary.decided = await asyncio.to_thread(decide, store, playbooks, now, today, dry_run=dry_run,
-                                              settings=settings)
+                                              settings=settings, full=full)
     if dry_run:
         return summary
     assert client is not None
@@ -484,7 +493,7 @@ class SweepActivities:
         settings = self.settings()
         today = req.today or settings.today(req.now)
         return await asyncio.to_thread(decide, self.store, self.playbooks(), req.now, today,
-                                       dry_run=req.dry_run, settings=settings)
+                                       dry_run=req.dry_run, settings=settings, full=req.full)
 
     @activity.defn(name="sweep_start_batch")
     async def start_batch(self, req: StartRequest) -> StartResult:
@@ -515,7 +524,7 @@ class SweepWorkflow:
             summary.reconciled = await workflow.execute_activity_method(
                 SweepActivities.reconcile, now, summary="close finished enrollments", **opts)
         summary.decided = await workflow.execute_activity_method(
-            SweepActivities.decide, DecideRequest(now=now, today=inp.today, dry_run=inp.dry_run),
+            SweepActivities.decide, DecideRequest(now=now, today=inp.today, dry_run=inp.dry_run, full=inp.full),
             summary="enrollment decisions", **opts)
         summary.today = summary.decided.today or summary.today
         if inp.dry_run:

@@ -1,0 +1,157 @@
+"""The sweep after a small load: incremental evaluation vs a full one, on SQLite and PostgreSQL.
+
+    python benchmarks/incremental_bench.py [--accounts 100000] [--changed 0.01] [--repeat 3]
+                                           [--stores sqlite,postgresql]
+
+Per store: demo data (`playbook demo-data`'s generator, seed 7, today 2026-06-01)
+and the shipped playbooks/; one recorded sweep (the mark the next one starts
+from); then an accounts file changing `usage_percent` of --changed of the
+accounts is imported (engine/importers.py, which marks them). Timed, each
+in a transaction rolled back so every run sees the same state:
+
+* full: every candidate's decision over all accounts (`enroll.prepare`, streamed);
+* incremental: `changes.begin` (the scope: changed, rechecked, time-sensitive
+  accounts) plus the decisions of that scope, on the same day as the mark
+  (a load between two sweeps of one day) and on the next day (windows slide,
+  renewals approach).
+
+Both sides must enroll the same (play, account) pairs among the changed
+accounts, or the run fails. Medians of --repeat, sides alternating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import describe, load_average  # noqa: E402
+
+from engine import changes, demo_data, enrollment  # noqa: E402
+from engine.enroll import Scratch, plan_map, prepare  # noqa: E402
+from engine.importers import import_file  # noqa: E402
+from engine.store import Store  # noqa: E402
+from workflows.sweep import Playbooks  # noqa: E402
+
+TODAY = dt.date(2026, 6, 1)
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def open_store(kind: str, folder: Path, catalog: Any) -> tuple[Store, Any]:
+    if kind == "sqlite":
+        return Store.open(f"sqlite:///{folder}/bench.db", catalog=catalog), None
+    schema = f"pb_incbench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    return Store.open(f"{PG_URL}?options=-csearch_path%3D{schema}", catalog=catalog), (admin, schema)
+
+
+def evaluate(store: Store, pb: Playbooks, knobs: Any, today: dt.date, incremental: bool) -> tuple[float, int, set]:
+    """Seconds, accounts in scope (-1: all), enrolled (play, account) pairs; rolled back."""
+    pm = plan_map(pb.plans)
+    t0 = time.perf_counter()
+    with store.engine.connect() as conn:
+        trans = conn.begin()
+        with Scratch(conn) as scratch:
+            ids = None
+            scope = -1
+            if incremental:
+                s = changes.begin(conn, scratch, pb.catalog, pm, knobs, today)
+                assert not s.full, s.why
+                ids = s.ids
+                scope = int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
+            enrolled = {(d.play, d.account_id) for d in prepare(scratch, pb.catalog, pm, today, knobs, ids)
+                        if d.enroll}
+        trans.rollback()
+    return time.perf_counter() - t0, scope, enrolled
+
+
+def run(kind: str, n: int, share: float, repeat: int) -> dict[str, Any]:
+    pb = Playbooks.load([ROOT / "playbooks"])
+    knobs = enrollment.Settings()
+    out: dict[str, Any] = {"store": kind}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store, pg = open_store(kind, folder, pb.catalog)
+        try:
+            t0 = time.perf_counter()
+            demo_data.generate(pb.catalog, n, seed=7, today=TODAY, store=store)
+            out["generate_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            first = enrollment.record(store, pb.catalog, pb.plans, TODAY, knobs)
+            out["first_sweep_s"], out["first_enrolled"] = time.perf_counter() - t0, len(first.enrolled)
+            step = max(1, round(1 / share))
+            with store.connect() as conn:
+                acc = store.table("account")
+                ids = [r[0] for r in conn.execute(sa.select(acc.c.id).order_by(acc.c.id))][::step]
+            path = folder / "changed.csv"
+            with path.open("w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["id", "usage_percent"])
+                w.writerows([i, "0.95"] for i in ids)
+            t0 = time.perf_counter()
+            import_file(store, pb.catalog, "accounts", path)
+            out["load_s"], out["changed"] = time.perf_counter() - t0, len(ids)
+            changed = set(ids)
+            for label, day in (("same day", TODAY), ("next day", TODAY + dt.timedelta(days=1))):
+                fulls, incs = [], []
+                for _ in range(repeat):
+                    tf, _, full_set = evaluate(store, pb, knobs, day, False)
+                    ti, scope, inc_set = evaluate(store, pb, knobs, day, True)
+                    fulls.append(tf)
+                    incs.append(ti)
+                    # Unchanged accounts the first sweep enrolled are already_enrolled on both sides now.
+                    lost = {p for p in full_set if p[1] in changed} - inc_set
+                    assert not lost, f"{kind} {label}: incremental missed {sorted(lost)[:5]}"
+                    assert inc_set <= full_set, f"{kind} {label}: incremental enrolled more"
+                out[label] = {"full": statistics.median(fulls), "incremental": statistics.median(incs),
+                              "scope": scope, "enrolled": len(inc_set)}
+        finally:
+            store.close()
+            if pg is not None:
+                admin, schema = pg
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+                admin.dispose()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--accounts", type=int, default=100_000)
+    ap.add_argument("--changed", type=float, default=0.01)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--stores", type=lambda s: s.split(","), default=["sqlite", "postgresql"])
+    args = ap.parse_args()
+    print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {describe()}; load {load_average()}")
+    print(f"{args.accounts:,} demo accounts, {args.changed:.0%} changed by an accounts import, "
+          f"medians of {args.repeat}")
+    for kind in args.stores:
+        r = run(kind, args.accounts, args.changed, args.repeat)
+        print(f"\n[{kind}] generate {r['generate_s']:.1f} s; first (full, recorded) sweep {r['first_sweep_s']:.2f} s, "
+              f"{r['first_enrolled']:,} enrolled; load of {r['changed']:,} changed accounts {r['load_s']:.2f} s")
+        print("| sweep after the load | scope (accounts) | full evaluation (s) | incremental (s) | incremental / full |")
+        print("|---|---:|---:|---:|---:|")
+        for label in ("same day", "next day"):
+            x = r[label]
+            print(f"| {label} | {x['scope']:,} | {x['full']:.3f} | {x['incremental']:.3f} | "
+                  f"{x['incremental'] / x['full']:.1%} |")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

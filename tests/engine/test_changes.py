@@ -1,0 +1,229 @@
+"""Incremental sweeps (engine/changes.py) on SQLite and PostgreSQL: a sweep that
+evaluates only changed and time-sensitive accounts enrolls exactly whom a full
+evaluation would, for random loads, run ends and days passing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsl.checker import check
+from dsl.compiler import compile_play
+from dsl.project import load_text
+from engine import changes, enrollment
+from engine.enroll import Settings, decision_set
+from engine.importers import import_file
+from engine.schema import Base
+from engine.store import Store
+from store_backends import fresh_store
+
+START = dt.date(2026, 6, 1)
+
+SOURCE = """\
+entity account
+  field usage percent?
+  field health number?
+  field renewal date?
+  field admin contact?
+  let days_left = days_until(account.renewal)
+
+metric seats
+event funding
+
+gate healthy "Healthy"
+  require account.health >= 70  "health 70+"
+
+trigger busy "Busy"
+  when account.usage > 80%
+  then start upsell
+
+trigger growing "Seats grew"
+  when growth(seats, 7 days) >= 20% or avg(seats, 3 days) > 50
+  then start upsell
+
+trigger funded "Funded lately"
+  when happened(funding, within 5 days) or days_since(funding) == 8
+  then start growth
+
+trigger renewing "Renewal near"
+  when account.days_left between 3 and 6
+  then start renewal
+
+play upsell "Upsell"
+  priority 80
+  gate healthy
+  reenter after 3 days
+  day 1 email account.admin template hello
+
+play growth "Growth"
+  priority 50
+  gate healthy
+  reenter after 2 days
+  day 1 email account.admin template hello
+
+play renewal "Renewal"
+  ungated
+  concurrent
+  day 1 email account.admin template hello
+
+template hello
+  subject "Hello"
+  body "Hello"
+"""
+
+PROJECT = load_text(SOURCE, "changes.play")
+CATALOG = PROJECT.catalog
+PLANS = [compile_play(CATALOG, p) for p in CATALOG.plays.values()]
+IDS = [f"a{i}" for i in range(8)]
+# A cap of one email in 2 days: shared admins make accounts cap each other.
+KNOBS = Settings(email_cap=1, email_cap_days=2)
+
+
+def test_the_catalog_is_clean() -> None:
+    assert [d for d in check(PROJECT) if d.severity.value == "error"] == []
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with fresh_store(request.param, tmp_path_factory.mktemp("changes"), CATALOG) as s:
+        yield s
+
+
+def clear(store: Store) -> None:
+    md = Base.metadata.tables
+    with store.begin() as conn:
+        for t in ("sweep_marks", "sweep_rechecks", "account_changes", "account_field_history",
+                  "enrollment_decisions", "enrollments", "outbox", "events", "metric_points"):
+            conn.execute(md[t].delete())
+        conn.execute(store.table("account").delete())
+
+
+def load(store: Store, folder: Path, kind: Any, rows: list[dict[str, Any]]) -> None:
+    """Through the importer, as a load would: it marks what it writes."""
+    path = folder / f"{kind}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    import_file(store, CATALOG, kind, path)
+
+
+account_rows = st.lists(st.fixed_dictionaries({
+    "id": st.sampled_from(IDS),
+    "usage": st.sampled_from([0.5, 0.9]),
+    "health": st.sampled_from([50, 80]),
+    "renewal_in": st.integers(0, 12),
+    "admin": st.sampled_from(["x@example.com", "y@example.com", "z@example.com"]),
+}), max_size=4, unique_by=lambda r: r["id"])
+metric_rows = st.lists(st.tuples(st.sampled_from(IDS), st.integers(0, 9), st.sampled_from([10.0, 30.0, 60.0])),
+                       max_size=5, unique_by=lambda r: r[:2])
+event_rows = st.lists(st.tuples(st.sampled_from(IDS), st.integers(-1, 9)), max_size=3)
+step = st.fixed_dictionaries({
+    "accounts": account_rows, "metrics": metric_rows, "events": event_rows,
+    "end": st.lists(st.integers(0, 20), max_size=3),  # which running enrollments end (by position)
+    "days": st.integers(0, 4),  # days passing before the sweep
+})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(first=account_rows, steps=st.lists(step, min_size=1, max_size=5))
+def test_an_incremental_sweep_enrolls_whom_a_full_evaluation_would(
+        store: Store, tmp_path: Path, first: list[dict[str, Any]], steps: list[dict[str, Any]]) -> None:
+    clear(store)
+    today = START
+
+    def accounts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"id": r["id"], "usage": r["usage"], "health": r["health"], "admin": r["admin"],
+                 "renewal": (today + dt.timedelta(days=r["renewal_in"])).isoformat()} for r in rows]
+
+    base = {i: {"id": i, "usage": 0.5, "health": 80, "renewal_in": 30, "admin": f"{i}@example.com"} for i in IDS}
+    base.update({r["id"]: r for r in first})
+    load(store, tmp_path, "accounts", accounts(list(base.values())))
+    first_sweep = enrollment.record(store, CATALOG, PLANS, today, KNOBS, incremental=True)
+    assert first_sweep.full  # nothing to start from
+    for s in steps:
+        today += dt.timedelta(days=s["days"])
+        if s["accounts"]:
+            load(store, tmp_path, "accounts", accounts(s["accounts"]))
+        if s["metrics"]:
+            load(store, tmp_path, "metrics", [{"account_id": a, "metric": "seats", "value": v,
+                                               "date": (today - dt.timedelta(days=ago)).isoformat()}
+                                              for a, ago, v in s["metrics"]])
+        if s["events"]:
+            load(store, tmp_path, "events", [
+                {"account_id": a, "event": "funding", "id": f"{a}-{today}-{k}",
+                 "occurred_at": f"{today - dt.timedelta(days=ago)}T12:00:00+00:00"}
+                for k, (a, ago) in enumerate(s["events"])])
+        run_and_end(store, today, s["end"])
+        expected = {(d.play, d.account_id) for d in decision_set(store, CATALOG, PLANS, today, KNOBS) if d.enroll}
+        result = enrollment.record(store, CATALOG, PLANS, today, KNOBS, incremental=True)
+        assert {(e.play, e.account_id) for e in result.enrolled} == expected, (today, result.why_full)
+
+
+def run_and_end(store: Store, today: dt.date, ends: list[int]) -> None:
+    """Start the pending enrollments (each sends its email), then end some running ones, as the worker would."""
+    at = dt.datetime.combine(today, dt.time(8), dt.timezone.utc)
+    out = Base.metadata.tables["outbox"]
+    acc = store.table("account")
+    pending, _ = enrollment.pending(store, 0, 1000)
+    with store.begin() as conn:
+        for k, row in enumerate(pending):
+            admin = conn.execute(sa.select(acc.c.admin).where(acc.c.id == row.account_id)).scalar()
+            conn.execute(out.insert().values(idempotency_key=f"{row.workflow_id}-{row.id}", channel="email",
+                                             recipient=admin, subject="s", body="b", status="sent",
+                                             account_id=row.account_id, created_at=at))
+    enrollment.record_starts(store, [enrollment.Start(r.id, "running", run_id=f"r{r.id}") for r in pending])
+    running = enrollment.running(store)
+    chosen = {running[i].id for i in ends if i < len(running)}
+    enrollment.record_ends(store, [enrollment.End(i, "completed", at) for i in sorted(chosen)])
+
+
+def test_after_a_load_only_the_loaded_accounts_are_evaluated(store: Store, tmp_path: Path) -> None:
+    clear(store)
+    load(store, tmp_path, "accounts", [{"id": i, "usage": 0.5, "health": 80, "admin": f"{i}@example.com",
+                                        "renewal": "2027-01-01"} for i in IDS])
+    enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    load(store, tmp_path, "accounts", [{"id": "a3", "usage": 0.9}])
+    result = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert (result.full, result.scope) == (False, 1)
+    assert [(e.play, e.account_id) for e in result.enrolled] == [("upsell", "a3")]
+    again = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert (again.full, again.scope, again.decisions) == (False, 0, 0)
+
+
+def test_different_rules_or_settings_make_the_sweep_full(store: Store, tmp_path: Path) -> None:
+    clear(store)
+    load(store, tmp_path, "accounts", [{"id": "a1", "usage": 0.5, "health": 80}])
+    enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    other = enrollment.record(store, CATALOG, PLANS, START, Settings(email_cap=5), incremental=True)
+    assert other.full and other.why_full == "the rules or settings changed"
+    asked = enrollment.record(store, CATALOG, PLANS, START, Settings(email_cap=5))
+    assert asked.full and asked.why_full == "asked for a full sweep"
+
+
+def test_a_day_later_the_time_sensitive_accounts_come_back(store: Store, tmp_path: Path) -> None:
+    clear(store)
+    load(store, tmp_path, "accounts", [{"id": i, "usage": 0.5, "health": 80, "admin": f"{i}@example.com",
+                                        "renewal": "2026-06-08" if i == "a5" else "2026-06-20"} for i in IDS])
+    enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    # On 06-02 a5's renewal is 6 days away: only its `between` comparison changed.
+    result = enrollment.record(store, CATALOG, PLANS, START + dt.timedelta(days=1), KNOBS, incremental=True)
+    assert (result.full, result.scope) == (False, 1)
+    assert [(e.play, e.account_id) for e in result.enrolled] == [("renewal", "a5")]
+
+
+def test_a_score_formula_of_the_day_reads_every_account() -> None:
+    project = load_text(SOURCE + """
+score urgency "Urgency"
+  = 100 - days_since(account.renewal)
+  band high 50..100 "Soon"
+""", "changes.play")
+    assert "urgency" in project.catalog.scores
+    with pytest.raises(changes.EveryAccount):
+        changes.time_sensitive(project.catalog, "sqlite", START, START + dt.timedelta(days=1))
