@@ -129,10 +129,17 @@ async def test_sweep_enrolls_the_right_accounts_once(tmp_path: Path) -> None:
             desc = await h.client.get_workflow_handle(r.workflow_id).describe()
             assert desc.status is WorkflowExecutionStatus.RUNNING and desc.run_id == r.run_id
 
+        # The next sweep is incremental: nothing changed, so it evaluates only
+        # the accounts the first one skipped for a lapsing reason (engine/changes.py).
         second = await run_sweep(h)
         assert second.decided.enrolled == second.started == 0
         assert second.reconciled.checked == len(expected) and second.reconciled.ended == {}
-        assert second.decided.reasons.get("already_enrolled", 0) >= len(expected)
+        assert not second.decided.full and second.decided.scope is not None
+        assert second.decided.accounts <= second.decided.scope < len(expected)
+        # A full one sees every enrolled account again, and enrolls none twice.
+        third = await run_sweep(h, full=True)
+        assert third.decided.full and third.decided.enrolled == third.started == 0
+        assert third.decided.reasons.get("already_enrolled", 0) >= len(expected)
         assert len(rows(h.store)) == len(expected)
 
 
@@ -243,10 +250,12 @@ def test_decide_counts_skipped_candidates_and_reasons_apart(tmp_path: Path) -> N
         real = sweep.decide(store, playbooks(), now, today, settings=EngineSettings())
         # Again: the accounts just enrolled are now in a play, so some candidates
         # are skipped for more than one reason (in the play, and gate or in another).
-        again = sweep.decide(store, playbooks(), now, today, settings=EngineSettings())
+        again = sweep.decide(store, playbooks(), now, today, settings=EngineSettings(), full=True)
     finally:
         store.close()
-    assert dry == real
+    scope = {"full", "scope", "why_full"}
+    assert dry.model_dump(exclude=scope) == real.model_dump(exclude=scope)
+    assert real.full and real.why_full == "no sweep recorded before"
     assert real.skipped == real.decisions - real.enrolled > 0
     assert 0 < real.accounts < real.decisions
     assert (again.decisions, again.accounts, again.enrolled, again.skipped) == (real.decisions, real.accounts, 0,
