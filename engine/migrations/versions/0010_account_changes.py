@@ -1,7 +1,7 @@
 """Incremental sweeps: `account_changes`, `sweep_marks`, `sweep_rechecks`.
 
 Revision ID: account_changes
-Revises: inbound_events
+Revises: sync_runs
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 revision: str = 'account_changes'
-down_revision: str | None = 'inbound_events'
+down_revision: str | None = 'sync_runs'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
