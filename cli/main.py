@@ -42,9 +42,9 @@ try:  # typer >= 0.23 vendors click; older versions depend on it
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
-from cli import (data_commands, doctor_commands, effects_commands, engine_commands, hubspot_commands, message_commands,
-                 outcome_commands, pipeline_commands, render, report_commands, rules, serve_commands, sweep_commands,
-                 sync_commands, webhook_commands, workflow_commands)
+from cli import (backtest_commands, data_commands, doctor_commands, effects_commands, engine_commands,
+                 hubspot_commands, message_commands, outcome_commands, pipeline_commands, render, report_commands, rules,
+                 serve_commands, sweep_commands, sync_commands, webhook_commands, workflow_commands)
 from cli.common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Fail, TextOrJson, TodayOpt, error_kind, failure
 from cli.common import today as today_in_team_zone
 from cli.rules import PathsArg, RulesOpt
@@ -530,7 +530,7 @@ def main() -> NoReturn:
 # (webhooks), source syncs (sync), the setup checks (doctor).
 for _group in (workflow_commands, engine_commands, sweep_commands, data_commands, effects_commands,
                outcome_commands, pipeline_commands, report_commands, message_commands, serve_commands,
-               hubspot_commands, webhook_commands, sync_commands, doctor_commands):
+               hubspot_commands, webhook_commands, sync_commands, doctor_commands, backtest_commands):
     _group.register(app)
 
 

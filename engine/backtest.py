@@ -1,0 +1,550 @@
+"""`playbook backtest`: the rules over each past day with the values known that day.
+
+    result = backtest(conn, catalog, ["usage_ceiling"], dt.date(2026, 1, 1), dt.date(2026, 3, 31))
+
+A day's values: the account fields as known at the end of that day (the
+field history, engine/history.py), metric points and events dated up to that
+day. Two paths that must agree (tests/engine/test_backtest.py):
+
+* set-wise (`backtest`): the accounts' *versions* are built once (one row per
+  account and span of days in which none of its fields changed, from the
+  history's intervals), then each trigger is one INSERT ... SELECT. A
+  trigger that reads only fields is evaluated per version, its fire days the
+  version's span; one that reads the day (a window, `today`, `days_until`)
+  is evaluated over versions x days, its windows aggregated per (account,
+  day) from the series rows joined to the days they fall in.
+* the reference (`backtest_by_day`): today's compiler once per day, reading
+  `history.as_of_select(day)` in place of the accounts table.
+
+Both write fire spans (variant, account, first day, day after the last)
+into one temporary table, and one summary reads it: per trigger (and per
+`--vary` value) the first fire day of each account, accounts firing per day
+and per quarter, and conversions: accounts whose first fire was followed by
+a won outcome within `window` days.
+
+`--vary TRIGGER.PARAM=70%,80%`: PARAM names a comparison with a number in
+the trigger's condition by what is compared: a field or derived field
+(`usage_percent` in `account.usage_percent > 80%`) or a series
+(`gated_feature_explored` in `count(gated_feature_explored, 14 days) >= 3`).
+Each value replaces that number, in the same unit (a percent for a percent).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from dsl import nodes as n
+from dsl.catalog import Catalog
+from dsl.functions import Function
+from dsl.suggest import closest
+from engine import schema
+from engine.enroll import Scratch
+from engine.history import HISTORY, KNOWN, _NUMBERS, _typed, as_of_select, tracked_fields
+from engine.sqlcompile import SQLCompiler, compiler, dialect_for, disjuncts
+from engine.sqlfunctions import SeriesRows, Window
+
+DEFAULT_WINDOW = 180  # days from a first fire to a won outcome that still counts as converted
+
+
+class BacktestError(Exception):
+    """Bad input: dates, an unknown trigger or parameter, a value in the wrong unit, no history."""
+
+
+# ---------------------------------------------------------------- variants (--vary)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One condition to backtest: a trigger as written, or with one number replaced."""
+
+    trigger: str
+    when: n.Expr
+    param: str | None = None  # e.g. "usage_percent"
+    value: str | None = None  # as the user wrote it, e.g. "70%"
+    current: bool = True  # the value the rules have
+
+    @property
+    def label(self) -> str:
+        return self.trigger if self.param is None else f"{self.param}={self.value}"
+
+
+def _comparisons(expr: n.Node) -> Iterator[tuple[str, n.Number | n.Percent]]:
+    """(param name, its number literal) for each comparison of a named thing with a number."""
+    if isinstance(expr, n.Binary) and expr.op in n.COMPARISONS:
+        for named, lit in ((expr.left, expr.right), (expr.right, expr.left)):
+            if isinstance(lit, (n.Number, n.Percent)):
+                name = _param_name(named)
+                if name is not None:
+                    yield name, lit
+    for value in expr.__dict__.values():
+        children = value if isinstance(value, list) else [value]
+        for child in children:
+            if isinstance(child, n.Node):
+                yield from _comparisons(child)
+
+
+def _param_name(expr: n.Node) -> str | None:
+    if isinstance(expr, n.Ref):
+        return expr.path[-1]
+    if isinstance(expr, n.Call) and expr.args and isinstance(expr.args[0], n.Symbol):
+        return expr.args[0].name
+    return None
+
+
+def params(catalog: Catalog, trigger: str) -> list[str]:
+    """The names --vary accepts for a trigger, in the order they appear."""
+    return list(dict.fromkeys(name for name, _ in _comparisons(catalog.triggers[trigger].when)))
+
+
+def _show(lit: n.Number | n.Percent) -> str:
+    v = lit.value * 100 if isinstance(lit, n.Percent) else lit.value
+    text = f"{v:g}"
+    return text + "%" if isinstance(lit, n.Percent) else text
+
+
+def vary(catalog: Catalog, spec: str) -> list[Variant]:
+    """`TRIGGER.PARAM=V1,V2,...` -> one variant per value (BacktestError on anything wrong)."""
+    head, eq, values = spec.partition("=")
+    trigger, dot, param = head.strip().partition(".")
+    if not eq or not dot or not trigger or not param or not values.strip():
+        raise BacktestError(f"--vary wants TRIGGER.PARAM=V1,V2 (e.g. usage_ceiling.usage_percent=70%,80%), "
+                            f"not {spec!r}")
+    if trigger not in catalog.triggers:
+        hint = closest(trigger, catalog.triggers)
+        raise BacktestError(f"--vary: no trigger '{trigger}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+    found = [lit for name, lit in _comparisons(catalog.triggers[trigger].when) if name == param]
+    if not found:
+        names = params(catalog, trigger)
+        hint = closest(param, names)
+        have = ", ".join(names) if names else "none: its condition compares nothing with a number"
+        raise BacktestError(f"--vary: trigger '{trigger}' has no parameter '{param}'"
+                            + (f" (did you mean '{hint}'?)" if hint else "") + f"; its parameters: {have}")
+    if len(found) > 1:
+        raise BacktestError(f"--vary: '{trigger}.{param}' is compared with a number {len(found)} times in the "
+                            "condition; it cannot say which one to vary")
+    original = found[0]
+    percent = isinstance(original, n.Percent)
+    out: list[Variant] = []
+    for raw in values.split(","):
+        text = raw.strip()
+        is_percent = text.endswith("%")
+        try:
+            number = float(text[:-1] if is_percent else text)
+            if not math.isfinite(number):
+                raise ValueError(text)
+        except ValueError:
+            raise BacktestError(f"--vary {trigger}.{param}: {text!r} is not a number") from None
+        if percent and not is_percent:
+            raise BacktestError(f"--vary {trigger}.{param}: the rule compares with a percent ({_show(original)}); "
+                                f"write {text}% (or {number / 100:g} as {number:g}%?) instead of {text}")
+        if is_percent and not percent:
+            raise BacktestError(f"--vary {trigger}.{param}: the rule compares with a plain number "
+                                f"({_show(original)}), not a percent; write {text[:-1]}")
+        when = copy.deepcopy(catalog.triggers[trigger].when)
+        lit = next(lit for name, lit in _comparisons(when) if name == param)
+        lit.value = number / 100 if percent else number
+        out.append(Variant(trigger, when, param, text, current=math.isclose(lit.value, original.value)))
+    return out
+
+
+def variants(catalog: Catalog, triggers: Sequence[str] = (), varies: Sequence[str] = ()) -> list[Variant]:
+    """The conditions of one run: each trigger named (else every trigger), a varied one once per value."""
+    for t in triggers:
+        if t not in catalog.triggers:
+            hint = closest(t, catalog.triggers)
+            raise BacktestError(f"no trigger '{t}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+    varied: dict[str, list[Variant]] = {}
+    for spec in varies:
+        vs = vary(catalog, spec)
+        if vs[0].trigger in varied:
+            raise BacktestError(f"--vary: trigger '{vs[0].trigger}' is varied twice; vary one parameter per run")
+        varied[vs[0].trigger] = vs
+    names = list(triggers) or list(catalog.triggers)
+    names += [t for t in varied if t not in names]
+    out: list[Variant] = []
+    for t in names:
+        out.extend(varied.get(t) or [Variant(t, catalog.triggers[t].when)])
+    return out
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class TriggerResult:
+    trigger: str
+    label: str
+    param: str | None
+    value: str | None
+    current: bool
+    first: dict[str, dt.date] = field(default_factory=dict)  # account -> first fire day
+    per_day: dict[dt.date, int] = field(default_factory=dict)  # accounts firing that day
+    per_quarter: dict[str, int] = field(default_factory=dict)  # accounts firing at least once in the quarter
+    converted: int = 0  # first fire, then a won outcome within the window
+
+    @property
+    def accounts(self) -> int:
+        return len(self.first)
+
+    def to_json(self, accounts: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "trigger": self.trigger, "label": self.label, "param": self.param, "value": self.value,
+            "current": self.current, "accounts_fired": self.accounts, "converted": self.converted,
+            "conversion_rate": round(self.converted / self.accounts, 4) if self.accounts else None,
+            "per_quarter": self.per_quarter,
+            "first_fires_per_day": {d.isoformat(): c for d, c in sorted(Counter(self.first.values()).items())},
+            "firing_per_day": {d.isoformat(): c for d, c in sorted(self.per_day.items())}}
+        if accounts:
+            out["first_fire"] = {a: d.isoformat() for a, d in sorted(self.first.items())}
+        return out
+
+
+@dataclass
+class Backtest:
+    start: dt.date
+    end: dt.date
+    window: int  # days
+    known_since: dt.date | None  # the first day any account is known (history starts)
+    outcomes: int  # won outcomes in the store
+    results: list[TriggerResult]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "conversion_window_days": self.window,
+                "history_starts": self.known_since.isoformat() if self.known_since else None,
+                "won_outcomes": self.outcomes, "triggers": [r.to_json() for r in self.results]}
+
+
+# ---------------------------------------------------------------- checks
+
+
+def check_range(conn: Connection, start: dt.date, end: dt.date, today: dt.date) -> dt.date:
+    """The first day an account is known; BacktestError for reversed or future dates or no history."""
+    if start > end:
+        raise BacktestError(f"--from {start} is after --to {end}")
+    if end >= today:
+        raise BacktestError(f"--to {end} is not in the past (today is {today}): a backtest replays days that "
+                            "are over")
+    first = conn.execute(sa.select(sa.func.min(HISTORY.c.valid_from)).where(HISTORY.c.field == KNOWN)).scalar()
+    if first is None:
+        raise BacktestError("the store keeps no field history (account_field_history is empty): values before "
+                            "the first import are unknown; import accounts with `playbook import` to start one")
+    if isinstance(first, str):  # SQLite hands a bare aggregate back as text
+        first = dt.datetime.fromisoformat(first)
+    if first.date() > end:
+        raise BacktestError(f"the field history starts {first.date()}, after --to {end}: values before the first "
+                            "import are unknown, so no day of this range can be replayed")
+    return first.date()
+
+
+# ---------------------------------------------------------------- the set-wise path
+
+
+def _days_before(dialect: str, day: ColumnElement[Any], days: int) -> ColumnElement[Any]:
+    if dialect == "sqlite":
+        return sa.type_coerce(sa.func.date(day, f"-{days} days"), sa.Date)
+    return sa.type_coerce(day - sa.literal(days, sa.Integer), sa.Date)
+
+
+@dataclass(frozen=True)
+class _DayRows(SeriesRows):
+    """A window's rows for every day at once: grouped by (account, day)."""
+
+    grid_day: Any = None  # the days table's day column
+
+    def per_account(self, alias: str | None = None, **columns: Any) -> sa.Subquery:
+        labelled = [c.label(name) for name, c in columns.items()]
+        return (sa.select(self.account_id, self.grid_day.label("day"), *labelled).where(*self.where)
+                .group_by(self.account_id, self.grid_day).subquery(alias or self.alias))
+
+
+def _day_ends(rows: _DayRows, first: bool) -> sa.Subquery:
+    """`ends` and `latest_point` of engine/sqlfunctions.py, keeping the day."""
+    cols: dict[str, Any] = {"d1": sa.func.max(rows.day)}
+    if first:
+        cols.update(d0=sa.func.min(rows.day), n=sa.func.count())
+    span = rows.per_account(rows.alias + "s", **cols)
+
+    def point(suffix: str, day: Any) -> Any:
+        t = rows.table.alias(rows.alias + suffix)
+        return sa.select(t.c.value).where(t.c[rows.series_column] == rows.series,
+                                          t.c.account_id == span.c.account_id,
+                                          t.c[rows.day_column] == day).scalar_subquery()
+
+    if first:
+        return sa.select(span.c.account_id, span.c.day, span.c.n, point("f", span.c.d0).label("first"),
+                         point("l", span.c.d1).label("last")).subquery(rows.alias)
+    return sa.select(span.c.account_id, span.c.day, point("l", span.c.d1).label("v")).subquery(rows.alias)
+
+
+_DAY_FREE = {"abs", "round", "min", "max"}  # value forms that do not read today
+
+
+class DayCompiler(SQLCompiler):
+    """The compiler over (account, day) rows: `today` is the row's day, windows are per (account, day).
+
+    `accounts` is set by the caller to a relation with `id`, `day` and the
+    field columns; `days` is the days table; `uses_day` says afterwards
+    whether the compiled condition read the day at all."""
+
+    days: Any = None
+    uses_day: bool = False
+
+    def _today(self, e: n.Today) -> Any:
+        self.uses_day = True
+        return self.accounts.c.day
+
+    def _ago(self, e: n.Ago) -> Any:
+        self.uses_day = True
+        return _days_before(self.dialect.name, self.accounts.c.day, math.floor(e.duration.days))
+
+    def _call(self, e: n.Call) -> Any:
+        form, sql = self._function(e)
+        if form.series is None and e.func in _DAY_FREE:
+            return super()._call(e)
+        self.uses_day = True
+        today = self.accounts.c.day
+        if form.series is None:
+            assert sql.value is not None
+            return sql.value(today, *(self.compile(a) for a in e.args))
+        assert sql.window is not None
+        value = sql.window.value(self._window(e, form, sql.window), today)
+        empty = form.empty_series(self.today)
+        return value if empty is None else sa.func.coalesce(value, sa.literal(empty))
+
+    def _window(self, e: n.Call, form: Function, window: Window) -> sa.Subquery:
+        assert isinstance(e.args[0], n.Symbol)
+        days = self._days(e.args[1]) if form.windowed else None
+        key = (form.series or "", window.kind, e.args[0].name, days)
+        if key not in self._joins:
+            rows = self._rows(form.series or "", e.args[0].name, days)
+            if window.kind == "ends":
+                sub = _day_ends(rows, first=True)
+            elif window.kind == "latest":
+                sub = _day_ends(rows, first=False)
+            else:
+                sub = window.subquery(rows)
+            self._joins[key] = sub
+        return self._joins[key]
+
+    def _rows(self, series: str, name: str, days: float | None) -> _DayRows:
+        table, series_column, day_column = (
+            (self._metrics, "metric", "date") if series == "metric" else (self._events, "event", "occurred_on"))
+        day = table.c[day_column]
+        where = [table.c[series_column] == name, day <= self.days.c.day]
+        if days is not None:
+            where.append(day > _days_before(self.dialect.name, self.days.c.day, math.ceil(days)))
+        return _DayRows(table, series_column, day_column, name, tuple(where), f"w{len(self._joins)}",
+                        grid_day=self.days.c.day)
+
+    def from_clause(self, inner: Any = frozenset(), start: Any = None) -> Any:
+        src: Any = self.accounts if start is None else start
+        for key, sub in self._joins.items():
+            on = sa.and_(sub.c.account_id == self.accounts.c.id, sub.c.day == self.accounts.c.day)
+            src = src.join(sub, on) if key in inner else src.outerjoin(sub, on)
+        return src
+
+
+def _versions(conn: Connection, scratch: Scratch, catalog: Catalog, start: dt.date, end: dt.date) -> sa.Table:
+    """One row per account and span of days [since, until) with unchanged fields, within [start, end]."""
+    dialect = conn.dialect.name
+    to_date = dialect_for(dialect).to_date
+    accounts = schema.entity_table(catalog.account, "account")
+    fields = tracked_fields(catalog)
+    table = scratch.table("_pb_bt_versions", sa.Column("id", sa.Text), sa.Column("since", sa.Date),
+                          sa.Column("until", sa.Date), *(sa.Column(c.name, c.type) for c in accounts.c
+                                                         if c.name in fields))
+    h = HISTORY
+    after = end + dt.timedelta(days=1)
+    lo, hi = sa.literal(start, sa.Date), sa.literal(end, sa.Date)
+    # Where a version starts: the day an account is known, each day a replaced value stops or starts
+    # holding, and the first day of the range for accounts known before it.
+    cut = sa.union(
+        sa.select(h.c.account_id, to_date(h.c.valid_from).label("p")),
+        sa.select(h.c.account_id, to_date(h.c.valid_to).label("p")).where(h.c.valid_to.isnot(None)),
+        sa.select(h.c.account_id, lo.label("p")).where(h.c.field == KNOWN, to_date(h.c.valid_from) <= lo),
+    ).subquery("cut")
+    known = h.alias("known")
+    points = (sa.select(cut.c.account_id, cut.c.p).select_from(
+        cut.join(known, sa.and_(known.c.account_id == cut.c.account_id, known.c.field == KNOWN)))
+        .where(cut.c.p >= lo, cut.c.p <= hi, cut.c.p >= to_date(known.c.valid_from))).subquery("points")
+    spans = sa.select(points.c.account_id, points.c.p, sa.func.lead(points.c.p).over(
+        partition_by=points.c.account_id, order_by=points.c.p).label("q")).subquery("spans")
+    pg = dialect == "postgresql"
+    replaced: list[Any] = [spans.c.account_id, spans.c.p]
+    for i, (name, t) in enumerate(fields.items()):
+        source = h.c.value_number if t.name in _NUMBERS else h.c.value_text
+        replaced.append(sa.func.max(sa.case((h.c.field == name, 1))).label(f"has{i}"))
+        replaced.append(sa.func.max(sa.case((h.c.field == name, source))).label(f"v{i}"))
+    old = (sa.select(*replaced).select_from(spans.join(h, sa.and_(
+        h.c.account_id == spans.c.account_id, h.c.field != KNOWN, h.c.valid_to.isnot(None),
+        to_date(h.c.valid_from) <= spans.c.p, to_date(h.c.valid_to) > spans.c.p)))
+        .group_by(spans.c.account_id, spans.c.p).subquery("old"))
+    columns: list[Any] = [spans.c.account_id, spans.c.p,
+                          sa.func.coalesce(spans.c.q, sa.literal(after, sa.Date))]
+    names = []
+    for i, (name, t) in enumerate(fields.items()):
+        if name not in accounts.c:
+            continue
+        names.append(name)
+        value = sa.case((old.c[f"has{i}"] == 1, _typed(pg, t, old.c[f"v{i}"])), else_=accounts.c[name])
+        columns.append(sa.type_coerce(value, accounts.c[name].type))
+    q = (sa.select(*columns).select_from(
+        spans.join(accounts, accounts.c.id == spans.c.account_id)
+        .outerjoin(old, sa.and_(old.c.account_id == spans.c.account_id, old.c.p == spans.c.p))))
+    conn.execute(sa.insert(table).from_select(["id", "since", "until", *names], q))
+    return table
+
+
+def _fired_table(scratch: Scratch) -> sa.Table:
+    return scratch.table("_pb_bt_fired", sa.Column("variant", sa.Integer), sa.Column("account_id", sa.Text),
+                         sa.Column("since", sa.Date), sa.Column("until", sa.Date))
+
+
+def _days_table(conn: Connection, scratch: Scratch, start: dt.date, end: dt.date) -> sa.Table:
+    table = scratch.table("_pb_bt_days", sa.Column("day", sa.Date, primary_key=True), sa.Column("next", sa.Date))
+    span = (end - start).days + 1
+    rows = [{"day": start + dt.timedelta(days=i), "next": start + dt.timedelta(days=i + 1)} for i in range(span)]
+    conn.execute(sa.insert(table), rows)
+    return table
+
+
+def _where(c: SQLCompiler, expr: n.Expr, *columns: Any) -> sa.Select | sa.CompoundSelect:
+    """As engine/evaluate.RuleSQL.where: window joins the condition needs are inner; an `or` whose
+    branches need different windows is a UNION of one query per branch."""
+    branches = disjuncts(expr)
+    if len(branches) > 1 and any(c.required_joins(b) for b in branches):
+        return sa.union(*(_where_one(c, b, columns) for b in branches))
+    return _where_one(c, expr, columns)
+
+
+def _where_one(c: SQLCompiler, expr: n.Expr, columns: Sequence[Any]) -> sa.Select:
+    cond = c.compile(expr)
+    return sa.select(*columns).select_from(c.from_clause(c.required_joins(expr))).where(cond)
+
+
+def backtest(conn: Connection, catalog: Catalog, runs: Sequence[Variant] | Sequence[str], start: dt.date,
+             end: dt.date, window: int = DEFAULT_WINDOW, today: dt.date | None = None) -> Backtest:
+    """Set-wise: each condition one INSERT ... SELECT over the accounts' versions (x days when it reads the day)."""
+    vs = _as_variants(catalog, runs)
+    known = check_range(conn, start, end, today or dt.date.today())
+    with Scratch(conn) as scratch:
+        days = _days_table(conn, scratch, start, end)
+        versions = _versions(conn, scratch, catalog, start, end)
+        fired = _fired_table(scratch)
+        fields = [c for c in versions.c if c.name not in ("since", "until")]
+        grid = (sa.select(*fields, days.c.day, days.c.next).select_from(
+            versions.join(days, sa.and_(days.c.day >= versions.c.since, days.c.day < versions.c.until)))
+            .subquery("accounts"))
+        for i, v in enumerate(vs):
+            c = _day_compiler(catalog, end, conn.dialect.name, grid, days)
+            c.compile(v.when)  # does it read the day?
+            if c.uses_day:
+                c = _day_compiler(catalog, end, conn.dialect.name, grid, days)
+                q = _where(c, v.when, sa.literal(i), grid.c.id, grid.c.day, grid.c.next)
+            else:
+                c = _day_compiler(catalog, end, conn.dialect.name, versions, days)
+                q = _where(c, v.when, sa.literal(i), versions.c.id, versions.c.since, versions.c.until)
+            conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
+        return _summarise(conn, fired, days, vs, start, end, window, known)
+
+
+def _day_compiler(catalog: Catalog, end: dt.date, dialect: str, accounts: Any, days: sa.Table) -> DayCompiler:
+    c = DayCompiler(catalog, end, dialect_for(dialect))
+    c.accounts = accounts
+    c.days = days
+    return c
+
+
+def _as_variants(catalog: Catalog, runs: Sequence[Variant] | Sequence[str]) -> list[Variant]:
+    return [r if isinstance(r, Variant) else Variant(r, catalog.triggers[r].when) for r in runs]
+
+
+# ---------------------------------------------------------------- the reference: one day at a time
+
+
+def backtest_by_day(conn: Connection, catalog: Catalog, runs: Sequence[Variant] | Sequence[str], start: dt.date,
+                    end: dt.date, window: int = DEFAULT_WINDOW, today: dt.date | None = None,
+                    progress: Callable[[dt.date], None] | None = None) -> Backtest:
+    """Today's compiler once per day and condition, over `history.as_of_select(day)`: the slow, plain path."""
+    vs = _as_variants(catalog, runs)
+    known = check_range(conn, start, end, today or dt.date.today())
+    dialect = conn.dialect.name
+    with Scratch(conn) as scratch:
+        days = _days_table(conn, scratch, start, end)
+        fired = _fired_table(scratch)
+        day = start
+        while day <= end:
+            if progress is not None:
+                progress(day)
+            for i, v in enumerate(vs):
+                c = compiler(catalog, day, dialect)
+                c.accounts = as_of_select(catalog, day, dialect).subquery("accounts")  # type: ignore[assignment]
+                q = _where(c, v.when, sa.literal(i), c.accounts.c.id, sa.literal(day, sa.Date),
+                           sa.literal(day + dt.timedelta(days=1), sa.Date))
+                conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
+            day += dt.timedelta(days=1)
+        return _summarise(conn, fired, days, vs, start, end, window, known)
+
+
+# ---------------------------------------------------------------- the summary
+
+
+def _date(value: Any) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def quarter(day: dt.date) -> str:
+    return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+
+
+def _summarise(conn: Connection, fired: sa.Table, days: sa.Table, vs: Sequence[Variant], start: dt.date,
+               end: dt.date, window: int, known: dt.date) -> Backtest:
+    results = [TriggerResult(v.trigger, v.label, v.param, v.value, v.current) for v in vs]
+    for i, account, first in conn.execute(sa.select(fired.c.variant, fired.c.account_id, sa.func.min(fired.c.since))
+                                          .group_by(fired.c.variant, fired.c.account_id)):
+        results[i].first[account] = _date(first)
+    # Accounts firing per day (an account fires on a day at most once: spans of one variant never overlap,
+    # but the UNION of an `or` may give the same day twice, so count distinct).
+    per_day = (sa.select(fired.c.variant, days.c.day, sa.func.count(sa.distinct(fired.c.account_id)))
+               .select_from(fired.join(days, sa.and_(days.c.day >= fired.c.since, days.c.day < fired.c.until)))
+               .group_by(fired.c.variant, days.c.day))
+    for i, day, count in conn.execute(per_day):
+        results[i].per_day[_date(day)] = int(count)
+    # Per quarter: accounts that fired at least once in it.
+    qs: list[tuple[str, dt.date, dt.date]] = []
+    d = start
+    while d <= end:
+        next_quarter = dt.date(d.year + (d.month > 9), ((d.month - 1) // 3 * 3 + 3) % 12 + 1, 1)
+        q_end = min(end, next_quarter - dt.timedelta(days=1))
+        qs.append((quarter(d), d, q_end))
+        d = q_end + dt.timedelta(days=1)
+    for label, q0, q1 in qs:
+        q = (sa.select(fired.c.variant, sa.func.count(sa.distinct(fired.c.account_id)))
+             .where(fired.c.since <= sa.literal(q1, sa.Date), fired.c.until > sa.literal(q0, sa.Date))
+             .group_by(fired.c.variant))
+        counts: dict[int, int] = {int(i): int(c) for i, c in conn.execute(q)}
+        for i, r in enumerate(results):
+            r.per_quarter[label] = int(counts.get(i, 0))
+    # Conversions: a won outcome within `window` days after the account's first fire.
+    o = schema.Outcome.__table__
+    won: dict[str, list[dt.date]] = {}
+    for account, at in conn.execute(sa.select(o.c.account_id, o.c.at).where(o.c.outcome == "won")):
+        won.setdefault(account, []).append(at.date() if isinstance(at, dt.datetime) else _date(at))
+    for r in results:
+        limit = dt.timedelta(days=window)
+        r.converted = sum(1 for a, f in r.first.items() if any(f <= w <= f + limit for w in won.get(a, ())))
+    return Backtest(start, end, window, known, sum(len(v) for v in won.values()), results)
+
+
+__all__ = ["DEFAULT_WINDOW", "Backtest", "BacktestError", "TriggerResult", "Variant", "backtest", "backtest_by_day",
+           "check_range", "params", "quarter", "vary", "variants"]

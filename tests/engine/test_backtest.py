@@ -1,0 +1,244 @@
+"""playbook backtest: the set-wise path equals the day-by-day reference, on both stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsl.project import load_text
+from engine import schema
+from engine.backtest import Backtest, BacktestError, backtest, backtest_by_day, variants, vary
+from engine.history import HISTORY
+from engine.store import Store
+from store_backends import BACKENDS, fresh_store
+
+SOURCE = """\
+entity account
+  field plan          text
+  field usage_percent percent?
+  field health_score  number?
+  field renewal_date  date?
+  let heavy = account.usage_percent
+
+metric engagement_minutes per day
+metric headcount          per week
+event funding_announced
+
+trigger usage_ceiling "Usage ceiling"
+  when account.usage_percent > 80%
+  then start p
+
+trigger expansion_due "Heavy and healthy"
+  when account.heavy > 80% and account.health_score > 60
+  then start p
+
+trigger funded "Funding"
+  when happened(funding_announced, within 10 days)
+  then start p
+
+trigger engaged "Engaged"
+  when avg(engagement_minutes, 7 days) >= 50
+  then start p
+
+trigger growing "Growing"
+  when growth(headcount, 30 days) >= 20% or happened(funding_announced, within 3 days)
+  then start p
+
+trigger renewal "Renewal close"
+  when days_until(account.renewal_date) between 10 and 30
+  then start p
+
+trigger recent "Latest and counts"
+  when latest(engagement_minutes) > 90 or count(funding_announced, 20 days) >= 2
+  then start p
+
+play p "P"
+  day 1 stage "Qualified"
+"""
+CATALOG = load_text(SOURCE, "bt.play").catalog
+START = dt.date(2026, 1, 1)
+END = dt.date(2026, 2, 28)
+TODAY = dt.date(2026, 6, 1)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    with fresh_store(request.param, tmp_path, CATALOG) as s:
+        yield s
+
+
+def at(day: dt.date, hour: int = 9) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour), dt.timezone.utc)
+
+
+def history(rows: list[dict]) -> list[dict]:
+    """Every row with every column: an executemany takes its columns from the first row."""
+    return [{"valid_to": None, "value_number": None, "value_text": None, **r} for r in rows]
+
+
+def seed(store: Store, rng: random.Random, n: int = 6) -> None:
+    """Accounts with random current values, random earlier values in the history, points and events."""
+    accounts = schema.entity_table(CATALOG.account, "account")
+    rows, hist, points, events = [], [], [], []
+    for i in range(n):
+        aid = f"a{i}"
+        rows.append({"id": aid, "name": aid, "plan": "Growth", "usage_percent": rng.choice([None, 0.7, 0.85, 0.95]),
+                     "health_score": rng.choice([None, 50, 70]),
+                     "renewal_date": rng.choice([None, START + dt.timedelta(days=rng.randrange(0, 90))])})
+        known = START + dt.timedelta(days=rng.randrange(-10, 30))
+        hist.append({"account_id": aid, "field": "*", "valid_from": at(known), "valid_to": None})
+        t = at(known)
+        for _ in range(rng.randrange(0, 4)):  # earlier values, each replaced some days later
+            name = rng.choice(["usage_percent", "health_score", "renewal_date"])
+            t2 = t + dt.timedelta(days=rng.randrange(0, 15), hours=rng.randrange(0, 20))
+            if name == "renewal_date":
+                value = {"value_text": (START + dt.timedelta(days=rng.randrange(0, 60))).isoformat()}
+            else:
+                value = {"value_number": rng.choice([0.5, 0.9, 40.0, 80.0])}
+            prev = [h for h in hist if h["account_id"] == aid and h["field"] == name]
+            since = prev[-1]["valid_to"] if prev else at(known)
+            if t2 > since:
+                hist.append({"account_id": aid, "field": name, "valid_from": since, "valid_to": t2, **value})
+            t = t2
+        for d in range(0, 70, rng.choice([1, 3])):
+            points.append({"metric": "engagement_minutes", "account_id": aid,
+                           "date": START + dt.timedelta(days=d - 5), "value": rng.choice([20.0, 60.0, 95.0])})
+        for d in range(0, 70, 7):
+            points.append({"metric": "headcount", "account_id": aid, "date": START + dt.timedelta(days=d - 7),
+                           "value": 100.0 + d * rng.choice([0, 1, 3])})
+        for k in range(rng.randrange(0, 4)):
+            day = START + dt.timedelta(days=rng.randrange(-5, 60))
+            events.append({"key": f"{aid}-{k}", "account_id": aid, "event": "funding_announced",
+                           "occurred_at": at(day), "occurred_on": day})
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(accounts), rows)
+        conn.execute(sa.insert(HISTORY), history(hist))
+        conn.execute(sa.insert(schema.MetricPoint.__table__), points)
+        if events:
+            conn.execute(sa.insert(schema.Event.__table__), events)
+
+
+def both(store: Store, runs, start=START, end=END, window=30) -> tuple[Backtest, Backtest]:
+    with store.engine.connect() as conn:
+        fast = backtest(conn, CATALOG, runs, start, end, window, today=TODAY)
+        slow = backtest_by_day(conn, CATALOG, runs, start, end, window, today=TODAY)
+    return fast, slow
+
+
+def same(a: Backtest, b: Backtest) -> None:
+    for x, y in zip(a.results, b.results, strict=True):
+        assert (x.label, x.first, x.per_day, x.per_quarter, x.converted) == \
+               (y.label, y.first, y.per_day, y.per_quarter, y.converted), x.trigger
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed_value=st.integers(0, 10_000))
+def test_set_wise_backtest_equals_the_day_by_day_reference(kind, tmp_path, seed_value) -> None:
+    with fresh_store(kind, tmp_path, CATALOG) as store:
+        seed(store, random.Random(seed_value))
+        fast, slow = both(store, list(CATALOG.triggers))
+        same(fast, slow)
+
+
+def test_a_field_changed_mid_period_moves_the_fire_day(store: Store) -> None:
+    accounts = schema.entity_table(CATALOG.account, "account")
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(accounts), [{"id": "a1", "name": "A", "plan": "G", "usage_percent": 0.9},
+                                           {"id": "a2", "name": "B", "plan": "G", "usage_percent": 0.5}])
+        conn.execute(sa.insert(HISTORY), history([
+            {"account_id": "a1", "field": "*", "valid_from": at(dt.date(2025, 12, 1))},
+            # a1 was at 50% until the import of Jan 20 (late in the day) raised it to 90%
+            {"account_id": "a1", "field": "usage_percent", "valid_from": at(dt.date(2025, 12, 1)),
+             "valid_to": at(dt.date(2026, 1, 20), 22), "value_number": 0.5},
+            {"account_id": "a2", "field": "*", "valid_from": at(dt.date(2025, 12, 1))},
+            # a2 was at 95% until Jan 10, then dropped
+            {"account_id": "a2", "field": "usage_percent", "valid_from": at(dt.date(2025, 12, 1)),
+             "valid_to": at(dt.date(2026, 1, 10)), "value_number": 0.95}]))
+    fast, slow = both(store, ["usage_ceiling"])
+    same(fast, slow)
+    r = fast.results[0]
+    assert r.first == {"a1": dt.date(2026, 1, 20), "a2": dt.date(2026, 1, 1)}
+    assert r.per_day[dt.date(2026, 1, 9)] == 1 and r.per_day.get(dt.date(2026, 1, 10)) is None
+    assert r.per_day[dt.date(2026, 1, 20)] == 1 and r.per_day[dt.date(2026, 2, 28)] == 1
+    assert r.per_quarter == {"2026-Q1": 2}
+
+
+def test_a_won_outcome_within_the_window_after_the_first_fire_converts(store: Store) -> None:
+    accounts = schema.entity_table(CATALOG.account, "account")
+    o = schema.Outcome.__table__
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(accounts), [{"id": f"a{i}", "name": "A", "plan": "G", "usage_percent": 0.9}
+                                           for i in range(3)])
+        conn.execute(sa.insert(HISTORY), history([{"account_id": f"a{i}", "field": "*",
+                                           "valid_from": at(dt.date(2026, 1, 5))} for i in range(3)]))
+        conn.execute(sa.insert(o), [
+            {"account_id": "a0", "outcome": "won", "at": at(dt.date(2026, 1, 30)), "key": "k0"},  # 25 days
+            {"account_id": "a1", "outcome": "won", "at": at(dt.date(2026, 3, 30)), "key": "k1"},  # 84 days
+            {"account_id": "a2", "outcome": "lost", "at": at(dt.date(2026, 1, 30)), "key": "k2"}])
+    fast, slow = both(store, ["usage_ceiling"], window=30)
+    same(fast, slow)
+    assert fast.results[0].converted == 1 and fast.outcomes == 2
+
+
+def test_vary_gives_one_column_per_threshold(store: Store) -> None:
+    seed(store, random.Random(7), n=12)
+    runs = variants(CATALOG, ["usage_ceiling"], ["usage_ceiling.usage_percent=70%,80%,90%"])
+    assert [v.label for v in runs] == ["usage_percent=70%", "usage_percent=80%", "usage_percent=90%"]
+    assert [v.current for v in runs] == [False, True, False]
+    fast, slow = both(store, runs)
+    same(fast, slow)
+    fired = [r.accounts for r in fast.results]
+    assert fired[0] >= fired[1] >= fired[2]
+    plain, _ = both(store, ["usage_ceiling"])
+    assert fast.results[1].first == plain.results[0].first
+
+
+def test_vary_names_a_series_compared_with_a_number() -> None:
+    [v] = vary(CATALOG, "recent.engagement_minutes=80")
+    assert v.param == "engagement_minutes" and not v.current
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("usage_celing.usage_percent=70%", "no trigger 'usage_celing' (did you mean 'usage_ceiling'?)"),
+    ("usage_ceiling.usage_prcent=70%", "has no parameter 'usage_prcent' (did you mean 'usage_percent'?)"),
+    ("usage_ceiling.usage_percent=70", "compares with a percent (80%); write 70%"),
+    ("engaged.engagement_minutes=50%", "plain number (50), not a percent; write 50"),
+    ("usage_ceiling.usage_percent=lots", "'lots' is not a number"),
+    ("usage_ceiling=70%", "--vary wants TRIGGER.PARAM=V1,V2"),
+    ("renewal.renewal_date=5", "has no parameter 'renewal_date'"),
+])
+def test_vary_refuses_bad_input_clearly(spec: str, message: str) -> None:
+    with pytest.raises(BacktestError, match=None) as e:
+        vary(CATALOG, spec)
+    assert message in str(e.value)
+
+
+def test_dates_reversed_or_in_the_future_are_refused(store: Store) -> None:
+    seed(store, random.Random(1))
+    with store.engine.connect() as conn:
+        with pytest.raises(BacktestError, match="is after"):
+            backtest(conn, CATALOG, ["funded"], END, START, today=TODAY)
+        with pytest.raises(BacktestError, match="not in the past"):
+            backtest(conn, CATALOG, ["funded"], START, TODAY, today=TODAY)
+
+
+def test_a_store_without_history_says_values_before_the_first_import_are_unknown(store: Store) -> None:
+    with store.engine.connect() as conn, pytest.raises(BacktestError, match="before the first import are unknown"):
+        backtest(conn, CATALOG, ["funded"], START, END, today=TODAY)
+
+
+def test_a_range_before_the_history_starts_is_refused(store: Store) -> None:
+    seed(store, random.Random(1))
+    with store.engine.connect() as conn, pytest.raises(BacktestError, match="history starts"):
+        backtest(conn, CATALOG, ["funded"], dt.date(2025, 1, 1), dt.date(2025, 2, 1), today=TODAY)
+
+
+def test_an_unknown_trigger_gets_a_did_you_mean() -> None:
+    with pytest.raises(BacktestError, match="did you mean 'funded'"):
+        variants(CATALOG, ["fundd"])
