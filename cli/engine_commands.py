@@ -283,6 +283,9 @@ def plan(
             diff = _read(store, lambda conn: pl.rule_diff(
                 conn, (old_project.catalog, old_plans), (project.catalog, plans), day, knobs,
                 before=against, after="working tree"))
+        from dsl.source_diff import changes as source_changes
+
+        diff.sources = source_changes(old_project.catalog, project.catalog)
         changes = diff.changes
         if json_mode:
             print(json.dumps({**diff.to_json(), "settings": decide_with.decisions_json()}, indent=2))
@@ -341,8 +344,15 @@ def _diff_text(d: Any) -> str:
         lines += row(c, True)
     changed_t = sum(1 for c in d.triggers if c.changed)
     changed_p = sum(1 for c in d.plays if c.changed)
-    lines += ["", f"Diff: {changed_t} of {len(d.triggers)} triggers and {changed_p} of {len(d.plays)} plays change."
-              if d.changes else "No change: both rule sets select the same accounts."]
+    if d.sources:
+        lines += ["", "sources (what syncs read and where it lands)"]
+        for src in d.sources:
+            mark = {"added": "+", "removed": "-", "changed": "~"}[src["status"]]
+            lines.append(f"  {mark} {src['source']}  ({src['status']})")
+            lines += [f"      {detail}" for detail in src["details"]]
+    sources = f", {len(d.sources)} source(s)" if d.sources else ""
+    lines += ["", f"Diff: {changed_t} of {len(d.triggers)} triggers and {changed_p} of {len(d.plays)} plays change"
+              f"{sources}." if d.changes else "No change: both rule sets select the same accounts."]
     return "\n".join(lines) + "\n"
 
 

@@ -174,15 +174,16 @@ class RuleDiff:
     after: str  # e.g. "working tree"
     triggers: list[Change]
     plays: list[Change]
+    sources: list[dict[str, Any]] = field(default_factory=list)  # dsl/source_diff.py: mappings that change
 
     @property
     def changes(self) -> bool:
-        return any(c.changed for c in self.triggers + self.plays)
+        return any(c.changed for c in self.triggers + self.plays) or bool(self.sources)
 
     def to_json(self) -> dict[str, Any]:
         return {"today": self.today.isoformat(), "before": self.before, "after": self.after,
                 "changes": self.changes, "triggers": [c.to_json() for c in self.triggers],
-                "plays": [c.to_json() for c in self.plays]}
+                "plays": [c.to_json() for c in self.plays], "sources": self.sources}
 
 
 EXAMPLES = 5

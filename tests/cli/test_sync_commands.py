@@ -60,3 +60,40 @@ def test_a_source_without_its_url_names_the_setting(rules: Path, tmp_path: Path,
     (tmp_path / "none.toml").write_text("", encoding="utf-8")
     assert run(["sync", "--rules", str(rules), "--db", f"sqlite:///{tmp_path}/store.db"]) == 2
     assert "PLAYBOOK_SOURCE_USAGE_URL or `url` in [sources.usage]" in capsys.readouterr().err
+
+
+def test_a_sync_prints_what_it_read_and_wrote_and_a_second_reads_nothing_new(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import uuid
+
+    import sqlalchemy as sa
+
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from store_backends import PG_URL, pg_reason
+
+    if (reason := pg_reason()) is not None:
+        pytest.fail(reason)
+    schema = f"pb_wh_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        conn.execute(sa.text(f'CREATE TABLE "{schema}".usage (account_id text, arr numeric, updated_at timestamptz)'))
+        conn.execute(sa.text(f"INSERT INTO \"{schema}\".usage VALUES ('a1', 10, now()), ('a2', 20, now())"))
+    try:
+        folder = tmp_path / "rules"
+        folder.mkdir()
+        (folder / "s.play").write_text(RULES.replace("from usage", f"from {schema}.usage"), encoding="utf-8")
+        monkeypatch.setenv("PLAYBOOK_SOURCE_USAGE_URL", PG_URL)
+        db = f"sqlite:///{tmp_path}/store.db"
+        assert run(["sync", "--rules", str(folder), "--db", db]) == 0
+        assert capsys.readouterr().out == ("source usage: ok (from its cursor): 2 read in 1 batch(es), 2 new, "
+                                           "0 updated, 0 value(s) changed, 0 refused\n")
+        assert run(["sync", "usage", "--rules", str(folder), "--db", db, "--format", "json"]) == 0
+        (src,) = json.loads(capsys.readouterr().out)["sources"]
+        assert (src["status"], src["read"], src["batches"]) == ("ok", 0, 0)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -1,0 +1,47 @@
+"""What `playbook plan --against` says about changed `source` declarations."""
+
+from __future__ import annotations
+
+from dsl.project import load_text
+from dsl.source_diff import changes
+
+BASE = '''\
+entity account
+  field arr money?
+  field seats int?
+
+source crm from hubspot companies
+  incremental by hs_lastmodifieddate
+  account.id  = hs_object_id
+  account.arr = annualrevenue
+'''
+
+
+def catalog(text: str):
+    project = load_text(text, "s.play")
+    assert project.diagnostics == []
+    return project.catalog
+
+
+def test_unchanged_sources_are_not_listed():
+    assert changes(catalog(BASE), catalog(BASE + "\n# a comment\n")) == []
+
+
+def test_a_remapped_added_and_dropped_field_are_each_named():
+    after = BASE.replace("account.arr = annualrevenue", "account.arr = arr_usd\n  account.seats = seats")
+    assert changes(catalog(BASE), catalog(after)) == [
+        {"source": "crm", "status": "changed",
+         "details": ["~ account.arr = annualrevenue -> arr_usd", "+ account.seats = seats"]}]
+
+
+def test_a_new_and_a_removed_source_say_what_they_read():
+    added = BASE + 'source usage from warehouse\n  query "select 1"\n  account.id = id\n'
+    assert changes(catalog(BASE), catalog(added)) == [
+        {"source": "usage", "status": "added", "details": ["warehouse, full each sync", "+ account.id = id"]}]
+    assert changes(catalog(added), catalog(BASE))[0]["status"] == "removed"
+
+
+def test_a_cursor_change_is_a_change_of_what_is_read():
+    after = BASE.replace("  incremental by hs_lastmodifieddate\n", "")
+    assert changes(catalog(BASE), catalog(after))[0]["details"] == [
+        "reads hubspot companies, incremental by hs_lastmodifieddate -> hubspot companies, full each sync"]
