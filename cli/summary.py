@@ -127,6 +127,7 @@ def build_summary(
                 "gate": p.gate if not p.ungated else "(ungated)",
                 "started_by": [t.name for t in cat.triggers_starting(p.name)],
                 "anchor": p.anchor.dotted if p.anchor else None,
+                "holdout": p.holdout.percent if p.holdout else None,
                 "steps": [
                     {"when": _timing(s.timing), "day": s.timing.day, "what": describe(s.action),
                      "unless": format_expr(s.unless) if s.unless is not None else None}
@@ -265,7 +266,8 @@ def render_summary(out: Console, data: dict[str, Any], diagnostics: Sequence[Dia
         if p["title"]:
             title.append(f" “{p['title']}”")
         meta = [x for x in (p["kind"], f"gate {p['gate']}" if p["gate"] else None,
-                            f"relative to {p['anchor']}" if p["anchor"] else None) if x]
+                            f"relative to {p['anchor']}" if p["anchor"] else None,
+                            f"holdout {p['holdout']:g}%" if p.get("holdout") else None) if x]
         if meta:
             title.append(f"  ({', '.join(meta)})", style="dim")
         out.print(title)

@@ -73,3 +73,11 @@ def test_why_says_an_account_is_held_out(project: tuple[str, str]) -> None:
     r = run_cli("why", HELD[0], "--rules", rules, "--db", url, "--today", TODAY.isoformat())
     assert r.code == 0, r.stderr
     assert "held out" in r.stdout and "upsell's holdout (20% of accounts by a stable hash)" in r.stdout
+
+
+def test_summary_names_the_holdout(project: tuple[str, str]) -> None:
+    rules, _ = project
+    r = run_cli("summary", rules)
+    assert r.code == 0, r.stdout
+    assert "holdout 20%" in r.stdout
+    assert json.loads(run_cli("summary", "--format", "json", rules).stdout)["plays"][0]["holdout"] == 20.0
