@@ -122,7 +122,8 @@ def test_a_batch_sent_twice_stores_each_event_once_and_says_so(store, catalog):
 
 
 def test_an_undeclared_event_is_ignored_with_its_reason_and_the_rest_stored(store, catalog):
-    batch = {"batch": [track("ok-1"), track("bad-1", event="Signed Up"), {"type": "page", "messageId": "p-1"}]}
+    no_id = {k: v for k, v in track("x").items() if k != "messageId"}
+    batch = {"batch": [track("ok-1"), track("bad-1", event="Signed Up"), {"type": "page", "messageId": "p-1"}, no_id]}
     with server(store, catalog) as url:
         got = httpx.post(f"{url}/v1/batch", json=batch, headers=auth())
     assert got.status_code == 200
@@ -131,6 +132,7 @@ def test_an_undeclared_event_is_ignored_with_its_reason_and_the_rest_stored(stor
     reasons = {i["messageId"]: i["reason"] for i in body["ignored"]}
     assert "'Signed Up' is not a declared event" in reasons["bad-1"]
     assert "page" in reasons["p-1"]
+    assert "no messageId" in reasons["(none)"]
     assert [r["key"] for r in stored_events(store)] == ["id:feature_request:ok-1"]
 
 
