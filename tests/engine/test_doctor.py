@@ -214,3 +214,15 @@ def test_demo_gate_shares_agree_with_the_reference_evaluator_and_are_too_strict(
             f = found[f"expansion_ready (segment == {seg})"]
             assert f.details == {"passing": passing, "accounts": len(ids)}, seg
             assert f.status == d.FAIL and "too strict" in f.advice, seg  # the issue: 2.7% and 4.7% on the demo
+
+
+def test_reads_names_the_shipped_triggers_fields_and_series() -> None:
+    cat = load([PLAYBOOKS]).catalog
+    assert d.reads(cat, cat.triggers["seat_saturation"].when) == (["seats_active", "seats_purchased"], [], [])
+    assert d.reads(cat, cat.triggers["feature_exploration"].when) == (
+        ["requested_feature"], [], ["gated_feature_explored"])
+    fields, metrics, events = d.reads(cat, cat.triggers["cross_sell_fit"].when)
+    assert {"product_fit", "champion_strength", "cross_sell_product"} <= set(fields)
+    assert (metrics, events) == ([], ["cross_sell_interest"])
+    assert d.reads(cat, cat.triggers["power_user_emergence"].when) == (
+        ["cohort_engagement_minutes"], ["engagement_minutes"], [])
