@@ -349,3 +349,63 @@ def test_hubspot_5xx_past_the_retries_stops_unreachable_keeping_what_was_written
     assert run["status"] == "failed" and run["cursor"] == {"mode": "full", "after": "2",
                                                            "max": "2026-12-01T10:00:00.000Z"}
     assert TOKEN not in (run["error"] or "")
+
+
+def test_a_killed_sync_process_resumes_from_the_page_after_its_last_written_batch(wiremock, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "s.play").write_text(CRM, encoding="utf-8")
+    db = f"sqlite:///{tmp_path}/store.db"
+    first = {"request": {"method": "GET", "urlPath": "/crm/v3/objects/companies",
+                         "queryParameters": {"after": {"absent": True}}},
+             "response": page(company("101", "Acme", "1", "2026-12-01T10:00:00.000Z"), after="2")}
+    second_slow = {"scenarioName": "kill", "requiredScenarioState": "Started", "newScenarioState": "again",
+                   "request": {"method": "GET", "urlPath": "/crm/v3/objects/companies",
+                               "queryParameters": {"after": {"equalTo": "2"}}},
+                   "response": {**page(company("102", "Globex", "2", "2026-12-01T11:00:00.000Z")),
+                                "fixedDelayMilliseconds": 60_000}}
+    second = {"scenarioName": "kill", "requiredScenarioState": "again",
+              "request": second_slow["request"],
+              "response": page(company("102", "Globex", "2", "2026-12-01T11:00:00.000Z"))}
+    for mapping in (first, second_slow, second):
+        wiremock.stub(mapping)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PLAYBOOK_SOURCE_CRM_TOKEN": TOKEN,
+           "PLAYBOOK_SOURCE_CRM_BASE_URL": wiremock.url, "PLAYBOOK_SOURCE_CRM_BATCH_SIZE": "1",
+           "PLAYBOOK_SOURCE_CRM_TIMEOUT": "90"}
+    argv = [sys.executable, "-m", "cli.main", "sync", "crm", "--rules", str(folder), "--db", db]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        store = None
+        while time.monotonic() < deadline:  # wait for the first batch's cursor, then for page 2 to be asked
+            asked = [r for r in wiremock.requests() if "after=2" in r["url"]]
+            if asked:
+                break
+            time.sleep(0.2)
+        assert asked, "the sync never asked for the second page"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    store = Store.open(db)
+    try:
+        assert list(accounts(store)) == ["101"]
+        with store.engine.connect() as conn:
+            (died,) = runs(conn, "crm")
+        assert died["status"] == "running" and died["cursor"]["after"] == "2"  # killed: it never finished
+        resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+        assert sorted(accounts(store)) == ["101", "102"]
+        firsts = [r for r in wiremock.requests() if "after=" not in r["url"]]
+        assert len(firsts) == 1  # the resumed sync did not read the first page again
+        with store.engine.connect() as conn:
+            last = runs(conn, "crm")[0]
+        assert (last["status"], last["read"], last["created"]) == ("ok", 1, 1)
+    finally:
+        store.close()
