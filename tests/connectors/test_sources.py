@@ -409,3 +409,46 @@ def test_a_killed_sync_process_resumes_from_the_page_after_its_last_written_batc
         assert (last["status"], last["read"], last["created"]) == ("ok", 1, 1)
     finally:
         store.close()
+
+
+CONTACTS = ENTITY + '''
+entity contact
+  field first_name text?
+
+source people from hubspot contacts
+  incremental by lastmodifieddate
+  contact.id         = id
+  contact.account_id = associatedcompanyid
+  contact.email      = email
+'''
+
+
+def test_hubspot_contacts_land_as_contacts_of_their_company_and_a_bad_email_is_named(
+        hubspot_proxy, wiremock, spec, store):
+    p = project(CONTACTS)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO accounts (id) VALUES ('101')"))
+
+    def person(pid: str, email: str) -> dict[str, Any]:
+        return {"id": pid, "properties": {"email": email, "associatedcompanyid": "101",
+                                          "lastmodifieddate": "2026-12-01T10:00:00.000Z"},
+                "archived": False, "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"}
+
+    wiremock.stub({"request": {"method": "GET", "urlPath": "/crm/v3/objects/contacts"},
+                   "response": page(person("501", "ada@acme.test"), person("502", "not-an-address"))})
+    reader = HubSpotReader(decl(p, "people"), load_source_settings("people", token=TOKEN, base_url=hubspot_proxy),
+                           transport=spec)
+    with pytest.raises(SyncRefused) as err:
+        asyncio.run(run_sync(store, p.catalog, decl(p, "people"), reader))
+    (problem,) = err.value.errors
+    assert (problem.record, problem.field) == ("502 (id)", "contact.email <- email")
+    wiremock.reset()
+    wiremock.stub({"request": {"method": "GET", "urlPath": "/crm/v3/objects/contacts"},
+                   "response": page(person("501", "ada@acme.test"), person("502", "bo@acme.test"))})
+    reader = HubSpotReader(decl(p, "people"), load_source_settings("people", token=TOKEN, base_url=hubspot_proxy),
+                           transport=spec)
+    result = asyncio.run(run_sync(store, p.catalog, decl(p, "people"), reader))
+    assert (result.status, result.created) == ("ok", 2)
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(sa.text("SELECT id, account_id, email FROM contacts")).all()) == [
+            ("501", "101", "ada@acme.test"), ("502", "101", "bo@acme.test")]
