@@ -25,26 +25,19 @@ Answers (Postmark's API reference, "Email API" and "API error codes"):
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
-from sqlalchemy.engine import Connection
 
 from connectors import base as cb
 from connectors import mail
 from connectors.http import status_error
-from connectors.ledger import in_ledger
-from engine import outbox
+from connectors.ledger import send_email
 from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
 from engine.store import Store
 
-T = TypeVar("T")
-log = logging.getLogger("playbook.postmark")
 ENV_PREFIX = "PLAYBOOK_POSTMARK_"
 TABLE = "postmark"
 INACTIVE_RECIPIENT = 406  # Postmark's ErrorCode: the address hard-bounced or complained before
@@ -116,23 +109,8 @@ class PostmarkConnector:
         return await self.send(action)
 
     async def send(self, action: cb.EmailMessage) -> cb.EmailResult:
-        message_id = mail.message_id(action.key, self.mail.domain)
-        claim = await self._ledger(lambda c: outbox.claim(
-            c, key=action.key, channel="email", recipient=action.to, subject=action.subject, body=action.body,
-            account_id=action.account_id, play=action.play, at=action.requested_at, message_id=message_id))
-        if claim.sent or claim.cancelled:
-            return cb.EmailResult(key=action.key, duplicate=True, external_id=claim.provider_message_id)
-        try:
-            message = mail.build(action, self.mail, sender=self.sender)  # injection refused before the call
-            postmark_id = await self._post(action, message)
-        except cb.ConnectorError as exc:
-            error = exc
-            await self._ledger(lambda c: outbox.mark_failed(c, action.key, str(error), permanent=not error.retryable))
-            raise
-        await self._ledger(lambda c: outbox.mark_sent(c, action.key, provider_message_id=message_id,
-                                                      at=dt.datetime.now(dt.timezone.utc)))
-        log.info("sent %s to %s (%s, Postmark %s)", action.template, action.to, message_id, postmark_id)
-        return cb.EmailResult(key=action.key, external_id=message_id)
+        return await send_email(self.store, "postmark", action, self.mail, self.sender,
+                                lambda message: self._post(action, message))
 
     async def _post(self, action: cb.EmailMessage, message: Any) -> str | None:
         where = f"postmark {self.settings.base_url}"
@@ -159,8 +137,6 @@ class PostmarkConnector:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def _ledger(self, work: Callable[[Connection], T]) -> T:
-        return await in_ledger(self.store, work, "postmark")
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

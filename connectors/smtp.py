@@ -45,29 +45,22 @@ Errors (SMTP reply codes):
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import logging
 import re
 import ssl
-from collections.abc import Callable
 from email.message import EmailMessage as MimeMessage
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import aiosmtplib
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
-from sqlalchemy.engine import Connection
 
 from connectors import base as cb
 from connectors import mail
-from connectors.ledger import in_ledger
-from engine import outbox
+from connectors.ledger import send_email
 from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
 from engine.store import Store
 
-log = logging.getLogger("playbook.smtp")
-T = TypeVar("T")
 
 ENV_PREFIX = "PLAYBOOK_SMTP_"
 TABLE = "smtp"
@@ -143,26 +136,7 @@ class SmtpConnector:
         return await self.send(action)
 
     async def send(self, action: cb.EmailMessage) -> cb.EmailResult:
-        message_id = mail.message_id(action.key, self.mail.domain)
-        claim = await self._ledger(lambda c: outbox.claim(
-            c, key=action.key, channel="email", recipient=action.to, subject=action.subject, body=action.body,
-            account_id=action.account_id, play=action.play, at=action.requested_at, message_id=message_id))
-        if claim.sent or claim.cancelled:
-            return cb.EmailResult(key=action.key, duplicate=True, external_id=claim.provider_message_id)
-        try:
-            message = mail.build(action, self.mail, sender=self.sender)  # injection refused before connecting
-            await self._deliver(message)
-        except cb.ConnectorError as exc:
-            error = exc
-            await self._ledger(lambda c: outbox.mark_failed(c, action.key, str(error), permanent=not error.retryable))
-            raise
-        await self._ledger(lambda c: outbox.mark_sent(c, action.key, provider_message_id=message_id,
-                                                      at=dt.datetime.now(dt.timezone.utc)))
-        log.info("sent %s to %s (%s)", action.template, action.to, message_id)
-        return cb.EmailResult(key=action.key, external_id=message_id)
-
-    async def _ledger(self, work: Callable[[Connection], T]) -> T:
-        return await in_ledger(self.store, work, "smtp")
+        return await send_email(self.store, "smtp", action, self.mail, self.sender, self._deliver)
 
     async def _deliver(self, message: MimeMessage) -> None:
         s = self.settings
