@@ -37,7 +37,14 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors import base as cb
 from dsl import nodes as n
-from engine.settings import FileBackedSettings, SettingsError, TableSource, read_settings_file, settings_file
+from engine.settings import (
+    FileBackedSettings,
+    SettingsError,
+    TableSource,
+    read_settings_file,
+    refuse_unknown,
+    settings_file,
+)
 from engine.sync import Batch, SourceProblem, SourceUnreachable
 
 ENV_PREFIX = "PLAYBOOK_SOURCE_"
@@ -63,14 +70,7 @@ class _SourceTable(TableSource):
         table = sources.get(self.name, {})
         if not isinstance(table, dict):
             raise SettingsError(f"settings file {path}: `{TABLE}.{self.name}` must be a table")
-        known = list(self.settings_cls.model_fields)
-        for key in table:
-            if key not in known:
-                from dsl.suggest import closest
-
-                close = closest(key, known)
-                hint = f"did you mean '{close}'?" if close else f"known: {', '.join(known)}"
-                raise SettingsError(f"settings file {path}: [{TABLE}.{self.name}] has no setting '{key}'; {hint}")
+        refuse_unknown(path, f"{TABLE}.{self.name}", table, list(self.settings_cls.model_fields))
         return dict(table)
 
 

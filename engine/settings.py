@@ -125,13 +125,17 @@ class TableSource(PydanticBaseSettingsSource):
         table = data.get(self.table, {})
         if not isinstance(table, dict):
             raise SettingsError(f"settings file {path}: `{self.table}` must be a table ([{self.table}])")
-        known = list(self.settings_cls.model_fields)
-        for key in table:
-            if key not in known:
-                close = closest(key, known)
-                hint = f"did you mean '{close}'?" if close else f"known: {', '.join(known)}"
-                raise SettingsError(f"settings file {path}: [{self.table}] has no setting '{key}'; {hint}")
+        refuse_unknown(path, self.table, table, list(self.settings_cls.model_fields))
         return dict(table)
+
+
+def refuse_unknown(path: Path, where: str, table: dict[str, Any], known: list[str]) -> None:
+    """A key of the settings file's `[where]` table that is no setting: an error with a did-you-mean."""
+    for key in table:
+        if key not in known:
+            close = closest(key, known)
+            hint = f"did you mean '{close}'?" if close else f"known: {', '.join(known)}"
+            raise SettingsError(f"settings file {path}: [{where}] has no setting '{key}'; {hint}")
 
 
 def table_source(name: str) -> type[TableSource]:
