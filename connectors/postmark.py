@@ -35,7 +35,7 @@ from connectors import base as cb
 from connectors import mail
 from connectors.http import status_error
 from connectors.ledger import send_email
-from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
+from engine.settings import FileBackedSettings, SettingsError, settings_file, table_problems, table_source
 from engine.store import Store
 
 ENV_PREFIX = "PLAYBOOK_POSTMARK_"
@@ -62,10 +62,7 @@ def load_postmark_settings() -> PostmarkSettings:
     try:
         return PostmarkSettings()
     except ValidationError as exc:
-        path, _ = settings_file()
-        raise SettingsError("; ".join(  # loc and msg only: the input may be the token
-            f"{ENV_PREFIX}{'_'.join(map(str, e['loc'])).upper()} or [{TABLE}] in {path}: "
-            + str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+        raise SettingsError(table_problems(exc, ENV_PREFIX, TABLE)) from None
 
 
 def checked_settings() -> PostmarkSettings:

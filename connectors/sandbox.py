@@ -36,7 +36,7 @@ from pydantic import ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from connectors import base as cb
-from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
+from engine.settings import FileBackedSettings, SettingsError, settings_file, table_problems, table_source
 
 ENV_PREFIX = "PLAYBOOK_SANDBOX_"
 TABLE = "sandbox"
@@ -96,10 +96,7 @@ def load_sandbox_settings() -> SandboxSettings:
     try:
         return SandboxSettings()
     except ValidationError as exc:
-        path, _ = settings_file()
-        raise SettingsError("; ".join(
-            f"{ENV_PREFIX}{'_'.join(map(str, e['loc'])).upper()} or [{TABLE}] in {path}: "
-            + str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+        raise SettingsError(table_problems(exc, ENV_PREFIX, TABLE)) from None
 
 
 def rewrite(action: cb.Action, settings: SandboxSettings) -> cb.Action:

@@ -45,7 +45,7 @@ from connectors import base as cb
 from connectors.http import status_error
 from connectors.ledger import in_ledger
 from engine import endpoints, outbox
-from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
+from engine.settings import FileBackedSettings, SettingsError, settings_file, table_problems, table_source
 from engine.store import Store
 
 T = TypeVar("T")
@@ -92,10 +92,7 @@ def load_webhook_settings() -> WebhookSettings:
     try:
         return WebhookSettings()
     except ValidationError as exc:
-        path, _ = settings_file()
-        raise SettingsError("; ".join(  # loc and msg only: the input may be the secret
-            f"{ENV_PREFIX}{'_'.join(map(str, e['loc'])).upper()} or [{TABLE}] in {path}: "
-            + str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+        raise SettingsError(table_problems(exc, ENV_PREFIX, TABLE)) from None
 
 
 def checked_settings() -> WebhookSettings:

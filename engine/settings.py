@@ -138,6 +138,14 @@ def refuse_unknown(path: Path, where: str, table: dict[str, Any], known: list[st
             raise SettingsError(f"settings file {path}: [{where}] has no setting '{key}'; {hint}")
 
 
+def table_problems(exc: ValidationError, env_prefix: str, table: str) -> str:
+    """A settings class's validation errors, each naming its variable and `[table]`: location and
+    message only, since pydantic's `input` may be a secret."""
+    path, _ = settings_file()
+    return "; ".join(f"{env_prefix}{'_'.join(map(str, e['loc'])).upper()} or [{table}] in {path}: "
+                     + str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+
+
 def table_source(name: str) -> type[TableSource]:
     """The source reading the settings file's `[name]` table (add `name` to OTHER_TABLES)."""
     return type(f"TableSource_{name}", (TableSource,), {"table": name})
