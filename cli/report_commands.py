@@ -183,13 +183,17 @@ def revenue_table(doc: dict[str, Any]) -> None:
 
     def cells(s: dict[str, Any], overall: bool = False) -> dict[str, str]:
         return {"segment": s["segment"] or ("all accounts" if overall else "(no segment)"), "accounts": _n(s["accounts"]),
-                "start": _money(s["starting_arr"]), "exp": _money(s["expansion_arr"]),
+                "start": _money(s["starting_arr"]), "end": _money(s["ending_arr"]), "exp": _money(s["expansion_arr"]),
                 "mrr": _money(s["expansion_mrr"]), "rate": s["expansion_rate_percent"], "grr": s["grr_percent"],
                 "nrr": s["nrr_percent"]}
 
     cols = _pct_cols(("segment", "segment", False), ("accounts", "accounts", True), ("start", "starting ARR", True),
-                     ("exp", "expansion ARR", True), ("mrr", "expansion MRR", True), ("rate", "expansion rate", True),
-                     ("grr", "GRR", True), ("nrr", "NRR", True))
+                     ("end", "ending ARR", True), ("exp", "expansion ARR", True), ("mrr", "expansion MRR", True),
+                     ("rate", "expansion rate", True), ("grr", "GRR", True), ("nrr", "NRR", True))
+    ended = doc["ending_arr_from"]
+    out.print(f"From {doc['since']} to {doc['until']} (excluded): ARR at the start and the end as known then; "
+              f"ending ARR from the field history for {ended['history']:,} accounts, from the outcomes for "
+              f"{ended['outcomes']:,} (ARR unchanged)")
     out.print(render.table_of("Revenue retention", cols, [cells(doc["overall"], True)]
                               + [cells(s) for s in doc["by_segment"]]))
     if doc["cohorts"]:
@@ -204,7 +208,8 @@ def revenue_table(doc: dict[str, Any]) -> None:
             {"q": t["quarter"], "n": _n(t["expansions"]), "d": _n(t["avg_days"])} for t in doc["time_to_expand"]]))
     if doc["cost"] is not None:
         out.print(f"Expansion CAC: {_money(doc['expansion_cac']) or 'n/a'} per expansion, "
-                  f"{_n(doc['expansion_cac_per_arr']) or 'n/a'} per $1 of expansion ARR")
+                  f"{_n(doc['expansion_cac_per_arr']) or 'n/a'} per $1 of expansion ARR won "
+                  f"({doc['wins']:,} wins, {_money(doc['won_arr'])})")
     for note in doc["notes"]:
         out.print(f"note: {note}")
 

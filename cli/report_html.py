@@ -187,6 +187,7 @@ def revenue_section(doc: dict[str, Any]) -> str:
         return ("<tr>" + f"<td>{_e(label)}</td>"
                 + _cell(f"{prefix}.accounts", f"{s['accounts']:,}")
                 + _cell(f"{prefix}.starting_arr", _money(s["starting_arr"]))
+                + _cell(f"{prefix}.ending_arr", _money(s["ending_arr"]))
                 + _cell(f"{prefix}.expansion_arr", _money(s["expansion_arr"]))
                 + _cell(f"{prefix}.expansion_mrr", _money(s["expansion_mrr"]))
                 + _cell(f"{prefix}.expansion_rate_percent", s["expansion_rate_percent"])
@@ -210,8 +211,14 @@ def revenue_section(doc: dict[str, Any]) -> str:
                f' per expansion; <span data-field="revenue.expansion_cac_per_arr">'
                f'{_e(_num(doc["expansion_cac_per_arr"]))}</span> per $1 of expansion ARR.</p>')
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in doc["notes"])
-    return ("<section id=\"revenue\"><h2>Revenue</h2><h3>NRR by segment</h3>" + svg
-            + _table(["segment", "accounts", "starting ARR", "expansion ARR", "expansion MRR", "expansion rate",
+    ended = doc["ending_arr_from"]
+    period = (f'<p class="note">From <span data-field="revenue.since">{_e(doc["since"])}</span> to '
+              f'<span data-field="revenue.until">{_e(doc["until"])}</span> (excluded): ARR at the start and the end '
+              f'as known then; ending ARR from the field history for <span data-field="revenue.ending_arr_from.history">'
+              f'{ended["history"]:,}</span> accounts, from the outcomes for <span '
+              f'data-field="revenue.ending_arr_from.outcomes">{ended["outcomes"]:,}</span> (ARR unchanged).</p>')
+    return ("<section id=\"revenue\"><h2>Revenue</h2>" + period + "<h3>NRR by segment</h3>" + svg
+            + _table(["segment", "accounts", "starting ARR", "ending ARR", "expansion ARR", "expansion MRR", "expansion rate",
                       "GRR", "NRR"], retention, "retention") + cac
             + "<h3>Cohort expansion</h3>"
             + _table(["cohort", "accounts", "expanded in 6 months", "in 12 months", "avg expansion"], cohorts,

@@ -515,10 +515,12 @@ def check_cac(ctx: Context) -> list[Finding]:
         return [Finding("expansion_cac", "all", NO_DATA, "no expansion ARR won: playbook import outcomes=FILE")]
     status = lower_better(per, CAC_PER_ARR)
     return [Finding("expansion_cac", "all", status,
-                    f"${per:.2f} per $1 of expansion ARR (${ctx.cost:,.0f} over ${r.overall.expansion_arr:,.0f}; "
+                    f"${per:.2f} per $1 of expansion ARR (${ctx.cost:,.0f} over ${r.won_arr:,.0f} won "
+                    f"{r.since} to {r.until - dt.timedelta(days=1)}; "
                     f"{level_name(per, CAC_PER_ARR, higher=False)}; minimum under $0.35, good under $0.27, "
                     "excellent under $0.20)", num(per, 4), "" if status == PASS else ADVICE["cac"],
-                    {"cost": ctx.cost, "expansion_arr": r.overall.expansion_arr})]
+                    {"cost": ctx.cost, "won_arr": r.won_arr, "since": r.since.isoformat(),
+                     "until": r.until.isoformat()})]
 
 
 # ---------------------------------------------------------------- retention drag

@@ -183,3 +183,50 @@ def seed_holdouts(store: Store) -> None:
         conn.execute(T["enrollments"].insert(), enrollments)
         conn.execute(T["enrollment_decisions"].insert(), decisions)
         conn.execute(T["outcomes"].insert(), outcomes)
+
+
+# ARR kept over time (account_field_history, engine/history.py), for the revenue report's
+# retention from the values known at a period's start and end. The history begins HISTORY_START
+# (every account's "known since" but h5's); Q2 2026 worked out by hand in
+# tests/engine/test_reports_revenue.py.
+HISTORY_START = dt.datetime(2025, 12, 1, 6, 0, tzinfo=UTC)
+
+
+def _day(y: int, m: int, d: int) -> dt.datetime:
+    return dt.datetime(y, m, d, 6, 0, tzinfo=UTC)
+
+
+def seed_arr_history(store: Store) -> None:
+    accounts = store.table("account", CATALOG)
+    h = T["account_field_history"]
+    rows = [  # id, segment now, ARR now, known since
+        ("h1", "smb", 15000.0, HISTORY_START),  # 10k until 15 May, then 15k: expanded in Q2
+        ("h2", "mid_market", 12000.0, HISTORY_START),  # smb until 1 June; 20k until 20 April: contracted
+        ("h3", "enterprise", 90000.0, HISTORY_START),  # 100k, 120k from 10 March, 90k from 1 August
+        ("h4", "enterprise", 50000.0, HISTORY_START),  # churned 10 June
+        ("h5", "smb", 40000.0, _day(2026, 5, 10)),  # a new customer in Q2: not in the base
+        ("h6", "enterprise", 30000.0, HISTORY_START),  # churned 1 February, before Q2
+        ("h7", "smb", 8000.0, HISTORY_START),  # ARR never updated; won 2k in Q2 (outcome)
+    ]
+    replaced = [  # id, field, from, to, number, text
+        ("h1", "arr", HISTORY_START, _day(2026, 5, 15), 10000.0, None),
+        ("h2", "segment", HISTORY_START, _day(2026, 6, 1), None, "smb"),
+        ("h2", "arr", HISTORY_START, _day(2026, 4, 20), 20000.0, None),
+        ("h3", "arr", HISTORY_START, _day(2026, 3, 10), 100000.0, None),
+        ("h3", "arr", _day(2026, 3, 10), _day(2026, 8, 1), 120000.0, None),
+    ]
+    outcomes = [  # id, outcome, value, at
+        ("h4", "churned", None, _day(2026, 6, 10)),
+        ("h5", "won", 4000.0, _day(2026, 6, 2)),
+        ("h6", "churned", None, _day(2026, 2, 1)),
+        ("h7", "won", 2000.0, _day(2026, 5, 5)),
+    ]
+    with store.begin() as conn:
+        conn.execute(accounts.insert(), [{"id": i, "segment": s, "arr": a} for i, s, a, _ in rows])
+        conn.execute(h.insert(), [{"account_id": i, "field": "*", "valid_from": k, "valid_to": None,
+                                   "value_number": None, "value_text": None} for i, _, _, k in rows]
+                     + [{"account_id": i, "field": f, "valid_from": a, "valid_to": b, "value_number": x,
+                         "value_text": t} for i, f, a, b, x, t in replaced])
+        conn.execute(T["outcomes"].insert(), [
+            {"account_id": i, "outcome": o, "value": v, "at": at, "key": f"hist:{i}:{o}", "source": "csv"}
+            for i, o, v, at in outcomes])

@@ -1,17 +1,22 @@
 """Revenue: expansion MRR and ARR, expansion rate, gross and net revenue retention (overall and
 by segment), cohort expansion at 6 and 12 months, time to expand, expansion CAC.
 
-From `outcomes` (won: expansion ARR; churned and contracted: ARR lost) over a period, and
-the accounts' declared fields: the ARR base (`arr`), the segment (`segment`) and the
-contract start (`contract_started_at`, for cohorts). The base is the accounts' ARR as
-stored, taken as the period's starting ARR (no field history is read).
+Retention compares each account's ARR at the period's start with its ARR at the end, both
+as known then (account_field_history, engine/history.py), over the accounts that were
+customers at the start (known by then, ARR above 0, not churned before); the segment is
+the one the account had at the start. An account whose ARR field never changed in the
+period (the ARR is not kept up to date by the imports) ends at its start ARR moved by its
+outcomes in the period: + won, - contracted, - churned (a churn with no amount: all of it).
+A churn with no amount ends an account at 0 either way.
 
-    expansion rate = expansion ARR / starting ARR
-    GRR = (starting ARR - churned - contracted) / starting ARR
-    NRR = (starting ARR + expansion - churned - contracted) / starting ARR
-    expansion CAC = cost / expansions won; per $1 of expansion ARR = cost / expansion ARR
+    NRR = ending ARR / starting ARR
+    GRR = (starting ARR - contraction - churn) / starting ARR
+    expansion = sum over accounts of max(end - start, 0) (not churned); rate = expansion / start
+    expansion CAC = cost / wins; per $1 = cost / won ARR (the wins closed in the period, all accounts)
 
-A churn with no amount counts the account's whole ARR.
+The period defaults to the twelve months to `as_of` (included). Accounts first known with
+the history's first import are taken to predate it: their first known values stand in for
+the start; accounts first known later, after the start, are new and outside the base.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from engine.reports.sqltime import days_between, num, percent, quarter, ratio
+from engine.history import HISTORY, KNOWN
 from engine.schema import Base
 
 OUTCOMES = Base.metadata.tables["outcomes"]
@@ -44,12 +50,14 @@ class Fields:
 @dataclass(frozen=True)
 class Retention:
     segment: str | None  # None: all accounts
-    accounts: int
+    accounts: int  # customers at the start
     starting_arr: float
+    ending_arr: float
     expansion_arr: float
     contraction_arr: float
     churned_arr: float
-    expansions: int
+    expansions: int  # won outcomes in the period
+    won_arr: float  # their amounts
 
     @property
     def expansion_rate(self) -> float | None:
@@ -61,16 +69,16 @@ class Retention:
 
     @property
     def nrr(self) -> float | None:
-        return ratio(self.starting_arr + self.expansion_arr - self.churned_arr - self.contraction_arr,
-                     self.starting_arr)
+        return ratio(self.ending_arr, self.starting_arr)
 
     def to_json(self) -> dict[str, Any]:
-        return {"segment": self.segment, "accounts": self.accounts, "starting_arr": self.starting_arr,
-                "expansion_arr": self.expansion_arr, "expansion_mrr": round(self.expansion_arr / 12, 2),
-                "contraction_arr": self.contraction_arr, "churned_arr": self.churned_arr,
-                "expansions": self.expansions, "expansion_rate": self.expansion_rate,
-                "expansion_rate_percent": percent(self.expansion_rate, 1), "grr": self.grr,
-                "grr_percent": percent(self.grr, 1), "nrr": self.nrr, "nrr_percent": percent(self.nrr, 1)}
+        return {"segment": self.segment, "accounts": self.accounts, "starting_arr": num(self.starting_arr),
+                "ending_arr": num(self.ending_arr), "expansion_arr": num(self.expansion_arr),
+                "expansion_mrr": num(self.expansion_arr / 12), "contraction_arr": num(self.contraction_arr),
+                "churned_arr": num(self.churned_arr), "expansions": self.expansions, "won_arr": num(self.won_arr),
+                "expansion_rate": self.expansion_rate, "expansion_rate_percent": percent(self.expansion_rate, 1),
+                "grr": self.grr, "grr_percent": percent(self.grr, 1), "nrr": self.nrr,
+                "nrr_percent": percent(self.nrr, 1)}
 
 
 @dataclass(frozen=True)
@@ -105,28 +113,34 @@ class RevenueReport:
     time_to_expand: list[TimeToExpand]
     avg_days_to_expand: float | None
     cost: float | None
-    since: dt.date | None
-    until: dt.date | None
+    since: dt.date  # the period, since included
+    until: dt.date  # excluded
     as_of: dt.date
+    wins: int = 0  # won outcomes closed in the period, every account
+    won_arr: float = 0.0
+    ended_by_history: int = 0  # accounts of the base whose ending ARR the field history gave
+    ended_by_outcomes: int = 0  # ... whose ARR never changed in the period: start moved by outcomes
+    new_accounts: int = 0  # first known after the start: not in the base
     notes: list[str] = field(default_factory=list)
 
     @property
     def cac(self) -> float | None:
-        return None if self.cost is None else ratio(self.cost, self.overall.expansions)
+        return None if self.cost is None else ratio(self.cost, self.wins)
 
     @property
     def cac_per_arr(self) -> float | None:
-        return None if self.cost is None else ratio(self.cost, self.overall.expansion_arr)
+        return None if self.cost is None else ratio(self.cost, self.won_arr)
 
     def to_json(self) -> dict[str, Any]:
-        return {"report": "revenue", "since": None if self.since is None else self.since.isoformat(),
-                "until": None if self.until is None else self.until.isoformat(), "as_of": self.as_of.isoformat(),
-                "overall": self.overall.to_json(), "by_segment": [s.to_json() for s in self.by_segment],
-                "cohorts": [c.to_json() for c in self.cohorts],
+        return {"report": "revenue", "since": self.since.isoformat(), "until": self.until.isoformat(),
+                "as_of": self.as_of.isoformat(), "overall": self.overall.to_json(),
+                "by_segment": [s.to_json() for s in self.by_segment], "cohorts": [c.to_json() for c in self.cohorts],
                 "time_to_expand": [t.to_json() for t in self.time_to_expand],
-                "avg_days_to_expand": self.avg_days_to_expand, "cost": self.cost,
-                "expansion_cac": num(self.cac), "expansion_cac_per_arr": num(self.cac_per_arr, 4),
-                "notes": self.notes}
+                "avg_days_to_expand": self.avg_days_to_expand, "cost": self.cost, "wins": self.wins,
+                "won_arr": num(self.won_arr), "expansion_cac": num(self.cac),
+                "expansion_cac_per_arr": num(self.cac_per_arr, 4),
+                "ending_arr_from": {"history": self.ended_by_history, "outcomes": self.ended_by_outcomes},
+                "new_accounts": self.new_accounts, "notes": self.notes}
 
 
 def _column(accounts: sa.Table, name: str | None, what: str) -> sa.ColumnElement[Any] | None:
@@ -141,53 +155,133 @@ def _start(d: dt.date) -> dt.datetime:
     return dt.datetime.combine(d, dt.time(), dt.timezone.utc)
 
 
+def _instant(v: Any) -> dt.datetime:
+    t = v if isinstance(v, dt.datetime) else dt.datetime.fromisoformat(str(v))
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _value_at(accounts: sa.Table, name: str, current: sa.ColumnElement[Any], at: dt.datetime,
+              number: bool) -> sa.ColumnElement[Any]:
+    """The field's value just before instant `at`: the earliest replaced value still current then
+    (before the account's history began: its first known value), else the column."""
+    h = HISTORY
+    held = sa.and_(h.c.account_id == accounts.c.id, h.c.field == name, h.c.valid_to >= at)
+    value = (sa.select(h.c.value_number if number else h.c.value_text).where(held)
+             .order_by(h.c.valid_to).limit(1).scalar_subquery())
+    return sa.case((sa.exists().where(held), value), else_=current)
+
+
+def _changed(accounts: sa.Table, name: str, start: dt.datetime, end: dt.datetime) -> sa.ColumnElement[Any]:
+    h = HISTORY
+    return sa.exists().where(h.c.account_id == accounts.c.id, h.c.field == name, h.c.valid_to >= start,
+                             h.c.valid_to < end)
+
+
+@dataclass
+class _Sums:
+    accounts: int = 0
+    start: float = 0.0
+    end: float = 0.0
+    expansion: float = 0.0
+    contraction: float = 0.0
+    churn: float = 0.0
+    wins: int = 0
+    won: float = 0.0
+
+    def retention(self, segment: str | None) -> Retention:
+        return Retention(segment, self.accounts, self.start, self.end, self.expansion, self.contraction, self.churn,
+                         self.wins, self.won)
+
+
 def revenue_report(conn: Connection, accounts: sa.Table, *, fields: Fields = Fields(),
                    since: dt.date | None = None, until: dt.date | None = None, cost: float | None = None,
                    as_of: dt.date | None = None) -> RevenueReport:
     dialect = conn.dialect.name
     as_of = as_of or dt.date.today()
-    arr = sa.func.coalesce(sa.cast(_column(accounts, fields.arr, "ARR base"), sa.Float), 0.0)
+    until = until or as_of + dt.timedelta(days=1)
+    since = since or _year_before(until - dt.timedelta(days=1)) + dt.timedelta(days=1)
+    start, end = _start(since), _start(until)
+    arr_col = _column(accounts, fields.arr, "ARR base")
+    assert arr_col is not None and fields.arr is not None
     segment = _column(accounts, fields.segment, "segment")
     cohort_col = _column(accounts, fields.cohort, "cohort (contract start)")
-    period = []
-    if since is not None:
-        period.append(OUTCOMES.c.at >= _start(since))
-    if until is not None:
-        period.append(OUTCOMES.c.at < _start(until))
     o = OUTCOMES
+    period = (o.c.at >= start, o.c.at < end)
     value = sa.func.coalesce(o.c.value, 0.0)
-    per_account = sa.select(
+
+    current_arr = sa.cast(arr_col, sa.Float)
+    known = sa.select(HISTORY.c.valid_from).where(HISTORY.c.account_id == accounts.c.id,
+                                                  HISTORY.c.field == KNOWN).scalar_subquery()
+    columns = [accounts.c.id, known.label("known"),
+               sa.cast(_value_at(accounts, fields.arr, current_arr, start, True), sa.Float).label("start"),
+               sa.cast(_value_at(accounts, fields.arr, current_arr, end, True), sa.Float).label("end"),
+               _changed(accounts, fields.arr, start, end).label("changed")]
+    if segment is not None and fields.segment is not None:
+        columns.append(_value_at(accounts, fields.segment, sa.cast(segment, sa.Text), start, False).label("segment"))
+    first_known = conn.execute(sa.select(sa.func.min(HISTORY.c.valid_from)).where(HISTORY.c.field == KNOWN)).scalar()
+    # Known with the history's first import (that day): the account predates the history.
+    founding = None if first_known is None else _instant(first_known) + dt.timedelta(days=1)
+
+    moves: dict[str, Any] = {r.account_id: r for r in conn.execute(sa.select(
         o.c.account_id,
-        sa.func.sum(sa.case((o.c.outcome == "won", value), else_=0.0)).label("expansion"),
-        sa.func.sum(sa.case((o.c.outcome == "contracted", value), else_=0.0)).label("contraction"),
-        sa.func.sum(sa.case((o.c.outcome == "won", 1), else_=0)).label("wins"),
-        sa.func.max(sa.case((o.c.outcome == "churned", 1), else_=0)).label("churned"),
-        sa.func.sum(sa.case((sa.and_(o.c.outcome == "churned", o.c.value.is_not(None)), o.c.value),
+        sa.func.sum(sa.case((sa.and_(o.c.outcome == "won", *period), value), else_=0.0)).label("won"),
+        sa.func.sum(sa.case((sa.and_(o.c.outcome == "won", *period), 1), else_=0)).label("wins"),
+        sa.func.sum(sa.case((sa.and_(o.c.outcome == "contracted", *period), value), else_=0.0)).label("contracted"),
+        sa.func.sum(sa.case((sa.and_(o.c.outcome == "churned", o.c.value.is_not(None), *period), o.c.value),
                             else_=0.0)).label("churn_amount"),
-        sa.func.sum(sa.case((sa.and_(o.c.outcome == "churned", o.c.value.is_(None)), 1), else_=0)).label(
-            "churn_whole"),
-    ).where(*period).group_by(o.c.account_id).subquery("per_account")
-    churn = sa.case((per_account.c.churn_whole > 0, arr), else_=sa.func.coalesce(per_account.c.churn_amount, 0.0))
-    joined = accounts.outerjoin(per_account, per_account.c.account_id == accounts.c.id)
-    totals = (
-        sa.func.count().label("accounts"), sa.func.sum(arr).label("start"),
-        sa.func.sum(sa.func.coalesce(per_account.c.expansion, 0.0)).label("expansion"),
-        sa.func.sum(sa.func.coalesce(per_account.c.contraction, 0.0)).label("contraction"),
-        sa.func.sum(sa.func.coalesce(churn, 0.0)).label("churn"),
-        sa.func.sum(sa.func.coalesce(per_account.c.wins, 0)).label("wins"),
-    )
+        sa.func.max(sa.case((sa.and_(o.c.outcome == "churned", o.c.value.is_(None), *period), 1),
+                            else_=0)).label("churned"),
+        sa.func.max(sa.case((sa.and_(o.c.outcome == "churned", o.c.at < start), 1), else_=0)).label("gone"),
+    ).where(o.c.at < end).group_by(o.c.account_id))}
 
-    def retention(r: Any, name: str | None) -> Retention:
-        return Retention(name, int(r.accounts), float(r.start or 0), float(r.expansion or 0),
-                         float(r.contraction or 0), float(r.churn or 0), int(r.wins or 0))
-
-    overall = retention(conn.execute(sa.select(*totals).select_from(joined)).one(), None)
-    by_segment = [] if segment is None else [
-        retention(r, r.segment) for r in conn.execute(
-            sa.select(segment.label("segment"), *totals).select_from(joined).group_by(segment).order_by(segment))]
+    overall, groups = _Sums(), dict[str | None, _Sums]()
+    by_history = by_outcomes = new = 0
+    for r in conn.execute(sa.select(*columns)):
+        m = moves.get(r.id)
+        if m is not None and m.gone:
+            continue  # churned before the period
+        if r.known is not None and _instant(r.known) >= start and (founding is None or _instant(r.known) >= founding):
+            new += 1
+            continue
+        arr0 = float(r.start or 0.0)
+        if arr0 <= 0:
+            continue  # no revenue at the start: not in the base
+        if r.changed:
+            arr1 = float(r.end or 0.0)
+            by_history += 1
+        else:
+            arr1 = arr0 if m is None else arr0 + float(m.won) - float(m.contracted) - float(m.churn_amount)
+            by_outcomes += 1
+        if m is not None and m.churned:
+            arr1 = 0.0
+        arr1 = max(arr1, 0.0)
+        seg = getattr(r, "segment", None) if segment is not None else None
+        for s in (overall, groups.setdefault(seg, _Sums())) if segment is not None else (overall,):
+            s.accounts += 1
+            s.start += arr0
+            s.end += arr1
+            if arr1 == 0.0:
+                s.churn += arr0
+            elif arr1 > arr0:
+                s.expansion += arr1 - arr0
+            else:
+                s.contraction += arr0 - arr1
+            if m is not None:
+                s.wins += int(m.wins or 0)
+                s.won += float(m.won or 0.0)
+    by_segment = [groups[k].retention(k) for k in sorted(groups, key=lambda k: (k is None, k or ""))]
+    totals = conn.execute(sa.select(sa.func.count(), sa.func.sum(value)).where(o.c.outcome == "won", *period)).one()
+    notes: list[str] = []
+    if new:
+        notes.append(f"{new:,} account(s) first known after {since} are new, not in the starting base")
+    if founding is not None and _instant(first_known) >= start:
+        notes.append(f"the field history begins {_instant(first_known).date()}, after the period's start: "
+                     "the accounts known then are taken at their first known ARR and segment")
+    if by_outcomes and not by_history:
+        notes.append("no account's ARR changed in the period: ending ARR is the starting ARR moved by the "
+                     "outcomes (won, contracted, churned)")
 
     cohorts: list[Cohort] = []
-    notes: list[str] = []
     if cohort_col is not None:
         cq = quarter(cohort_col, dialect)
         won = sa.select(o.c.account_id, o.c.at, o.c.value).where(o.c.outcome == "won").subquery("won")
@@ -219,8 +313,16 @@ def revenue_report(conn: Connection, accounts: sa.Table, *, fields: Fields = Fie
         o.c.outcome == "won", o.c.value.is_(None), *period)).scalar_one())
     if unvalued:
         notes.append(f"{unvalued} won outcome(s) have no amount and add nothing to expansion ARR")
-    return RevenueReport(overall, by_segment, cohorts, time_to_expand, num(avg_days), cost, since, until, as_of,
+    return RevenueReport(overall.retention(None), by_segment, cohorts, time_to_expand, num(avg_days), cost, since,
+                         until, as_of, int(totals[0] or 0), float(totals[1] or 0.0), by_history, by_outcomes, new,
                          notes)
+
+
+def _year_before(d: dt.date) -> dt.date:
+    try:
+        return d.replace(year=d.year - 1)
+    except ValueError:  # 29 February
+        return d.replace(year=d.year - 1, day=28)
 
 
 __all__ = ["Cohort", "Fields", "RevenueError", "RevenueReport", "Retention", "TimeToExpand", "revenue_report"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import GOLDEN, assert_golden, run_cli
-from report_data import ENTITY, SEEDS_STAGES, seed_book, seed_funnel, seed_holdouts, CATALOG
+from report_data import ENTITY, SEEDS_STAGES, seed_arr_history, seed_book, seed_funnel, seed_holdouts, CATALOG
 from engine.store import Store
 
 STAGES = ",".join(SEEDS_STAGES)
@@ -94,6 +94,32 @@ def test_a_missing_store_is_bad_usage_with_json_when_asked(tmp_path: Path) -> No
     assert r.code == 2
     assert json.loads(r.stdout)["error"]["kind"] == "usage"
     assert not (tmp_path / "none.db").exists()
+
+
+@pytest.fixture(scope="module")
+def arr_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("arr_history")
+    (folder / "rules").mkdir()
+    (folder / "rules" / "account.play").write_text(ENTITY)
+    url = f"sqlite:///{folder}/store.db"
+    with Store.open(url, catalog=CATALOG) as store:
+        seed_arr_history(store)
+    return url, str(folder / "rules")
+
+
+def test_revenue_of_a_past_quarter_from_the_field_history(arr_history: tuple[str, str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    url, rules = arr_history
+    args = ("report", "revenue", "--db", url, "--rules", rules, "--today", "2026-09-15", "--since", "2026-04-01",
+            "--until", "2026-07-01", "--cost", "3000")
+    r = run_cli(*args)
+    assert r.code == 0, r.stderr
+    assert_golden(GOLDEN / "report" / "revenue_history.txt", r.stdout)
+    r = run_cli(*args, "--format", "json")
+    assert r.code == 0, r.stderr
+    assert_golden(GOLDEN / "report" / "revenue_history.json", r.stdout)
+    assert json.loads(r.stdout)["overall"]["nrr_percent"] == "75.5%"
 
 
 def test_a_revenue_field_the_rules_lack_is_named(funnel_db: str, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from report_data import CATALOG, seed_book
+from report_data import CATALOG, seed_arr_history, seed_book
 from store_backends import BACKENDS, fresh_store
 from engine.reports.revenue import Fields, RevenueError, revenue_report
 from engine.store import Store
@@ -76,3 +76,53 @@ def test_a_period_counts_the_outcomes_closed_in_it(store: Store) -> None:
 def test_a_field_the_accounts_lack_is_named(store: Store) -> None:
     with pytest.raises(RevenueError, match="no field 'region' for the segment"), store.connect() as conn:
         revenue_report(conn, store.table("account", CATALOG), fields=Fields(segment="region"))
+
+
+# ---------------------------------------------------------------- from the field history
+
+Q2 = {"since": dt.date(2026, 4, 1), "until": dt.date(2026, 7, 1)}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def kept(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with fresh_store(request.param, tmp_path_factory.mktemp("revenue_history"), CATALOG) as s:
+        seed_arr_history(s)
+        yield s
+
+
+def test_a_past_quarter_compares_the_arr_known_at_its_start_and_end(kept: Store) -> None:
+    r = report(kept, **Q2)
+    o = r.overall
+    # base: h1 10k -> 15k, h2 20k -> 12k, h3 120k (not 90k, today's) unchanged, h4 50k churned,
+    # h7 8k + 2k won (ARR never updated); h5 is new (known 10 May), h6 churned before April
+    assert (o.accounts, o.starting_arr, o.ending_arr) == (5, 208000.0, 157000.0)
+    assert (o.expansion_arr, o.contraction_arr, o.churned_arr) == (7000.0, 8000.0, 50000.0)
+    doc = o.to_json()
+    assert (doc["nrr_percent"], doc["grr_percent"], doc["expansion_rate_percent"]) == ("75.5%", "72.1%", "3.4%")
+    assert (r.ended_by_history, r.ended_by_outcomes, r.new_accounts) == (2, 3, 1)
+
+
+def test_the_segment_is_the_one_held_at_the_start(kept: Store) -> None:
+    segs = [s.to_json() for s in report(kept, **Q2).by_segment]
+    # h2 is mid-market today but was smb on 1 April
+    assert [(s["segment"], s["accounts"], s["starting_arr"], s["ending_arr"], s["nrr_percent"], s["grr_percent"])
+            for s in segs] == [("enterprise", 2, 170000.0, 120000.0, "70.6%", "70.6%"),
+                               ("smb", 3, 38000.0, 37000.0, "97.4%", "78.9%")]
+
+
+def test_cac_counts_every_win_of_the_period(kept: Store) -> None:
+    r = report(kept, cost=3000.0, **Q2)
+    assert (r.wins, r.won_arr, r.overall.expansions) == (2, 6000.0, 1)  # h5's win is not in the base
+    assert (r.to_json()["expansion_cac"], r.to_json()["expansion_cac_per_arr"]) == (1500.0, 0.5)
+
+
+def test_before_the_history_began_the_first_known_values_stand_in(kept: Store) -> None:
+    r = report(kept, since=dt.date(2025, 10, 1), until=dt.date(2026, 1, 1))
+    # h1 10k, h2 20k, h3 100k, h4 50k, h6 30k (churned later), h7 8k; h5 first known later: new
+    assert (r.overall.accounts, r.overall.starting_arr, r.overall.nrr, r.new_accounts) == (6, 218000.0, 1.0, 1)
+    assert any("history begins 2025-12-01" in note for note in r.notes)
+
+
+def test_the_period_defaults_to_the_twelve_months_to_today(kept: Store) -> None:
+    r = report(kept)
+    assert (r.since, r.until) == (dt.date(2025, 9, 16), dt.date(2026, 9, 16))
