@@ -520,7 +520,7 @@ class SyncRun(Base):
     source: Mapped[str] = mapped_column(Text, index=True)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(Text)  # running, ok, refused (a batch's data), failed (the source)
+    status: Mapped[str] = mapped_column(Text)  # running, ok, refused (a batch's data), failed (the source), interrupted
     full: Mapped[bool] = mapped_column(Boolean, default=False)  # read everything, not from the cursor
     batches: Mapped[int] = mapped_column(Integer, default=0)  # batches written
     read: Mapped[int] = mapped_column(Integer, default=0)  # records read (written batches and the refused one)
@@ -530,6 +530,10 @@ class SyncRun(Base):
     refused: Mapped[int] = mapped_column(Integer, default=0)  # records of the refused batch with a problem
     error: Mapped[str | None] = mapped_column(Text)  # why it was refused or failed (no secret)
     cursor: Mapped[Any] = mapped_column(JSONType, nullable=True)  # the cursor it ended at
+    # Who runs it ("host pid") and its last sign of life (start, each batch): a
+    # run left 'running' by a killed process is told apart from a live one.
+    owner: Mapped[str | None] = mapped_column(Text, nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class EntityField(Base):

@@ -15,7 +15,11 @@ problems name the source, the record (its key) and the field
 (`source crm: record 4711 (hs_object_id): account.arr <- annualrevenue: ...`).
 
 Every sync is a `sync_runs` row: what it read, created, updated, changed and
-refused, and how it ended (ok, refused, failed).
+refused, and how it ended (ok, refused, failed). A process killed mid-sync
+leaves its row 'running'; the next sync of that source marks it
+'interrupted' (and `runs` shows it so) once its process is gone from this
+host or it gave no sign of life for `LEASE`. Its written batches stay, and
+the next sync resumes from their cursor.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +47,10 @@ from engine.store import Store
 
 KIND: dict[str, Kind] = {"account": "accounts", "contact": "contacts"}
 SHOWN_IN_MESSAGE = 20
+# How long a run on another host may go without a sign of life (its start,
+# each batch) before it counts as interrupted: a run on this host is checked
+# by its process id at once.
+LEASE = dt.timedelta(hours=1)
 
 
 @dataclass
@@ -135,12 +145,54 @@ def store_cursor(conn: Connection, source: str, cursor: Any) -> None:
 
 
 def runs(conn: Connection, source: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest sync runs, newest first."""
+    """The latest sync runs, newest first; a 'running' one whose process is gone shows as 'interrupted'
+    (written so by the next sync of its source)."""
     t = schema.SyncRun.__table__
     q = sa.select(t).order_by(t.c.id.desc()).limit(limit)
     if source is not None:
         q = q.where(t.c.source == source)
-    return [dict(r._mapping) for r in conn.execute(q)]
+    out = [dict(r._mapping) for r in conn.execute(q)]
+    now = schema.utcnow()
+    for r in out:
+        if r["status"] == "running" and _abandoned(r["owner"], r["heartbeat_at"] or r["started_at"], now):
+            r["status"], r["error"] = "interrupted", _interrupted(r["owner"])
+    return out
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def _abandoned(owner: str | None, alive_at: dt.datetime, now: dt.datetime) -> bool:
+    """Whether a 'running' run's process has ended: gone from this host, or silent for `LEASE`."""
+    host, _, pid = (owner or "").rpartition(" ")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # it exists, as another user's
+        return False
+    return now - alive_at > LEASE
+
+
+def _interrupted(owner: str | None) -> str:
+    return (f"interrupted: its process ({owner or 'unknown'}) ended before the sync finished; the batches it "
+            "wrote stay, and the next sync resumes from their cursor")
+
+
+def mark_interrupted(conn: Connection, source: str) -> int:
+    """Mark `source`'s runs left 'running' by a process that is gone as 'interrupted'; how many."""
+    t = schema.SyncRun.__table__
+    now = schema.utcnow()
+    found = conn.execute(sa.select(t.c.id, t.c.owner, t.c.started_at, t.c.heartbeat_at)
+                         .where(t.c.source == source, t.c.status == "running")).all()
+    gone = [r for r in found if _abandoned(r.owner, r.heartbeat_at or r.started_at, now)]
+    for r in gone:  # finished at its last sign of life: when it was last known to run
+        conn.execute(sa.update(t).where(t.c.id == r.id, t.c.status == "running").values(
+            status="interrupted", error=_interrupted(r.owner), finished_at=r.heartbeat_at or r.started_at))
+    return len(gone)
 
 
 def _update_run(conn: Connection, result: SyncResult, **extra: Any) -> None:
@@ -148,7 +200,7 @@ def _update_run(conn: Connection, result: SyncResult, **extra: Any) -> None:
     conn.execute(sa.update(t).where(t.c.id == result.run_id).values(
         status=result.status, batches=result.batches, read=result.read, created=result.created,
         updated=result.updated, changed=result.changed, refused=result.refused, error=result.error,
-        cursor=result.cursor, **extra))
+        cursor=result.cursor, heartbeat_at=schema.utcnow(), **extra))
 
 
 # --------------------------------------------------------------------------
@@ -214,7 +266,7 @@ async def run_sync(store: Store, catalog: Catalog, decl: n.SourceDecl, reader: R
                 if batch.records:
                     await asyncio.to_thread(_write_batch, store, catalog, decl, kind, batch, path, result, max_errors)
                 else:
-                    await asyncio.to_thread(_move_cursor, store, decl.name, batch.cursor)
+                    await asyncio.to_thread(_move_cursor, store, decl.name, batch.cursor, result.run_id)
                 result.cursor = batch.cursor
         result.status = "ok"
     except SyncRefused as exc:
@@ -240,9 +292,12 @@ def _start_run(store: Store, source: str, full: bool) -> SyncResult:
 
     def work() -> int:
         with store.engine.begin() as conn:
+            mark_interrupted(conn, source)
+            now = schema.utcnow()
             return int(conn.execute(sa.insert(t).values(
-                source=source, started_at=schema.utcnow(), status="running", full=full, batches=0, read=0,
-                created=0, updated=0, changed=0, refused=0).returning(t.c.id)).scalar_one())
+                source=source, started_at=now, status="running", full=full, batches=0, read=0,
+                created=0, updated=0, changed=0, refused=0, owner=_owner(), heartbeat_at=now)
+                .returning(t.c.id)).scalar_one())
 
     return SyncResult(source=source, run_id=store.retry(work), full=full)
 
@@ -254,10 +309,13 @@ def _read_cursor(store: Store, source: str) -> Any:
     return store.retry(work)
 
 
-def _move_cursor(store: Store, source: str, cursor: Any) -> None:
+def _move_cursor(store: Store, source: str, cursor: Any, run_id: int) -> None:
+    t = schema.SyncRun.__table__
+
     def work() -> None:
         with store.engine.begin() as conn:
             store_cursor(conn, source, cursor)
+            conn.execute(sa.update(t).where(t.c.id == run_id).values(heartbeat_at=schema.utcnow()))
     store.retry(work)
 
 

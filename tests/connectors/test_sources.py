@@ -398,15 +398,17 @@ def test_a_killed_sync_process_resumes_from_the_page_after_its_last_written_batc
         assert list(accounts(store)) == ["101"]
         with store.engine.connect() as conn:
             (died,) = runs(conn, "crm")
-        assert died["status"] == "running" and died["cursor"]["after"] == "2"  # killed: it never finished
+        assert died["status"] == "interrupted" and died["cursor"]["after"] == "2"  # killed: it never finished
         resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         assert resumed.returncode == 0, resumed.stderr
         assert sorted(accounts(store)) == ["101", "102"]
         firsts = [r for r in wiremock.requests() if "after=" not in r["url"]]
         assert len(firsts) == 1  # the resumed sync did not read the first page again
         with store.engine.connect() as conn:
-            last = runs(conn, "crm")[0]
+            last, died = runs(conn, "crm")
+            stored = conn.execute(sa.text("SELECT status FROM sync_runs ORDER BY id")).scalars().all()
         assert (last["status"], last["read"], last["created"]) == ("ok", 1, 1)
+        assert stored == ["interrupted", "ok"]  # the resumed sync wrote what the listing showed
     finally:
         store.close()
 
