@@ -60,7 +60,7 @@ KILLED = textwrap.dedent('''
     from dsl.project import load_text
     from engine.store import Store
     from engine.sync import Batch, run_sync
-    from test_sync import PROJECT, ListReader
+    from test_sync_runs import PROJECT, ListReader
     p = load_text(PROJECT, "p.play")
     store = Store.open({url!r})
     reader = ListReader([Batch([{{"id": "a1", "arr": 100, "at": "t1"}}], "t1")], hang=Path({marker!r}))
