@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ MARK = "sweep"
 # or an email cap runs out with the days, an outbox row cancelled lowers a
 # cap, a higher-priority play that did not start leaves room.
 LAPSING = frozenset({"cooldown", "frequency_cap", "lower_priority"})
+LOWER_PRIORITY = "lower_priority"
 
 # The functions whose value form reads today.
 _TODAY_FUNCTIONS = frozenset({"days_since", "days_until"})
@@ -70,6 +71,22 @@ def mark_enrollments(conn: Connection, enrollment_ids: Sequence[int]) -> None:
     """The accounts of these enrollment rows (a run that ended frees its account)."""
     if enrollment_ids:
         mark(conn, sa.select(ENROLLMENTS.c.account_id).where(ENROLLMENTS.c.id.in_(list(enrollment_ids))))
+
+
+def recheck(decisions: Sequence[Any], plans: Mapping[str, Plan]) -> bool:
+    """Whether one account's decisions (all of one sweep) hold a skip that may lapse by itself.
+
+    `lower_priority` lapses only if the play that won does not occupy the
+    account: when the winner was enrolled, the loser is `in_other_play`
+    while it runs, and the run's end marks the account (`mark_enrollments`).
+    A held-out winner occupies nothing, so its losers are looked at again.
+    """
+    won = any(d.enroll and not plans[d.play].concurrent for d in decisions if d.play in plans)
+    for d in decisions:
+        codes = set(d.codes)
+        if codes & (LAPSING - {LOWER_PRIORITY}) or (LOWER_PRIORITY in codes and not won):
+            return True
+    return False
 
 
 def forget(conn: Connection) -> None:
@@ -113,62 +130,137 @@ class EveryAccount(Exception):
     """The rules read the day in a way no narrower set of accounts covers."""
 
 
-def time_sensitive(catalog: Catalog, dialect: str, since: dt.date, today: dt.date) -> list[sa.Select[Any]]:
-    """SELECTs of account ids whose rule values may differ between `since` and `today` (since < today).
+@dataclass(frozen=True)
+class Window:
+    """A series a rule reads by day: `days` of a window, None (`latest`: no window) or "all" (`days_since`)."""
 
-    From the rules: a window of N days over a series changes for an account
-    with a point entering ((since, today]) or leaving ((since-N, today-N]);
-    `latest` with a point in (since, today]; `days_since(event)` for every
-    account with the event. A comparison that reads today through a field
-    (`days_until(account.renewal_date) between 76 and 90`) is evaluated on
-    both days, and the accounts where it differs are taken. Raises
-    `EveryAccount` where the day reaches a value outside any comparison
-    (a score formula of `days_since`) or mixes with a window in one comparison.
+    series: str  # "metric" or "event"
+    name: str
+    days: Any
+
+
+@dataclass
+class TimeRules:
+    """What of the enrolling rules (the plays' triggers and gates) the day alone can change.
+
+    Each is a value whose every input but the day is the account's data; if
+    none of them differs between two days for an account, none of the
+    triggers or gates does either (they are and/or/not of these values and
+    of values that do not read the day).
+    """
+
+    dated: list[n.Node]  # comparisons that read the day (through a field: `days_until(account.renewal)`)
+    windowed: list[tuple[n.Node, frozenset[Window]]]  # values that read windows, with the windows
+
+
+def time_rules(catalog: Catalog, plans: Mapping[str, Plan]) -> TimeRules:
+    """The time-dependent values of the rules that decide enrollment; `EveryAccount` where none covers it.
+
+    Routes and scores no trigger or gate reads are left out: they are
+    reported with a decision but decide no enrollment.
     """
     finder = _TimeFinder(catalog)
-    for expr in finder.roots():
-        finder.visit(expr, False)
-    out: list[sa.Select[Any]] = []
-    metrics, events = (Base.metadata.tables[t] for t in ("metric_points", "events"))
-    for series, name, days in sorted(finder.windows, key=repr):
-        table, col, day = (metrics, "metric", "date") if series == "metric" else (events, "event", "occurred_on")
-        base = sa.select(table.c.account_id).where(table.c[col] == name)
-        if days == "all":
-            out.append(base.where(table.c[day] <= today).distinct())
+    for play in sorted(plans):
+        if play not in catalog.plays:
             continue
-        ranges = [(since, today)]
-        if days is not None:
-            width = dt.timedelta(days=math.ceil(days))
-            ranges.append((since - width, today - width))
-        out.append(base.where(sa.or_(*(sa.and_(table.c[day] > lo, table.c[day] <= hi) for lo, hi in ranges)))
-                   .distinct())
-    if finder.atoms:
+        for trigger in catalog.triggers_starting(play):
+            finder.root(f"trigger:{trigger.name}", trigger.when)
+        plan = plans[play]
+        if not plan.ungated and plan.gate is not None and plan.gate in catalog.gates:
+            finder.root(f"gate:{plan.gate}", catalog.gates[plan.gate])
+    return TimeRules(finder.dated, finder.windowed)
+
+
+def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, rules: TimeRules, since: dt.date,
+                   today: dt.date) -> list[sa.Select[Any]]:
+    """SELECTs of account ids whose time-dependent values differ between `since` and `today` (since < today).
+
+    A window of N days over a series can only change for an account with a
+    point entering ((since, today]) or leaving ((since-N, today-N]): those
+    accounts are found through the (series, day) indexes into a temporary
+    table, and each value reading windows is computed on both days for the
+    accounts at the edges of its windows only; the accounts where it
+    differs are taken. A comparison that reads the day through a field is
+    computed on both days for every account in one pass.
+    """
+    dialect = conn.dialect.name
+    out: list[sa.Select[Any]] = []
+    windows = sorted({w for _, ws in rules.windowed for w in ws}, key=repr)
+    if windows:
+        edges = scratch.table("pb_edges", sa.Column("w", sa.Integer, nullable=False),
+                              sa.Column("id", sa.Text, nullable=False))
+        for k, w in enumerate(windows):
+            for q in _edges(w, since, today):
+                conn.execute(edges.insert().from_select(["w", "id"], sa.select(sa.literal(k, sa.Integer), q.c.id)))
+        if dialect == "postgresql":
+            conn.execute(sa.text(f'ANALYZE "{edges.name}"'))
+        for value, ws in rules.windowed:
+            keys = sorted(windows.index(w) for w in ws)
+            at_edge = sa.select(edges.c.id).where(edges.c.w.in_(keys))
+            out.append(_differs(catalog, dialect, since, today, value, at_edge))
+    if rules.dated:
         before, after = compiler(catalog, since, dialect), compiler(catalog, today, dialect)
         after.accounts = before.accounts  # one FROM for both days
-        differs = []
-        for atom in finder.atoms:
-            a, b = before.compile(atom), after.compile(atom)
-            differs.append(a.is_distinct_from(b))
-        if before._joins or after._joins:
-            raise EveryAccount("a dated comparison reads a window")
+        differs = [before.compile(atom).is_distinct_from(after.compile(atom)) for atom in rules.dated]
         out.append(sa.select(after.accounts.c.id).where(sa.or_(*differs)))
     return out
+
+
+def _edges(w: Window, since: dt.date, today: dt.date) -> list[sa.Subquery]:
+    """SELECTs (as subqueries with an `id` column) of the accounts with a point entering or leaving `w`."""
+    metrics, events = (Base.metadata.tables[t] for t in ("metric_points", "events"))
+    table, col, day = (metrics, "metric", "date") if w.series == "metric" else (events, "event", "occurred_on")
+    base = sa.select(table.c.account_id.label("id")).where(table.c[col] == w.name)
+    if w.days == "all":
+        return [base.where(table.c[day] <= today).distinct().subquery("e")]
+    ranges = [(since, today)]
+    if w.days is not None:
+        width = dt.timedelta(days=math.ceil(w.days))
+        ranges.append((since - width, today - width))
+    # One range per query: each is one index range (series, day), where an OR of two may scan.
+    return [base.where(table.c[day] > lo, table.c[day] <= hi).distinct().subquery("e") for lo, hi in ranges]
+
+
+def _differs(catalog: Catalog, dialect: str, since: dt.date, today: dt.date, value: n.Node,
+             ids: sa.Select[Any]) -> sa.Select[Any]:
+    """The accounts among `ids` where `value` differs between the two days."""
+    sides = []
+    for day, name in ((since, "before"), (today, "after")):
+        c = compiler(catalog, day, dialect)
+        c.only = ids  # the windows aggregate only these accounts' rows
+        v = c.compile(value)
+        sides.append(sa.select(c.accounts.c.id, v.label("v")).select_from(c.from_clause())
+                     .where(c.accounts.c.id.in_(ids)).subquery(name))
+    before, after = sides
+    return sa.select(after.c.id).join(before, before.c.id == after.c.id).where(after.c.v.is_distinct_from(before.c.v))
 
 
 class _TimeFinder:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.windows: set[tuple[str, str, Any]] = set()  # (series, name, days | None | "all")
-        self.atoms: list[Any] = []
-        self._seen_atoms: set[str] = set()
+        self.dated: list[n.Node] = []
+        self.windowed: list[tuple[n.Node, frozenset[Window]]] = []
+        self._seen: set[str] = set()
         self._stack: list[str] = []
-        self.window_read = False
+        self._windows: set[Window] = set()  # read by the comparison being walked
 
-    def roots(self) -> Iterator[n.Node]:
-        # Lets are reached through the rules that read them: a `let` of
-        # days_until(...) is fine as long as every use is compared.
-        c = self.catalog
-        yield from (*c.triggers.values(), *c.scores.values(), *c.gates.values(), *c.routes.values())
+    def root(self, key: str, node: n.Node) -> None:
+        if key not in self._seen:
+            self._seen.add(key)
+            self._follow(key, node, False)
+
+    def _value(self, node: n.Node, windows: Iterable[Window], dated: bool) -> None:
+        ws = frozenset(windows)
+        if dated and ws:
+            raise EveryAccount("a comparison reads both the day and a window")
+        key = node.model_dump_json()
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if dated:
+            self.dated.append(node)
+        elif ws:
+            self.windowed.append((node, ws))
 
     def visit(self, node: Any, inside: bool) -> bool:
         """Walk `node`; True when its value reads today outside a series (its comparison must be checked)."""
@@ -181,34 +273,28 @@ class _TimeFinder:
         if isinstance(node, n.Call):
             form = form_of(node)
             if form is not None and form.series is not None and node.args and isinstance(node.args[0], n.Symbol):
-                self.windows.add((form.series, node.args[0].name, _window_days(form.name, form.windowed, node)))
-                self.window_read = True
+                w = Window(form.series, node.args[0].name, _window_days(form.name, form.windowed, node))
+                if inside:
+                    self._windows.add(w)
+                else:  # a window read outside any comparison (`happened(...)`): its own value
+                    self._value(node, [w], False)
                 return False
             dated = any([self.visit(a, inside) for a in node.args])
             return dated or (form is not None and form.name in _TODAY_FUNCTIONS)
         if isinstance(node, n.Ref):
-            let = self.catalog.entity_let("account", node.path[1]) if (
-                node.path[0] == "account" and len(node.path) == 2) else None
-            # Scores, gates, routes and triggers are roots themselves: their
-            # values change only where their own comparisons do.
-            if let is None or node.path[1] in self._stack:
+            target = self._target(node)
+            if target is None:
                 return False
-            self._stack.append(node.path[1])
-            try:
-                return self.visit(let.value, inside)
-            finally:
-                self._stack.pop()
+            return self._follow(node.dotted, target, inside)
         comparison = (isinstance(node, n.Binary) and node.op in n.COMPARISONS) or isinstance(
             node, (n.Between, n.InList, n.IsEmpty))
         if comparison and not inside:
-            self.window_read = False
-            if self._children(node, True):
-                if self.window_read:
-                    raise EveryAccount("a comparison reads both the day and a window")
-                key = node.model_dump_json()
-                if key not in self._seen_atoms:
-                    self._seen_atoms.add(key)
-                    self.atoms.append(node)
+            outer, self._windows = self._windows, set()
+            try:
+                dated = self._children(node, True)
+                self._value(node, self._windows, dated)
+            finally:
+                self._windows = outer
             return False
         dated = self._children(node, inside)
         if dated and not inside and not isinstance(node, _EXPRESSIONS):
@@ -216,6 +302,32 @@ class _TimeFinder:
             # comparison (a score formula of days_since): no narrower set.
             raise EveryAccount(f"a value reads today outside a comparison ({type(node).__name__})")
         return dated
+
+    def _follow(self, key: str, target: Any, inside: bool) -> bool:
+        # Lets, scores, gates, triggers and routes are walked where they are
+        # read, as if written there: their comparisons become values of the
+        # reader's (a cycle is the checker's to report).
+        if key in self._stack:
+            return False
+        self._stack.append(key)
+        try:
+            return self.visit(target, inside)
+        finally:
+            self._stack.pop()
+
+    def _target(self, ref: n.Ref) -> Any:
+        c = self.catalog
+        head, rest = ref.path[0], ref.path[1:]
+        if len(rest) != 1:
+            return None
+        name = rest[0]
+        if head == "account":
+            let = c.entity_let("account", name)
+            return None if let is None else let.value
+        found = {"score": c.scores, "band": c.scores, "gate": c.gates, "route": c.routes}.get(head, {}).get(name)
+        if head == "trigger" and name in c.triggers:
+            return c.triggers[name].when
+        return found
 
     def _children(self, node: n.Node, inside: bool) -> bool:
         dated = False
@@ -272,9 +384,11 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
     parts: list[sa.Select[Any]] = []
     if not why and prior is not None and prior.day < today:
         try:
-            parts = time_sensitive(catalog, conn.dialect.name, prior.day, today)
+            rules = time_rules(catalog, plans)
         except EveryAccount as e:
             why = f"the day changed and {e}"
+        else:
+            parts = time_sensitive(conn, scratch, catalog, rules, prior.day, today)
     if why:
         return Scope(True, why, digest, seen)
     ids = scratch.table("pb_scope", sa.Column("id", sa.Text, primary_key=True))
@@ -304,6 +418,6 @@ def describe(scope: Scope) -> dict[str, Any]:
     return {"full": scope.full, "why": scope.why}
 
 
-__all__ = ["LAPSING", "EveryAccount", "Mark", "Scope", "begin", "describe", "finish", "forget", "last_mark", "mark",
-           "mark_enrollments", "mark_sql", "rules_hash", "time_sensitive"]
+__all__ = ["LAPSING", "EveryAccount", "Mark", "Scope", "TimeRules", "Window", "begin", "describe", "finish", "forget",
+           "last_mark", "mark", "mark_enrollments", "mark_sql", "recheck", "rules_hash", "time_rules", "time_sensitive"]
 

@@ -135,6 +135,7 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
         else:
             stream = decide(conn, catalog, pm, today, knobs, account_ids)
         lapsing: list[str] = []
+        group: list[Decision] = []  # the current account's decisions, for its recheck
         for batch in chunked(stream, BATCH):
             conn.execute(DECISIONS.insert(), [{
                 "account_id": d.account_id, "play": d.play, "decision": stored_decision(d),
@@ -144,12 +145,14 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
             result.decisions += len(batch)
             for d in batch:
                 if d.account_id != last_account:  # decisions come sorted by account
+                    if group and changes.recheck(group, pm):
+                        lapsing.append(group[0].account_id)
+                    group = []
                     result.accounts += 1
                     last_account = d.account_id
+                group.append(d)
                 if not d.enroll:
                     result.reasons.update(d.codes)
-                    if changes.LAPSING.intersection(d.codes):
-                        lapsing.append(d.account_id)
                     continue
                 new_id = conn.execute(ENROLLMENTS.insert().values(
                     workflow_id=d.workflow_id, play=d.play, account_id=d.account_id, plan_hash=d.plan_hash,
@@ -158,6 +161,8 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
                 ).returning(ENROLLMENTS.c.id)).scalar_one()
                 result.enrolled.append(NewEnrollment(int(new_id), d.workflow_id, d.play, d.account_id,
                                                      d.plan_hash, d.triggers[0] if d.triggers else None, d.route))
+        if group and changes.recheck(group, pm):
+            lapsing.append(group[0].account_id)
         if scope is not None:
             changes.finish(conn, scope, today, lapsing)
         store.audit(conn, "sweep", "enroll", None, {

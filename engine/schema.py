@@ -162,8 +162,11 @@ class MetricPoint(Base):
 
     __tablename__ = "metric_points"
     # One account's history (the reference evaluator, `playbook why`) is a
-    # primary-key range per metric: no second index to pay for on insert.
-    __table_args__ = ({"sqlite_with_rowid": False},)
+    # primary-key range per metric. The second index finds the accounts with
+    # a point on given days (a window's edges, engine/changes.py) without
+    # reading every point of the metric.
+    __table_args__ = (Index("ix_metric_points_metric_date_account_id", "metric", "date", "account_id"),
+                      {"sqlite_with_rowid": False})
     metric: Mapped[str] = mapped_column(Text, primary_key=True)
     account_id: Mapped[str] = mapped_column(Text, primary_key=True)
     date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
@@ -182,6 +185,7 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_event_account_id_occurred_on", "event", "account_id", "occurred_on"),
+        Index("ix_events_event_occurred_on_account_id", "event", "occurred_on", "account_id"),
         Index("ix_events_account_id_occurred_at", "account_id", "occurred_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from dsl.checker import check
 from dsl.compiler import compile_play
+from dsl.printer import format_expr
 from dsl.project import load_text
 from engine import changes, enrollment
 from engine.enroll import Settings, decision_set
@@ -218,12 +219,50 @@ def test_a_day_later_the_time_sensitive_accounts_come_back(store: Store, tmp_pat
     assert [(e.play, e.account_id) for e in result.enrolled] == [("renewal", "a5")]
 
 
-def test_a_score_formula_of_the_day_reads_every_account() -> None:
+def test_a_score_formula_of_the_day_read_by_a_trigger_reads_every_account() -> None:
     project = load_text(SOURCE + """
 score urgency "Urgency"
   = 100 - days_since(account.renewal)
   band high 50..100 "Soon"
+
+trigger urgent "Urgent"
+  when band.urgency == high
+  then start renewal
 """, "changes.play")
-    assert "urgency" in project.catalog.scores
+    plans = {p.play: p for p in (compile_play(project.catalog, d) for d in project.catalog.plays.values())}
+    rules = changes.time_rules(project.catalog, plans)
+    assert "band.urgency == high" in [format_expr(v) for v in rules.dated]
+
+
+def test_a_comparison_of_the_day_with_a_window_reads_every_account() -> None:
+    project = load_text(SOURCE + """
+trigger odd "Odd"
+  when days_until(account.renewal) > count(funding, 5 days)
+  then start renewal
+""", "changes.play")
+    plans = {p.play: p for p in (compile_play(project.catalog, d) for d in project.catalog.plays.values())}
     with pytest.raises(changes.EveryAccount):
-        changes.time_sensitive(project.catalog, "sqlite", START, START + dt.timedelta(days=1))
+        changes.time_rules(project.catalog, plans)
+
+
+def test_routes_and_unread_scores_are_not_time_sensitive() -> None:
+    project = load_text(SOURCE + """
+score urgency "Urgency"
+  = 100 - days_since(account.renewal)
+  band high 50..100 "Soon"
+
+route touch "Touch"
+  when growth(seats, 30 days) > 10% -> high
+  otherwise -> low
+""", "changes.play")
+    rules = changes.time_rules(project.catalog, {p.play: p for p in PLANS})
+    read = {w.name for _, ws in rules.windowed for w in ws}
+    assert read == {"seats", "funding"} and all("30" not in format_expr(v) for v, _ in rules.windowed)
+
+
+def test_each_windowed_value_is_checked_alone() -> None:
+    rules = changes.time_rules(CATALOG, {p.play: p for p in PLANS})
+    assert sorted(format_expr(v) for v, _ in rules.windowed) == [
+        "avg(seats, 3 days) > 50", "days_since(funding) == 8", "growth(seats, 7 days) >= 20%",
+        "happened(funding, within 5 days)"]
+    assert [format_expr(v) for v in rules.dated] == ["account.days_left between 3 and 6"]
