@@ -266,3 +266,16 @@ def test_each_windowed_value_is_checked_alone() -> None:
         "avg(seats, 3 days) > 50", "days_since(funding) == 8", "growth(seats, 7 days) >= 20%",
         "happened(funding, within 5 days)"]
     assert [format_expr(v) for v in rules.dated] == ["account.days_left between 3 and 6"]
+
+
+def test_a_play_that_lost_to_an_enrolled_one_is_not_looked_at_again(store: Store, tmp_path: Path) -> None:
+    clear(store)
+    load(store, tmp_path, "accounts", [{"id": "a1", "usage": 0.9, "health": 80, "admin": "a1@example.com",
+                                        "renewal": "2027-01-01"}])
+    load(store, tmp_path, "events", [{"account_id": "a1", "event": "funding", "id": "f1",
+                                      "occurred_at": f"{START}T08:00:00+00:00"}])
+    first = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert [(e.play, e.account_id) for e in first.enrolled] == [("upsell", "a1")]
+    assert first.reasons["lower_priority"] == 1  # growth
+    again = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert (again.full, again.scope) == (False, 0)
