@@ -149,8 +149,23 @@ class TimeRules:
     of values that do not read the day).
     """
 
-    dated: list[n.Node]  # comparisons that read the day (through a field: `days_until(account.renewal)`)
-    windowed: list[tuple[n.Node, frozenset[Window]]]  # values that read windows, with the windows
+    # Comparisons that read the day (through a field: `days_until(account.renewal)`), each with its
+    # polarity (below).
+    dated: list[tuple[Any, bool | None]]
+    # Values that read windows, with the windows and the polarity.
+    windowed: list[tuple[Any, frozenset[Window], bool | None]]
+
+
+# Polarity: whether a value can only start an enrollment by becoming true
+# (True: it sits under no `not` in a trigger's or a gate requirement's
+# and/or/not), only by becoming false (False: under one `not`), or either
+# way (None: a gate case's `when`, a value inside arithmetic...). A trigger
+# that stops firing or a gate that stops passing starts nothing: the play was
+# skipped for another reason, or it started and now occupies the account
+# (`in_other_play` for the others until its end marks the account), or it was
+# held out, and then the plays it beat are rechecked (`recheck`). So only a
+# move towards true matters, in Kleene order false < empty < true, where
+# and/or are monotone and `not` reverses.
 
 
 def time_rules(catalog: Catalog, plans: Mapping[str, Plan]) -> TimeRules:
@@ -164,11 +179,11 @@ def time_rules(catalog: Catalog, plans: Mapping[str, Plan]) -> TimeRules:
         if play not in catalog.plays:
             continue
         for trigger in catalog.triggers_starting(play):
-            finder.root(f"trigger:{trigger.name}", trigger.when)
+            finder.root(f"trigger.{trigger.name}", trigger.when)
         plan = plans[play]
         if not plan.ungated and plan.gate is not None and plan.gate in catalog.gates:
-            finder.root(f"gate:{plan.gate}", catalog.gates[plan.gate])
-    return TimeRules(finder.dated, finder.windowed)
+            finder.root(f"gate.{plan.gate}", catalog.gates[plan.gate])
+    return finder.rules()
 
 
 def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, rules: TimeRules, since: dt.date,
@@ -185,7 +200,7 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, rules: Time
     """
     dialect = conn.dialect.name
     out: list[sa.Select[Any]] = []
-    windows = sorted({w for _, ws in rules.windowed for w in ws}, key=repr)
+    windows = sorted({w for _, ws, _ in rules.windowed for w in ws}, key=repr)
     if windows:
         edges = scratch.table("pb_edges", sa.Column("w", sa.Integer, nullable=False),
                               sa.Column("id", sa.Text, nullable=False))
@@ -194,16 +209,27 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, rules: Time
                 conn.execute(edges.insert().from_select(["w", "id"], sa.select(sa.literal(k, sa.Integer), q.c.id)))
         if dialect == "postgresql":
             conn.execute(sa.text(f'ANALYZE "{edges.name}"'))
-        for value, ws in rules.windowed:
+        for value, ws, polarity in rules.windowed:
             keys = sorted(windows.index(w) for w in ws)
             at_edge = sa.select(edges.c.id).where(edges.c.w.in_(keys))
-            out.append(_differs(catalog, dialect, since, today, value, at_edge))
+            out.append(_differs(catalog, dialect, since, today, value, polarity, at_edge))
     if rules.dated:
         before, after = compiler(catalog, since, dialect), compiler(catalog, today, dialect)
         after.accounts = before.accounts  # one FROM for both days
-        differs = [before.compile(atom).is_distinct_from(after.compile(atom)) for atom in rules.dated]
-        out.append(sa.select(after.accounts.c.id).where(sa.or_(*differs)))
+        moved = [_moved(before.compile(atom), after.compile(atom), polarity) for atom, polarity in rules.dated]
+        out.append(sa.select(after.accounts.c.id).where(sa.or_(*moved)))
     return out
+
+
+def _moved(before: Any, after: Any, polarity: bool | None) -> Any:
+    """The value moved in the direction that may start an enrollment (see Polarity)."""
+    if polarity is None:
+        return after.is_distinct_from(before)
+
+    def rank(v: Any) -> Any:
+        return sa.case((v, 2), (sa.not_(v), 0), else_=1)
+
+    return rank(after) > rank(before) if polarity else rank(after) < rank(before)
 
 
 def _edges(w: Window, since: dt.date, today: dt.date) -> list[sa.Subquery]:
@@ -221,9 +247,9 @@ def _edges(w: Window, since: dt.date, today: dt.date) -> list[sa.Subquery]:
     return [base.where(table.c[day] > lo, table.c[day] <= hi).distinct().subquery("e") for lo, hi in ranges]
 
 
-def _differs(catalog: Catalog, dialect: str, since: dt.date, today: dt.date, value: n.Node,
+def _differs(catalog: Catalog, dialect: str, since: dt.date, today: dt.date, value: Any, polarity: bool | None,
              ids: sa.Select[Any]) -> sa.Select[Any]:
-    """The accounts among `ids` where `value` differs between the two days."""
+    """The accounts among `ids` where `value` moved between the two days (`_moved`)."""
     sides = []
     for day, name in ((since, "before"), (today, "after")):
         c = compiler(catalog, day, dialect)
@@ -232,40 +258,43 @@ def _differs(catalog: Catalog, dialect: str, since: dt.date, today: dt.date, val
         sides.append(sa.select(c.accounts.c.id, v.label("v")).select_from(c.from_clause())
                      .where(c.accounts.c.id.in_(ids)).subquery(name))
     before, after = sides
-    return sa.select(after.c.id).join(before, before.c.id == after.c.id).where(after.c.v.is_distinct_from(before.c.v))
+    return (sa.select(after.c.id).join(before, before.c.id == after.c.id)
+            .where(_moved(before.c.v, after.c.v, polarity)))
 
 
 class _TimeFinder:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.dated: list[n.Node] = []
-        self.windowed: list[tuple[n.Node, frozenset[Window]]] = []
-        self._seen: set[str] = set()
+        self._values: dict[str, tuple[Any, frozenset[Window], bool, bool | None]] = {}  # key -> (v, ws, dated, pol)
+        self._roots: set[str] = set()
         self._stack: list[str] = []
         self._windows: set[Window] = set()  # read by the comparison being walked
 
-    def root(self, key: str, node: n.Node) -> None:
-        if key not in self._seen:
-            self._seen.add(key)
-            self._follow(key, node, False)
+    def rules(self) -> TimeRules:
+        vals = list(self._values.values())
+        return TimeRules([(v, pol) for v, _, dated, pol in vals if dated],
+                         [(v, ws, pol) for v, ws, dated, pol in vals if not dated])
 
-    def _value(self, node: n.Node, windows: Iterable[Window], dated: bool) -> None:
+    def root(self, key: str, node: Any) -> None:
+        if key not in self._roots:
+            self._roots.add(key)
+            self._follow(key, node, False, True)
+
+    def _value(self, node: Any, windows: Iterable[Window], dated: bool, polarity: bool | None) -> None:
         ws = frozenset(windows)
         if dated and ws:
             raise EveryAccount("a comparison reads both the day and a window")
-        key = node.model_dump_json()
-        if key in self._seen:
+        if not dated and not ws:
             return
-        self._seen.add(key)
-        if dated:
-            self.dated.append(node)
-        elif ws:
-            self.windowed.append((node, ws))
+        key = node.model_dump_json()
+        if key in self._values and self._values[key][3] != polarity:
+            polarity = None  # read both ways
+        self._values[key] = (node, ws, dated, polarity)
 
-    def visit(self, node: Any, inside: bool) -> bool:
+    def visit(self, node: Any, inside: bool, polarity: bool | None) -> bool:
         """Walk `node`; True when its value reads today outside a series (its comparison must be checked)."""
         if isinstance(node, (list, tuple)):
-            return any([self.visit(x, inside) for x in node])
+            return any([self.visit(x, inside, polarity) for x in node])
         if not isinstance(node, n.Node):
             return False
         if isinstance(node, (n.Today, n.Ago)):
@@ -277,33 +306,45 @@ class _TimeFinder:
                 if inside:
                     self._windows.add(w)
                 else:  # a window read outside any comparison (`happened(...)`): its own value
-                    self._value(node, [w], False)
+                    self._value(node, [w], False, polarity)
                 return False
-            dated = any([self.visit(a, inside) for a in node.args])
+            dated = any([self.visit(a, inside, None) for a in node.args])
             return dated or (form is not None and form.name in _TODAY_FUNCTIONS)
         if isinstance(node, n.Ref):
             target = self._target(node)
             if target is None:
                 return False
-            return self._follow(node.dotted, target, inside)
+            return self._follow(node.dotted, target, inside, polarity)
         comparison = (isinstance(node, n.Binary) and node.op in n.COMPARISONS) or isinstance(
             node, (n.Between, n.InList, n.IsEmpty))
         if comparison and not inside:
             outer, self._windows = self._windows, set()
             try:
-                dated = self._children(node, True)
-                self._value(node, self._windows, dated)
+                dated = self._children(node, True, None)
+                self._value(node, self._windows, dated, polarity)
             finally:
                 self._windows = outer
             return False
-        dated = self._children(node, inside)
+        if isinstance(node, n.Binary) and node.op in (n.BinOp.AND, n.BinOp.OR):
+            pass  # and/or keep the polarity
+        elif isinstance(node, n.Unary) and node.op == n.UnOp.NOT:
+            polarity = None if polarity is None else not polarity
+        elif isinstance(node, n.GateDecl):
+            dated = False
+            for case in node.cases:
+                dated = self.visit(case.when, inside, None) or dated  # applies: either way
+                dated = self.visit([r.when for r in case.requires], inside, polarity) or dated
+            return dated
+        else:
+            polarity = None
+        dated = self._children(node, inside, polarity)
         if dated and not inside and not isinstance(node, _EXPRESSIONS):
             # A declaration takes a value that reads the day outside any
             # comparison (a score formula of days_since): no narrower set.
             raise EveryAccount(f"a value reads today outside a comparison ({type(node).__name__})")
         return dated
 
-    def _follow(self, key: str, target: Any, inside: bool) -> bool:
+    def _follow(self, key: str, target: Any, inside: bool, polarity: bool | None) -> bool:
         # Lets, scores, gates, triggers and routes are walked where they are
         # read, as if written there: their comparisons become values of the
         # reader's (a cycle is the checker's to report).
@@ -311,7 +352,7 @@ class _TimeFinder:
             return False
         self._stack.append(key)
         try:
-            return self.visit(target, inside)
+            return self.visit(target, inside, polarity)
         finally:
             self._stack.pop()
 
@@ -324,16 +365,17 @@ class _TimeFinder:
         if head == "account":
             let = c.entity_let("account", name)
             return None if let is None else let.value
-        found = {"score": c.scores, "band": c.scores, "gate": c.gates, "route": c.routes}.get(head, {}).get(name)
-        if head == "trigger" and name in c.triggers:
-            return c.triggers[name].when
-        return found
+        if head == "trigger":
+            trigger = c.triggers.get(name)
+            return None if trigger is None else trigger.when
+        decls: dict[str, Any] = {"score": c.scores, "band": c.scores, "gate": c.gates, "route": c.routes}
+        return decls.get(head, {}).get(name)
 
-    def _children(self, node: n.Node, inside: bool) -> bool:
+    def _children(self, node: n.Node, inside: bool, polarity: bool | None) -> bool:
         dated = False
         for name in type(node).model_fields:
             if name != "span":
-                dated = self.visit(getattr(node, name), inside) or dated
+                dated = self.visit(getattr(node, name), inside, polarity) or dated
         return dated
 
 

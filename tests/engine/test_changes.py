@@ -231,7 +231,7 @@ trigger urgent "Urgent"
 """, "changes.play")
     plans = {p.play: p for p in (compile_play(project.catalog, d) for d in project.catalog.plays.values())}
     rules = changes.time_rules(project.catalog, plans)
-    assert "band.urgency == high" in [format_expr(v) for v in rules.dated]
+    assert ("band.urgency == high", True) in [(format_expr(v), p) for v, p in rules.dated]
 
 
 def test_a_comparison_of_the_day_with_a_window_reads_every_account() -> None:
@@ -256,16 +256,27 @@ route touch "Touch"
   otherwise -> low
 """, "changes.play")
     rules = changes.time_rules(project.catalog, {p.play: p for p in PLANS})
-    read = {w.name for _, ws in rules.windowed for w in ws}
-    assert read == {"seats", "funding"} and all("30" not in format_expr(v) for v, _ in rules.windowed)
+    read = {(w.name, w.days) for _, ws, _ in rules.windowed for w in ws}
+    assert read == {("seats", 7), ("seats", 3), ("funding", 5), ("funding", "all")}
 
 
 def test_each_windowed_value_is_checked_alone() -> None:
     rules = changes.time_rules(CATALOG, {p.play: p for p in PLANS})
-    assert sorted(format_expr(v) for v, _ in rules.windowed) == [
-        "avg(seats, 3 days) > 50", "days_since(funding) == 8", "growth(seats, 7 days) >= 20%",
-        "happened(funding, within 5 days)"]
-    assert [format_expr(v) for v in rules.dated] == ["account.days_left between 3 and 6"]
+    assert sorted((format_expr(v), p) for v, _, p in rules.windowed) == [
+        ("avg(seats, 3 days) > 50", True), ("days_since(funding) == 8", True),
+        ("growth(seats, 7 days) >= 20%", True), ("happened(funding, within 5 days)", True)]
+    assert [(format_expr(v), p) for v, p in rules.dated] == [("account.days_left between 3 and 6", True)]
+
+
+def test_a_value_under_not_matters_when_it_becomes_false() -> None:
+    project = load_text(SOURCE + """
+trigger quiet "Quiet"
+  when not happened(funding, within 9 days) and account.health >= 70
+  then start renewal
+""", "changes.play")
+    plans = {p.play: p for p in (compile_play(project.catalog, d) for d in project.catalog.plays.values())}
+    rules = changes.time_rules(project.catalog, plans)
+    assert ("happened(funding, within 9 days)", False) in [(format_expr(v), p) for v, _, p in rules.windowed]
 
 
 def test_a_play_that_lost_to_an_enrolled_one_is_not_looked_at_again(store: Store, tmp_path: Path) -> None:
