@@ -53,7 +53,8 @@ def doctor(rules: RulesOpt = None, db: DbOpt = None,
                show_default=False)] = None,
            today: TodayOpt = None) -> None:
     """Setup checks over the stored data: gates, triggers, whitespace, pipeline, retention (exit 1 on a fail)."""
-    from engine.doctor import CHECKS, doctor as run
+    from engine.doctor import CHECKS, load_doctor_settings
+    from engine.doctor import doctor as run
 
     known = {c.name for c in CHECKS} | {c.group for c in CHECKS}
     for name in check or []:
@@ -63,8 +64,9 @@ def doctor(rules: RulesOpt = None, db: DbOpt = None,
         raise Fail(f"--cost wants an amount of at least 0, not {cost:g}")
     as_of = today_in_team_zone(today)
     catalog = checked(rule_paths(rules), format == DoctorFormat.json).catalog
+    settings = load_doctor_settings()
     with reading_store(db, catalog) as store:
-        report = read(store, lambda conn: run(conn, catalog, today=as_of, cost=cost, only=check))
+        report = read(store, lambda conn: run(conn, catalog, today=as_of, cost=cost, only=check, settings=settings))
     doc = report.to_json()
     if format == DoctorFormat.json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")

@@ -16,17 +16,22 @@ or better passes (excellent is said). A band (gate shares 15-60%, fire rates
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import Field, ValidationError
+from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import Connection
 
 from dsl import nodes as n
 from dsl import pipeline
 from dsl.catalog import Catalog
 from dsl.explain import format_expr
+from engine.settings import FileBackedSettings, SettingsError, settings_file, table_problems, table_source
 from engine.reports.sqltime import num, percent, ratio
 from engine.schema import Base, entity_table
 from engine.sqlcompile import compiler
@@ -43,7 +48,8 @@ GATE_FIRST_TARGET = 0.80  # of expanded accounts, share that met the gate before
 FIRE_HEALTHY = (0.05, 0.15)
 FIRE_TOO_LOW, FIRE_TOO_HIGH = 0.03, 0.40
 WHITESPACE_TARGET = 0.30
-HEALTH_THRESHOLD = 60.0  # the `qualified` gate's and expansion_due's health bar (playbooks/)
+HEALTH_FIELD = "health_score"
+HEALTH_THRESHOLD = 60.0  # the seeds' "healthy": used when neither the settings nor a gate say
 WHITESPACE_BANDS = ("strong", "possible")  # a cross-sell opportunity: whitespace score 50+
 PROPOSAL_DAYS = (15, 10, 7)  # business days, trigger to proposal: minimum, good, excellent (lower is better)
 CSQL_TO_CLOSE = (0.15, 0.25, 0.35)
@@ -73,6 +79,83 @@ ADVICE = {
 }
 
 
+# ---------------------------------------------------------------- the health threshold
+
+ENV_PREFIX = "PLAYBOOK_DOCTOR_"
+TABLE = "doctor"
+
+
+class DoctorSettings(FileBackedSettings):
+    """`PLAYBOOK_DOCTOR_*` or the settings file's `[doctor]` table."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    file_source = table_source(TABLE)
+
+    health_threshold: float | None = Field(default=None, ge=0)  # None: from the rules' gates
+
+
+@dataclass(frozen=True)
+class Health:
+    """What counts as healthy (`health_score >= value`, or `>` when strict) and where that came from."""
+
+    value: float
+    source: str
+    strict: bool = False
+
+    @property
+    def shown(self) -> str:
+        return f"{self.value:g}+" if not self.strict else f"over {self.value:g}"
+
+
+def load_doctor_settings() -> DoctorSettings:
+    try:
+        return DoctorSettings()
+    except ValidationError as exc:
+        raise SettingsError(table_problems(exc, ENV_PREFIX, TABLE)) from None
+
+
+def _shown_path(file: str) -> str:
+    """A rules file as a reader finds it: relative to the working folder when inside it, else its name."""
+    path = Path(file)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return path.name
+
+
+def _health_bars(catalog: Catalog, every_account: bool) -> list[tuple[float, bool, str]]:
+    """(value, strict, where) of each gate requirement `account.health_score >= N` (or `>`)."""
+    out = []
+    for gate in catalog.gates.values():
+        for case in gate.cases:
+            if (case.when is None) != every_account:
+                continue
+            for req in case.requires:
+                e = req.when
+                if (isinstance(e, n.Binary) and e.op in (n.BinOp.GE, n.BinOp.GT) and isinstance(e.left, n.Ref)
+                        and e.left.path == ["account", HEALTH_FIELD] and isinstance(e.right, n.Number)):
+                    where = f"gate {gate.name} ({_shown_path(e.span.file)}:{e.span.start.line})"
+                    out.append((e.right.value, e.op is n.BinOp.GT, where))
+    return out
+
+
+def health_threshold(catalog: Catalog, settings: DoctorSettings | None = None) -> Health:
+    """The health bar above which an account counts as healthy: the `[doctor]` setting, else the
+    lowest `health_score` requirement of a gate for every account (the seeds' `qualified`), else the
+    lowest of any segment's gate, else the seeds' 60."""
+    if settings is not None and settings.health_threshold is not None:
+        env = f"{ENV_PREFIX}HEALTH_THRESHOLD"
+        where = env if env in os.environ else f"health_threshold in [{TABLE}] of {settings_file()[0]}"
+        return Health(settings.health_threshold, f"setting {where}")
+    for every in (True, False):
+        bars = _health_bars(catalog, every)
+        if bars:
+            value, strict, where = min(bars, key=lambda b: (b[0], not b[1]))
+            return Health(value, where, strict)
+    return Health(HEALTH_THRESHOLD, "the seeds' default (no gate requires a health_score; set [doctor] "
+                                    "health_threshold)")
+
+
 @dataclass(frozen=True)
 class Finding:
     check: str
@@ -94,6 +177,7 @@ class Context:
     catalog: Catalog
     today: dt.date
     cost: float | None = None  # what the expansion motion cost, for CAC
+    health: Health = Health(HEALTH_THRESHOLD, "the seeds' default")
 
     @property
     def dialect(self) -> str:
@@ -381,27 +465,33 @@ def check_trigger_accuracy(ctx: Context) -> list[Finding]:
 
 
 def check_whitespace(ctx: Context) -> list[Finding]:
-    """Of the accounts above the health threshold, the share with a cross-sell opportunity."""
+    """Of the accounts above the health threshold (`health_threshold`), the share with a cross-sell opportunity."""
     if "whitespace" not in ctx.catalog.scores:
         return [Finding("whitespace", "all", NO_DATA, "the rules declare no `score whitespace`")]
-    if not ctx.has_field("health_score"):
-        return [Finding("whitespace", "all", NO_DATA, "the accounts have no health_score field")]
+    if not ctx.has_field(HEALTH_FIELD):
+        return [Finding("whitespace", "all", NO_DATA, f"the accounts have no {HEALTH_FIELD} field")]
     c = compiler(ctx.catalog, ctx.today, ctx.dialect)
     band = c.band("whitespace")
-    healthy = c.field("health_score") >= HEALTH_THRESHOLD
+    h = ctx.health
+    score = c.field(HEALTH_FIELD)
+    healthy = score > h.value if h.strict else score >= h.value
     row = ctx.conn.execute(sa.select(
         sa.func.sum(sa.case((healthy, 1), else_=0)),
         sa.func.sum(sa.case((sa.and_(healthy, band.in_(WHITESPACE_BANDS)), 1), else_=0)),
     ).select_from(c.from_clause())).one()
     total, opp = int(row[0] or 0), int(row[1] or 0)
     share = ratio(opp, total)
+    details: dict[str, Any] = {"health_threshold": h.value, "health_threshold_from": h.source}
     if share is None:
-        return [Finding("whitespace", "all", NO_DATA, f"no account has a health score of {HEALTH_THRESHOLD:g}+")]
+        return [Finding("whitespace", "all", NO_DATA,
+                        f"no account has a health score of {h.shown} (threshold from {h.source})",
+                        details=details)]
     status = PASS if share >= WHITESPACE_TARGET else FAIL
     return [Finding("whitespace", "all", status,
-                    f"{opp:,} of {total:,} accounts with health {HEALTH_THRESHOLD:g}+ have a cross-sell opportunity "
-                    f"(whitespace {' or '.join(WHITESPACE_BANDS)}) ({_pct(share)}; target 30%+)", share,
-                    "" if status == PASS else ADVICE["whitespace"], {"opportunities": opp, "healthy": total})]
+                    f"{opp:,} of {total:,} accounts with health {h.shown} have a cross-sell opportunity "
+                    f"(whitespace {' or '.join(WHITESPACE_BANDS)}) ({_pct(share)}; target 30%+); health "
+                    f"threshold from {h.source}", share, "" if status == PASS else ADVICE["whitespace"],
+                    {"opportunities": opp, "healthy": total, **details})]
 
 
 # ---------------------------------------------------------------- pipeline
@@ -583,7 +673,9 @@ CHECKS: tuple[Check, ...] = (
     Check("gate_first", "gates", "80%+ of expanded accounts passed the gate before", check_gate_first),
     Check("fire_rate", "triggers", "5-15% of eligible accounts a quarter; warn 3-5% and 15-40%; fail under 3% "
           "or over 40%", check_fire_rates),
-    Check("whitespace", "whitespace", "a cross-sell opportunity in 30%+ of accounts with health 60+",
+    Check("whitespace", "whitespace", "a cross-sell opportunity in 30%+ of accounts above the health threshold "
+          "([doctor] health_threshold, else the lowest health_score a gate for every account requires, else a "
+          "segment gate's, else 60)",
           check_whitespace),
     Check("qualified_stalling", "pipeline", "no deal at Qualified over 10 business days (warn)", check_stalling),
     Check("trigger_to_proposal", "pipeline", "business days: minimum under 15, good under 10, excellent under 7",
@@ -601,8 +693,8 @@ BY_NAME = {c.name: c for c in CHECKS}
 
 
 def doctor(conn: Connection, catalog: Catalog, *, today: dt.date, cost: float | None = None,
-           only: list[str] | None = None) -> DoctorReport:
-    ctx = Context(conn, catalog, today, cost)
+           only: list[str] | None = None, settings: DoctorSettings | None = None) -> DoctorReport:
+    ctx = Context(conn, catalog, today, cost, health_threshold(catalog, settings))
     findings: list[Finding] = []
     for check in CHECKS:
         if only and check.name not in only and check.group not in only:
@@ -611,5 +703,5 @@ def doctor(conn: Connection, catalog: Catalog, *, today: dt.date, cost: float | 
     return DoctorReport(findings, today)
 
 
-__all__ = ["BY_NAME", "CHECKS", "Check", "DoctorReport", "FAIL", "Finding", "NO_DATA", "PASS", "WARN",
-           "business_days", "doctor", "reads"]
+__all__ = ["BY_NAME", "CHECKS", "Check", "DoctorReport", "DoctorSettings", "FAIL", "Finding", "Health", "NO_DATA",
+           "PASS", "WARN", "business_days", "doctor", "health_threshold", "load_doctor_settings", "reads"]

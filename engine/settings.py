@@ -57,6 +57,7 @@ OTHER_TABLES = (
     "smtp",
     "serve",
     "sources",
+    "doctor",
 )
 
 

@@ -277,7 +277,12 @@ def revenue_report(conn: Connection, accounts: sa.Table, *, fields: Fields = Fie
     if founding is not None and _instant(first_known) >= start:
         notes.append(f"the field history begins {_instant(first_known).date()}, after the period's start: "
                      "the accounts known then are taken at their first known ARR and segment")
-    if by_outcomes and not by_history:
+    moved = any(m.wins or m.contracted or m.churn_amount or m.churned for m in moves.values())
+    if by_outcomes and not by_history and not moved:
+        notes.append("nothing to measure: no account's ARR changed in the period and no outcome (won, contracted, "
+                     "churned) closed in it, so retention shows no movement; record outcomes (playbook import "
+                     "outcomes=FILE) or import the accounts as their ARR changes")
+    elif by_outcomes and not by_history:
         notes.append("no account's ARR changed in the period: ending ARR is the starting ARR moved by the "
                      "outcomes (won, contracted, churned)")
 

@@ -72,3 +72,17 @@ def test_an_unreachable_store_is_exit_4(seeded: tuple[str, str]) -> None:
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
     r = run_cli("doctor", "--db", f"postgresql+psycopg://u@127.0.0.1:{port}/x", "--rules", seeded[1])
     assert r.code == 4, r.stderr
+
+
+def test_the_health_threshold_setting_is_used_and_named(seeded: tuple[str, str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    url, rules = seeded
+    monkeypatch.setenv("PLAYBOOK_DOCTOR_HEALTH_THRESHOLD", "60")
+    r = run_cli("doctor", "--db", url, "--rules", rules, "--today", "2026-06-01", "--check", "whitespace",
+                "--format", "json")
+    [f] = json.loads(r.stdout)["findings"]
+    assert (f["details"]["healthy"], f["details"]["health_threshold_from"]) == (
+        30, "setting PLAYBOOK_DOCTOR_HEALTH_THRESHOLD")
+    monkeypatch.setenv("PLAYBOOK_DOCTOR_HEALTH_THRESHOLD", "high")
+    r = run_cli("doctor", "--db", url, "--rules", rules, "--check", "whitespace")
+    assert r.code == 2 and "PLAYBOOK_DOCTOR_HEALTH_THRESHOLD or [doctor]" in r.stderr, r.stderr

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 from doctor_data import TODAY, catalog, seed, seed_pipeline
 from store_backends import BACKENDS, fresh_store
 from dsl.evaluator import gate_passes
-from dsl.project import load
+from dsl.project import load, load_text
 from engine import doctor as d
 from engine.demo_data import generate
 from engine.evaluate import snapshot
+from engine.settings import SettingsError
 from engine.store import Store
 
 
@@ -102,8 +103,42 @@ def test_a_trigger_that_never_fires_names_the_empty_fields_it_reads(store: Store
 
 def test_whitespace_counts_strong_or_possible_among_healthy_accounts(store: Store) -> None:
     [f] = run(store)["whitespace"]
-    # health 60+: all 30; product_fit 3 -> 60 (possible) on 8 of them
-    assert (f.status, f.details) == (d.FAIL, {"opportunities": 8, "healthy": 30})
+    # healthy: 80+, the lowest bar of gate `ready` (no gate for every account): the 7 accounts at 95;
+    # product_fit 3 -> 60 (possible) on a00..a07, so a00 and a01
+    assert (f.status, f.details) == (d.FAIL, {"opportunities": 2, "healthy": 7, "health_threshold": 80.0,
+                                              "health_threshold_from": "gate ready (doctor.play:13)"})
+    assert "health 80+" in f.shown and "threshold from gate ready (doctor.play:13)" in f.shown
+
+
+def test_the_doctor_setting_sets_the_health_threshold(store: Store) -> None:
+    with store.connect() as conn:
+        report = d.doctor(conn, catalog(), today=TODAY, only=["whitespace"],
+                          settings=d.DoctorSettings(health_threshold=60))
+    [f] = report.findings
+    # health 60+: all 30; product_fit 3 on 8 of them
+    assert (f.details["opportunities"], f.details["healthy"]) == (8, 30)
+    assert f.details["health_threshold_from"].startswith("setting health_threshold in [doctor] of ")
+
+
+def test_the_health_threshold_setting_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAYBOOK_DOCTOR_HEALTH_THRESHOLD", "65")
+    h = d.health_threshold(catalog(), d.load_doctor_settings())
+    assert (h.value, h.source) == (65.0, "setting PLAYBOOK_DOCTOR_HEALTH_THRESHOLD")
+    monkeypatch.setenv("PLAYBOOK_DOCTOR_HEALTH_THRESHOLD", "-1")
+    with pytest.raises(SettingsError, match="PLAYBOOK_DOCTOR_HEALTH_THRESHOLD or \\[doctor\\]"):
+        d.load_doctor_settings()
+
+
+def test_a_gate_for_every_account_sets_the_health_threshold_before_segment_gates() -> None:
+    h = d.health_threshold(load([PLAYBOOKS]).catalog)
+    # playbooks/gates.play: `qualified` requires 60+; expansion_ready's segments 75, 80, 85
+    assert (h.value, h.strict) == (60.0, False)
+    assert h.source.startswith("gate qualified (") and "gates.play:" in h.source
+
+
+def test_without_a_health_gate_the_seeds_60_is_used_and_said() -> None:
+    h = d.health_threshold(load_text("entity account\n  field health_score number?\n", "a.play").catalog)
+    assert h.value == 60.0 and h.source.startswith("the seeds' default")
 
 
 def test_trigger_accuracy_is_fired_then_won(store: Store) -> None:

@@ -126,3 +126,8 @@ def test_before_the_history_began_the_first_known_values_stand_in(kept: Store) -
 def test_the_period_defaults_to_the_twelve_months_to_today(kept: Store) -> None:
     r = report(kept)
     assert (r.since, r.until) == (dt.date(2025, 9, 16), dt.date(2026, 9, 16))
+
+
+def test_a_period_with_nothing_recorded_says_so(kept: Store) -> None:
+    r = report(kept, since=dt.date(2025, 12, 15), until=dt.date(2026, 1, 15))
+    assert r.overall.nrr == 1.0 and any(note.startswith("nothing to measure") for note in r.notes)
