@@ -218,11 +218,14 @@ def timed(work: Callable[[], Any]) -> float:
 def run(args: argparse.Namespace) -> str:
     catalog = load([str(ROOT / "playbooks")]).catalog
     folder = Path(tempfile.mkdtemp(prefix="loadbench-", dir=args.dir))
-    accounts_csv, changed_csv, points_csv = folder / "accounts.csv", folder / "accounts_changed.csv", folder / "points.csv"
+    files = Path(args.files) if args.files else folder
+    files.mkdir(parents=True, exist_ok=True)
+    accounts_csv, changed_csv, points_csv = files / "accounts.csv", files / "accounts_changed.csv", files / "points.csv"
     t0 = time.perf_counter()
-    write_accounts(accounts_csv, catalog, args.accounts, seed=7)
-    write_accounts(changed_csv, catalog, args.accounts, seed=7, changed=0.01)
-    write_points(points_csv, catalog, args.accounts, args.points, seed=7)
+    if not (args.files and accounts_csv.exists() and changed_csv.exists() and points_csv.exists()):
+        write_accounts(accounts_csv, catalog, args.accounts, seed=7)
+        write_accounts(changed_csv, catalog, args.accounts, seed=7, changed=0.01)
+        write_points(points_csv, catalog, args.accounts, args.points, seed=7)
     print(f"files written in {time.perf_counter() - t0:.0f} s: {accounts_csv.stat().st_size / 1e6:.0f} MB accounts, "
           f"{points_csv.stat().st_size / 1e6:.0f} MB points", flush=True)
     load_start = load_average()
@@ -264,7 +267,7 @@ def run(args: argparse.Namespace) -> str:
             print(f"rep {rep + 1} {kind}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in r.items()), flush=True)
     ended = dt.datetime.now(dt.timezone.utc)
     text = report(args, results, notes, started, ended, load_start, load_average())
-    for p in (accounts_csv, changed_csv, points_csv):
+    for p in (accounts_csv, changed_csv, points_csv) if not args.files else ():
         p.unlink(missing_ok=True)
     try:
         folder.rmdir()
@@ -336,6 +339,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--stores", type=lambda s: s.split(","), default=["sqlite", "postgresql"])
     ap.add_argument("--dir", default=None, help="where the files and SQLite stores go (default: the temp dir)")
+    ap.add_argument("--files", default=None, help="a folder to keep the generated files in and reuse them from "
+                    "(they must be of the same --accounts and --points)")
     ap.add_argument("--skip-without-history", action="store_true", help="do not run (c)")
     ap.add_argument("--marker", default="load_bench", help="the docs section's marker (one per size)")
     ap.add_argument("--write", action="store_true", help="write the section into docs/BENCHMARKS.md")

@@ -1004,9 +1004,11 @@ class _FileLoad:
                         conn, self.job.catalog, TYPED, cols, self.job.known_at, where=f"t._grp = {group}")
                 names = ", ".join(quote(c) for c in cols)
                 update = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in cols if c != "id")
-                conflict = f"DO UPDATE SET {update}" if update else "DO NOTHING"
+                # No id stored yet (a first import): a plain INSERT, half the upsert's cost on PostgreSQL.
+                conflict = "" if not existing else \
+                    f"ON CONFLICT (id) DO UPDATE SET {update}" if update else "ON CONFLICT (id) DO NOTHING"
                 conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED} "
-                                     f"WHERE _grp = {group} ON CONFLICT (id) {conflict}")
+                                     f"WHERE _grp = {group} {conflict}")
             if plan.kind == "accounts":
                 changes.mark_sql(conn, TYPED, "id")  # the next incremental sweep evaluates them
             return
@@ -1018,6 +1020,15 @@ class _FileLoad:
         key_names = ", ".join(quote(k) for k in keys)
         update = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in cols if c not in keys)
         upsert = f"ON CONFLICT ({key_names}) DO UPDATE SET {update}"
+        if not conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first():
+            # An empty table (a first load): a plain INSERT, unless the file repeats a key.
+            savepoint = conn.begin_nested()
+            try:
+                conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED}")
+                savepoint.commit()
+                return
+            except sa.exc.IntegrityError:
+                savepoint.rollback()
         # Later rows of a file win over earlier ones with the same key. SQLite
         # applies the rows in line order (the rowid of `_pb_typed` is the line).
         if not pg:

@@ -371,3 +371,35 @@ def test_a_later_row_with_the_same_metric_key_wins(store: Store, tmp_path: Path)
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(mp.c.account_id, mp.c.value).order_by(mp.c.account_id)).all() == [
             ("a1", 2.0), ("a2", 5.0)]
+
+
+def test_a_day_that_does_not_exist_in_a_plain_file_is_named_and_nothing_is_written(store: Store,
+                                                                                    tmp_path: Path) -> None:
+    """PostgreSQL CASTs plain days without testing them first; a 02-30 sends the rows to the checked typing."""
+    text = PLAIN_ACCOUNTS.splitlines()
+    rows = [text[0], text[1], text[2].replace("2025-01-15", "2025-02-30"), "p4,Four,smb,1,1,0.5,1,no,2024-02-29,u1,"]
+    path = write(tmp_path, "days.csv", "\n".join(rows) + "\n")
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "accounts", path)
+    assert info.value.errors == [
+        RowError(str(path), 3, "last_expansion_at", "expected a date like 2026-01-31, found '2025-02-30'")]
+    assert count(store, "accounts") == 0 and count(store, "account_field_history") == 0
+    fixed = write(tmp_path, "days_fixed.csv", "\n".join(rows).replace("2025-02-30", "2025-02-28") + "\n")
+    assert import_file(store, CATALOG, "accounts", fixed).created == 3
+    accounts_t = store.table("account")
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(accounts_t.c.id, accounts_t.c.last_expansion_at).order_by(accounts_t.c.id)).all() \
+            == [("p1", None), ("p2", dt.date(2025, 2, 28)), ("p4", dt.date(2024, 2, 29))]
+
+
+def test_a_first_import_inserts_and_the_next_updates(store: Store, tmp_path: Path) -> None:
+    """Into an empty table the rows are plainly inserted; a second file with old and new ids upserts."""
+    first = import_file(store, CATALOG, "accounts", write(tmp_path, "a.csv", ACCOUNTS_CSV))
+    second = import_file(store, CATALOG, "accounts", write(tmp_path, "b.csv", ACCOUNTS_CSV.replace(
+        "a2,Beta", "a3,Gamma").replace("a1,Acme", "a1,Acme Two")))
+    assert (first.created, first.updated, second.created, second.updated) == (2, 0, 1, 1)
+    accounts_t = store.table("account")
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(accounts_t.c.id, accounts_t.c.name).order_by(accounts_t.c.id)).all() == [
+            ("a1", "Acme Two"), ("a2", "Beta"), ("a3", "Gamma")]
+    assert count(store, "account_field_history") == 4  # known since: a1, a2, a3; a1's old name
