@@ -76,8 +76,10 @@ def build_summary(
         "calendars": {name: {"holidays": [r.code for r in c.regions], "days_off": len(c.holidays)}
                       for name, c in sorted(cat.calendars.items())},
         "sources": [
-            {"name": s.name, "reads": " ".join(x for x in (s.system, s.object) if x), "fills": s.entity,
-             "fields": [f"{m.field}={m.column}" for m in s.mappings], "incremental_by": s.incremental,
+            {"name": s.name, "reads": " ".join(x for x in (s.system, s.object) if x), "fills": s.fills,
+             "fields": [f"{m.target.split('.', 1)[1] if m.entity == s.fills else m.target}={m.column}"
+                        for m in s.mappings],
+             **({"dated_by": s.dated} if s.dated else {}), "incremental_by": s.incremental,
              "where": _where(s)}
             for s in cat.sources.values()
         ],

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
                 outcomes.append(outcome)
                 code = max(code, exit_code)
                 if not json_mode:
-                    _print(outcome)
+                    _print(outcome, declared[name].fills)
         finally:
             store.close()
         if json_mode:
@@ -144,8 +144,13 @@ def _one(store: Any, catalog: Any, decl: Any, full: bool) -> tuple[dict[str, Any
     return out, code
 
 
-def _print(o: dict[str, Any]) -> None:
+def _print(o: dict[str, Any], fills: str | None) -> None:
     mode = "full" if o.get("full") else "from its cursor"
+    if fills in ("metric", "event"):  # points and events are written (again), not new or updated
+        what = "metric point(s)" if fills == "metric" else "event(s)"
+        print(f"source {o['source']}: {o['status']} ({mode}): {o['read']:,} read in {o['batches']:,} batch(es), "
+              f"{o['created']:,} {what} written, {o['refused']:,} refused")
+        return
     print(f"source {o['source']}: {o['status']} ({mode}): {o['read']:,} read in {o['batches']:,} batch(es), "
           f"{o['created']:,} new, {o['updated']:,} updated, {o['changed']:,} value(s) changed, "
           f"{o['refused']:,} refused")

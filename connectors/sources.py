@@ -280,23 +280,42 @@ class WarehouseReader:
     async def aclose(self) -> None:
         self.engine.dispose()
 
+    def _keys(self) -> list[str]:
+        """The columns that tell one row from another, paged in this order: an entity's key; a metric row's
+        account and date; an event row's account and time."""
+        decl = self.decl
+        assert decl.key is not None
+        if decl.fills == "metric" and decl.dated is not None:
+            return [decl.key.column, decl.dated]
+        if decl.fills == "event":
+            return [decl.key.column, *(m.column for m in decl.mappings if m.entity == "event" and m.prop is None)]
+        return [decl.key.column]
+
     def _sql(self, cursor: Any) -> tuple[str, dict[str, Any]]:
         decl = self.decl
         assert decl.query is not None and decl.key is not None
         quote = self.engine.dialect.identifier_preparer.quote
         inner = decl.query.strip().rstrip(";")
-        key = f"q.{quote(decl.key.column)}"
+        keys = [f"q.{quote(c)}" for c in self._keys()]
+        # A row without an event time is no event: not read, so it cannot hold a page's edge.
+        filters = [f"{k} IS NOT NULL" for k in keys[1:]] if decl.fills == "event" else []
+        params: dict[str, Any] = {}
+        after = ""
+        if cursor is not None:
+            last = cursor["keys"] if "keys" in cursor else [cursor["key"]]
+            params = {f"k{i}": _cursor_value(v) for i, v in enumerate(last)}
+            after = _after(keys, [f":k{i}" for i in range(len(keys))])
         if decl.incremental is None:
-            where, order, params = "", key, {}
-            if cursor is not None:
-                where, params = f"WHERE {key} > :k", {"k": cursor["key"]}
+            order = ", ".join(keys)
+            if after:
+                filters.append(after)
         else:
             col = f"q.{quote(decl.incremental)}"
-            order = f"{col}, {key}"
-            where, params = "", {}
+            order = ", ".join([col, *keys])
             if cursor is not None:
-                where = f"WHERE ({col} > :c OR ({col} = :c AND {key} > :k))"
-                params = {"c": _cursor_value(cursor["value"]), "k": cursor["key"]}
+                filters.append(f"({col} > :c OR ({col} = :c AND {after}))")
+                params["c"] = _cursor_value(cursor["value"])
+        where = f"WHERE {' AND '.join(filters)}" if filters else ""
         return (f"SELECT * FROM ({inner}) q {where} ORDER BY {order} LIMIT {int(self.settings.batch_size)}",
                 params)
 
@@ -328,13 +347,17 @@ class WarehouseReader:
             rows = await asyncio.to_thread(self._page, position)
             if rows:
                 missing = [c for c in [decl.key.column, *([decl.incremental] if decl.incremental else []),
+                                       *([decl.dated] if decl.dated else []),
                                        *(m.column for m in decl.mappings)] if c not in rows[0]]
                 if missing:
                     raise SourceProblem(f"source {decl.name}: the query has no column "
                                         f"{', '.join(repr(c) for c in dict.fromkeys(missing))}; it returns "
                                         f"{', '.join(rows[0])}")
                 last = rows[-1]
-                position = {"key": last[decl.key.column]}
+                keys = self._keys()
+                # One key keeps the shape cursors stored before series sources had.
+                position = ({"key": last[keys[0]]} if len(keys) == 1
+                            else {"keys": [_cursor_json(last[k]) for k in keys]})
                 if decl.incremental is not None:
                     position["value"] = _cursor_json(last[decl.incremental])
             end = len(rows) < self.settings.batch_size
@@ -344,6 +367,14 @@ class WarehouseReader:
             yield Batch(rows, position)
             if end:
                 return
+
+
+def _after(columns: list[str], values: list[str]) -> str:
+    """`(a, b) > (:a, :b)` spelt out, for dialects without row comparison."""
+    head, rest = columns[0], columns[1:]
+    if not rest:
+        return f"{head} > {values[0]}"
+    return f"({head} > {values[0]} OR ({head} = {values[0]} AND {_after(rest, values[1:])}))"
 
 
 def _cursor_json(value: Any) -> Any:

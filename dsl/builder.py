@@ -167,6 +167,8 @@ class Builder(Transformer):
                     decl.query, decl.query_span = text, span
                 case ("incremental", column, span):
                     decl.incremental, decl.incremental_span = column, span
+                case ("dated", column, span):
+                    decl.dated, decl.dated_span = column, span
         return decl
 
     def source_query(self, meta, ch):
@@ -176,12 +178,18 @@ class Builder(Transformer):
         tok = ch[0]
         return ("incremental", _str(tok) if tok.type == "STRING" else str(tok), self.span(meta))
 
+    def source_dated(self, meta, ch):
+        tok = ch[0]
+        return ("dated", _str(tok) if tok.type == "STRING" else str(tok), self.span(meta))
+
     def source_map(self, meta, ch):
         ref, col = ch
-        if len(ref.path) != 2:
+        # `event.NAME.PROPERTY` is the one three-part target: a property of the event.
+        if len(ref.path) != 2 and not (len(ref.path) == 3 and ref.path[0] == "event"):
             raise BuildError(f"'{'.'.join(ref.path)}' is not an entity field: write ENTITY.FIELD = column",
                              ref.span)
         return n.SourceMapping(entity=ref.path[0], field=ref.path[1],
+                               prop=ref.path[2] if len(ref.path) == 3 else None,
                                column=_str(col) if col.type == "STRING" else str(col), span=self.span(meta))
 
     def holiday_region(self, meta, ch):

@@ -201,6 +201,14 @@ class Checker:
             self.error("PB171", f"{where} maps nothing", src.span,
                        "add one `ENTITY.FIELD = column` line per value, e.g. `account.id = hs_object_id`")
             return
+        fills = src.fills
+        if fills in n.SOURCE_SERIES:
+            self.check_series_source(src, where, fills)
+            return
+        if src.dated is not None:
+            self.error("PB173", f"{where} lands no metric points but says `dated by`", src.dated_span,
+                       "`dated by COLUMN` dates the points of `metric.NAME = column` lines; fields have no date: "
+                       "remove it")
         entity = src.mappings[0].entity
         seen: dict[str, n.SourceMapping] = {}
         for m in src.mappings:
@@ -235,6 +243,72 @@ class Checker:
                 if name not in seen:
                     self.error("PB171", f"{where} does not say which column is the {entity}'s {name}", src.span,
                                f"add `{entity}.{name} = COLUMN`: it is how a read record finds its {entity}")
+
+    def check_series_source(self, src: n.SourceDecl, where: str, fills: str) -> None:
+        """A source of metric points or events: `account.id`, declared metrics or one declared event (and its
+        properties), `dated by` for points; nothing else, so one read row means one kind of thing."""
+        what = "metric points" if fills == "metric" else "events"
+        if src.system == "hubspot":
+            self.error("PB174", f"{where} reads HubSpot {src.object or 'objects'} but lands {what}",
+                       next(m.span for m in src.mappings if m.entity == fills),
+                       "HubSpot sources fill account and contact fields; metric points and events come from a "
+                       "warehouse `query`")
+            return
+        declared = self.catalog.metrics if fills == "metric" else self.catalog.events
+        landed = [m.field for m in src.mappings if m.entity == fills and m.prop is None]
+        event = landed[0] if fills == "event" and landed else None
+        seen: dict[str, n.SourceMapping] = {}
+        for m in src.mappings:
+            if m.target in seen:
+                self.error("PB172", f"{where} maps {m.target} twice", m.span,
+                           f"already mapped at line {seen[m.target].span.start.line}")
+                continue
+            seen[m.target] = m
+            if m.entity == "account" and m.field == "id":
+                continue
+            if m.entity in n.SOURCE_ENTITIES:
+                self.error("PB174", f"{where} lands {what} and also maps {m.target}", m.span,
+                           f"a source of {what} maps only `account.id` beside them (which account a row is for): "
+                           "fill fields from a source of their own")
+                continue
+            if m.entity not in n.SOURCE_SERIES:
+                self.error("PB172", f"{where} maps onto '{m.entity}', which a source cannot fill", m.span,
+                           f"sources fill {' or '.join(n.SOURCE_ENTITIES)} fields, or land metric points or events",
+                           closest(m.entity, [*n.SOURCE_ENTITIES, *n.SOURCE_SERIES]))
+                continue
+            if m.entity != fills:
+                self.error("PB174", f"{where} lands both metric points and events", m.span,
+                           f"one source lands one kind: declare a second source for {m.target}")
+                continue
+            if m.field not in declared:
+                self.error("PB109", f"unknown {m.entity} '{m.field}'", self.sub_span(m.span, m.field),
+                           f"declare `{m.entity} {m.field}` or map a declared one. "
+                           f"{did_you_mean(m.field, declared)}".strip(), closest(m.field, declared))
+                continue
+            if event is not None and m.field != event and m.prop is not None:
+                self.error("PB174", f"{where} maps a property of event '{m.field}', which it does not land", m.span,
+                           f"this source lands '{event}': write `event.{event}.{m.prop} = {m.column}`")
+                continue
+            if event is not None and m.field != event:
+                self.error("PB174", f"{where} lands two events, '{event}' and '{m.field}'", m.span,
+                           f"one source lands one event (its time in one column): declare a second source for "
+                           f"'{m.field}'")
+                continue
+        if fills == "event" and event is None:
+            first = next(m for m in src.mappings if m.entity == "event")
+            self.error("PB171", f"{where} does not say which column is the time of event '{first.field}'", src.span,
+                       f"add `event.{first.field} = COLUMN`: the time it happened; its properties come beside it")
+        if "account.id" not in seen:
+            self.error("PB171", f"{where} does not say which column is the account's id", src.span,
+                       "add `account.id = COLUMN`: it is how a read record finds its account")
+        if fills == "metric" and src.dated is None:
+            self.error("PB173", f"{where} lands metric points but does not say which column is their date",
+                       src.span, "add `dated by COLUMN`: the day (or the start of the week or month) each point "
+                       "is for")
+        elif fills == "event" and src.dated is not None:
+            self.error("PB173", f"{where} lands events but says `dated by`", src.dated_span,
+                       f"an event's time is the column of its `event.{event or 'NAME'} = COLUMN` line: remove "
+                       "`dated by`")
 
     def check_calendar(self, cal: n.CalendarDecl) -> None:
         if len(set(cal.holidays)) != len(cal.holidays):

@@ -336,7 +336,9 @@ class _Layout:
             out += self._body(d.query, d.query_span, "query")
         if d.incremental is not None:
             out.append(self._span_line(1, f"incremental by {_column(d.incremental)}", d.incremental_span))
-        targets = [f"{m.entity}.{m.field}" for m in d.mappings]
+        if d.dated is not None:
+            out.append(self._span_line(1, f"dated by {_column(d.dated)}", d.dated_span))
+        targets = [m.target for m in d.mappings]
         width = max(map(len, targets), default=0) if self.o.align else 0
         out += [self.node_line(1, f"{t.ljust(width)} = {_column(m.column)}", m) for t, m in zip(targets, d.mappings)]
         return out

@@ -300,6 +300,9 @@ SOURCE_SYSTEMS = ("hubspot", "warehouse")
 HUBSPOT_OBJECTS = ("companies", "contacts", "deals")
 # The entity a source's mapping fills, and the kind of import that writes it.
 SOURCE_ENTITIES = ("account", "contact")
+# Time series a source may land instead: `metric.NAME = column` (points, dated by a column) and
+# `event.NAME = column` (occurrences at the column's time), each for the account `account.id` names.
+SOURCE_SERIES = ("metric", "event")
 # Columns every account / contact row has besides its declared fields (the store's fixed columns).
 SOURCE_FIXED_FIELDS = {
     "account": ("id", "name"),
@@ -308,11 +311,21 @@ SOURCE_FIXED_FIELDS = {
 
 
 class SourceMapping(Node):
-    """`account.arr = annualrevenue`: the source's `column` lands in `entity`.`field`."""
+    """`account.arr = annualrevenue`: the source's `column` lands in `entity`.`field`.
+
+    For series, `entity` is `metric` or `event` and `field` the declared metric or event;
+    `event.NAME.PROPERTY = column` sets `prop` (a property of that event).
+    """
 
     entity: str
     field: str
     column: str
+    prop: str | None = None
+
+    @property
+    def target(self) -> str:
+        """As written on the left: `account.arr`, `metric.seats_active`, `event.trial_started.plan`."""
+        return f"{self.entity}.{self.field}" + (f".{self.prop}" if self.prop else "")
 
 
 class SourceDecl(Node):
@@ -324,14 +337,22 @@ class SourceDecl(Node):
     object: str | None = None  # companies, contacts, deals (HubSpot)
     query: str | None = None  # the SQL query (warehouse)
     incremental: str | None = None  # the last-modified property / cursor column; None = full load each time
+    dated: str | None = None  # metric points: the column holding each point's date (`dated by day`)
     mappings: list[SourceMapping] = []
     query_span: SkipValidation[Span] = Field(default=NO_SPAN, exclude=True, repr=False)
     incremental_span: SkipValidation[Span] = Field(default=NO_SPAN, exclude=True, repr=False)
+    dated_span: SkipValidation[Span] = Field(default=NO_SPAN, exclude=True, repr=False)
 
     @property
     def entity(self) -> str | None:
         """The entity the mapping fills (the first mapping's; the checker refuses a mix)."""
         return self.mappings[0].entity if self.mappings else None
+
+    @property
+    def fills(self) -> str | None:
+        """What a sync writes: `account` or `contact` fields, or `metric` points or `event`s."""
+        series = next((m.entity for m in self.mappings if m.entity in SOURCE_SERIES), None)
+        return series or self.entity
 
     @property
     def key(self) -> SourceMapping | None:

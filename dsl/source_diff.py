@@ -13,6 +13,7 @@ from dsl.catalog import Catalog
 
 def _reads(d: n.SourceDecl) -> str:
     what = " ".join(x for x in (d.system, d.object) if x)
+    what += f", dated by {d.dated}" if d.dated else ""
     return what + (f", incremental by {d.incremental}" if d.incremental else ", full each sync")
 
 
@@ -25,7 +26,7 @@ def changes(before: Catalog, after: Catalog) -> list[dict[str, object]]:
             continue
         if old is None and new is not None:
             out.append({"source": name, "status": "added", "details": [_reads(new)] + [
-                f"+ {m.entity}.{m.field} = {m.column}" for m in new.mappings]})
+                f"+ {m.target} = {m.column}" for m in new.mappings]})
             continue
         if new is None and old is not None:
             out.append({"source": name, "status": "removed", "details": [_reads(old)]})
@@ -36,8 +37,8 @@ def changes(before: Catalog, after: Catalog) -> list[dict[str, object]]:
             details.append(f"reads {_reads(old)} -> {_reads(new)}")
         if (old.query or "").strip() != (new.query or "").strip():
             details.append("query changed")
-        was = {f"{m.entity}.{m.field}": m.column for m in old.mappings}
-        now = {f"{m.entity}.{m.field}": m.column for m in new.mappings}
+        was = {m.target: m.column for m in old.mappings}
+        now = {m.target: m.column for m in new.mappings}
         for target in sorted(set(was) | set(now)):
             if target not in now:
                 details.append(f"- {target} = {was[target]}")

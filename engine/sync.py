@@ -45,7 +45,7 @@ from engine import schema
 from engine.importers import ImportFailed, ImportReport, Kind, RowError, import_files
 from engine.store import Store
 
-KIND: dict[str, Kind] = {"account": "accounts", "contact": "contacts"}
+KIND: dict[str, Kind] = {"account": "accounts", "contact": "contacts", "metric": "metrics", "event": "events"}
 SHOWN_IN_MESSAGE = 20
 # How long a run on another host may go without a sign of life (its start,
 # each batch) before it counts as interrupted: a run on this host is checked
@@ -218,28 +218,91 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def map_batch(decl: n.SourceDecl, records: Sequence[Mapping[str, Any]], path: Path) -> list[str]:
-    """Write `records` mapped onto entity columns as JSON Lines at `path`; the key of each record, in line order."""
-    keys: list[str] = []
+@dataclass(frozen=True)
+class Line:
+    """What one line of a mapped batch stands for: its record, and the mapping behind each imported column."""
+
+    record: str  # `4711 (hs_object_id)`, `a2 2026-11-03 (account_id, day)`
+    targets: Mapping[str, str]  # imported column -> `account.arr <- annualrevenue`
+
+
+def _record(values: Sequence[Any], columns: Sequence[str], i: int) -> str:
+    if all(v in (None, "") for v in values):
+        return f"#{i + 1} of the batch ({', '.join(columns)})"
+    return " ".join(str(_plain(v)) if v not in (None, "") else "(empty)" for v in values) + f" ({', '.join(columns)})"
+
+
+def map_batch(decl: n.SourceDecl, records: Sequence[Mapping[str, Any]], path: Path) -> list[Line]:
+    """Write `records` mapped as the import of `decl.fills` reads them (JSON Lines at `path`); what each line is.
+
+    Fields: one line per record. Metric points: one line per record and mapped metric with a value (an
+    empty value is no point). Events: one line per record whose time is not empty.
+    """
+    fills = decl.fills or "account"
+    if fills in n.SOURCE_SERIES:
+        return _map_series(decl, fills, records, path)
+    lines: list[Line] = []
     key = decl.key
+    entity = decl.entity or "account"
+    targets = {m.field: f"{entity}.{m.field} <- {m.column}" for m in decl.mappings}
     with path.open("w", encoding="utf-8") as fh:
         for i, rec in enumerate(records):
             row = {m.field: _plain(rec.get(m.column)) for m in decl.mappings}
             raw_key = rec.get(key.column) if key is not None else None
-            keys.append(str(raw_key) if raw_key not in (None, "") else f"#{i + 1} of the batch")
+            label = _record([raw_key], [key.column], i) if key is not None else f"#{i + 1} of the batch"
+            lines.append(Line(label, targets))
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return keys
+    return lines
 
 
-def _named(decl: n.SourceDecl, keys: list[str], errors: list[RowError]) -> list[MappingError]:
-    column = {m.field: m.column for m in decl.mappings}
-    entity = decl.entity or "account"
+def _day(value: Any) -> Any:
+    """A point's date: a timestamp column (a warehouse's `date_trunc`) gives its day, in UTC when it has an offset."""
+    if isinstance(value, dt.datetime):
+        return (value.astimezone(dt.timezone.utc) if value.tzinfo else value).date()
+    return value
+
+
+def _map_series(decl: n.SourceDecl, fills: str, records: Sequence[Mapping[str, Any]], path: Path) -> list[Line]:
+    lines: list[Line] = []
+    account = decl.key.column if decl.key is not None else "account_id"
+    landed = [m for m in decl.mappings if m.entity == fills and m.prop is None]
+    props = [m for m in decl.mappings if m.entity == fills and m.prop is not None]
+    account_target = f"account.id <- {account}"
+    with path.open("w", encoding="utf-8") as fh:
+        for i, rec in enumerate(records):
+            acct = _plain(rec.get(account))
+            if fills == "metric":
+                assert decl.dated is not None
+                day = _plain(_day(rec.get(decl.dated)))
+                label = _record([acct, day], [account, decl.dated], i)
+                for m in landed:
+                    value = _plain(rec.get(m.column))
+                    if value is None or value == "":
+                        continue  # no measurement that day
+                    row = {"account_id": acct, "metric": m.field, "date": day, "value": value}
+                    lines.append(Line(label, {"account_id": account_target, "date": f"dated by {decl.dated}",
+                                              "value": f"metric.{m.field} <- {m.column}"}))
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                continue
+            for m in landed:  # the checker allows one event per source
+                at = _plain(rec.get(m.column))
+                if at is None or at == "":
+                    continue  # the event did not happen to this row's account
+                payload = {p.prop: v for p in props if (v := _plain(rec.get(p.column))) not in (None, "")}
+                row = {"account_id": acct, "event": m.field, "occurred_at": at, "payload": payload}
+                lines.append(Line(_record([acct, at], [account, m.column], i), {
+                    "account_id": account_target, "occurred_at": f"event.{m.field} <- {m.column}",
+                    "payload": ", ".join(f"event.{m.field}.{p.prop} <- {p.column}" for p in props) or "properties"}))
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return lines
+
+
+def _named(decl: n.SourceDecl, lines: list[Line], errors: list[RowError]) -> list[MappingError]:
     out = []
     for e in errors:
-        record = keys[e.row - 1] if 0 < e.row <= len(keys) else "(the batch)"
-        if decl.key is not None and 0 < e.row <= len(keys):
-            record = f"{record} ({decl.key.column})"
-        target = f"{entity}.{e.column} <- {column[e.column]}" if e.column in column else e.column
+        line = lines[e.row - 1] if 0 < e.row <= len(lines) else None
+        record = line.record if line is not None else "(the batch)"
+        target = line.targets.get(e.column, e.column) if line is not None and e.column else e.column
         out.append(MappingError(decl.name, record, target, e.reason))
     return out
 
@@ -255,7 +318,7 @@ async def run_sync(store: Store, catalog: Catalog, decl: n.SourceDecl, reader: R
     Raises SyncRefused (the batch's data) or SourceUnreachable/SourceProblem (the source) after
     recording the run; batches written before stay written, with their cursor.
     """
-    kind = KIND[decl.entity or "account"]
+    kind = KIND[decl.fills or "account"]
     result = await asyncio.to_thread(_start_run, store, decl.name, full)
     cursor = None if full else await asyncio.to_thread(_read_cursor, store, decl.name)
     result.cursor = cursor
@@ -328,14 +391,15 @@ def _finish_run(store: Store, result: SyncResult) -> None:
 
 def _write_batch(store: Store, catalog: Catalog, decl: n.SourceDecl, kind: Kind, batch: Batch, path: Path,
                  result: SyncResult, max_errors: int) -> None:
-    keys = map_batch(decl, batch.records, path)
+    lines = map_batch(decl, batch.records, path)
 
     def then(conn: Connection, report: ImportReport) -> None:
         f = report.files[0]
         store_cursor(conn, decl.name, batch.cursor)
         result.batches += 1
         result.read += len(batch.records)
-        result.created += f.created
+        # Metric points and events have no new/updated split: `created` counts those written.
+        result.created += f.created if kind in ("accounts", "contacts") else f.rows
         result.updated += f.updated
         result.changed += report.changed_values
         result.cursor = batch.cursor
@@ -350,8 +414,9 @@ def _write_batch(store: Store, catalog: Catalog, decl: n.SourceDecl, kind: Kind,
                                 then=then)
         store.retry(attempt)
     except ImportFailed as exc:
-        problems = _named(decl, keys, exc.errors)
+        problems = _named(decl, lines, exc.errors)
         result.read += len(batch.records)
-        result.refused = len({e.row for e in exc.errors if e.row}) or len(batch.records)
+        # Records, not lines: a record may be several metric points.
+        result.refused = len({p.record for p, e in zip(problems, exc.errors) if e.row}) or len(batch.records)
         result.problems = problems
         raise SyncRefused(decl.name, problems, exc.total, len(batch.records)) from None

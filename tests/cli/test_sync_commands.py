@@ -97,3 +97,63 @@ def test_a_sync_prints_what_it_read_and_wrote_and_a_second_reads_nothing_new(
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+SERIES = '''\
+entity account
+  field arr money?
+
+metric api_calls per day
+
+source usage from warehouse
+  query "select account_id, day, calls, updated_at from usage"
+  incremental by updated_at
+  dated by day
+  account.id       = account_id
+  metric.api_calls = calls
+'''
+
+
+def test_a_metric_sync_prints_the_points_it_wrote_and_a_bad_value_exits_1_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+    import uuid
+
+    import sqlalchemy as sa
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from store_backends import PG_URL, pg_reason
+
+    if (reason := pg_reason()) is not None:
+        pytest.fail(reason)
+    schema = f"pb_wh_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        conn.execute(sa.text(f'CREATE TABLE "{schema}".usage (account_id text, day date, calls text, '
+                             'updated_at timestamptz)'))
+        conn.execute(sa.text(f"INSERT INTO \"{schema}\".usage VALUES ('a1', '2026-11-01', '10', now()), "
+                             "('a1', '2026-11-02', '12', now())"))
+    try:
+        folder = tmp_path / "rules"
+        folder.mkdir()
+        (folder / "s.play").write_text(SERIES.replace("from usage", f"from {schema}.usage"), encoding="utf-8")
+        (tmp_path / "accounts.csv").write_text("id,name\na1,Acme\n", encoding="utf-8")
+        monkeypatch.setenv("PLAYBOOK_SOURCE_USAGE_URL", PG_URL)
+        db = f"sqlite:///{tmp_path}/store.db"
+        assert run(["import", f"accounts={tmp_path / 'accounts.csv'}", "--rules", str(folder), "--db", db]) == 0
+        capsys.readouterr()
+        assert run(["sync", "--rules", str(folder), "--db", db]) == 0
+        assert capsys.readouterr().out == ("source usage: ok (from its cursor): 2 read in 1 batch(es), "
+                                           "2 metric point(s) written, 0 refused\n")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"INSERT INTO \"{schema}\".usage VALUES ('a1', '2026-11-03', 'n/a', now())"))
+        assert run(["sync", "--rules", str(folder), "--db", db]) == 1
+        captured = capsys.readouterr()
+        assert "source usage: record a1 2026-11-03 (account_id, day): metric.api_calls <- calls: " in captured.err
+        assert captured.out.startswith("source usage: refused (from its cursor): 1 read in 0 batch(es), "
+                                       "0 metric point(s) written, 1 refused")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

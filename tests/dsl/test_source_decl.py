@@ -45,6 +45,45 @@ def test_warehouse_source_keeps_its_query_and_quoted_columns():
     assert decl.mappings[-1].column == "Health"
 
 
+METRICS = '''\
+source daily_usage from warehouse
+  query """
+    select account_id, day, calls, updated_at from usage_daily
+    """
+  incremental by updated_at
+  dated by day
+  account.id        = account_id
+  metric.api_calls  = calls
+'''
+
+EVENTS = '''\
+source rounds from warehouse
+  query "select account_id, announced_at, amount from funding_rounds"
+  account.id                       = account_id
+  event.funding_announced          = announced_at
+  event.funding_announced.amount   = amount
+'''
+
+
+def test_a_metric_source_says_which_column_dates_its_points():
+    (decl,) = parse(METRICS).module.declarations
+    assert isinstance(decl, n.SourceDecl)
+    assert (decl.fills, decl.dated, decl.key and decl.key.column) == ("metric", "day", "account_id")
+    assert [m.target for m in decl.mappings] == ["account.id", "metric.api_calls"]
+
+
+def test_an_event_source_lands_one_event_and_its_properties():
+    (decl,) = parse(EVENTS).module.declarations
+    assert isinstance(decl, n.SourceDecl)
+    assert decl.fills == "event"
+    assert [(m.target, m.prop) for m in decl.mappings] == [
+        ("account.id", None), ("event.funding_announced", None), ("event.funding_announced.amount", "amount")]
+
+
+def test_series_sources_check_clean():
+    assert findings(METRICS + "\n" + EVENTS) == []
+
+
 def test_well_formed_sources_check_clean():
     assert findings(HUBSPOT + "\n" + WAREHOUSE) == []
 
@@ -75,6 +114,37 @@ CASES = [
      [("PB172", "error", 3, 3, "source 's' fills both account and contact fields")]),
     ("a field twice", "source s from hubspot companies\n  account.id = x\n  account.id = y\n",
      [("PB172", "error", 3, 3, "source 's' maps account.id twice")]),
+    ("metric points without a date", 'source s from warehouse\n  query "q"\n  account.id = a\n  metric.api_calls = c\n',
+     [("PB173", "error", 1, 1, "source 's' lands metric points but does not say which column is their date")]),
+    ("dated fields", 'source s from warehouse\n  query "q"\n  dated by day\n  account.id = a\n',
+     [("PB173", "error", 3, 3, "source 's' lands no metric points but says `dated by`")]),
+    ("dated events", 'source s from warehouse\n  query "q"\n  dated by day\n  account.id = a\n'
+     '  event.funding_announced = at\n',
+     [("PB173", "error", 3, 3, "source 's' lands events but says `dated by`")]),
+    ("unknown metric", 'source s from warehouse\n  query "q"\n  dated by d\n  account.id = a\n  metric.api_cals = c\n',
+     [("PB109", "error", 5, 10, "unknown metric 'api_cals'")]),
+    ("unknown event", 'source s from warehouse\n  query "q"\n  account.id = a\n  event.funded = at\n',
+     [("PB109", "error", 4, 9, "unknown event 'funded'")]),
+    ("metric points beside a field", 'source s from warehouse\n  query "q"\n  dated by d\n  account.id = a\n'
+     '  account.arr = arr\n  metric.api_calls = c\n',
+     [("PB174", "error", 5, 3, "source 's' lands metric points and also maps account.arr")]),
+    ("points and events", 'source s from warehouse\n  query "q"\n  dated by d\n  account.id = a\n'
+     '  metric.api_calls = c\n  event.funding_announced = at\n',
+     [("PB174", "error", 6, 3, "source 's' lands both metric points and events")]),
+    ("two events", 'event churned\nsource s from warehouse\n  query "q"\n  account.id = a\n'
+     '  event.funding_announced = at\n  event.churned = c\n',
+     [("PB174", "error", 6, 3, "source 's' lands two events, 'funding_announced' and 'churned'")]),
+    ("a property of another event", 'event churned\nsource s from warehouse\n  query "q"\n  account.id = a\n'
+     '  event.funding_announced = at\n  event.churned.why = c\n',
+     [("PB174", "error", 6, 3, "source 's' maps a property of event 'churned', which it does not land")]),
+    ("an event's properties without its time", 'source s from warehouse\n  query "q"\n  account.id = a\n'
+     '  event.funding_announced.amount = c\n',
+     [("PB171", "error", 1, 1, "source 's' does not say which column is the time of event 'funding_announced'")]),
+    ("points without their account", 'source s from warehouse\n  query "q"\n  dated by d\n  metric.api_calls = c\n',
+     [("PB171", "error", 1, 1, "source 's' does not say which column is the account's id")]),
+    ("metric points from HubSpot", 'source s from hubspot companies\n  dated by d\n  account.id = a\n'
+     '  metric.api_calls = c\n',
+     [("PB174", "error", 4, 3, "source 's' reads HubSpot companies but lands metric points")]),
 ]
 
 

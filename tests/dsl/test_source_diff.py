@@ -45,3 +45,21 @@ def test_a_cursor_change_is_a_change_of_what_is_read():
     after = BASE.replace("  incremental by hs_lastmodifieddate\n", "")
     assert changes(catalog(BASE), catalog(after))[0]["details"] == [
         "reads hubspot companies, incremental by hs_lastmodifieddate -> hubspot companies, full each sync"]
+
+
+def test_a_metric_mapping_and_its_date_column_are_shown_like_fields():
+    base = BASE + ('metric api_calls per day\nmetric seats per day\n\nsource usage from warehouse\n  query "q"\n'
+                   '  dated by day\n  account.id = account_id\n  metric.api_calls = calls\n')
+    after = base.replace("dated by day", "dated by usage_date").replace(
+        "metric.api_calls = calls", "metric.api_calls = api_calls\n  metric.seats = seats")
+    assert changes(catalog(base), catalog(after)) == [
+        {"source": "usage", "status": "changed",
+         "details": ["reads warehouse, dated by day, full each sync -> warehouse, dated by usage_date, full each sync",
+                     "~ metric.api_calls = calls -> api_calls", "+ metric.seats = seats"]}]
+
+
+def test_an_event_property_is_named_by_event_and_property():
+    base = BASE + ('event funding_announced\n\nsource rounds from warehouse\n  query "q"\n  account.id = a\n'
+                   '  event.funding_announced = at\n')
+    after = base + "  event.funding_announced.amount = amount\n"
+    assert changes(catalog(base), catalog(after))[0]["details"] == ["+ event.funding_announced.amount = amount"]
