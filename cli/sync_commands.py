@@ -138,7 +138,7 @@ def _one(store: Any, catalog: Any, decl: Any, full: bool) -> tuple[dict[str, Any
         raise Fail(str(exc)) from exc
     with store.engine.connect() as conn:
         last = runs(conn, decl.name, limit=1)[0]
-    out = {k: v for k, v in last.items() if k not in ("started_at", "finished_at")}
+    out = {k: v for k, v in last.items() if k not in ("started_at", "finished_at", "heartbeat_at")}
     out["run"] = out.pop("id")
     out["problems"] = problems
     return out, code
