@@ -165,17 +165,24 @@ def plays_table(doc: dict[str, Any]) -> None:
 
 def triggers_table(doc: dict[str, Any]) -> None:
     out = render.console()
-    rows = [{"trigger": r["trigger"], "quarter": r["quarter"], "fired": _n(r["fired"]), "rate": r["fire_rate_percent"],
-             "band": r["band"], "accuracy": r["accuracy_percent"]} for r in doc["rows"]]
-    cols = _pct_cols(("trigger", "trigger", False), ("quarter", "quarter", False), ("fired", "fired", True),
-                     ("rate", "fire rate", True), ("band", "band", False), ("accuracy", "accuracy", True))
+    rows = [{"trigger": r["trigger"], "quarter": r["quarter"], "source": r["source"], "fired": _n(r["fired"]),
+             "rate": r["fire_rate_percent"], "band": r["band"], "judged": _n(r["accuracy_counted"]),
+             "accuracy": r["accuracy_percent"]} for r in doc["rows"]]
+    cols = _pct_cols(("trigger", "trigger", False), ("quarter", "quarter", False), ("source", "from", False),
+                     ("fired", "fired", True), ("rate", "fire rate", True), ("band", "band", False),
+                     ("judged", "judged", True), ("accuracy", "accuracy", True))
     out.print(render.table_of(f"Trigger fire rate per quarter, of {doc['eligible']:,} eligible accounts", cols, rows))
     if not rows:
         out.print("No sweep has recorded a decision yet: run `playbook sweep` (or the demo) first.")
+    if doc["accuracy_window_days"] is not None:
+        out.print(f"Accuracy (fired, then won) judges the fires at least {doc['accuracy_window_days']} days old "
+                  f"({doc['accuracy_window_from']}); younger ones had no time to close.")
     advice = sorted({(r["band"], r["advice"]) for r in doc["rows"] if r["band"] in (
         "too permissive", "too restrictive or missing data")})
     for band, text in advice:
         out.print(f"{band}: {text}")
+    for note in doc["notes"]:
+        out.print(f"note: {note}")
 
 
 def revenue_table(doc: dict[str, Any]) -> None:
@@ -304,15 +311,19 @@ def plays_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: Out
 
 
 @app.command("triggers")
-def triggers_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOpt = None,
-                 eligible: EligibleOpt = None) -> None:
-    """Fire rate per trigger and quarter against the seeds' bands, and accuracy (fired, then won)."""
+def triggers_cmd(rules: RulesOpt = None, db: DbOpt = None, format: FormatOpt = ReportFormat.table,
+                 out: OutOpt = None, eligible: EligibleOpt = None, today: TodayOpt = None) -> None:
+    """Fire rate per trigger and quarter against the seeds' bands, and accuracy (fired, then won); quarters
+    before the first sweep from the field history."""
     from engine.reports.triggers import triggers_report
 
     if eligible is not None and eligible <= 0:
         raise Fail(f"--eligible wants a number of accounts above 0, not {eligible}")
-    with reading_store(db) as store:
-        doc = read(store, lambda conn: triggers_report(conn, eligible=eligible).to_json())
+    as_of = today_in_team_zone(today)
+    catalog = _catalog(rules, format)
+    with reading_store(db, catalog) as store:
+        doc = read(store, lambda conn: triggers_report(conn, eligible=eligible, catalog=catalog,
+                                                       today=as_of).to_json())
     _emit(format, out, {"triggers": doc}, _tables, "Trigger effectiveness")
 
 
@@ -373,7 +384,7 @@ def all_cmd(rules: RulesOpt = None, db: DbOpt = None, format: FormatOpt = Report
         def work(conn: Any) -> dict[str, dict[str, Any]]:
             return {"funnel": _funnel(conn, wanted, None, a, b),
                     "plays": plays_report(conn, since=a, until=b).to_json(),
-                    "triggers": triggers_report(conn, eligible=eligible).to_json(),
+                    "triggers": triggers_report(conn, eligible=eligible, catalog=catalog, today=as_of).to_json(),
                     "revenue": _revenue(conn, table, a, b, cost, as_of),
                     "sla": sla_report(conn, since=a, until=b).to_json()}
 

@@ -134,25 +134,33 @@ def triggers_section(doc: dict[str, Any]) -> str:
             parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for qi, r in points:
             x, y = xy(qi, r["fire_rate"] or 0)
+            # From history: hollow, so a reader tells evaluated quarters from recorded ones.
+            fill = "#ffffff" if r["from_history"] else colour
             parts.append(f'<circle data-mark="rate" data-trigger="{_e(t)}" data-quarter="{_e(r["quarter"])}" '
-                         f'data-rate="{r["fire_rate"]}" cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"/>')
+                         f'data-source="{_e(r["source"])}" data-rate="{r["fire_rate"]}" cx="{x:.1f}" cy="{y:.1f}" '
+                         f'r="4" fill="{fill}" stroke="{colour}" stroke-width="2"/>')
         parts.append(f'<text x="{WIDTH - 190}" y="{pad_t + 12 + ti * 15}" style="fill:{colour}">● {_e(t)}</text>')
     height = max(h, pad_t + 12 + len(triggers) * 15)
     svg = (f'<svg class="chart" id="chart-fire-rate" role="img" aria-label="Fire rate over time" width="{WIDTH}" '
            f'height="{height}" viewBox="0 0 {WIDTH} {height}">{"".join(parts)}</svg>')
     rows = [
         "<tr>" + f"<td>{_e(r['trigger'])}</td><td>{_e(r['quarter'])}</td>"
+        + f'<td data-field="triggers.rows.{i}.source">{_e(r["source"])}</td>'
         + _cell(f"triggers.rows.{i}.fired", f"{r['fired']:,}") + _cell(f"triggers.rows.{i}.eligible", f"{r['eligible']:,}")
         + _cell(f"triggers.rows.{i}.fire_rate_percent", r["fire_rate_percent"])
         + f'<td class="band-{_e(r["band"].replace(" ", "-"))}" data-field="triggers.rows.{i}.band">{_e(r["band"])}</td>'
+        + _cell(f"triggers.rows.{i}.accuracy_counted", f"{r['accuracy_counted']:,}")
         + _cell(f"triggers.rows.{i}.accuracy_percent", r["accuracy_percent"]) + "</tr>"
         for i, r in enumerate(rows_in)]
     return ("<section id=\"triggers\"><h2>Trigger effectiveness</h2>"
             f"<p class=\"note\">Fire rate: accounts a trigger fired on in a quarter, of {doc['eligible']:,} eligible. "
             "Healthy 5-15%; over 40% too permissive; under 3% too restrictive or missing data. "
-            "Accuracy: fired, then won.</p>" + svg
-            + _table(["trigger", "quarter", "fired", "eligible", "fire rate", "band", "accuracy"], rows, "triggers")
-            + "</section>")
+            f"Accuracy: fired, then won, over the fires at least {_e(str(doc['accuracy_window_days']))} days old "
+            f"({_e(doc['accuracy_window_from'])}). From <em>history</em>: a quarter no sweep recorded, evaluated "
+            "from the field history.</p>" + svg
+            + _table(["trigger", "quarter", "from", "fired", "eligible", "fire rate", "band", "judged", "accuracy"],
+                     rows, "triggers")
+            + "".join(f'<p class="note">{_e(n)}</p>' for n in doc["notes"]) + "</section>")
 
 
 # ---------------------------------------------------------------- revenue

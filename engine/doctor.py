@@ -410,7 +410,7 @@ def check_fire_rates(ctx: Context) -> list[Finding]:
 
     if _count(ctx.conn, sa.select(sa.func.count()).select_from(DECISIONS)) == 0:
         return [Finding("fire_rate", "all", NO_DATA, "no sweep has recorded a decision: playbook sweep")]
-    report = triggers_report(ctx.conn)
+    report = triggers_report(ctx.conn, today=ctx.today)
     latest: dict[str, Any] = {}
     for r in report.rows:
         latest[r.trigger] = r  # rows are ordered by quarter
@@ -445,20 +445,31 @@ def check_fire_rates(ctx: Context) -> list[Finding]:
 
 
 def check_trigger_accuracy(ctx: Context) -> list[Finding]:
+    """Of the fires old enough to have closed (engine.reports.triggers: the median days from signal to close),
+    the share that converted."""
     from engine.reports.triggers import triggers_report
 
-    rows = triggers_report(ctx.conn).rows
+    report = triggers_report(ctx.conn, today=ctx.today)
+    rows = report.rows
     fired = sum(r.fired for r in rows)
     if not fired:
         return [Finding("trigger_accuracy", "all", NO_DATA, "no trigger has fired: playbook sweep")]
     if not _count(ctx.conn, sa.select(sa.func.count()).select_from(OUTCOMES)):
         return [Finding("trigger_accuracy", "all", NO_DATA, "no outcomes recorded: playbook import outcomes=FILE")]
+    judged = sum(r.judged for r in rows)
+    window = f"fires at least {report.maturity_days} days old ({report.maturity_from})"
+    details: dict[str, Any] = {"fired": fired, "judged": judged, "window_days": report.maturity_days}
+    if not judged:
+        return [Finding("trigger_accuracy", "all", NO_DATA,
+                        f"none of the {fired:,} fired accounts is old enough to judge: only {window} count",
+                        details=details)]
     converted = sum(r.converted for r in rows)
-    acc = converted / fired
+    acc = converted / judged
     return [Finding("trigger_accuracy", "all", higher_better(acc, TRIGGER_ACCURACY),
-                    f"{converted:,} of {fired:,} fired accounts then won ({_pct(acc)}, "
-                    f"{level_name(acc, TRIGGER_ACCURACY)}; minimum 30%, good 50%, excellent 70%)", acc,
-                    "" if acc > TRIGGER_ACCURACY[1] else ADVICE["accuracy"], {"converted": converted, "fired": fired})]
+                    f"{converted:,} of {judged:,} fired accounts then won ({_pct(acc)}, "
+                    f"{level_name(acc, TRIGGER_ACCURACY)}; minimum 30%, good 50%, excellent 70%); {window}; "
+                    f"{fired - judged:,} younger fires not judged", acc,
+                    "" if acc > TRIGGER_ACCURACY[1] else ADVICE["accuracy"], {"converted": converted, **details})]
 
 
 # ---------------------------------------------------------------- whitespace

@@ -27,6 +27,22 @@ entity account
   field contract_started_at date?
 """
 CATALOG = load_text(ENTITY, "account.play").catalog
+# Two triggers on ARR, for the trigger report's quarters evaluated from the field history (seed_arr_history).
+TRIGGER_RULES = ENTITY + """\
+  field csm user?
+
+trigger t_big "Big"
+  when account.arr > 100000
+  then start p
+
+trigger t_mid "Mid"
+  when account.arr >= 12000 and account.arr < 20000
+  then start p
+
+play p "A play"
+  ungated
+  day 1 task account.csm "Call"
+"""
 
 
 def seed_funnel(store: Store) -> None:

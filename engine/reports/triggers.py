@@ -3,9 +3,17 @@ judged against the seeds' bands, and its accuracy (fired, then converted).
 
 A trigger fired on an account in a quarter when a sweep recorded a decision for the
 account naming it among its firing triggers (`enrollment_decisions.reasons.triggers`,
-or the decision's `trigger`). Eligible accounts are the accounts in the store, or the
-accounts a caller counts (`eligible`). Accuracy is the share of the accounts it fired on
-that later had a `won` outcome (at or after the first time it fired in that quarter).
+or the decision's `trigger`). Quarters no sweep recorded (before the first one) are,
+given the rules, evaluated from the field history by the backtest
+(engine/backtest.py: the values known each day) and marked `history`. Eligible
+accounts are the accounts in the store, or the accounts a caller counts (`eligible`).
+
+Accuracy is the share of the accounts it fired on that later had a `won` outcome (at or
+after the first time it fired in that quarter; from history: the quarter holding its first
+fire of the evaluated days), counted only over fires old enough to have closed: at
+least the median days from signal to close of the won outcomes (`days_to_close`; none
+recorded: DEFAULT_MATURITY) before today. Younger fires are left out, so accuracy does not
+read ~0 right after the first sweep; `counted` says how many were judged.
 
 Bands (the seeds: "each trigger should fire on 5-15% of eligible accounts per quarter";
 over 40% "thresholds too permissive: raise them, add a health gate"; under 3% "too
@@ -14,21 +22,27 @@ restrictive or data gaps: lower them, verify the tracking"): see `band`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+import statistics
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from engine.reports.sqltime import percent, quarter, ratio
+from dsl.catalog import Catalog
+from engine.reports.sqltime import percent, quarter, quarter_of, ratio
 from engine.schema import Base
 
 T = Base.metadata.tables
 DECISIONS, OUTCOMES, ACCOUNTS = T["enrollment_decisions"], T["outcomes"], T["accounts"]
+HISTORY_T = T["account_field_history"]
 
 HEALTHY = (0.05, 0.15)
 TOO_PERMISSIVE = 0.40
 TOO_RESTRICTIVE = 0.03
+DEFAULT_MATURITY = 90  # days a fire needs before it is judged, when no won outcome says how long deals take
+SWEEPS, HISTORY = "sweeps", "history"
 ADVICE = {
     "too restrictive or missing data": "lower the threshold about 20%, or check the fields it reads are filled",
     "low": "below the 5-15% healthy band",
@@ -59,7 +73,13 @@ class QuarterRow:
     quarter: str
     fired: int  # accounts
     eligible: int
-    converted: int
+    converted: int  # of the counted
+    counted: int = -1  # fired accounts old enough to judge; -1: all of them
+    source: str = SWEEPS  # or HISTORY: evaluated from the field history, no sweep recorded it
+
+    @property
+    def judged(self) -> int:
+        return self.fired if self.counted < 0 else self.counted
 
     @property
     def rate(self) -> float | None:
@@ -67,26 +87,43 @@ class QuarterRow:
 
     @property
     def accuracy(self) -> float | None:
-        return ratio(self.converted, self.fired)
+        return ratio(self.converted, self.judged)
 
     def to_json(self) -> dict[str, Any]:
         b = band(self.rate)
-        return {"trigger": self.trigger, "quarter": self.quarter, "fired": self.fired, "eligible": self.eligible,
+        return {"trigger": self.trigger, "quarter": self.quarter, "source": self.source,
+                "from_history": self.source == HISTORY, "fired": self.fired, "eligible": self.eligible,
                 "fire_rate": self.rate, "fire_rate_percent": percent(self.rate, 1), "band": b,
-                "advice": ADVICE.get(b, ""), "converted": self.converted, "accuracy": self.accuracy,
-                "accuracy_percent": percent(self.accuracy)}
+                "advice": ADVICE.get(b, ""), "accuracy_counted": self.judged, "converted": self.converted,
+                "accuracy": self.accuracy, "accuracy_percent": percent(self.accuracy)}
 
 
 @dataclass(frozen=True)
 class TriggersReport:
     rows: list[QuarterRow]
     eligible: int
+    maturity_days: int | None = None  # fires younger than this are not judged for accuracy
+    maturity_from: str = ""
+    today: dt.date | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"report": "triggers", "eligible": self.eligible,
                 "bands": {"healthy": list(HEALTHY), "too_permissive_above": TOO_PERMISSIVE,
                           "too_restrictive_below": TOO_RESTRICTIVE},
-                "rows": [r.to_json() for r in self.rows]}
+                "accuracy_window_days": self.maturity_days, "accuracy_window_from": self.maturity_from,
+                "today": None if self.today is None else self.today.isoformat(),
+                "rows": [r.to_json() for r in self.rows], "notes": self.notes}
+
+
+def maturity(conn: Connection) -> tuple[int, str]:
+    """Days a fire must be old to be judged: the median days from signal to close of the won outcomes."""
+    days = [float(d) for (d,) in conn.execute(sa.select(OUTCOMES.c.days_to_close).where(
+        OUTCOMES.c.outcome == "won", OUTCOMES.c.days_to_close.is_not(None)))]
+    if not days:
+        return DEFAULT_MATURITY, "the default: no won outcome records its days from signal to close"
+    m = round(statistics.median(days))
+    return m, f"the median days from signal to close of {len(days):,} won outcome(s)"
 
 
 def _fired(dialect: str) -> sa.TextClause:
@@ -104,10 +141,21 @@ def _fired(dialect: str) -> sa.TextClause:
                    f"WHERE d.trigger IS NOT NULL AND {bare}")
 
 
-def triggers_report(conn: Connection, *, eligible: int | None = None) -> TriggersReport:
+def _instant(v: Any) -> dt.datetime:
+    t = v if isinstance(v, dt.datetime) else dt.datetime.fromisoformat(str(v))
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def triggers_report(conn: Connection, *, eligible: int | None = None, catalog: Catalog | None = None,
+                    today: dt.date | None = None) -> TriggersReport:
+    """Per trigger and quarter, from the sweeps' decisions; with `catalog`, the quarters before the
+    first sweep from the field history too."""
     dialect = conn.dialect.name
+    today = today or dt.date.today()
     base = eligible if eligible is not None else int(
         conn.execute(sa.select(sa.func.count()).select_from(ACCOUNTS)).scalar_one())
+    days, days_from = maturity(conn)
+    cutoff = dt.datetime.combine(today - dt.timedelta(days=days), dt.time(), dt.timezone.utc)
     fired = _fired(dialect).columns(sa.column("trigger", sa.Text), sa.column("account_id", sa.Text),
                                     sa.column("at", DECISIONS.c.at.type)).subquery("fired")
     q = quarter(fired.c.at, dialect)
@@ -116,12 +164,59 @@ def triggers_report(conn: Connection, *, eligible: int | None = None) -> Trigger
         fired.c.trigger, q, fired.c.account_id).subquery("first")
     converted = sa.exists().where(OUTCOMES.c.account_id == first.c.account_id, OUTCOMES.c.outcome == "won",
                                   OUTCOMES.c.at >= first.c.first_at)
-    rows = conn.execute(sa.select(
-        first.c.trigger, first.c.quarter, sa.func.count().label("fired"),
-        sa.func.sum(sa.case((converted, 1), else_=0)).label("converted"),
-    ).group_by(first.c.trigger, first.c.quarter).order_by(first.c.trigger, first.c.quarter))
-    return TriggersReport([QuarterRow(r.trigger, r.quarter, int(r.fired), base, int(r.converted or 0))
-                           for r in rows], base)
+    old = first.c.first_at <= cutoff
+    rows = [QuarterRow(r.trigger, r.quarter, int(r.fired), base, int(r.converted or 0), int(r.counted or 0))
+            for r in conn.execute(sa.select(
+                first.c.trigger, first.c.quarter, sa.func.count().label("fired"),
+                sa.func.sum(sa.case((old, 1), else_=0)).label("counted"),
+                sa.func.sum(sa.case((sa.and_(old, converted), 1), else_=0)).label("converted"),
+            ).group_by(first.c.trigger, first.c.quarter).order_by(first.c.trigger, first.c.quarter))]
+    notes: list[str] = []
+    if catalog is not None and catalog.triggers:
+        rows, more = _with_history(conn, catalog, rows, base, today, cutoff.date())
+        notes += more
+    rows.sort(key=lambda r: (r.trigger, r.quarter))
+    return TriggersReport(rows, base, days, days_from, today, notes)
 
 
-__all__ = ["ADVICE", "QuarterRow", "TriggersReport", "band", "triggers_report"]
+def _with_history(conn: Connection, catalog: Catalog, rows: list[QuarterRow], base: int, today: dt.date,
+                  cutoff: dt.date) -> tuple[list[QuarterRow], list[str]]:
+    """Add the quarters before the first recorded sweep, evaluated from the field history."""
+    from engine.backtest import BacktestError, backtest
+
+    first_sweep = conn.execute(sa.select(sa.func.min(DECISIONS.c.at))).scalar()
+    known = conn.execute(sa.select(sa.func.min(HISTORY_T.c.valid_from)).where(HISTORY_T.c.field == "*")).scalar()
+    if known is None:
+        return rows, ["no field history is kept, so quarters before the first sweep cannot be evaluated"]
+    start = _instant(known).date()
+    end = today - dt.timedelta(days=1)
+    if first_sweep is not None:
+        # The quarter of the first sweep is the sweeps'; evaluate up to the day before it begins.
+        q0 = _instant(first_sweep).date()
+        end = min(end, dt.date(q0.year, 3 * ((q0.month - 1) // 3) + 1, 1) - dt.timedelta(days=1))
+    if end < start:
+        return rows, []
+    try:
+        result = backtest(conn, catalog, sorted(catalog.triggers), start, end, today=today)
+    except BacktestError as e:
+        return rows, [f"quarters before the first sweep not evaluated: {e}"]
+    won: dict[str, list[dt.date]] = {}
+    for account, at in conn.execute(sa.select(OUTCOMES.c.account_id, OUTCOMES.c.at).where(
+            OUTCOMES.c.outcome == "won")):
+        won.setdefault(account, []).append(_instant(at).date())
+    out = list(rows)
+    for r in result.results:
+        judged: dict[str, list[bool]] = {}
+        for account, day in r.first.items():
+            if day <= cutoff:
+                judged.setdefault(quarter_of(day), []).append(any(w >= day for w in won.get(account, ())))
+        for label, count in sorted(r.per_quarter.items()):
+            marks = judged.get(label, [])
+            out.append(QuarterRow(r.trigger, label, count, base, sum(marks), len(marks), HISTORY))
+    note = (f"quarters from {start} to {end} evaluated from the field history (no sweep recorded them); "
+            "their accuracy counts the accounts first fired in the quarter")
+    return out, [note]
+
+
+__all__ = ["ADVICE", "DEFAULT_MATURITY", "HISTORY", "SWEEPS", "QuarterRow", "TriggersReport", "band", "maturity",
+           "triggers_report"]

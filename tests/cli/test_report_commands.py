@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import GOLDEN, assert_golden, run_cli
-from report_data import ENTITY, SEEDS_STAGES, seed_arr_history, seed_book, seed_funnel, seed_holdouts, CATALOG
+from report_data import ENTITY, SEEDS_STAGES, TRIGGER_RULES, seed_arr_history, seed_book, seed_funnel, seed_holdouts, CATALOG
+from dsl.project import load_text
 from engine.store import Store
 
 STAGES = ",".join(SEEDS_STAGES)
@@ -120,6 +121,34 @@ def test_revenue_of_a_past_quarter_from_the_field_history(arr_history: tuple[str
     assert r.code == 0, r.stderr
     assert_golden(GOLDEN / "report" / "revenue_history.json", r.stdout)
     assert json.loads(r.stdout)["overall"]["nrr_percent"] == "75.5%"
+
+
+@pytest.fixture(scope="module")
+def trigger_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("trigger_history")
+    (folder / "rules").mkdir()
+    (folder / "rules" / "rules.play").write_text(TRIGGER_RULES)
+    url = f"sqlite:///{folder}/store.db"
+    with Store.open(url, catalog=load_text(TRIGGER_RULES, "rules.play").catalog) as store:
+        seed_arr_history(store)
+    return url, str(folder / "rules")
+
+
+def test_trigger_quarters_without_sweeps_come_from_the_field_history(trigger_history: tuple[str, str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    url, rules = trigger_history
+    args = ("report", "triggers", "--db", url, "--rules", rules, "--today", "2026-09-15")
+    r = run_cli(*args)
+    assert r.code == 0, r.stderr
+    assert_golden(GOLDEN / "report" / "triggers_history.txt", r.stdout)
+    r = run_cli(*args, "--format", "json")
+    assert r.code == 0, r.stderr
+    assert_golden(GOLDEN / "report" / "triggers_history.json", r.stdout)
+    doc = json.loads(r.stdout)
+    assert {row["source"] for row in doc["rows"]} == {"history"} and all(row["from_history"] for row in doc["rows"])
+    r = run_cli(*args, "--format", "html")
+    assert 'data-field="triggers.rows.0.source">history</td>' in r.stdout and 'data-source="history"' in r.stdout
 
 
 def test_a_revenue_field_the_rules_lack_is_named(funnel_db: str, tmp_path: Path) -> None:

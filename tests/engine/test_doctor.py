@@ -142,10 +142,18 @@ def test_without_a_health_gate_the_seeds_60_is_used_and_said() -> None:
 
 
 def test_trigger_accuracy_is_fired_then_won(store: Store) -> None:
-    [f] = run(store)["trigger_accuracy"]
-    # t_usage fired on the 15 odd accounts; a01, a03, a05 won afterwards (a10 won but never fired)
-    assert (f.status, f.details) == (d.FAIL, {"converted": 3, "fired": 15})
-    assert "20%" in f.shown
+    with store.connect() as conn:
+        [f] = d.doctor(conn, catalog(), today=dt.date(2026, 7, 15), only=["trigger_accuracy"]).findings
+    # t_usage fired on the 15 odd accounts on 10 April, 96 days before: old enough (no won outcome
+    # records its days to close: 90); a01, a03, a05 won afterwards (a10 won but never fired)
+    assert (f.status, f.details) == (d.FAIL, {"converted": 3, "fired": 15, "judged": 15, "window_days": 90})
+    assert "20%" in f.shown and "fires at least 90 days old" in f.shown
+
+
+def test_trigger_accuracy_waits_for_fires_old_enough_to_have_closed(store: Store) -> None:
+    [f] = run(store)["trigger_accuracy"]  # 1 June: the fires of 10 April are 52 days old
+    assert (f.status, f.details) == (d.NO_DATA, {"fired": 15, "judged": 0, "window_days": 90})
+    assert "none of the 15 fired accounts is old enough" in f.shown
 
 
 def test_churn_drag_fails_when_expanded_accounts_churn_more(store: Store) -> None:
