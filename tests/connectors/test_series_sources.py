@@ -137,6 +137,18 @@ def events(store: Store) -> list[tuple[str, str, dt.datetime, Any]]:
                 for r in rows]
 
 
+def changed_accounts(store: Store) -> set[str]:
+    """Accounts the next incremental sweep evaluates (engine/changes.py)."""
+    t = db.AccountChange.__table__
+    with store.engine.connect() as conn:
+        return {r[0] for r in conn.execute(sa.select(t.c.account_id))}
+
+
+def forget_changes(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.delete(db.AccountChange.__table__))
+
+
 def day(i: int) -> dt.date:
     return D0 + dt.timedelta(days=i)
 
@@ -263,3 +275,21 @@ def test_an_event_of_an_unknown_account_is_refused_naming_record_and_field(wareh
     assert problem.record.startswith("a7 2026-12-01") and problem.record.endswith("(account_id, announced_at)")
     assert problem.field == "account.id <- account_id"
     assert events(store) == []
+
+
+def test_synced_points_and_events_mark_their_accounts_for_the_next_sweep_and_a_refused_batch_none(
+        warehouse, store, tmp_path):
+    url, schema = warehouse
+    p = project(schema)
+    with_accounts(store, p, tmp_path, ["a1", "a2", "a3"])
+    forget_changes(store)
+    usage(url, schema, [("a1", day(0), "1", 1, T0)])
+    rounds(url, schema, [("a2", T0, 1, "x")])
+    sync(store, p, reader(p, "usage", url))
+    sync(store, p, reader(p, "rounds", url))
+    assert changed_accounts(store) == {"a1", "a2"}
+    forget_changes(store)
+    usage(url, schema, [("a3", day(0), "bad", 1, T0 + dt.timedelta(hours=1))])
+    with pytest.raises(SyncRefused):
+        sync(store, p, reader(p, "usage", url))
+    assert changed_accounts(store) == set()
