@@ -814,7 +814,7 @@ def _sqlite_converter(t: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] | Non
 # Tables the demo fills, children first (the order to empty them in).
 # The incremental sweep's marks go with the data they describe (engine/changes.py).
 _DATA_TABLES = ("sweep_marks", "sweep_rechecks", "account_changes", "account_field_history", "enrollment_decisions",
-                "outcomes", "sla_breaches", "stage_history", "opportunities", "tasks", "enrollments", "events", "metric_points", "contacts", "accounts", "users")
+                "outcomes", "sla_breaches", "stage_history", "opportunities", "tasks", "enrollments", "events", "metric_series", "metric_points", "contacts", "accounts", "users")
 
 
 def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | None = None, *,
@@ -887,8 +887,13 @@ def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | 
             # In primary-key order: appends at one place per metric instead of
             # page splits all over the b-tree (about 2x faster on SQLite).
             points = _Writer(conn, schema.MetricPoint.__table__)
+            series = _Writer(conn, schema.MetricSeries.__table__)
             for metric in sorted(buckets):
-                points.write(conn, buckets[metric], converted=raw, points=gen.point_date is _date_text)
+                bucket = buckets[metric]
+                points.write(conn, bucket, converted=raw, points=gen.point_date is _date_text)
+                # The rollup (engine/rollups.py): each series' last row (an account's dates ascend).
+                latest = list({r[1]: r for r in bucket}.values())
+                series.write(conn, latest, converted=raw, points=gen.point_date is _date_text)
             _Writer(conn, schema.Event.__table__).write(conn, ev_rows, converted=raw)
         result.accounts += len(acc_rows)
         result.contacts += len(con_rows)

@@ -29,10 +29,12 @@ class RuleSQL:
     dialect: str
     # A SELECT of the account ids to evaluate (an incremental sweep); None: every account.
     only: Any = None
+    rollups: bool = True  # metric windows from the rollup (False: scan the points)
 
     def new(self) -> SQLCompiler:
         c = compiler(self.catalog, self.today, self.dialect)
         c.only = self.only
+        c.rollups = self.rollups
         return c
 
     def condition(self, expr: n.Expr) -> Compiled:

@@ -48,7 +48,7 @@ from sqlalchemy.engine import Connection
 from dsl import nodes as n
 from dsl.catalog import INBOUND_EVENTS, Catalog
 from dsl.suggest import closest
-from engine import bulkload, changes, history, schema
+from engine import bulkload, changes, history, rollups, schema
 from engine.bulkload import TYPED, Staging
 from engine.store import Store, StoreError, chunked
 from engine.store import unreachable as store_unreachable
@@ -1020,20 +1020,29 @@ class _FileLoad:
         key_names = ", ".join(quote(k) for k in keys)
         update = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in cols if c not in keys)
         upsert = f"ON CONFLICT ({key_names}) DO UPDATE SET {update}"
+        written = False
         if not conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first():
             # An empty table (a first load): a plain INSERT, unless the file repeats a key.
             savepoint = conn.begin_nested()
             try:
                 conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED}")
                 savepoint.commit()
-                return
+                written = True
             except sa.exc.IntegrityError:
                 savepoint.rollback()
         # Later rows of a file win over earlier ones with the same key. SQLite
         # applies the rows in line order (the rowid of `_pb_typed` is the line).
-        if not pg:
+        if written:
+            pass
+        elif not pg:
             conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED} WHERE 1 = 1 {upsert}")
-            return
+        else:
+            self._write_pg(table, names, key_names, upsert)
+        if plan.kind == "metrics":
+            rollups.note_points(conn, TYPED)  # window functions read the series' latest points
+
+    def _write_pg(self, table: str, names: str, key_names: str, upsert: str) -> None:
+        conn = self.conn
         # PostgreSQL refuses to update one row twice in a statement: a file
         # that repeats a key (rare) is written again keeping the last row of
         # each, which costs a sort the common case does not pay.

@@ -173,6 +173,24 @@ class MetricPoint(Base):
     value: Mapped[float | None] = mapped_column(Double)
 
 
+class MetricSeries(Base):
+    """A rollup of `metric_points`: each (metric, account)'s latest point.
+
+    Window functions over metrics start here (engine/sqlfunctions.py): one
+    row per account that has the metric, holding what `latest` and the end
+    of `growth` read, so a window costs a primary-key seek per account into
+    `metric_points` instead of a scan of every point of the metric. Kept
+    exact by every writer of points through engine/rollups.py.
+    """
+
+    __tablename__ = "metric_series"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    metric: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    last_date: Mapped[dt.date] = mapped_column(Date)
+    last_value: Mapped[float | None] = mapped_column(Double)
+
+
 class Event(Base):
     """A dated occurrence of a declared event (funding, hiring, NPS response, ticket).
 

@@ -26,7 +26,7 @@ from dsl import nodes as n
 from dsl.catalog import Catalog
 from dsl.functions import Function, form_of
 from engine.schema import Base, entity_table
-from engine.sqlfunctions import POSTGRESQL, SQLITE, SeriesRows, SQLFunction, Window
+from engine.sqlfunctions import POSTGRESQL, SQLITE, Rollup, SeriesRows, SQLFunction, Window
 
 
 class SQLCompileError(Exception):
@@ -99,6 +99,9 @@ class SQLCompiler:
     # ids or a list); None: every account. Only narrows what is aggregated: the
     # caller must itself restrict the accounts to the same ids.
     only: Any = field(default=None, init=False)
+    # Metric windows read the rollup (engine/rollups.py); False: scan the
+    # points (the rollups' differential test and benchmark compare the two).
+    rollups: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
         self.accounts = entity_table(self.catalog.account, "account")
@@ -301,7 +304,10 @@ class SQLCompiler:
             return sql.value(today, *(self.compile(a) for a in e.args))
         if sql.window is None:
             raise SQLCompileError(f"{form.doc} has no SQL for {self.dialect.name} (engine/sqlfunctions.py)")
-        value = sql.window.value(self._window(e, form, sql.window), today)
+        window = sql.window
+        rollup = self._rollup(window, form.series)
+        read = rollup.value if rollup is not None else window.value
+        value = read(self._window(e, form, window), today)
         empty = form.empty_series(self.today)
         # An account with no row in the window: what the function gives for nothing (a count is 0).
         return value if empty is None else sa.func.coalesce(value, sa.literal(empty))
@@ -347,19 +353,28 @@ class SQLCompiler:
         days = self._days(e.args[1]) if form.windowed else None
         key = (series, window.kind, e.args[0].name, days)
         if key not in self._joins:
-            self._joins[key] = window.subquery(self._rows(series, e.args[0].name, days))
+            rows = self._rows(series, e.args[0].name, days)
+            rollup = self._rollup(window, series)
+            build = rollup.subquery if rollup is not None else window.subquery
+            self._joins[key] = build(rows)
         return self._joins[key]
+
+    def _rollup(self, window: Window, series: str | None) -> Rollup | None:
+        """The rollup form the window is read through, if any."""
+        return window.rollup if self.rollups and series == "metric" else None
 
     def _rows(self, series: str, name: str, days: float | None) -> SeriesRows:
         table, series_column, day_column = (
             (self._metrics, "metric", "date") if series == "metric" else (self._events, "event", "occurred_on"))
         day = table.c[day_column]
         where = [table.c[series_column] == name, day <= self.today]
-        if days is not None:
-            where.append(day > self._cutoff(days))
+        cutoff = self._cutoff(days) if days is not None else None
+        if cutoff is not None:
+            where.append(day > cutoff)
         if self.only is not None:
             where.append(table.c.account_id.in_(self.only))
-        return SeriesRows(table, series_column, day_column, name, tuple(where), f"w{len(self._joins)}")
+        return SeriesRows(table, series_column, day_column, name, tuple(where), f"w{len(self._joins)}",
+                          today=self.today, cutoff=cutoff, only=self.only)
 
     # ------------------------------------------------------------ join analysis
     #

@@ -22,6 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine.schema import Base
+
 Column = ColumnElement[Any]
 
 
@@ -35,6 +37,10 @@ class SeriesRows:
     series: str  # the metric's or event's name
     where: tuple[Column, ...]  # series, today, window and account restrictions
     alias: str  # a unique name for the subquery
+    # The same restrictions one by one, for a rollup form (Window.rollup).
+    today: Any = None  # the last day read
+    cutoff: Any = None  # days after it are in the window (None: no window)
+    only: Any = None  # the accounts to read (None: all)
 
     @property
     def account_id(self) -> Column:
@@ -56,6 +62,14 @@ class SeriesRows:
 
 
 @dataclass(frozen=True)
+class Rollup:
+    """A metric window form read from the rollup (engine/rollups.py): subquery and value, as in Window."""
+
+    subquery: Callable[[SeriesRows], sa.Subquery]
+    value: Callable[[sa.Subquery, Column], Column]
+
+
+@dataclass(frozen=True)
 class Window:
     """A window form in SQL: the per-account subquery, and the call's value from its row."""
 
@@ -64,6 +78,9 @@ class Window:
     kind: str
     subquery: Callable[[SeriesRows], sa.Subquery]
     value: Callable[[sa.Subquery, Column], Column]  # (the row, today) -> the value
+    # Over a metric, what the compiler uses (the scan above stays for the
+    # backtest's per-day rows, engine/backtest.py).
+    rollup: Rollup | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,84 @@ def latest_point(rows: SeriesRows) -> sa.Subquery:
     return sa.select(span.c.account_id, last.label("v")).subquery(rows.alias)
 
 
+# ---------------------------------------------------------------- rollup forms
+#
+# A metric window read from the rollup: one row per account whose series
+# reaches into the window (`metric_series`, its latest point), and the
+# window's values from primary-key seeks into `metric_points` on
+# (metric, account, date): no scan of the metric's other points or accounts.
+# Why this shape and not running sums: docs/engine.md, "Metric windows".
+
+METRIC_SERIES = "metric_series"
+
+
+def _series(rows: SeriesRows) -> tuple[sa.Table | Any, list[Column]]:
+    """The rollup's rows of this metric that can have a point in the window (none after its latest)."""
+    s = Base.metadata.tables[METRIC_SERIES].alias(rows.alias + "r")
+    where: list[Column] = [s.c.metric == rows.series]
+    if rows.cutoff is not None:
+        where.append(s.c.last_date > rows.cutoff)
+    if rows.only is not None:
+        where.append(s.c.account_id.in_(rows.only))
+    return s, where
+
+
+def _points(rows: SeriesRows, s: Any, suffix: str) -> tuple[Any, list[Column]]:
+    """`metric_points` of the series' account (a correlated subquery's FROM and WHERE)."""
+    p = rows.table.alias(rows.alias + suffix)
+    return p, [p.c.metric == rows.series, p.c.account_id == s.c.account_id]
+
+
+def _last_point(rows: SeriesRows, s: Any) -> tuple[Column, Column]:
+    """The date and value of the last point at or before today: the rollup's own,
+    unless points after today exist (an evaluation of a past day)."""
+    current = s.c.last_date <= rows.today
+    p, on = _points(rows, s, "d")
+    day = sa.select(sa.func.max(p.c.date)).where(*on, p.c.date <= rows.today).correlate_except(p).scalar_subquery()
+    q, on = _points(rows, s, "v")
+    value = (sa.select(q.c.value).where(*on, q.c.date <= rows.today).order_by(q.c.date.desc()).limit(1)
+             .correlate_except(q).scalar_subquery())
+    return sa.case((current, s.c.last_date), else_=day), sa.case((current, s.c.last_value), else_=value)
+
+
+def _after_cutoff(rows: SeriesRows, p: Any) -> list[Column]:
+    return [p.c.date > rows.cutoff] if rows.cutoff is not None else []
+
+
+def rollup_aggregate(kind: str) -> Rollup:
+    """avg, sum, min, max over the window: each account's points in it, read as one key range."""
+    def build(rows: SeriesRows) -> sa.Subquery:
+        s, where = _series(rows)
+        p, on = _points(rows, s, "p")
+        v = (sa.select(getattr(sa.func, kind)(p.c.value))
+             .where(*on, *_after_cutoff(rows, p), p.c.date <= rows.today).correlate_except(p).scalar_subquery())
+        return sa.select(s.c.account_id, v.label("v")).where(*where).subquery(rows.alias)
+
+    return Rollup(build, lambda sub, today: sub.c.v)
+
+
+def rollup_latest(rows: SeriesRows) -> sa.Subquery:
+    s, where = _series(rows)
+    _, value = _last_point(rows, s)
+    return sa.select(s.c.account_id, value.label("v")).where(*where).subquery(rows.alias)
+
+
+def rollup_ends(rows: SeriesRows) -> sa.Subquery:
+    """The last point in the window, and the first point in it before that one
+    (none when the window holds fewer than two points): one seek each."""
+    s, where = _series(rows)
+    last_day, last = _last_point(rows, s)
+    p, on = _points(rows, s, "f")
+    first = (sa.select(p.c.value).where(*on, *_after_cutoff(rows, p), p.c.date < last_day)
+             .order_by(p.c.date).limit(1).correlate_except(p).scalar_subquery())
+    return sa.select(s.c.account_id, first.label("first"), last.label("last")).where(*where).subquery(rows.alias)
+
+
+def _rollup_growth(sub: sa.Subquery, today: Column) -> Column:
+    # `first` once: SQLite flattens the subquery, and each mention of it would seek again.
+    return sa.cast(sub.c.last, sa.Float) / sa.func.nullif(sub.c.first, 0) - 1
+
+
 def _growth(sub: sa.Subquery, today: Column) -> Column:
     return sa.case((sa.and_(sub.c.n >= 2, sub.c.first != 0), sa.cast(sub.c.last, sa.Float) / sub.c.first - 1),
                    else_=sa.null())
@@ -127,7 +222,8 @@ def _least_greatest(kind: str) -> Callable[[Column, Column, Column], Column]:
 
 
 def _metric_aggregate(kind: str) -> Window:
-    return Window(kind, aggregate(lambda rows: getattr(sa.func, kind)(rows.value)), lambda sub, today: sub.c.v)
+    return Window(kind, aggregate(lambda rows: getattr(sa.func, kind)(rows.value)), lambda sub, today: sub.c.v,
+                  rollup=rollup_aggregate(kind))
 
 
 _COUNT = Window("count", aggregate(lambda rows: sa.func.count()), lambda sub, today: sub.c.v)
@@ -141,8 +237,9 @@ _SHARED: dict[str, SQLFunction] = {
     "sum": SQLFunction(window=_metric_aggregate("sum")),
     "min": SQLFunction(value=_least_greatest("min"), window=_metric_aggregate("min")),
     "max": SQLFunction(value=_least_greatest("max"), window=_metric_aggregate("max")),
-    "latest": SQLFunction(window=Window("latest", latest_point, lambda sub, today: sub.c.v)),
-    "growth": SQLFunction(window=Window("ends", ends, _growth)),
+    "latest": SQLFunction(window=Window("latest", latest_point, lambda sub, today: sub.c.v,
+                                        rollup=Rollup(rollup_latest, lambda sub, today: sub.c.v))),
+    "growth": SQLFunction(window=Window("ends", ends, _growth, rollup=Rollup(rollup_ends, _rollup_growth))),
     "abs": SQLFunction(value=lambda today, x: sa.func.abs(x)),
 }
 

@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 
+from engine import rollups
 from engine.schema import Base
 from engine.store import Store
 
@@ -21,7 +22,7 @@ class Seed:
     def clear(self) -> None:
         md = Base.metadata.tables
         with self.store.begin() as conn:
-            for t in ("enrollment_decisions", "outcomes", "enrollments", "outbox", "events", "metric_points",
+            for t in ("enrollment_decisions", "outcomes", "enrollments", "outbox", "events", "metric_series", "metric_points",
                       "audit_log"):
                 conn.execute(md[t].delete())
             conn.execute(self.store.table("account").delete())
@@ -47,6 +48,7 @@ class Seed:
         with self.store.begin() as conn:
             for d, v in points.items():
                 conn.execute(mp.insert().values(metric=metric, account_id=account_id, date=d, value=v))
+            rollups.rebuild(conn)  # written past the importer: the rollup is ours to keep
 
     def enrollment(self, account_id: str, play: str, status: str = "running", started: dt.date | None = None,
                    ended: dt.date | None = None, plan_hash: str = "h") -> None:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsl.project import load_text
-from engine import schema
+from engine import rollups, schema
 from engine.backtest import Backtest, BacktestError, backtest, backtest_by_day, variants, vary
 from engine.history import HISTORY
 from engine.store import Store
@@ -119,6 +119,7 @@ def seed(store: Store, rng: random.Random, n: int = 6) -> None:
         conn.execute(sa.insert(accounts), rows)
         conn.execute(sa.insert(HISTORY), history(hist))
         conn.execute(sa.insert(schema.MetricPoint.__table__), points)
+        rollups.rebuild(conn)
         if events:
             conn.execute(sa.insert(schema.Event.__table__), events)
 

@@ -102,7 +102,7 @@ def clear(store: Store) -> None:
     md = Base.metadata.tables
     with store.begin() as conn:
         for t in ("sweep_marks", "sweep_rechecks", "account_changes", "account_field_history",
-                  "enrollment_decisions", "enrollments", "outbox", "events", "metric_points"):
+                  "enrollment_decisions", "enrollments", "outbox", "events", "metric_series", "metric_points"):
             conn.execute(md[t].delete())
         conn.execute(store.table("account").delete())
 

@@ -18,6 +18,7 @@ from dsl import nodes as n
 from dsl.evaluator import Account, Evaluator
 from dsl.functions import FUNCTIONS, REGISTRY
 from dsl.project import load_text
+from engine import rollups
 from engine.evaluate import RuleSQL, fired, values
 from engine.sqlcompile import DIALECTS, SQLCompileError, compiler
 from engine.schema import Base
@@ -213,6 +214,7 @@ def load(store: Store, accounts: list[dict]) -> None:
                 conn.execute(ev.insert().values(
                     key=f"{aid}|e|{j}", account_id=aid, event="e",
                     occurred_at=dt.datetime.combine(d, dt.time(12), dt.timezone.utc), occurred_on=d))
+        rollups.rebuild(conn)
 
 
 def snapshot(acc: dict) -> Account:
