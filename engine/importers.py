@@ -1032,11 +1032,9 @@ class _FileLoad:
                 savepoint.rollback()
         # Later rows of a file win over earlier ones with the same key. SQLite
         # applies the rows in line order (the rowid of `_pb_typed` is the line).
-        if written:
-            pass
-        elif not pg:
+        if not written and not pg:
             conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED} WHERE 1 = 1 {upsert}")
-        else:
+        elif not written:
             self._write_pg(table, names, key_names, upsert)
         if plan.kind == "metrics":
             rollups.note_points(conn, TYPED)  # window functions read the series' latest points
