@@ -266,8 +266,17 @@ SQLITE: dict[str, SQLFunction] = {
     "round": SQLFunction(value=lambda today, x: sa.func.round(x)),
 }
 
+def _scanned(kind: str) -> SQLFunction:
+    """A metric aggregate without its rollup form: PostgreSQL runs the per-account range read
+    as a correlated subplan (about 25 us each at 100,000 accounts), while it scans the
+    window's points through ix_metric_points_metric_date_account_id with parallel workers."""
+    window = _metric_aggregate(kind)
+    return SQLFunction(value=_SHARED[kind].value, window=Window(window.kind, window.subquery, window.value))
+
+
 POSTGRESQL: dict[str, SQLFunction] = {
     **_SHARED,
+    **{kind: _scanned(kind) for kind in ("avg", "sum", "min", "max")},
     "days_since": _days_since(_postgres_days),
     "days_until": SQLFunction(value=lambda today, d: _postgres_days(d, today)),
     # numeric round() rounds half away from zero; float8 round() would round half to even.
