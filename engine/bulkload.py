@@ -80,8 +80,9 @@ class Fragments:
     """
 
     def __init__(self, dialect: str, metrics: Sequence[str] = (), *, optimistic: bool = False) -> None:
-        """`optimistic` (PostgreSQL): dates of the plain shape are CAST without first testing that the day
-        exists; a day that does not (02-30) makes the statement fail, and the caller types again without."""
+        """`optimistic` (PostgreSQL, DateStyle ISO): a date is CAST as it is and taken where it reads back
+        the same (only `2026-01-31` does); a value the CAST refuses (`2026-02-30`, `n/a`) fails the
+        statement, and the caller types again without (every value tested first)."""
         self.pg = dialect == "postgresql"
         self.optimistic = optimistic and self.pg
         self.metrics = list(metrics)
@@ -132,9 +133,9 @@ class Fragments:
             values = ", ".join(_lit(v) for v in col.type.values) or "NULL"
             return f"CASE WHEN {c} IN ({values}) THEN {c} END"
         if t is T.DATE and self.optimistic:
-            # LIKE and translate cost a third of the regular expression; year 1000 on.
-            return (f"CASE WHEN {c} LIKE '____-__-__' AND translate({c}, '0123456789', '') = '--' "
-                    f"AND {c} COLLATE \"C\" >= '1' THEN CAST({c} AS DATE) END")
+            # Half the cost of the regular expressions: PostgreSQL's own parser, in C.
+            # Ten bytes keep out 'infinity'; reading back the same keeps out looser forms.
+            return f"CASE WHEN octet_length({c}) = 10 AND CAST({c} AS DATE)::text = {c} THEN CAST({c} AS DATE) END"
         if t is T.DATE:
             return f"CASE WHEN {self._date(c, 10)} THEN {'CAST(' + c + ' AS DATE)' if pg else c} END"
         if t is T.DATETIME:
@@ -206,8 +207,9 @@ class Fragments:
     def ok(self, col: Column, c: str, v: str) -> str:
         """Whether SQL typed `c` (as `v`, the result of `value`) and it is within its bounds."""
         bounds = self.bounds(col, v)
-        if col.prestaged and col.type.name in NUMERIC:  # PostgreSQL reads these; Python refuses them
-            bounds = f"{v} NOT IN ('NaN', 'Infinity', '-Infinity')" + (f" AND {bounds}" if bounds else "")
+        if col.prestaged and col.type.name in NUMERIC:
+            # PostgreSQL reads NaN and infinities; Python refuses them (NaN sorts above Infinity).
+            bounds = f"{v} > '-Infinity' AND {v} < 'Infinity'" + (f" AND {bounds}" if bounds else "")
         filled = f"({v} IS NOT NULL{' AND ' + bounds if bounds else ''})"
         if col.prestaged and col.name not in KEY_COLUMNS:
             return f"({v} IS NULL OR {filled})"
@@ -248,6 +250,8 @@ class Staging:
         self.typed.create(conn)
         self.fragments = Fragments(conn.dialect.name, metrics)
         self.staged = 0
+        self.rows = 0  # rows in `_pb_typed`
+        self._iso: bool | None = None
 
     def _stage_type(self, c: Column) -> sa.types.TypeEngine[Any]:
         if c.prestaged:
@@ -302,7 +306,7 @@ class Staging:
         """Type the staged rows SQL can type into `_pb_typed`; the lines of the others, in order."""
         if not self.staged:
             return []
-        if self.pg and any(c.type.name is T.DATE for c in self.columns):
+        if self.pg and any(c.type.name is T.DATE for c in self.columns) and self._iso_dates():
             # Optimistic first: a day that does not exist fails the CAST, and
             # the rows are typed again with every day tested.
             savepoint = self.conn.begin_nested()
@@ -317,6 +321,12 @@ class Staging:
                 savepoint.rollback()
         return self._type_rows(self.fragments)
 
+    def _iso_dates(self) -> bool:
+        """Whether PostgreSQL writes dates as 2026-01-31 in this session (what the optimistic typing compares)."""
+        if self._iso is None:
+            self._iso = str(self.conn.exec_driver_sql("SHOW DateStyle").scalar_one()).startswith("ISO")
+        return self._iso
+
     def _type_rows(self, fragments: Fragments) -> list[int]:
         q = self.conn.dialect.identifier_preparer.quote
         values = [f"{fragments.value(col, s)} AS v{i}" for i, (col, s) in enumerate(zip(self.columns, self.names))]
@@ -325,7 +335,7 @@ class Staging:
         # Each value is typed once: OFFSET keeps both databases from folding the
         # subquery into the outer one (which would type every value twice).
         fence = "OFFSET 0" if self.pg else "LIMIT -1 OFFSET 0"
-        self.conn.exec_driver_sql(
+        inserted = self.conn.exec_driver_sql(
             f"INSERT INTO {TYPED} (_row, _grp, _ok{cols}) "
             f"SELECT _row, _grp, ({' AND '.join(oks) or '1 = 1'}) IS TRUE"
             f"{''.join(f', v{i}' for i in range(len(self.columns)))} "
@@ -333,18 +343,29 @@ class Staging:
         bad = [r[0] for r in self.conn.exec_driver_sql(f"SELECT _row FROM {TYPED} WHERE NOT _ok ORDER BY _row")]
         if bad:
             self.conn.exec_driver_sql(f"DELETE FROM {TYPED} WHERE NOT _ok")
+        self.rows += inserted.rowcount - len(bad)
         return bad
 
     def add_typed(self, records: list[dict[str, Any]]) -> None:
         """Rows typed in Python (with `_row` and `_grp`)."""
         if records:
             self.conn.execute(self.typed.insert(), records)
+            self.rows += len(records)
+
+    def delete(self, lines: Sequence[int]) -> None:
+        """Take the rows of `lines` out of `_pb_typed`."""
+        for start in range(0, len(lines), 5000):
+            part = list(lines[start:start + 5000])
+            self.rows -= self.conn.execute(sa.text(f"DELETE FROM {TYPED} WHERE _row IN :rows")
+                                           .bindparams(sa.bindparam("rows", part, expanding=True))).rowcount
 
     def count(self) -> int:
-        return int(self.conn.exec_driver_sql(f"SELECT count(*) FROM {TYPED}").scalar_one())
+        """The rows in `_pb_typed` (kept count: no scan)."""
+        return self.rows
 
     def clear(self) -> None:
         self.conn.exec_driver_sql(f"DELETE FROM {TYPED}")
+        self.rows = 0
 
 
 __all__ = ["Column", "Fragments", "KEY_COLUMNS", "STAGE", "Staging", "TYPED", "quote"]

@@ -50,7 +50,7 @@ from dsl.catalog import INBOUND_EVENTS, Catalog
 from dsl.suggest import closest
 from engine import bulkload, changes, history, rollups, schema
 from engine.bulkload import TYPED, Staging
-from engine.store import Store, StoreError, chunked
+from engine.store import Store, StoreError
 from engine.store import unreachable as store_unreachable
 
 Kind = Literal["users", "accounts", "contacts", "metrics", "events"]
@@ -929,9 +929,8 @@ class _FileLoad:
         found = conn.exec_driver_sql(query + " ORDER BY 1").all()
         problems = [RowError(self.src.name, row, "id", f"duplicate id {id_!r} (first at row {first})")
                     for row, id_, first in found]
-        for part in chunked([r[0] for r in found], 5000):
-            conn.execute(sa.text(f"DELETE FROM {TYPED} WHERE _row IN :rows")
-                         .bindparams(sa.bindparam("rows", part, expanding=True)))
+        assert self.staging is not None
+        self.staging.delete([r[0] for r in found])
         if not final:  # later chunks of the file check against these ids
             if not self.seen_table:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_SEEN}")
@@ -993,8 +992,9 @@ class _FileLoad:
         pg = conn.dialect.name == "postgresql"
         if self.entity:
             total = self.staging.count() if self.staging else 0
-            existing = int(conn.exec_driver_sql(
-                f"SELECT count(*) FROM {TYPED} t WHERE EXISTS (SELECT 1 FROM {table} a WHERE a.id = t.id)").scalar_one())
+            existing = 0 if not conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first() else int(
+                conn.exec_driver_sql(f"SELECT count(*) FROM {TYPED} t WHERE EXISTS "
+                                     f"(SELECT 1 FROM {table} a WHERE a.id = t.id)").scalar_one())
             self.result.created += total - existing
             self.result.updated += existing
             for group, present in enumerate(self.group_columns):
