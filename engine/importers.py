@@ -435,6 +435,11 @@ def _entity_columns(kind: Kind, catalog: Catalog) -> dict[str, _Col]:
     return cols
 
 
+def entity_columns(kind: Kind, catalog: Catalog) -> list[str]:
+    """The columns an accounts, contacts or users file may hold: the fixed ones, then the declared fields."""
+    return list(_entity_columns(kind, catalog))
+
+
 # Event files: these names are the event's time; the first one present wins.
 _EVENT_TIME = ("occurred_at", "at", "date", "occurred_on")
 # Columns without which a row cannot be placed at all.
@@ -1123,5 +1128,5 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
         raise ImportFailed(errors.items, errors.total)
 
 
-__all__ = ["FileResult", "ImportFailed", "ImportReport", "KINDS", "Kind", "RowError", "event_key",
+__all__ = ["FileResult", "ImportFailed", "ImportReport", "KINDS", "Kind", "RowError", "entity_columns", "event_key",
            "import_file", "import_files", "is_empty", "parse_value", "read_rows"]

@@ -43,7 +43,7 @@ from starlette.routing import Route
 from connectors.inbound import Refused, parse_time
 from dsl.catalog import Catalog
 from engine import tracking
-from engine.importers import _entity_columns
+from engine.importers import entity_columns
 from engine.store import Store
 from workflows.serve import _guarded
 
@@ -136,8 +136,8 @@ async def _body(request: Request) -> bytes:
 
 def record(store: Store, catalog: Catalog, messages: list[dict[str, Any]]) -> dict[str, Any]:
     """Map and write `messages`; what became of them (the response body)."""
-    contact_cols = {c for c in _entity_columns("contacts", catalog) if c not in _NOT_FIELDS}
-    account_cols = {c for c in _entity_columns("accounts", catalog) if c not in _NOT_FIELDS}
+    contact_cols = {c for c in entity_columns("contacts", catalog) if c not in _NOT_FIELDS}
+    account_cols = {c for c in entity_columns("accounts", catalog) if c not in _NOT_FIELDS}
     found = tracking.lookup(store, *_refs(messages))
     ignored: list[tuple[str, str]] = []
     rows: list[tracking.Rows] = []
