@@ -216,9 +216,51 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, rules: Time
     if rules.dated:
         before, after = compiler(catalog, since, dialect), compiler(catalog, today, dialect)
         after.accounts = before.accounts  # one FROM for both days
-        moved = [_moved(before.compile(atom), after.compile(atom), polarity) for atom, polarity in rules.dated]
+        moved = []
+        for atom, polarity in rules.dated:
+            exact = _moved(before.compile(atom), after.compile(atom), polarity)
+            hull = _date_hull(catalog, atom, since, today)
+            if hull is None:
+                moved.append(exact)
+            else:  # a plain range test on the date first: most rows stop there
+                value = after.compile(hull[0])
+                near = sa.or_(*(value.between(sa.literal(lo, sa.Date), sa.literal(hi, sa.Date)) for lo, hi in hull[1]))
+                moved.append(sa.and_(near, exact))
         out.append(sa.select(after.accounts.c.id).where(sa.or_(*moved)))
     return out
+
+
+def _date_hull(catalog: Catalog, atom: Any, since: dt.date,
+               today: dt.date) -> tuple[n.Ref, list[tuple[dt.date, dt.date]]] | None:
+    """For `days_since(F) > 30`, `days_until(F) between 76 and 90`...: F and the date ranges outside
+    which the comparison reads the same on both days (a boundary K is crossed only where F - day or
+    day - F passes K for a day in [since, today]; a day of slack either side for rounding)."""
+    call: Any
+    bounds: list[Any]
+    if isinstance(atom, n.Between):
+        call, bounds = atom.value, [atom.low, atom.high]
+    elif isinstance(atom, n.Binary) and atom.op in n.COMPARISONS:
+        call, bounds = (atom.left, [atom.right]) if isinstance(atom.left, n.Call) else (atom.right, [atom.left])
+    else:
+        return None
+    if not (isinstance(call, n.Call) and call.func in _TODAY_FUNCTIONS and len(call.args) == 1
+            and all(isinstance(b, n.Number) for b in bounds)):
+        return None
+    field = call.args[0]
+    # A stored field only: a derived one might read the day itself.
+    if not (isinstance(field, n.Ref) and len(field.path) == 2 and field.path[0] == "account"
+            and catalog.entity_field("account", field.path[1]) is not None):
+        return None
+    ranges = []
+    for b in bounds:
+        assert isinstance(b, n.Number)
+        k = math.floor(b.value)
+        if call.func == "days_since":  # day - F crosses k: F in [since - k, today - k]
+            lo, hi = since - dt.timedelta(days=k + 2), today - dt.timedelta(days=k - 2)
+        else:  # F - day crosses k: F in [since + k, today + k]
+            lo, hi = since + dt.timedelta(days=k - 2), today + dt.timedelta(days=k + 2)
+        ranges.append((lo, hi))
+    return field, ranges
 
 
 def _moved(before: Any, after: Any, polarity: bool | None) -> Any:

@@ -58,10 +58,19 @@ trigger renewing "Renewal near"
   when account.days_left between 3 and 6
   then start renewal
 
+trigger renewal_soon "Renewal in 8-10 days"
+  when days_until(account.renewal) between 8 and 10
+  then start renewal
+
+trigger quiet "Busy, no funding in 2 days"
+  when not happened(funding, within 2 days) and account.usage > 80%
+  then start growth
+
 play upsell "Upsell"
   priority 80
   gate healthy
   reenter after 3 days
+  holdout 30%
   day 1 email account.admin template hello
 
 play growth "Growth"
@@ -257,36 +266,39 @@ route touch "Touch"
 """, "changes.play")
     rules = changes.time_rules(project.catalog, {p.play: p for p in PLANS})
     read = {(w.name, w.days) for _, ws, _ in rules.windowed for w in ws}
-    assert read == {("seats", 7), ("seats", 3), ("funding", 5), ("funding", "all")}
+    assert read == {("seats", 7), ("seats", 3), ("funding", 5), ("funding", 2), ("funding", "all")}
 
 
 def test_each_windowed_value_is_checked_alone() -> None:
     rules = changes.time_rules(CATALOG, {p.play: p for p in PLANS})
     assert sorted((format_expr(v), p) for v, _, p in rules.windowed) == [
         ("avg(seats, 3 days) > 50", True), ("days_since(funding) == 8", True),
-        ("growth(seats, 7 days) >= 20%", True), ("happened(funding, within 5 days)", True)]
-    assert [(format_expr(v), p) for v, p in rules.dated] == [("account.days_left between 3 and 6", True)]
+        ("growth(seats, 7 days) >= 20%", True), ("happened(funding, within 2 days)", False),
+        ("happened(funding, within 5 days)", True)]
+    assert sorted((format_expr(v), p) for v, p in rules.dated) == [
+        ("account.days_left between 3 and 6", True), ("days_until(account.renewal) between 8 and 10", True)]
 
 
-def test_a_value_under_not_matters_when_it_becomes_false() -> None:
-    project = load_text(SOURCE + """
-trigger quiet "Quiet"
-  when not happened(funding, within 9 days) and account.health >= 70
-  then start renewal
-""", "changes.play")
-    plans = {p.play: p for p in (compile_play(project.catalog, d) for d in project.catalog.plays.values())}
-    rules = changes.time_rules(project.catalog, plans)
-    assert ("happened(funding, within 9 days)", False) in [(format_expr(v), p) for v, _, p in rules.windowed]
+def funded_busy(store: Store, tmp_path: Path, account: str) -> enrollment.SweepResult:
+    """A sweep where upsell (priority 80) and growth (50) both fire for `account`."""
+    clear(store)
+    load(store, tmp_path, "accounts", [{"id": account, "usage": 0.9, "health": 80, "admin": "x@example.com",
+                                        "renewal": "2027-01-01"}])
+    load(store, tmp_path, "events", [{"account_id": account, "event": "funding", "id": "f1",
+                                      "occurred_at": f"{START}T08:00:00+00:00"}])
+    return enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
 
 
 def test_a_play_that_lost_to_an_enrolled_one_is_not_looked_at_again(store: Store, tmp_path: Path) -> None:
-    clear(store)
-    load(store, tmp_path, "accounts", [{"id": "a1", "usage": 0.9, "health": 80, "admin": "a1@example.com",
-                                        "renewal": "2027-01-01"}])
-    load(store, tmp_path, "events", [{"account_id": "a1", "event": "funding", "id": "f1",
-                                      "occurred_at": f"{START}T08:00:00+00:00"}])
-    first = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
-    assert [(e.play, e.account_id) for e in first.enrolled] == [("upsell", "a1")]
+    first = funded_busy(store, tmp_path, "a2")
+    assert [(e.play, e.account_id) for e in first.enrolled] == [("upsell", "a2")]
     assert first.reasons["lower_priority"] == 1  # growth
     again = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
     assert (again.full, again.scope) == (False, 0)
+
+
+def test_a_play_that_lost_to_a_held_out_one_is_looked_at_again(store: Store, tmp_path: Path) -> None:
+    first = funded_busy(store, tmp_path, "a1")  # a1 falls in upsell's holdout
+    assert (first.enrolled, first.reasons["held_out"], first.reasons["lower_priority"]) == ([], 1, 1)
+    again = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert (again.full, again.scope) == (False, 1)
