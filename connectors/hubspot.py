@@ -44,7 +44,7 @@ from connectors import base as cb
 from connectors.http import retry_after
 from dsl import pipeline as csql  # the built-in stages (`pipeline` is a setting here)
 from dsl.suggest import closest
-from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
+from engine.settings import FileBackedSettings, SettingsError, setting_problems, settings_file, table_source
 
 ENV_PREFIX = "PLAYBOOK_HUBSPOT_"
 TABLE = "hubspot"
@@ -160,12 +160,7 @@ def load_hubspot_settings(**overrides: Any) -> HubSpotSettings:
                                    f'{{"Qualified": "qualifiedtobuy"}}), or set `{name}` in [{TABLE}] '
                                    f"of {settings_file()[0]}") from None
     except ValidationError as exc:
-        # Location and message only: pydantic's `input` may be the token.
-        path, _ = settings_file()
-        raise HubSpotSettingsError("; ".join(
-            (f"{ENV_PREFIX}{e['loc'][0]}".upper() + f" or `{e['loc'][0]}` in [{TABLE}] of {path}: "
-             if e.get("loc") else f"[{TABLE}] of {path}: ") + str(e["msg"]).removeprefix("Value error, ")
-            for e in exc.errors())) from None
+        raise HubSpotSettingsError(setting_problems(exc, ENV_PREFIX, TABLE)) from None
 
 
 CompanyLookup = Callable[[str], Awaitable[Any]]  # account id -> the value of its company field

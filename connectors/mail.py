@@ -39,7 +39,7 @@ from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from connectors import base as cb
-from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
+from engine.settings import FileBackedSettings, SettingsError, setting_problems, settings_file, table_source
 
 ENV_PREFIX = "PLAYBOOK_EMAIL_"
 TABLE = "email"
@@ -171,11 +171,7 @@ def load() -> MailSettings:
     try:
         return MailSettings()
     except ValidationError as exc:
-        path, _ = settings_file()
-        raise MailSettingsError("; ".join(
-            (f"{ENV_PREFIX}{e['loc'][0]}".upper() + f" (or `{e['loc'][0]}` in [{TABLE}] of {path})" if e["loc"]
-             else "email settings") + ": " + str(e["msg"]).removeprefix("Value error, ")
-            for e in exc.errors())) from None
+        raise MailSettingsError(setting_problems(exc, ENV_PREFIX, TABLE, whole="email settings")) from None
 
 
 def list_unsubscribe(url: str | None, mailto: str | None) -> dict[str, str]:

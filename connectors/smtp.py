@@ -58,7 +58,7 @@ from pydantic_settings import SettingsConfigDict
 from connectors import base as cb
 from connectors import mail
 from connectors.ledger import send_email
-from engine.settings import FileBackedSettings, SettingsError, settings_file, table_source
+from engine.settings import FileBackedSettings, SettingsError, setting_problems, table_source
 from engine.store import Store
 
 
@@ -112,11 +112,7 @@ def load_settings() -> SmtpSettings:
     try:
         return SmtpSettings()
     except ValidationError as exc:
-        path, _ = settings_file()
-        raise SmtpSettingsError("; ".join(
-            (f"{ENV_PREFIX}{e['loc'][0]}".upper() + f" (or `{e['loc'][0]}` in [{TABLE}] of {path})" if e["loc"]
-             else "SMTP settings") + ": " + str(e["msg"]).removeprefix("Value error, ")
-            for e in exc.errors())) from None
+        raise SmtpSettingsError(setting_problems(exc, ENV_PREFIX, TABLE, whole="SMTP settings")) from None
 
 
 class SmtpConnector:

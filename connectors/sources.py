@@ -43,6 +43,7 @@ from engine.settings import (
     TableSource,
     read_settings_file,
     refuse_unknown,
+    setting_problems,
     settings_file,
 )
 from engine.sync import Batch, SourceProblem, SourceUnreachable
@@ -104,14 +105,10 @@ def load_source_settings(name: str, **overrides: Any) -> SourceSettings:
         "file_source": table, "source_name": name, "__module__": __name__})
     try:
         return cls(**overrides)
-    except (ValidationError, pydantic_settings.SettingsError) as exc:
-        path, _ = settings_file()
-        errors = exc.errors() if isinstance(exc, ValidationError) else []
-        # Location and message only: pydantic's `input` may be the token or the URL.
-        raise SourceSettingsError("; ".join(
-            f"{ENV_PREFIX}{name.upper()}_{e['loc'][0]}".upper() + f" or `{e['loc'][0]}` in [{TABLE}.{name}] of "
-            f"{path}: " + str(e["msg"]).removeprefix("Value error, ") for e in errors if e.get("loc"))
-            or f"[{TABLE}.{name}] of {path}: malformed") from None
+    except ValidationError as exc:
+        raise SourceSettingsError(setting_problems(exc, f"{ENV_PREFIX}{name}_", f"{TABLE}.{name}")) from None
+    except pydantic_settings.SettingsError:
+        raise SourceSettingsError(f"[{TABLE}.{name}] of {settings_file()[0]}: malformed") from None
 
 
 # --------------------------------------------------------------------------

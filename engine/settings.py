@@ -147,6 +147,24 @@ def table_problems(exc: ValidationError, env_prefix: str, table: str) -> str:
                      + str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
 
 
+def setting_problems(exc: ValidationError, env_prefix: str, table: str, *, whole: str | None = None) -> str:
+    """A settings class's validation errors, each naming its variable and where in the settings file it is:
+    `PREFIX_NAME or `name` in [table] of FILE: message`; with `whole` (a connector's older wording)
+    `PREFIX_NAME (or `name` in [table] of FILE): message` and `whole: message` for the model's own checks,
+    else `[table] of FILE: message`. Location and message only: pydantic's `input` may be a secret."""
+    path, _ = settings_file()
+
+    def one(e: Any) -> str:
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        name = e["loc"][0] if e.get("loc") else None
+        variable = f"{env_prefix}{name}".upper()
+        if whole is not None:
+            return f"{variable} (or `{name}` in [{table}] of {path}): {msg}" if name is not None else f"{whole}: {msg}"
+        return f"{variable} or `{name}` in [{table}] of {path}: {msg}" if name is not None else f"[{table}] of {path}: {msg}"
+
+    return "; ".join(one(e) for e in exc.errors())
+
+
 def table_source(name: str) -> type[TableSource]:
     """The source reading the settings file's `[name]` table (add `name` to OTHER_TABLES)."""
     return type(f"TableSource_{name}", (TableSource,), {"table": name})
