@@ -4,7 +4,9 @@
                                     [--stores sqlite,postgresql] [--write]
 
 For each store and repetition, into empty stores (migrated, declared columns
-added), timed one after the other so the machine's load is shared fairly:
+added), each bare load timed right next to the import of the same rows (the
+bare one first in odd repetitions, second in even ones; the stores in turn
+first), so the machine's load is shared fairly:
 
 (a) bare: the same CSV files into the same tables with no checks at all:
     PostgreSQL `COPY accounts FROM STDIN WITH (FORMAT csv, HEADER)` (psycopg2
@@ -233,26 +235,31 @@ def run(args: argparse.Namespace) -> str:
     results: dict[str, dict[str, list[float]]] = {}
     notes: dict[str, dict[str, Any]] = {}
     real_record = history.record_changes
+    loads: list[str] = []
     for rep in range(args.repeat):
-        for kind in args.stores:
+        loads.append(load_average())
+        # Side by side: each bare load next to the import of the same rows, in
+        # turn first and second, and the stores in turn first and second.
+        bare_first = rep % 2 == 0
+        for kind in (args.stores if bare_first else args.stores[::-1]):
             r = results.setdefault(kind, {})
-            with fresh(kind, folder, catalog) as store:
-                r.setdefault("bare_accounts", []).append(timed(lambda: bare_load(store, "accounts", accounts_csv)))
-                r.setdefault("bare_points", []).append(timed(lambda: bare_load(store, "metric_points", points_csv)))
-                bare_size = size_bytes(store, "accounts")
-            if not args.skip_without_history:
-                with fresh(kind, folder, catalog) as store:
-                    history.record_changes = lambda *a, **k: 0  # type: ignore[assignment]
-                    try:
-                        r.setdefault("nohist_accounts", []).append(timed(
-                            lambda: importers.import_file(store, catalog, "accounts", accounts_csv)))
-                    finally:
-                        history.record_changes = real_record  # type: ignore[assignment]
-            with fresh(kind, folder, catalog) as store:
-                r.setdefault("import_accounts", []).append(timed(
-                    lambda: importers.import_file(store, catalog, "accounts", accounts_csv, known_at=FIRST)))
-                r.setdefault("import_points", []).append(timed(
-                    lambda: importers.import_file(store, catalog, "metrics", points_csv)))
+            with fresh(kind, folder, catalog) as bare, fresh(kind, folder, catalog) as store:
+                for name, table, kind_, path in (("accounts", "accounts", "accounts", accounts_csv),
+                                                 ("points", "metric_points", "metrics", points_csv)):
+                    def bare_step(table: str = table, path: Path = path) -> float:
+                        return timed(lambda: bare_load(bare, table, path))
+
+                    def import_step(kind_: str = kind_, path: Path = path) -> float:
+                        known = {"known_at": FIRST} if kind_ == "accounts" else {}
+                        return timed(lambda: importers.import_file(store, catalog, kind_, path, **known))
+
+                    if bare_first:
+                        r.setdefault(f"bare_{name}", []).append(bare_step())
+                        r.setdefault(f"import_{name}", []).append(import_step())
+                    else:
+                        r.setdefault(f"import_{name}", []).append(import_step())
+                        r.setdefault(f"bare_{name}", []).append(bare_step())
+                bare_size = size_bytes(bare, "accounts")
                 rows_before = store.count("account_field_history")
                 hist_bytes = size_bytes(store, "account_field_history")
                 r.setdefault("reimport_changed", []).append(timed(
@@ -264,9 +271,18 @@ def run(args: argparse.Namespace) -> str:
                                "changed_rows": store.count("account_field_history") - rows_before,
                                "changed_bytes": changed_bytes,
                                "accounts_bytes": bare_size, "points": store.count("metric_points")}
-            print(f"rep {rep + 1} {kind}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in r.items()), flush=True)
+            if not args.skip_without_history:
+                with fresh(kind, folder, catalog) as store:
+                    history.record_changes = lambda *a, **k: 0  # type: ignore[assignment]
+                    try:
+                        r.setdefault("nohist_accounts", []).append(timed(
+                            lambda: importers.import_file(store, catalog, "accounts", accounts_csv)))
+                    finally:
+                        history.record_changes = real_record  # type: ignore[assignment]
+            print(f"rep {rep + 1} {kind} (load {loads[-1]}): " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in r.items()),
+                  flush=True)
     ended = dt.datetime.now(dt.timezone.utc)
-    text = report(args, results, notes, started, ended, load_start, load_average())
+    text = report(args, results, notes, started, ended, load_start, load_average(), loads)
     for p in (accounts_csv, changed_csv, points_csv) if not args.files else ():
         p.unlink(missing_ok=True)
     try:
@@ -277,7 +293,7 @@ def run(args: argparse.Namespace) -> str:
 
 
 def report(args: argparse.Namespace, results: dict[str, dict[str, list[float]]], notes: dict[str, dict[str, Any]],
-           started: dt.datetime, ended: dt.datetime, load_start: str, load_end: str) -> str:
+           started: dt.datetime, ended: dt.datetime, load_start: str, load_end: str, loads: list[str]) -> str:
     med = {k: {m: statistics.median(v) for m, v in r.items()} for k, r in results.items()}
     lines = [
         f"<!-- {args.marker}: begin -->",
@@ -311,7 +327,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, list[float]]],
                      f"{med[kind]['reimport_changed']:.2f} | {note['changed_rows']:,} "
                      f"({note.get('changed_bytes', 0):,}) | {med[kind]['as_of_before']:.2f} | "
                      f"{med[kind]['current']:.2f} |")
-    lines += ["", "All runs (s):", ""]
+    lines += ["", "All runs (s; each bare load next to its import, the bare one first in repetitions 1, 3, ..., "
+              f"second in 2, 4, ...; load average at each repetition's start: {'; '.join(loads)}):", ""]
     for kind, r in results.items():
         for m, v in r.items():
             lines.append(f"- {kind} {m}: {', '.join(f'{x:.2f}' for x in v)}")

@@ -706,6 +706,7 @@ class _FileLoad:
         self.all_in_python = plan.kind == "events"  # events: keys and payloads are made in Python
         self.staging: Staging | None = None
         self.typed_names: list[str] = []
+        self.first_load: bool | None = None  # metric points, events: the table was empty when the file started
 
     # -- reading -------------------------------------------------------------
 
@@ -1026,8 +1027,11 @@ class _FileLoad:
         update = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in cols if c not in keys)
         upsert = f"ON CONFLICT ({key_names}) DO UPDATE SET {update}"
         written = False
-        if not conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first():
-            # An empty table (a first load): a plain INSERT, unless the file repeats a key.
+        if self.first_load is None:
+            self.first_load = not conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first()
+        if self.first_load:
+            # The table was empty when the file started (a first load): a plain
+            # INSERT, unless the file repeats a key (then upserts from this chunk on).
             savepoint = conn.begin_nested()
             try:
                 conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED}")
@@ -1035,6 +1039,7 @@ class _FileLoad:
                 written = True
             except sa.exc.IntegrityError:
                 savepoint.rollback()
+                self.first_load = False
         # Later rows of a file win over earlier ones with the same key. SQLite
         # applies the rows in line order (the rowid of `_pb_typed` is the line).
         if not written and not pg:

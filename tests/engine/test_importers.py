@@ -403,3 +403,19 @@ def test_a_first_import_inserts_and_the_next_updates(store: Store, tmp_path: Pat
         assert conn.execute(sa.select(accounts_t.c.id, accounts_t.c.name).order_by(accounts_t.c.id)).all() == [
             ("a1", "Acme Two"), ("a2", "Beta"), ("a3", "Gamma")]
     assert count(store, "account_field_history") == 4  # known since: a1, a2, a3; a1's old name
+
+
+def test_a_first_load_in_chunks_that_repeats_a_key_across_them_keeps_the_later_row(store: Store,
+                                                                                    tmp_path: Path) -> None:
+    import_file(store, CATALOG, "accounts", write(tmp_path, "accounts.csv", ACCOUNTS_CSV))
+    rows = [("a1", "2026-05-01", 1), ("a2", "2026-05-01", 2), ("a2", "2026-05-02", 3), ("a1", "2026-05-01", 4),
+            ("a1", "2026-05-03", 5)]
+    text = "".join(json.dumps({"account_id": a, "metric": "api_calls", "date": d, "value": v}) + "\n"
+                   for a, d, v in rows)
+    import_files(store, CATALOG, [("metrics", write(tmp_path, "points.jsonl", text))], chunk_size=2)
+    mp = schema.MetricPoint.__table__
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(mp.c.account_id, mp.c.date, mp.c.value)
+                            .order_by(mp.c.account_id, mp.c.date)).all() == [
+            ("a1", dt.date(2026, 5, 1), 4.0), ("a1", dt.date(2026, 5, 3), 5.0),
+            ("a2", dt.date(2026, 5, 1), 2.0), ("a2", dt.date(2026, 5, 2), 3.0)]
