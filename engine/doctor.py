@@ -628,12 +628,16 @@ def check_cac(ctx: Context) -> list[Finding]:
 
 
 def check_churn_drag(ctx: Context) -> list[Finding]:
-    """Churn among accounts that expanded against those that did not."""
+    """Churn among accounts that expanded (churned after their first win) against those that did not."""
     acc = ctx.accounts
+    w = OUTCOMES.alias("w")
     won = sa.exists().where(OUTCOMES.c.account_id == acc.c.id, OUTCOMES.c.outcome == "won")
     churned = sa.exists().where(OUTCOMES.c.account_id == acc.c.id, OUTCOMES.c.outcome == "churned")
+    first_win = sa.select(sa.func.min(w.c.at)).where(w.c.account_id == acc.c.id, w.c.outcome == "won")
+    churned_after = sa.exists().where(OUTCOMES.c.account_id == acc.c.id, OUTCOMES.c.outcome == "churned",
+                                      OUTCOMES.c.at >= first_win.scalar_subquery())
     row = ctx.conn.execute(sa.select(
-        sa.func.sum(sa.case((won, 1), else_=0)), sa.func.sum(sa.case((sa.and_(won, churned), 1), else_=0)),
+        sa.func.sum(sa.case((won, 1), else_=0)), sa.func.sum(sa.case((sa.and_(won, churned_after), 1), else_=0)),
         sa.func.sum(sa.case((sa.not_(won), 1), else_=0)),
         sa.func.sum(sa.case((sa.and_(sa.not_(won), churned), 1), else_=0))).select_from(acc)).one()
     exp_n, exp_churn, rest_n, rest_churn = (int(v or 0) for v in row)
@@ -663,9 +667,11 @@ def check_nrr_drag(ctx: Context) -> list[Finding]:
     before = _quarter_start(prev_q - dt.timedelta(days=1))
     older, newer = _revenue(ctx, before, prev_q).overall, _revenue(ctx, prev_q, this_q).overall
     names = f"{before:%Y}-Q{(before.month + 2) // 3} and {prev_q:%Y}-Q{(prev_q.month + 2) // 3}"
-    if not (older.expansions or older.churned_arr or older.contraction_arr) or not (
-            newer.expansions or newer.churned_arr or newer.contraction_arr):
-        return [Finding("nrr_drag", "all", NO_DATA, f"no outcomes recorded in both of {names}: "
+    def moved(r: Any) -> bool:  # an outcome, or an ARR change the field history kept
+        return bool(r.expansions or r.expansion_arr or r.churned_arr or r.contraction_arr)
+
+    if not moved(older) or not moved(newer):
+        return [Finding("nrr_drag", "all", NO_DATA, f"no outcomes or ARR changes recorded in both of {names}: "
                         "playbook import outcomes=FILE")]
     nrr_a, nrr_b = older.nrr or 0.0, newer.nrr or 0.0
     rising = newer.expansion_arr > older.expansion_arr

@@ -195,7 +195,9 @@ def _with_history(conn: Connection, catalog: Catalog, rows: list[QuarterRow], ba
         q0 = _instant(first_sweep).date()
         end = min(end, dt.date(q0.year, 3 * ((q0.month - 1) // 3) + 1, 1) - dt.timedelta(days=1))
     if end < start:
-        return rows, []
+        return rows, [f"the field history begins {start}: no day before the first sweep to evaluate from it"
+                      if first_sweep is None or start <= _instant(first_sweep).date() else
+                      f"the field history begins {start}, after the first sweep: every quarter is the sweeps'"]
     try:
         result = backtest(conn, catalog, sorted(catalog.triggers), start, end, today=today)
     except BacktestError as e:

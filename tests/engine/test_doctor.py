@@ -18,6 +18,7 @@ from dsl.project import load, load_text
 from engine import doctor as d
 from engine.demo_data import generate
 from engine.evaluate import snapshot
+from engine.schema import Base
 from engine.settings import SettingsError
 from engine.store import Store
 
@@ -269,3 +270,21 @@ def test_reads_names_the_shipped_triggers_fields_and_series() -> None:
     assert (metrics, events) == ([], ["cross_sell_interest"])
     assert d.reads(cat, cat.triggers["power_user_emergence"].when) == (
         ["cohort_engagement_minutes"], ["engagement_minutes"], [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_churn_drag_counts_only_churn_after_the_first_win(backend: str, tmp_path: Path) -> None:
+    def at(month: int) -> dt.datetime:
+        return dt.datetime(2026, month, 1, 9, tzinfo=dt.timezone.utc)
+
+    with fresh_store(backend, tmp_path, catalog()) as s:
+        with s.begin() as conn:
+            conn.execute(s.table("account", catalog()).insert(), [{"id": f"x{i}"} for i in range(1, 5)])
+            conn.execute(Base.metadata.tables["outcomes"].insert(), [
+                {"account_id": a, "outcome": o, "at": at(m), "key": f"{a}{o}", "source": "csv"}
+                for a, o, m in (("x1", "churned", 1), ("x1", "won", 5), ("x2", "won", 2), ("x2", "churned", 4),
+                                ("x3", "churned", 3))])
+        with s.connect() as conn:
+            [f] = d.doctor(conn, catalog(), today=TODAY, only=["churn_drag"]).findings
+    # x1 churned before it expanded: not the expansion's churn
+    assert (f.status, f.details) == (d.PASS, {"expanded": 2, "expanded_churned": 1, "others": 2, "others_churned": 1})
