@@ -579,21 +579,36 @@ def check_csql_to_close(ctx: Context) -> list[Finding]:
 
 
 def check_self_serve(ctx: Context) -> list[Finding]:
-    """Of the accounts a play reached low-touch (route low_touch: automated, self-serve), the share that won."""
+    """Of the accounts a play reached low-touch (route low_touch: automated, self-serve) long enough ago to
+    have bought (the median days from signal to close, as for trigger accuracy), the share that won."""
+    from engine.reports.triggers import maturity
+
     low = sa.select(ENROLLMENTS.c.account_id, sa.func.min(ENROLLMENTS.c.started_at).label("at")).where(
         ENROLLMENTS.c.route == "low_touch").group_by(ENROLLMENTS.c.account_id).subquery("low")
     total = _count(ctx.conn, sa.select(sa.func.count()).select_from(low))
     if not total:
         return [Finding("self_serve_upgrade", "all", NO_DATA, "no low-touch enrollment yet: playbook sweep")]
+    days, days_from = maturity(ctx.conn)
+    cutoff = dt.datetime.combine(ctx.today - dt.timedelta(days=days), dt.time(), dt.timezone.utc)
+    old = low.c.at <= cutoff
     won = sa.exists().where(OUTCOMES.c.account_id == low.c.account_id, OUTCOMES.c.outcome == "won",
                             OUTCOMES.c.at >= low.c.at)
-    upgraded = _count(ctx.conn, sa.select(sa.func.sum(sa.case((won, 1), else_=0))).select_from(low))
-    rate = upgraded / total
+    row = ctx.conn.execute(sa.select(sa.func.sum(sa.case((old, 1), else_=0)),
+                                     sa.func.sum(sa.case((sa.and_(old, won), 1), else_=0))).select_from(low)).one()
+    judged, upgraded = int(row[0] or 0), int(row[1] or 0)
+    window = f"enrolled at least {days} days ago ({days_from})"
+    details: dict[str, Any] = {"low_touch": total, "judged": judged, "window_days": days}
+    if not judged:
+        return [Finding("self_serve_upgrade", "all", NO_DATA,
+                        f"none of the {total:,} low-touch accounts is old enough to judge: only those {window} "
+                        "count", details=details)]
+    rate = upgraded / judged
     status = higher_better(rate, SELF_SERVE_UPGRADE)
     return [Finding("self_serve_upgrade", "all", status,
-                    f"{upgraded:,} of {total:,} low-touch accounts upgraded ({_pct(rate)}, "
-                    f"{level_name(rate, SELF_SERVE_UPGRADE)}; minimum 3%, good 5%, excellent 8%)", rate,
-                    "" if status == PASS else ADVICE["self_serve"], {"upgraded": upgraded, "low_touch": total})]
+                    f"{upgraded:,} of {judged:,} low-touch accounts upgraded ({_pct(rate)}, "
+                    f"{level_name(rate, SELF_SERVE_UPGRADE)}; minimum 3%, good 5%, excellent 8%); those {window}"
+                    + (f"; {total - judged:,} younger not judged" if total > judged else ""), rate,
+                    "" if status == PASS else ADVICE["self_serve"], {"upgraded": upgraded, **details})]
 
 
 def _revenue(ctx: Context, since: dt.date | None = None, until: dt.date | None = None) -> Any:

@@ -219,7 +219,15 @@ def test_csql_to_close_of_25_percent_is_not_over_good(deals: Store) -> None:
 
 def test_self_serve_upgrade_counts_low_touch_accounts_that_won_afterwards(deals: Store) -> None:
     [f] = run(deals)["self_serve_upgrade"]
-    assert (f.status, f.value, f.details) == (d.PASS, 0.1, {"upgraded": 2, "low_touch": 20})  # b00, b01
+    assert (f.status, f.value, f.details) == (d.PASS, 0.1, {"upgraded": 2, "low_touch": 20, "judged": 20,
+                                                            "window_days": 90})  # b00, b01
+
+
+def test_self_serve_upgrade_waits_for_enrollments_old_enough_to_have_bought(deals: Store) -> None:
+    with deals.connect() as conn:  # enrolled 1 October 2025: 45 days before
+        [f] = d.doctor(conn, catalog(), today=dt.date(2025, 11, 15), only=["self_serve_upgrade"]).findings
+    assert (f.status, f.details) == (d.NO_DATA, {"low_touch": 20, "judged": 0, "window_days": 90})
+    assert "none of the 20 low-touch accounts is old enough" in f.shown
 
 
 def test_nrr_falling_while_expansion_rises_fails(deals: Store) -> None:
