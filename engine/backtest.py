@@ -8,16 +8,19 @@ day. Two paths that must agree (tests/engine/test_backtest.py):
 
 * set-wise (`backtest`): the accounts' *versions* are built once (one row per
   account and span of days in which none of its fields changed, from the
-  history's intervals), then each trigger is one INSERT ... SELECT. A
-  trigger that reads only fields is evaluated per version, its fire days the
-  version's span; one that reads the day (a window, `today`, `days_until`)
-  is evaluated over versions x days, its windows aggregated per (account,
-  day) from the series rows joined to the days they fall in.
+  history's intervals), each window a condition reads becomes a step
+  function (engine/daysteps.py: one row per span in which its value holds,
+  from running sums over the series), and each condition is one INSERT ...
+  SELECT over the versions cut by its windows' steps (and, if it reads the
+  day, at the days its comparisons cross): one evaluation per span, never
+  per day. A window with no step form (min, max over a window) is evaluated
+  over versions x days, aggregated per (account, day).
 * the reference (`backtest_by_day`): today's compiler once per day, reading
   `history.as_of_select(day)` in place of the accounts table.
 
 Both write fire spans (variant, account, first day, day after the last)
-into one temporary table, and one summary reads it: per trigger (and per
+into one temporary table, and one summary reads it (the spans merged per
+account first, so accounts per day is a running sum of starts and ends): per trigger (and per
 `--vary` value) the first fire day of each account, accounts firing per day
 and per quarter, and conversions: accounts whose first fire was followed by
 a won outcome within `window` days.
@@ -51,6 +54,7 @@ from engine import schema
 from engine.enroll import Scratch
 from engine.history import HISTORY, KNOWN, _NUMBERS, _typed, as_of_select, tracked_fields
 from engine.sqlcompile import SQLCompiler, compiler, dialect_for, disjuncts
+from engine import daysteps as steps
 from engine.sqlfunctions import SeriesRows, Window
 
 DEFAULT_WINDOW = 180  # days from a first fire to a won outcome that still counts as converted
@@ -191,6 +195,7 @@ class TriggerResult:
     per_day: dict[dt.date, int] = field(default_factory=dict)  # accounts firing that day
     per_quarter: dict[str, int] = field(default_factory=dict)  # accounts firing at least once in the quarter
     converted: int = 0  # first fire, then a won outcome within the window
+    on_days: dict[dt.date, set[str]] = field(default_factory=dict)  # accounts firing on days asked for
 
     @property
     def accounts(self) -> int:
@@ -402,6 +407,7 @@ def _versions(conn: Connection, scratch: Scratch, catalog: Catalog, start: dt.da
         spans.join(accounts, accounts.c.id == spans.c.account_id)
         .outerjoin(old, sa.and_(old.c.account_id == spans.c.account_id, old.c.p == spans.c.p))))
     conn.execute(sa.insert(table).from_select(["id", "since", "until", *names], q))
+    sa.Index(f"{table.name}_id", table.c.id, table.c.since).create(conn)
     return table
 
 
@@ -433,29 +439,107 @@ def _where_one(c: SQLCompiler, expr: n.Expr, columns: Sequence[Any]) -> sa.Selec
 
 
 def backtest(conn: Connection, catalog: Catalog, runs: Sequence[Variant] | Sequence[str], start: dt.date,
-             end: dt.date, window: int = DEFAULT_WINDOW, today: dt.date | None = None) -> Backtest:
-    """Set-wise: each condition one INSERT ... SELECT over the accounts' versions (x days when it reads the day)."""
+             end: dt.date, window: int = DEFAULT_WINDOW, today: dt.date | None = None,
+             on_days: Sequence[dt.date] = ()) -> Backtest:
+    """Set-wise: each condition one INSERT ... SELECT over spans of days in which nothing it reads changes
+    (engine/daysteps.py); a condition reading a window with no step form, over versions x days.
+
+    `on_days`: also list the accounts firing on these days (Backtest.firing)."""
     vs = _as_variants(catalog, runs)
     known = check_range(conn, start, end, today or dt.date.today())
+    dialect = conn.dialect.name
     with Scratch(conn) as scratch:
         days = _days_table(conn, scratch, start, end)
         versions = _versions(conn, scratch, catalog, start, end)
         fired = _fired_table(scratch)
-        fields = [c for c in versions.c if c.name not in ("since", "until")]
-        grid = (sa.select(*fields, days.c.day, days.c.next).select_from(
-            versions.join(days, sa.and_(days.c.day >= versions.c.since, days.c.day < versions.c.until)))
-            .subquery("accounts"))
+        stepped: dict[steps.Key, sa.Table] = {}
         for i, v in enumerate(vs):
-            c = _day_compiler(catalog, end, conn.dialect.name, grid, days)
-            c.compile(v.when)  # does it read the day?
-            if c.uses_day:
-                c = _day_compiler(catalog, end, conn.dialect.name, grid, days)
-                q = _where(c, v.when, sa.literal(i), grid.c.id, grid.c.day, grid.c.next)
-            else:
-                c = _day_compiler(catalog, end, conn.dialect.name, versions, days)
-                q = _where(c, v.when, sa.literal(i), versions.c.id, versions.c.since, versions.c.until)
-            conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
-        return _summarise(conn, fired, days, vs, start, end, window, known)
+            probe = steps.span_compiler(catalog, end, dialect, {})
+            branches = disjuncts(v.when)
+            if not (len(branches) > 1 and any(probe.required_joins(b) for b in branches)):
+                branches = [v.when]
+            for branch in branches:
+                q: Any = _spans_query(conn, scratch, catalog, versions, days, stepped, branch, i, start, end)
+                if q is None:  # a window with no step form: versions x days, as before
+                    q = _grid_query(catalog, end, dialect, versions, days, branch, i)
+                conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
+        return _summarise(conn, scratch, fired, vs, start, end, window, known, on_days)
+
+
+def _spans_query(conn: Connection, scratch: Scratch, catalog: Catalog, versions: sa.Table, days: sa.Table,
+                 stepped: dict[steps.Key, sa.Table], expr: n.Expr, variant: int, start: dt.date,
+                 end: dt.date) -> sa.Select | None:
+    dialect = conn.dialect.name
+    found = steps.probe(catalog, end, dialect, expr)
+    if not found.stepped:
+        return None
+    for key in found.windows:
+        if key not in stepped:
+            stepped[key] = steps.steps(conn, scratch, key, start, end)
+    required = steps.span_compiler(catalog, end, dialect, {}).required_joins(expr)
+    spans = _spans(dialect, versions, stepped, found.windows, required)
+    if found.reads_today:
+        c = steps.span_compiler(catalog, end, dialect, dict(found.windows), spans)
+        cuts = steps.Crossings(c).points(expr)
+        spans = _per_day(spans, days) if cuts is None else _cut(dialect, spans, cuts)
+    c = steps.span_compiler(catalog, end, dialect, dict(found.windows), spans)
+    return sa.select(sa.literal(variant), spans.c.id, spans.c.day, spans.c.next).where(c.compile(expr))
+
+
+def _spans(dialect: str, versions: sa.Table, stepped: dict[steps.Key, sa.Table], windows: dict[steps.Key, str],
+           required: set[Any]) -> sa.Subquery:
+    """The versions cut by each window's steps: (id, fields, day, next, w<i>_<column>)."""
+    v = versions
+    lo: Any = v.c.since
+    hi: Any = v.c.until
+    src: Any = v
+    columns: list[Any] = []
+    for key, prefix in windows.items():
+        w = stepped[key].alias(prefix + "t")
+        on = sa.and_(w.c.account_id == v.c.id, w.c.p < hi, w.c.q > lo)
+        src = src.join(w, on) if key in required else src.outerjoin(w, on)
+        lo = steps.greatest(dialect, lo, sa.func.coalesce(w.c.p, lo))
+        hi = steps.least(dialect, hi, sa.func.coalesce(w.c.q, hi))
+        columns += [w.c[col].label(prefix + col) for col in steps.STEPPED[key[1]]]
+    fields = [c for c in v.c if c.name not in ("since", "until")]
+    return (sa.select(*fields, sa.type_coerce(lo, sa.Date).label("day"), sa.type_coerce(hi, sa.Date).label("next"),
+                      *columns).select_from(src).subquery("spans"))
+
+
+def _cut(dialect: str, spans: sa.Subquery, cuts: Sequence[Any]) -> sa.Subquery:
+    """Each span cut at the candidate days (day numbers) inside it."""
+    keep = [c for c in spans.c if c.name not in ("day", "next")]
+    first = spans.c.day.label("p")
+    if not cuts:
+        return spans
+    start, stop = steps.day_number(dialect, spans.c.day), steps.day_number(dialect, spans.c.next)
+    parts = [sa.select(*keep, spans.c.day, spans.c.next, first)]
+    parts += [sa.select(*keep, spans.c.day, spans.c.next, steps.day_of(dialect, cut).label("p"))
+              .where(cut > start, cut < stop) for cut in cuts]
+    u = sa.union_all(*parts).subquery("cuts")
+    following = sa.func.lead(u.c.p).over(partition_by=(u.c.id, u.c.day), order_by=u.c.p)
+    s = sa.select(*(u.c[c.name] for c in keep), sa.type_coerce(u.c.p, sa.Date).label("day"),
+                  sa.type_coerce(sa.func.coalesce(following, u.c.next), sa.Date).label("next")).subquery("cut")
+    return sa.select(s).where(s.c.next > s.c.day).subquery("spans")
+
+
+def _per_day(spans: sa.Subquery, days: sa.Table) -> sa.Subquery:
+    """Each span as single days: for a condition whose day-reading this cannot place."""
+    keep = [c for c in spans.c if c.name not in ("day", "next")]
+    return (sa.select(*keep, days.c.day, days.c.next)
+            .select_from(spans.join(days, sa.and_(days.c.day >= spans.c.day, days.c.day < spans.c.next)))
+            .subquery("spans"))
+
+
+def _grid_query(catalog: Catalog, end: dt.date, dialect: str, versions: sa.Table, days: sa.Table,
+                expr: n.Expr, variant: int) -> sa.Select | sa.CompoundSelect:
+    """Versions x days, each window aggregated per (account, day) from the series rows of its days."""
+    fields = [c for c in versions.c if c.name not in ("since", "until")]
+    grid = (sa.select(*fields, days.c.day, days.c.next).select_from(
+        versions.join(days, sa.and_(days.c.day >= versions.c.since, days.c.day < versions.c.until)))
+        .subquery("accounts"))
+    c = _day_compiler(catalog, end, dialect, grid, days)
+    return _where(c, expr, sa.literal(variant), grid.c.id, grid.c.day, grid.c.next)
 
 
 def _day_compiler(catalog: Catalog, end: dt.date, dialect: str, accounts: Any, days: sa.Table) -> DayCompiler:
@@ -474,16 +558,20 @@ def _as_variants(catalog: Catalog, runs: Sequence[Variant] | Sequence[str]) -> l
 
 def backtest_by_day(conn: Connection, catalog: Catalog, runs: Sequence[Variant] | Sequence[str], start: dt.date,
                     end: dt.date, window: int = DEFAULT_WINDOW, today: dt.date | None = None,
-                    progress: Callable[[dt.date], None] | None = None) -> Backtest:
-    """Today's compiler once per day and condition, over `history.as_of_select(day)`: the slow, plain path."""
+                    progress: Callable[[dt.date], None] | None = None,
+                    only: Sequence[dt.date] | None = None) -> Backtest:
+    """Today's compiler once per day and condition, over `history.as_of_select(day)`: the slow, plain path.
+
+    `only`: evaluate just these days of the range (a sample, to check the set-wise path at a size where
+    every day would take too long); the result lists who fires on them (`on_days`)."""
     vs = _as_variants(catalog, runs)
     known = check_range(conn, start, end, today or dt.date.today())
     dialect = conn.dialect.name
+    replay = sorted(only) if only is not None else [start + dt.timedelta(days=i)
+                                                     for i in range((end - start).days + 1)]
     with Scratch(conn) as scratch:
-        days = _days_table(conn, scratch, start, end)
         fired = _fired_table(scratch)
-        day = start
-        while day <= end:
+        for day in replay:
             if progress is not None:
                 progress(day)
             for i, v in enumerate(vs):
@@ -492,8 +580,7 @@ def backtest_by_day(conn: Connection, catalog: Catalog, runs: Sequence[Variant] 
                 q = _where(c, v.when, sa.literal(i), c.accounts.c.id, sa.literal(day, sa.Date),
                            sa.literal(day + dt.timedelta(days=1), sa.Date))
                 conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
-            day += dt.timedelta(days=1)
-        return _summarise(conn, fired, days, vs, start, end, window, known)
+        return _summarise(conn, scratch, fired, vs, start, end, window, known, replay if only is not None else ())
 
 
 # ---------------------------------------------------------------- the summary
@@ -507,19 +594,49 @@ def quarter(day: dt.date) -> str:
     return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
 
 
-def _summarise(conn: Connection, fired: sa.Table, days: sa.Table, vs: Sequence[Variant], start: dt.date,
-               end: dt.date, window: int, known: dt.date) -> Backtest:
+def _islands(conn: Connection, scratch: Scratch, fired: sa.Table) -> sa.Table:
+    """The fire spans merged per (variant, account) where they overlap or touch: disjoint spans, so
+    accounts firing on a day is a running sum of starts less ends."""
+    f = fired.c
+    order = (f.since, f.until)
+    reach = sa.func.max(f.until).over(partition_by=(f.variant, f.account_id), order_by=order, rows=(None, -1))
+    marked = sa.select(f.variant, f.account_id, f.since, f.until, reach.label("reach")).subquery("m")
+    m = marked.c
+    new = sa.case((sa.or_(m.reach.is_(None), m.since > m.reach), 1), else_=0)
+    numbered = sa.select(m.variant, m.account_id, m.since, m.until, sa.func.sum(new).over(
+        partition_by=(m.variant, m.account_id), order_by=(m.since, m.until), rows=(None, 0)).label("island")
+    ).subquery("n")
+    k = numbered.c
+    table = scratch.table("_pb_bt_islands", sa.Column("variant", sa.Integer), sa.Column("account_id", sa.Text),
+                          sa.Column("since", sa.Date), sa.Column("until", sa.Date))
+    conn.execute(sa.insert(table).from_select(
+        ["variant", "account_id", "since", "until"],
+        sa.select(k.variant, k.account_id, sa.func.min(k.since), sa.func.max(k.until))
+        .group_by(k.variant, k.account_id, k.island)))
+    return table
+
+
+def _summarise(conn: Connection, scratch: Scratch, fired: sa.Table, vs: Sequence[Variant], start: dt.date,
+               end: dt.date, window: int, known: dt.date, on_days: Sequence[dt.date] = ()) -> Backtest:
     results = [TriggerResult(v.trigger, v.label, v.param, v.value, v.current) for v in vs]
-    for i, account, first in conn.execute(sa.select(fired.c.variant, fired.c.account_id, sa.func.min(fired.c.since))
-                                          .group_by(fired.c.variant, fired.c.account_id)):
+    spans = _islands(conn, scratch, fired)
+    s = spans.c
+    for i, account, first in conn.execute(sa.select(s.variant, s.account_id, sa.func.min(s.since))
+                                          .group_by(s.variant, s.account_id)):
         results[i].first[account] = _date(first)
-    # Accounts firing per day (an account fires on a day at most once: spans of one variant never overlap,
-    # but the UNION of an `or` may give the same day twice, so count distinct).
-    per_day = (sa.select(fired.c.variant, days.c.day, sa.func.count(sa.distinct(fired.c.account_id)))
-               .select_from(fired.join(days, sa.and_(days.c.day >= fired.c.since, days.c.day < fired.c.until)))
-               .group_by(fired.c.variant, days.c.day))
-    for i, day, count in conn.execute(per_day):
-        results[i].per_day[_date(day)] = int(count)
+    # Accounts firing per day: the spans of one account are disjoint, so a running sum of starts and ends.
+    change: dict[int, Counter[dt.date]] = {i: Counter() for i in range(len(vs))}
+    for column, sign in ((s.since, 1), (s.until, -1)):
+        for i, day, count in conn.execute(sa.select(s.variant, column, sa.func.count())
+                                          .group_by(s.variant, column)):
+            change[int(i)][_date(day)] += sign * int(count)
+    for i, r in enumerate(results):
+        running, d = 0, start
+        while d <= end:
+            running += change[i].get(d, 0)
+            if running:
+                r.per_day[d] = running
+            d += dt.timedelta(days=1)
     # Per quarter: accounts that fired at least once in it.
     qs: list[tuple[str, dt.date, dt.date]] = []
     d = start
@@ -529,12 +646,18 @@ def _summarise(conn: Connection, fired: sa.Table, days: sa.Table, vs: Sequence[V
         qs.append((quarter(d), d, q_end))
         d = q_end + dt.timedelta(days=1)
     for label, q0, q1 in qs:
-        q = (sa.select(fired.c.variant, sa.func.count(sa.distinct(fired.c.account_id)))
-             .where(fired.c.since <= sa.literal(q1, sa.Date), fired.c.until > sa.literal(q0, sa.Date))
-             .group_by(fired.c.variant))
+        q = (sa.select(s.variant, sa.func.count(sa.distinct(s.account_id)))
+             .where(s.since <= sa.literal(q1, sa.Date), s.until > sa.literal(q0, sa.Date))
+             .group_by(s.variant))
         counts: dict[int, int] = {int(i): int(c) for i, c in conn.execute(q)}
         for i, r in enumerate(results):
             r.per_quarter[label] = int(counts.get(i, 0))
+    for day in on_days:
+        lit = sa.literal(day, sa.Date)
+        for r in results:
+            r.on_days[day] = set()
+        for i, account in conn.execute(sa.select(s.variant, s.account_id).where(s.since <= lit, s.until > lit)):
+            results[i].on_days[day].add(account)
     # Conversions: a won outcome within `window` days after the account's first fire.
     o = schema.Outcome.__table__
     won: dict[str, list[dt.date]] = {}

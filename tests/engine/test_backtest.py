@@ -57,6 +57,26 @@ trigger recent "Latest and counts"
   when latest(engagement_minutes) > 90 or count(funding_announced, 20 days) >= 2
   then start p
 
+trigger summed "Sum over ten days, not unhealthy"
+  when sum(engagement_minutes, 10 days) > 300 and not (account.health_score < 50)
+  then start p
+
+trigger lowest "A window with no step form"
+  when min(engagement_minutes, 5 days) >= 60
+  then start p
+
+trigger quiet "Since the last funding"
+  when days_since(funding_announced) > 12 and days_since(funding_announced) <= 30
+  then start p
+
+trigger dated "The day compared with dates"
+  when account.renewal_date <= 20 days ago or (account.renewal_date >= today and account.health_score > 60)
+  then start p
+
+trigger odd "A day-reading this cannot place"
+  when days_until(account.renewal_date) * 2 > 40 and happened(funding_announced, within 20 days)
+  then start p
+
 play p "P"
   day 1 stage "Qualified"
 """
@@ -243,3 +263,15 @@ def test_a_range_before_the_history_starts_is_refused(store: Store) -> None:
 def test_an_unknown_trigger_gets_a_did_you_mean() -> None:
     with pytest.raises(BacktestError, match="did you mean 'funded'"):
         variants(CATALOG, ["fundd"])
+
+
+def test_a_sample_of_days_names_the_same_accounts_on_those_days(store: Store) -> None:
+    seed(store, random.Random(3), n=10)
+    sample = [START, START + dt.timedelta(days=20), END]
+    with store.engine.connect() as conn:
+        fast = backtest(conn, CATALOG, list(CATALOG.triggers), START, END, 30, today=TODAY, on_days=sample)
+        slow = backtest_by_day(conn, CATALOG, list(CATALOG.triggers), START, END, 30, today=TODAY, only=sample)
+    assert any(r.on_days[d] for r in fast.results for d in sample)
+    for x, y in zip(fast.results, slow.results, strict=True):
+        assert x.on_days == y.on_days, x.trigger
+        assert all(x.per_day.get(d, 0) == len(x.on_days[d]) for d in sample)
