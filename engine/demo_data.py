@@ -861,7 +861,9 @@ def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | 
     result.users = len(gen.users)
     report("users", result.users, result.users)
 
-    known = dt.datetime.combine(today, dt.time(), dt.timezone.utc)
+    # Known since the start of the metric history: a backtest over the past year
+    # replays the demo with today's values (the demo has no earlier ones).
+    known = dt.datetime.combine(today - dt.timedelta(days=history.span_days), dt.time(), dt.timezone.utc)
     known_since: Any = _datetime_text(known) if raw else known
     scenario_counts: dict[str, int] = {name: 0 for name in SCENARIOS}
     for start in range(0, n_accounts, chunk_size):
@@ -879,7 +881,7 @@ def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | 
             ev_rows += gen.event_rows(p)
         with store.begin() as conn:
             _Writer(conn, accounts, gen.account_columns).write(conn, acc_rows, converted=raw)
-            # Each account known since the demo's today, as an import would record it
+            # Each account known since `known`, as an import would record it
             # (engine/history.py): `account_as_of` then reads demo accounts too.
             _Writer(conn, field_history.HISTORY, ["account_id", "field", "valid_from"]).write(
                 conn, [[r[0], field_history.KNOWN, known_since] for r in acc_rows], converted=raw)

@@ -112,7 +112,7 @@ def test_a_failed_import_writes_no_history(store: Store, tmp_path: Path) -> None
     assert rows(store) == before
 
 
-def test_demo_accounts_are_known_since_the_demo_s_today(store: Store) -> None:
+def test_demo_accounts_are_known_since_the_start_of_their_metric_history(store: Store) -> None:
     from dsl.project import load
     from engine.demo_data import generate
 
@@ -120,8 +120,8 @@ def test_demo_accounts_are_known_since_the_demo_s_today(store: Store) -> None:
     store.sync_entities(catalog)
     generate(catalog, 30, seed=7, today=dt.date(2026, 6, 1), store=store)
     with store.engine.connect() as conn:
-        assert account_as_of(conn, catalog, dt.date(2026, 5, 31)) == {}
-        known = account_as_of(conn, catalog, dt.date(2026, 6, 1))
+        assert account_as_of(conn, catalog, dt.date(2025, 5, 31)) == {}  # 366 days before
+        known = account_as_of(conn, catalog, dt.date(2025, 6, 1))
         accounts = store.table("account", catalog)
         current = {r["id"]: dict(r) for r in conn.execute(sa.select(accounts)).mappings()}
     assert len(known) == 30
