@@ -97,8 +97,9 @@ def build(store: Store, catalog: Any, n: int, days: int, seed: int = 11) -> None
     # engagement 10..120 minutes, headcount 100 plus a slope of 0, 0.1 or 0.3 a day, weekly back from END.
     num = "CAST(substr(a.id, 4) AS INTEGER)" if sqlite else "CAST(substr(a.id, 4) AS BIGINT)"
     day = f"date('{END}', '-' || (w.k * 7) || ' days')" if sqlite else f"DATE '{END}' - (w.k * 7)"
-    hashed = f"(({num} * 2654435761 + w.k * 40503) % 11000)"
-    slope = f"(CASE {num} % 3 WHEN 0 THEN 0.0 WHEN 1 THEN 0.1 ELSE 0.3 END)"
+    mod = "%" if sqlite else "%%"  # psycopg2 reads a lone % as a parameter
+    hashed = f"(({num} * 2654435761 + w.k * 40503) {mod} 11000)"
+    slope = f"(CASE {num} {mod} 3 WHEN 0 THEN 0.0 WHEN 1 THEN 0.1 ELSE 0.3 END)"
     head = (f"WITH RECURSIVE w(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM w WHERE k < {weeks}) " if sqlite
             else "")
     weeks_from = "w" if sqlite else f"generate_series(0, {weeks}) AS w(k)"
