@@ -19,6 +19,7 @@ name the same accounts.
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as dt
 import random
 import statistics
@@ -122,6 +123,17 @@ def same_answers(a: Any, b: Any, sample: list[dt.date] | None) -> bool:
                for x, y in zip(a.results, b.results, strict=True))
 
 
+def cpu(conn: Any) -> float:
+    """CPU seconds spent so far by this process and, on PostgreSQL, by the connection's backend
+    (read from /proc: the server is local; parallel workers are not counted)."""
+    used = time.process_time()
+    if conn.dialect.name == "postgresql":
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
 def run(kind: str, url: str, catalog: Any, args: argparse.Namespace) -> dict[str, Any]:
     store = Store.open(url, catalog=catalog)
     t0 = time.perf_counter()
@@ -132,24 +144,29 @@ def run(kind: str, url: str, catalog: Any, args: argparse.Namespace) -> dict[str
     sample = ([start + dt.timedelta(days=i) for i in range(0, args.days, args.sample_every)]
               if args.sample_every > 1 else None)
     triggers = list(catalog.triggers)
-    fast_times, slow_times, same = [], [], True
+    fast_times, slow_times, fast_cpu, slow_cpu, same = [], [], [], [], True
     full: Any = None
     for _ in range(args.repeat):  # alternating sides
         with store.engine.connect() as conn:
-            t = time.perf_counter()
+            c, t = cpu(conn), time.perf_counter()
             full = backtest(conn, catalog, triggers, start, END, today=TODAY, on_days=sample or ())
             fast_times.append(time.perf_counter() - t)
-        print(f"  {kind}: set-wise {fast_times[-1]:.2f} s (load {load_average()})", flush=True)
+            fast_cpu.append(cpu(conn) - c)
+        print(f"  {kind}: set-wise {fast_times[-1]:.2f} s, CPU {fast_cpu[-1]:.1f} s (load {load_average()})",
+              flush=True)
         if args.skip_reference:
             continue
         with store.engine.connect() as conn:
-            t = time.perf_counter()
+            c, t = cpu(conn), time.perf_counter()
             slow = backtest_by_day(conn, catalog, triggers, start, END, today=TODAY, only=sample)
             slow_times.append(time.perf_counter() - t)
-        print(f"  {kind}: by day {slow_times[-1]:.2f} s (load {load_average()})", flush=True)
+            slow_cpu.append(cpu(conn) - c)
+        print(f"  {kind}: by day {slow_times[-1]:.2f} s, CPU {slow_cpu[-1]:.1f} s (load {load_average()})",
+              flush=True)
         same = same and same_answers(full, slow, sample)
     store.close()
-    return {"kind": kind, "built": built, "fast": statistics.median(fast_times),
+    return {"kind": kind, "built": built, "fast": statistics.median(fast_times), "fast_cpu": statistics.median(fast_cpu),
+            "slow_cpu": statistics.median(slow_cpu) if slow_cpu else None,
             "slow": statistics.median(slow_times) if slow_times else None, "same": same,
             "replayed": len(sample) if sample else args.days, "fired": {r.trigger: r.accounts for r in full.results},
             "fire_days": sum(sum(r.per_day.values()) for r in full.results)}
@@ -186,13 +203,14 @@ def main() -> None:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA "{schema_name}" CASCADE')
     for r in results:
-        line = f"{r['kind']:<10} build {r['built']:.1f} s | set-wise {args.days} days {r['fast']:.2f} s"
+        line = (f"{r['kind']:<10} build {r['built']:.1f} s | set-wise {args.days} days {r['fast']:.2f} s "
+                f"(CPU {r['fast_cpu']:.1f} s)")
         if r["slow"] is not None:
             per_day = r["slow"] / r["replayed"]
             full = per_day * args.days
             line += (f" | by day {r['replayed']} days {r['slow']:.2f} s ({per_day:.2f} s a day"
                      + (f", {args.days} days ~{full:.0f} s" if r["replayed"] != args.days else "")
-                     + f") = {full / r['fast']:.1f}x | same answers: {r['same']}")
+                     + f"; CPU {r['slow_cpu']:.1f} s) = {full / r['fast']:.1f}x | same answers: {r['same']}")
         print(line + f" | fire-days {r['fire_days']:,} | load {load_average()}")
         print("   fired accounts:", r["fired"])
 
