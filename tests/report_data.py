@@ -232,6 +232,7 @@ def seed_arr_history(store: Store) -> None:
         ("h3", "arr", _day(2026, 3, 10), _day(2026, 8, 1), 120000.0, None),
     ]
     outcomes = [  # id, outcome, value, at
+        ("h4", "won", 5000.0, _day(2025, 11, 15)),  # before the history began: its first known 50k holds it
         ("h4", "churned", None, _day(2026, 6, 10)),
         ("h5", "won", 4000.0, _day(2026, 6, 2)),
         ("h6", "churned", None, _day(2026, 2, 1)),

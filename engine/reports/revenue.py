@@ -221,6 +221,10 @@ def revenue_report(conn: Connection, accounts: sa.Table, *, fields: Fields = Fie
     first_known = conn.execute(sa.select(sa.func.min(HISTORY.c.valid_from)).where(HISTORY.c.field == KNOWN)).scalar()
     # Known with the history's first import (that day): the account predates the history.
     founding = None if first_known is None else _instant(first_known) + dt.timedelta(days=1)
+    # A period starting before the history: an older account's first known ARR already holds the
+    # outcomes closed between the start and the history's first import; take them back out.
+    back = (o.c.at >= start, o.c.at < _instant(first_known)) if first_known is not None and _instant(
+        first_known) > start else (sa.false(),)
 
     moves: dict[str, Any] = {r.account_id: r for r in conn.execute(sa.select(
         o.c.account_id,
@@ -232,6 +236,9 @@ def revenue_report(conn: Connection, accounts: sa.Table, *, fields: Fields = Fie
         sa.func.max(sa.case((sa.and_(o.c.outcome == "churned", o.c.value.is_(None), *period), 1),
                             else_=0)).label("churned"),
         sa.func.max(sa.case((sa.and_(o.c.outcome == "churned", o.c.at < start), 1), else_=0)).label("gone"),
+        sa.func.sum(sa.case((sa.and_(o.c.outcome == "won", *back), value),
+                            (sa.and_(o.c.outcome.in_(["contracted", "churned"]), *back), -value),
+                            else_=0.0)).label("before"),
     ).where(o.c.at < end).group_by(o.c.account_id))}
 
     overall, groups = _Sums(), dict[str | None, _Sums]()
@@ -244,6 +251,8 @@ def revenue_report(conn: Connection, accounts: sa.Table, *, fields: Fields = Fie
             new += 1
             continue
         arr0 = float(r.start or 0.0)
+        if m is not None and m.before and (r.known is None or founding is None or _instant(r.known) < founding):
+            arr0 = max(arr0 - float(m.before), 0.0)
         if arr0 <= 0:
             continue  # no revenue at the start: not in the base
         if r.changed:
@@ -276,7 +285,9 @@ def revenue_report(conn: Connection, accounts: sa.Table, *, fields: Fields = Fie
         notes.append(f"{new:,} account(s) first known after {since} are new, not in the starting base")
     if founding is not None and _instant(first_known) >= start:
         notes.append(f"the field history begins {_instant(first_known).date()}, after the period's start: "
-                     "the accounts known then are taken at their first known ARR and segment")
+                     "the accounts known then start at their first known ARR less the outcomes closed between "
+                     "the period's start and then (won; contracted and churned amounts added back), and keep "
+                     "their first known segment")
     moved = any(m.wins or m.contracted or m.churn_amount or m.churned for m in moves.values())
     if by_outcomes and not by_history and not moved:
         notes.append("nothing to measure: no account's ARR changed in the period and no outcome (won, contracted, "

@@ -118,8 +118,12 @@ def test_cac_counts_every_win_of_the_period(kept: Store) -> None:
 
 def test_before_the_history_began_the_first_known_values_stand_in(kept: Store) -> None:
     r = report(kept, since=dt.date(2025, 10, 1), until=dt.date(2026, 1, 1))
-    # h1 10k, h2 20k, h3 100k, h4 50k, h6 30k (churned later), h7 8k; h5 first known later: new
-    assert (r.overall.accounts, r.overall.starting_arr, r.overall.nrr, r.new_accounts) == (6, 218000.0, 1.0, 1)
+    # h1 10k, h2 20k, h3 100k, h6 30k (churned later), h7 8k; h4 first known at 50k after winning 5k on
+    # 15 November: 45k on 1 October, 50k at the end; h5 first known later: new
+    o = r.overall
+    assert (o.accounts, o.starting_arr, o.ending_arr, o.expansion_arr, r.new_accounts) == (
+        6, 213000.0, 218000.0, 5000.0, 1)
+    assert o.to_json()["nrr_percent"] == "102.3%"  # 218 / 213
     assert any("history begins 2025-12-01" in note for note in r.notes)
 
 
