@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +24,9 @@ from cli.common import DbOpt, Fail, TodayOpt, parse_day, read, reading_store
 from cli.common import today as today_in_team_zone
 from cli.rules import RulesOpt, checked
 from cli.rules import paths as rule_paths
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 
 class ReportFormat(str, enum.Enum):
@@ -286,6 +289,16 @@ def _tables(docs: dict[str, dict[str, Any]]) -> None:
 # ---------------------------------------------------------------- commands
 
 
+def _over_period(db: str | None, format: ReportFormat, out: Path | None, since: str | None, until: str | None,
+                 key: str, title: str, build: Callable[[Connection, dt.date | None, dt.date | None], Any]) -> None:
+    """A report over `--since`/`--until` that needs no rules: read in one snapshot, emitted as `{key: ...}`."""
+    a, b = _period(since, until)
+    with reading_store(db) as store:
+        doc = read(store, lambda conn: build(conn, a, b))
+    _emit(format, out, {key: doc}, _tables, title)
+
+
+
 @app.command("funnel")
 def funnel_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOpt = None,
                stages: StagesOpt = None, play: PlayOpt = None, since: SinceOpt = None,
@@ -304,10 +317,8 @@ def plays_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: Out
     """Per play and per email step: attempts, replies, closes, rate, average value."""
     from engine.reports.plays import plays_report
 
-    a, b = _period(since, until)
-    with reading_store(db) as store:
-        doc = read(store, lambda conn: plays_report(conn, since=a, until=b).to_json())
-    _emit(format, out, {"plays": doc}, _tables, "Play performance")
+    _over_period(db, format, out, since, until, "plays", "Play performance",
+                 lambda conn, a, b: plays_report(conn, since=a, until=b).to_json())
 
 
 @app.command("triggers")
@@ -347,10 +358,8 @@ def sla_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: OutOp
     """SLA breaches by stage and owner: deals, breaches, breach rate, escalations."""
     from engine.reports.sla import sla_report
 
-    a, b = _period(since, until)
-    with reading_store(db) as store:
-        doc = read(store, lambda conn: sla_report(conn, since=a, until=b).to_json())
-    _emit(format, out, {"sla": doc}, _tables, "SLA breaches")
+    _over_period(db, format, out, since, until, "sla", "SLA breaches",
+                 lambda conn, a, b: sla_report(conn, since=a, until=b).to_json())
 
 
 @app.command("holdouts")
@@ -359,10 +368,8 @@ def holdouts_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: 
     """Per play with a holdout: treated against held-out accounts (conversion, revenue) with 95% intervals."""
     from engine.reports.holdouts import holdouts_report
 
-    a, b = _period(since, until)
-    with reading_store(db) as store:
-        doc = read(store, lambda conn: holdouts_report(conn, since=a, until=b).to_json())
-    _emit(format, out, {"holdouts": doc}, _tables, "Holdouts")
+    _over_period(db, format, out, since, until, "holdouts", "Holdouts",
+                 lambda conn, a, b: holdouts_report(conn, since=a, until=b).to_json())
 
 
 @app.command("all")
