@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,14 @@ import sqlalchemy as sa
 
 from connectors.sources import WarehouseReader, load_source_settings
 from dsl.project import load_text
+from engine import rollups
 from engine import schema as db
 from engine.importers import import_files
 from engine.store import Store
 from engine.sync import Batch, SourceUnreachable, SyncRefused, run_sync, runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from store_backends import BACKENDS, PG_URL, fresh_store, pg_reason  # noqa: E402
+from store_backends import BACKENDS, PG_URL, fresh_store, pg_schema  # noqa: E402
 
 RULES = '''\
 entity account
@@ -57,24 +57,12 @@ T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
 @pytest.fixture
 def warehouse() -> Iterator[tuple[str, str]]:
     """A PostgreSQL schema of its own standing for the warehouse: (URL, schema)."""
-    reason = pg_reason()
-    if reason:
-        pytest.fail(reason)
-    name = f"pb_wh_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-        # `calls` is text, as loosely typed staging tables are: a bad value must be refused by name.
-        conn.execute(sa.text(f'CREATE TABLE "{name}".usage_daily (account_id text, day date, calls text, seats int, '
-                             'updated_at timestamptz not null, primary key (account_id, day))'))
-        conn.execute(sa.text(f'CREATE TABLE "{name}".funding_rounds (account_id text, announced_at timestamptz, '
-                             'amount numeric, lead_investor text)'))
-    try:
+    # `calls` is text, as loosely typed staging tables are: a bad value must be refused by name.
+    with pg_schema("usage_daily (account_id text, day date, calls text, seats int, updated_at timestamptz not null, "
+                   "primary key (account_id, day))",
+                   "funding_rounds (account_id text, announced_at timestamptz, amount numeric, lead_investor text)"
+                   ) as name:
         yield PG_URL, name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -137,6 +125,13 @@ def events(store: Store) -> list[tuple[str, str, dt.datetime, Any]]:
                 for r in rows]
 
 
+def series(store: Store) -> dict[tuple[str, str], tuple[dt.date, float]]:
+    """The metric rollup (engine/rollups.py): each series' latest point."""
+    with store.engine.connect() as conn:
+        return {(r[0], r[1]): (r[2] if isinstance(r[2], dt.date) else dt.date.fromisoformat(r[2]), float(r[3]))
+                for r in conn.execute(sa.text("SELECT metric, account_id, last_date, last_value FROM metric_series"))}
+
+
 def changed_accounts(store: Store) -> set[str]:
     """Accounts the next incremental sweep evaluates (engine/changes.py)."""
     t = db.AccountChange.__table__
@@ -179,6 +174,10 @@ def test_the_same_point_synced_twice_is_one_point_and_a_changed_row_rewrites_it(
     later = sync(store, p, reader(p, "usage", url))
     assert later.read == 1  # only the row past the cursor
     assert points(store) == {**first, ("api_calls", "a1", day(2)): 999}
+    assert series(store) == {("api_calls", "a1"): (day(3), 30), ("seats_active", "a1"): (day(3), 1)}
+    with store.engine.begin() as conn:
+        rollups.rebuild(conn)  # the rollup the loader kept equals one recomputed from the points
+    assert series(store) == {("api_calls", "a1"): (day(3), 30), ("seats_active", "a1"): (day(3), 1)}
 
 
 def test_rows_sharing_an_updated_at_across_batch_edges_are_all_read_once(warehouse, store, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from engine.store import Store
 from engine.sync import Batch, SourceUnreachable, SyncRefused, run_sync, runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from store_backends import PG_URL, pg_reason  # noqa: E402
+from store_backends import PG_URL, pg_schema  # noqa: E402
 
 ENTITY = '''\
 entity account
@@ -56,21 +55,9 @@ def decl(p: Any, name: str) -> n.SourceDecl:
 @pytest.fixture
 def warehouse() -> Iterator[tuple[str, str]]:
     """A PostgreSQL schema of its own standing for the warehouse: (URL, schema)."""
-    reason = pg_reason()
-    if reason:
-        pytest.fail(reason)
-    schema = f"pb_wh_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        conn.execute(sa.text(f'CREATE TABLE "{schema}".accounts_daily (account_id text primary key, arr numeric, '
-                             'health double precision, updated_at timestamptz not null)'))
-    try:
+    with pg_schema("accounts_daily (account_id text primary key, arr numeric, health double precision, "
+                   "updated_at timestamptz not null)") as schema:
         yield PG_URL, schema
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def put(url: str, schema: str, rows: list[tuple[str, Any, Any, dt.datetime]]) -> None:

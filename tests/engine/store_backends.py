@@ -35,6 +35,27 @@ def pg_reason() -> str | None:
 
 
 @contextmanager
+def pg_schema(*tables: str) -> Iterator[str]:
+    """A PostgreSQL schema of its own (a warehouse, in the source tests) holding `tables`, each the text after
+    `CREATE TABLE "SCHEMA".`; dropped with CASCADE afterwards. Fails, not skips, when the server is down."""
+    reason = pg_reason()
+    if reason:
+        pytest.fail(reason)
+    schema = f"pb_wh_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        for table in tables:
+            conn.execute(sa.text(f'CREATE TABLE "{schema}".{table}'))
+    try:
+        yield schema
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
 def fresh_store(kind: str, folder: Path, catalog: Catalog | None = None, *, migrate: bool = True) -> Iterator[Store]:
     if kind == "sqlite":
         store = Store.open(f"sqlite:///{folder}/store-{uuid.uuid4().hex[:8]}.db", catalog=catalog, migrate=migrate)
