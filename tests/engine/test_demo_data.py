@@ -179,3 +179,42 @@ def test_history_schedule() -> None:
     assert big.days_ago(10) == list(range(0, 91, 14)) + list(range(114, 366, 30))
     assert big.days_ago(60_000) == list(range(0, 91, 14))
     assert History(older_accounts=0).days_ago(0) == list(range(0, 91, 7))
+
+
+def _indexes(store: Store) -> list[tuple[str, str]]:
+    with store.engine.connect() as conn:
+        if store.dialect == "sqlite":
+            return sorted(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index'").all())
+        return sorted(conn.exec_driver_sql(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()").all())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_indexes_built_after_the_load_are_the_migrated_ones(backend, tmp_path, catalog) -> None:
+    with fresh_store(backend, tmp_path, catalog) as store:
+        store.sync_entities(catalog)
+        before = _indexes(store)
+        generate(catalog, 300, seed=7, today=TODAY, store=store, chunk_size=100)
+        assert _indexes(store) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_failed_generation_leaves_the_indexes_in_place(backend, tmp_path, catalog, monkeypatch) -> None:
+    from engine import demo_data
+
+    calls = []
+
+    def failing(self, p):
+        calls.append(p.index)
+        if len(calls) > 150:
+            raise RuntimeError("boom")
+        return []
+
+    with fresh_store(backend, tmp_path, catalog) as store:
+        store.sync_entities(catalog)
+        before = _indexes(store)
+        monkeypatch.setattr(demo_data._Generator, "event_rows", failing)
+        with pytest.raises(RuntimeError, match="boom"):
+            generate(catalog, 300, seed=7, today=TODAY, store=store, chunk_size=100)
+        assert _indexes(store) == before
+        assert store.count("accounts") == 100  # the chunk written before the failure stays
