@@ -138,7 +138,7 @@ def test_trigger_quarters_without_sweeps_come_from_the_field_history(trigger_his
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "120")
     url, rules = trigger_history
-    args = ("report", "triggers", "--db", url, "--rules", rules, "--today", "2026-09-15")
+    args = ("report", "triggers", "--db", url, "--rules", rules, "--today", "2026-09-15", "--history")
     r = run_cli(*args)
     assert r.code == 0, r.stderr
     assert_golden(GOLDEN / "report" / "triggers_history.txt", r.stdout)
@@ -149,6 +149,16 @@ def test_trigger_quarters_without_sweeps_come_from_the_field_history(trigger_his
     assert {row["source"] for row in doc["rows"]} == {"history"} and all(row["from_history"] for row in doc["rows"])
     r = run_cli(*args, "--format", "html")
     assert 'data-field="triggers.rows.0.source">history</td>' in r.stdout and 'data-source="history"' in r.stdout
+
+
+def test_trigger_quarters_from_the_field_history_only_with_history(trigger_history: tuple[str, str]) -> None:
+    url, rules = trigger_history
+    r = run_cli("report", "triggers", "--db", url, "--rules", rules, "--today", "2026-09-15", "--format", "json")
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["rows"] == []
+    assert doc["notes"] == ["quarters before the first sweep are not shown: --history evaluates them from the "
+                            "field history"]
 
 
 def test_a_revenue_field_the_rules_lack_is_named(funnel_db: str, tmp_path: Path) -> None:
