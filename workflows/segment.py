@@ -45,7 +45,7 @@ from dsl.catalog import Catalog
 from engine import tracking
 from engine.importers import entity_columns
 from engine.store import Store
-from workflows.serve import _guarded
+from workflows.serve import _guarded, read_body
 
 log = logging.getLogger("playbook.serve.segment")
 
@@ -111,14 +111,8 @@ def _authorised(request: Request, write_keys: list[SecretStr]) -> None:
 
 
 async def _body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BATCH:
-        raise Refused(400, f"the body is over {MAX_BATCH} bytes (500 KB, Segment's batch limit)")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BATCH:
-            raise Refused(400, f"the body is over {MAX_BATCH} bytes (500 KB, Segment's batch limit)")
+    body = await read_body(request, MAX_BATCH,
+                           Refused(400, f"the body is over {MAX_BATCH} bytes (500 KB, Segment's batch limit)"))
     if request.headers.get("content-encoding", "").lower() == "gzip":
         try:
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)

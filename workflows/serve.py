@@ -185,16 +185,21 @@ def _log_accepted(request: Request, duplicate: bool, what: str) -> None:
     log.info("%s %s: %s%s", request.method, request.url.path, what, " (redelivery)" if duplicate else "")
 
 
-async def _body(request: Request) -> bytes:
+async def read_body(request: Request, limit: int, too_big: Refused) -> bytes:
+    """The request's body, refused with `too_big` as soon as it is declared or read over `limit` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise Refused(413, f"body over {MAX_BODY} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY:
-            raise Refused(413, f"body over {MAX_BODY} bytes")
+        if len(body) > limit:
+            raise too_big
     return body
+
+
+async def _body(request: Request) -> bytes:
+    return await read_body(request, MAX_BODY, Refused(413, f"body over {MAX_BODY} bytes"))
 
 
 def _one_click(body: bytes, content_type: str) -> bool:
