@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from cli.main import run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from store_backends import PG_URL, pg_schema  # noqa: E402
+
+
+def _warehouse(sql: str) -> None:
+    """Run one statement in the PostgreSQL standing for the warehouse."""
+    engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(sql))
+    finally:
+        engine.dispose()
 
 RULES = '''\
 entity account
@@ -64,24 +79,8 @@ def test_a_source_without_its_url_names_the_setting(rules: Path, tmp_path: Path,
 
 def test_a_sync_prints_what_it_read_and_wrote_and_a_second_reads_nothing_new(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import uuid
-
-    import sqlalchemy as sa
-
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-    from store_backends import PG_URL, pg_reason
-
-    if (reason := pg_reason()) is not None:
-        pytest.fail(reason)
-    schema = f"pb_wh_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        conn.execute(sa.text(f'CREATE TABLE "{schema}".usage (account_id text, arr numeric, updated_at timestamptz)'))
-        conn.execute(sa.text(f"INSERT INTO \"{schema}\".usage VALUES ('a1', 10, now()), ('a2', 20, now())"))
-    try:
+    with pg_schema("usage (account_id text, arr numeric, updated_at timestamptz)") as schema:
+        _warehouse(f"INSERT INTO \"{schema}\".usage VALUES ('a1', 10, now()), ('a2', 20, now())")
         folder = tmp_path / "rules"
         folder.mkdir()
         (folder / "s.play").write_text(RULES.replace("from usage", f"from {schema}.usage"), encoding="utf-8")
@@ -93,10 +92,6 @@ def test_a_sync_prints_what_it_read_and_wrote_and_a_second_reads_nothing_new(
         assert run(["sync", "usage", "--rules", str(folder), "--db", db, "--format", "json"]) == 0
         (src,) = json.loads(capsys.readouterr().out)["sources"]
         assert (src["status"], src["read"], src["batches"]) == ("ok", 0, 0)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 SERIES = '''\
@@ -116,25 +111,9 @@ source usage from warehouse
 
 def test_a_metric_sync_prints_the_points_it_wrote_and_a_bad_value_exits_1_naming_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import sys
-    import uuid
-
-    import sqlalchemy as sa
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-    from store_backends import PG_URL, pg_reason
-
-    if (reason := pg_reason()) is not None:
-        pytest.fail(reason)
-    schema = f"pb_wh_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        conn.execute(sa.text(f'CREATE TABLE "{schema}".usage (account_id text, day date, calls text, '
-                             'updated_at timestamptz)'))
-        conn.execute(sa.text(f"INSERT INTO \"{schema}\".usage VALUES ('a1', '2026-11-01', '10', now()), "
-                             "('a1', '2026-11-02', '12', now())"))
-    try:
+    with pg_schema("usage (account_id text, day date, calls text, updated_at timestamptz)") as schema:
+        _warehouse(f"INSERT INTO \"{schema}\".usage VALUES ('a1', '2026-11-01', '10', now()), "
+                   "('a1', '2026-11-02', '12', now())")
         folder = tmp_path / "rules"
         folder.mkdir()
         (folder / "s.play").write_text(SERIES.replace("from usage", f"from {schema}.usage"), encoding="utf-8")
@@ -146,14 +125,9 @@ def test_a_metric_sync_prints_the_points_it_wrote_and_a_bad_value_exits_1_naming
         assert run(["sync", "--rules", str(folder), "--db", db]) == 0
         assert capsys.readouterr().out == ("source usage: ok (from its cursor): 2 read in 1 batch(es), "
                                            "2 metric point(s) written, 0 refused\n")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"INSERT INTO \"{schema}\".usage VALUES ('a1', '2026-11-03', 'n/a', now())"))
+        _warehouse(f"INSERT INTO \"{schema}\".usage VALUES ('a1', '2026-11-03', 'n/a', now())")
         assert run(["sync", "--rules", str(folder), "--db", db]) == 1
         captured = capsys.readouterr()
         assert "source usage: record a1 2026-11-03 (account_id, day): metric.api_calls <- calls: " in captured.err
         assert captured.out.startswith("source usage: refused (from its cursor): 1 read in 0 batch(es), "
                                        "0 metric point(s) written, 1 refused")
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
