@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,11 @@ from engine import rollups
 from engine import schema as db
 from engine.importers import import_files
 from engine.store import Store
-from engine.sync import Batch, SourceUnreachable, SyncRefused, run_sync, runs
+from engine.sync import SourceUnreachable, SyncRefused, run_sync, runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from store_backends import BACKENDS, PG_URL, fresh_store, pg_schema  # noqa: E402
+from source_support import Crashing  # noqa: E402
 
 RULES = '''\
 entity account
@@ -189,23 +190,6 @@ def test_rows_sharing_an_updated_at_across_batch_edges_are_all_read_once(warehou
     result = sync(store, p, reader(p, "usage", url, batch_size=3))
     assert (result.read, result.batches) == (8, 3)
     assert len(points(store)) == 16
-
-
-class Crashing:
-    """A reader that dies (as a killed worker would) after `batches` batches."""
-
-    def __init__(self, inner: Any, batches: int) -> None:
-        self.inner, self.left, self.decl = inner, batches, inner.decl
-
-    async def batches(self, cursor: Any, *, full: bool) -> AsyncIterator[Batch]:
-        async for b in self.inner.batches(cursor, full=full):
-            if self.left == 0:
-                raise SourceUnreachable("connection reset mid-sync")
-            self.left -= 1
-            yield b
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def test_a_metric_sync_that_dies_resumes_from_the_cursor_of_its_last_written_batch(warehouse, store, tmp_path):

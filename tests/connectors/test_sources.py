@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ from connectors.sources import HubSpotReader, WarehouseReader, load_source_setti
 from dsl import nodes as n
 from dsl.project import load_text
 from engine.store import Store
-from engine.sync import Batch, SourceUnreachable, SyncRefused, run_sync, runs
+from engine.sync import SourceUnreachable, SyncRefused, run_sync, runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from store_backends import PG_URL, pg_schema  # noqa: E402
+from source_support import Crashing  # noqa: E402
 
 ENTITY = '''\
 entity account
@@ -126,23 +127,6 @@ def test_warehouse_full_sync_reads_everything_again(warehouse, store):
     sync(store, p, wh_reader(p, url))
     again = sync(store, p, wh_reader(p, url), full=True)
     assert (again.read, again.created, again.updated, again.full) == (3, 0, 3, True)
-
-
-class Crashing:
-    """A reader that dies (as a killed worker would) after `batches` batches."""
-
-    def __init__(self, inner: Any, batches: int) -> None:
-        self.inner, self.left, self.decl = inner, batches, inner.decl
-
-    async def batches(self, cursor: Any, *, full: bool) -> AsyncIterator[Batch]:
-        async for b in self.inner.batches(cursor, full=full):
-            if self.left == 0:
-                raise SourceUnreachable("connection reset mid-sync")
-            self.left -= 1
-            yield b
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def test_a_sync_that_dies_resumes_from_the_cursor_of_its_last_written_batch(warehouse, store):
