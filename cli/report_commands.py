@@ -327,7 +327,8 @@ def plays_cmd(db: DbOpt = None, format: FormatOpt = ReportFormat.table, out: Out
 def _triggers(conn: Any, eligible: int | None, catalog: Any, today: dt.date, history: bool) -> dict[str, Any]:
     from engine.reports.triggers import triggers_report
 
-    doc = triggers_report(conn, eligible=eligible, catalog=catalog if history else None, today=today).to_json()
+    doc = triggers_report(conn, eligible=eligible, history_rules=catalog if history else None,
+                          today=today).to_json()
     if not history:
         # The history's quarters cost a backtest over every day of it: asked for, not paid on every report.
         doc["notes"].append("quarters before the first sweep are not shown: --history evaluates them from the "

@@ -45,7 +45,7 @@ from dsl.catalog import Catalog
 from engine import tracking
 from engine.importers import entity_columns
 from engine.store import Store
-from workflows.serve import _guarded, read_body
+from workflows.serve import guarded, read_body
 
 log = logging.getLogger("playbook.serve.segment")
 
@@ -92,7 +92,7 @@ def routes(store: Store, catalog: Catalog, write_keys: list[SecretStr]) -> list[
         return JSONResponse({"success": True, **result,
                              "ignored": [{"messageId": m, "reason": r} for m, r in result["ignored"]]})
 
-    return [Route(f"/v1/{name}", _guarded(endpoint), methods=["POST"]) for name in (*KEPT, "batch")]
+    return [Route(f"/v1/{name}", guarded(endpoint), methods=["POST"]) for name in (*KEPT, "batch")]
 
 
 def _authorised(request: Request, write_keys: list[SecretStr]) -> None:

@@ -144,17 +144,17 @@ def build_app(inbound: Inbound, settings: ServeSettings,
         return settings.public_url.rstrip("/") + request.url.path + query
 
     routes = [
-        Route("/events", _guarded(events), methods=["POST"]),
-        Route("/hubspot", _guarded(hubspot), methods=["POST"]),
-        Route("/postmark", _guarded(postmark), methods=["POST"]),
-        Route(unsubscribe.PATH, _guarded(unsubscribe_page), methods=["GET", "POST"]),
-        Route("/healthz", _guarded(healthz), methods=["GET"]),
+        Route("/events", guarded(events), methods=["POST"]),
+        Route("/hubspot", guarded(hubspot), methods=["POST"]),
+        Route("/postmark", guarded(postmark), methods=["POST"]),
+        Route(unsubscribe.PATH, guarded(unsubscribe_page), methods=["GET", "POST"]),
+        Route("/healthz", guarded(healthz), methods=["GET"]),
         *extra_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """Every way a request can fail, as a status and one log line."""
 
     async def run(request: Request) -> Response:
@@ -270,4 +270,4 @@ async def run_serve(app: Starlette, host: str, port: int, *, ready: Callable[[st
         await server.serve()
 
 
-__all__ = ["build_app", "run_serve", "server_config"]
+__all__ = ["build_app", "guarded", "read_body", "run_serve", "server_config"]

@@ -146,10 +146,10 @@ def _instant(v: Any) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
-def triggers_report(conn: Connection, *, eligible: int | None = None, catalog: Catalog | None = None,
+def triggers_report(conn: Connection, *, eligible: int | None = None, history_rules: Catalog | None = None,
                     today: dt.date | None = None) -> TriggersReport:
-    """Per trigger and quarter, from the sweeps' decisions; with `catalog`, the quarters before the
-    first sweep from the field history too."""
+    """Per trigger and quarter, from the sweeps' decisions; with `history_rules`, the quarters before the
+    first sweep too, evaluated with those rules from the field history (a backtest over every day of it)."""
     dialect = conn.dialect.name
     today = today or dt.date.today()
     base = eligible if eligible is not None else int(
@@ -172,16 +172,18 @@ def triggers_report(conn: Connection, *, eligible: int | None = None, catalog: C
                 sa.func.sum(sa.case((sa.and_(old, converted), 1), else_=0)).label("converted"),
             ).group_by(first.c.trigger, first.c.quarter).order_by(first.c.trigger, first.c.quarter))]
     notes: list[str] = []
-    if catalog is not None and catalog.triggers:
-        rows, more = _with_history(conn, catalog, rows, base, today, cutoff.date())
+    if history_rules is not None and history_rules.triggers:
+        rows, more = _with_history(conn, history_rules, rows, base if eligible is not None else None, today,
+                                   cutoff.date())
         notes += more
     rows.sort(key=lambda r: (r.trigger, r.quarter))
     return TriggersReport(rows, base, days, days_from, today, notes)
 
 
-def _with_history(conn: Connection, catalog: Catalog, rows: list[QuarterRow], base: int, today: dt.date,
+def _with_history(conn: Connection, catalog: Catalog, rows: list[QuarterRow], base: int | None, today: dt.date,
                   cutoff: dt.date) -> tuple[list[QuarterRow], list[str]]:
-    """Add the quarters before the first recorded sweep, evaluated from the field history."""
+    """Add the quarters before the first recorded sweep, evaluated from the field history. Their eligible
+    accounts are `base` if the caller counted them, else the accounts known by the quarter's end."""
     from engine.backtest import BacktestError, backtest
 
     first_sweep = conn.execute(sa.select(sa.func.min(DECISIONS.c.at))).scalar()
@@ -207,6 +209,8 @@ def _with_history(conn: Connection, catalog: Catalog, rows: list[QuarterRow], ba
             OUTCOMES.c.outcome == "won")):
         won.setdefault(account, []).append(_instant(at).date())
     out = list(rows)
+    labels = sorted({label for r in result.results for label in r.per_quarter})
+    bases = {label: base for label in labels} if base is not None else _known_by(conn, labels)
     for r in result.results:
         judged: dict[str, list[bool]] = {}
         for account, day in r.first.items():
@@ -214,10 +218,23 @@ def _with_history(conn: Connection, catalog: Catalog, rows: list[QuarterRow], ba
                 judged.setdefault(quarter_of(day), []).append(any(w >= day for w in won.get(account, ())))
         for label, count in sorted(r.per_quarter.items()):
             marks = judged.get(label, [])
-            out.append(QuarterRow(r.trigger, label, count, base, sum(marks), len(marks), HISTORY))
+            out.append(QuarterRow(r.trigger, label, count, bases[label], sum(marks), len(marks), HISTORY))
     note = (f"quarters from {start} to {end} evaluated from the field history (no sweep recorded them); "
-            "their accuracy counts the accounts first fired in the quarter")
+            "their accuracy counts the accounts first fired in the quarter"
+            + ("" if base is not None else "; their eligible accounts are those known by the quarter's end"))
     return out, [note]
+
+
+def _known_by(conn: Connection, labels: list[str]) -> dict[str, int]:
+    """Per quarter label ("2026-Q1"): the accounts the field history knows by the quarter's last day."""
+    out: dict[str, int] = {}
+    for label in labels:
+        year, q = (int(x) for x in label.split("-Q"))
+        after = dt.date(year + (q == 4), 1 if q == 4 else 3 * q + 1, 1)
+        instant = dt.datetime.combine(after, dt.time(), dt.timezone.utc)
+        out[label] = int(conn.execute(sa.select(sa.func.count(sa.distinct(HISTORY_T.c.account_id))).where(
+            HISTORY_T.c.field == "*", HISTORY_T.c.valid_from < instant)).scalar_one())
+    return out
 
 
 __all__ = ["ADVICE", "DEFAULT_MATURITY", "HISTORY", "SWEEPS", "QuarterRow", "TriggersReport", "band", "maturity",

@@ -76,7 +76,7 @@ def kept(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 def rows(store: Store, today: dt.date = SEPT) -> list[tuple[str, str, str, int, int, int]]:
     with store.connect() as conn:
-        r = triggers_report(conn, catalog=RULES_CATALOG, today=today)
+        r = triggers_report(conn, history_rules=RULES_CATALOG, today=today)
     return [(q.trigger, q.quarter, q.source, q.fired, q.judged, q.converted) for q in r.rows]
 
 
@@ -90,6 +90,16 @@ def test_without_sweeps_every_quarter_since_the_history_began_is_evaluated_from_
         ("t_mid", "2025-Q4", "history", 0, 0, 0), ("t_mid", "2026-Q1", "history", 0, 0, 0),
         ("t_mid", "2026-Q2", "history", 2, 2, 0), ("t_mid", "2026-Q3", "history", 2, 0, 0)]  # first fired in Q2
     assert DEFAULT_MATURITY == 90
+
+
+def test_a_history_quarter_counts_as_eligible_the_accounts_known_by_its_end(kept: Store) -> None:
+    # Six accounts are known from 1 Dec 2025, h5 from 10 May 2026: the store's seven are not Q1's base.
+    with kept.connect() as conn:
+        r = triggers_report(conn, history_rules=RULES_CATALOG, today=SEPT)
+        given = triggers_report(conn, eligible=50, history_rules=RULES_CATALOG, today=SEPT)
+    assert sorted({(q.quarter, q.eligible) for q in r.rows}) == [
+        ("2025-Q4", 6), ("2026-Q1", 6), ("2026-Q2", 7), ("2026-Q3", 7)]
+    assert {q.eligible for q in given.rows} == {50}
 
 
 def test_history_stops_at_the_quarter_of_the_first_sweep(kept: Store) -> None:
