@@ -1,7 +1,7 @@
 """`playbook backtest` of every shipped trigger: set-wise vs one evaluation per day, same answers.
 
     python benchmarks/backtest_bench.py [--accounts 100000] [--days 365] [--repeat 1] [--skip-postgres]
-                                        [--sample-every N] [--skip-reference]
+                                        [--sample-every N] [--skip-reference] [--keep NAME]
 
 Builds, in a fresh store of each kind, N accounts with the fields the shipped
 triggers read, a field history over the period (every account known before
@@ -14,6 +14,11 @@ alternating, and checks that both give the same first fire days and per-day
 and per-quarter counts. --sample-every N replays only every Nth day by day
 (when every day would take too long) and checks, on those days, that both
 name the same accounts.
+
+--keep NAME builds each store once and keeps it (SQLite: /work/benchdata/NAME.sqlite; PostgreSQL:
+schema NAME of --pg-db), so later runs with the same NAME reuse it instead of building again (the
+100,000-account build takes 5-13 minutes on the loaded machine). A kept store records the size it
+was built at; asking for another size with the same NAME is an error.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ from engine.backtest import backtest, backtest_by_day  # noqa: E402
 from engine.history import HISTORY  # noqa: E402
 from engine.store import Store  # noqa: E402
 
-PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/{db}"
+KEPT = Path("/work/benchdata")
 END = dt.date(2026, 11, 30)
 TODAY = dt.date(2026, 12, 6)
 
@@ -137,12 +143,56 @@ def cpu(conn: Any) -> float:
     return used
 
 
-def run(kind: str, url: str, catalog: Any, args: argparse.Namespace) -> dict[str, Any]:
+def built_size(store: Store) -> tuple[int, int] | None:
+    """(accounts, days) a kept store was built at; None if it was never finished."""
+    with store.engine.connect() as conn:
+        if not sa.inspect(conn).has_table("_bench_built"):
+            return None
+        row = conn.exec_driver_sql("SELECT accounts, days FROM _bench_built").first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def trace(engine: sa.engine.Engine, over: float) -> None:
+    """Print the statements slower than `over` seconds: wall, CPU (this process: SQLite's work; the
+    PostgreSQL backend's is not in it), row count and first words."""
+    started: dict[int, tuple[float, float]] = {}
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def before(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        started[id(cursor)] = (time.perf_counter(), time.process_time())
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def after(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        wall, used = started.pop(id(cursor), (time.perf_counter(), time.process_time()))
+        took = time.perf_counter() - wall
+        if took >= over:
+            text = " ".join(statement.split())
+            print(f"    {took:8.2f} s (CPU {time.process_time() - used:6.2f} s) rows {cursor.rowcount:>9}  "
+                  f"{text[:150]}", flush=True)
+
+
+def run(kind: str, url: str, catalog: Any, args: argparse.Namespace) -> dict[str, Any] | None:
     store = Store.open(url, catalog=catalog)
-    t0 = time.perf_counter()
-    build(store, catalog, args.accounts, args.days)
-    built = time.perf_counter() - t0
-    print(f"  {kind}: built in {built:.1f} s (load {load_average()})", flush=True)
+    size = built_size(store) if args.keep else None
+    built = 0.0
+    if size is None:
+        t0 = time.perf_counter()
+        build(store, catalog, args.accounts, args.days)
+        built = time.perf_counter() - t0
+        if args.keep:  # marks the store finished, for the next run to reuse
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("CREATE TABLE _bench_built (accounts INTEGER, days INTEGER)")
+                conn.exec_driver_sql(f"INSERT INTO _bench_built VALUES ({args.accounts}, {args.days})")
+        print(f"  {kind}: built in {built:.1f} s (load {load_average()})", flush=True)
+    elif size != (args.accounts, args.days):
+        sys.exit(f"--keep {args.keep}: that {kind} store was built with {size[0]} accounts x {size[1]} days")
+    else:
+        print(f"  {kind}: reusing the kept store {args.keep}", flush=True)
+    if args.repeat == 0:  # --keep with --repeat 0: build only
+        store.close()
+        return None
+    if args.trace is not None:
+        trace(store.engine, args.trace)
     start = END - dt.timedelta(days=args.days - 1)
     sample = ([start + dt.timedelta(days=i) for i in range(0, args.days, args.sample_every)]
               if args.sample_every > 1 else None)
@@ -182,30 +232,42 @@ def main() -> None:
     p.add_argument("--sample-every", type=int, default=1,
                    help="the reference replays every Nth day only (and the answers on those days are compared)")
     p.add_argument("--skip-reference", action="store_true")
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=1, help="0: only build (with --keep)")
     p.add_argument("--skip-postgres", action="store_true")
     p.add_argument("--skip-sqlite", action="store_true")
+    p.add_argument("--trace", type=float, metavar="SECONDS",
+                   help="print each set-wise statement that takes longer than this (wall), to see where time goes")
+    p.add_argument("--keep", metavar="NAME", help="build the stores once under NAME and reuse them in later runs")
+    p.add_argument("--pg-db", default="test", help="the PostgreSQL database (the store is a schema in it)")
     args = p.parse_args()
     catalog = load([ROOT / "playbooks"]).catalog
     print(describe(), "| load", load_average())
     print(f"{args.accounts:,} accounts, {args.days} days, {len(catalog.triggers)} triggers "
           f"(reference: {'every day' if args.sample_every <= 1 else f'every {args.sample_every}th day'})", flush=True)
-    results = []
+    results: list[dict[str, Any] | None] = []
     if not args.skip_sqlite:
-        folder = Path("/tmp") / f"backtest-bench-{uuid.uuid4().hex[:8]}"
-        folder.mkdir()
-        results.append(run("sqlite", f"sqlite:///{folder}/bench.db", catalog, args))
+        if args.keep:
+            path = KEPT / f"{args.keep}.sqlite"
+        else:
+            folder = Path("/tmp") / f"backtest-bench-{uuid.uuid4().hex[:8]}"
+            folder.mkdir()
+            path = folder / "bench.db"
+        results.append(run("sqlite", f"sqlite:///{path}", catalog, args))
     if not args.skip_postgres:
-        schema_name = f"bt_bench_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(PG, isolation_level="AUTOCOMMIT")
+        pg = PG.format(db=args.pg_db)
+        schema_name = args.keep or f"bt_bench_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(pg, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
         try:
-            results.append(run("postgresql", f"{PG}?options=-csearch_path%3D{schema_name}", catalog, args))
+            results.append(run("postgresql", f"{pg}?options=-csearch_path%3D{schema_name}", catalog, args))
         finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA "{schema_name}" CASCADE')
+            if not args.keep:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'DROP SCHEMA "{schema_name}" CASCADE')
     for r in results:
+        if r is None:
+            continue
         line = (f"{r['kind']:<10} build {r['built']:.1f} s | set-wise {args.days} days {r['fast']:.2f} s "
                 f"(CPU {r['fast_cpu']:.1f} s)")
         if r["slow"] is not None:
