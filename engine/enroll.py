@@ -21,10 +21,11 @@ still takes P's turn: a lower-priority play it would have got instead is
 skipped (`lower_priority`), so the comparison is "P against no expansion
 play", not "P against the next play".
 
-How it runs: rules are evaluated set-wise in SQL, candidates first. Each
-trigger that starts a play runs as its own query (`RuleSQL.trigger`: it
-starts from the windows its condition needs) into a temporary table of
-candidate ids (with the trigger that fired); then one query computes, for
+How it runs: rules are evaluated set-wise in SQL, candidates first: the
+triggers that start a play are found into a temporary table of candidate
+ids, with a column per trigger (`TriggerPass`: one pass over the accounts
+for every trigger that reads them all anyway, one query for each trigger
+that starts from the windows its condition needs); then one query computes, for
 those candidates only, every gate and the route plus left joins to
 pre-aggregated enrollment and outbox facts — its window subqueries aggregate
 only the candidates' rows. Python then walks the candidate rows (sorted by account,
@@ -59,7 +60,7 @@ from dsl.catalog import Catalog
 from dsl.plan import Plan
 from dsl.printer import format_expr
 from engine.evaluate import BATCH as STREAM_BATCH
-from engine.evaluate import RuleSQL, stream
+from engine.evaluate import RuleSQL, TriggerPass, stream
 from engine.holdouts import held_out
 from engine.schema import Base
 from engine.sqlcompile import SQLCompiler, compiler
@@ -324,9 +325,9 @@ class CandidateQuery:
     def query(self, candidates: sa.Table | None = None) -> sa.Select | None:
         """The SELECT.
 
-        `candidates`: a table of (account `id`, `trigger`: index into
-        `triggers()`), one row per trigger that fires on the account (as
-        `candidate_table` fills it). The triggers are then read from it, not
+        `candidates`: a table of account `id`s with a column `t_<k>` per trigger
+        (the k-th of `triggers()`), true where it fires, possibly several rows
+        per account (as `candidate_table` fills it). The triggers are then read from it, not
         evaluated again, and the gates, route and facts are computed only for
         its accounts: every window subquery aggregates only their rows.
         """
@@ -340,7 +341,7 @@ class CandidateQuery:
             only = sa.select(candidates.c.id)
             index = {t: k for k, t in enumerate(self.triggers())}
             cand = (sa.select(candidates.c.id, *(
-                sa.func.max(sa.case((candidates.c.trigger == k, 1), else_=0)).label(f"t_{k}") for k in index.values()))
+                sa.func.max(sa.case((candidates.c[f"t_{k}"], 1), else_=0)).label(f"t_{k}") for k in index.values()))
                 .group_by(candidates.c.id).subquery("cand"))
         elif self.account_ids is not None and len(self.account_ids) <= ONLY_LIST_MAX:
             only = list(self.account_ids)
@@ -585,16 +586,15 @@ class Scratch:
 
 
 def candidate_table(scratch: Scratch, cq: CandidateQuery, only: sa.Table | None = None) -> sa.Table:
-    """A temporary table (id, trigger) of the accounts each trigger of the sweep
-    fires on: one INSERT ... SELECT per trigger (`RuleSQL.trigger`, which starts
-    from the windows its condition needs), `trigger` its index in `cq.triggers()`."""
+    """A temporary table of the accounts each trigger of the sweep fires on: `id`
+    and a column `t_<k>` per trigger (its index in `cq.triggers()`), filled by one
+    pass over the accounts for the triggers that read every account anyway and
+    one query for each of the others (`TriggerPass`)."""
     conn = scratch.conn
-    t = scratch.table("pb_candidates", sa.Column("id", sa.Text, nullable=False),
-                      sa.Column("trigger", sa.Integer, nullable=False))
     rules = RuleSQL(cq.catalog, cq.today, conn.dialect.name, None if only is None else sa.select(only.c.id))
-    for k, trig in enumerate(cq.triggers()):
-        ids = rules.trigger(trig).subquery("f")
-        conn.execute(t.insert().from_select(["id", "trigger"], sa.select(ids.c.id, sa.literal(k, sa.Integer))))
+    found = TriggerPass(rules, cq.triggers())
+    t = scratch.table("pb_candidates", *found.columns())
+    found.fill(conn, t)
     if conn.dialect.name == "postgresql":
         # No autovacuum statistics for temporary tables: tell the planner its size.
         conn.execute(sa.text(f'ANALYZE "{t.name}"'))

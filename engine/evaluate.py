@@ -4,8 +4,8 @@ snapshots for the reference evaluator (`why`, tests, the differential check)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -54,10 +54,14 @@ class RuleSQL:
         a person would write it. No ORDER BY: sorting a million ids in the
         database costs more than the rule.
         """
-        branches = disjuncts(expr)
-        if len(branches) > 1 and any(self.new().required_joins(b) for b in branches):
-            return sa.union(*(self._where_one(b) for b in branches))
+        if self.union(expr):
+            return sa.union(*(self._where_one(b) for b in disjuncts(expr)))
         return self._where_one(expr)
+
+    def union(self, expr: n.Expr) -> bool:
+        """Whether `where` compiles `expr` to a UNION (an `or` of branches that start from windows)."""
+        branches = disjuncts(expr)
+        return len(branches) > 1 and any(self.new().required_joins(b) for b in branches)
 
     def _where_one(self, expr: n.Expr) -> sa.Select:
         c = self.new()
@@ -65,6 +69,70 @@ class RuleSQL:
         inner = c.required_joins(expr)
         q = sa.select(c.accounts.c.id).select_from(c.from_clause(inner)).where(cond)
         return q if self.only is None else q.where(c.accounts.c.id.in_(self.only))
+
+
+@dataclass
+class TriggerPass:
+    """Every trigger of a sweep in one SELECT over the accounts, where that is cheaper
+    than one query per trigger (why: docs/engine.md, "One pass over the accounts").
+
+    A trigger whose condition needs no window row (`account.usage_percent > 80%`,
+    a band over a score that counts events) can only be found by reading every
+    account, and so can all of them at once: one scan of `accounts`, left-joined
+    once to each window subquery any of them reads, one truth column per trigger.
+    A trigger that cannot hold without a window's row starts from that (smaller)
+    window in its own query (`RuleSQL.trigger`), as does an `or` compiled as a
+    UNION. `fill` writes both into one table: `id` and a column per trigger,
+    true where it fires, one row per query that found the account.
+    """
+
+    rules: RuleSQL
+    triggers: Sequence[str]
+    joined: list[str] = field(init=False)  # evaluated in the pass, in `triggers` order
+    alone: list[str] = field(init=False)  # one query each
+
+    def __post_init__(self) -> None:
+        c = self.rules.new()
+        when = {t: self.rules.catalog.triggers[t].when for t in self.triggers}
+        self.joined = [t for t in self.triggers if not c.required_joins(when[t]) and not self.rules.union(when[t])]
+        self.alone = [t for t in self.triggers if t not in self.joined]
+
+    def columns(self) -> list[sa.Column[Any]]:
+        """The table `fill` writes: `id`, then `t_<k>` for the k-th trigger."""
+        return [sa.Column("id", sa.Text, nullable=False),
+                *(sa.Column(f"t_{k}", sa.Boolean(create_constraint=False), nullable=False, default=False)
+                  for k in range(len(self.triggers)))]
+
+    def query(self) -> sa.Select | None:
+        """(id, t_<k> for each joined trigger) of the accounts where any of them fires."""
+        if not self.joined:
+            return None
+        c = self.rules.new()
+        names = [f"t_{self.triggers.index(t)}" for t in self.joined]
+        truths = [c.truth(self.rules.catalog.triggers[t].when).label(k) for t, k in zip(self.joined, names)]
+        inner = sa.select(c.accounts.c.id, *truths).select_from(c.from_clause())
+        if self.rules.only is not None:
+            inner = inner.where(c.accounts.c.id.in_(self.rules.only))
+        # OFFSET 0 keeps the database from merging the subquery into the
+        # outer SELECT (SQLite's flattening, PostgreSQL's pull-up), which would
+        # evaluate each condition again in the WHERE: this way each runs once per account.
+        fenced = inner.offset(0).subquery("pass")
+        return sa.select(fenced.c.id, *(fenced.c[k] for k in names)).where(sa.or_(*(fenced.c[k] for k in names)))
+
+    def inserts(self, table: sa.Table) -> Iterator[tuple[str, sa.Insert]]:
+        """The statements `fill` runs, each with what it finds: "pass" or a trigger's name."""
+        q = self.query()
+        if q is not None:
+            names = [f"t_{self.triggers.index(t)}" for t in self.joined]
+            yield "pass", table.insert().from_select(["id", *names], q)
+        for t in self.alone:
+            ids = self.rules.trigger(t).subquery("f")
+            yield t, table.insert().from_select(["id", f"t_{self.triggers.index(t)}"], sa.select(ids.c.id, sa.true()))
+
+    def fill(self, conn: Connection, table: sa.Table) -> None:
+        """Write the firing triggers into `table` (made with `columns()`)."""
+        for _, statement in self.inserts(table):
+            conn.execute(statement)
 
 
 def fired(conn: Connection, rules: RuleSQL, trigger: str) -> list[str]:
