@@ -35,7 +35,7 @@ from dsl import nodes as n
 from dsl.catalog import Catalog
 from dsl.functions import form_of
 from dsl.plan import Plan
-from engine.schema import Base
+from engine.schema import ENTITY_TABLES, Base
 from engine.sqlcompile import compiler
 
 CHANGES = Base.metadata.tables["account_changes"]
@@ -201,40 +201,73 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, rules: Time
     dialect = conn.dialect.name
     out: list[sa.Select[Any]] = []
     windows = sorted({w for _, ws, _ in rules.windowed for w in ws}, key=repr)
-    if windows:
+    # Per value, the edges that can move it (window k's entering side is key 2k, its leaving side 2k + 1).
+    reads = [(value, polarity, sorted(2 * windows.index(w) + side for w in ws for side in _sides(value, polarity)))
+             for value, ws, polarity in rules.windowed]
+    needed = sorted({k for _, _, keys in reads for k in keys})
+    if needed:
         edges = scratch.table("pb_edges", sa.Column("w", sa.Integer, nullable=False),
                               sa.Column("id", sa.Text, nullable=False))
-        for k, w in enumerate(windows):
-            for q in _edges(w, since, today):
-                conn.execute(edges.insert().from_select(["w", "id"], sa.select(sa.literal(k, sa.Integer), q.c.id)))
-        if dialect == "postgresql":
+        for key in needed:
+            q = _edges(windows[key // 2], since, today)[key % 2]
+            if q is not None:
+                conn.execute(edges.insert().from_select(["w", "id"], sa.select(sa.literal(key, sa.Integer), q.c.id)))
+        found = {int(k) for (k,) in conn.execute(sa.select(edges.c.w).distinct())}
+        if dialect == "postgresql" and found:
             conn.execute(sa.text(f'ANALYZE "{edges.name}"'))
-        for value, ws, polarity in rules.windowed:
-            keys = sorted(windows.index(w) for w in ws)
-            at_edge = sa.select(edges.c.id).where(edges.c.w.in_(keys))
-            out.append(_differs(catalog, dialect, since, today, value, polarity, at_edge))
+        for value, polarity, keys in reads:
+            keys = [k for k in keys if k in found]
+            if keys:  # no account at these edges: the value reads the same on both days for every account
+                at_edge = sa.select(edges.c.id).where(edges.c.w.in_(keys))
+                out.append(_differs(catalog, dialect, since, today, value, polarity, at_edge))
     if rules.dated:
         before, after = compiler(catalog, since, dialect), compiler(catalog, today, dialect)
         after.accounts = before.accounts  # one FROM for both days
-        moved = []
+        indexed = set(dated_fields(catalog, rules))
+        everywhere = []
         for atom, polarity in rules.dated:
             exact = _moved(before.compile(atom), after.compile(atom), polarity)
             hull = _date_hull(catalog, atom, since, today)
             if hull is None:
-                moved.append(exact)
+                everywhere.append(exact)
+                continue
+            value = after.compile(hull[0])
+            near = [value.between(sa.literal(lo, sa.Date), sa.literal(hi, sa.Date)) for lo, hi in hull[1]]
+            if hull[0].path[1] in indexed:
+                # One index range per query (an OR of ranges may scan): only the
+                # accounts whose date is near a boundary are read.
+                out += [sa.select(after.accounts.c.id).where(r, exact) for r in near]
             else:  # a plain range test on the date first: most rows stop there
-                value = after.compile(hull[0])
-                near = sa.or_(*(value.between(sa.literal(lo, sa.Date), sa.literal(hi, sa.Date)) for lo, hi in hull[1]))
-                moved.append(sa.and_(near, exact))
-        out.append(sa.select(after.accounts.c.id).where(sa.or_(*moved)))
+                everywhere.append(sa.and_(sa.or_(*near), exact))
+        if everywhere:
+            out.append(sa.select(after.accounts.c.id).where(sa.or_(*everywhere)))
     return out
 
 
-def _date_hull(catalog: Catalog, atom: Any, since: dt.date,
-               today: dt.date) -> tuple[n.Ref, list[tuple[dt.date, dt.date]]] | None:
-    """For `days_since(F) > 30`, `days_until(F) between 76 and 90`...: F and the date ranges outside
-    which the comparison reads the same on both days (a boundary K is crossed only where F - day or
-    day - F passes K for a day in [since, today]; a day of slack either side for rounding)."""
+def dated_fields(catalog: Catalog, rules: TimeRules) -> list[str]:
+    """The stored date fields whose ranges decide the dated part of the next day's scope (`_date_hull`)."""
+    found: set[str] = set()
+    for atom, _ in rules.dated:
+        dated = _dated_atom(catalog, atom)
+        if dated is not None:
+            f = catalog.entity_field("account", dated[1].path[1])
+            if f is not None and f.type.name == n.TypeName.DATE:  # a datetime is read through date(): no index
+                found.add(f.name)
+    return sorted(found)
+
+
+def ensure_indexes(conn: Connection, fields: Iterable[str]) -> None:
+    """An index on each of these date fields (`dated_fields`), so the next day's dated scope is a few
+    index ranges instead of a pass over every account. Made by a recorded sweep (committed with it),
+    once: a rolled-back evaluation would pay for building it every time."""
+    ident = conn.dialect.identifier_preparer
+    for name in fields:
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {ident.quote('ix_accounts_' + name)} "
+                             f"ON {ident.quote(ENTITY_TABLES['account'])} ({ident.quote(name)})")
+
+
+def _dated_atom(catalog: Catalog, atom: Any) -> tuple[n.Call, n.Ref, list[float]] | None:
+    """`days_since(F) > 30`, `days_until(F) between 76 and 90`...: (the call, F, the bounds), F a stored field."""
     call: Any
     bounds: list[Any]
     if isinstance(atom, n.Between):
@@ -251,15 +284,29 @@ def _date_hull(catalog: Catalog, atom: Any, since: dt.date,
     if not (isinstance(field, n.Ref) and len(field.path) == 2 and field.path[0] == "account"
             and catalog.entity_field("account", field.path[1]) is not None):
         return None
+    return call, field, [float(b.value) for b in bounds if isinstance(b, n.Number)]
+
+
+def _date_hull(catalog: Catalog, atom: Any, since: dt.date,
+               today: dt.date) -> tuple[n.Ref, list[tuple[dt.date, dt.date]]] | None:
+    """For a `_dated_atom`: F and the date ranges outside which the comparison reads the same on both
+    days (a boundary K is crossed only where F - day or day - F passes K for a day in [since, today];
+    a day of slack either side for rounding)."""
+    found = _dated_atom(catalog, atom)
+    if found is None:
+        return None
+    call, field, bounds = found
     ranges = []
-    for b in bounds:
-        assert isinstance(b, n.Number)
-        k = math.floor(b.value)
-        if call.func == "days_since":  # day - F crosses k: F in [since - k, today - k]
-            lo, hi = since - dt.timedelta(days=k + 2), today - dt.timedelta(days=k - 2)
-        else:  # F - day crosses k: F in [since + k, today + k]
-            lo, hi = since + dt.timedelta(days=k - 2), today + dt.timedelta(days=k + 2)
-        ranges.append((lo, hi))
+    try:
+        for b in bounds:
+            k = math.floor(b)
+            if call.func == "days_since":  # day - F crosses k: F in [since - k, today - k]
+                lo, hi = since - dt.timedelta(days=k + 2), today - dt.timedelta(days=k - 2)
+            else:  # F - day crosses k: F in [since + k, today + k]
+                lo, hi = since + dt.timedelta(days=k - 2), today + dt.timedelta(days=k + 2)
+            ranges.append((lo, hi))
+    except OverflowError:  # a bound of thousands of years: no date is near it
+        return None
     return field, ranges
 
 
@@ -274,19 +321,49 @@ def _moved(before: Any, after: Any, polarity: bool | None) -> Any:
     return rank(after) > rank(before) if polarity else rank(after) < rank(before)
 
 
-def _edges(w: Window, since: dt.date, today: dt.date) -> list[sa.Subquery]:
-    """SELECTs (as subqueries with an `id` column) of the accounts with a point entering or leaving `w`."""
+def _edges(w: Window, since: dt.date, today: dt.date) -> tuple[sa.Subquery, sa.Subquery | None]:
+    """SELECTs (as subqueries with an `id` column) of the accounts with a point entering `w`, and
+    of those with a point leaving it (None: nothing leaves a window without a start)."""
     metrics, events = (Base.metadata.tables[t] for t in ("metric_points", "events"))
     table, col, day = (metrics, "metric", "date") if w.series == "metric" else (events, "event", "occurred_on")
     base = sa.select(table.c.account_id.label("id")).where(table.c[col] == w.name)
     if w.days == "all":
-        return [base.where(table.c[day] <= today).distinct().subquery("e")]
-    ranges = [(since, today)]
-    if w.days is not None:
-        width = dt.timedelta(days=math.ceil(w.days))
-        ranges.append((since - width, today - width))
+        return base.where(table.c[day] <= today).distinct().subquery("e"), None
     # One range per query: each is one index range (series, day), where an OR of two may scan.
-    return [base.where(table.c[day] > lo, table.c[day] <= hi).distinct().subquery("e") for lo, hi in ranges]
+    entering = base.where(table.c[day] > since, table.c[day] <= today).distinct().subquery("e")
+    if w.days is None:
+        return entering, None
+    width = dt.timedelta(days=math.ceil(w.days))
+    return entering, base.where(table.c[day] > since - width, table.c[day] <= today - width).distinct().subquery("e")
+
+
+# Window functions whose value only grows with the points in the window.
+_COUNTING = frozenset({"happened", "count"})
+_GROWING = {n.BinOp.GT: True, n.BinOp.GE: True, n.BinOp.LT: False, n.BinOp.LE: False}
+
+
+def _sides(value: Any, polarity: bool | None) -> tuple[int, ...]:
+    """Which edges of its windows can move `value` towards starting a play (0: a point entering,
+    1: one leaving). `happened(e, ...)` and `count(e, ...) >= 3` only become true as points
+    enter and only become false as points leave; anything else may move either way."""
+    if polarity is not None and _counts_up(value):
+        return (0,) if polarity else (1,)
+    return (0, 1)
+
+
+def _counts_up(value: Any) -> bool:
+    """The value, true or false, can only go from false to true as its window gains points."""
+    def counting(x: Any) -> bool:
+        return isinstance(x, n.Call) and x.func in _COUNTING and bool(x.args) and isinstance(x.args[0], n.Symbol)
+
+    if isinstance(value, n.Call):
+        return value.func == "happened" and counting(value)
+    if isinstance(value, n.Binary) and value.op in _GROWING:
+        up = _GROWING[value.op]
+        left, right = (value.left, value.right) if up else (value.right, value.left)
+        # `count(...) > N` / `N < count(...)`: the count on the greater side, a number on the other.
+        return isinstance(left, n.Call) and left.func == "count" and counting(left) and isinstance(right, n.Number)
+    return False
 
 
 def _differs(catalog: Catalog, dialect: str, since: dt.date, today: dt.date, value: Any, polarity: bool | None,
@@ -446,6 +523,7 @@ class Scope:
     rules_hash: str
     seen: sa.Table  # the account_changes rows this sweep consumes (id, account_id)
     ids: sa.Table | None = None
+    dated: tuple[str, ...] = ()  # the date fields the next day's dated scope reads by index (`dated_fields`)
 
 
 def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, Plan], settings: Any,
@@ -466,15 +544,20 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
     elif prior.day > today:
         why = f"the last sweep was for a later day ({prior.day})"
     parts: list[sa.Select[Any]] = []
+    rules: TimeRules | None = None
+    day_reads: str = ""
+    try:
+        rules = time_rules(catalog, plans)
+    except EveryAccount as e:
+        day_reads = str(e)
+    dated = tuple(dated_fields(catalog, rules)) if rules is not None else ()
     if not why and prior is not None and prior.day < today:
-        try:
-            rules = time_rules(catalog, plans)
-        except EveryAccount as e:
-            why = f"the day changed and {e}"
+        if rules is None:
+            why = f"the day changed and {day_reads}"
         else:
             parts = time_sensitive(conn, scratch, catalog, rules, prior.day, today)
     if why:
-        return Scope(True, why, digest, seen)
+        return Scope(True, why, digest, seen, dated=dated)
     if conn.dialect.name == "postgresql":
         # The scope's queries are small; PostgreSQL's JIT, triggered by the
         # tables' size, spent more compiling them (up to 0.8 s each at a
@@ -485,11 +568,12 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
     conn.execute(ids.insert().from_select(["id"], sa.union(*sources)))
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text(f'ANALYZE "{ids.name}"'))
-    return Scope(False, "", digest, seen, ids)
+    return Scope(False, "", digest, seen, ids, dated)
 
 
 def finish(conn: Connection, scope: Scope, today: dt.date, lapsing: Iterable[str]) -> None:
     """After the sweep's decisions are written: consume its changes, keep its rechecks, move the mark."""
+    ensure_indexes(conn, scope.dated)
     conn.execute(CHANGES.delete().where(CHANGES.c.id.in_(sa.select(scope.seen.c.id))))
     if scope.ids is None:
         conn.execute(RECHECKS.delete())
@@ -508,5 +592,5 @@ def describe(scope: Scope) -> dict[str, Any]:
 
 
 __all__ = ["LAPSING", "EveryAccount", "Mark", "Scope", "TimeRules", "Window", "begin", "describe", "finish", "forget",
-           "last_mark", "mark", "mark_enrollments", "mark_sql", "recheck", "rules_hash", "time_rules", "time_sensitive"]
+           "dated_fields", "ensure_indexes", "last_mark", "mark", "mark_enrollments", "mark_sql", "recheck", "rules_hash", "time_rules", "time_sensitive"]
 

@@ -44,7 +44,6 @@ import datetime as dt
 import enum
 import itertools
 import math
-import uuid
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
@@ -296,6 +295,8 @@ class CandidateQuery:
     dialect: str
     settings: Settings = field(default_factory=Settings)
     account_ids: Sequence[str] | None = None
+    # The candidates are a few accounts (an incremental sweep's scope): read their rows by key.
+    scoped: bool = False
 
     def __post_init__(self) -> None:
         # Plays that can start: compiled, declared, and started by at least one trigger.
@@ -383,8 +384,12 @@ class CandidateQuery:
         out = Base.metadata.tables["outbox"]
         since = _day_start(self.today + dt.timedelta(days=1 - self.settings.email_cap_days))
         for k, f in enumerate(self.contacts):
-            sub = (sa.select(out.c.recipient, sa.func.count().label("n"))
-                   .where(out.c.channel == "email", out.c.created_at >= since, out.c.status.not_in(NOT_SENT))
+            window = [out.c.channel == "email", out.c.created_at >= since, out.c.status.not_in(NOT_SENT)]
+            if self.scoped and only is not None:
+                # A few accounts: their contacts' rows by (recipient, created_at), not the whole window.
+                a = acc.alias(f"oa_{k}")
+                window.append(out.c.recipient.in_(sa.select(a.c[f]).where(a.c.id.in_(only), a.c[f].isnot(None))))
+            sub = (sa.select(out.c.recipient, sa.func.count().label("n")).where(*window)
                    .group_by(out.c.recipient).subquery(f"o_{k}"))
             src = src.outerjoin(sub, sub.c.recipient == acc.c[f])
             cols.append(sa.func.coalesce(sub.c.n, 0).label(f"m_{k}"))
@@ -527,7 +532,7 @@ def prepare(scratch: Scratch, catalog: Catalog, plans: Sequence[Plan] | Mapping[
     settings = settings or Settings()
     pm = plan_map(plans)
     conn = scratch.conn
-    cq = CandidateQuery(catalog, pm, today, conn.dialect.name, settings)
+    cq = CandidateQuery(catalog, pm, today, conn.dialect.name, settings, scoped=only is not None)
     q = cq.query(candidate_table(scratch, cq, only)) if cq.plays else None
 
     def read() -> Generator[Decision, None, None]:
@@ -541,33 +546,44 @@ def prepare(scratch: Scratch, catalog: Catalog, plans: Sequence[Plan] | Mapping[
     return read()
 
 
+_TAKEN = "playbook_scratch_tables"  # Connection.info key: the scratch tables alive on that connection
+
+
 class Scratch:
     """The temporary tables of one evaluation on one connection, dropped together by their owner.
 
     Why an owner, not each query for itself: SQLite refuses to drop a table
     while any statement on the connection is still reading ("database table
     is locked"), so two decision streams read side by side on one connection
-    can only drop their tables once both are closed. Names are unique, so
-    evaluations never see each other's tables.
+    can only drop their tables once both are closed. Names are unique on
+    the connection, so evaluations never see each other's tables.
     """
-
-    _seq = itertools.count()
 
     def __init__(self, conn: Connection):
         self.conn = conn
         self.tables: list[sa.Table] = []
 
     def table(self, prefix: str, *columns: sa.Column[Any]) -> sa.Table:
-        """A new, empty temporary table `<prefix>_<unique>`, dropped with the others."""
-        name = f"{prefix}_{next(self._seq)}_{uuid.uuid4().hex[:8]}"
+        """A new, empty temporary table `<prefix>_<n>`, dropped with the others.
+
+        `n` is the smallest not in use on this connection (temporary tables
+        are the connection's own): the next evaluation on it gets the same
+        names, so SQLAlchemy's statement cache compiles its queries once.
+        """
+        taken: set[str] = self.conn.info.setdefault(_TAKEN, set())
+        name = next(f"{prefix}_{k}" for k in itertools.count() if f"{prefix}_{k}" not in taken)
         t = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+        taken.add(name)  # before it exists: a failed CREATE leaves the name unused, never reused wrongly
         t.create(self.conn)
         self.tables.append(t)
         return t
 
     def drop(self) -> None:
         while self.tables:
-            self.tables.pop().drop(self.conn)
+            t = self.tables[-1]
+            t.drop(self.conn)
+            self.tables.pop()
+            self.conn.info.get(_TAKEN, set()).discard(t.name)
 
     def __enter__(self) -> Scratch:
         return self

@@ -148,7 +148,7 @@ class SQLCompiler:
     rollups: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
-        self.accounts = entity_table(self.catalog.account, "account")
+        self.accounts = _accounts_table(self.catalog)
         self._metrics = Base.metadata.tables["metric_points"]
         self._events = Base.metadata.tables["events"]
 
@@ -518,6 +518,23 @@ def disjuncts(expr: n.Expr) -> list[n.Expr]:
     if isinstance(expr, n.Binary) and expr.op == n.BinOp.OR:
         return disjuncts(expr.left) + disjuncts(expr.right)
     return [expr]
+
+
+# The accounts table of recent catalogs: a sweep makes dozens of compilers, and building the
+# table (a Column per declared field) cost more than some of the queries it then ran.
+_TABLES: dict[int, tuple[Any, sa.Table]] = {}
+
+
+def _accounts_table(catalog: Catalog) -> sa.Table:
+    entity = catalog.account
+    hit = _TABLES.get(id(entity))
+    if hit is not None and hit[0] is entity:
+        return hit[1]
+    table = entity_table(entity, "account")
+    if len(_TABLES) >= 16:
+        _TABLES.pop(next(iter(_TABLES)))
+    _TABLES[id(entity)] = (entity, table)  # the declaration held: its id cannot be reused meanwhile
+    return table
 
 
 def compiler(catalog: Catalog, today: dt.date, dialect: str) -> SQLCompiler:

@@ -302,3 +302,28 @@ def test_a_play_that_lost_to_a_held_out_one_is_looked_at_again(store: Store, tmp
     assert (first.enrolled, first.reasons["held_out"], first.reasons["lower_priority"]) == ([], 1, 1)
     again = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
     assert (again.full, again.scope) == (False, 1)
+
+
+def test_a_recorded_sweep_indexes_the_date_fields_the_next_days_scope_reads(store: Store, tmp_path: Path) -> None:
+    clear(store)
+    load(store, tmp_path, "accounts", [{"id": "a1", "usage": 0.5, "health": 80, "renewal": "2026-06-20"}])
+    enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    with store.connect() as conn:
+        indexes = {i["name"]: i["column_names"] for i in sa.inspect(conn).get_indexes("accounts")}
+    assert indexes.get("ix_accounts_renewal") == ["renewal"]
+    assert changes.dated_fields(CATALOG, changes.time_rules(CATALOG, {p.play: p for p in PLANS})) == ["renewal"]
+
+
+def test_a_count_that_can_only_grow_is_moved_only_by_points_entering_its_window() -> None:
+    project = load_text(SOURCE + """
+trigger few "Few fundings"
+  when count(funding, 9 days) < 2
+  then start growth
+""", "changes.play")
+    plans = {p.play: p for p in (compile_play(project.catalog, d) for d in project.catalog.plays.values())}
+    sides = {format_expr(v): changes._sides(v, p) for v, _, p in changes.time_rules(project.catalog, plans).windowed}
+    assert sides["happened(funding, within 5 days)"] == (0,)  # becomes true only as a point enters
+    assert sides["happened(funding, within 2 days)"] == (1,)  # under `not`: moves only as a point leaves
+    assert sides["count(funding, 9 days) < 2"] == (0, 1)  # becomes true as points leave: both, not proven
+    assert sides["growth(seats, 7 days) >= 20%"] == (0, 1)
+    assert sides["days_since(funding) == 8"] == (0, 1)

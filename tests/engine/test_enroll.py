@@ -16,7 +16,7 @@ from store_backends import fresh_store
 from dsl.checker import check
 from dsl.compiler import compile_play
 from dsl.project import load_text
-from engine.enroll import Code, Settings, decide, decision_set
+from engine.enroll import Code, Scratch, Settings, decide, decision_set
 from engine import enrollment
 from engine.enrollment import record
 from engine.schema import Base
@@ -344,3 +344,12 @@ def test_a_lasting_fault_while_recording_is_store_unreachable_and_stores_nothing
         faults.remove()
     assert faults.raised == 1 + len(store_module.RETRY_DELAYS) and caught.value.transient
     assert stored(store) == (0, 0)
+
+
+def test_scratch_tables_are_unique_on_a_connection_and_named_alike_by_the_next_evaluation(store: Store) -> None:
+    with store.connect() as conn:
+        with Scratch(conn) as one, Scratch(conn) as two:
+            a, b = one.table("pb_x", sa.Column("id", sa.Text)), two.table("pb_x", sa.Column("id", sa.Text))
+            assert a.name != b.name
+        with Scratch(conn) as again:
+            assert again.table("pb_x", sa.Column("id", sa.Text)).name == a.name
