@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import resource
 import datetime as dt
 import random
 import statistics
@@ -151,6 +153,7 @@ def fresh(kind: str, folder: Path, catalog: Catalog) -> Iterator[Store]:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
     store = Store.open(f"{PG_URL}?options=-csearch_path%3D{schema_name}", catalog=catalog)
+    count_backend_cpu(store.engine)
     try:
         yield store
     finally:
@@ -207,10 +210,45 @@ def read_all(store: Store, catalog: Catalog, day: dt.date | None) -> None:
         conn.execute(sa.select(*(sa.func.count(c) for c in source.c))).one()
 
 
+# CPU seconds of the PostgreSQL backends this process used (each connection's, from
+# /proc/<backend pid>/stat between its checkout and its checkin), and of the last `timed` step.
+_BACKEND_CPU = [0.0]
+LAST_CPU = [0.0]
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0  # the server is not on this machine: client CPU only
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def count_backend_cpu(engine: sa.engine.Engine) -> None:
+    @sa.event.listens_for(engine, "checkout")
+    def checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        record.info["pid"] = dbapi_conn.get_backend_pid()
+        record.info["cpu0"] = _proc_cpu(record.info["pid"])
+
+    @sa.event.listens_for(engine, "checkin")
+    def checkin(dbapi_conn: Any, record: Any) -> None:
+        if "cpu0" in record.info:
+            _BACKEND_CPU[0] += _proc_cpu(record.info["pid"]) - record.info.pop("cpu0")
+
+
+def _own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def timed(work: Callable[[], Any]) -> float:
+    """Wall seconds of `work`; its CPU seconds (this process + PostgreSQL backends) in LAST_CPU."""
+    cpu0, backend0 = _own_cpu(), _BACKEND_CPU[0]
     started = time.perf_counter()
     work()
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    LAST_CPU[0] = _own_cpu() - cpu0 + _BACKEND_CPU[0] - backend0
+    return wall
 
 
 # --------------------------------------------------------------------------
@@ -253,12 +291,9 @@ def run(args: argparse.Namespace) -> str:
                         known = {"known_at": FIRST} if kind_ == "accounts" else {}
                         return timed(lambda: importers.import_file(store, catalog, kind_, path, **known))
 
-                    if bare_first:
-                        r.setdefault(f"bare_{name}", []).append(bare_step())
-                        r.setdefault(f"import_{name}", []).append(import_step())
-                    else:
-                        r.setdefault(f"import_{name}", []).append(import_step())
-                        r.setdefault(f"bare_{name}", []).append(bare_step())
+                    for step in (("bare", bare_step), ("import", import_step))[::1 if bare_first else -1]:
+                        r.setdefault(f"{step[0]}_{name}", []).append(step[1]())
+                        r.setdefault(f"cpu_{step[0]}_{name}", []).append(LAST_CPU[0])
                 bare_size = size_bytes(bare, "accounts")
                 rows_before = store.count("account_field_history")
                 hist_bytes = size_bytes(store, "account_field_history")
@@ -305,18 +340,18 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, list[float]]],
         f"{args.accounts:,} accounts of playbooks/' {len(account_fields(load([str(ROOT / 'playbooks')]).catalog)) + 2} "
         f"columns and {args.points:,} metric points, CSV; medians of {args.repeat}.",
         "",
-        "| store | rows | bare load (s) | `import` (s) | import / bare | import without history (s) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| store | rows | bare load (s) | `import` (s) | import / bare | import without history (s) | "
+        "CPU (s): bare / import, client + server |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for kind, m in med.items():
         bare_name = "COPY" if kind == "postgresql" else "executemany"
-        lines.append(f"| {kind} | {args.accounts:,} accounts | {m['bare_accounts']:.2f} ({bare_name}) | "
-                     f"{m['import_accounts']:.2f} | **{m['import_accounts'] / m['bare_accounts']:.2f}x** | "
-                     f"{m['nohist_accounts']:.2f} |" if "nohist_accounts" in m else
-                     f"| {kind} | {args.accounts:,} accounts | {m['bare_accounts']:.2f} ({bare_name}) | "
-                     f"{m['import_accounts']:.2f} | **{m['import_accounts'] / m['bare_accounts']:.2f}x** | not run |")
-        lines.append(f"| {kind} | {args.points:,} metric points | {m['bare_points']:.2f} ({bare_name}) | "
-                     f"{m['import_points']:.2f} | **{m['import_points'] / m['bare_points']:.2f}x** | |")
+        for name, rows in (("accounts", f"{args.accounts:,} accounts"), ("points", f"{args.points:,} metric points")):
+            nohist = "" if name == "points" else f"{m['nohist_accounts']:.2f}" if "nohist_accounts" in m else "not run"
+            cpu = (f"{m[f'cpu_bare_{name}']:.2f} / {m[f'cpu_import_{name}']:.2f}"
+                   if f"cpu_bare_{name}" in m else "")
+            lines.append(f"| {kind} | {rows} | {m[f'bare_{name}']:.2f} ({bare_name}) | {m[f'import_{name}']:.2f} | "
+                         f"**{m[f'import_{name}'] / m[f'bare_{name}']:.2f}x** | {nohist} | {cpu} |")
     lines += ["", "Field history (store (b), after the first import, then a re-import with 1% of the accounts "
               "changed in one field):", "",
               "| store | history rows after the first import (bytes) | re-import with 1% changed (s) | "

@@ -346,6 +346,31 @@ class Staging:
         self.rows += inserted.rowcount - len(bad)
         return bad
 
+    def write_checked(self, table: str, required: Sequence[str], key: str = "id") -> int:
+        """Type the staged rows and INSERT them into `table` (columns named as `columns`) in one
+        statement, without `_pb_typed`; returns the rows written.
+
+        Only for a stage SQL can take whole: a value SQL cannot type, out of its
+        range, or empty in a `required` column makes `key` NULL, which the table
+        refuses (NOT NULL), so the statement fails and the caller, in a
+        savepoint, rolls back and takes the checked path that names the problem.
+        """
+        fragments = self.fragments
+        if self.pg and any(c.type.name is T.DATE for c in self.columns) and self._iso_dates():
+            fragments = Fragments("postgresql", fragments.metrics, optimistic=True)  # a refused CAST fails too
+        q = self.conn.dialect.identifier_preparer.quote
+        pairs = list(zip(self.columns, self.names))
+        values = [f"{fragments.value(col, s)} AS v{i}" for i, (col, s) in enumerate(pairs)]
+        oks = [f"({fragments.ok(col, s, f'v{i}')})" for i, (col, s) in enumerate(pairs)]
+        oks += [f"v{i} IS NOT NULL" for i, (col, _) in enumerate(pairs) if col.name in required]
+        out = [f"CASE WHEN ({' AND '.join(oks)}) IS TRUE THEN v{i} END" if col.name == key else f"v{i}"
+               for i, (col, _) in enumerate(pairs)]
+        fence = "OFFSET 0" if self.pg else "LIMIT -1 OFFSET 0"
+        written = self.conn.exec_driver_sql(
+            f"INSERT INTO {table} ({', '.join(q(c.name) for c in self.columns)}) SELECT {', '.join(out)} "
+            f"FROM (SELECT {', '.join(self.names + values)} FROM {STAGE} {fence}) s").rowcount
+        return int(written)
+
     def add_typed(self, records: list[dict[str, Any]]) -> None:
         """Rows typed in Python (with `_row` and `_grp`)."""
         if records:

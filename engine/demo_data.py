@@ -50,6 +50,7 @@ from dsl import nodes as n
 from dsl.catalog import Catalog
 from engine import history as field_history
 from engine import schema
+from engine import indexes
 from engine.settings import load_settings
 from engine.store import Store
 
@@ -935,34 +936,20 @@ def _indexes_deferred(store: Store, tables: Sequence[str]) -> Iterator[None]:
     b-tree ordered row by row costs more than one sort when the index is
     built (CREATE INDEX sorts). The definitions are read back from the
     database (sqlite_master, pg_get_indexdef), so the indexes come back
-    exactly as they were, also when the generation fails. Unique indexes
-    stay: they are checks, not just speed.
+    exactly as they were, also when the generation fails (engine/indexes.py).
     """
     with store.begin() as conn:
         empty = [t for t in tables
                  if conn.exec_driver_sql(f"SELECT 1 FROM {conn.dialect.identifier_preparer.quote(t)} LIMIT 1").first()
                  is None]
-        defs: list[tuple[str, str]] = []
-        if empty and conn.dialect.name == "sqlite":
-            names = ", ".join(f"'{t}'" for t in empty)
-            defs = [(r[0], r[1]) for r in conn.exec_driver_sql(
-                f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ({names}) "
-                "AND sql IS NOT NULL AND upper(sql) NOT LIKE 'CREATE UNIQUE%'")]
-        elif empty and conn.dialect.name == "postgresql":
-            defs = [(r[0], r[1]) for r in conn.execute(sa.text(
-                "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-                "JOIN pg_class t ON t.oid = x.indrelid WHERE t.relname = ANY(:tables) "
-                "AND t.relnamespace = current_schema()::regnamespace AND NOT x.indisunique AND NOT x.indisprimary"),
-                {"tables": empty})]
-        for name, _ in defs:
-            conn.exec_driver_sql(f"DROP INDEX {conn.dialect.identifier_preparer.quote(name)}")
+        defs = indexes.secondary(conn, empty)
+        indexes.drop(conn, defs)
     try:
         yield
     finally:
         if defs:
             with store.begin() as conn:
-                for _, sql in defs:
-                    conn.exec_driver_sql(sql)
+                indexes.create(conn, defs)
 
 
 def _analyze(store: Store) -> None:

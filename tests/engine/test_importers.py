@@ -419,3 +419,58 @@ def test_a_first_load_in_chunks_that_repeats_a_key_across_them_keeps_the_later_r
                             .order_by(mp.c.account_id, mp.c.date)).all() == [
             ("a1", dt.date(2026, 5, 1), 4.0), ("a1", dt.date(2026, 5, 3), 5.0),
             ("a2", dt.date(2026, 5, 1), 2.0), ("a2", dt.date(2026, 5, 2), 3.0)]
+
+
+PLAIN_GOOD = "\n".join(PLAIN_ACCOUNTS.splitlines()[:3] + ["p3,Three,enterprise,1,1,0.5,1,no,2024-02-29,u3,"]) + "\n"
+
+
+def test_a_plain_first_load_is_written_straight_from_the_stage(store: Store, tmp_path: Path, monkeypatch) -> None:
+    """No typed copy of the rows: typed and written in one statement, with history and change marks."""
+    from engine import bulkload
+
+    typed: list[int] = []
+    real_type_rows = bulkload.Staging.type_rows
+    monkeypatch.setattr(bulkload.Staging, "type_rows", lambda self: typed.append(1) or real_type_rows(self))
+    result = import_files(store, CATALOG, [("accounts", write(tmp_path, "plain.csv", PLAIN_GOOD))], chunk_size=2)
+    assert typed == []
+    assert (result.files[0].rows, result.files[0].created, result.files[0].updated) == (3, 3, 0)
+    accounts_t = store.table("account")
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(accounts_t.c.id, accounts_t.c.arr, accounts_t.c.usage_percent,
+                                      accounts_t.c.exec_sponsor, accounts_t.c.last_expansion_at, accounts_t.c.nps)
+                            .order_by(accounts_t.c.id)).all() == [
+            ("p1", 12000.0, 0.85, True, None, 9.0), ("p2", 50000.5, 0.4, False, dt.date(2025, 1, 15), None),
+            ("p3", 1.0, 0.5, False, dt.date(2024, 2, 29), None)]
+    assert count(store, "account_field_history") == 3 and count(store, "account_changes") == 3
+
+
+@pytest.mark.parametrize(("row", "error"), [
+    ("p1,Again,smb,1,1,0.01,1,false,,u1,", RowError("", 5, "id", "duplicate id 'p1' (first at row 2)")),
+    ("p4,Four,smb,1,1,0.01,1,maybe,,u1,", RowError("", 5, "exec_sponsor", "expected true or false, found 'maybe'")),
+    ("p4,Four,smb,1,1,0.01,1,no,,,", RowError("", 5, "csm", "is empty; the field is not declared optional (`?`)")),
+])
+def test_a_problem_in_a_later_chunk_of_a_plain_first_load_is_named_and_nothing_is_written(
+        store: Store, tmp_path: Path, row: str, error: RowError) -> None:
+    path = write(tmp_path, "plain.csv", PLAIN_GOOD + row + "\n")
+    with pytest.raises(ImportFailed) as info:
+        import_files(store, CATALOG, [("accounts", path)], chunk_size=2)
+    assert info.value.errors == [RowError(str(path), error.row, error.column, error.reason)]
+    assert count(store, "accounts") == 0 and count(store, "account_field_history") == 0
+    assert count(store, "account_changes") == 0
+
+
+def _point_indexes(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return sorted(i["name"] for i in sa.inspect(conn).get_indexes("metric_points"))
+
+
+def test_a_first_load_of_points_builds_their_secondary_index_again(store: Store, tmp_path: Path) -> None:
+    before = _point_indexes(store)
+    assert before  # the (metric, date, account_id) index of incremental sweeps
+    import_file(store, CATALOG, "accounts", write(tmp_path, "accounts.csv", ACCOUNTS_CSV))
+    bad = write(tmp_path, "bad.csv", METRICS_CSV + "zz,api_calls,2026-05-01,1\n")
+    with pytest.raises(ImportFailed):
+        import_files(store, CATALOG, [("metrics", bad)], chunk_size=2)
+    assert _point_indexes(store) == before
+    import_files(store, CATALOG, [("metrics", write(tmp_path, "metrics.csv", METRICS_CSV))], chunk_size=2)
+    assert _point_indexes(store) == before and count(store, "metric_points") == 3

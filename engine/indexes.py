@@ -1,0 +1,45 @@
+"""Secondary indexes set aside while a loader fills an empty table, and built again after it.
+
+Keeping a b-tree ordered row by row costs more than the one sort of
+CREATE INDEX once the rows are in (10,000,000 metric points: each row an
+insert into every index). Only non-unique indexes go: unique ones and the
+primary key are checks, not just speed. The definitions are read back from
+the database (sqlite_master, pg_get_indexdef), so the indexes come back
+exactly as they were. Used by the demo data generator and the importers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+
+def secondary(conn: Connection, tables: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, CREATE statement) of the non-unique indexes of `tables` in the current schema."""
+    if not tables:
+        return []
+    if conn.dialect.name == "sqlite":
+        names = ", ".join(f"'{t}'" for t in tables)
+        return [(r[0], r[1]) for r in conn.exec_driver_sql(
+            f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ({names}) "
+            "AND sql IS NOT NULL AND upper(sql) NOT LIKE 'CREATE UNIQUE%'")]
+    return [(r[0], r[1]) for r in conn.execute(sa.text(
+        "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "JOIN pg_class t ON t.oid = x.indrelid WHERE t.relname = ANY(:tables) "
+        "AND t.relnamespace = current_schema()::regnamespace AND NOT x.indisunique AND NOT x.indisprimary"),
+        {"tables": list(tables)})]
+
+
+def drop(conn: Connection, defs: Sequence[tuple[str, str]]) -> None:
+    for name, _ in defs:
+        conn.exec_driver_sql(f"DROP INDEX {conn.dialect.identifier_preparer.quote(name)}")
+
+
+def create(conn: Connection, defs: Sequence[tuple[str, str]]) -> None:
+    for _, sql in defs:
+        conn.exec_driver_sql(sql)
+
+
+__all__ = ["create", "drop", "secondary"]
