@@ -14,7 +14,10 @@ day. Two paths that must agree (tests/engine/test_backtest.py):
   SELECT over the versions cut by its windows' steps (and, if it reads the
   day, at the days its comparisons cross): one evaluation per span, never
   per day. A window with no step form (min, max over a window) is evaluated
-  over versions x days, aggregated per (account, day).
+  over versions x days, aggregated per (account, day). Where a comparison
+  reads an avg or sum window near its threshold, the running sums may be a
+  bit off the reference's direct ones: those spans are decided by day with
+  the reference's SQL (engine/dayties.py, `_decide_open`).
 * the reference (`backtest_by_day`): today's compiler once per day, reading
   `history.as_of_select(day)` in place of the accounts table.
 
@@ -55,6 +58,7 @@ from engine.enroll import Scratch
 from engine.history import HISTORY, KNOWN, _NUMBERS, _typed, as_of_select, tracked_fields
 from engine.sqlcompile import SQLCompiler, compiler, dialect_for, disjuncts
 from engine import daysteps as steps
+from engine.dayties import Ties, float_metrics
 from engine.sqlfunctions import SeriesRows, Window
 
 DEFAULT_WINDOW = 180  # days from a first fire to a won outcome that still counts as converted
@@ -452,6 +456,7 @@ def backtest(conn: Connection, catalog: Catalog, runs: Sequence[Variant] | Seque
         days = _days_table(conn, scratch, start, end)
         versions = _versions(conn, scratch, catalog, start, end)
         fired = _fired_table(scratch)
+        ties = Ties(conn, scratch, catalog, end)
         stepped: dict[steps.Key, sa.Table] = {}
         for i, v in enumerate(vs):
             probe = steps.span_compiler(catalog, end, dialect, {})
@@ -459,16 +464,17 @@ def backtest(conn: Connection, catalog: Catalog, runs: Sequence[Variant] | Seque
             if not (len(branches) > 1 and any(probe.required_joins(b) for b in branches)):
                 branches = [v.when]
             for branch in branches:
-                q: Any = _spans_query(conn, scratch, catalog, versions, days, stepped, branch, i, start, end)
+                q: Any = _spans_query(conn, scratch, catalog, versions, days, stepped, branch, i, start, end, ties)
                 if q is None:  # a window with no step form: versions x days, as before
                     q = _grid_query(catalog, end, dialect, versions, days, branch, i)
                 conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
+        _decide_open(conn, catalog, vs, ties.open, days, fired)
         return _summarise(conn, scratch, fired, vs, start, end, window, known, on_days)
 
 
 def _spans_query(conn: Connection, scratch: Scratch, catalog: Catalog, versions: sa.Table, days: sa.Table,
                  stepped: dict[steps.Key, sa.Table], expr: n.Expr, variant: int, start: dt.date,
-                 end: dt.date) -> sa.Select | None:
+                 end: dt.date, ties: Ties) -> sa.Select | None:
     dialect = conn.dialect.name
     found = steps.probe(catalog, end, dialect, expr)
     if not found.stepped:
@@ -482,6 +488,9 @@ def _spans_query(conn: Connection, scratch: Scratch, catalog: Catalog, versions:
         c = steps.span_compiler(catalog, end, dialect, dict(found.windows), spans)
         cuts = steps.Crossings(c).points(expr)
         spans = _per_day(spans, days) if cuts is None else _cut(dialect, spans, cuts)
+    metrics = float_metrics(found.windows)
+    if metrics:  # a sum of doubles compared: ties are decided by day (engine/dayties.py)
+        return ties.split(spans, found.windows, metrics, expr, variant)
     c = steps.span_compiler(catalog, end, dialect, dict(found.windows), spans)
     return sa.select(sa.literal(variant), spans.c.id, spans.c.day, spans.c.next).where(c.compile(expr))
 
@@ -551,6 +560,26 @@ def _day_compiler(catalog: Catalog, end: dt.date, dialect: str, accounts: Any, d
 
 def _as_variants(catalog: Catalog, runs: Sequence[Variant] | Sequence[str]) -> list[Variant]:
     return [r if isinstance(r, Variant) else Variant(r, catalog.triggers[r].when) for r in runs]
+
+
+def _decide_open(conn: Connection, catalog: Catalog, vs: Sequence[Variant], open_: sa.Table, days: sa.Table,
+                 fired: sa.Table) -> None:
+    """The spans engine/dayties.py left open (a window sum at its threshold), day by day with the reference's
+    SQL (as `backtest_by_day`) for just their accounts: the same sums in the same order, the same answer."""
+    o, dialect = open_.c, conn.dialect.name
+    pairs = (sa.select(o.variant, days.c.day).distinct()
+             .select_from(open_.join(days, sa.and_(days.c.day >= o.since, days.c.day < o.until)))
+             .order_by(o.variant, days.c.day))
+    for i, raw in conn.execute(pairs).all():
+        day = _date(raw)
+        lit = sa.literal(day, sa.Date)
+        ids = sa.select(o.account_id).where(o.variant == i, o.since <= lit, o.until > lit)
+        c = compiler(catalog, day, dialect)
+        c.only = ids
+        accounts = as_of_select(catalog, day, dialect)
+        c.accounts = accounts.where(accounts.selected_columns.id.in_(ids)).subquery("accounts")  # type: ignore[assignment]
+        q = _where(c, vs[i].when, sa.literal(i), c.accounts.c.id, lit, sa.literal(day + dt.timedelta(days=1), sa.Date))
+        conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
 
 
 # ---------------------------------------------------------------- the reference: one day at a time

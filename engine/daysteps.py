@@ -19,8 +19,9 @@ candidates around each crossing, in whole days), so again one evaluation per
 span. A day-reading form this cannot place (`days_until(x) * 2 > y`) makes
 the spans single days: slower, still right.
 
-Sums are running sums, so an average can differ from a direct one in the last
-bit of a double; integer-valued series are exact.
+Sums are running sums, which can differ from the reference's direct sums in
+the last bit of a double; engine/dayties.py makes the answers the same (a
+comparison near its threshold is decided by the reference's own SQL).
 """
 
 from __future__ import annotations

@@ -101,6 +101,11 @@ def history(rows: list[dict]) -> list[dict]:
     return [{"valid_to": None, "value_number": None, "value_text": None, **r} for r in rows]
 
 
+# Whole numbers, and decimals (as a warehouse holds them) whose windows land on the thresholds of `engaged`
+# (an average of 50) and `summed` (a sum of 300) once added up in some order, one bit off or not.
+MINUTES = [20.0, 60.0, 95.0, 49.9, 50.1, 29.7, 30.3, 0.1, 0.2, 0.3]
+
+
 def seed(store: Store, rng: random.Random, n: int = 6) -> None:
     """Accounts with random current values, random earlier values in the history, points and events."""
     accounts = schema.entity_table(CATALOG.account, "account")
@@ -127,7 +132,7 @@ def seed(store: Store, rng: random.Random, n: int = 6) -> None:
             t = t2
         for d in range(0, 70, rng.choice([1, 3])):
             points.append({"metric": "engagement_minutes", "account_id": aid,
-                           "date": START + dt.timedelta(days=d - 5), "value": rng.choice([20.0, 60.0, 95.0])})
+                           "date": START + dt.timedelta(days=d - 5), "value": rng.choice(MINUTES)})
         for d in range(0, 70, 7):
             points.append({"metric": "headcount", "account_id": aid, "date": START + dt.timedelta(days=d - 7),
                            "value": 100.0 + d * rng.choice([0, 1, 3])})
@@ -165,6 +170,37 @@ def test_set_wise_backtest_equals_the_day_by_day_reference(kind, tmp_path, seed_
         seed(store, random.Random(seed_value))
         fast, slow = both(store, list(CATALOG.triggers))
         same(fast, slow)
+
+
+# Daily values from START whose window on the last day adds up to the threshold exactly in decimals, while
+# the running sums the set-wise path differences (engine/daysteps.py) land one bit off it: found by brute
+# force (adding in date order, as the reference's avg() and sum() do, against running sums).
+AVERAGE_AT_50 = [20.75, 51.22, 76.23, 37.74, 54.57, 79.46, 22.37, 63.22, 38.16, 82.56, 55.87, 60.61, 65.29, 39.09,
+                 48.31, 38.91, 75.44, 37.92, 82.33, 28.0]  # avg(7 days) on day 20: 50.0 directly, 49.999... run
+SUM_AT_300 = [12.7, 22.69, 24.55, 43.52, 22.53, 29.69, 38.52, 22.93, 17.56, 29.71, 29.35, 38.86, 17.21, 12.33, 20.49,
+              49.94, 48.46, 10.93, 48.88, 23.55]  # sum(10 days) on day 20: 300.00000000000006 directly, 300.0 run
+
+
+def seed_minutes(store: Store, values: dict[str, list[float]]) -> None:
+    """Accounts known from before START, healthy, with daily engagement_minutes from START on."""
+    accounts = schema.entity_table(CATALOG.account, "account")
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(accounts), [{"id": a, "name": a, "plan": "G", "health_score": 70} for a in values])
+        conn.execute(sa.insert(HISTORY), history([{"account_id": a, "field": "*", "valid_from": at(START, 0)}
+                                                  for a in values]))
+        conn.execute(sa.insert(schema.MetricPoint.__table__), [
+            {"metric": "engagement_minutes", "account_id": a, "date": START + dt.timedelta(days=d), "value": v}
+            for a, vs in values.items() for d, v in enumerate(vs)])
+        rollups.rebuild(conn)
+
+
+@pytest.mark.parametrize(("trigger", "values"), [("engaged", AVERAGE_AT_50), ("summed", SUM_AT_300)])
+def test_a_window_exactly_at_its_threshold_fires_as_by_day(store: Store, trigger: str, values: list[float]) -> None:
+    seed_minutes(store, {"a1": values})
+    fast, slow = both(store, [trigger])
+    tie = START + dt.timedelta(days=len(values) - 1)
+    assert slow.results[0].per_day.get(tie) == 1  # by day, the direct sum is at (avg) or over (sum) the threshold
+    same(fast, slow)
 
 
 def test_a_field_changed_mid_period_moves_the_fire_day(store: Store) -> None:
