@@ -547,6 +547,19 @@ def prepare(scratch: Scratch, catalog: Catalog, plans: Sequence[Plan] | Mapping[
 
 
 _TAKEN = "playbook_scratch_tables"  # Connection.info key: the scratch tables alive on that connection
+_TABLES: dict[tuple[Any, ...], sa.Table] = {}
+
+
+def _scratch_table(name: str, columns: Sequence[sa.Column[Any]]) -> sa.Table:
+    """The Table object for this name and these columns, the same one each time: SQLAlchemy's
+    statement cache knows a table by its object, so a new one makes every statement compile anew."""
+    key = (name, *((c.name, repr(c.type), c.primary_key, c.nullable) for c in columns))
+    t = _TABLES.get(key)
+    if t is None:
+        if len(_TABLES) >= 256:
+            _TABLES.pop(next(iter(_TABLES)))
+        t = _TABLES[key] = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+    return t
 
 
 class Scratch:
@@ -572,7 +585,7 @@ class Scratch:
         """
         taken: set[str] = self.conn.info.setdefault(_TAKEN, set())
         name = next(f"{prefix}_{k}" for k in itertools.count() if f"{prefix}_{k}" not in taken)
-        t = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+        t = _scratch_table(name, columns)
         taken.add(name)  # before it exists: a failed CREATE leaves the name unused, never reused wrongly
         t.create(self.conn)
         self.tables.append(t)

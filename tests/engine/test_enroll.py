@@ -353,3 +353,15 @@ def test_scratch_tables_are_unique_on_a_connection_and_named_alike_by_the_next_e
             assert a.name != b.name
         with Scratch(conn) as again:
             assert again.table("pb_x", sa.Column("id", sa.Text)).name == a.name
+
+
+def test_a_scratch_table_of_the_same_name_and_columns_is_the_same_object(store: Store) -> None:
+    # SQLAlchemy's statement cache knows a table by its object: a new one each time compiles every statement anew.
+    with store.connect() as conn:
+        with Scratch(conn) as one:
+            first = one.table("pb_y", sa.Column("id", sa.Text))
+        with Scratch(conn) as two:
+            assert two.table("pb_y", sa.Column("id", sa.Text)) is first
+        with Scratch(conn) as three:
+            other = three.table("pb_y", sa.Column("id", sa.Integer))
+            assert (other.name, other is first) == (first.name, False)
