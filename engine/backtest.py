@@ -412,6 +412,7 @@ def _versions(conn: Connection, scratch: Scratch, catalog: Catalog, start: dt.da
         .outerjoin(old, sa.and_(old.c.account_id == spans.c.account_id, old.c.p == spans.c.p))))
     conn.execute(sa.insert(table).from_select(["id", "since", "until", *names], q))
     sa.Index(f"{table.name}_id", table.c.id, table.c.since).create(conn)
+    steps.analyze(conn, table)
     return table
 
 
@@ -469,6 +470,7 @@ def backtest(conn: Connection, catalog: Catalog, runs: Sequence[Variant] | Seque
                     q = _grid_query(catalog, end, dialect, versions, days, branch, i)
                 conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
         _decide_open(conn, catalog, vs, ties.open, days, fired)
+        steps.analyze(conn, fired)
         return _summarise(conn, scratch, fired, vs, start, end, window, known, on_days)
 
 

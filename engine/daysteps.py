@@ -47,6 +47,10 @@ from engine.sqlfunctions import Window
 STEPPED = {"count": ("v",), "avg": ("v",), "sum": ("v",), "latest": ("v",), "last": ("v",),
            "ends": ("n", "first", "last")}
 _ORDINAL = {"latest", "last", "ends"}  # values read back from the series row at a running count
+# The running sums each kind reads: s, c (sum and count of non-null values), n (points in the window),
+# hi, lo (points entered, left: the ordinals of the window's last point and of the one before its first).
+_SUMS = {"count": ("n",), "avg": ("s", "c"), "sum": ("s", "c"), "latest": ("hi",), "last": ("hi",),
+         "ends": ("hi", "lo")}
 _CLAMP = 10**8  # days: beyond any date either database holds, so a crossing there is never in range
 
 Key = tuple[str, str, str, float | None]  # (series, kind, name, days) as SQLCompiler.window_key
@@ -115,23 +119,28 @@ def steps(conn: Connection, scratch: Scratch, key: Key, start: dt.date, end: dt.
                                       else d)
         conn.execute(sa.insert(rows).from_select(["a", "d", "v", "k"], sa.select(*cols, k).where(*where)))
         sa.Index(f"{rows.name}_ak", rows.c.a, rows.c.k).create(conn)
+        analyze(conn, rows)
     else:
         rows = sa.select(*cols).where(*where).cte("r")
     enter = sa.case((rows.c.d < lo, lo), else_=rows.c.d)
     nonnull = sa.case((rows.c.v.is_(None), 0), else_=1)
+    # Each kind sums only the changes it reads: a window function per running sum is most of a step
+    # query's cost on SQLite.
+    sums = _SUMS[kind]
+    entered = {"s": sa.func.coalesce(rows.c.v, 0.0), "c": nonnull, "n": sa.literal(1), "hi": sa.literal(1),
+               "lo": sa.literal(0)}
+    left = {"s": -sa.func.coalesce(rows.c.v, 0.0), "c": -nonnull, "n": sa.literal(-1), "hi": sa.literal(0),
+            "lo": sa.literal(1)}
+    zero = {"s": sa.literal(0.0), "c": sa.literal(0), "n": sa.literal(0), "hi": sa.literal(0), "lo": sa.literal(0)}
     parts: list[Any] = [
-        sa.select(rows.c.a, enter.label("p"), sa.func.coalesce(rows.c.v, 0.0).label("ds"), nonnull.label("dc"),
-                  sa.literal(1).label("dhi"), sa.literal(0).label("dlo")),
-        sa.select(rows.c.a, lo.label("p"), sa.literal(0.0), sa.literal(0), sa.literal(0), sa.literal(0))
-        .group_by(rows.c.a),
+        sa.select(rows.c.a, enter.label("p"), *(entered[x].label("d" + x) for x in sums)),
+        sa.select(rows.c.a, lo.label("p"), *(zero[x] for x in sums)).group_by(rows.c.a),
     ]
     if width is not None:
         leave = plus_days(dialect, rows.c.d, width)
-        parts.append(sa.select(rows.c.a, leave, -sa.func.coalesce(rows.c.v, 0.0), -nonnull, sa.literal(0),
-                               sa.literal(1)).where(leave <= hi))
+        parts.append(sa.select(rows.c.a, leave, *(left[x] for x in sums)).where(leave <= hi))
     ev = sa.union_all(*parts).subquery("ev")
-    g = (sa.select(ev.c.a, ev.c.p, sa.func.sum(ev.c.ds).label("ds"), sa.func.sum(ev.c.dc).label("dc"),
-                   sa.func.sum(ev.c.dhi).label("dhi"), sa.func.sum(ev.c.dlo).label("dlo"))
+    g = (sa.select(ev.c.a, ev.c.p, *(sa.func.sum(ev.c["d" + x]).label("d" + x) for x in sums))
          .group_by(ev.c.a, ev.c.p).subquery("g"))
 
     def run(c: Any) -> Any:
@@ -139,20 +148,26 @@ def steps(conn: Connection, scratch: Scratch, key: Key, start: dt.date, end: dt.
 
     running = sa.select(g.c.a, g.c.p, sa.func.coalesce(sa.func.lead(g.c.p).over(partition_by=g.c.a, order_by=g.c.p),
                                                        after).label("q"),
-                        run(g.c.ds).label("s"), run(g.c.dc).label("c"), run(g.c.dhi).label("hi"),
-                        run(g.c.dlo).label("lo")).subquery("st")
+                        *(run(g.c["d" + x]).label(x) for x in sums)).subquery("st")
     st = running.c
+    src: Any = running
     if kind == "count":
-        values: list[Any] = [st.hi - st.lo]
+        values: list[Any] = [st.n]
     elif kind == "avg":
         values = [sa.case((st.c > 0, sa.cast(st.s, sa.Float) / st.c))]
     elif kind == "sum":
         values = [sa.case((st.c > 0, st.s))]
     else:
+        # A point read back by its ordinal: an equi-join on (a, k), which PostgreSQL can hash or merge
+        # (a correlated look-up per step row was an index probe each).
         def at(k: Any, column: str) -> Any:
-            r = rows.alias()
-            return sa.select(r.c[column]).where(r.c.a == st.a, r.c.k == k).scalar_subquery()
+            nonlocal src
+            r = rows.alias(f"k{len(values_at)}")
+            values_at.append(r)
+            src = src.outerjoin(r, sa.and_(r.c.a == st.a, r.c.k == k))
+            return r.c[column]
 
+        values_at: list[Any] = []
         if kind == "latest":
             values = [at(st.hi, "v")]
         elif kind == "last":
@@ -160,9 +175,17 @@ def steps(conn: Connection, scratch: Scratch, key: Key, start: dt.date, end: dt.
         else:  # ends: the number of points in the window, its first and last point's values
             values = [st.hi - st.lo, at(st.lo + 1, "v"), at(st.hi, "v")]
     conn.execute(sa.insert(out).from_select(["account_id", "p", "q", *STEPPED[kind]],
-                                            sa.select(st.a, st.p, st.q, *values)))
+                                            sa.select(st.a, st.p, st.q, *values).select_from(src)))
     sa.Index(f"{out.name}_ap", out.c.account_id, out.c.p).create(conn)
+    analyze(conn, out)
     return out
+
+
+def analyze(conn: Connection, table: sa.Table) -> None:
+    """Statistics for a filled scratch table on PostgreSQL, whose autovacuum never sees temporary tables:
+    without them a join with millions of step rows is planned as if the table were small."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f'ANALYZE "{table.name}"')
 
 
 def _col_type(kind: str, column: str) -> Any:
@@ -339,5 +362,5 @@ def _joined(a: list[Any] | None, b: list[Any] | None) -> list[Any] | None:
     return None if a is None or b is None else a + b
 
 
-__all__ = ["STEPPED", "Crossings", "Key", "Probe", "SpanCompiler", "day_number", "day_of", "greatest", "least",
+__all__ = ["STEPPED", "Crossings", "Key", "Probe", "SpanCompiler", "analyze", "day_number", "day_of", "greatest", "least",
            "plus_days", "probe", "span_compiler", "steps"]
