@@ -411,7 +411,7 @@ def _versions(conn: Connection, scratch: Scratch, catalog: Catalog, start: dt.da
         spans.join(accounts, accounts.c.id == spans.c.account_id)
         .outerjoin(old, sa.and_(old.c.account_id == spans.c.account_id, old.c.p == spans.c.p))))
     conn.execute(sa.insert(table).from_select(["id", "since", "until", *names], q))
-    sa.Index(f"{table.name}_id", table.c.id, table.c.since).create(conn)
+    steps.index(conn, table, "id", "id", "since")
     steps.analyze(conn, table)
     return table
 

@@ -124,7 +124,7 @@ def steps(conn: Connection, scratch: Scratch, key: Key, start: dt.date, end: dt.
         k = sa.func.row_number().over(partition_by=table.c.account_id, order_by=(d, table.c.id) if series == "event"
                                       else d)
         conn.execute(sa.insert(rows).from_select(["a", "d", "v", "k"], sa.select(*cols, k).where(*where)))
-        sa.Index(f"{rows.name}_ak", rows.c.a, rows.c.k).create(conn)
+        index(conn, rows, "ak", "a", "k")
         analyze(conn, rows)
     else:
         rows = sa.select(*cols).where(*where).cte("r")
@@ -182,9 +182,18 @@ def steps(conn: Connection, scratch: Scratch, key: Key, start: dt.date, end: dt.
             values = [st.hi - st.lo, at(st.lo + 1, "v"), at(st.hi, "v")]
     conn.execute(sa.insert(out).from_select(["account_id", "p", "q", *STEPPED[kind]],
                                             sa.select(st.a, st.p, st.q, *values).select_from(src)))
-    sa.Index(f"{out.name}_ap", out.c.account_id, out.c.p).create(conn)
+    index(conn, out, "ap", "account_id", "p")
     analyze(conn, out)
     return out
+
+
+def index(conn: Connection, table: sa.Table, suffix: str, *columns: str) -> None:
+    """CREATE INDEX <table>_<suffix> without attaching it to the Table object: a scratch table's object
+    is shared by later evaluations on the connection (engine/enroll.Scratch), which would create an
+    attached index again, twice after two runs ("index ... already exists")."""
+    q = conn.dialect.identifier_preparer
+    conn.exec_driver_sql(f"CREATE INDEX {q.quote(f'{table.name}_{suffix}')} ON {q.quote(table.name)} "
+                         f"({', '.join(q.quote(c) for c in columns)})")
 
 
 def analyze(conn: Connection, table: sa.Table) -> None:
@@ -368,5 +377,5 @@ def _joined(a: list[Any] | None, b: list[Any] | None) -> list[Any] | None:
     return None if a is None or b is None else a + b
 
 
-__all__ = ["STEPPED", "Crossings", "Key", "Probe", "SpanCompiler", "analyze", "day_number", "day_of", "greatest", "least",
+__all__ = ["STEPPED", "Crossings", "Key", "Probe", "SpanCompiler", "analyze", "day_number", "index", "day_of", "greatest", "least",
            "plus_days", "probe", "span_compiler", "steps"]
