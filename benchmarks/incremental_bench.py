@@ -20,6 +20,7 @@ in a transaction rolled back so every run sees the same state:
   (a load between two sweeps of one day) and on the next day (windows slide,
   renewals approach).
 
+CPU seconds are this process's plus, on PostgreSQL, the backend's (/proc/<pid>/stat).
 Both sides must enroll the same (play, account) pairs among the changed
 accounts, or the run fails. Medians of --repeat, sides alternating.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import os
 import shutil
 import statistics
 import sys
@@ -72,11 +74,24 @@ def open_store(kind: str, folder: Path, catalog: Any, source: str | None) -> tup
     return Store.open(f"{PG_URL}?options=-csearch_path%3D{schema}", catalog=catalog), (admin, schema)
 
 
-def evaluate(store: Store, pb: Playbooks, knobs: Any, today: dt.date, incremental: bool) -> tuple[float, int, set]:
-    """Seconds, accounts in scope (-1: all), enrolled (play, account) pairs; rolled back."""
+def backend_cpu(conn: Any) -> float:
+    """CPU seconds of the connection's PostgreSQL backend so far (0 on SQLite: it runs in this process)."""
+    if conn.dialect.name != "postgresql":
+        return 0.0
+    pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    conn.rollback()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def evaluate(store: Store, pb: Playbooks, knobs: Any, today: dt.date,
+             incremental: bool) -> tuple[float, float, int, set]:
+    """Wall seconds, CPU seconds (this process and the database backend), accounts in scope (-1: all),
+    enrolled (play, account) pairs; rolled back."""
     pm = plan_map(pb.plans)
-    t0 = time.perf_counter()
     with store.engine.connect() as conn:
+        b0 = backend_cpu(conn)
+        t0, c0 = time.perf_counter(), time.process_time()
         trans = conn.begin()
         with Scratch(conn) as scratch:
             ids = None
@@ -89,7 +104,9 @@ def evaluate(store: Store, pb: Playbooks, knobs: Any, today: dt.date, incrementa
             enrolled = {(d.play, d.account_id) for d in prepare(scratch, pb.catalog, pm, today, knobs, ids)
                         if d.enroll}
         trans.rollback()
-    return time.perf_counter() - t0, scope, enrolled
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        cpu += backend_cpu(conn) - b0
+    return wall, cpu, scope, enrolled
 
 
 def run(kind: str, n: int, share: float, repeat: int, source: str | None) -> dict[str, Any]:
@@ -122,17 +139,20 @@ def run(kind: str, n: int, share: float, repeat: int, source: str | None) -> dic
             out["load_s"], out["changed"] = time.perf_counter() - t0, len(ids)
             changed = set(ids)
             for label, day in (("same day", TODAY), ("next day", TODAY + dt.timedelta(days=1))):
-                fulls, incs = [], []
+                fulls, incs, full_cpu, inc_cpu = [], [], [], []
                 for _ in range(repeat):
-                    tf, _, full_set = evaluate(store, pb, knobs, day, False)
-                    ti, scope, inc_set = evaluate(store, pb, knobs, day, True)
+                    tf, cf, _, full_set = evaluate(store, pb, knobs, day, False)
+                    ti, ci, scope, inc_set = evaluate(store, pb, knobs, day, True)
                     fulls.append(tf)
                     incs.append(ti)
+                    full_cpu.append(cf)
+                    inc_cpu.append(ci)
                     # Unchanged accounts the first sweep enrolled are already_enrolled on both sides now.
                     lost = {p for p in full_set if p[1] in changed} - inc_set
                     assert not lost, f"{kind} {label}: incremental missed {sorted(lost)[:5]}"
                     assert inc_set <= full_set, f"{kind} {label}: incremental enrolled more"
                 out[label] = {"full": statistics.median(fulls), "incremental": statistics.median(incs),
+                              "full_cpu": statistics.median(full_cpu), "incremental_cpu": statistics.median(inc_cpu),
                               "scope": scope, "enrolled": len(inc_set), "load": load_average()}
         finally:
             store.close()
@@ -161,12 +181,13 @@ def main() -> None:
               f"sweep {r['first_sweep_s']:.2f} s, {r['first_enrolled']:,} enrolled; load of {r['changed']:,} changed "
               f"accounts {r['load_s']:.2f} s; load average {load_average()}")
         print("| sweep after the load | scope (accounts) | full evaluation (s) | incremental (s) | incremental / full "
-              "| load average after |")
-        print("|---|---:|---:|---:|---:|---|")
+              "| full CPU (s) | incremental CPU (s) | CPU incremental / full | load average after |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for label in ("same day", "next day"):
             x = r[label]
             print(f"| {label} | {x['scope']:,} | {x['full']:.3f} | {x['incremental']:.3f} | "
-                  f"{x['incremental'] / x['full']:.1%} | {x['load']} |")
+                  f"{x['incremental'] / x['full']:.1%} | {x['full_cpu']:.3f} | {x['incremental_cpu']:.3f} | "
+                  f"{x['incremental_cpu'] / x['full_cpu']:.1%} | {x['load']} |")
         sys.stdout.flush()
 
 
