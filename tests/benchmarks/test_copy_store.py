@@ -7,7 +7,6 @@ import importlib.util
 import json
 import sqlite3
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
-from store_backends import PG_URL, pg_reason  # noqa: E402
+from store_backends import PG_URL, scratch_schema  # noqa: E402
 
 from dsl.project import load  # noqa: E402
 from engine import schema  # noqa: E402
@@ -32,19 +31,8 @@ spec.loader.exec_module(copy_store)
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    reason = pg_reason()
-    if reason:
-        pytest.skip(reason)
-    name = f"pb_copy_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-    try:
+    with scratch_schema("pb_copy", when_down=pytest.skip) as name:
         yield f"{PG_URL}?options=-csearch_path%3D{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
 
 
 def _source(folder: Path) -> str:

@@ -8,9 +8,10 @@ shared `test` database. Skipped, with the reason, when the server is down.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -35,13 +36,14 @@ def pg_reason() -> str | None:
 
 
 @contextmanager
-def pg_schema(*tables: str) -> Iterator[str]:
-    """A PostgreSQL schema of its own (a warehouse, in the source tests) holding `tables`, each the text after
-    `CREATE TABLE "SCHEMA".`; dropped with CASCADE afterwards. Fails, not skips, when the server is down."""
+def scratch_schema(prefix: str, *tables: str, when_down: Callable[[str], Any] = pytest.fail) -> Iterator[str]:
+    """A PostgreSQL schema of its own, named PREFIX_<random>, holding `tables` (each the text after
+    `CREATE TABLE "SCHEMA".`); dropped with CASCADE afterwards. A server that is down calls `when_down`
+    with the reason (pytest.fail or pytest.skip)."""
     reason = pg_reason()
     if reason:
-        pytest.fail(reason)
-    schema = f"pb_wh_{uuid.uuid4().hex[:10]}"
+        when_down(reason)
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
@@ -55,6 +57,11 @@ def pg_schema(*tables: str) -> Iterator[str]:
         admin.dispose()
 
 
+def pg_schema(*tables: str) -> AbstractContextManager[str]:
+    """A warehouse schema for the source tests (scratch_schema); fails, not skips, when the server is down."""
+    return scratch_schema("pb_wh", *tables)
+
+
 @contextmanager
 def fresh_store(kind: str, folder: Path, catalog: Catalog | None = None, *, migrate: bool = True) -> Iterator[Store]:
     if kind == "sqlite":
@@ -64,18 +71,9 @@ def fresh_store(kind: str, folder: Path, catalog: Catalog | None = None, *, migr
         finally:
             store.close()
         return
-    reason = pg_reason()
-    if reason:
-        pytest.skip(reason)
-    schema = f"pb_store_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    store = Store.open(f"{PG_URL}?options=-csearch_path%3D{schema}", catalog=catalog, migrate=migrate)
-    try:
-        yield store
-    finally:
-        store.close()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema("pb_store", when_down=pytest.skip) as schema:
+        store = Store.open(f"{PG_URL}?options=-csearch_path%3D{schema}", catalog=catalog, migrate=migrate)
+        try:
+            yield store
+        finally:
+            store.close()

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import shutil
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from workflows.client import DATA_CONVERTER
 from workflows.sync import SyncWorkflow, apply_schedules, schedule_id, sync_worker_parts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from store_backends import PG_URL, pg_reason  # noqa: E402
+from store_backends import PG_URL, pg_schema  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 BIN = Path(sys.executable).parent
@@ -41,22 +40,13 @@ source usage from warehouse
 
 @pytest.fixture
 def warehouse(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    reason = pg_reason()
-    if reason:
-        pytest.fail(reason)
-    schema = f"pb_wh_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        conn.execute(sa.text(f'CREATE TABLE "{schema}".usage (account_id text, arr numeric, updated_at timestamptz)'))
-        conn.execute(sa.text(f"INSERT INTO \"{schema}\".usage VALUES ('a1', 10, now()), ('a2', 20, now())"))
-    monkeypatch.setenv("PLAYBOOK_SOURCE_USAGE_URL", PG_URL)
-    try:
+    with pg_schema("usage (account_id text, arr numeric, updated_at timestamptz)") as schema:
+        engine = sa.create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"INSERT INTO \"{schema}\".usage VALUES ('a1', 10, now()), ('a2', 20, now())"))
+        engine.dispose()
+        monkeypatch.setenv("PLAYBOOK_SOURCE_USAGE_URL", PG_URL)
         yield schema
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 async def test_each_source_gets_a_schedule_that_syncs_it_when_triggered(warehouse: str, tmp_path: Path) -> None:
