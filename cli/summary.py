@@ -79,7 +79,8 @@ def build_summary(
             {"name": s.name, "reads": " ".join(x for x in (s.system, s.object) if x), "fills": s.fills,
              "fields": [f"{m.target.split('.', 1)[1] if m.entity == s.fills else m.target}={m.column}"
                         for m in s.mappings],
-             **({"dated_by": s.dated} if s.dated else {}), "incremental_by": s.incremental,
+             **({"dated_by": s.dated} if s.dated else {}), **({"named_by": s.named} if s.named else {}),
+             "incremental_by": s.incremental,
              "where": _where(s)}
             for s in cat.sources.values()
         ],

@@ -149,8 +149,16 @@ def _print(o: dict[str, Any], fills: str | None) -> None:
     if fills in ("metric", "event"):  # points and events are written (again), not new or updated
         what = "metric point(s)" if fills == "metric" else "event(s)"
         print(f"source {o['source']}: {o['status']} ({mode}): {o['read']:,} read in {o['batches']:,} batch(es), "
-              f"{o['created']:,} {what} written, {o['refused']:,} refused")
+              f"{o['created']:,} {what} written, {o['refused']:,} refused{_skipped(o)}")
         return
     print(f"source {o['source']}: {o['status']} ({mode}): {o['read']:,} read in {o['batches']:,} batch(es), "
           f"{o['created']:,} new, {o['updated']:,} updated, {o['changed']:,} value(s) changed, "
           f"{o['refused']:,} refused")
+
+
+def _skipped(o: dict[str, Any]) -> str:
+    """The rows of a `named by` source naming an event it does not land: a misspelt name, or one to declare."""
+    if not o.get("skipped"):
+        return ""
+    names = ", ".join(f"{name!r} x{count:,}" for name, count in (o.get("skipped_names") or {}).items())
+    return f", {o['skipped']:,} skipped (events this source does not land: {names})"

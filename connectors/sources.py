@@ -279,13 +279,15 @@ class WarehouseReader:
 
     def _keys(self) -> list[str]:
         """The columns that tell one row from another, paged in this order: an entity's key; a metric row's
-        account and date; an event row's account and time."""
+        account and date; an event row's account and time (and name, with `named by`: two events of an
+        account may share a time)."""
         decl = self.decl
         assert decl.key is not None
         if decl.fills == "metric" and decl.dated is not None:
             return [decl.key.column, decl.dated]
         if decl.fills == "event":
-            return [decl.key.column, *(m.column for m in decl.mappings if m.entity == "event" and m.prop is None)]
+            times = (m.column for m in decl.mappings if m.entity == "event" and m.prop is None)
+            return list(dict.fromkeys([decl.key.column, *times, *([decl.named] if decl.named else [])]))
         return [decl.key.column]
 
     def _sql(self, cursor: Any) -> tuple[str, dict[str, Any]]:
@@ -294,7 +296,7 @@ class WarehouseReader:
         quote = self.engine.dialect.identifier_preparer.quote
         inner = decl.query.strip().rstrip(";")
         keys = [f"q.{quote(c)}" for c in self._keys()]
-        # A row without an event time is no event: not read, so it cannot hold a page's edge.
+        # A row without an event time (or name) is no event: not read, so it cannot hold a page's edge.
         filters = [f"{k} IS NOT NULL" for k in keys[1:]] if decl.fills == "event" else []
         params: dict[str, Any] = {}
         after = ""
@@ -345,6 +347,7 @@ class WarehouseReader:
             if rows:
                 missing = [c for c in [decl.key.column, *([decl.incremental] if decl.incremental else []),
                                        *([decl.dated] if decl.dated else []),
+                                       *([decl.named] if decl.named else []),
                                        *(m.column for m in decl.mappings)] if c not in rows[0]]
                 if missing:
                     raise SourceProblem(f"source {decl.name}: the query has no column "

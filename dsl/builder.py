@@ -169,6 +169,8 @@ class Builder(Transformer):
                     decl.incremental, decl.incremental_span = column, span
                 case ("dated", column, span):
                     decl.dated, decl.dated_span = column, span
+                case ("named", column, span):
+                    decl.named, decl.named_span = column, span
         return decl
 
     def source_query(self, meta, ch):
@@ -181,6 +183,10 @@ class Builder(Transformer):
     def source_dated(self, meta, ch):
         tok = ch[0]
         return ("dated", _str(tok) if tok.type == "STRING" else str(tok), self.span(meta))
+
+    def source_named(self, meta, ch):
+        tok = ch[0]
+        return ("named", _str(tok) if tok.type == "STRING" else str(tok), self.span(meta))
 
     def source_map(self, meta, ch):
         ref, col = ch

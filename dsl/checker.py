@@ -209,6 +209,7 @@ class Checker:
             self.error("PB173", f"{where} lands no metric points but says `dated by`", src.dated_span,
                        "`dated by COLUMN` dates the points of `metric.NAME = column` lines; fields have no date: "
                        "remove it")
+        self.check_named_only_for_events(src, where, fills)
         entity = src.mappings[0].entity
         seen: dict[str, n.SourceMapping] = {}
         for m in src.mappings:
@@ -257,6 +258,10 @@ class Checker:
         declared = self.catalog.metrics if fills == "metric" else self.catalog.events
         landed = [m.field for m in src.mappings if m.entity == fills and m.prop is None]
         event = landed[0] if fills == "event" and landed else None
+        # `named by COLUMN`: each row's event is the one its column names, so several may land.
+        several = fills == "event" and src.named is not None
+        times = {m.field: m for m in src.mappings if m.entity == "event" and m.prop is None}
+        self.check_named_only_for_events(src, where, fills)
         seen: dict[str, n.SourceMapping] = {}
         for m in src.mappings:
             if m.target in seen:
@@ -285,14 +290,26 @@ class Checker:
                            f"declare `{m.entity} {m.field}` or map a declared one. "
                            f"{did_you_mean(m.field, declared)}".strip(), closest(m.field, declared))
                 continue
+            if several and m.prop is not None and m.field not in times:
+                self.error("PB174", f"{where} maps a property of event '{m.field}', which it does not land", m.span,
+                           f"add `event.{m.field} = COLUMN` (its time), or map a property of a landed event")
+                continue
+            if several and m.prop is None and event is not None and m.column != times[event].column:
+                self.error("PB174", f"{where} reads event '{m.field}' at `{m.column}` but '{event}' at "
+                           f"`{times[event].column}`", m.span,
+                           f"with `named by`, one column holds every row's time: write "
+                           f"`event.{m.field} = {times[event].column}`")
+                continue
+            if several:
+                continue
             if event is not None and m.field != event and m.prop is not None:
                 self.error("PB174", f"{where} maps a property of event '{m.field}', which it does not land", m.span,
                            f"this source lands '{event}': write `event.{event}.{m.prop} = {m.column}`")
                 continue
             if event is not None and m.field != event:
                 self.error("PB174", f"{where} lands two events, '{event}' and '{m.field}'", m.span,
-                           f"one source lands one event (its time in one column): declare a second source for "
-                           f"'{m.field}'")
+                           f"one source lands one event (its time in one column): add `named by COLUMN` when a "
+                           f"column names each row's event, or declare a second source for '{m.field}'")
                 continue
         if fills == "event" and event is None:
             first = next(m for m in src.mappings if m.entity == "event")
@@ -309,6 +326,11 @@ class Checker:
             self.error("PB173", f"{where} lands events but says `dated by`", src.dated_span,
                        f"an event's time is the column of its `event.{event or 'NAME'} = COLUMN` line: remove "
                        "`dated by`")
+
+    def check_named_only_for_events(self, src: n.SourceDecl, where: str, fills: str | None) -> None:
+        if src.named is not None and fills != "event":
+            self.error("PB173", f"{where} lands no events but says `named by`", src.named_span,
+                       "`named by COLUMN` picks each row's event among the `event.NAME = column` lines: remove it")
 
     def check_calendar(self, cal: n.CalendarDecl) -> None:
         if len(set(cal.holidays)) != len(cal.holidays):

@@ -338,6 +338,8 @@ class _Layout:
             out.append(self._span_line(1, f"incremental by {_column(d.incremental)}", d.incremental_span))
         if d.dated is not None:
             out.append(self._span_line(1, f"dated by {_column(d.dated)}", d.dated_span))
+        if d.named is not None:
+            out.append(self._span_line(1, f"named by {_column(d.named)}", d.named_span))
         targets = [m.target for m in d.mappings]
         width = max(map(len, targets), default=0) if self.o.align else 0
         out += [self.node_line(1, f"{t.ljust(width)} = {_column(m.column)}", m) for t, m in zip(targets, d.mappings)]

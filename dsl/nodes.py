@@ -338,10 +338,12 @@ class SourceDecl(Node):
     query: str | None = None  # the SQL query (warehouse)
     incremental: str | None = None  # the last-modified property / cursor column; None = full load each time
     dated: str | None = None  # metric points: the column holding each point's date (`dated by day`)
+    named: str | None = None  # events: the column naming each row's event (`named by event_name`)
     mappings: list[SourceMapping] = []
     query_span: SkipValidation[Span] = Field(default=NO_SPAN, exclude=True, repr=False)
     incremental_span: SkipValidation[Span] = Field(default=NO_SPAN, exclude=True, repr=False)
     dated_span: SkipValidation[Span] = Field(default=NO_SPAN, exclude=True, repr=False)
+    named_span: SkipValidation[Span] = Field(default=NO_SPAN, exclude=True, repr=False)
 
     @property
     def entity(self) -> str | None:

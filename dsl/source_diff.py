@@ -14,6 +14,7 @@ from dsl.catalog import Catalog
 def _reads(d: n.SourceDecl) -> str:
     what = " ".join(x for x in (d.system, d.object) if x)
     what += f", dated by {d.dated}" if d.dated else ""
+    what += f", named by {d.named}" if d.named else ""
     return what + (f", incremental by {d.incremental}" if d.incremental else ", full each sync")
 
 

@@ -550,6 +550,9 @@ class SyncRun(Base):
     updated: Mapped[int] = mapped_column(Integer, default=0)  # records whose row existed
     changed: Mapped[int] = mapped_column(Integer, default=0)  # field values that changed
     refused: Mapped[int] = mapped_column(Integer, default=0)  # records of the refused batch with a problem
+    # Rows of a `named by` source naming an event it does not land, and how many per name.
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped_names: Mapped[Any] = mapped_column(JSONType, nullable=True)
     error: Mapped[str | None] = mapped_column(Text)  # why it was refused or failed (no secret)
     cursor: Mapped[Any] = mapped_column(JSONType, nullable=True)  # the cursor it ended at
     # Who runs it ("host pid") and its last sign of life (start, each batch): a

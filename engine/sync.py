@@ -30,6 +30,7 @@ import json
 import os
 import socket
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -47,6 +48,9 @@ from engine.store import Store
 
 KIND: dict[str, Kind] = {"account": "accounts", "contact": "contacts", "metric": "metrics", "event": "events"}
 SHOWN_IN_MESSAGE = 20
+# The most frequent event names a run keeps of the rows it skipped (`named by`): enough to spot a
+# misspelt name or an event worth declaring, bounded however many kinds the stream has.
+SKIPPED_NAMES_KEPT = 20
 # How long a run on another host may go without a sign of life (its start,
 # each batch) before it counts as interrupted: a run on this host is checked
 # by its process id at once.
@@ -116,6 +120,8 @@ class SyncResult:
     updated: int = 0
     changed: int = 0
     refused: int = 0
+    skipped: int = 0  # rows of a `named by` source naming an event it does not land
+    skipped_names: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     cursor: Any = None
     problems: list[MappingError] = field(default_factory=list)
@@ -123,7 +129,8 @@ class SyncResult:
     def as_json(self) -> dict[str, Any]:
         return {"source": self.source, "run": self.run_id, "status": self.status, "full": self.full,
                 "batches": self.batches, "read": self.read, "created": self.created, "updated": self.updated,
-                "changed": self.changed, "refused": self.refused, "error": self.error, "cursor": self.cursor,
+                "changed": self.changed, "refused": self.refused, "skipped": self.skipped,
+                "skipped_names": self.skipped_names or None, "error": self.error, "cursor": self.cursor,
                 "problems": [{"record": p.record, "field": p.field, "reason": p.reason} for p in self.problems]}
 
 
@@ -199,8 +206,9 @@ def _update_run(conn: Connection, result: SyncResult, **extra: Any) -> None:
     t = schema.SyncRun.__table__
     conn.execute(sa.update(t).where(t.c.id == result.run_id).values(
         status=result.status, batches=result.batches, read=result.read, created=result.created,
-        updated=result.updated, changed=result.changed, refused=result.refused, error=result.error,
-        cursor=result.cursor, heartbeat_at=schema.utcnow(), **extra))
+        updated=result.updated, changed=result.changed, refused=result.refused, skipped=result.skipped,
+        skipped_names=result.skipped_names or None, error=result.error, cursor=result.cursor,
+        heartbeat_at=schema.utcnow(), **extra))
 
 
 # --------------------------------------------------------------------------
@@ -218,6 +226,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+@dataclass
+class Mapped:
+    """A batch as written for the importer: what each line stands for, and the rows that gave no line
+    because their event is not one the source lands (`named by`), counted per name."""
+
+    lines: list[Line]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
 @dataclass(frozen=True)
 class Line:
     """What one line of a mapped batch stands for: its record, and the mapping behind each imported column."""
@@ -232,11 +249,12 @@ def _record(values: Sequence[Any], columns: Sequence[str], i: int) -> str:
     return " ".join(str(_plain(v)) if v not in (None, "") else "(empty)" for v in values) + f" ({', '.join(columns)})"
 
 
-def map_batch(decl: n.SourceDecl, records: Sequence[Mapping[str, Any]], path: Path) -> list[Line]:
+def map_batch(decl: n.SourceDecl, records: Sequence[Mapping[str, Any]], path: Path) -> Mapped:
     """Write `records` mapped as the import of `decl.fills` reads them (JSON Lines at `path`); what each line is.
 
     Fields: one line per record. Metric points: one line per record and mapped metric with a value (an
-    empty value is no point). Events: one line per record whose time is not empty.
+    empty value is no point). Events: one line per record whose time is not empty and, with `named by`,
+    whose name is one of the source's events (the others are counted as skipped).
     """
     fills = decl.fills or "account"
     if fills in n.SOURCE_SERIES:
@@ -252,7 +270,7 @@ def map_batch(decl: n.SourceDecl, records: Sequence[Mapping[str, Any]], path: Pa
             label = _record([raw_key], [key.column], i) if key is not None else f"#{i + 1} of the batch"
             lines.append(Line(label, targets))
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return lines
+    return Mapped(lines)
 
 
 def _day(value: Any) -> Any:
@@ -262,11 +280,13 @@ def _day(value: Any) -> Any:
     return value
 
 
-def _map_series(decl: n.SourceDecl, fills: str, records: Sequence[Mapping[str, Any]], path: Path) -> list[Line]:
-    lines: list[Line] = []
+def _map_series(decl: n.SourceDecl, fills: str, records: Sequence[Mapping[str, Any]], path: Path) -> Mapped:
+    out = Mapped([])
+    lines = out.lines
     account = decl.key.column if decl.key is not None else "account_id"
     landed = [m for m in decl.mappings if m.entity == fills and m.prop is None]
     props = [m for m in decl.mappings if m.entity == fills and m.prop is not None]
+    by_name = {m.field: m for m in landed}
     account_target = f"account.id <- {account}"
     with path.open("w", encoding="utf-8") as fh:
         for i, rec in enumerate(records):
@@ -284,17 +304,27 @@ def _map_series(decl: n.SourceDecl, fills: str, records: Sequence[Mapping[str, A
                                               "value": f"metric.{m.field} <- {m.column}"}))
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 continue
-            for m in landed:  # the checker allows one event per source
+            if decl.named is not None:  # the row's event is the one its column names
+                name = _plain(rec.get(decl.named))
+                if name not in by_name:
+                    out.skipped[str(name)] += 1
+                    continue
+                events = [by_name[name]]
+            else:
+                events = landed  # the checker allows one event per source without `named by`
+            for m in events:
                 at = _plain(rec.get(m.column))
                 if at is None or at == "":
                     continue  # the event did not happen to this row's account
-                payload = {p.prop: v for p in props if (v := _plain(rec.get(p.column))) not in (None, "")}
+                mine = [p for p in props if p.field == m.field]
+                payload = {p.prop: v for p in mine if (v := _plain(rec.get(p.column))) not in (None, "")}
                 row = {"account_id": acct, "event": m.field, "occurred_at": at, "payload": payload}
-                lines.append(Line(_record([acct, at], [account, m.column], i), {
+                named = [name, at] if decl.named is not None else [at]
+                lines.append(Line(_record([acct, *named], [account, *([decl.named] if decl.named else []), m.column], i), {
                     "account_id": account_target, "occurred_at": f"event.{m.field} <- {m.column}",
-                    "payload": ", ".join(f"event.{m.field}.{p.prop} <- {p.column}" for p in props) or "properties"}))
+                    "payload": ", ".join(f"event.{m.field}.{p.prop} <- {p.column}" for p in mine) or "properties"}))
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return lines
+    return out
 
 
 def _named(decl: n.SourceDecl, lines: list[Line], errors: list[RowError]) -> list[MappingError]:
@@ -391,13 +421,18 @@ def _finish_run(store: Store, result: SyncResult) -> None:
 
 def _write_batch(store: Store, catalog: Catalog, decl: n.SourceDecl, kind: Kind, batch: Batch, path: Path,
                  result: SyncResult, max_errors: int) -> None:
-    lines = map_batch(decl, batch.records, path)
+    mapped = map_batch(decl, batch.records, path)
+    lines = mapped.lines
 
     def then(conn: Connection, report: ImportReport) -> None:
         f = report.files[0]
         store_cursor(conn, decl.name, batch.cursor)
         result.batches += 1
         result.read += len(batch.records)
+        if mapped.skipped:
+            result.skipped += mapped.skipped.total()
+            names = Counter(result.skipped_names) + mapped.skipped
+            result.skipped_names = dict(names.most_common(SKIPPED_NAMES_KEPT))
         # Metric points and events have no new/updated split: `created` counts those written.
         result.created += f.created if kind in ("accounts", "contacts") else f.rows
         result.updated += f.updated
@@ -405,11 +440,13 @@ def _write_batch(store: Store, catalog: Catalog, decl: n.SourceDecl, kind: Kind,
         result.cursor = batch.cursor
         _update_run(conn, result)  # the run's counters move with the batch
 
-    before = (result.batches, result.read, result.created, result.updated, result.changed, result.cursor)
+    before = (result.batches, result.read, result.created, result.updated, result.changed, result.cursor,
+              result.skipped, result.skipped_names)
     try:
         # One transaction per batch (all or nothing): safe to retry over a transient store fault.
         def attempt() -> ImportReport:
-            (result.batches, result.read, result.created, result.updated, result.changed, result.cursor) = before
+            (result.batches, result.read, result.created, result.updated, result.changed, result.cursor,
+             result.skipped, result.skipped_names) = before
             return import_files(store, catalog, [(kind, path)], max_errors=max_errors, actor=f"sync.{decl.name}",
                                 then=then)
         store.retry(attempt)

@@ -131,3 +131,37 @@ def test_a_metric_sync_prints_the_points_it_wrote_and_a_bad_value_exits_1_naming
         assert "source usage: record a1 2026-11-03 (account_id, day): metric.api_calls <- calls: " in captured.err
         assert captured.out.startswith("source usage: refused (from its cursor): 1 read in 0 batch(es), "
                                        "0 metric point(s) written, 1 refused")
+
+
+NAMED = '''\
+entity account
+  field arr money?
+
+event feature_used
+
+source product from warehouse
+  query "select account_id, name, at from events"
+  incremental by at
+  named by name
+  account.id         = account_id
+  event.feature_used = at
+'''
+
+
+def test_a_named_by_sync_prints_the_rows_it_skipped_by_event_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    with pg_schema("events (account_id text, name text, at timestamptz)") as schema:
+        _warehouse(f"INSERT INTO \"{schema}\".events VALUES ('a1', 'feature_used', now()), "
+                   "('a1', 'Signed Up', now()), ('a1', 'Signed Up', now() - interval '1 hour')")
+        folder = tmp_path / "rules"
+        folder.mkdir()
+        (folder / "s.play").write_text(NAMED.replace("from events", f"from {schema}.events"), encoding="utf-8")
+        (tmp_path / "accounts.csv").write_text("id,name\na1,Acme\n", encoding="utf-8")
+        monkeypatch.setenv("PLAYBOOK_SOURCE_PRODUCT_URL", PG_URL)
+        db = f"sqlite:///{tmp_path}/store.db"
+        assert run(["import", f"accounts={tmp_path / 'accounts.csv'}", "--rules", str(folder), "--db", db]) == 0
+        capsys.readouterr()
+        assert run(["sync", "--rules", str(folder), "--db", db]) == 0
+        assert capsys.readouterr().out == (
+            "source product: ok (from its cursor): 3 read in 1 batch(es), 1 event(s) written, 0 refused, "
+            "2 skipped (events this source does not land: 'Signed Up' x2)\n")

@@ -31,6 +31,8 @@ entity account
 metric api_calls per day
 metric seats_active per day
 event funding_announced
+event feature_used
+event seat_added
 
 source usage from warehouse
   query """
@@ -49,6 +51,16 @@ source rounds from warehouse
   event.funding_announced               = announced_at
   event.funding_announced.amount        = amount
   event.funding_announced.lead_investor = lead_investor
+
+source product from warehouse
+  query "select account_id, name, at, feature, seats, loaded_at from {schema}.product_events"
+  incremental by loaded_at
+  named by name
+  account.id                 = account_id
+  event.feature_used         = at
+  event.feature_used.feature = feature
+  event.seat_added           = at
+  event.seat_added.seats     = seats
 '''
 
 D0 = dt.date(2026, 11, 1)
@@ -61,7 +73,9 @@ def warehouse() -> Iterator[tuple[str, str]]:
     # `calls` is text, as loosely typed staging tables are: a bad value must be refused by name.
     with pg_schema("usage_daily (account_id text, day date, calls text, seats int, updated_at timestamptz not null, "
                    "primary key (account_id, day))",
-                   "funding_rounds (account_id text, announced_at timestamptz, amount numeric, lead_investor text)"
+                   "funding_rounds (account_id text, announced_at timestamptz, amount numeric, lead_investor text)",
+                   "product_events (account_id text, name text, at timestamptz, feature text, seats int, "
+                   "loaded_at timestamptz not null)"
                    ) as name:
         yield PG_URL, name
 
@@ -76,6 +90,14 @@ def project(schema: str) -> Any:
     p = load_text(RULES.format(schema=schema), "sources.play")
     assert p.diagnostics == []
     return p
+
+
+def product(url: str, schema: str, rows: list[tuple[str, Any, dt.datetime | None, Any, Any, dt.datetime]]) -> None:
+    eng = sa.create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(sa.text(f'INSERT INTO "{schema}".product_events VALUES (:a, :n, :t, :f, :s, :l)'),
+                     [{"a": r[0], "n": r[1], "t": r[2], "f": r[3], "s": r[4], "l": r[5]} for r in rows])
+    eng.dispose()
 
 
 def with_accounts(store: Store, p: Any, tmp_path: Path, ids: list[str]) -> None:
@@ -276,3 +298,51 @@ def test_synced_points_and_events_mark_their_accounts_for_the_next_sweep_and_a_r
     with pytest.raises(SyncRefused):
         sync(store, p, reader(p, "usage", url))
     assert changed_accounts(store) == set()
+
+
+def test_a_named_by_source_lands_each_row_as_the_event_its_column_names_with_that_events_properties(
+        warehouse, store, tmp_path):
+    url, schema = warehouse
+    p = project(schema)
+    with_accounts(store, p, tmp_path, ["a1", "a2"])
+    # Two events of a1 at the same time: both land, and a batch edge between them loses neither.
+    product(url, schema, [("a1", "feature_used", T0, "sso", None, T0),
+                          ("a1", "seat_added", T0, None, 3, T0),
+                          ("a2", "seat_added", T0 + dt.timedelta(hours=1), "ignored", 2, T0)])
+    result = sync(store, p, reader(p, "product", url, batch_size=1))
+    assert (result.status, result.read, result.created, result.skipped) == ("ok", 3, 3, 0)
+    assert events(store) == [("a1", "feature_used", T0, {"feature": "sso"}),
+                             ("a1", "seat_added", T0, {"seats": 3}),
+                             ("a2", "seat_added", T0 + dt.timedelta(hours=1), {"seats": 2})]
+
+
+def test_a_named_by_source_skips_rows_naming_an_event_it_does_not_land_and_counts_them_by_name(
+        warehouse, store, tmp_path):
+    url, schema = warehouse
+    p = project(schema)
+    with_accounts(store, p, tmp_path, ["a1"])
+    product(url, schema, [("a1", "Signed Up", T0, None, None, T0),
+                          ("a1", "Signed Up", T0 + dt.timedelta(minutes=1), None, None, T0),
+                          ("a1", "feature_usd", T0, "sso", None, T0),
+                          ("a1", "feature_used", T0, "sso", None, T0),
+                          ("a1", None, T0, "no name: not read", None, T0)])
+    result = sync(store, p, reader(p, "product", url, batch_size=2))
+    assert (result.status, result.read, result.created, result.skipped) == ("ok", 4, 1, 3)
+    assert result.skipped_names == {"Signed Up": 2, "feature_usd": 1}
+    assert events(store) == [("a1", "feature_used", T0, {"feature": "sso"})]
+    with store.engine.connect() as conn:
+        (last,) = runs(conn, "product", limit=1)
+    assert (last["skipped"], last["skipped_names"]) == (3, {"Signed Up": 2, "feature_usd": 1})
+
+
+def test_a_named_by_event_of_an_unknown_account_is_refused_naming_record_name_and_field(warehouse, store, tmp_path):
+    url, schema = warehouse
+    p = project(schema)
+    product(url, schema, [("a9", "seat_added", T0, None, 1, T0)])
+    with pytest.raises(SyncRefused) as err:
+        sync(store, p, reader(p, "product", url))
+    (problem,) = err.value.errors
+    assert problem.record.startswith("a9 seat_added 2026-12-01")
+    assert problem.record.endswith("(account_id, name, at)")
+    assert problem.field == "account.id <- account_id"
+    assert events(store) == []

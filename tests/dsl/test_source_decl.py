@@ -64,6 +64,18 @@ source rounds from warehouse
   event.funding_announced.amount   = amount
 '''
 
+NAMED = '''\
+event churned
+source product from warehouse
+  query "select account_id, name, at, reason, amount from product_events"
+  named by name
+  account.id                     = account_id
+  event.funding_announced        = at
+  event.funding_announced.amount = amount
+  event.churned                  = at
+  event.churned.reason           = reason
+'''
+
 
 def test_a_metric_source_says_which_column_dates_its_points():
     (decl,) = parse(METRICS).module.declarations
@@ -80,8 +92,16 @@ def test_an_event_source_lands_one_event_and_its_properties():
         ("account.id", None), ("event.funding_announced", None), ("event.funding_announced.amount", "amount")]
 
 
+def test_a_named_by_source_lands_several_events_each_with_its_own_properties():
+    (_, decl) = parse(NAMED).module.declarations
+    assert isinstance(decl, n.SourceDecl)
+    assert (decl.fills, decl.named) == ("event", "name")
+    assert [(m.field, m.prop) for m in decl.mappings if m.entity == "event"] == [
+        ("funding_announced", None), ("funding_announced", "amount"), ("churned", None), ("churned", "reason")]
+
+
 def test_series_sources_check_clean():
-    assert findings(METRICS + "\n" + EVENTS) == []
+    assert findings(METRICS + "\n" + EVENTS + "\n" + NAMED) == []
 
 
 def test_well_formed_sources_check_clean():
@@ -134,6 +154,20 @@ CASES = [
     ("two events", 'event churned\nsource s from warehouse\n  query "q"\n  account.id = a\n'
      '  event.funding_announced = at\n  event.churned = c\n',
      [("PB174", "error", 6, 3, "source 's' lands two events, 'funding_announced' and 'churned'")]),
+    ("named by: events at two time columns", 'event churned\nsource s from warehouse\n  query "q"\n  named by n\n'
+     '  account.id = a\n  event.funding_announced = at\n  event.churned = c\n',
+     [("PB174", "error", 7, 3, "source 's' reads event 'churned' at `c` but 'funding_announced' at `at`")]),
+    ("named by: a property of an event it does not land", 'event churned\nsource s from warehouse\n  query "q"\n'
+     '  named by n\n  account.id = a\n  event.funding_announced = at\n  event.churned.why = c\n',
+     [("PB174", "error", 7, 3, "source 's' maps a property of event 'churned', which it does not land")]),
+    ("named by on fields", 'source s from warehouse\n  query "q"\n  named by n\n  account.id = a\n',
+     [("PB173", "error", 3, 3, "source 's' lands no events but says `named by`")]),
+    ("named by on points", 'source s from warehouse\n  query "q"\n  dated by d\n  named by n\n  account.id = a\n'
+     '  metric.api_calls = c\n',
+     [("PB173", "error", 4, 3, "source 's' lands no events but says `named by`")]),
+    ("named by: an undeclared event", 'source s from warehouse\n  query "q"\n  named by n\n  account.id = a\n'
+     '  event.funding_anounced = at\n',
+     [("PB109", "error", 5, 9, "unknown event 'funding_anounced'")]),
     ("a property of another event", 'event churned\nsource s from warehouse\n  query "q"\n  account.id = a\n'
      '  event.funding_announced = at\n  event.churned.why = c\n',
      [("PB174", "error", 6, 3, "source 's' maps a property of event 'churned', which it does not land")]),

@@ -63,3 +63,11 @@ def test_an_event_property_is_named_by_event_and_property():
                    '  event.funding_announced = at\n')
     after = base + "  event.funding_announced.amount = amount\n"
     assert changes(catalog(base), catalog(after))[0]["details"] == ["+ event.funding_announced.amount = amount"]
+
+
+def test_naming_each_rows_event_by_a_column_is_a_change_of_what_is_read_and_each_landed_event_a_line():
+    base = BASE + ('event funding_announced\nevent churned\n\nsource product from warehouse\n  query "q"\n'
+                   '  account.id = a\n  event.funding_announced = at\n')
+    after = base.replace("  account.id = a\n", "  named by name\n  account.id = a\n") + "  event.churned = at\n"
+    assert changes(catalog(base), catalog(after))[0]["details"] == [
+        "reads warehouse, full each sync -> warehouse, named by name, full each sync", "+ event.churned = at"]
