@@ -360,12 +360,21 @@ def run_child(kind: str, db: str) -> dict:
 # ---------------------------------------------------------------- parent
 
 
-def ensure_db(db: Path, accounts: int) -> float | None:
-    """Generate the data set once; reuse it while the marker says it is the same."""
+def ensure_db(db: Path, accounts: int, regenerate: bool = False) -> float | None:
+    """Generate the data set once; reuse it while the marker says it is the same.
+
+    A file that is there without a matching marker is never replaced unasked
+    (`regenerate`): it may be a store that took an hour to make.
+    """
     marker = db.with_suffix(".json")
     want = {"accounts": accounts, "seed": SEED, "today": TODAY.isoformat()}
-    if db.exists() and marker.exists() and json.loads(marker.read_text()) == want:
+    found = json.loads(marker.read_text()) if marker.exists() else None
+    if db.exists() and found == want and not regenerate:
         return None
+    if db.exists() and not regenerate:
+        why = f"its marker {marker} says {found}" if found is not None else f"it has no marker {marker}"
+        raise SystemExit(f"engine_bench: {db} exists but {why}, not {want}: pass --regenerate to replace it, "
+                         "or name another --db")
     from dsl.project import load
     from engine.demo_data import generate
     from engine.store import Store
@@ -477,6 +486,8 @@ def main() -> int:
     ap.add_argument("--no-features", dest="features", action="store_false",
                     help="skip timing rule-engine's input alone (the feature query)")
     ap.add_argument("--db", default=None, help="a SQLite file (generated unless it is there)")
+    ap.add_argument("--regenerate", action="store_true",
+                    help="replace --db even if it is there without a matching marker (<db>.json)")
     ap.add_argument("--pg-db", default=None,
                     help="also a PostgreSQL store holding the same data (a URL; e.g. a copy of the SQLite file)")
     ap.add_argument("--no-sqlite", action="store_true", help="only the PostgreSQL store")
@@ -489,7 +500,7 @@ def main() -> int:
     stores: list[str] = []
     if not args.no_sqlite:
         db = Path(args.db or ROOT / ".playbook" / f"bench-{args.accounts}.db")
-        generated = ensure_db(db, args.accounts)
+        generated = ensure_db(db, args.accounts, args.regenerate)
         if generated is not None:
             print(f"generated {args.accounts:,} accounts in {generated:.0f} s", flush=True)
         stores.append(str(db))
