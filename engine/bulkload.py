@@ -34,6 +34,8 @@ T = n.TypeName
 NUMERIC = {T.NUMBER, T.MONEY, T.PERCENT, T.DURATION}
 # Columns that hold a key: empty is never fine.
 KEY_COLUMNS = ("id", "account_id", "metric", "date", "value", "event")
+# From this many typed rows on, PostgreSQL gets statistics of `_pb_typed` before joining it.
+ANALYZE_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -340,6 +342,12 @@ class Staging:
             f"SELECT _row, _grp, ({' AND '.join(oks) or '1 = 1'}) IS TRUE"
             f"{''.join(f', v{i}' for i in range(len(self.columns)))} "
             f"FROM (SELECT _row, _grp, {', '.join(self.names + values)} FROM {STAGE} {fence}) s")
+        if self.pg and inserted.rowcount >= ANALYZE_ROWS:
+            # A temporary table has no statistics unless asked (autovacuum skips it): the
+            # checks' joins of many rows with the stored table would probe row by row.
+            keys = [c.name for c in self.columns if c.name in ("id", "account_id")]
+            q = self.conn.dialect.identifier_preparer.quote
+            self.conn.exec_driver_sql(f"ANALYZE {TYPED} ({', '.join(q(k) for k in keys)})" if keys else f"ANALYZE {TYPED}")
         bad = [r[0] for r in self.conn.exec_driver_sql(f"SELECT _row FROM {TYPED} WHERE NOT _ok ORDER BY _row")]
         if bad:
             self.conn.exec_driver_sql(f"DELETE FROM {TYPED} WHERE NOT _ok")

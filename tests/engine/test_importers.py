@@ -474,3 +474,31 @@ def test_a_first_load_of_points_builds_their_secondary_index_again(store: Store,
     assert _point_indexes(store) == before
     import_files(store, CATALOG, [("metrics", write(tmp_path, "metrics.csv", METRICS_CSV))], chunk_size=2)
     assert _point_indexes(store) == before and count(store, "metric_points") == 3
+
+
+def test_a_re_import_writes_and_marks_only_the_accounts_it_changes(store: Store, tmp_path: Path) -> None:
+    """Unchanged rows are neither rewritten nor marked for the next sweep; a changed value, an emptied one
+    and a new account are, each with its history."""
+    import_files(store, CATALOG, [("accounts", write(tmp_path, "first.csv", PLAIN_GOOD))],
+                 known_at=dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM account_changes")
+    lines = PLAIN_GOOD.splitlines()
+    again = "\n".join([lines[0], lines[1].replace(",9", ","), lines[2], lines[3].replace(",1,0.5,", ",2,0.5,"),
+                       "p4,Four,smb,1,1,0.01,1,no,,u4,"]) + "\n"
+    for chunk_size in (2, 100_000):  # the second time nothing changes at all
+        report = import_files(store, CATALOG, [("accounts", write(tmp_path, "again.csv", again))],
+                              chunk_size=chunk_size, known_at=dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc))
+        assert (report.files[0].rows, report.files[0].created, report.files[0].updated) == \
+            ((4, 1, 3) if chunk_size == 2 else (4, 0, 4))
+    with store.engine.connect() as conn:
+        marked = sorted(r[0] for r in conn.exec_driver_sql("SELECT account_id FROM account_changes"))
+        replaced = sorted(conn.exec_driver_sql("SELECT account_id, field, value_number FROM account_field_history "
+                                               "WHERE valid_to IS NOT NULL").all())
+        accounts_t = store.table("account")
+        stored = conn.execute(sa.select(accounts_t.c.id, accounts_t.c.health_score, accounts_t.c.nps)
+                              .order_by(accounts_t.c.id)).all()
+    assert marked == ["p1", "p3", "p4"]
+    assert replaced == [("p1", "nps", 9.0), ("p3", "health_score", 1.0)]
+    assert stored == [("p1", 75.0, None), ("p2", 88.5, None), ("p3", 2.0, None), ("p4", 1.0, None)]
+    assert report.changed_values == 0
