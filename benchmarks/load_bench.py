@@ -394,9 +394,12 @@ def main() -> None:
     ap.add_argument("--files", default=None, help="a folder to keep the generated files in and reuse them from "
                     "(they must be of the same --accounts and --points)")
     ap.add_argument("--skip-without-history", action="store_true", help="do not run (c)")
+    ap.add_argument("--pg-url", default=PG_URL, help="the PostgreSQL database the scratch schemas go into")
     ap.add_argument("--marker", default="load_bench", help="the docs section's marker (one per size)")
     ap.add_argument("--write", action="store_true", help="write the section into docs/BENCHMARKS.md")
     args = ap.parse_args()
+    global PG_URL
+    PG_URL = args.pg_url
     text = run(args)
     print(text)
     if args.write:

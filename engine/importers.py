@@ -357,7 +357,8 @@ def _read_csv(src: _Source, fh: Any, errors: _Errors, lists: bool = False) -> It
         except csv.Error as e:
             errors.add(RowError(src.name, start, None, f"bad CSV: {e}"))
             return
-        if not record or not "".join(record).strip():
+        # A blank row (every value blank) is skipped; a first value that is not blank settles it.
+        if not record or ((not record[0] or record[0].isspace()) and not "".join(record).strip()):
             continue
         if len(record) != len(src.columns):
             errors.add(RowError(src.name, start, None,
@@ -714,6 +715,7 @@ class _FileLoad:
         self.typed_names: list[str] = []
         self.first_load: bool | None = None  # the table was empty when the file started (written to)
         self.deferred: list[tuple[str, str]] = []  # indexes dropped for a first load, made again at the end
+        self.nul: bool | None = None  # the file holds a NUL byte (None: not looked yet)
 
     # -- reading -------------------------------------------------------------
 
@@ -824,7 +826,7 @@ class _FileLoad:
         staging = self.staging
         assert staging is not None
         read_problems, self.pending = self.pending, _Errors(job.errors.cap)
-        if self.src.columns is not None and self.staged:
+        if self.src.columns is not None and self.staged and self._may_hold_nul():
             # A NUL cannot go through COPY; the rows holding one are Python's to report.
             if "\x00" in "\x1f".join(itertools.chain.from_iterable(raw for _, raw in self.chunk)):
                 nul = {row for row, raw in self.chunk if any("\x00" in v for v in raw)}
@@ -844,6 +846,20 @@ class _FileLoad:
         staging.clear()
         self.chunk, self.staged, self.slow = [], [], []
         job.progress(src.name, self.result.rows)
+
+    def _may_hold_nul(self) -> bool:
+        """Whether the file has a NUL byte anywhere (one scan in C, instead of joining every chunk's values)."""
+        if self.nul is None:
+            self.nul = False
+            try:
+                with self.src.path.open("rb") as fh:
+                    while block := fh.read(1 << 20):
+                        if b"\x00" in block:
+                            self.nul = True
+                            break
+            except OSError:
+                self.nul = True  # look at the values themselves
+        return self.nul
 
     def _check_and_write(self, final: bool, read_problems: _Errors, row_problems: _Errors) -> None:
         """The set-wise checks of the typed rows, then (no problem so far in the import) the write."""
