@@ -354,7 +354,8 @@ class Staging:
         self.rows += inserted.rowcount - len(bad)
         return bad
 
-    def write_checked(self, table: str, required: Sequence[str], key: str = "id") -> int:
+    def write_checked(self, table: str, required: Sequence[str], key: str = "id", *, also: Sequence[str] = (),
+                      params: dict[str, Any] | None = None) -> int:
         """Type the staged rows and INSERT them into `table` (columns named as `columns`) in one
         statement, without `_pb_typed`; returns the rows written.
 
@@ -362,6 +363,9 @@ class Staging:
         range, or empty in a `required` column makes `key` NULL, which the table
         refuses (NOT NULL), so the statement fails and the caller, in a
         savepoint, rolls back and takes the checked path that names the problem.
+
+        `also` (PostgreSQL): statements over `w`, the keys written (`w.id`), run in the same statement
+        (data-modifying WITH), so the stage is read once; `params` are their parameters.
         """
         fragments = self.fragments
         if self.pg and any(c.type.name is T.DATE for c in self.columns) and self._iso_dates():
@@ -374,10 +378,16 @@ class Staging:
         out = [f"CASE WHEN ({' AND '.join(oks)}) IS TRUE THEN v{i} END" if col.name == key else f"v{i}"
                for i, (col, _) in enumerate(pairs)]
         fence = "OFFSET 0" if self.pg else "LIMIT -1 OFFSET 0"
-        written = self.conn.exec_driver_sql(
-            f"INSERT INTO {table} ({', '.join(q(c.name) for c in self.columns)}) SELECT {', '.join(out)} "
-            f"FROM (SELECT {', '.join(self.names + values)} FROM {STAGE} {fence}) s").rowcount
-        return int(written)
+        insert = (f"INSERT INTO {table} ({', '.join(q(c.name) for c in self.columns)}) SELECT {', '.join(out)} "
+                  f"FROM (SELECT {', '.join(self.names + values)} FROM {STAGE} {fence}) s")
+        if also and self.pg:
+            # Every statement of `also` sees the keys written; the last one's rows are counted
+            # (callers end with one that writes a row per key).
+            extra = "".join(f", w{i} AS ({sql})" for i, sql in enumerate(also[:-1]))
+            sql = f"WITH w AS ({insert} RETURNING {q(key)} AS id){extra} {also[-1]}"
+            return int(self.conn.exec_driver_sql(sql, params or {}).rowcount)
+        assert not also, "`also` is for PostgreSQL"
+        return int(self.conn.exec_driver_sql(insert).rowcount)
 
     def add_typed(self, records: list[dict[str, Any]]) -> None:
         """Rows typed in Python (with `_row` and `_grp`)."""

@@ -133,6 +133,15 @@ def record_changes(conn: Connection, catalog: Catalog, source: str, columns: Seq
     return changed
 
 
+def known_since_sql(source: str, at: dt.datetime) -> tuple[str, dt.datetime]:
+    """PostgreSQL: the "known since" rows of the ids of `source` (a table or WITH name with `id`) that
+    have none yet, as `record_changes` writes them for new accounts; its `%(at)s` parameter's value."""
+    return (f"INSERT INTO account_field_history (account_id, field, valid_from) SELECT t.id, '{KNOWN}', %(at)s "
+            f"FROM {source} t WHERE NOT EXISTS (SELECT 1 FROM account_field_history h "
+            f"WHERE h.account_id = t.id AND h.field = '{KNOWN}')",
+            (at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc))
+
+
 def _typed(pg: bool, t: n.TypeRef, value: Any) -> sa.ColumnElement[Any]:
     """A stored history value as the SQL type of the account's column."""
     if t.name is T.BOOL:
@@ -182,4 +191,5 @@ def account_as_of(conn: Connection, catalog: Catalog, day: dt.date,
     return {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in conn.execute(query).mappings()}
 
 
-__all__ = ["HISTORY", "KNOWN", "account_as_of", "as_of_select", "record_changes", "tracked_fields"]
+__all__ = ["HISTORY", "KNOWN", "account_as_of", "as_of_select", "known_since_sql", "record_changes",
+           "tracked_fields"]

@@ -978,13 +978,20 @@ class _FileLoad:
         try:
             # Into an empty table a plain INSERT: an id twice in the file (or in an
             # earlier chunk) breaks the key and sends the chunk to the checked path.
-            written = staging.write_checked(table, required)
+            if plan.kind == "accounts" and staging.pg:
+                # One statement, one read of the stage: the accounts, their "known since" rows and
+                # their change marks (new ids only, so no stored value is replaced).
+                history_sql, at = history.known_since_sql("w", self.job.known_at)
+                written = staging.write_checked(table, required, also=[
+                    history_sql, "INSERT INTO account_changes (account_id) SELECT id FROM w"], params={"at": at})
+            else:
+                written = staging.write_checked(table, required)
             savepoint.commit()
         except (sa.exc.IntegrityError, sa.exc.DataError):
             savepoint.rollback()
             return False
         ids = f"(SELECT {staging.names[self.columns.index('id')]} AS id, _row FROM {bulkload.STAGE})"
-        if plan.kind == "accounts":
+        if plan.kind == "accounts" and not staging.pg:
             # New ids only, so no stored value is replaced: the history gets each one's "known since".
             history.record_changes(conn, self.job.catalog, ids, ["id"], self.job.known_at)
             changes.mark_sql(conn, ids, "id", distinct=False)  # the key proved the ids distinct
