@@ -126,3 +126,13 @@ def test_demo_accounts_are_known_since_the_start_of_their_metric_history(store: 
         current = {r["id"]: dict(r) for r in conn.execute(sa.select(accounts)).mappings()}
     assert len(known) == 30
     assert all(known[i] == {k: v for k, v in current[i].items() if k in known[i]} for i in known)
+
+
+def test_an_account_stored_before_the_history_gets_its_known_since_row_from_an_unchanged_re_import(
+        store: Store, tmp_path: Path) -> None:
+    load(store, tmp_path, "a.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,,\na2,Beta,smb,5000,3,no,,,\n", DAY1)
+    with store.engine.begin() as conn:  # as if a1 was written before account_field_history existed
+        conn.execute(HISTORY.delete().where(HISTORY.c.account_id == "a1"))
+    # The same values: a2 is left alone (already known since DAY1), a1 gets known from DAY2 on.
+    load(store, tmp_path, "b.csv", HEADER + "a1,Acme,smb,12000,10,yes,2026-09-30,,\na2,Beta,smb,5000,3,no,,,\n", DAY2)
+    assert rows(store) == [("a1", "*", DAY2, None, None, None), ("a2", "*", DAY1, None, None, None)]
