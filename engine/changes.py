@@ -152,8 +152,8 @@ class TimeRules:
     """
 
     # Comparisons that read the day (through a field: `days_until(account.renewal)`), each with its
-    # polarity (below).
-    dated: list[tuple[Any, bool | None]]
+    # polarity (below) and the roots that read it ("trigger.<name>", "gate.<name>").
+    dated: list[tuple[Any, bool | None, frozenset[str]]]
     # Values that read windows, with the windows and the polarity.
     windowed: list[tuple[Any, frozenset[Window], bool | None]]
 
@@ -188,8 +188,8 @@ def time_rules(catalog: Catalog, plans: Mapping[str, Plan]) -> TimeRules:
     return finder.rules()
 
 
-def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, rules: TimeRules, since: dt.date,
-                   today: dt.date) -> list[sa.Select[Any]]:
+def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, Plan], rules: TimeRules,
+                   since: dt.date, today: dt.date) -> list[sa.Select[Any]]:
     """SELECTs of account ids whose time-dependent values differ between `since` and `today` (since < today).
 
     A window of N days over a series can only change for an account with a
@@ -227,8 +227,11 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, rules: Time
         after.accounts = before.accounts  # one FROM for both days
         indexed = set(dated_fields(catalog, rules))
         everywhere = []
-        for atom, polarity in rules.dated:
+        for atom, polarity, roots in rules.dated:
             exact = _moved(before.compile(atom), after.compile(atom), polarity)
+            guard = _holds_today(catalog, plans, today, dialect, roots)
+            if guard is not None:
+                exact = sa.and_(exact, guard)
             hull = _date_hull(catalog, atom, since, today)
             if hull is None:
                 everywhere.append(exact)
@@ -246,10 +249,73 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, rules: Time
     return out
 
 
+def _holds_today(catalog: Catalog, plans: Mapping[str, Plan], today: dt.date, dialect: str,
+                 roots: Iterable[str]) -> Any:
+    """A condition on the account's row that holds wherever one of `roots` (the triggers and gates
+    reading a dated comparison) can change a decision today; None where no such condition is known.
+
+    Why it may narrow the dated scope: a comparison that moved changes a decision only by making a
+    trigger fire or a gate pass today (see Polarity), so its root must be true today, and then so
+    is each of the root's `and`ed parts; and a trigger that fires changes nothing while the gate
+    of the play it starts fails (that candidate is skipped, and a skipped candidate takes no other
+    play's turn). The parts that read no window are tested on the row the date's index range
+    found (`days_until(account.renewal_date) between 46 and 60 and account.health_score >= 80`:
+    only the healthy accounts entering the range, and of those only the ones the play's gate lets
+    through).
+    """
+    holds = []
+    for root in sorted(roots):
+        kind, name = root.split(".", 1)
+        if kind == "gate":
+            gate = _gate_today(catalog, today, dialect, name)
+            if gate is None:
+                return None
+            holds.append(gate)
+            continue
+        parts = []
+        for part in _conjuncts(catalog.triggers[name].when):
+            c = compiler(catalog, today, dialect)
+            value = c.truth(part)
+            if not c.reads_windows:
+                parts.append(value)
+        gates: list[Any] = []
+        for play in sorted(plans):
+            if play not in catalog.plays or name not in {t.name for t in catalog.triggers_starting(play)}:
+                continue
+            plan = plans[play]
+            gate = None if plan.ungated or plan.gate is None else _gate_today(catalog, today, dialect, plan.gate)
+            if gate is None:  # ungated, or a gate that reads windows: no condition from the play
+                gates = []
+                break
+            gates.append(gate)
+        if gates:
+            parts.append(sa.or_(*gates))
+        if not parts:
+            return None
+        holds.append(sa.and_(*parts))
+    return sa.or_(*holds) if holds else None
+
+
+def _gate_today(catalog: Catalog, today: dt.date, dialect: str, name: str) -> Any:
+    """The gate passes today, if that needs no window (None otherwise)."""
+    if name not in catalog.gates:
+        return None
+    c = compiler(catalog, today, dialect)
+    value = c.gate(name)
+    return None if c.reads_windows else value
+
+
+def _conjuncts(expr: Any) -> list[Any]:
+    """`a and b and c` as [a, b, c]; anything else as [expr]."""
+    if isinstance(expr, n.Binary) and expr.op == n.BinOp.AND:
+        return _conjuncts(expr.left) + _conjuncts(expr.right)
+    return [expr]
+
+
 def dated_fields(catalog: Catalog, rules: TimeRules) -> list[str]:
     """The stored date fields whose ranges decide the dated part of the next day's scope (`_date_hull`)."""
     found: set[str] = set()
-    for atom, _ in rules.dated:
+    for atom, _, _ in rules.dated:
         dated = _dated_atom(catalog, atom)
         if dated is not None:
             f = catalog.entity_field("account", dated[1].path[1])
@@ -387,18 +453,22 @@ class _TimeFinder:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._values: dict[str, tuple[Any, frozenset[Window], bool, bool | None]] = {}  # key -> (v, ws, dated, pol)
+        self._read_by: dict[str, set[str]] = {}  # key -> the roots that read the value
         self._roots: set[str] = set()
+        self._root = ""  # the root being walked
         self._stack: list[str] = []
         self._windows: set[Window] = set()  # read by the comparison being walked
 
     def rules(self) -> TimeRules:
         vals = list(self._values.values())
-        return TimeRules([(v, pol) for v, _, dated, pol in vals if dated],
+        return TimeRules([(v, pol, frozenset(self._read_by[k])) for k, (v, _, dated, pol) in self._values.items()
+                          if dated],
                          [(v, ws, pol) for v, ws, dated, pol in vals if not dated])
 
     def root(self, key: str, node: Any) -> None:
         if key not in self._roots:
             self._roots.add(key)
+            self._root = key
             self._follow(key, node, False, True)
 
     def _value(self, node: Any, windows: Iterable[Window], dated: bool, polarity: bool | None) -> None:
@@ -411,6 +481,7 @@ class _TimeFinder:
         if key in self._values and self._values[key][3] != polarity:
             polarity = None  # read both ways
         self._values[key] = (node, ws, dated, polarity)
+        self._read_by.setdefault(key, set()).add(self._root)
 
     def visit(self, node: Any, inside: bool, polarity: bool | None) -> bool:
         """Walk `node`; True when its value reads today outside a series (its comparison must be checked)."""
@@ -557,7 +628,7 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
         if rules is None:
             why = f"the day changed and {day_reads}"
         else:
-            parts = time_sensitive(conn, scratch, catalog, rules, prior.day, today)
+            parts = time_sensitive(conn, scratch, catalog, plans, rules, prior.day, today)
     if why:
         return Scope(True, why, digest, seen, dated=dated)
     if conn.dialect.name == "postgresql":

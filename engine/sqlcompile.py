@@ -169,6 +169,11 @@ class SQLCompiler:
             src = src.join(sub, on) if key in inner else src.outerjoin(sub, on)
         return src
 
+    @property
+    def reads_windows(self) -> bool:
+        """Whether anything compiled so far reads a window (joins a subquery to the accounts)."""
+        return bool(self._joins)
+
     def finish(self, column: ColumnElement) -> Compiled:
         return Compiled(column, self.from_clause(), self.accounts)
 

@@ -66,6 +66,23 @@ trigger quiet "Busy, no funding in 2 days"
   when not happened(funding, within 2 days) and account.usage > 80%
   then start growth
 
+trigger quiet_renewal "Quiet, renewal in 4-9 days"
+  when days_until(account.renewal) between 4 and 9 and account.usage < 60%
+  then start expand
+
+# A gate that reads the day: a trigger may fire days before its gate passes.
+gate near_renewal "Renewal close, healthy"
+  when days_until(account.renewal) <= 7
+    require account.health >= 70  "health 70+"
+  when account.health >= 90
+    require account.usage < 70%  "usage under 70%"
+
+play expand "Expand before the renewal"
+  priority 60
+  gate near_renewal
+  reenter after 3 days
+  day 1 email account.admin template hello
+
 play upsell "Upsell"
   priority 80
   gate healthy
@@ -126,7 +143,7 @@ def load(store: Store, folder: Path, kind: Any, rows: list[dict[str, Any]]) -> N
 account_rows = st.lists(st.fixed_dictionaries({
     "id": st.sampled_from(IDS),
     "usage": st.sampled_from([0.5, 0.9]),
-    "health": st.sampled_from([50, 80]),
+    "health": st.sampled_from([50, 80, 95]),
     "renewal_in": st.integers(0, 12),
     "admin": st.sampled_from(["x@example.com", "y@example.com", "z@example.com"]),
 }), max_size=4, unique_by=lambda r: r["id"])
@@ -240,7 +257,7 @@ trigger urgent "Urgent"
 """, "changes.play")
     plans = {p.play: p for p in (compile_play(project.catalog, d) for d in project.catalog.plays.values())}
     rules = changes.time_rules(project.catalog, plans)
-    assert ("band.urgency == high", True) in [(format_expr(v), p) for v, p in rules.dated]
+    assert ("band.urgency == high", True) in [(format_expr(v), p) for v, p, _ in rules.dated]
 
 
 def test_a_comparison_of_the_day_with_a_window_reads_every_account() -> None:
@@ -275,8 +292,11 @@ def test_each_windowed_value_is_checked_alone() -> None:
         ("avg(seats, 3 days) > 50", True), ("days_since(funding) == 8", True),
         ("growth(seats, 7 days) >= 20%", True), ("happened(funding, within 2 days)", False),
         ("happened(funding, within 5 days)", True)]
-    assert sorted((format_expr(v), p) for v, p in rules.dated) == [
-        ("account.days_left between 3 and 6", True), ("days_until(account.renewal) between 8 and 10", True)]
+    assert sorted((format_expr(v), p, sorted(r)) for v, p, r in rules.dated) == [
+        ("account.days_left between 3 and 6", True, ["trigger.renewing"]),
+        ("days_until(account.renewal) <= 7", None, ["gate.near_renewal"]),
+        ("days_until(account.renewal) between 4 and 9", True, ["trigger.quiet_renewal"]),
+        ("days_until(account.renewal) between 8 and 10", True, ["trigger.renewal_soon"])]
 
 
 def funded_busy(store: Store, tmp_path: Path, account: str) -> enrollment.SweepResult:
@@ -327,3 +347,38 @@ trigger few "Few fundings"
     assert sides["count(funding, 9 days) < 2"] == (0, 1)  # becomes true as points leave: both, not proven
     assert sides["growth(seats, 7 days) >= 20%"] == (0, 1)
     assert sides["days_since(funding) == 8"] == (0, 1)
+
+
+def test_a_dated_comparison_counts_only_where_its_trigger_and_gate_can_hold(store: Store, tmp_path: Path) -> None:
+    clear(store)
+    renewal = (START + dt.timedelta(days=10)).isoformat()
+    load(store, tmp_path, "accounts", [
+        {"id": "a1", "usage": 0.5, "health": 95, "admin": "1@example.com", "renewal": renewal},
+        {"id": "a2", "usage": 0.9, "health": 95, "admin": "2@example.com", "renewal": renewal},  # trigger: usage
+        {"id": "a3", "usage": 0.5, "health": 50, "admin": "3@example.com", "renewal": renewal},  # gate: no case
+    ])
+    enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    # On 06-02 all three renewals are 9 days away (quiet_renewal's range starts): only a1 can start a play.
+    day = START + dt.timedelta(days=1)
+    expected = {(d.play, d.account_id) for d in decision_set(store, CATALOG, PLANS, day, KNOBS) if d.enroll}
+    result = enrollment.record(store, CATALOG, PLANS, day, KNOBS, incremental=True)
+    assert (result.full, result.scope) == (False, 1)
+    assert {(e.play, e.account_id) for e in result.enrolled} == expected == {("expand", "a1")}
+
+
+def test_a_gate_that_starts_passing_with_the_day_brings_its_account_back(store: Store, tmp_path: Path) -> None:
+    clear(store)
+    renewal = (START + dt.timedelta(days=8)).isoformat()
+    load(store, tmp_path, "accounts", [
+        {"id": "a4", "usage": 0.5, "health": 80, "admin": "4@example.com", "renewal": renewal},
+        {"id": "a5", "usage": 0.5, "health": 50, "admin": "5@example.com", "renewal": renewal},
+    ])
+    first = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    # quiet_renewal fires, the gate fails (8 days > 7); renewal_soon starts the (concurrent) renewal play.
+    assert [(e.play, e.account_id) for e in first.enrolled] == [("renewal", "a4"), ("renewal", "a5")]
+    assert first.reasons["gate_failed"] == 2
+    # On 06-02 the renewal is 7 days away: the gate's first case applies, and a4 is healthy enough.
+    day = START + dt.timedelta(days=1)
+    result = enrollment.record(store, CATALOG, PLANS, day, KNOBS, incremental=True)
+    assert (result.full, result.scope) == (False, 1)
+    assert [(e.play, e.account_id) for e in result.enrolled] == [("expand", "a4")]
