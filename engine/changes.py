@@ -227,9 +227,10 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapp
         after.accounts = before.accounts  # one FROM for both days
         indexed = set(dated_fields(catalog, rules))
         everywhere = []
+        gates: dict[str, Any] = {}  # each gate compiled once (the shipped expansion_ready guards six comparisons)
         for atom, polarity, roots in rules.dated:
             exact = _moved(before.compile(atom), after.compile(atom), polarity)
-            guard = _holds_today(catalog, plans, today, dialect, roots)
+            guard = _holds_today(catalog, plans, today, dialect, roots, gates)
             if guard is not None:
                 exact = sa.and_(exact, guard)
             hull = _date_hull(catalog, atom, since, today)
@@ -250,7 +251,7 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapp
 
 
 def _holds_today(catalog: Catalog, plans: Mapping[str, Plan], today: dt.date, dialect: str,
-                 roots: Iterable[str]) -> Any:
+                 roots: Iterable[str], gates: dict[str, Any]) -> Any:
     """A condition on the account's row that holds wherever one of `roots` (the triggers and gates
     reading a dated comparison) can change a decision today; None where no such condition is known.
 
@@ -267,7 +268,7 @@ def _holds_today(catalog: Catalog, plans: Mapping[str, Plan], today: dt.date, di
     for root in sorted(roots):
         kind, name = root.split(".", 1)
         if kind == "gate":
-            gate = _gate_today(catalog, today, dialect, name)
+            gate = _gate_today(catalog, today, dialect, name, gates)
             if gate is None:
                 return None
             holds.append(gate)
@@ -278,31 +279,36 @@ def _holds_today(catalog: Catalog, plans: Mapping[str, Plan], today: dt.date, di
             value = c.truth(part)
             if not c.reads_windows:
                 parts.append(value)
-        gates: list[Any] = []
+        passes: list[Any] = []
         for play in sorted(plans):
             if play not in catalog.plays or name not in {t.name for t in catalog.triggers_starting(play)}:
                 continue
             plan = plans[play]
-            gate = None if plan.ungated or plan.gate is None else _gate_today(catalog, today, dialect, plan.gate)
+            gate = (None if plan.ungated or plan.gate is None
+                    else _gate_today(catalog, today, dialect, plan.gate, gates))
             if gate is None:  # ungated, or a gate that reads windows: no condition from the play
-                gates = []
+                passes = []
                 break
-            gates.append(gate)
-        if gates:
-            parts.append(sa.or_(*gates))
+            passes.append(gate)
+        if passes:
+            parts.append(sa.or_(*passes))
         if not parts:
             return None
         holds.append(sa.and_(*parts))
     return sa.or_(*holds) if holds else None
 
 
-def _gate_today(catalog: Catalog, today: dt.date, dialect: str, name: str) -> Any:
-    """The gate passes today, if that needs no window (None otherwise)."""
-    if name not in catalog.gates:
-        return None
-    c = compiler(catalog, today, dialect)
-    value = c.gate(name)
-    return None if c.reads_windows else value
+def _gate_today(catalog: Catalog, today: dt.date, dialect: str, name: str, known: dict[str, Any]) -> Any:
+    """The gate passes today, if that needs no window (None otherwise); `known`: the gates compiled so far."""
+    if name not in known:
+        value = None
+        if name in catalog.gates:
+            c = compiler(catalog, today, dialect)
+            value = c.gate(name)
+            if c.reads_windows:
+                value = None
+        known[name] = value
+    return known[name]
 
 
 def _conjuncts(expr: Any) -> list[Any]:
