@@ -117,6 +117,8 @@ def run(kind: str, n: int, share: float, repeat: int, source: str | None, prepar
     pb = Playbooks.load([ROOT / "playbooks"])
     knobs = enrollment.Settings()
     out: dict[str, Any] = {"store": kind}
+    if source:
+        (ROOT / ".bench").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / ".bench" if source else None) as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
