@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
 from dsl import nodes as n
@@ -86,6 +87,10 @@ class Dialect:
         """`body(value)`, with `value` computed once per row where writing it out repeats the work."""
         return body(value)
 
+    def conjunction(self, parts: list[ColumnElement]) -> ColumnElement:
+        """`a and b and ...` (the language's `and` is SQL's three-valued AND)."""
+        return sa.and_(*parts)
+
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
@@ -97,6 +102,22 @@ class SQLiteDialect(Dialect):
     def once(self, value, body):
         return Once(value, body)
 
+    def conjunction(self, parts):
+        """The cheap conditions first, and the costly ones (a band's score) only where they all
+        may hold: `CASE WHEN NOT (cheap) THEN false ELSE cheap AND costly END`.
+
+        Why: SQLite evaluates both sides of an AND in a result column (no
+        short circuit), so `band.whitespace == strong and account.x is not
+        empty` computed the score (a correlated subquery) for every account of
+        the one pass. A false cheap side makes the AND false whatever the
+        costly side is, so the guard changes no answer, empty included.
+        """
+        costly = [p for p in parts if _costly(p)]
+        if not costly or len(costly) == len(parts):
+            return sa.and_(*parts)
+        cheap = [p for p in parts if not _costly(p)]
+        return sa.case((sa.not_(sa.and_(*cheap)), sa.false()), else_=sa.and_(*cheap, *costly))
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -107,6 +128,11 @@ class PostgresDialect(Dialect):
 
 
 DIALECTS: dict[str, type[Dialect]] = {"sqlite": SQLiteDialect, "postgresql": PostgresDialect}
+
+
+def _costly(column: ColumnElement) -> bool:
+    """Whether SQL runs a subquery per row to compute `column` (a `Once`, a scalar subquery)."""
+    return any(isinstance(e, (Once, sa.ScalarSelect)) for e in visitors.iterate(column))
 
 
 def dialect_for(name: str) -> Dialect:
@@ -304,10 +330,10 @@ class SQLCompiler:
         return sa.not_(inner) if e.op == n.UnOp.NOT else -inner
 
     def _binary(self, e: n.Binary):
+        if e.op == n.BinOp.AND:
+            return self.dialect.conjunction([self.compile(c) for c in conjuncts(e)])
         left, right = self.compile(e.left), self.compile(e.right)
         match e.op:
-            case n.BinOp.AND:
-                return sa.and_(left, right)
             case n.BinOp.OR:
                 return sa.or_(left, right)
             case n.BinOp.ADD:
@@ -516,6 +542,13 @@ def _let_of(expr: n.Node, catalog: Catalog) -> n.LetDecl | None:
     if isinstance(expr, n.Ref) and len(expr.path) == 2 and expr.path[0] == "account":
         return catalog.entity_let("account", expr.path[1])
     return None
+
+
+def conjuncts(expr: n.Expr) -> list[n.Expr]:
+    """`a and b and c` as [a, b, c]; anything else as [expr]."""
+    if isinstance(expr, n.Binary) and expr.op == n.BinOp.AND:
+        return conjuncts(expr.left) + conjuncts(expr.right)
+    return [expr]
 
 
 def disjuncts(expr: n.Expr) -> list[n.Expr]:

@@ -322,3 +322,46 @@ def test_each_function_in_sql_gives_the_reference_value(store, form, data, accou
     want = {f"acc{i}": Evaluator(CATALOG, snapshot(acc), TODAY).eval_expr(call) for i, acc in enumerate(accounts)}
     assert got.keys() == want.keys()
     assert all(_same(got[k], want[k]) for k in want), (got, want)
+
+
+def _band_and(*others: n.Expr) -> n.Expr:
+    expr: n.Expr = n.Binary(op=n.BinOp.EQ, left=n.Ref(path=["band", "s"]), right=n.Symbol(name="hi"))
+    for other in others:
+        expr = n.Binary(op=n.BinOp.AND, left=expr, right=other)
+    return expr
+
+
+def test_a_band_anded_with_cheap_conditions_keeps_three_valued_logic(store):
+    """On SQLite the score's subquery runs only where the cheap conjuncts may hold
+    (`SQLiteDialect.conjunction`); the answer is the reference's, empty included."""
+    flag = n.Ref(path=["account", "flag"])
+    seg_x = n.Binary(op=n.BinOp.EQ, left=n.Ref(path=["account", "seg"]), right=n.Symbol(name="x"))
+    rows = []
+    for a in (None, 1.0, 9.0):  # score empty-free: 1 + (0 | 5 | 10) points with flag otherwise 1
+        for f in (None, False, True):
+            for seg in (None, "x", "y"):
+                rows.append({"a": a, "b": None, "p": None, "seg": seg, "flag": f, "d": None, "m": {}, "e": []})
+    load(store, rows)
+    for expr in (_band_and(flag), _band_and(flag, seg_x), n.Binary(op=n.BinOp.AND, left=seg_x, right=_band_and(flag))):
+        with store.connect() as conn:
+            got = values(conn, RuleSQL(CATALOG, TODAY, store.dialect), expr)
+            ids = sorted(r[0] for r in conn.execute(RuleSQL(CATALOG, TODAY, store.dialect).where(expr)))
+        want = reference(rows, expr)
+        assert got == want
+        assert ids == sorted(k for k, v in want.items() if v is True)
+        assert {True, False, None} <= set(want.values())  # every answer occurs: the check says something
+
+
+def test_sqlite_guards_a_costly_conjunct_with_the_cheap_ones():
+    from sqlalchemy.dialects import sqlite
+
+    flag = n.Ref(path=["account", "flag"])
+    c = compiler(CATALOG, TODAY, "sqlite")
+    sql = str(c.compile(_band_and(flag)).compile(dialect=sqlite.dialect()))
+    guard, _, rest = sql.partition(" ELSE ")
+    assert guard.startswith("CASE WHEN ") and "accounts.flag" in guard  # the cheap side first, alone
+    assert "SELECT" not in guard and "SELECT" in rest  # the score's subquery only past the guard
+    # Nothing costly: a plain AND, as on PostgreSQL.
+    plain = str(compiler(CATALOG, TODAY, "sqlite").compile(n.Binary(op=n.BinOp.AND, left=flag, right=flag))
+                .compile(dialect=sqlite.dialect()))
+    assert "CASE" not in plain
