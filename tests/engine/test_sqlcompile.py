@@ -365,3 +365,40 @@ def test_sqlite_guards_a_costly_conjunct_with_the_cheap_ones():
     plain = str(compiler(CATALOG, TODAY, "sqlite").compile(n.Binary(op=n.BinOp.AND, left=flag, right=flag))
                 .compile(dialect=sqlite.dialect()))
     assert "CASE" not in plain
+
+
+def test_day_counts_against_whole_numbers_compare_the_dates_and_agree_with_the_reference(store):
+    """`days_until(d) > 3` compiles to `d > today + 3` on SQLite (`SQLCompiler.day_comparison`);
+    every operator, both functions, either side, fractions (not rewritten), BETWEEN and empty dates agree."""
+    rows = [{"a": None, "b": None, "p": None, "seg": None, "flag": None, "d": d, "m": {}, "e": []}
+            for d in [None, *(TODAY + dt.timedelta(days=k) for k in range(-6, 7))]]
+    load(store, rows)
+    d = n.Ref(path=["account", "d"])
+    exprs: list[n.Expr] = []
+    for func in ("days_until", "days_since"):
+        call = n.Call(func=func, args=[d])
+        for op in n.COMPARISONS:
+            for k in (-3, 0, 2, 2.5):
+                exprs.append(n.Binary(op=op, left=call, right=n.Number(value=k)))
+                exprs.append(n.Binary(op=op, left=n.Number(value=k), right=call))
+        for low, high in ((-2, 3), (3, -2), (1, 1), (0.5, 4)):
+            exprs.append(n.Between(value=call, low=n.Number(value=low), high=n.Number(value=high)))
+    for expr in exprs:
+        with store.connect() as conn:
+            got = values(conn, RuleSQL(CATALOG, TODAY, store.dialect), expr)
+        want = reference(rows, expr)
+        assert got == want, expr
+        assert want["acc0"] is None and {True, False} & set(want.values())
+
+
+def test_sqlite_compares_a_whole_day_count_as_a_date():
+    from sqlalchemy.dialects import sqlite
+
+    call = n.Call(func="days_until", args=[n.Ref(path=["account", "d"])])
+    sql = str(compiler(CATALOG, TODAY, "sqlite").compile(
+        n.Binary(op=n.BinOp.GT, left=call, right=n.Number(value=45))).compile(
+        dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    assert sql == "accounts.d > '2026-07-16'" and "julianday" not in sql
+    fraction = str(compiler(CATALOG, TODAY, "sqlite").compile(
+        n.Binary(op=n.BinOp.GT, left=call, right=n.Number(value=45.5))).compile(dialect=sqlite.dialect()))
+    assert "julianday" in fraction
