@@ -398,6 +398,8 @@ class SQLCompiler:
         """
         if not self.dialect.days_as_dates or not isinstance(call, n.Call) or not isinstance(other, n.Number):
             return None
+        if type(self)._call is not SQLCompiler._call or type(self)._today is not SQLCompiler._today:
+            return None  # a compiler whose today is a row's day (engine/backtest.py, daysteps.py)
         form = form_of(call)
         if form is None or form.name not in ("days_until", "days_since") or form.series is not None:
             return None

@@ -11,6 +11,7 @@ import datetime as dt
 import math
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -402,3 +403,17 @@ def test_sqlite_compares_a_whole_day_count_as_a_date():
     fraction = str(compiler(CATALOG, TODAY, "sqlite").compile(
         n.Binary(op=n.BinOp.GT, left=call, right=n.Number(value=45.5))).compile(dialect=sqlite.dialect()))
     assert "julianday" in fraction
+
+
+def test_a_compiler_reading_the_day_from_its_rows_keeps_counting_days():
+    """The backtest's compilers put each row's day where `today` is: no date of the compile day in their SQL."""
+    from sqlalchemy.dialects import sqlite
+
+    from engine.backtest import DayCompiler
+
+    call = n.Call(func="days_until", args=[n.Ref(path=["account", "d"])])
+    c = DayCompiler(CATALOG, TODAY, DIALECTS["sqlite"]())
+    c.accounts = sa.table("rows", sa.column("id"), sa.column("day"), sa.column("d"))
+    sql = str(c.compile(n.Binary(op=n.BinOp.GT, left=call, right=n.Number(value=45))).compile(
+        dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    assert "rows.day" in sql and "2026-07-16" not in sql
