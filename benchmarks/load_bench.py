@@ -299,6 +299,7 @@ def run(args: argparse.Namespace) -> str:
                 hist_bytes = size_bytes(store, "account_field_history")
                 r.setdefault("reimport_changed", []).append(timed(
                     lambda: importers.import_file(store, catalog, "accounts", changed_csv, known_at=SECOND)))
+                r.setdefault("cpu_reimport_changed", []).append(LAST_CPU[0])
                 changed_bytes = size_bytes(store, "account_field_history") - hist_bytes
                 r.setdefault("as_of_before", []).append(timed(lambda: read_all(store, catalog, FIRST.date())))
                 r.setdefault("current", []).append(timed(lambda: read_all(store, catalog, None)))
@@ -358,12 +359,13 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, list[float]]],
                          f"**{m[f'import_{name}'] / m[f'bare_{name}']:.2f}x** | {nohist} | {cpu} |")
     lines += ["", "Field history (store (b), after the first import, then a re-import with 1% of the accounts "
               "changed in one field):", "",
-              "| store | history rows after the first import (bytes) | re-import with 1% changed (s) | "
+              "| store | history rows after the first import (bytes) | re-import with 1% changed (s; CPU s) | "
               "history rows it added (bytes) | every account as of a day before (s) | "
               "every account now, from `accounts` (s) |", "|---|---:|---:|---:|---:|---:|"]
     for kind, note in notes.items():
         lines.append(f"| {kind} | {note['history_rows']:,} ({note['history_bytes']:,}) | "
-                     f"{med[kind]['reimport_changed']:.2f} | {note['changed_rows']:,} "
+                     f"{med[kind]['reimport_changed']:.2f}; {med[kind].get('cpu_reimport_changed', 0):.2f} | "
+                     f"{note['changed_rows']:,} "
                      f"({note.get('changed_bytes', 0):,}) | {med[kind]['as_of_before']:.2f} | "
                      f"{med[kind]['current']:.2f} |")
     lines += ["", "All runs (s; each bare load next to its import, the bare one first in repetitions 1, 3, ..., "
