@@ -15,7 +15,7 @@ and per-quarter counts. --sample-every N replays only every Nth day by day
 (when every day would take too long) and checks, on those days, that both
 name the same accounts.
 
---keep NAME builds each store once and keeps it (SQLite: /work/benchdata/NAME.sqlite; PostgreSQL:
+--keep NAME builds each store once and keeps it (SQLite: /work/benchdata/NAME.sqlite, or in --keep-dir; PostgreSQL:
 schema NAME of --pg-db), so later runs with the same NAME reuse it instead of building again (the
 100,000-account build takes 5-13 minutes on the loaded machine). A kept store records the size it
 was built at; asking for another size with the same NAME is an error.
@@ -239,6 +239,7 @@ def main() -> None:
                    help="print each set-wise statement that takes longer than this (wall), to see where time goes")
     p.add_argument("--keep", metavar="NAME", help="build the stores once under NAME and reuse them in later runs")
     p.add_argument("--pg-db", default="test", help="the PostgreSQL database (the store is a schema in it)")
+    p.add_argument("--keep-dir", type=Path, default=KEPT, help="where --keep puts the SQLite store")
     args = p.parse_args()
     catalog = load([ROOT / "playbooks"]).catalog
     print(describe(), "| load", load_average())
@@ -247,7 +248,7 @@ def main() -> None:
     results: list[dict[str, Any] | None] = []
     if not args.skip_sqlite:
         if args.keep:
-            path = KEPT / f"{args.keep}.sqlite"
+            path = args.keep_dir / f"{args.keep}.sqlite"
         else:
             folder = Path("/tmp") / f"backtest-bench-{uuid.uuid4().hex[:8]}"
             folder.mkdir()

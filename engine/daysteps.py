@@ -34,25 +34,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import UnaryExpression
 
 from dsl import nodes as n
 from dsl.catalog import Catalog
 from dsl.functions import Function, form_of
 from engine.enroll import Scratch
-from engine.schema import Base
 from engine.sqlcompile import SQLCompiler, dialect_for
 from engine.sqlfunctions import Window
 
 # Window kinds (engine/sqlfunctions.py) with a step form, and the columns their rows carry.
 STEPPED = {"count": ("v",), "avg": ("v",), "sum": ("v",), "latest": ("v",), "last": ("v",),
            "ends": ("n", "first", "last")}
-_ORDINAL = {"latest", "last", "ends"}  # values read back from the series row at a running count
-# The running sums each kind reads: s, c (sum and count of non-null values), n (points in the window),
-# hi, lo (points entered, left: the ordinals of the window's last point and of the one before its first).
-_SUMS = {"count": ("n",), "avg": ("s", "c"), "sum": ("s", "c"), "latest": ("hi",), "last": ("hi",),
-         "ends": ("hi", "lo")}
 _CLAMP = 10**8  # days: beyond any date either database holds, so a crossing there is never in range
 
 Key = tuple[str, str, str, float | None]  # (series, kind, name, days) as SQLCompiler.window_key
@@ -96,92 +88,133 @@ def steps(conn: Connection, scratch: Scratch, key: Key, start: dt.date, end: dt.
 
     Every account with a row in reach has rows covering all of [start, end]
     (a span with nothing in the window reads as no row would); an account
-    without one has none, which the caller's outer join reads the same way."""
+    without one has none, which the caller's outer join reads the same way.
+
+    One window pass over the series in (account, day) order, with RANGE frames
+    over days: each point i gives the step where it enters (its day d, the
+    window (d - N, d]) and the one where it leaves (d + N, the window
+    (d, d + N]); the step's end q is the next day any point enters or leaves
+    (the next point's day, the first point of the window + N, the first point
+    after d + N). A leave on a day some point enters, and all but the last of
+    points on one day, give no row; the points before `start` give one row,
+    the last, at `start`; an account whose first point comes after `start`
+    gets an empty row from `start` to it. No sort but the window's, no join."""
     series, kind, name, days = key
     dialect = conn.dialect.name
-    metrics, events = Base.metadata.tables["metric_points"], Base.metadata.tables["events"]
-    table, series_col, day_col = (metrics, "metric", "date") if series == "metric" else (events, "event", "occurred_on")
-    d = table.c[day_col]
-    lo, hi = sa.literal(start, sa.Date), sa.literal(end, sa.Date)
-    after = sa.literal(end + dt.timedelta(days=1), sa.Date)
     out = scratch.table("_pb_bt_steps", sa.Column("account_id", sa.Text), sa.Column("p", sa.Date),
                         sa.Column("q", sa.Date), *(sa.Column(c, _col_type(kind, c)) for c in STEPPED[kind]))
     width = None if days is None else math.ceil(days)
     if width is not None and width <= 0:
         return out  # a window of no days never holds a row
-    value = table.c.value if series == "metric" else sa.cast(sa.null(), sa.Float)
-    # SQLite: `+date` keeps the planner off the (metric, date, account) index, so the primary key
-    # (metric, account, date) hands the points over already in the order the windows sort them by.
-    dated: Any = (UnaryExpression(d, operator=operators.custom_op("+"), type_=sa.Date)
-                  if dialect == "sqlite" and series == "metric" else d)
-    where = [table.c[series_col] == name, dated <= hi]
-    if width is not None:
-        where.append(dated > plus_days(dialect, lo, -width))
-    cols: list[Any] = [table.c.account_id.label("a"), d.label("d"), value.label("v")]
-    if kind in _ORDINAL:
-        rows: Any = scratch.table("_pb_bt_rows", sa.Column("a", sa.Text), sa.Column("d", sa.Date),
-                                  sa.Column("v", sa.Float), sa.Column("k", sa.BigInteger))
-        k = sa.func.row_number().over(partition_by=table.c.account_id, order_by=(d, table.c.id) if series == "event"
-                                      else d)
-        conn.execute(sa.insert(rows).from_select(["a", "d", "v", "k"], sa.select(*cols, k).where(*where)))
-        index(conn, rows, "ak", "a", "k")
-        analyze(conn, rows)
+    table, series_col, day_col = (("metric_points", "metric", "date") if series == "metric"
+                                  else ("events", "event", "occurred_on"))
+    sqlite = dialect == "sqlite"
+    value = "value" if series == "metric" else "CAST(NULL AS FLOAT)" if sqlite else "CAST(NULL AS DOUBLE PRECISION)"
+    if sqlite:
+        # Day numbers: SQLite's RANGE frames want a number. `+date` keeps the planner on the primary key.
+        dated = f"+{day_col}" if series == "metric" else day_col
+        day = f"CAST(julianday({dated}) - 2440587.5 AS INTEGER)"
+        lo, hi = "CAST(julianday(:lo) - 2440587.5 AS INTEGER)", "CAST(julianday(:hi) - 2440587.5 AS INTEGER)"
+        since = f"{dated} > date(:lo, '-{width} days')" if width is not None else "1 = 1"
+
+        def offset(k: int) -> str:
+            return str(k)
+
+        def as_date(x: str) -> str:
+            return f"date({x} + 2440587.5)"
+
+        def least_(*xs: str) -> str:
+            return f"min({', '.join(xs)})"
+
+        def greatest_(*xs: str) -> str:
+            return f"max({', '.join(xs)})"
     else:
-        rows = sa.select(*cols).where(*where).cte("r")
-    enter = sa.case((rows.c.d < lo, lo), else_=rows.c.d)
-    nonnull = sa.case((rows.c.v.is_(None), 0), else_=1)
-    # Each kind sums only the changes it reads: a window function per running sum is most of a step
-    # query's cost on SQLite.
-    sums = _SUMS[kind]
-    entered = {"s": sa.func.coalesce(rows.c.v, 0.0), "c": nonnull, "n": sa.literal(1), "hi": sa.literal(1),
-               "lo": sa.literal(0)}
-    left = {"s": -sa.func.coalesce(rows.c.v, 0.0), "c": -nonnull, "n": sa.literal(-1), "hi": sa.literal(0),
-            "lo": sa.literal(1)}
-    zero = {"s": sa.literal(0.0), "c": sa.literal(0), "n": sa.literal(0), "hi": sa.literal(0), "lo": sa.literal(0)}
-    parts: list[Any] = [
-        sa.select(rows.c.a, enter.label("p"), *(entered[x].label("d" + x) for x in sums)),
-        sa.select(rows.c.a, lo.label("p"), *(zero[x] for x in sums)).group_by(rows.c.a),
-    ]
-    if width is not None:
-        leave = plus_days(dialect, rows.c.d, width)
-        parts.append(sa.select(rows.c.a, leave, *(left[x] for x in sums)).where(leave <= hi))
-    ev = sa.union_all(*parts).subquery("ev")
-    g = (sa.select(ev.c.a, ev.c.p, *(sa.func.sum(ev.c["d" + x]).label("d" + x) for x in sums))
-         .group_by(ev.c.a, ev.c.p).subquery("g"))
+        # Dates, so the (metric, account, date) key hands the points over in the windows' order.
+        dated = day_col
+        day = day_col
+        lo, hi = "CAST(:lo AS DATE)", "CAST(:hi AS DATE)"
+        since = f"{dated} > CAST(:lo AS DATE) - {width}" if width is not None else "1 = 1"
 
-    def run(c: Any) -> Any:
-        return sa.func.sum(c).over(partition_by=g.c.a, order_by=g.c.p, rows=(None, 0))
+        def offset(k: int) -> str:
+            return f"INTERVAL '{k} days'"
 
-    running = sa.select(g.c.a, g.c.p, sa.func.coalesce(sa.func.lead(g.c.p).over(partition_by=g.c.a, order_by=g.c.p),
-                                                       after).label("q"),
-                        *(run(g.c["d" + x]).label(x) for x in sums)).subquery("st")
-    st = running.c
-    src: Any = running
-    if kind == "count":
-        values: list[Any] = [st.n]
-    elif kind == "avg":
-        values = [sa.case((st.c > 0, sa.cast(st.s, sa.Float) / st.c))]
-    elif kind == "sum":
-        values = [sa.case((st.c > 0, st.s))]
+        def as_date(x: str) -> str:
+            return x
+
+        def least_(*xs: str) -> str:
+            return f"least({', '.join(xs)})"
+
+        def greatest_(*xs: str) -> str:
+            return f"greatest({', '.join(xs)})"
+    after = f"({hi} + 1)"
+    # Per frame: the aggregates each kind reads (s, c: sum and count of values; n: points; f, l: the first
+    # and last point's value; ld: the last point's day).
+    aggs = {"count": {"n": "count(*)"}, "avg": {"s": "sum(v)", "c": "count(v)"}, "sum": {"s": "sum(v)"},
+            "latest": {"l": "last_value(v)"}, "last": {"ld": "last_value(d)"},
+            "ends": {"n": "count(*)", "f": "first_value(v)", "l": "last_value(v)"}}[kind]
+    cols = [f"{agg} OVER e AS e_{k}" for k, agg in aggs.items()]
+    cols += ["lead(d) OVER e AS nd", "lag(d) OVER e AS pd"]
+    frames = []
+    if width is None:
+        frames.append("e AS (PARTITION BY a ORDER BY d RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)")
     else:
-        # A point read back by its ordinal: an equi-join on (a, k), which PostgreSQL can hash or merge
-        # (a correlated look-up per step row was an index probe each).
-        def at(k: Any, column: str) -> Any:
-            nonlocal src
-            r = rows.alias(f"k{len(values_at)}")
-            values_at.append(r)
-            src = src.outerjoin(r, sa.and_(r.c.a == st.a, r.c.k == k))
-            return r.c[column]
+        frames.append(f"e AS (PARTITION BY a ORDER BY d RANGE BETWEEN {offset(width - 1)} PRECEDING AND CURRENT ROW)")
+        frames.append(f"l AS (PARTITION BY a ORDER BY d RANGE BETWEEN {offset(1)} FOLLOWING AND {offset(width)} "
+                      "FOLLOWING)")
+        frames.append(f"nw AS (PARTITION BY a ORDER BY d RANGE BETWEEN {offset(width)} FOLLOWING AND UNBOUNDED "
+                      "FOLLOWING)")
+        cols += [f"{agg} OVER l AS l_{k}" for k, agg in aggs.items()]
+        cols += ["first_value(d) OVER e AS e0", "first_value(d) OVER nw AS fw"]
 
-        values_at: list[Any] = []
+    def values(prefix: str) -> list[str]:
+        """The step's columns (STEPPED[kind]) from one frame's aggregates; None: the empty window."""
+        if prefix == "":
+            return {"count": ["0"], "avg": ["NULL"], "sum": ["NULL"], "latest": ["NULL"], "last": ["NULL"],
+                    "ends": ["0", "NULL", "NULL"]}[kind]
+        if kind == "count":
+            return [f"{prefix}n"]
+        if kind == "avg":
+            return [f"CASE WHEN {prefix}c > 0 THEN CAST({prefix}s AS FLOAT) / {prefix}c END"]
+        if kind == "sum":
+            return [f"{prefix}s"]
         if kind == "latest":
-            values = [at(st.hi, "v")]
-        elif kind == "last":
-            values = [at(st.hi, "d")]
-        else:  # ends: the number of points in the window, its first and last point's values
-            values = [st.hi - st.lo, at(st.lo + 1, "v"), at(st.hi, "v")]
-    conn.execute(sa.insert(out).from_select(["account_id", "p", "q", *STEPPED[kind]],
-                                            sa.select(st.a, st.p, st.q, *values).select_from(src)))
+            return [f"{prefix}l"]
+        if kind == "last":
+            return [as_date(f"{prefix}ld")]
+        return [f"{prefix}n", f"{prefix}f", f"{prefix}l"]
+
+    last_peer = "(w.nd IS NULL OR w.nd <> w.d)"
+    # t = 0: the step where the point enters (the last point on or before `start` enters at `start`).
+    enter_q = (least_("coalesce(w.nd, " + after + ")", after) if width is None
+               else least_("coalesce(w.nd, " + after + ")", f"w.e0 + {width}", after))
+    parts = [(0, f"{last_peer} AND (w.d > {lo} OR w.nd IS NULL OR w.nd > {lo})", greatest_("w.d", lo), enter_q,
+              values("w.e_"))]
+    # t = 1: where it leaves, unless a point enters that day.
+    if width is not None:
+        leave_q = least_(f"coalesce(w.fw, {after})", f"coalesce(w.nd + {width}, {after})", after)
+        parts.append((1, f"{last_peer} AND w.d + {width} <= {hi} AND (w.fw IS NULL OR w.fw <> w.d + {width})",
+                      f"w.d + {width}", leave_q, values("w.l_")))
+    # t = 2: nothing in the window from `start` to the first point.
+    parts.append((2, f"w.pd IS NULL AND w.d > {lo}", lo, "w.d", values("")))
+    n_cols = len(STEPPED[kind])
+
+    def pick(i: int) -> str:
+        # one CASE per column over the kinds of row
+        whens = " ".join(f"WHEN {t} THEN {vals[i]}" for t, _, _, _, vals in parts)
+        return f"CASE k.t {whens} END"
+
+    where = " OR ".join(f"(k.t = {t} AND {cond})" for t, cond, _, _, _ in parts)
+    p_sql = "CASE k.t " + " ".join(f"WHEN {t} THEN {p}" for t, _, p, _, _ in parts) + " END"
+    q_sql = "CASE k.t " + " ".join(f"WHEN {t} THEN {q}" for t, _, _, q, _ in parts) + " END"
+    kinds = " UNION ALL ".join(f"SELECT {t} AS t" for t, *_ in parts)
+    qi = conn.dialect.identifier_preparer.quote
+    sql = (f"INSERT INTO {qi(out.name)} (account_id, p, q, {', '.join(qi(c) for c in STEPPED[kind])}) "
+           f"SELECT w.a, {as_date(p_sql)}, {as_date(q_sql)}, {', '.join(pick(i) for i in range(n_cols))} "
+           f"FROM (SELECT a, d, {', '.join(cols)} FROM (SELECT account_id AS a, {day} AS d, {value} AS v "
+           f"FROM {table} WHERE {series_col} = :name AND {dated} <= :hi AND {since}) pts "
+           f"WINDOW {', '.join(frames)}) w CROSS JOIN ({kinds}) k WHERE {where}")
+    conn.execute(sa.text(sql).bindparams(sa.bindparam("name", name), sa.bindparam("lo", start, type_=sa.Date),
+                                         sa.bindparam("hi", end, type_=sa.Date)))
     index(conn, out, "ap", "account_id", "p")
     analyze(conn, out)
     return out

@@ -172,6 +172,52 @@ def test_set_wise_backtest_equals_the_day_by_day_reference(kind, tmp_path, seed_
         same(fast, slow)
 
 
+def seed_irregular(store: Store, rng: random.Random, n: int = 6) -> None:
+    """The edges of the step functions (engine/daysteps.py, one window pass with RANGE frames): points on
+    random days with gaps longer than the windows, some with no value, series starting long before START
+    or only after it, several events of an account on one day, a point entering the day another leaves."""
+    accounts = schema.entity_table(CATALOG.account, "account")
+    rows, hist, points, events = [], [], [], []
+    for i in range(n):
+        aid = f"a{i}"
+        rows.append({"id": aid, "name": aid, "plan": "Growth", "usage_percent": None, "health_score": 70,
+                     "renewal_date": None})
+        hist.append({"account_id": aid, "field": "*", "valid_from": at(START - dt.timedelta(days=90)),
+                     "valid_to": None})
+        first = rng.choice([-80, -40, -12, -3, 0, 5, 40])
+        days = sorted(rng.sample(range(first, 62), rng.randrange(0, 12)))
+        if days and rng.random() < 0.5:  # a point entering the day the first one leaves a 7- or 30-day window
+            days = sorted(set(days) | {days[0] + rng.choice([7, 30])})
+        for d in days:
+            points.append({"metric": "engagement_minutes", "account_id": aid, "date": START + dt.timedelta(days=d),
+                           "value": rng.choice([None, 20.0, 60.0, 95.0, 50.0])})
+            points.append({"metric": "headcount", "account_id": aid, "date": START + dt.timedelta(days=d),
+                           "value": rng.choice([None, 100.0, 125.0, 160.0])})
+        for k, d in enumerate(rng.choices(range(first, 62), k=rng.randrange(0, 6))):
+            for j in range(rng.choice([1, 1, 2, 3])):  # several on one day
+                day = START + dt.timedelta(days=d)
+                events.append({"key": f"{aid}-{k}-{j}", "account_id": aid, "event": "funding_announced",
+                               "occurred_at": at(day, 9 + j), "occurred_on": day})
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(accounts), rows)
+        conn.execute(sa.insert(HISTORY), history(hist))
+        if points:
+            conn.execute(sa.insert(schema.MetricPoint.__table__), points)
+        rollups.rebuild(conn)
+        if events:
+            conn.execute(sa.insert(schema.Event.__table__), events)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed_value=st.integers(0, 10_000))
+def test_irregular_series_step_as_the_day_by_day_reference(kind, tmp_path, seed_value) -> None:
+    with fresh_store(kind, tmp_path, CATALOG) as store:
+        seed_irregular(store, random.Random(seed_value))
+        fast, slow = both(store, ["funded", "engaged", "growing", "recent", "summed", "lowest", "quiet"])
+        same(fast, slow)
+
+
 # Daily values from START whose window on the last day adds up to the threshold exactly in decimals, while
 # the running sums the set-wise path differences (engine/daysteps.py) land one bit off it: found by brute
 # force (adding in date order, as the reference's avg() and sum() do, against running sums).
