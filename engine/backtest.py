@@ -10,12 +10,12 @@ day. Two paths that must agree (tests/engine/test_backtest.py):
   account and span of days in which none of its fields changed, from the
   history's intervals), each window a condition reads becomes a step
   function (engine/daysteps.py: one row per span in which its value holds,
-  from running sums over the series), and each condition is one INSERT ...
+  from one window pass over the series), and each condition is one INSERT ...
   SELECT over the versions cut by its windows' steps (and, if it reads the
   day, at the days its comparisons cross): one evaluation per span, never
   per day. A window with no step form (min, max over a window) is evaluated
   over versions x days, aggregated per (account, day). Where a comparison
-  reads an avg or sum window near its threshold, the running sums may be a
+  reads an avg or sum window near its threshold, the sliding sums may be a
   bit off the reference's direct ones: those spans are decided by day with
   the reference's SQL (engine/dayties.py, `_decide_open`).
 * the reference (`backtest_by_day`): today's compiler once per day, reading

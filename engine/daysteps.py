@@ -6,7 +6,7 @@
 
 A window's value changes only on the days a point enters it (its date) or
 leaves it (its date + N), so per account it is a step function: one row per
-span of days with the running sums at the span's start (`steps`, one sort of
+span of days with the window's aggregates at the span's start (`steps`, one window pass over
 the series, no join of series rows to days). A condition's spans are the
 account's versions (engine/backtest.py) cut by the steps of the windows it
 reads; each span is evaluated once, at its first day.
@@ -19,8 +19,10 @@ candidates around each crossing, in whole days), so again one evaluation per
 span. A day-reading form this cannot place (`days_until(x) * 2 > y`) makes
 the spans single days: slower, still right.
 
-Sums are running sums, which can differ from the reference's direct sums in
-the last bit of a double; engine/dayties.py makes the answers the same (a
+Sums are sliding sums over a RANGE frame (SQLite adds each point as it enters
+and subtracts it as it leaves; PostgreSQL adds the frame again for each
+point), which can differ from the reference's direct sums in the last bit of
+a double; engine/dayties.py makes the answers the same (a
 comparison near its threshold is decided by the reference's own SQL).
 """
 

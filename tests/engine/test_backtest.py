@@ -219,7 +219,7 @@ def test_irregular_series_step_as_the_day_by_day_reference(kind, tmp_path, seed_
 
 
 # Daily values from START whose window on the last day adds up to the threshold exactly in decimals, while
-# the running sums the set-wise path differences (engine/daysteps.py) land one bit off it: found by brute
+# the running (now sliding) sums of the set-wise path (engine/daysteps.py) land one bit off it: found by brute
 # force (adding in date order, as the reference's avg() and sum() do, against running sums).
 AVERAGE_AT_50 = [20.75, 51.22, 76.23, 37.74, 54.57, 79.46, 22.37, 63.22, 38.16, 82.56, 55.87, 60.61, 65.29, 39.09,
                  48.31, 38.91, 75.44, 37.92, 82.33, 28.0]  # avg(7 days) on day 20: 50.0 directly, 49.999... run
