@@ -19,17 +19,6 @@ from engine.sqlcompile import Compiled, SQLCompiler, compiler, disjuncts
 
 BATCH = 10_000  # rows fetched per round trip when streaming results
 
-# What a sweep's transaction sets on PostgreSQL before it finds its candidates
-# (`TriggerPass.inserts`; why, and what was measured and left out: docs/engine.md,
-# "PostgreSQL settings of a sweep"). Transaction-local (set_config(..., true)):
-# other transactions keep the server's settings.
-PG_SWEEP_SETTINGS: dict[str, str] = {
-    # JIT compiles every statement of every sweep again, and at 1,000,000 accounts
-    # the statements cost enough for its inlining and optimisation passes: seconds
-    # of compiling per sweep, spent before a row is read.
-    "jit": "off",
-}
-
 
 @dataclass
 class RuleSQL:
@@ -130,19 +119,8 @@ class TriggerPass:
         fenced = inner.offset(0).subquery("pass")
         return sa.select(fenced.c.id, *(fenced.c[k] for k in names)).where(sa.or_(*(fenced.c[k] for k in names)))
 
-    def settings(self) -> sa.TextClause | None:
-        """The statement setting `PG_SWEEP_SETTINGS` for the rest of the transaction (PostgreSQL), or None."""
-        if self.rules.dialect != "postgresql":
-            return None
-        calls = ", ".join(f"set_config('{k}', '{v}', true)" for k, v in PG_SWEEP_SETTINGS.items())
-        return sa.text(f"SELECT {calls}")
-
-    def inserts(self, table: sa.Table) -> Iterator[tuple[str, sa.Executable]]:
-        """The statements `fill` runs, each with what it finds: "pass" or a trigger's name
-        ("settings" first on PostgreSQL: `settings`)."""
-        settings = self.settings()
-        if settings is not None:
-            yield "settings", settings
+    def inserts(self, table: sa.Table) -> Iterator[tuple[str, sa.Insert]]:
+        """The statements `fill` runs, each with what it finds: "pass" or a trigger's name."""
         q = self.query()
         if q is not None:
             names = [f"t_{self.triggers.index(t)}" for t in self.joined]

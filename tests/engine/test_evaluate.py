@@ -79,19 +79,3 @@ def test_a_band_compiles_its_score_once_on_sqlite(catalog) -> None:
     # The whitespace score reads product_fit once; its band has three bands of two edges each.
     assert sql.count("accounts.product_fit") == 1
 
-
-def test_the_sweep_sets_its_postgresql_settings_for_its_own_transaction_only(demo, catalog) -> None:
-    tp = TriggerPass(RuleSQL(catalog, TODAY, demo.dialect), sorted(catalog.triggers))
-    labels = [label for label, _ in tp.inserts(sa.Table("t_x", sa.MetaData(), *tp.columns()))]
-    if demo.dialect != "postgresql":
-        assert "settings" not in labels and tp.settings() is None
-        return
-    assert labels[0] == "settings"
-    with demo.engine.connect() as conn:
-        before = conn.exec_driver_sql("SHOW jit").scalar()
-        conn.rollback()
-        with conn.begin():
-            found(conn, tp)
-            assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
-        # The next transaction on the same connection has the server's setting again.
-        assert conn.exec_driver_sql("SHOW jit").scalar() == before
