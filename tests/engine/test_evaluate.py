@@ -78,4 +78,3 @@ def test_a_band_compiles_its_score_once_on_sqlite(catalog) -> None:
     sql = str(q.compile(dialect=sqlite.dialect()))
     # The whitespace score reads product_fit once; its band has three bands of two edges each.
     assert sql.count("accounts.product_fit") == 1
-
