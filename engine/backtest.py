@@ -307,6 +307,7 @@ class DayCompiler(SQLCompiler):
 
     days: Any = None
     uses_day: bool = False
+    today_is_fixed = False
 
     def _today(self, e: n.Today) -> Any:
         self.uses_day = True

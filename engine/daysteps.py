@@ -257,6 +257,7 @@ class SpanCompiler(SQLCompiler):
     As a probe (no relation yet), it records the windows a condition reads and
     whether it reads the day itself."""
 
+    today_is_fixed = False
     day: Any = None
     windows: dict[Key, str]  # key -> column prefix
     reads_today: bool = False

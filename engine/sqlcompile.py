@@ -163,6 +163,9 @@ class Compiled:
 
 @dataclass
 class SQLCompiler:
+    # False in a compiler whose `today` is each row's own day (the backtest's): a
+    # day count cannot then be turned into a fixed date (`day_comparison`).
+    today_is_fixed: ClassVar[bool] = True
     catalog: Catalog
     today: dt.date
     dialect: Dialect
@@ -398,7 +401,7 @@ class SQLCompiler:
         """
         if not self.dialect.days_as_dates or not isinstance(call, n.Call) or not isinstance(other, n.Number):
             return None
-        if type(self)._call is not SQLCompiler._call or type(self)._today is not SQLCompiler._today:
+        if not self.today_is_fixed:
             return None  # a compiler whose today is a row's day (engine/backtest.py, daysteps.py)
         form = form_of(call)
         if form is None or form.name not in ("days_until", "days_since") or form.series is not None:
