@@ -47,7 +47,7 @@ import math
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -262,9 +262,11 @@ def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), dt.timezone.utc)
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What the sweep knows about one (account, play) candidate."""
+class Facts(NamedTuple):
+    """What the sweep knows about one (account, play) candidate.
+
+    A named tuple, not a frozen dataclass: one is made per candidate, and a frozen
+    dataclass's `__init__` (a `object.__setattr__` per field) cost several times more."""
 
     account_id: str
     play: str
@@ -314,6 +316,7 @@ class CandidateQuery:
                            for p in self.plays]
         self._mail_cols = [[f"m_{self.contacts.index(f)}" for f in self.email_fields[p]] for p in self.plays]
         self._exclusive = [not self.plans[p].concurrent for p in self.plays]
+        self._pos: tuple[Any, ...] | None = None  # `_positions`
 
     def _gate(self, play: str) -> str | None:
         plan = self.plans[play]
@@ -403,25 +406,37 @@ class CandidateQuery:
         # key would have SQLite walk every account in key order to skip a sort.
         return q.order_by(id_order(acc.c.id if cand is None else cand.c.id, self.dialect))
 
+    def _positions(self, row: Any) -> tuple[Any, ...]:
+        """Where `facts` finds each column in a row of `query()` (looked up once: every row has the same)."""
+        if self._pos is None:
+            at = {k: i for i, k in enumerate(row._fields)}
+            plays = tuple((i, play, at[f"fired_{i}"], None if g is None else at[g], at[f"a_{i}"], at[f"l_{i}"],
+                           tuple(at[c] for c in self._mail_cols[i]))
+                          for i, (play, g) in enumerate(zip(self.plays, self._gate_cols)))
+            self._pos = (at["account_id"], at["route"], at["arr"], at["other"], plays)
+        return self._pos
+
     def facts(self, row: Any) -> Iterator[Facts]:
-        """The candidates in one result row: one per play whose trigger fired."""
-        m = row._mapping
-        active = [bool(m[f"a_{i}"]) for i in range(len(self.plays))]
-        for i, play in enumerate(self.plays):
-            fired = m[f"fired_{i}"]
+        """The candidates in one result row: one per play whose trigger fired.
+
+        Columns by position, not by name: this runs once per candidate row, and
+        an incremental sweep's evaluation is mostly this loop."""
+        account_at, route_at, arr_at, other_at, plays = self._positions(row)
+        active = [bool(row[a]) for _, _, _, _, a, _, _ in plays]
+        arr = row[arr_at]
+        for i, play, fired_at, gate_at, _, last_at, mail_at in plays:
+            fired = row[fired_at]
             triggers = split_fired(fired) if fired else ()
             if not triggers:
                 continue
-            gate_col = self._gate_cols[i]
             others = [p for k, p in enumerate(self.plays) if active[k] and k != i and self._exclusive[k]]
-            emails = [int(m[col] or 0) for col in self._mail_cols[i]]
             yield Facts(
-                account_id=m["account_id"], play=play, triggers=triggers,
-                gate_failure=m[gate_col] if gate_col is not None else None,
-                route=m["route"], arr=float(m["arr"]) if m["arr"] is not None else None,
-                active=active[i], last_end=_as_date(m[f"l_{i}"]),
-                other_play=others[0] if others else m["other"],
-                emails_recent=max(emails, default=0),
+                account_id=row[account_at], play=play, triggers=triggers,
+                gate_failure=row[gate_at] if gate_at is not None else None,
+                route=row[route_at], arr=float(arr) if arr is not None else None,
+                active=active[i], last_end=_as_date(row[last_at]),
+                other_play=others[0] if others else row[other_at],
+                emails_recent=max((int(row[k] or 0) for k in mail_at), default=0),
             )
 
 
@@ -469,7 +484,7 @@ def _days(d: float) -> str:
     return f"{d:g} day" + ("" if d == 1 else "s")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
     facts: Facts
     plan: Plan
