@@ -99,6 +99,9 @@ def test_a_destination_holding_accounts_is_refused(tmp_path: Path) -> None:
 def test_an_analyzed_postgresql_copy_is_vacuumed_as_autovacuum_would(tmp_path: Path, pg_schema: str) -> None:
     copy_store.copy_store(_source(tmp_path), pg_schema, analyze=True, say=lambda _m: None)
     with Store.open(pg_schema, migrate=False) as store, store.begin() as conn:
-        pages, visible = conn.execute(sa.text(
-            "SELECT relpages, relallvisible FROM pg_class WHERE oid = 'metric_points'::regclass")).one()
-    assert pages > 0 and visible == pages  # the visibility map is set: index-only scans skip the heap
+        # Whether the pages became all-visible depends on other sessions' open transactions
+        # (the tests run in parallel), so what is held is that VACUUM ran on the copied tables.
+        vacuumed = conn.execute(sa.text(
+            "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables "
+            "WHERE relid = 'metric_points'::regclass")).scalar_one()
+    assert vacuumed
