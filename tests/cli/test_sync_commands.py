@@ -109,18 +109,24 @@ source usage from warehouse
 '''
 
 
+def _store_with_account_a1(tmp_path: Path, rules: str) -> tuple[Path, str]:
+    """A rules folder holding `rules`, and a SQLite store (its URL) holding account a1."""
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "s.play").write_text(rules, encoding="utf-8")
+    (tmp_path / "accounts.csv").write_text("id,name\na1,Acme\n", encoding="utf-8")
+    db = f"sqlite:///{tmp_path}/store.db"
+    assert run(["import", f"accounts={tmp_path / 'accounts.csv'}", "--rules", str(folder), "--db", db]) == 0
+    return folder, db
+
+
 def test_a_metric_sync_prints_the_points_it_wrote_and_a_bad_value_exits_1_naming_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     with pg_schema("usage (account_id text, day date, calls text, updated_at timestamptz)") as schema:
         _warehouse(f"INSERT INTO \"{schema}\".usage VALUES ('a1', '2026-11-01', '10', now()), "
                    "('a1', '2026-11-02', '12', now())")
-        folder = tmp_path / "rules"
-        folder.mkdir()
-        (folder / "s.play").write_text(SERIES.replace("from usage", f"from {schema}.usage"), encoding="utf-8")
-        (tmp_path / "accounts.csv").write_text("id,name\na1,Acme\n", encoding="utf-8")
+        folder, db = _store_with_account_a1(tmp_path, SERIES.replace("from usage", f"from {schema}.usage"))
         monkeypatch.setenv("PLAYBOOK_SOURCE_USAGE_URL", PG_URL)
-        db = f"sqlite:///{tmp_path}/store.db"
-        assert run(["import", f"accounts={tmp_path / 'accounts.csv'}", "--rules", str(folder), "--db", db]) == 0
         capsys.readouterr()
         assert run(["sync", "--rules", str(folder), "--db", db]) == 0
         assert capsys.readouterr().out == ("source usage: ok (from its cursor): 2 read in 1 batch(es), "
@@ -153,13 +159,8 @@ def test_a_named_by_sync_prints_the_rows_it_skipped_by_event_name(
     with pg_schema("events (account_id text, name text, at timestamptz)") as schema:
         _warehouse(f"INSERT INTO \"{schema}\".events VALUES ('a1', 'feature_used', now()), "
                    "('a1', 'Signed Up', now()), ('a1', 'Signed Up', now() - interval '1 hour')")
-        folder = tmp_path / "rules"
-        folder.mkdir()
-        (folder / "s.play").write_text(NAMED.replace("from events", f"from {schema}.events"), encoding="utf-8")
-        (tmp_path / "accounts.csv").write_text("id,name\na1,Acme\n", encoding="utf-8")
+        folder, db = _store_with_account_a1(tmp_path, NAMED.replace("from events", f"from {schema}.events"))
         monkeypatch.setenv("PLAYBOOK_SOURCE_PRODUCT_URL", PG_URL)
-        db = f"sqlite:///{tmp_path}/store.db"
-        assert run(["import", f"accounts={tmp_path / 'accounts.csv'}", "--rules", str(folder), "--db", db]) == 0
         capsys.readouterr()
         assert run(["sync", "--rules", str(folder), "--db", db]) == 0
         assert capsys.readouterr().out == (
