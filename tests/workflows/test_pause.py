@@ -175,9 +175,12 @@ async def test_pause_holds_one_plays_running_and_later_enrollments_until_resume(
             paused = await asyncio.to_thread(cli, "pause", "usage_limit", "--reason", "wrong price", "--by", "ana",
                                              *args)
 
-            async def handled() -> bool:  # the signal is handled by the next workflow task
-                desc = await client.get_workflow_handle(workflow_id("usage_limit", "a1")).describe()
-                return desc.typed_search_attributes.get(sa.PAUSED) is not None
+            async def handled() -> bool:  # each play handles the signal in its own next workflow task
+                for account in ("a0", "a1"):
+                    desc = await client.get_workflow_handle(workflow_id("usage_limit", account)).describe()
+                    if desc.typed_search_attributes.get(sa.PAUSED) is None:
+                        return False
+                return True
 
             await _until(handled)
             attrs = {a: (await client.get_workflow_handle(workflow_id(p, a)).describe()).typed_search_attributes
