@@ -202,6 +202,9 @@ class Checker:
                        "add one `ENTITY.FIELD = column` line per value, e.g. `account.id = hs_object_id`")
             return
         fills = src.fills
+        if src.named is not None and fills != "event":
+            self.error("PB173", f"{where} lands no events but says `named by`", src.named_span,
+                       "`named by COLUMN` picks each row's event among the `event.NAME = column` lines: remove it")
         if fills in n.SOURCE_SERIES:
             self.check_series_source(src, where, fills)
             return
@@ -209,7 +212,6 @@ class Checker:
             self.error("PB173", f"{where} lands no metric points but says `dated by`", src.dated_span,
                        "`dated by COLUMN` dates the points of `metric.NAME = column` lines; fields have no date: "
                        "remove it")
-        self.check_named_only_for_events(src, where, fills)
         entity = src.mappings[0].entity
         seen: dict[str, n.SourceMapping] = {}
         for m in src.mappings:
@@ -261,7 +263,6 @@ class Checker:
         # `named by COLUMN`: each row's event is the one its column names, so several may land.
         several = fills == "event" and src.named is not None
         times = {m.field: m for m in src.mappings if m.entity == "event" and m.prop is None}
-        self.check_named_only_for_events(src, where, fills)
         seen: dict[str, n.SourceMapping] = {}
         for m in src.mappings:
             if m.target in seen:
@@ -326,11 +327,6 @@ class Checker:
             self.error("PB173", f"{where} lands events but says `dated by`", src.dated_span,
                        f"an event's time is the column of its `event.{event or 'NAME'} = COLUMN` line: remove "
                        "`dated by`")
-
-    def check_named_only_for_events(self, src: n.SourceDecl, where: str, fills: str | None) -> None:
-        if src.named is not None and fills != "event":
-            self.error("PB173", f"{where} lands no events but says `named by`", src.named_span,
-                       "`named by COLUMN` picks each row's event among the `event.NAME = column` lines: remove it")
 
     def check_calendar(self, cal: n.CalendarDecl) -> None:
         if len(set(cal.holidays)) != len(cal.holidays):

@@ -287,6 +287,9 @@ def _map_series(decl: n.SourceDecl, fills: str, records: Sequence[Mapping[str, A
     landed = [m for m in decl.mappings if m.entity == fills and m.prop is None]
     props = [m for m in decl.mappings if m.entity == fills and m.prop is not None]
     by_name = {m.field: m for m in landed}
+    # Per event, once per batch rather than per row: its properties, and the columns naming its record.
+    props_of = {m.field: [p for p in props if p.field == m.field] for m in landed}
+    record_columns = [account, *([decl.named] if decl.named is not None else [])]
     account_target = f"account.id <- {account}"
     with path.open("w", encoding="utf-8") as fh:
         for i, rec in enumerate(records):
@@ -316,11 +319,11 @@ def _map_series(decl: n.SourceDecl, fills: str, records: Sequence[Mapping[str, A
                 at = _plain(rec.get(m.column))
                 if at is None or at == "":
                     continue  # the event did not happen to this row's account
-                mine = [p for p in props if p.field == m.field]
+                mine = props_of[m.field]
                 payload = {p.prop: v for p in mine if (v := _plain(rec.get(p.column))) not in (None, "")}
                 row = {"account_id": acct, "event": m.field, "occurred_at": at, "payload": payload}
                 named = [name, at] if decl.named is not None else [at]
-                lines.append(Line(_record([acct, *named], [account, *([decl.named] if decl.named else []), m.column], i), {
+                lines.append(Line(_record([acct, *named], [*record_columns, m.column], i), {
                     "account_id": account_target, "occurred_at": f"event.{m.field} <- {m.column}",
                     "payload": ", ".join(f"event.{m.field}.{p.prop} <- {p.column}" for p in mine) or "properties"}))
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
