@@ -36,7 +36,7 @@ from dsl.catalog import Catalog
 from dsl.functions import form_of
 from dsl.plan import Plan
 from engine.schema import ENTITY_TABLES, Base
-from engine.sqlcompile import compiler
+from engine.sqlcompile import compiler, conjuncts
 
 CHANGES = Base.metadata.tables["account_changes"]
 MARKS = Base.metadata.tables["sweep_marks"]
@@ -274,7 +274,7 @@ def _holds_today(catalog: Catalog, plans: Mapping[str, Plan], today: dt.date, di
             holds.append(gate)
             continue
         parts = []
-        for part in _conjuncts(catalog.triggers[name].when):
+        for part in conjuncts(catalog.triggers[name].when):
             c = compiler(catalog, today, dialect)
             value = c.truth(part)
             if not c.reads_windows:
@@ -309,13 +309,6 @@ def _gate_today(catalog: Catalog, today: dt.date, dialect: str, name: str, known
                 value = None
         known[name] = value
     return known[name]
-
-
-def _conjuncts(expr: Any) -> list[Any]:
-    """`a and b and c` as [a, b, c]; anything else as [expr]."""
-    if isinstance(expr, n.Binary) and expr.op == n.BinOp.AND:
-        return _conjuncts(expr.left) + _conjuncts(expr.right)
-    return [expr]
 
 
 def dated_fields(catalog: Catalog, rules: TimeRules) -> list[str]:
