@@ -249,6 +249,21 @@ def test_a_window_exactly_at_its_threshold_fires_as_by_day(store: Store, trigger
     same(fast, slow)
 
 
+
+@pytest.mark.parametrize("health_until", [18, 19, 20])
+def test_a_tie_re_checked_by_day_reads_the_fields_of_that_day(store: Store, health_until: int) -> None:
+    """The re-check of a tie (`_decide_open`) reads the account's version of that day: health 40 until
+    `health_until` days after START (late in the day), 70 after; the sum ties on START + 19."""
+    seed_minutes(store, {"a1": SUM_AT_300})
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(HISTORY), history([
+            {"account_id": "a1", "field": "health_score", "valid_from": at(START, 0),
+             "valid_to": at(START + dt.timedelta(days=health_until), 22), "value_number": 40.0}]))
+    fast, slow = both(store, ["summed"])
+    tie = START + dt.timedelta(days=len(SUM_AT_300) - 1)
+    assert slow.results[0].per_day.get(tie) == (1 if health_until < 20 else None)  # values at the end of the day
+    same(fast, slow)
+
 def test_a_field_changed_mid_period_moves_the_fire_day(store: Store) -> None:
     accounts = schema.entity_table(CATALOG.account, "account")
     with store.engine.begin() as conn:
