@@ -92,6 +92,10 @@ class Dialect:
         """`a and b and ...` (the language's `and` is SQL's three-valued AND)."""
         return sa.and_(*parts)
 
+    def number(self, value: float) -> ColumnElement:
+        """A number of the language (a float, as in the reference evaluator)."""
+        return sa.literal(value, sa.Float)
+
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
@@ -130,6 +134,20 @@ class PostgresDialect(Dialect):
     def to_date(self, col):
         return sa.cast(sa.func.timezone("UTC", col), sa.Date)
 
+    def number(self, value):
+        """`CAST(46.0 AS FLOAT)`: psycopg2 sends `46.0`, which PostgreSQL reads as a
+        numeric, and an integer compared with a numeric (a day count, a count of
+        events) is converted to numeric for every row. As a float8 the comparison is
+        the reference evaluator's (floats) and costs a float conversion instead."""
+        return sa.cast(sa.literal(value, sa.Float), sa.Float)
+
+    def conjunction(self, parts):
+        """The smaller conditions first: PostgreSQL evaluates an AND left to right and
+        stops at the first false one, so `band.whitespace == strong and account.x is not
+        empty` then computes the band's score (written out once per band, 8 times)
+        only where the cheap side holds. AND is commutative in three-valued logic."""
+        return sa.and_(*sorted(parts, key=_size))
+
 
 DIALECTS: dict[str, type[Dialect]] = {"sqlite": SQLiteDialect, "postgresql": PostgresDialect}
 
@@ -137,6 +155,11 @@ DIALECTS: dict[str, type[Dialect]] = {"sqlite": SQLiteDialect, "postgresql": Pos
 def _costly(column: ColumnElement) -> bool:
     """Whether SQL runs a subquery per row to compute `column` (a `Once`, a scalar subquery)."""
     return any(isinstance(e, (Once, sa.ScalarSelect)) for e in visitors.iterate(column))
+
+
+def _size(column: ColumnElement) -> int:
+    """How many SQL elements `column` is made of: the cost PostgreSQL's order of an AND goes by."""
+    return sum(1 for _ in visitors.iterate(column))
 
 
 def dialect_for(name: str) -> Dialect:
@@ -272,10 +295,10 @@ class SQLCompiler:
 
     # ------------------------------------------------------------ literals
     def _number(self, e: n.Number):
-        return sa.literal(e.value, sa.Float)
+        return self.dialect.number(e.value)
 
     def _percent(self, e: n.Percent):
-        return sa.literal(e.value, sa.Float)
+        return self.dialect.number(e.value)
 
     def _string(self, e: n.String):
         return sa.literal(e.value, sa.Text)
@@ -287,7 +310,7 @@ class SQLCompiler:
         return sa.literal(e.name, sa.Text)
 
     def _duration(self, e: n.Duration):
-        return sa.literal(float(e.days), sa.Float)
+        return self.dialect.number(float(e.days))
 
     def _date(self, e: n.DateLit):
         return sa.literal(e.value, sa.Date)
@@ -357,7 +380,8 @@ class SQLCompiler:
                 return sa.cast(left, sa.Float) * right
             case n.BinOp.DIV:
                 # Real division on both databases; x / 0 is empty (PostgreSQL would raise).
-                return sa.cast(left, sa.Float) / sa.func.nullif(sa.cast(right, sa.Float), 0)
+                # (nullif typed: untyped, SQLAlchemy casts a divisor to NUMERIC, costly on PostgreSQL.)
+                return sa.cast(left, sa.Float) / sa.func.nullif(sa.cast(right, sa.Float), 0, type_=sa.Float)
             case n.BinOp.EQ:
                 return left == right
             case n.BinOp.NE:

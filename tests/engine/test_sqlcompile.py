@@ -333,8 +333,8 @@ def _band_and(*others: n.Expr) -> n.Expr:
 
 
 def test_a_band_anded_with_cheap_conditions_keeps_three_valued_logic(store):
-    """On SQLite the score's subquery runs only where the cheap conjuncts may hold
-    (`SQLiteDialect.conjunction`); the answer is the reference's, empty included."""
+    """The score runs only where the cheap conjuncts may hold (SQLite: a CASE guard,
+    PostgreSQL: the cheap ones first); the answer is the reference's, empty included."""
     flag = n.Ref(path=["account", "flag"])
     seg_x = n.Binary(op=n.BinOp.EQ, left=n.Ref(path=["account", "seg"]), right=n.Symbol(name="x"))
     rows = []
@@ -366,6 +366,29 @@ def test_sqlite_guards_a_costly_conjunct_with_the_cheap_ones():
     plain = str(compiler(CATALOG, TODAY, "sqlite").compile(n.Binary(op=n.BinOp.AND, left=flag, right=flag))
                 .compile(dialect=sqlite.dialect()))
     assert "CASE" not in plain
+
+
+def test_postgresql_evaluates_the_smaller_conjuncts_first():
+    """PostgreSQL stops an AND at its first false part: the band's score (written out
+    once per band) comes after the cheap conditions, whatever the rule's order."""
+    from sqlalchemy.dialects import postgresql
+
+    flag = n.Ref(path=["account", "flag"])
+    sql = str(compiler(CATALOG, TODAY, "postgresql").compile(_band_and(flag)).compile(dialect=postgresql.dialect()))
+    assert sql.index("accounts.flag") < sql.index("CASE")
+
+
+def test_postgresql_numbers_are_floats_and_a_division_casts_nothing_to_numeric():
+    """A bare `46.0` is a numeric to PostgreSQL, and an integer compared with it (a day
+    count, a count of events) is converted to numeric per row; a float8 is not."""
+    from sqlalchemy.dialects import postgresql
+
+    a = n.Ref(path=["account", "a"])
+    for expr in (n.Binary(op=n.BinOp.GT, left=a, right=n.Number(value=46)),
+                 n.Binary(op=n.BinOp.GT, left=n.Binary(op=n.BinOp.DIV, left=a, right=a), right=n.Percent(value=0.9))):
+        sql = str(compiler(CATALOG, TODAY, "postgresql").compile(expr).compile(
+            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+        assert "NUMERIC" not in sql and "AS FLOAT)" in sql.rpartition(">")[2], sql
 
 
 def test_day_counts_against_whole_numbers_compare_the_dates_and_agree_with_the_reference(store):
