@@ -30,11 +30,16 @@ class RuleSQL:
     # A SELECT of the account ids to evaluate (an incremental sweep); None: every account.
     only: Any = None
     rollups: bool = True  # metric windows from the rollup (False: scan the points)
+    # Where the accounts' rows are read (an incremental sweep's copy of its scope's rows,
+    # engine/enroll.py `scope_accounts`); None: the store's accounts table.
+    accounts: sa.Table | None = None
 
     def new(self) -> SQLCompiler:
         c = compiler(self.catalog, self.today, self.dialect)
         c.only = self.only
         c.rollups = self.rollups
+        if self.accounts is not None:
+            c.accounts = self.accounts
         return c
 
     def condition(self, expr: n.Expr) -> Compiled:
