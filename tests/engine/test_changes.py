@@ -34,6 +34,7 @@ entity account
   field health number?
   field renewal date?
   field admin contact?
+  field onboarded date?
   let days_left = days_until(account.renewal)
 
 metric seats
@@ -61,6 +62,11 @@ trigger renewing "Renewal near"
 trigger renewal_soon "Renewal in 8-10 days"
   when days_until(account.renewal) between 8 and 10
   then start renewal
+
+# days_since of a stored date: its index range has no slack (changes._date_hull).
+trigger settled "Onboarded over 6 days ago, or exactly 3"
+  when days_since(account.onboarded) > 6 or days_since(account.onboarded) == 3
+  then start growth
 
 trigger quiet "Busy, no funding in 2 days"
   when not happened(funding, within 2 days) and account.usage > 80%
@@ -145,6 +151,7 @@ account_rows = st.lists(st.fixed_dictionaries({
     "usage": st.sampled_from([0.5, 0.9]),
     "health": st.sampled_from([50, 80, 95]),
     "renewal_in": st.integers(0, 12),
+    "onboarded_ago": st.integers(0, 10),
     "admin": st.sampled_from(["x@example.com", "y@example.com", "z@example.com"]),
 }), max_size=4, unique_by=lambda r: r["id"])
 metric_rows = st.lists(st.tuples(st.sampled_from(IDS), st.integers(0, 9), st.sampled_from([10.0, 30.0, 60.0])),
@@ -167,9 +174,11 @@ def test_an_incremental_sweep_enrolls_whom_a_full_evaluation_would(
 
     def accounts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{"id": r["id"], "usage": r["usage"], "health": r["health"], "admin": r["admin"],
-                 "renewal": (today + dt.timedelta(days=r["renewal_in"])).isoformat()} for r in rows]
+                 "renewal": (today + dt.timedelta(days=r["renewal_in"])).isoformat(),
+                 "onboarded": (today - dt.timedelta(days=r["onboarded_ago"])).isoformat()} for r in rows]
 
-    base = {i: {"id": i, "usage": 0.5, "health": 80, "renewal_in": 30, "admin": f"{i}@example.com"} for i in IDS}
+    base = {i: {"id": i, "usage": 0.5, "health": 80, "renewal_in": 30, "onboarded_ago": 30,
+                "admin": f"{i}@example.com"} for i in IDS}
     base.update({r["id"]: r for r in first})
     load(store, tmp_path, "accounts", accounts(list(base.values())))
     first_sweep = enrollment.record(store, CATALOG, PLANS, today, KNOBS, incremental=True)
@@ -294,6 +303,8 @@ def test_each_windowed_value_is_checked_alone() -> None:
         ("happened(funding, within 5 days)", True)]
     assert sorted((format_expr(v), p, sorted(r)) for v, p, r in rules.dated) == [
         ("account.days_left between 3 and 6", True, ["trigger.renewing"]),
+        ("days_since(account.onboarded) == 3", True, ["trigger.settled"]),
+        ("days_since(account.onboarded) > 6", True, ["trigger.settled"]),
         ("days_until(account.renewal) <= 7", None, ["gate.near_renewal"]),
         ("days_until(account.renewal) between 4 and 9", True, ["trigger.quiet_renewal"]),
         ("days_until(account.renewal) between 8 and 10", True, ["trigger.renewal_soon"])]
@@ -331,7 +342,24 @@ def test_a_recorded_sweep_indexes_the_date_fields_the_next_days_scope_reads(stor
     with store.connect() as conn:
         indexes = {i["name"]: i["column_names"] for i in sa.inspect(conn).get_indexes("accounts")}
     assert indexes.get("ix_accounts_renewal") == ["renewal"]
-    assert changes.dated_fields(CATALOG, changes.time_rules(CATALOG, {p.play: p for p in PLANS})) == ["renewal"]
+    assert indexes.get("ix_accounts_onboarded") == ["onboarded"]
+    assert changes.dated_fields(CATALOG, changes.time_rules(CATALOG, {p.play: p for p in PLANS})) == [
+        "onboarded", "renewal"]
+
+
+def test_a_date_fields_ranges_are_the_days_its_count_can_cross_a_bound() -> None:
+    rules = changes.time_rules(CATALOG, {p.play: p for p in PLANS})
+    after = START + dt.timedelta(days=1)
+    hulls = {format_expr(a): h[1] for a, _, _ in rules.dated
+             if (h := changes._date_hull(CATALOG, a, START, after)) is not None}
+
+    def day(k: int) -> dt.date:
+        return START + dt.timedelta(days=k)
+
+    # Whole-day counts: a bound k is crossed between the two days only by dates in [since +- k, today +- k].
+    assert hulls["days_until(account.renewal) between 8 and 10"] == [(day(8), day(9)), (day(10), day(11))]
+    assert hulls["days_since(account.onboarded) > 6"] == [(day(-6), day(-5))]
+    assert hulls["days_since(account.onboarded) == 3"] == [(day(-3), day(-2))]
 
 
 def test_a_count_that_can_only_grow_is_moved_only_by_points_entering_its_window() -> None:
