@@ -909,7 +909,7 @@ class _FileLoad:
             self._start(copy=True)
             assert self.staging is not None
             staged = self.staging.copy_file(src.path)
-            if _line_breaks(src.path) not in (staged + 1, staged):
+            if self.staging.line_breaks is not None and self.staging.line_breaks not in (staged + 1, staged):
                 raise _NeedsPython
             direct = self._write_direct(self.pending, final=True)
             if not direct and self.staging.type_rows():
@@ -1204,14 +1204,6 @@ class _FileLoad:
 
 class _NeedsPython(Exception):
     """A file the COPY path leaves to the row-by-row reader."""
-
-
-def _line_breaks(path: Path) -> int:
-    count = 0
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 22):
-            count += block.count(b"\n")
-    return count
 
 
 def _column_check(kind: Kind, name: str) -> str | None:

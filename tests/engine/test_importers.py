@@ -502,3 +502,60 @@ def test_a_re_import_writes_and_marks_only_the_accounts_it_changes(store: Store,
     assert replaced == [("p1", "nps", 9.0), ("p3", "health_score", 1.0)]
     assert stored == [("p1", 75.0, None), ("p2", 88.5, None), ("p3", 2.0, None), ("p4", 1.0, None)]
     assert report.changed_values == 0
+
+
+# Forms a first load's one statement routes differently from Python's reading: each is either
+# refused with Python's message or stored as Python types it (PostgreSQL CASTs days and booleans,
+# and COPY types numbers, reading more forms than the importer takes).
+ROUTED: list[tuple[str, str, object]] = [
+    ("usage_percent", "1.0000000000000001", "ambiguous"), ("usage_percent", "1.0", 1.0),
+    ("usage_percent", "1", 1.0), ("usage_percent", "0x1p-1", "expected a percentage"),
+    ("usage_percent", "NaN", "expected a percentage"), ("seats_active", "-9223372036854775808", "too large"),
+    ("seats_active", " 7 ", 7), ("health_score", "Infinity", "expected a number"), ("health_score", "1e1", 10.0),
+    ("exec_sponsor", "on", "expected true or false"), ("exec_sponsor", "tr", "expected true or false"),
+    ("exec_sponsor", "YES", True), ("exec_sponsor", " no", False),
+    ("last_expansion_at", "infinity", "expected a date"), ("last_expansion_at", "2026-01-5 ", "expected a date"),
+    ("last_expansion_at", "01/05/2026", "expected a date"), ("last_expansion_at", "2026-01-05 BC", "expected a date"),
+    ("last_expansion_at", " 2026-01-31", dt.date(2026, 1, 31)), ("last_expansion_at", "0999-12-31", dt.date(999, 12, 31)),
+    ("segment", " smb", "smb"), ("csm", '" "', "is empty"), ("name", '""', None), ("id", '""', "is empty"),
+]
+
+
+@pytest.mark.parametrize(("column", "raw", "expected"), ROUTED, ids=[f"{c}={r}" for c, r, _ in ROUTED])
+def test_forms_sql_reads_differently_are_refused_or_typed_as_python_types_them(
+        store: Store, tmp_path: Path, column: str, raw: str, expected: object) -> None:
+    if store.dialect == "sqlite" and raw == "1.0000000000000001":
+        # Known difference, not fixed: SQLite's REAL stage rounds it to 1.0 before any test sees the text.
+        pytest.xfail("SQLite stages percentages as REAL")
+    header, first, second = PLAIN_GOOD.splitlines()[:3]
+    names = header.split(",")
+    values = first.split(",")
+    values[names.index(column)] = raw
+    path = write(tmp_path, "routed.csv", "\n".join([header, second, ",".join(values)]) + "\n")
+    if isinstance(expected, str) and column != "segment":
+        with pytest.raises(ImportFailed) as info:
+            import_file(store, CATALOG, "accounts", path)
+        assert [(e.row, e.column) for e in info.value.errors] == [(3, column)]
+        assert expected in info.value.errors[0].reason
+        assert count(store, "accounts") == 0
+        return
+    import_file(store, CATALOG, "accounts", path)
+    accounts_t = store.table("account")
+    with store.engine.connect() as conn:
+        got = conn.execute(sa.select(accounts_t.c[column]).where(accounts_t.c.id != "p2")).scalar_one()
+    assert got == expected and type(got) is type(expected)
+
+
+def test_a_quoted_line_break_keeps_every_problem_on_its_line(store: Store, tmp_path: Path) -> None:
+    """A value holding a line break (quoted) shifts the lines after it: problems are named on the file's lines."""
+    header, first, second = PLAIN_GOOD.splitlines()[:3]
+    text = "\n".join([header, first.replace("Plain", '"Plain\nCo"'), second.replace(",88.5,", ",101,")]) + "\n"
+    path = write(tmp_path, "quoted.csv", text)
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "accounts", path)
+    assert [(e.row, e.column) for e in info.value.errors] == [(4, "health_score")]
+    quoted = write(tmp_path, "quoted_ok.csv", "\n".join([header, first.replace("Plain", '"Plain, Co"'),
+                                                          second.replace(",88.5,", ",101,")]) + "\n")
+    with pytest.raises(ImportFailed) as info:
+        import_file(store, CATALOG, "accounts", quoted)
+    assert [(e.row, e.column) for e in info.value.errors] == [(3, "health_score")]
