@@ -40,7 +40,8 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import groupby, repeat
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,8 +50,7 @@ from sqlalchemy.engine import Connection
 from dsl import nodes as n
 from dsl.catalog import Catalog
 from engine import history as field_history
-from engine import schema
-from engine import indexes
+from engine import indexes, rollups, schema
 from engine.settings import load_settings
 from engine.store import Store
 
@@ -758,6 +758,23 @@ class _Writer:
             cursor.close()
 
 
+def _series_rows(bucket: list[Any]) -> list[list[Any]]:
+    """The rollup's rows (engine/rollups.py) of one metric's points: (metric, account id, date,
+    value) rows, each account's together, dates ascending."""
+    days: dict[Any, int] = {}  # a chunk holds few distinct dates
+
+    def day_number(d: Any) -> int:
+        n = days.get(d)
+        if n is None:
+            n = days[d] = ((d if isinstance(d, dt.date) else dt.date.fromisoformat(d)) - rollups.EPOCH).days
+        return n
+
+    rows = []
+    for (metric, account_id), points in groupby(bucket, key=itemgetter(0, 1)):
+        rows.append(rollups.row(metric, account_id, [(r[2], r[3]) for r in points], day_number))
+    return rows
+
+
 _DATE_TEXT: dict[dt.date, str] = {}
 
 
@@ -885,9 +902,7 @@ def generate(catalog: Catalog, n_accounts: int, seed: int = 7, today: dt.date | 
             for metric in sorted(buckets):
                 bucket = buckets[metric]
                 points.write(conn, bucket, converted=raw, points=gen.point_date is _date_text)
-                # The rollup (engine/rollups.py): each series' last row (an account's dates ascend).
-                latest = list({r[1]: r for r in bucket}.values())
-                series.write(conn, latest, converted=raw, points=gen.point_date is _date_text)
+                series.write(conn, _series_rows(bucket), converted=raw)
             _Writer(conn, schema.Event.__table__).write(conn, ev_rows, converted=raw)
 
     # Not in a second thread: sqlite3 and psycopg2 take the GIL back for

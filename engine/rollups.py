@@ -1,41 +1,103 @@
-"""The metric rollup (`metric_series`): each (metric, account)'s latest point, kept exact at load.
+"""The metric rollup (`metric_series`): each (metric, account)'s latest KEPT points, kept exact at load.
 
-Window functions over metrics read it (engine/sqlfunctions.py) to start
-from the accounts that have a metric and to find the end of its series
-without scanning it. Every writer of `metric_points` keeps it exact:
+Window functions over metrics read it (engine/sqlfunctions.py): a window
+that lies within a series' kept points is computed from its row alone, any
+other one seeks into `metric_points` from it. Every writer of
+`metric_points` keeps it exact:
 
 * the importers (engine/importers.py) call `note_points` with the staging
-  table after each upsert: one grouped pass over the loaded rows and a
-  primary-key read of each series' newest loaded point;
-* the demo data generator writes the rows it computes itself;
+  table after each upsert: each touched series' row is recomputed from its
+  newest points;
+* the demo data generator writes the rows it computes itself (`row`);
 * anything else that writes or deletes points (tests, a migration) calls
-  `rebuild`, which recomputes the rows from `metric_points`.
+  `rebuild`, which recomputes every row from `metric_points`.
 
-Points are only ever added or replaced by the loaders, so a series' latest
-date can only move forward: a loaded point after it (or on it, replacing
-its value) moves it; an older one leaves it.
+Points are only ever added or replaced by the loaders, never deleted, so a
+series' new newest KEPT points are among its old kept ones and the points
+just loaded: `note_points` reads a full row's series from its oldest kept
+day on (at most KEPT points plus those loaded), not the whole series.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy.engine import Connection
 
-_LATEST_OF = """INSERT INTO metric_series (metric, account_id, last_date, last_value)
-SELECT p.metric, p.account_id, p.date, p.value
-FROM (SELECT metric, account_id, max(date) AS d FROM {source} GROUP BY metric, account_id) b
-JOIN metric_points p ON p.metric = b.metric AND p.account_id = b.account_id AND p.date = b.d
-WHERE 1 = 1
-ON CONFLICT (metric, account_id) DO UPDATE SET last_date = excluded.last_date, last_value = excluded.last_value
-WHERE excluded.last_date >= metric_series.last_date"""
+from engine.schema import KEPT
+
+EPOCH = dt.date(1970, 1, 1)  # p<i>_day counts days from it
+
+_COLUMNS = ", ".join(["metric", "account_id", "last_date", "last_value", "kept"]
+                     + [f"p{i}_{c}" for i in range(1, KEPT) for c in ("day", "value")])
+
+
+def _day(dialect: str, date: str) -> str:
+    """SQL for a date's day number (days since EPOCH)."""
+    if dialect == "sqlite":  # ISO text; julianday('1970-01-01') is 2440587.5, so the difference is whole
+        return f"CAST(julianday({date}) - 2440587.5 AS INTEGER)"
+    return f"({date} - DATE '1970-01-01')"
+
+
+def _date(dialect: str, day: str) -> str:
+    """SQL for the date of a day number."""
+    if dialect == "sqlite":
+        return f"date({day} + 2440587.5)"
+    return f"(DATE '1970-01-01' + {day})"
+
+
+def _upsert(dialect: str, ranked: str) -> str:
+    """Write the rows of the series in `ranked` (metric, account_id, date, value and k, the
+    point's rank from the newest, 1-based) from their newest KEPT points."""
+    pivot = ["max(CASE WHEN k = 1 THEN date END)", "max(CASE WHEN k = 1 THEN value END)", "count(*)"]
+    for i in range(1, KEPT):
+        pivot += [f"max(CASE WHEN k = {i + 1} THEN {_day(dialect, 'date')} END)",
+                  f"max(CASE WHEN k = {i + 1} THEN value END)"]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[2:])
+    return (f"WITH ranked AS ({ranked})\n"
+            f"INSERT INTO metric_series ({_COLUMNS})\n"
+            f"SELECT metric, account_id, {', '.join(pivot)}\n"
+            f"FROM ranked WHERE k <= {KEPT} GROUP BY metric, account_id\n"
+            f"ON CONFLICT (metric, account_id) DO UPDATE SET {updates}")
+
+
+_RANK = "row_number() OVER (PARTITION BY p.metric, p.account_id ORDER BY p.date DESC) AS k"
 
 
 def note_points(conn: Connection, source: str) -> None:
     """Bring the series up to date after the points of `source` (a table or a parenthesised
-    SELECT with metric, account_id and date columns) were written to `metric_points`."""
-    conn.exec_driver_sql(_LATEST_OF.format(source=source))
+    SELECT with metric and account_id columns) were written to `metric_points`."""
+    dialect = conn.dialect.name
+    # A full row: its series' points from its oldest kept day on (see the module docstring);
+    # otherwise the row held the whole series (or there is none): all its points.
+    since = f"CASE WHEN s.kept = {KEPT} THEN {_date(dialect, f's.p{KEPT - 1}_day')} END"
+    ranked = (f"SELECT p.metric, p.account_id, p.date, p.value, {_RANK}\n"
+              f"FROM (SELECT DISTINCT metric, account_id FROM {source}) t\n"
+              f"LEFT JOIN metric_series s ON s.metric = t.metric AND s.account_id = t.account_id\n"
+              f"JOIN metric_points p ON p.metric = t.metric AND p.account_id = t.account_id\n"
+              f"AND p.date >= coalesce({since}, '0001-01-01')")
+    conn.exec_driver_sql(_upsert(dialect, ranked))
 
 
 def rebuild(conn: Connection) -> None:
     """Recompute every row from `metric_points` (after a write that bypassed `note_points`, or a delete)."""
     conn.exec_driver_sql("DELETE FROM metric_series")
-    note_points(conn, "metric_points")
+    conn.exec_driver_sql(_upsert(conn.dialect.name, f"SELECT p.metric, p.account_id, p.date, p.value, {_RANK} "
+                                                    "FROM metric_points p"))
+
+
+def row(metric: str, account_id: str, points: Sequence[tuple[Any, float | None]],
+        day_number: Any) -> list[Any]:
+    """The row of one series from its points (date, value), oldest first, in `_COLUMNS` order;
+    `day_number(date)` gives a point's day number (the caller's dates may be text)."""
+    newest = points[-1]
+    out: list[Any] = [metric, account_id, newest[0], newest[1], min(len(points), KEPT)]
+    for i in range(1, KEPT):
+        if i < len(points):
+            d, v = points[-1 - i]
+            out += [day_number(d), v]
+        else:
+            out += [None, None]
+    return out

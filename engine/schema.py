@@ -173,22 +173,41 @@ class MetricPoint(Base):
     value: Mapped[float | None] = mapped_column(Double)
 
 
+# Points kept in each `metric_series` row: the latest and the KEPT - 1 before it.
+# Enough for the windows rules use on sparse series (weekly points over 90 days
+# are 13); a window reaching past them reads `metric_points` (docs/engine.md).
+KEPT = 16
+
+
+def _kept_columns() -> list[sa.Column[Any]]:
+    """p<i>_day (days since 1970-01-01) and p<i>_value of the i-th point before the latest."""
+    return [c for i in range(1, KEPT)
+            for c in (sa.Column(f"p{i}_day", Integer), sa.Column(f"p{i}_value", Double))]
+
+
 class MetricSeries(Base):
-    """A rollup of `metric_points`: each (metric, account)'s latest point.
+    """A rollup of `metric_points`: each (metric, account)'s latest KEPT points.
 
     Window functions over metrics start here (engine/sqlfunctions.py): one
-    row per account that has the metric, holding what `latest` and the end
-    of `growth` read, so a window costs a primary-key seek per account into
-    `metric_points` instead of a scan of every point of the metric. Kept
-    exact by every writer of points through engine/rollups.py.
+    row per account that has the metric, holding `latest`, and every point
+    of a window when the window lies within the kept points, so such a
+    window is read from this row alone; others seek into `metric_points`.
+    `kept` is how many points the row holds (fewer than KEPT: the whole
+    series); NULL: only the latest is known (a row written by something
+    that predates the kept points), and windows seek. Kept exact by every
+    writer of points through engine/rollups.py.
     """
 
-    __tablename__ = "metric_series"
-    __table_args__ = ({"sqlite_with_rowid": False},)
-    metric: Mapped[str] = mapped_column(Text, primary_key=True)
-    account_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    last_date: Mapped[dt.date] = mapped_column(Date)
-    last_value: Mapped[float | None] = mapped_column(Double)
+    __table__ = Table(
+        "metric_series", Base.metadata,
+        sa.Column("metric", Text, primary_key=True),
+        sa.Column("account_id", Text, primary_key=True),
+        sa.Column("last_date", Date, nullable=False),
+        sa.Column("last_value", Double),
+        sa.Column("kept", Integer),
+        *_kept_columns(),
+        sqlite_with_rowid=False,
+    )
 
 
 class Event(Base):

@@ -1,7 +1,9 @@
 """The metric rollup (engine/rollups.py) on SQLite and PostgreSQL: after random loads through
 the importer (points out of order, replaced, repeated within a file), the rollup equals one
 rebuilt from the points, and every metric window read from it equals the same window read
-by scanning the points, on days before, at and after the points."""
+by scanning the points, on days before, at and after the points; windows within a series'
+kept points (read from its row), reaching past them (read from the points), and series
+with more points than a row keeps, with empty values, or shorter than the window."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from dsl.project import load_text
 from engine import rollups
 from engine.evaluate import RuleSQL
 from engine.importers import import_file
-from engine.schema import Base
+from engine.schema import KEPT, Base
 from engine.store import Store
 from store_backends import BACKENDS, fresh_store
 
@@ -61,7 +63,7 @@ def window_calls() -> list[n.Call]:
     for metric in ("m1", "m2"):
         m = n.Symbol(name=metric)
         calls.append(n.Call(func="latest", args=[m]))
-        for days in (1, 7, 30):
+        for days in (1, 7, 30, 60):
             window = n.Duration(amount=days, unit=n.DurationUnit.DAYS)
             calls += [n.Call(func=f, args=[m, window]) for f in ("avg", "sum", "min", "max", "growth")]
     return calls
@@ -74,9 +76,12 @@ def window_values(store: Store, today: dt.date, call: n.Call, rollups: bool) -> 
 
 
 # Values exact in binary, so sums in any order agree to the bit.
-point = st.tuples(st.sampled_from(IDS), st.sampled_from(["m1", "m2"]), st.integers(-40, 3),
-                  st.sampled_from([0.0, 0.25, 1.5, 4.0, 10.0, -2.0]))
-loads = st.lists(st.lists(point, min_size=1, max_size=8), min_size=1, max_size=4)
+VALUES = [0.0, 0.25, 1.5, 4.0, 10.0, -2.0]
+point = st.tuples(st.sampled_from(IDS), st.sampled_from(["m1", "m2"]), st.integers(-40, 3), st.sampled_from(VALUES))
+# Dense loads: series with more points than a row keeps (KEPT), so windows reach past them.
+dense = st.tuples(st.sampled_from(IDS[:1]), st.just("m1"), st.integers(-70, 3), st.sampled_from(VALUES))
+loads = st.one_of(st.lists(st.lists(point, min_size=1, max_size=8), min_size=1, max_size=4),
+                  st.lists(st.lists(dense, min_size=1, max_size=40), min_size=1, max_size=3))
 
 
 @settings(max_examples=40, deadline=None,
@@ -102,6 +107,67 @@ def test_an_older_point_leaves_the_latest_and_a_replaced_latest_moves_its_value(
     day = DAY0.isoformat()
     load(store, tmp_path, "metrics", [{"account_id": "a1", "metric": "m1", "date": day, "value": 5}])
     load(store, tmp_path, "metrics", [{"account_id": "a1", "metric": "m1", "date": "2026-05-01", "value": 7}])
-    assert series_rows(store) == [("m1", "a1", DAY0, 5.0)]
+    assert [r[:6] for r in series_rows(store)] == [("m1", "a1", DAY0, 5.0, 2, (dt.date(2026, 5, 1) - rollups.EPOCH).days)]
     load(store, tmp_path, "metrics", [{"account_id": "a1", "metric": "m1", "date": day, "value": 9}])
-    assert series_rows(store) == [("m1", "a1", DAY0, 9.0)]
+    assert [r[:4] for r in series_rows(store)] == [("m1", "a1", DAY0, 9.0)]
+
+
+def daily(store: Store, tmp_path: Path, days: range, value: Any) -> None:
+    load(store, tmp_path, "metrics", [{"account_id": "a1", "metric": "m1", "date": str(DAY0 + dt.timedelta(days=d)),
+                                       "value": value(d)} for d in days])
+
+
+def test_a_row_keeps_the_newest_points_and_windows_past_them_read_the_points(store: Store, tmp_path: Path) -> None:
+    start_over(store, tmp_path)
+    daily(store, tmp_path, range(-39, 1), lambda d: 100.0 + d)  # 40 daily points
+    (row,) = series_rows(store)
+    assert row[4] == KEPT
+    assert row[5:7] == ((DAY0 - rollups.EPOCH).days - 1, 99.0)  # the point before the latest
+    assert row[-2:] == ((DAY0 - rollups.EPOCH).days - (KEPT - 1), 100.0 - (KEPT - 1))  # the oldest kept
+    # Re-imports: a point among the kept ones replaced, one older than them, then a newer one.
+    daily(store, tmp_path, range(-5, -4), lambda d: 7.0)
+    daily(store, tmp_path, range(-30, -29), lambda d: 3.0)
+    daily(store, tmp_path, range(2, 3), lambda d: 1.0)
+    kept = series_rows(store)
+    with store.begin() as conn:
+        rollups.rebuild(conn)
+    assert kept == series_rows(store)
+    for today in (DAY0 - dt.timedelta(days=3), DAY0, DAY0 + dt.timedelta(days=2), DAY0 + dt.timedelta(days=40)):
+        for call in window_calls():
+            assert window_values(store, today, call, True) == window_values(store, today, call, False), (today, call)
+
+
+def test_empty_values_in_kept_points_are_skipped_as_the_aggregates_skip_them(store: Store, tmp_path: Path) -> None:
+    """Points written without the importer (which refuses empty values), then `rebuild`."""
+    start_over(store, tmp_path)
+    points = Base.metadata.tables["metric_points"]
+    rows = [("a1", -3, None), ("a1", -2, 4.0), ("a1", 0, None), ("a2", -1, None), ("a2", 0, None),
+            ("a3", -20, 1.5), ("a3", -1, None), ("a3", 0, 10.0)]
+    with store.begin() as conn:
+        conn.execute(points.insert(), [{"metric": "m1", "account_id": a, "date": DAY0 + dt.timedelta(days=d),
+                                        "value": v} for a, d, v in rows])
+        rollups.rebuild(conn)
+    for call in window_calls():
+        assert window_values(store, DAY0, call, True) == window_values(store, DAY0, call, False), call
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(values=st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=KEPT + 4))
+def test_sums_from_a_row_equal_the_databases_sum_in_date_order_to_the_bit(store: Store, tmp_path: Path,
+                                                                         values: list[float]) -> None:
+    """Values not exact in binary: the row's sums add in the order a key-range read gives the
+    database's aggregate (by date), so they agree to the last bit, not just within rounding."""
+    start_over(store, tmp_path)
+    daily(store, tmp_path, range(1 - len(values), 1), lambda d: values[d - 1])
+    for days in (3, 7, KEPT - 1):
+        window = n.Duration(amount=days, unit=n.DurationUnit.DAYS)
+        cutoff = DAY0 - dt.timedelta(days=days)
+        for func in ("avg", "sum"):
+            got = window_values(store, DAY0, n.Call(func=func, args=[n.Symbol(name="m1"), window]), True)
+            with store.connect() as conn:
+                want = conn.execute(sa.text(
+                    f"SELECT {func}(v) FROM (SELECT value AS v FROM metric_points WHERE metric = 'm1' "
+                    "AND account_id = 'a1' AND date > :c AND date <= :t ORDER BY date) x"),
+                    {"c": cutoff, "t": DAY0}).scalar()
+            assert got["a1"] == want, (func, days)
