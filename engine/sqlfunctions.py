@@ -16,7 +16,7 @@ row here and to the reference evaluator, on both databases.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import datetime as dt
@@ -161,8 +161,8 @@ def latest_point(rows: SeriesRows) -> sa.Subquery:
 # reaches into the window (`metric_series`: its newest KEPT points). When
 # the window lies within the row's points ("covered"), the value is
 # computed from the row alone; otherwise from primary-key seeks into
-# `metric_points` on (metric, account, date), or on PostgreSQL from a scan
-# of the window's points for the accounts not covered. Why this shape:
+# `metric_points` on (metric, account, date). PostgreSQL reads `growth` and
+# `latest` this way; its avg/sum/min/max scan (`_scanned`). Why this shape:
 # docs/engine.md, "Metric windows".
 
 METRIC_SERIES = "metric_series"
@@ -192,14 +192,6 @@ def _covered(rows: SeriesRows, s: Any) -> Column:
                    sa.or_(s.c.kept < KEPT, s.c[f"p{KEPT - 1}_day"] <= _cut(rows)))
 
 
-def _uncovered(rows: SeriesRows) -> Column:
-    """The accounts whose window is not covered by their row (a restriction of the points)."""
-    s, where = _series(rows)
-    return rows.account_id.in_(sa.select(s.c.account_id).where(
-        *where, sa.or_(s.c.kept.is_(None), s.c.last_date > rows.today,
-                       sa.and_(s.c.kept >= KEPT, s.c[f"p{KEPT - 1}_day"] > _cut(rows)))))
-
-
 def _by_points_in_window(rows: SeriesRows, s: Any, leaf: Callable[[int], Column]) -> Column:
     """Of a covered row, `leaf(m)` where m is the number of kept points before the latest that
     are in the window: the kept days descend, so those are p1..pm, and m is found by a binary
@@ -220,19 +212,19 @@ def _kept_first(rows: SeriesRows, s: Any) -> Column:
     return _by_points_in_window(rows, s, lambda m: s.c[f"p{m}_value"] if m else sa.null())
 
 
-def _kept_aggregate(kind: str, dialect: str, rows: SeriesRows, s: Any) -> Column:
+def _kept_aggregate(kind: str, rows: SeriesRows, s: Any) -> Column:
     """Of a covered row, the aggregate of the window's points: the latest and the m kept
     before it in the window, over their values oldest first.
 
-    Computed as the databases' aggregates compute it, so the value is the same to the bit:
-    SQLite (3.40) and PostgreSQL sum a double from 0.0 in the order the rows come (by date in
-    a key-range read) and divide that sum by the count; NULL values are skipped.
+    Computed as SQLite's aggregates compute it, so the value is the same to the bit: SQLite
+    (3.40) sums a double from 0.0 in the order the rows come (by date in a key-range read) and
+    divides that sum by the count; NULL values are skipped. (PostgreSQL keeps its scan:
+    `_scanned`.)
     """
     values = [s.c.last_value] + [s.c[f"p{i}_value"] for i in range(1, KEPT)]  # newest first
 
     def present(t: Column) -> Column:
-        # SQLite's comparisons are the integers 0 and 1 already.
-        return t.isnot(None) if dialect == "sqlite" else sa.cast(t.isnot(None), sa.Integer)
+        return sa.type_coerce(t.isnot(None), sa.Integer)  # SQLite's comparisons are the integers 0 and 1
 
     def over(m: int) -> Column:
         terms = values[:m + 1][::-1]
@@ -240,8 +232,6 @@ def _kept_aggregate(kind: str, dialect: str, rows: SeriesRows, s: Any) -> Column
         if kind in ("min", "max"):
             if len(terms) == 1:
                 return terms[0]
-            if dialect == "postgresql":  # LEAST/GREATEST skip NULLs, as the aggregates do
-                return getattr(sa.func, "least" if kind == "min" else "greatest")(*terms)
             # SQLite's min(a, b, ...) is NULL if any argument is: an empty value never wins.
             none = sa.literal(math.inf if kind == "min" else -math.inf, sa.Float)
             return sa.case((count == 0, sa.null()), else_=getattr(sa.func, kind)(
@@ -279,32 +269,15 @@ def _after_cutoff(rows: SeriesRows, p: Any) -> list[Column]:
 
 
 def rollup_aggregate(kind: str) -> Rollup:
-    """SQLite's avg, sum, min, max over the window: from the row when covered, else each
-    account's points in the window, read as one key range."""
+    """avg, sum, min, max over the window: from the row when covered, else each account's
+    points in the window, read as one key range."""
     def build(rows: SeriesRows) -> sa.Subquery:
         s, where = _series(rows)
         p, on = _points(rows, s, "p")
         seek = (sa.select(getattr(sa.func, kind)(p.c.value))
                 .where(*on, *_after_cutoff(rows, p), p.c.date <= rows.today).correlate_except(p).scalar_subquery())
-        v = sa.case((_covered(rows, s), _kept_aggregate(kind, "sqlite", rows, s)), else_=seek)
+        v = sa.case((_covered(rows, s), _kept_aggregate(kind, rows, s)), else_=seek)
         return sa.select(s.c.account_id, v.label("v")).where(*where).subquery(rows.alias)
-
-    return Rollup(build, lambda sub, today: sub.c.v)
-
-
-def rollup_aggregate_scanned(kind: str) -> Rollup:
-    """PostgreSQL's avg, sum, min, max over the window: from the row when covered, else from a
-    grouped scan of the window's points of the accounts not covered. Not a per-account
-    range read: PostgreSQL runs it as a correlated subplan (about 25 us each at 100,000
-    accounts), while it scans the window's points through ix_metric_points_metric_date_account_id
-    with parallel workers; the planner picks a nested loop when few accounts are not covered."""
-    def build(rows: SeriesRows) -> sa.Subquery:
-        s, where = _series(rows)
-        kept = sa.select(s.c.account_id, _kept_aggregate(kind, "postgresql", rows, s).label("v")).where(
-            *where, _covered(rows, s))
-        scanned = sa.select(rows.account_id, getattr(sa.func, kind)(rows.value).label("v")).where(
-            *rows.where, _uncovered(rows)).group_by(rows.account_id)
-        return sa.union_all(kept, scanned).subquery(rows.alias)
 
     return Rollup(build, lambda sub, today: sub.c.v)
 
@@ -328,18 +301,6 @@ def rollup_ends(rows: SeriesRows) -> sa.Subquery:
     return sa.select(s.c.account_id, first.label("first"), last.label("last")).where(*where).subquery(rows.alias)
 
 
-def rollup_ends_scanned(rows: SeriesRows) -> sa.Subquery:
-    """`rollup_ends` for PostgreSQL: from the row when covered, else `ends_grouped` over the
-    accounts not covered (why not seeks: `rollup_aggregate_scanned`)."""
-    s, where = _series(rows)
-    kept = sa.select(s.c.account_id, _kept_first(rows, s).label("first"), s.c.last_value.label("last")).where(
-        *where, _covered(rows, s))
-    ends = ends_grouped(replace(rows, where=(*rows.where, _uncovered(rows)), alias=rows.alias + "g"))
-    scanned = sa.select(ends.c.account_id, sa.case((ends.c.n >= 2, ends.c.first), else_=sa.null()).label("first"),
-                        ends.c.last)
-    return sa.union_all(kept, scanned).subquery(rows.alias)
-
-
 def _rollup_growth(sub: sa.Subquery, today: Column) -> Column:
     # `first` once: SQLite flattens the subquery, and each mention of it would seek again.
     return sa.cast(sub.c.last, sa.Float) / sa.func.nullif(sub.c.first, 0) - 1
@@ -359,9 +320,9 @@ def _least_greatest(kind: str) -> Callable[[Column, Column, Column], Column]:
     return sql
 
 
-def _metric_aggregate(kind: str, rollup: Callable[[str], Rollup] = rollup_aggregate) -> Window:
+def _metric_aggregate(kind: str) -> Window:
     return Window(kind, aggregate(lambda rows: getattr(sa.func, kind)(rows.value)), lambda sub, today: sub.c.v,
-                  rollup=rollup(kind))
+                  rollup=rollup_aggregate(kind))
 
 
 _COUNT = Window("count", aggregate(lambda rows: sa.func.count()), lambda sub, today: sub.c.v)
@@ -405,15 +366,20 @@ SQLITE: dict[str, SQLFunction] = {
 }
 
 def _scanned(kind: str) -> SQLFunction:
-    """A metric aggregate whose accounts not covered by the rollup scan the window (rollup_aggregate_scanned)."""
-    return SQLFunction(value=_SHARED[kind].value, window=_metric_aggregate(kind, rollup_aggregate_scanned))
+    """A metric aggregate without its rollup form: PostgreSQL runs the per-account range read
+    as a correlated subplan (about 25 us each at 100,000 accounts), while it scans the
+    window's points through ix_metric_points_metric_date_account_id with parallel workers;
+    and the covered form, reading every metric's rows of `metric_series` (717 MB at
+    1,000,000 accounts) and joining `accounts`, was no faster than that scan (docs/engine.md)."""
+    window = _metric_aggregate(kind)
+    return SQLFunction(value=_SHARED[kind].value, window=Window(window.kind, window.subquery, window.value))
 
 
 POSTGRESQL: dict[str, SQLFunction] = {
     **_SHARED,
     **{kind: _scanned(kind) for kind in ("avg", "sum", "min", "max")},
     "growth": SQLFunction(window=Window("ends", ends_grouped, _growth,
-                                        rollup=Rollup(rollup_ends_scanned, _rollup_growth))),
+                                        rollup=Rollup(rollup_ends, _rollup_growth))),
     "days_since": _days_since(_postgres_days),
     "days_until": SQLFunction(value=lambda today, d: _postgres_days(d, today)),
     # numeric round() rounds half away from zero; float8 round() would round half to even.
