@@ -643,8 +643,9 @@ def candidate_table(scratch: Scratch, cq: CandidateQuery, only: sa.Table | None 
     t = scratch.table("pb_candidates", *found.columns())
     found.fill(conn, t)
     if conn.dialect.name == "postgresql":
-        # No autovacuum statistics for temporary tables: tell the planner its size.
-        conn.execute(sa.text(f'ANALYZE "{t.name}"'))
+        # No autovacuum statistics for temporary tables: tell the planner its size and its key's,
+        # which the decision query groups by (the trigger columns' statistics are read by nothing).
+        conn.execute(sa.text(f'ANALYZE "{t.name}" (id)'))
     return t
 
 
