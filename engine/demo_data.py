@@ -974,7 +974,12 @@ def _analyze(store: Store) -> None:
             # A sampled ANALYZE: exact statistics over tens of millions of
             # metric points would take longer than generating them.
             conn.exec_driver_sql("PRAGMA analysis_limit=1000")
-        conn.exec_driver_sql("ANALYZE")
+            conn.exec_driver_sql("ANALYZE")
+        else:
+            # This store's tables only: a bare ANALYZE takes every table of the database in
+            # turn, other stores' schemas too, and deadlocked with a parallel test's CREATE INDEX.
+            quote = conn.dialect.identifier_preparer.quote
+            conn.exec_driver_sql("ANALYZE " + ", ".join(quote(t) for t in schema.Base.metadata.tables))
         conn.commit()
 
 
