@@ -311,7 +311,7 @@ def run(args: argparse.Namespace) -> str:
                 with fresh(kind, folder, catalog) as store:
                     history.record_changes = lambda *a, **k: 0  # type: ignore[assignment]
                     # PostgreSQL's first load writes the "known since" rows in its INSERT's statement.
-                    history.known_since_sql = lambda source, at: (  # type: ignore[assignment]
+                    history.known_since_sql = lambda source, at, **_: (  # type: ignore[assignment]
                         f"SELECT 1 FROM {source} LIMIT 0", at)
                     try:
                         r.setdefault("nohist_accounts", []).append(timed(

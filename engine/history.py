@@ -133,12 +133,14 @@ def record_changes(conn: Connection, catalog: Catalog, source: str, columns: Seq
     return changed
 
 
-def known_since_sql(source: str, at: dt.datetime) -> tuple[str, dt.datetime]:
+def known_since_sql(source: str, at: dt.datetime, *, empty: bool = False) -> tuple[str, dt.datetime]:
     """PostgreSQL: the "known since" rows of the ids of `source` (a table or WITH name with `id`) that
-    have none yet, as `record_changes` writes them for new accounts; its `%(at)s` parameter's value."""
+    have none yet, as `record_changes` writes them for new accounts; its `%(at)s` parameter's value.
+    `empty`: the history holds no row at all, so no id has one (no test per id)."""
+    have_none = "" if empty else (f" WHERE NOT EXISTS (SELECT 1 FROM account_field_history h "
+                                  f"WHERE h.account_id = t.id AND h.field = '{KNOWN}')")
     return (f"INSERT INTO account_field_history (account_id, field, valid_from) SELECT t.id, '{KNOWN}', %(at)s "
-            f"FROM {source} t WHERE NOT EXISTS (SELECT 1 FROM account_field_history h "
-            f"WHERE h.account_id = t.id AND h.field = '{KNOWN}')",
+            f"FROM {source} t{have_none}",
             (at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc))
 
 
