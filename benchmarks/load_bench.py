@@ -257,6 +257,8 @@ def timed(work: Callable[[], Any]) -> float:
 
 def run(args: argparse.Namespace) -> str:
     catalog = load([str(ROOT / "playbooks")]).catalog
+    if args.dir is not None:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)  # a folder named on the command line need not exist yet
     folder = Path(tempfile.mkdtemp(prefix="loadbench-", dir=args.dir))
     files = Path(args.files) if args.files else folder
     files.mkdir(parents=True, exist_ok=True)
