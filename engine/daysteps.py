@@ -41,6 +41,7 @@ from dsl import nodes as n
 from dsl.catalog import Catalog
 from dsl.functions import Function, form_of
 from engine.enroll import Scratch
+from engine.rollups import date_sql, day_sql
 from engine.sqlcompile import SQLCompiler, dialect_for
 from engine.sqlfunctions import Window
 
@@ -116,15 +117,15 @@ def steps(conn: Connection, scratch: Scratch, key: Key, start: dt.date, end: dt.
     if sqlite:
         # Day numbers: SQLite's RANGE frames want a number. `+date` keeps the planner on the primary key.
         dated = f"+{day_col}" if series == "metric" else day_col
-        day = f"CAST(julianday({dated}) - 2440587.5 AS INTEGER)"
-        lo, hi = "CAST(julianday(:lo) - 2440587.5 AS INTEGER)", "CAST(julianday(:hi) - 2440587.5 AS INTEGER)"
+        day = day_sql(dialect, dated)
+        lo, hi = day_sql(dialect, ":lo"), day_sql(dialect, ":hi")
         since = f"{dated} > date(:lo, '-{width} days')" if width is not None else "1 = 1"
 
         def offset(k: int) -> str:
             return str(k)
 
         def as_date(x: str) -> str:
-            return f"date({x} + 2440587.5)"
+            return date_sql(dialect, x)
 
         def least_(*xs: str) -> str:
             return f"min({', '.join(xs)})"

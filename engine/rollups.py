@@ -34,14 +34,14 @@ _COLUMNS = ", ".join(["metric", "account_id", "last_date", "last_value", "kept"]
                      + [f"p{i}_{c}" for i in range(1, KEPT) for c in ("day", "value")])
 
 
-def _day(dialect: str, date: str) -> str:
+def day_sql(dialect: str, date: str) -> str:
     """SQL for a date's day number (days since EPOCH)."""
     if dialect == "sqlite":  # ISO text; julianday('1970-01-01') is 2440587.5, so the difference is whole
         return f"CAST(julianday({date}) - 2440587.5 AS INTEGER)"
     return f"({date} - DATE '1970-01-01')"
 
 
-def _date(dialect: str, day: str) -> str:
+def date_sql(dialect: str, day: str) -> str:
     """SQL for the date of a day number."""
     if dialect == "sqlite":
         return f"date({day} + 2440587.5)"
@@ -53,7 +53,7 @@ def _upsert(dialect: str, ranked: str) -> str:
     point's rank from the newest, 1-based) from their newest KEPT points."""
     pivot = ["max(CASE WHEN k = 1 THEN date END)", "max(CASE WHEN k = 1 THEN value END)", "count(*)"]
     for i in range(1, KEPT):
-        pivot += [f"max(CASE WHEN k = {i + 1} THEN {_day(dialect, 'date')} END)",
+        pivot += [f"max(CASE WHEN k = {i + 1} THEN {day_sql(dialect, 'date')} END)",
                   f"max(CASE WHEN k = {i + 1} THEN value END)"]
     updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[2:])
     return (f"WITH ranked AS ({ranked})\n"
@@ -72,7 +72,7 @@ def note_points(conn: Connection, source: str) -> None:
     dialect = conn.dialect.name
     # A full row: its series' points from its oldest kept day on (see the module docstring);
     # otherwise the row held the whole series (or there is none): all its points.
-    since = f"CASE WHEN s.kept = {KEPT} THEN {_date(dialect, f's.p{KEPT - 1}_day')} END"
+    since = f"CASE WHEN s.kept = {KEPT} THEN {date_sql(dialect, f's.p{KEPT - 1}_day')} END"
     ranked = (f"SELECT p.metric, p.account_id, p.date, p.value, {_RANK}\n"
               f"FROM (SELECT DISTINCT metric, account_id FROM {source}) t\n"
               f"LEFT JOIN metric_series s ON s.metric = t.metric AND s.account_id = t.account_id\n"

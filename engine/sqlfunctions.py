@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import datetime as dt
 import math
 
 import sqlalchemy as sa
@@ -133,7 +132,7 @@ def ends_grouped(rows: SeriesRows) -> sa.Subquery:
     read once, in parallel, and hash-aggregated. Days are unique per account,
     so the arrays compare by day alone.
     """
-    day = sa.cast(sa.type_coerce(rows.day - sa.cast(sa.literal(_EPOCH), sa.Date), sa.Integer), sa.Float)
+    day = sa.cast(sa.type_coerce(rows.day - sa.cast(sa.literal(EPOCH.isoformat()), sa.Date), sa.Integer), sa.Float)
     point = postgresql.array([day, sa.cast(rows.value, sa.Float)])
 
     def value(agg: Column) -> Column:
@@ -141,8 +140,6 @@ def ends_grouped(rows: SeriesRows) -> sa.Subquery:
 
     return rows.per_account(n=sa.func.count(), first=value(sa.func.min(point)), last=value(sa.func.max(point)))
 
-
-_EPOCH = dt.date(1970, 1, 1).isoformat()
 
 
 def latest_point(rows: SeriesRows) -> sa.Subquery:
