@@ -72,6 +72,10 @@ class RuleSQL:
         c = self.new()
         cond = c.compile(expr)
         inner = c.required_joins(expr)
+        if self.accounts is None:  # the store's own accounts, which events reference
+            alone = c.event_ids(cond, inner)
+            if alone is not None:  # the windows already keep to `only` (SQLCompiler._rows)
+                return alone
         q = sa.select(c.accounts.c.id).select_from(c.from_clause(inner)).where(cond)
         return q if self.only is None else q.where(c.accounts.c.id.in_(self.only))
 

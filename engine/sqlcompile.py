@@ -225,6 +225,31 @@ class SQLCompiler:
             src = src.join(sub, on) if key in inner else src.outerjoin(sub, on)
         return src
 
+    def event_ids(self, column: ColumnElement, inner: Collection[tuple]) -> sa.Select | None:
+        """The ids where `column` is true, read from its event windows alone, without `accounts`;
+        None where that would not be the same accounts.
+
+        Why: a condition over events only (`happened(funding_announced, within 30
+        days)`) joined its window to `accounts` just to read the id back, and
+        PostgreSQL hash-joined a scan of the whole table for it. An event's account
+        is an account: `events.account_id` references `accounts.id` (a foreign key,
+        enforced on both databases), so the window's ids are the same accounts. Only
+        where every window is inner (the condition needs its row), every window is
+        over events (metric points have no foreign key), and the condition reads
+        nothing of the account. The caller decides whether `self.accounts` is the
+        store's own table (an incremental sweep reads a copy of its scope's rows).
+        """
+        keys = list(self._joins)
+        if not keys or set(keys) != set(inner) or any(k[0] != "event" for k in keys):
+            return None
+        if any(getattr(e, "table", None) is self.accounts for e in visitors.iterate(column)):
+            return None
+        first, *rest = (self._joins[k] for k in keys)
+        src: Any = first
+        for sub in rest:
+            src = src.join(sub, sub.c.account_id == first.c.account_id)
+        return sa.select(first.c.account_id.label("id")).select_from(src).where(column)
+
     @property
     def reads_windows(self) -> bool:
         """Whether anything compiled so far reads a window (joins a subquery to the accounts)."""

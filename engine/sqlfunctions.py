@@ -300,7 +300,8 @@ def rollup_ends(rows: SeriesRows) -> sa.Subquery:
 
 def _rollup_growth(sub: sa.Subquery, today: Column) -> Column:
     # `first` once: SQLite flattens the subquery, and each mention of it would seek again.
-    return sa.cast(sub.c.last, sa.Float) / sa.func.nullif(sub.c.first, 0) - 1
+    # (nullif typed: untyped, SQLAlchemy casts the divisor to NUMERIC on PostgreSQL.)
+    return sa.cast(sub.c.last, sa.Float) / sa.func.nullif(sub.c.first, 0, type_=sa.Float) - 1
 
 
 def _growth(sub: sa.Subquery, today: Column) -> Column:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 from dsl.project import load
 from engine.demo_data import generate
@@ -78,3 +78,31 @@ def test_a_band_compiles_its_score_once_on_sqlite(catalog) -> None:
     sql = str(q.compile(dialect=sqlite.dialect()))
     # The whitespace score reads product_fit once; its band has three bands of two edges each.
     assert sql.count("accounts.product_fit") == 1
+
+
+@pytest.mark.parametrize("scoped", [False, True])
+def test_a_trigger_over_events_alone_reads_no_accounts_and_finds_what_the_join_finds(demo, catalog, scoped) -> None:
+    """`happened(funding_announced, within 30 days)` reads its window's ids without joining
+    `accounts` (an event's account is an account: a foreign key); the same accounts as the
+    join, which a RuleSQL over a given accounts table keeps, with and without `only`."""
+    accounts = demo.table("account")
+    only = sa.select(accounts.c.id).order_by(accounts.c.id).limit(700) if scoped else None
+    alone = RuleSQL(catalog, TODAY, demo.dialect, only=only)
+    joined = RuleSQL(catalog, TODAY, demo.dialect, only=only, accounts=accounts)
+    assert [f.name for f in alone.trigger("funding_round").get_final_froms()] == ["w0"]
+    assert "FROM accounts JOIN" in str(joined.trigger("funding_round").compile(dialect=demo.engine.dialect))
+    with demo.engine.connect() as conn:
+        want = fired(conn, joined, "funding_round")
+        assert fired(conn, alone, "funding_round") == want
+        assert want  # it fires somewhere: the comparison says something
+        if only is not None:
+            assert set(want) <= {r[0] for r in conn.execute(only)}
+        # The hiring branch of headcount_growth's UNION also reads its window alone.
+        assert fired(conn, alone, "headcount_growth") == fired(conn, joined, "headcount_growth")
+
+
+def test_a_condition_reading_an_account_field_or_a_metric_keeps_the_accounts_join(catalog) -> None:
+    """Metric points have no foreign key to accounts; a field is read from the account's row."""
+    rules = RuleSQL(catalog, TODAY, "postgresql")
+    for trigger in ("qbr_outcome", "power_user_emergence", "feature_exploration"):
+        assert "FROM accounts" in str(rules.trigger(trigger).compile(dialect=postgresql.dialect())), trigger

@@ -391,6 +391,18 @@ def test_postgresql_numbers_are_floats_and_a_division_casts_nothing_to_numeric()
         assert "NUMERIC" not in sql and "AS FLOAT)" in sql.rpartition(">")[2], sql
 
 
+def test_postgresql_growth_from_the_rollup_divides_floats():
+    """growth's `last / nullif(first, 0)`: untyped, SQLAlchemy cast the divisor to NUMERIC,
+    a conversion per account (float8 to numeric keeps 15 digits, so not even exact)."""
+    from sqlalchemy.dialects import postgresql
+
+    growth = n.Call(func="growth", args=[n.Symbol(name="m"), n.Duration(amount=90, unit=n.DurationUnit.DAYS)])
+    expr = n.Binary(op=n.BinOp.GE, left=growth, right=n.Percent(value=0.2))
+    sql = str(RuleSQL(CATALOG, TODAY, "postgresql").where(expr).compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    assert "metric_series" in sql and "NUMERIC" not in sql, sql
+
+
 def test_day_counts_against_whole_numbers_compare_the_dates_and_agree_with_the_reference(store):
     """`days_until(d) > 3` compiles to `d > today + 3` on SQLite (`SQLCompiler.day_comparison`);
     every operator, both functions, either side, fractions (not rewritten), BETWEEN and empty dates agree."""
