@@ -458,11 +458,11 @@ class Staging:
         """
         insert = self._insert_checked_pg(table, required, key) if self.pg else self._insert_checked(table, required, key)
         if also and self.pg:
-            # Every statement of `also` sees the keys written; the last one's rows are counted
-            # (callers end with one that writes a row per key).
-            extra = "".join(f", w{i} AS ({sql})" for i, sql in enumerate(also[:-1]))
-            sql = f"WITH w AS ({insert} RETURNING {quote(self.conn, key)} AS id){extra} {also[-1]}"
-            return int(self.conn.exec_driver_sql(sql, params or {}).rowcount)
+            # Every statement of `also` sees the keys written, and runs to its end whatever the
+            # outer SELECT reads; that counts the keys.
+            extra = "".join(f", w{i} AS ({sql})" for i, sql in enumerate(also))
+            sql = f"WITH w AS ({insert} RETURNING {quote(self.conn, key)} AS id){extra} SELECT count(*) FROM w"
+            return int(self.conn.exec_driver_sql(sql, params or {}).scalar_one())
         assert not also, "`also` is for PostgreSQL"
         return int(self.conn.exec_driver_sql(insert).rowcount)
 

@@ -715,6 +715,8 @@ class _FileLoad:
         self.typed_names: list[str] = []
         self.first_load: bool | None = None  # the table was empty when the file started (written to)
         self.deferred: list[tuple[str, str]] = []  # indexes dropped for a first load, made again at the end
+        self.history_key: list[tuple[str, str]] | None = None  # the history's key, set aside by a first load
+        self.marked_every = False  # a first load of accounts marked every account (changes.EVERY)
         self.nul: bool | None = None  # the file holds a NUL byte (None: not looked yet)
 
     # -- reading -------------------------------------------------------------
@@ -920,8 +922,9 @@ class _FileLoad:
             if isinstance(e, (psycopg2.OperationalError, psycopg2.InterfaceError)) or \
                     (isinstance(e, sa.exc.DBAPIError) and store_unreachable(e, "")):
                 raise
-            savepoint.rollback()
+            savepoint.rollback()  # with what a first load wrote or set aside in it
             src.columns, self.staging, self.group_columns, self.csv_pick = None, None, [], None
+            self.history_key, self.marked_every = None, False
             self.pending = _Errors(self.job.errors.cap)
             return False
         if not direct:
@@ -978,27 +981,36 @@ class _FileLoad:
         try:
             # Into an empty table a plain INSERT: an id twice in the file (or in an
             # earlier chunk) breaks the key and sends the chunk to the checked path.
+            key = self.history_key
             if plan.kind == "accounts" and staging.pg:
-                # One statement, one read of the stage: the accounts, their "known since" rows and
-                # their change marks (new ids only, so no stored value is replaced).
+                # One statement, one read of the stage: the accounts and their "known since" rows (new
+                # ids only, so no stored value is replaced).
                 # A new store's history is empty: no test per account against it. In the same statement
                 # that fills it, that test (an anti-join) twice ran for minutes at 1,000,000 accounts
                 # (load_bench, 2026-12-07; the plan was not caught), where the whole load takes 25 s.
-                empty = conn.exec_driver_sql(f"SELECT 1 FROM {history.HISTORY.name} LIMIT 1").first() is None
-                history_sql, at = history.known_since_sql("w", self.job.known_at, empty=empty)
-                written = staging.write_checked(table, required, also=[
-                    history_sql, "INSERT INTO account_changes (account_id) SELECT id FROM w"], params={"at": at})
+                # Its key is set aside until the file ends (a b-tree insert per row cost more than the
+                # one sort that builds it again: 2.9 against 1.9 s of backend CPU at 1,000,000); it
+                # stays empty of other rows meanwhile, so later chunks need no test either.
+                if key is None and conn.exec_driver_sql(f"SELECT 1 FROM {history.HISTORY.name} LIMIT 1").first() is None:
+                    key = indexes.primary_key(conn, history.HISTORY.name)
+                    indexes.drop_key(conn, history.HISTORY.name, key)
+                history_sql, at = history.known_since_sql("w", self.job.known_at, empty=key is not None)
+                written = staging.write_checked(table, required, also=[history_sql], params={"at": at})
             else:
                 written = staging.write_checked(table, required)
             savepoint.commit()
         except (sa.exc.IntegrityError, sa.exc.DataError):
-            savepoint.rollback()
+            savepoint.rollback()  # and with it a key set aside in it
             return False
+        self.history_key = key
         ids = f"(SELECT {staging.names[self.columns.index('id')]} AS id, _row FROM {bulkload.STAGE})"
         if plan.kind == "accounts" and not staging.pg:
             # New ids only, so no stored value is replaced: the history gets each one's "known since".
             history.record_changes(conn, self.job.catalog, ids, ["id"], self.job.known_at)
-            changes.mark_sql(conn, ids, "id", distinct=False)  # the key proved the ids distinct
+        if plan.kind == "accounts" and not self.marked_every:
+            # Into an empty table: every account there is now is this file's (changes.EVERY).
+            changes.mark_every(conn)
+            self.marked_every = True
         if not final:
             self._remember_ids(ids)
         self.result.rows += written
@@ -1011,6 +1023,7 @@ class _FileLoad:
         if self.deferred and not self.job.errors:
             indexes.create(self.conn, self.deferred)
         self.deferred = []
+        self._restore_history_key()
         if self.first_load and not self.job.errors and self.conn.dialect.name == "postgresql" and self.result.rows:
             # Without them the planner takes the table for empty until autovacuum
             # comes by, and the next import's joins with it probe row by row
@@ -1021,6 +1034,13 @@ class _FileLoad:
             keys = ", ".join(quote(k) for k in self.plan.keys)
             extra = ", account_field_history (account_id, field)" if self.plan.kind == "accounts" else ""
             self.conn.exec_driver_sql(f"ANALYZE {quote(self.plan.table.name)} ({keys}){extra}")
+
+    def _restore_history_key(self) -> None:
+        """The history's key, set aside by a first load, added again: before anything reads the history
+        by key, and at the end of the file (after a problem the rollback restores it)."""
+        if self.history_key and not self.job.errors:
+            indexes.create(self.conn, self.history_key)
+        self.history_key = None
 
     def _remember_ids(self, source: str) -> None:
         """The ids of this chunk (`source`: id and _row), for the duplicates of the file's later chunks."""
@@ -1107,6 +1127,8 @@ class _FileLoad:
                                      f"(SELECT 1 FROM {table} a WHERE a.id = t.id)").scalar_one())
             self.result.created += total - existing
             self.result.updated += existing
+            if plan.kind == "accounts":
+                self._restore_history_key()  # the history's writes below read it by key
             if existing:
                 self._drop_unchanged()
             for group, present in enumerate(self.group_columns):

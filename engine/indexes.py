@@ -6,6 +6,10 @@ insert into every index). Only non-unique indexes go: unique ones and the
 primary key are checks, not just speed. The definitions are read back from
 the database (sqlite_master, pg_get_indexdef), so the indexes come back
 exactly as they were. Used by the demo data generator and the importers.
+
+A primary key can be set aside too (PostgreSQL, `primary_key`), where the
+loader knows its rows are distinct (the "known since" history rows of a
+first load: one per new account); adding it back checks that anyway.
 """
 
 from __future__ import annotations
@@ -32,9 +36,26 @@ def secondary(conn: Connection, tables: Sequence[str]) -> list[tuple[str, str]]:
         {"tables": list(tables)})]
 
 
+def primary_key(conn: Connection, table: str) -> list[tuple[str, str]]:
+    """PostgreSQL: (name, ALTER TABLE statement that adds it) of `table`'s primary key in the current
+    schema, for `create`; empty where it has none."""
+    quote = conn.dialect.identifier_preparer.quote
+    return [(r[0], f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(r[0])} {r[1]}") for r in conn.execute(sa.text(
+        "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
+        "WHERE t.relname = :table AND t.relnamespace = current_schema()::regnamespace AND c.contype = 'p'"),
+        {"table": table})]
+
+
 def drop(conn: Connection, defs: Sequence[tuple[str, str]]) -> None:
     for name, _ in defs:
         conn.exec_driver_sql(f"DROP INDEX {conn.dialect.identifier_preparer.quote(name)}")
+
+
+def drop_key(conn: Connection, table: str, defs: Sequence[tuple[str, str]]) -> None:
+    """Drop the primary key `primary_key` read (its index goes with it)."""
+    quote = conn.dialect.identifier_preparer.quote
+    for name, _ in defs:
+        conn.exec_driver_sql(f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(name)}")
 
 
 def create(conn: Connection, defs: Sequence[tuple[str, str]]) -> None:
@@ -42,4 +63,4 @@ def create(conn: Connection, defs: Sequence[tuple[str, str]]) -> None:
         conn.exec_driver_sql(sql)
 
 
-__all__ = ["create", "drop", "secondary"]
+__all__ = ["create", "drop", "drop_key", "primary_key", "secondary"]

@@ -233,6 +233,31 @@ def test_after_a_load_only_the_loaded_accounts_are_evaluated(store: Store, tmp_p
     assert (again.full, again.scope, again.decisions) == (False, 0, 0)
 
 
+def test_a_first_load_marks_every_account_once_and_the_next_sweep_is_full_and_enrolls_as_a_full_one(
+        store: Store, tmp_path: Path) -> None:
+    """A CSV first load (the one-statement path) writes one `changes.EVERY` row, not a row per account:
+    the sweep after it, recorded before on the emptied store, is full; the one after that has nothing."""
+    clear(store)
+    enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)  # a mark on an empty store
+    rows = [f"{i},{u},{h},2026-06-0{k + 3},{i}@example.com" for k, (i, u, h) in
+            enumerate([("a1", 0.9, 80), ("a2", 0.9, 50), ("a3", 0.5, 95), ("a4", 0.95, 90)])]
+    path = tmp_path / "accounts.csv"
+    path.write_text("id,usage,health,renewal,admin\n" + "\n".join(rows) + "\n")
+    import_file(store, CATALOG, "accounts", path)
+    with store.connect() as conn:
+        assert [r[0] for r in conn.execute(sa.select(changes.CHANGES.c.account_id))] == [changes.EVERY]
+    expected = {(d.play, d.account_id) for d in decision_set(store, CATALOG, PLANS, START, KNOBS) if d.enroll}
+    assert expected  # the rules enroll some of them
+    result = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert (result.full, result.why_full) == (True, "every account was loaded (a first load)")
+    assert {(e.play, e.account_id) for e in result.enrolled} == expected
+    with store.connect() as conn:
+        rechecks = {r[0] for r in conn.execute(sa.select(changes.RECHECKS.c.account_id))}
+        assert conn.execute(sa.select(changes.CHANGES.c.account_id)).all() == []  # the sweep consumed it
+    again = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert (again.full, again.scope, again.enrolled) == (False, len(rechecks), [])  # only its rechecks
+
+
 def test_different_rules_or_settings_make_the_sweep_full(store: Store, tmp_path: Path) -> None:
     clear(store)
     load(store, tmp_path, "accounts", [{"id": "a1", "usage": 0.5, "health": 80}])

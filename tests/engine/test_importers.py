@@ -441,7 +441,54 @@ def test_a_plain_first_load_is_written_straight_from_the_stage(store: Store, tmp
                             .order_by(accounts_t.c.id)).all() == [
             ("p1", 12000.0, 0.85, True, None, 9.0), ("p2", 50000.5, 0.4, False, dt.date(2025, 1, 15), None),
             ("p3", 1.0, 0.5, False, dt.date(2024, 2, 29), None)]
-    assert count(store, "account_field_history") == 3 and count(store, "account_changes") == 3
+    assert count(store, "account_field_history") == 3 and count(store, "account_changes") == 1  # changes.EVERY
+
+
+def _history_key(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(sa.inspect(conn).get_pk_constraint("account_field_history")["constrained_columns"])
+
+
+def _known_since(store: Store) -> list[tuple[str, int]]:
+    with store.engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT account_id, count(*) FROM account_field_history WHERE field = '*' "
+                                    "GROUP BY account_id ORDER BY account_id").all()
+
+
+@pytest.mark.parametrize("chunk_size", [2, 100_000])
+def test_a_first_load_gives_the_history_its_key_back_with_one_known_since_row_per_account(
+        store: Store, tmp_path: Path, chunk_size: int, monkeypatch) -> None:
+    """PostgreSQL's first load sets the history's key aside while it writes the "known since" rows; it is
+    there again after the file, also where a later chunk took the checked path (a looser form: the file
+    is read row by row, the first chunk written in one statement, the second checked)."""
+    from engine import indexes
+
+    key = _history_key(store)
+    assert key == ["account_id", "field", "valid_from"]
+    set_aside: list[str] = []
+    real_drop_key = indexes.drop_key
+    monkeypatch.setattr(indexes, "drop_key", lambda conn, table, defs: set_aside.append(table) or
+                        real_drop_key(conn, table, defs))
+    looser = PLAIN_GOOD + 'p4,Four,smb,"$1,200",1,0.01,1,no,,u4,\np5,Five,smb,1,1,0.01,1,no,,u5,\n'
+    report = import_files(store, CATALOG, [("accounts", write(tmp_path, "plain.csv", looser))], chunk_size=chunk_size)
+    assert (report.files[0].rows, report.files[0].created) == (5, 5)
+    assert _history_key(store) == key and set(set_aside) == ({"account_field_history"} if store.dialect == "postgresql"
+                                                             else set())
+    assert _known_since(store) == [(f"p{i}", 1) for i in range(1, 6)]
+    with store.engine.connect() as conn:
+        marked = sorted(r[0] for r in conn.exec_driver_sql("SELECT account_id FROM account_changes"))
+    # A chunk written in one statement marks every account (once); one the checked path wrote marks its own.
+    assert marked == (["", "p3", "p4"] if chunk_size == 2 else ["p1", "p2", "p3", "p4", "p5"])
+
+
+def test_a_failed_first_load_leaves_the_history_and_its_key_as_they_were(store: Store, tmp_path: Path) -> None:
+    key = _history_key(store)
+    bad = PLAIN_GOOD + "p4,Four,smb,1,1,0.01,1,maybe,,u4,\n"
+    with pytest.raises(ImportFailed):
+        import_files(store, CATALOG, [("accounts", write(tmp_path, "plain.csv", bad))], chunk_size=2)
+    assert _history_key(store) == key and count(store, "account_field_history") == 0
+    import_files(store, CATALOG, [("accounts", write(tmp_path, "plain.csv", PLAIN_GOOD))])
+    assert _history_key(store) == key and _known_since(store) == [("p1", 1), ("p2", 1), ("p3", 1)]
 
 
 @pytest.mark.parametrize(("row", "error"), [
