@@ -460,33 +460,53 @@ def backtest(conn: Connection, catalog: Catalog, runs: Sequence[Variant] | Seque
         fired = _fired_table(scratch)
         ties = Ties(conn, scratch, catalog, end)
         stepped: dict[steps.Key, sa.Table] = {}
-        for i, v in enumerate(vs):
-            probe = steps.span_compiler(catalog, end, dialect, {})
-            branches = disjuncts(v.when)
-            if not (len(branches) > 1 and any(probe.required_joins(b) for b in branches)):
-                branches = [v.when]
-            for branch in branches:
-                q: Any = _spans_query(conn, scratch, catalog, versions, days, stepped, branch, i, start, end, ties)
-                if q is None:  # a window with no step form: versions x days, as before
-                    q = _grid_query(catalog, end, dialect, versions, days, branch, i)
-                conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
+        queries = [(i, branch) for i, v in enumerate(vs) for branch in _branches(catalog, end, dialect, v.when)]
+        # A window read by one query only is stepped inside that query (daysteps.step_rows); the others'
+        # steps are written once and shared.
+        readers = Counter(key for _, branch in queries for key in steps.probe(catalog, end, dialect, branch).windows)
+        shared = {key for key, count in readers.items() if count > 1}
+        for i, branch in queries:
+            q: Any = _spans_query(conn, scratch, catalog, versions, days, stepped, shared, branch, i, start,
+                                  end, ties)
+            if q is None:  # a window with no step form: versions x days, as before
+                q = _grid_query(catalog, end, dialect, versions, days, branch, i)
+            conn.execute(sa.insert(fired).from_select(["variant", "account_id", "since", "until"], q))
         _decide_open(conn, catalog, vs, ties.open, days, fired, versions)
         steps.analyze(conn, fired)
         return _summarise(conn, scratch, fired, vs, start, end, window, known, on_days)
 
 
+def _branches(catalog: Catalog, end: dt.date, dialect: str, when: n.Expr) -> list[n.Expr]:
+    """The queries of one condition: an `or` whose branches need different windows is one per branch."""
+    probe = steps.span_compiler(catalog, end, dialect, {})
+    branches = disjuncts(when)
+    if not (len(branches) > 1 and any(probe.required_joins(b) for b in branches)):
+        branches = [when]
+    return branches
+
+
 def _spans_query(conn: Connection, scratch: Scratch, catalog: Catalog, versions: sa.Table, days: sa.Table,
-                 stepped: dict[steps.Key, sa.Table], expr: n.Expr, variant: int, start: dt.date,
-                 end: dt.date, ties: Ties) -> sa.Select | None:
+                 stepped: dict[steps.Key, sa.Table], shared: set[steps.Key], expr: n.Expr, variant: int,
+                 start: dt.date, end: dt.date, ties: Ties) -> sa.Select | None:
     dialect = conn.dialect.name
     found = steps.probe(catalog, end, dialect, expr)
     if not found.stepped:
         return None
-    for key in found.windows:
+    required = steps.span_compiler(catalog, end, dialect, {}).required_joins(expr)
+    sources: dict[steps.Key, Any] = {}
+    for key, prefix in found.windows.items():
+        inline = None
+        # Read by this query only, no span without a step holds, and the spans are read once (the cuts
+        # of a day-reading condition read them once per candidate day).
+        if key not in shared and key in required and not found.reads_today:
+            inline = steps.step_rows(conn.dialect, key, start, end, prefix + "t")
+        if inline is not None:
+            sources[key] = inline
+            continue
         if key not in stepped:
             stepped[key] = steps.steps(conn, scratch, key, start, end)
-    required = steps.span_compiler(catalog, end, dialect, {}).required_joins(expr)
-    spans = _spans(dialect, versions, stepped, found.windows, required)
+        sources[key] = stepped[key].alias(prefix + "t")
+    spans = _spans(dialect, versions, sources, found.windows, required)
     if found.reads_today:
         c = steps.span_compiler(catalog, end, dialect, dict(found.windows), spans)
         cuts = steps.Crossings(c).points(expr)
@@ -498,16 +518,17 @@ def _spans_query(conn: Connection, scratch: Scratch, catalog: Catalog, versions:
     return sa.select(sa.literal(variant), spans.c.id, spans.c.day, spans.c.next).where(c.compile(expr))
 
 
-def _spans(dialect: str, versions: sa.Table, stepped: dict[steps.Key, sa.Table], windows: dict[steps.Key, str],
+def _spans(dialect: str, versions: sa.Table, sources: dict[steps.Key, Any], windows: dict[steps.Key, str],
            required: set[Any]) -> sa.Subquery:
-    """The versions cut by each window's steps: (id, fields, day, next, w<i>_<column>)."""
+    """The versions cut by each window's steps (`sources`: a table's alias or the steps' subquery):
+    (id, fields, day, next, w<i>_<column>)."""
     v = versions
     lo: Any = v.c.since
     hi: Any = v.c.until
     src: Any = v
     columns: list[Any] = []
     for key, prefix in windows.items():
-        w = stepped[key].alias(prefix + "t")
+        w = sources[key]
         on = sa.and_(w.c.account_id == v.c.id, w.c.p < hi, w.c.q > lo)
         src = src.join(w, on) if key in required else src.outerjoin(w, on)
         lo = steps.greatest(dialect, lo, sa.func.coalesce(w.c.p, lo))

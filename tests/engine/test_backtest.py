@@ -317,6 +317,22 @@ def test_vary_gives_one_column_per_threshold(store: Store) -> None:
     assert fast.results[1].first == plain.results[0].first
 
 
+@pytest.mark.parametrize("trigger", ["engaged", "summed", "growing"])
+def test_a_window_stepped_inside_its_one_query_equals_the_shared_steps(store: Store, trigger: str) -> None:
+    """A window only one query reads is stepped inside that query (daysteps.step_rows, steps with an empty
+    window left out); varied, two queries read it and share a written steps table. Same answers either way."""
+    seed(store, random.Random(13), n=12)
+    param = {"engaged": "engagement_minutes=50,40", "summed": "engagement_minutes=300,200",
+             "growing": "headcount=20%,10%"}[trigger]
+    alone, slow = both(store, [trigger])
+    same(alone, slow)
+    shared, slow_shared = both(store, variants(CATALOG, [trigger], [f"{trigger}.{param}"]))
+    same(shared, slow_shared)
+    assert shared.results[0].first == alone.results[0].first
+    assert shared.results[0].per_day == alone.results[0].per_day
+    assert any(alone.results[0].per_day.values())
+
+
 def test_vary_names_a_series_compared_with_a_number() -> None:
     [v] = vary(CATALOG, "recent.engagement_minutes=80")
     assert v.param == "engagement_minutes" and not v.current
