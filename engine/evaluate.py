@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,8 +141,33 @@ class TriggerPass:
 
     def fill(self, conn: Connection, table: sa.Table) -> None:
         """Write the firing triggers into `table` (made with `columns()`)."""
-        for _, statement in self.inserts(table):
-            conn.execute(statement)
+        with without_jit(conn):
+            for _, statement in self.inserts(table):
+                conn.execute(statement)
+
+
+@contextmanager
+def without_jit(conn: Connection) -> Iterator[None]:
+    """PostgreSQL's JIT off for the statements run inside, then as it was (transaction-local).
+
+    Why: the server compiles a statement whose estimated cost passes `jit_above_cost`
+    (and optimizes and inlines it past `jit_optimize_above_cost`), and its time grows
+    with the size of the expressions, not of the data. The rollup's windows are large
+    CASE trees over the kept points: at 100,000 accounts `headcount_growth` took 0.09 s
+    of backend CPU without JIT and 0.43 s with plain JIT (0.9 s of compiling in EXPLAIN
+    ANALYZE with inlining and optimizing), and at 1,000,000 every trigger statement
+    passes both thresholds; a parallel plan compiles once per worker as well.
+    Measurements: docs/BENCHMARKS.md, "Engine: every trigger". Outside a transaction
+    (autocommit) `set_config(..., true)` lasts one statement: JIT then stays on.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    was = conn.execute(sa.text("SELECT current_setting('jit')")).scalar()
+    conn.execute(sa.text("SELECT set_config('jit', 'off', true)"))
+    yield
+    # Not on an error: PostgreSQL's transaction is then aborted, and its rollback restores the setting.
+    conn.execute(sa.text("SELECT set_config('jit', :was, true)"), {"was": was})
 
 
 def fired(conn: Connection, rules: RuleSQL, trigger: str) -> list[str]:

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dsl.project import load
 from engine.demo_data import generate
-from engine.evaluate import RuleSQL, TriggerPass, fired
+from engine.evaluate import RuleSQL, TriggerPass, fired, without_jit
 from store_backends import BACKENDS, fresh_store
 
 TODAY = dt.date(2026, 6, 1)
@@ -106,3 +106,21 @@ def test_a_condition_reading_an_account_field_or_a_metric_keeps_the_accounts_joi
     rules = RuleSQL(catalog, TODAY, "postgresql")
     for trigger in ("qbr_outcome", "power_user_emergence", "feature_exploration"):
         assert "FROM accounts" in str(rules.trigger(trigger).compile(dialect=postgresql.dialect())), trigger
+
+
+def test_the_pass_runs_without_jit_on_postgresql_and_leaves_the_setting_as_it_was(demo, catalog) -> None:
+    """`without_jit`: JIT off for the statements inside (their CASE trees cost more to compile
+    than to run), then the session's setting again, whatever it was."""
+    if demo.dialect != "postgresql":
+        with demo.engine.connect() as conn, without_jit(conn):  # nothing to set on SQLite
+            return
+    with demo.engine.connect() as conn:
+        for setting in ("on", "off"):
+            conn.execute(sa.text(f"SET jit = {setting}"))
+            with without_jit(conn):
+                assert conn.execute(sa.text("SHOW jit")).scalar() == "off"
+            assert conn.execute(sa.text("SHOW jit")).scalar() == setting
+        conn.execute(sa.text("SET jit = on"))
+        tp = TriggerPass(RuleSQL(catalog, TODAY, demo.dialect), sorted(catalog.triggers))
+        assert any(found(conn, tp).values())
+        assert conn.execute(sa.text("SHOW jit")).scalar() == "on"
