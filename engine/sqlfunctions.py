@@ -158,8 +158,8 @@ def latest_point(rows: SeriesRows) -> sa.Subquery:
 # reaches into the window (`metric_series`: its newest KEPT points). When
 # the window lies within the row's points ("covered"), the value is
 # computed from the row alone; otherwise from primary-key seeks into
-# `metric_points` on (metric, account, date). PostgreSQL reads `growth` and
-# `latest` this way; its avg/sum/min/max scan (`_scanned`). Why this shape:
+# `metric_points` on (metric, account, date). Both databases read every
+# metric window this way (PostgreSQL with JIT off, `_kept_pg`). Why this shape:
 # docs/engine.md, "Metric windows".
 
 METRIC_SERIES = "metric_series"
@@ -209,18 +209,22 @@ def _kept_first(rows: SeriesRows, s: Any) -> Column:
     return _by_points_in_window(rows, s, lambda m: s.c[f"p{m}_value"] if m else sa.null())
 
 
-def _kept_aggregate(kind: str, rows: SeriesRows, s: Any) -> Column:
+def _kept_aggregate(kind: str, rows: SeriesRows, s: Any, postgresql: bool = False) -> Column:
     """Of a covered row, the aggregate of the window's points: the latest and the m kept
     before it in the window, over their values oldest first.
 
     Computed as SQLite's aggregates compute it, so the value is the same to the bit: SQLite
     (3.40) sums a double from 0.0 in the order the rows come (by date in a key-range read) and
-    divides that sum by the count; NULL values are skipped. (PostgreSQL keeps its scan:
-    `_scanned`.)
+    divides that sum by the count; NULL values are skipped. PostgreSQL's avg and sum of
+    float8 (float8_accum, float8pl) add in the order its plan reads the rows, also from 0.0,
+    and divide by the count: oldest first is the order of a scan by date, and any plan's
+    order is as good (`postgresql`: its spelling of a truth as 0/1 and of min/max).
     """
     values = [s.c.last_value] + [s.c[f"p{i}_value"] for i in range(1, KEPT)]  # newest first
 
     def present(t: Column) -> Column:
+        if postgresql:
+            return sa.cast(t.isnot(None), sa.Integer)
         return sa.type_coerce(t.isnot(None), sa.Integer)  # SQLite's comparisons are the integers 0 and 1
 
     def over(m: int) -> Column:
@@ -231,8 +235,8 @@ def _kept_aggregate(kind: str, rows: SeriesRows, s: Any) -> Column:
                 return terms[0]
             # SQLite's min(a, b, ...) is NULL if any argument is: an empty value never wins.
             none = sa.literal(math.inf if kind == "min" else -math.inf, sa.Float)
-            return sa.case((count == 0, sa.null()), else_=getattr(sa.func, kind)(
-                *[sa.func.coalesce(t, none) for t in terms]))
+            pick = {"min": sa.func.least, "max": sa.func.greatest}[kind] if postgresql else getattr(sa.func, kind)
+            return sa.case((count == 0, sa.null()), else_=pick(*[sa.func.coalesce(t, none) for t in terms]))
         total: Column = sa.literal(0.0, sa.Float)
         for t in terms:
             total = total + sa.func.coalesce(t, sa.literal(0.0, sa.Float))
@@ -265,7 +269,7 @@ def _after_cutoff(rows: SeriesRows, p: Any) -> list[Column]:
     return [p.c.date > rows.cutoff] if rows.cutoff is not None else []
 
 
-def rollup_aggregate(kind: str) -> Rollup:
+def rollup_aggregate(kind: str, postgresql: bool = False) -> Rollup:
     """avg, sum, min, max over the window: from the row when covered, else each account's
     points in the window, read as one key range."""
     def build(rows: SeriesRows) -> sa.Subquery:
@@ -273,7 +277,7 @@ def rollup_aggregate(kind: str) -> Rollup:
         p, on = _points(rows, s, "p")
         seek = (sa.select(getattr(sa.func, kind)(p.c.value))
                 .where(*on, *_after_cutoff(rows, p), p.c.date <= rows.today).correlate_except(p).scalar_subquery())
-        v = sa.case((_covered(rows, s), _kept_aggregate(kind, rows, s)), else_=seek)
+        v = sa.case((_covered(rows, s), _kept_aggregate(kind, rows, s, postgresql)), else_=seek)
         return sa.select(s.c.account_id, v.label("v")).where(*where).subquery(rows.alias)
 
     return Rollup(build, lambda sub, today: sub.c.v)
@@ -363,19 +367,25 @@ SQLITE: dict[str, SQLFunction] = {
     "round": SQLFunction(value=lambda today, x: sa.func.round(x)),
 }
 
-def _scanned(kind: str) -> SQLFunction:
-    """A metric aggregate without its rollup form: PostgreSQL runs the per-account range read
-    as a correlated subplan (about 25 us each at 100,000 accounts), while it scans the
-    window's points through ix_metric_points_metric_date_account_id with parallel workers;
-    and the covered form, reading every metric's rows of `metric_series` (717 MB at
-    1,000,000 accounts) and joining `accounts`, was no faster than that scan (docs/engine.md)."""
+def _kept_pg(kind: str) -> SQLFunction:
+    """A metric aggregate on PostgreSQL: the SQLite form (covered rows from the row, others by a
+    range read), spelled for PostgreSQL (`rollup_aggregate(postgresql=True)`).
+
+    Why: PostgreSQL used to scan the window's points instead (`Window.subquery`); with JIT
+    off for the candidates (engine/evaluate.py `without_jit`) the row's CASE tree is cheap,
+    and `power_user_emergence` at 1,000,000 accounts took 2.68 s against the scan's 3.29 s
+    (EXPLAIN ANALYZE, load ~4); at 100,000 0.16 s of backend CPU against 0.79 s. With JIT
+    on, compiling the CASE tree cost about what the row saved (docs/engine.md). An account
+    whose window is not covered costs a correlated range read (about 25 us), as `growth`'s
+    seek does."""
     window = _metric_aggregate(kind)
-    return SQLFunction(value=_SHARED[kind].value, window=Window(window.kind, window.subquery, window.value))
+    return SQLFunction(value=_SHARED[kind].value, window=Window(window.kind, window.subquery, window.value,
+                                                                rollup=rollup_aggregate(kind, postgresql=True)))
 
 
 POSTGRESQL: dict[str, SQLFunction] = {
     **_SHARED,
-    **{kind: _scanned(kind) for kind in ("avg", "sum", "min", "max")},
+    **{kind: _kept_pg(kind) for kind in ("avg", "sum", "min", "max")},
     "growth": SQLFunction(window=Window("ends", ends_grouped, _growth,
                                         rollup=Rollup(rollup_ends, _rollup_growth))),
     "days_since": _days_since(_postgres_days),
