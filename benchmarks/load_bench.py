@@ -112,6 +112,13 @@ def write_accounts(path: Path, catalog: Catalog, count: int, seed: int, changed:
             w.writerow([f"acc-{i:07d}", f"Company {i}", *values])
 
 
+def write_account_ids(path: Path, count: int) -> None:
+    """`count` accounts with an id and a name only: what the points of `--points-only` refer to."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        fh.write("id,name\n")
+        fh.writelines(f"acc-{i:07d},Company {i}\n" for i in range(count))
+
+
 def write_points(path: Path, catalog: Catalog, accounts: int, points: int, seed: int) -> None:
     """`points` metric points spread over the accounts and the declared metrics, weekly dates back from TODAY."""
     rng = random.Random(seed)
@@ -263,8 +270,14 @@ def run(args: argparse.Namespace) -> str:
     files = Path(args.files) if args.files else folder
     files.mkdir(parents=True, exist_ok=True)
     accounts_csv, changed_csv, points_csv = files / "accounts.csv", files / "accounts_changed.csv", files / "points.csv"
+    if args.points_only:
+        accounts_csv = files / "account_ids.csv"
     t0 = time.perf_counter()
-    if not (args.files and accounts_csv.exists() and changed_csv.exists() and points_csv.exists()):
+    if args.points_only:
+        if not (args.files and accounts_csv.exists() and points_csv.exists()):
+            write_account_ids(accounts_csv, args.accounts)
+            write_points(points_csv, catalog, args.accounts, args.points, seed=7)
+    elif not (args.files and accounts_csv.exists() and changed_csv.exists() and points_csv.exists()):
         write_accounts(accounts_csv, catalog, args.accounts, seed=7)
         write_accounts(changed_csv, catalog, args.accounts, seed=7, changed=0.01)
         write_points(points_csv, catalog, args.accounts, args.points, seed=7)
@@ -284,8 +297,13 @@ def run(args: argparse.Namespace) -> str:
         for kind in (args.stores if bare_first else args.stores[::-1]):
             r = results.setdefault(kind, {})
             with fresh(kind, folder, catalog) as bare, fresh(kind, folder, catalog) as store:
+                if args.points_only:  # the accounts the points refer to, untimed, in both stores
+                    bare_load(bare, "accounts", accounts_csv)
+                    bare_load(store, "accounts", accounts_csv)
                 for name, table, kind_, path in (("accounts", "accounts", "accounts", accounts_csv),
                                                  ("points", "metric_points", "metrics", points_csv)):
+                    if args.points_only and name == "accounts":
+                        continue
                     def bare_step(table: str = table, path: Path = path) -> float:
                         return timed(lambda: bare_load(bare, table, path))
 
@@ -296,6 +314,11 @@ def run(args: argparse.Namespace) -> str:
                     for step in (("bare", bare_step), ("import", import_step))[::1 if bare_first else -1]:
                         r.setdefault(f"{step[0]}_{name}", []).append(step[1]())
                         r.setdefault(f"cpu_{step[0]}_{name}", []).append(LAST_CPU[0])
+                if args.points_only:
+                    notes[kind] = {"points": store.count("metric_points")}
+                    print(f"rep {rep + 1} {kind} (load {loads[-1]} -> {load_average()}): "
+                          + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in r.items()), flush=True)
+                    continue
                 bare_size = size_bytes(bare, "accounts")
                 rows_before = store.count("account_field_history")
                 hist_bytes = size_bytes(store, "account_field_history")
@@ -337,6 +360,17 @@ def run(args: argparse.Namespace) -> str:
 def report(args: argparse.Namespace, results: dict[str, dict[str, list[float]]], notes: dict[str, dict[str, Any]],
            started: dt.datetime, ended: dt.datetime, load_start: str, load_end: str, loads: list[str]) -> str:
     med = {k: {m: statistics.median(v) for m, v in r.items()} for k, r in results.items()}
+    if args.points_only:
+        out = [f"{started:%Y-%m-%d %H:%M}-{ended:%H:%M} UTC, --points-only, {args.accounts:,} accounts, "
+               f"{args.points:,} points, medians of {args.repeat}; load {load_start} -> {load_end}",
+               "| store | bare (s) | import (s) | wall ratio | CPU bare / import (s) | CPU ratio |",
+               "|---|---:|---:|---:|---:|---:|"]
+        for kind, m in med.items():
+            out.append(f"| {kind} | {m['bare_points']:.2f} | {m['import_points']:.2f} | "
+                       f"{m['import_points'] / m['bare_points']:.2f}x | {m['cpu_bare_points']:.2f} / "
+                       f"{m['cpu_import_points']:.2f} | {m['cpu_import_points'] / m['cpu_bare_points']:.2f}x |")
+        out += [f"- {kind} {step}: {', '.join(f'{x:.2f}' for x in v)}" for kind, r in results.items() for step, v in r.items()]
+        return "\n".join(out + [f"- loads at each repetition's start: {'; '.join(loads)}"])
     lines = [
         f"<!-- {args.marker}: begin -->",
         "## Imports at bulk speed (benchmarks/load_bench.py)",
@@ -403,6 +437,8 @@ def main() -> None:
     ap.add_argument("--files", default=None, help="a folder to keep the generated files in and reuse them from "
                     "(they must be of the same --accounts and --points)")
     ap.add_argument("--skip-without-history", action="store_true", help="do not run (c)")
+    ap.add_argument("--points-only", action="store_true", help="only the metric points (a bare and an import); "
+                    "the accounts they refer to (id and name) are loaded bare, untimed, into both stores first")
     ap.add_argument("--pg-url", default=PG_URL, help="the PostgreSQL database the scratch schemas go into")
     ap.add_argument("--marker", default="load_bench", help="the docs section's marker (one per size)")
     ap.add_argument("--write", action="store_true", help="write the section into docs/BENCHMARKS.md")

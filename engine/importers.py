@@ -717,6 +717,7 @@ class _FileLoad:
         self.deferred: list[tuple[str, str]] = []  # indexes dropped for a first load, made again at the end
         self.history_key: list[tuple[str, str]] | None = None  # the history's key, set aside by a first load
         self.marked_every = False  # a first load of accounts marked every account (changes.EVERY)
+        self.rollup_at_end = False  # metric points into an empty table: the rollup is computed once, at the end
         self.nul: bool | None = None  # the file holds a NUL byte (None: not looked yet)
 
     # -- reading -------------------------------------------------------------
@@ -1034,6 +1035,10 @@ class _FileLoad:
             keys = ", ".join(quote(k) for k in self.plan.keys)
             extra = ", account_field_history (account_id, field)" if self.plan.kind == "accounts" else ""
             self.conn.exec_driver_sql(f"ANALYZE {quote(self.plan.table.name)} ({keys}){extra}")
+        if self.rollup_at_end and not self.job.errors:
+            # After the statistics: the rebuild's plan reads all of `metric_points`.
+            rollups.rebuild(self.conn)  # window functions read the series' latest points
+        self.rollup_at_end = False
 
     def _restore_history_key(self) -> None:
         """The history's key, set aside by a first load, added again: before anything reads the history
@@ -1164,6 +1169,9 @@ class _FileLoad:
                 # import's transaction, so a rollback brings it back as it was.
                 self.deferred = indexes.secondary(conn, [plan.table.name])
                 indexes.drop(conn, self.deferred)
+                # The table holds only this file's points when it ends: one pass over them then
+                # (rollups.rebuild) costs less than merging each chunk into the rollup.
+                self.rollup_at_end = True
         if self.first_load:
             # The table was empty when the file started (a first load): a plain
             # INSERT, unless the file repeats a key (then upserts from this chunk on).
@@ -1181,7 +1189,7 @@ class _FileLoad:
             conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED} WHERE 1 = 1 {upsert}")
         elif not written:
             self._write_pg(table, names, key_names, upsert)
-        if plan.kind == "metrics":
+        if plan.kind == "metrics" and not self.rollup_at_end:
             rollups.note_points(conn, TYPED)  # window functions read the series' latest points
 
     def _drop_unchanged(self) -> None:

@@ -7,7 +7,9 @@ other one seeks into `metric_points` from it. Every writer of
 
 * the importers (engine/importers.py) call `note_points` with the staging
   table after each upsert: each touched series' row is recomputed from its
-  newest points;
+  newest points; a file loaded into an empty `metric_points` calls
+  `rebuild` once at its end instead (the table then holds only its points,
+  and one pass over them costs less than merging chunk after chunk);
 * the demo data generator writes the rows it computes itself (`row`);
 * anything else that writes or deletes points (tests, a migration) calls
   `rebuild`, which recomputes every row from `metric_points`.
@@ -48,22 +50,31 @@ def date_sql(dialect: str, day: str) -> str:
     return f"(DATE '1970-01-01' + {day})"
 
 
-def _upsert(dialect: str, ranked: str) -> str:
+def _upsert(dialect: str, ranked: str, conflict: bool = True) -> str:
     """Write the rows of the series in `ranked` (metric, account_id, date, value and k, the
-    point's rank from the newest, 1-based) from their newest KEPT points."""
-    pivot = ["max(CASE WHEN k = 1 THEN date END)", "max(CASE WHEN k = 1 THEN value END)", "count(*)"]
+    point's rank from the newest, 1-based) from their newest KEPT points; without `conflict`,
+    into a table that has none of their rows (a plain INSERT)."""
+    # FILTER, not max(CASE ...): the same values, but a point is handed to the one aggregate
+    # pair of its rank instead of to all KEPT pairs (SQLite, the SELECT over 2,000,000 points:
+    # 10.2 -> 8.0 s CPU).
+    pivot = ["max(date) FILTER (WHERE k = 1)", "max(value) FILTER (WHERE k = 1)", "count(*)"]
     for i in range(1, KEPT):
-        pivot += [f"max(CASE WHEN k = {i + 1} THEN {day_sql(dialect, 'date')} END)",
-                  f"max(CASE WHEN k = {i + 1} THEN value END)"]
+        pivot += [f"max({day_sql(dialect, 'date')}) FILTER (WHERE k = {i + 1})",
+                  f"max(value) FILTER (WHERE k = {i + 1})"]
     updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[2:])
     return (f"WITH ranked AS ({ranked})\n"
             f"INSERT INTO metric_series ({_COLUMNS})\n"
             f"SELECT metric, account_id, {', '.join(pivot)}\n"
-            f"FROM ranked WHERE k <= {KEPT} GROUP BY metric, account_id\n"
-            f"ON CONFLICT (metric, account_id) DO UPDATE SET {updates}")
+            f"FROM ranked WHERE k <= {KEPT} GROUP BY metric, account_id"
+            + (f"\nON CONFLICT (metric, account_id) DO UPDATE SET {updates}" if conflict else ""))
 
 
-_RANK = "row_number() OVER (PARTITION BY p.metric, p.account_id ORDER BY p.date DESC) AS k"
+# A point's rank from the newest: itself and the points after it, counted up to KEPT + 1 (a
+# series' dates are distinct). Oldest first is the order SQLite's clustered key holds a series
+# in, so over all of `metric_points` (rebuild) the window reads the key as it is instead of
+# sorting every point by date descending (SQLite, 2,000,000 points: rebuild 12.7 -> 11.7 s CPU).
+_RANK = (f"count(*) OVER (PARTITION BY p.metric, p.account_id ORDER BY p.date "
+         f"ROWS BETWEEN CURRENT ROW AND {KEPT} FOLLOWING) AS k")
 
 
 def note_points(conn: Connection, source: str) -> None:
@@ -84,8 +95,10 @@ def note_points(conn: Connection, source: str) -> None:
 def rebuild(conn: Connection) -> None:
     """Recompute every row from `metric_points` (after a write that bypassed `note_points`, or a delete)."""
     conn.exec_driver_sql("DELETE FROM metric_series")
+    # Into the emptied table: a plain INSERT (PostgreSQL, 1,000,000 rows: 7.4 s CPU against 11.1 s
+    # for the upsert, which tests each row's key first).
     conn.exec_driver_sql(_upsert(conn.dialect.name, f"SELECT p.metric, p.account_id, p.date, p.value, {_RANK} "
-                                                    "FROM metric_points p"))
+                                                    "FROM metric_points p", conflict=False))
 
 
 def row(metric: str, account_id: str, points: Sequence[tuple[Any, float | None]],

@@ -22,7 +22,7 @@ from dsl import nodes as n
 from dsl.project import load_text
 from engine import rollups
 from engine.evaluate import RuleSQL
-from engine.importers import import_file
+from engine.importers import import_file, import_files
 from engine.schema import KEPT, Base
 from engine.store import Store
 from store_backends import BACKENDS, fresh_store
@@ -173,3 +173,44 @@ def test_sums_from_a_row_equal_the_databases_sum_in_date_order_to_the_bit(store:
                     "AND account_id = 'a1' AND date > :c AND date <= :t ORDER BY date) x"),
                     {"c": cutoff, "t": DAY0}).scalar()
             assert got["a1"] == want, (func, days)
+
+
+def points_file(folder: Path, name: str, rows: list[tuple[str, str, int, Any]], kind: str) -> Path:
+    """A metrics file: CSV (PostgreSQL COPYs it whole) or JSON Lines (read in chunks on both stores)."""
+    path = folder / f"{name}.{kind}"
+    if kind == "csv":
+        path.write_text("account_id,metric,date,value\n" + "".join(
+            f"{a},{m},{DAY0 + dt.timedelta(days=d)},{v}\n" for a, m, d, v in rows))
+    else:
+        path.write_text("".join(json.dumps({"account_id": a, "metric": m, "date": str(DAY0 + dt.timedelta(days=d)),
+                                            "value": v}) + "\n" for a, m, d, v in rows))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_first_load_and_a_re_import_leave_the_rollup_rebuild_would_make(store: Store, tmp_path: Path,
+                                                                         kind: str) -> None:
+    """A first load (an empty table: the rollup is computed once, at the end of the file) in chunks
+    of 7 rows, with series across chunks, longer than a row keeps, and a key repeated (the later row
+    wins); then re-imports that add new series, older, newer and replaced points."""
+    start_over(store, tmp_path)
+    first = [(a, m, -d, float(d % 5)) for d in range(30) for a in IDS for m in ("m1", "m2") if (d + len(a)) % 4]
+    first += [("a1", "m1", -3, 99.0), ("a2", "m2", 0, 7.5)]  # repeated keys, later in the file
+    import_files(store, CATALOG, [("metrics", points_file(tmp_path, "first", first, kind))], chunk_size=7)
+    loaded = series_rows(store)
+    assert {(r[0], r[1]) for r in loaded} == {("m1", a) for a in IDS} | {("m2", a) for a in IDS}
+    assert any(r[4] == KEPT for r in loaded)  # a row that keeps only the newest of its points
+    with store.begin() as conn:
+        rollups.rebuild(conn)
+    assert loaded == series_rows(store)
+    again = [("a3", "m1", 5, 1.0), ("a1", "m1", -3, 4.0), ("a2", "m2", -60, 2.0), ("a1", "m2", 2, 3.0)]
+    with store.begin() as conn:  # a series with no points yet, for the re-import to start
+        conn.exec_driver_sql("DELETE FROM metric_points WHERE metric = 'm1' AND account_id = 'a2'")
+        rollups.rebuild(conn)
+    again += [("a2", "m1", -d, float(d)) for d in range(20)]
+    import_files(store, CATALOG, [("metrics", points_file(tmp_path, "again", again, kind))], chunk_size=7)
+    reimported = series_rows(store)
+    with store.begin() as conn:
+        rollups.rebuild(conn)
+    assert reimported == series_rows(store)
+    assert reimported != loaded
