@@ -368,36 +368,57 @@ def _dated_atom(catalog: Catalog, atom: Any) -> tuple[n.Call, n.Ref, list[float]
     return call, field, [float(b.value) for b in bounds if isinstance(b, n.Number)]
 
 
+# A comparison with the bound on the left reads as its mirror image (`3 < days_since(F)`).
+_MIRROR = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.LT, n.BinOp.GE: n.BinOp.LE}
+
+
+def _thresholds(atom: Any, bounds: list[float]) -> list[int]:
+    """The whole-day counts m at which a `_dated_atom` can change: it reads `count >= m` for each m,
+    negated or combined (`> b` is `>= floor(b) + 1`, `< b` is not `>= ceil(b)`, `== b` and `!= b`
+    both, `between a and b` is `>= ceil(a)` and not `>= floor(b) + 1`)."""
+    if isinstance(atom, n.Between):
+        low, high = bounds
+        return [math.ceil(low), math.floor(high) + 1]
+    bound, = bounds
+    op = atom.op if isinstance(atom.left, n.Call) else _MIRROR.get(atom.op, atom.op)
+    if op in (n.BinOp.GT, n.BinOp.LE):
+        return [math.floor(bound) + 1]
+    if op in (n.BinOp.GE, n.BinOp.LT):
+        return [math.ceil(bound)]
+    return sorted({math.ceil(bound), math.floor(bound) + 1})  # == and !=
+
+
 def _date_hull(catalog: Catalog, atom: Any, since: dt.date,
                today: dt.date) -> tuple[n.Ref, list[tuple[dt.date, dt.date]]] | None:
     """For a `_dated_atom`: F and the date ranges outside which the comparison reads the same on both
-    days (a boundary K is crossed only where F - day or day - F passes K for a day in [since, today]).
+    days.
 
-    A date field's day count is a whole number on both databases (F - day: no time of day), so
-    a comparison with a bound b changes between the two days only where b lies between the two
-    counts: F in [since + b, today + b] (days_until) or [since - b, today - b] (days_since), whole
-    days [since + k, today + k] and [since - k, today - k] with k = floor(b), and no slack. A
-    datetime's count is rounded from a fraction on SQLite (`round(julianday(F) - julianday(day))`)
-    and its range tested against midnight: two days of slack either side. At 1,000,000 demo
-    accounts the day after a sweep, each range of a date field went from 6 days to 2 (the
-    renewal date's from about 20,000 accounts to 6,800), which PostgreSQL reads from the heap.
+    A date field's day count is a whole number on both databases (F - day: no time of day), and the
+    atom changes between the two days only where the count passes one of its `_thresholds` m, i.e.
+    `count >= m` holds on one day and not on the other: days_until (F - day, falling) where
+    F - today < m <= F - since, so F in [since + m, today + m - 1]; days_since (day - F, rising)
+    where day - F reaches m, so F in [since - m + 1, today - m]. One day wide for a one-day step,
+    and no slack. A datetime's count is rounded from a fraction on SQLite
+    (`round(julianday(F) - julianday(day))`) and its range tested against midnight: two days of
+    slack either side. At 1,000,000 demo accounts the day after a sweep, a renewal date's range
+    holds about 3,400 accounts (6,800 when the range took both ends of every bound, 20,000 with
+    slack), which PostgreSQL reads from the heap.
     """
     found = _dated_atom(catalog, atom)
     if found is None:
         return None
     call, field, bounds = found
     f = catalog.entity_field("account", field.path[1])
-    slack = 0 if f is not None and f.type.name == n.TypeName.DATE else 2
+    slack = dt.timedelta(days=0 if f is not None and f.type.name == n.TypeName.DATE else 2)
     ranges = []
     try:
-        for b in bounds:
-            k = math.floor(b)
-            if call.func == "days_since":  # day - F crosses k: F in [since - k, today - k]
-                lo, hi = since - dt.timedelta(days=k + slack), today - dt.timedelta(days=k - slack)
-            else:  # F - day crosses k: F in [since + k, today + k]
-                lo, hi = since + dt.timedelta(days=k - slack), today + dt.timedelta(days=k + slack)
-            ranges.append((lo, hi))
-    except OverflowError:  # a bound of thousands of years: no date is near it
+        for m in _thresholds(atom, bounds):
+            if call.func == "days_since":
+                lo, hi = since - dt.timedelta(days=m - 1), today - dt.timedelta(days=m)
+            else:
+                lo, hi = since + dt.timedelta(days=m), today + dt.timedelta(days=m - 1)
+            ranges.append((lo - slack, hi + slack))
+    except OverflowError:  # a bound of thousands of years (or infinite): no date is near it
         return None
     return field, ranges
 

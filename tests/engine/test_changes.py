@@ -381,10 +381,50 @@ def test_a_date_fields_ranges_are_the_days_its_count_can_cross_a_bound() -> None
     def day(k: int) -> dt.date:
         return START + dt.timedelta(days=k)
 
-    # Whole-day counts: a bound k is crossed between the two days only by dates in [since +- k, today +- k].
-    assert hulls["days_until(account.renewal) between 8 and 10"] == [(day(8), day(9)), (day(10), day(11))]
-    assert hulls["days_since(account.onboarded) > 6"] == [(day(-6), day(-5))]
-    assert hulls["days_since(account.onboarded) == 3"] == [(day(-3), day(-2))]
+    # Whole-day counts: `count >= m` changes between the two days only for the one date whose count
+    # passes m: renewal 8 days off leaves `between 8 and 10`, 11 days off enters it.
+    assert hulls["days_until(account.renewal) between 8 and 10"] == [(day(8), day(8)), (day(11), day(11))]
+    assert hulls["days_since(account.onboarded) > 6"] == [(day(-6), day(-6))]  # 6 days, then 7
+    assert hulls["days_since(account.onboarded) == 3"] == [(day(-2), day(-2)), (day(-3), day(-3))]
+
+
+def test_a_date_fields_ranges_hold_every_date_whose_comparison_changes_and_no_other() -> None:
+    """Every comparison form, bound on either side, whole and fractional bounds, steps of 1-3 days:
+    the ranges hold exactly the dates whose comparison reads differently on the two days."""
+    from dsl import nodes as n
+
+    ops = {n.BinOp.EQ: lambda a, b: a == b, n.BinOp.NE: lambda a, b: a != b, n.BinOp.LT: lambda a, b: a < b,
+           n.BinOp.LE: lambda a, b: a <= b, n.BinOp.GT: lambda a, b: a > b, n.BinOp.GE: lambda a, b: a >= b}
+    mirror = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.LT, n.BinOp.GE: n.BinOp.LE}
+    for func, field in (("days_since", "onboarded"), ("days_until", "renewal")):
+        call = n.Call(func=func, args=[n.Ref(path=["account", field])])
+
+        def count(f: dt.date, day: dt.date) -> int:
+            return (day - f).days if func == "days_since" else (f - day).days
+
+        atoms: list[tuple[Any, Any]] = []
+        for b in (3.0, 3.5, -2.0):
+            for op, holds in ops.items():
+                atoms.append((n.Binary(op=op, left=call, right=n.Number(value=b)),
+                              lambda c, holds=holds, b=b: holds(c, b)))
+                atoms.append((n.Binary(op=mirror.get(op, op), left=n.Number(value=b), right=call),
+                              lambda c, holds=holds, b=b: holds(c, b)))
+        atoms.append((n.Between(value=call, low=n.Number(value=2.0), high=n.Number(value=4.5)),
+                      lambda c: 2 <= c <= 4.5))
+        for atom, holds in atoms:
+            for step in (1, 2, 3):
+                today = START + dt.timedelta(days=step)
+                hull = changes._date_hull(CATALOG, atom, START, today)
+                assert hull is not None, format_expr(atom)
+                near = {START + dt.timedelta(days=k) for k in range(-20, 21)
+                        if any(lo <= START + dt.timedelta(days=k) <= hi for lo, hi in hull[1])}
+                changed = {START + dt.timedelta(days=k) for k in range(-20, 21)
+                           if holds(count(START + dt.timedelta(days=k), START))
+                           != holds(count(START + dt.timedelta(days=k), today))}
+                assert changed <= near, (format_expr(atom), step, sorted(changed - near))
+                # Tight: a date in a range but never changing is only one where == meets a fractional bound.
+                assert near - changed == set() or atom.kind == "binary" and atom.op in (n.BinOp.EQ, n.BinOp.NE), (
+                    format_expr(atom), step, sorted(near - changed))
 
 
 def test_a_count_that_can_only_grow_is_moved_only_by_points_entering_its_window() -> None:
