@@ -36,7 +36,7 @@ NUMERIC = {T.NUMBER, T.MONEY, T.PERCENT, T.DURATION}
 # smallest bigint, which the checks refuse). Not percentages: Python compares the exact decimal
 # with 1 (`1.0000000000000001` is ambiguous), which a double cannot tell from 1.
 PRESTAGED = {T.NUMBER, T.MONEY, T.DURATION, T.INT}
-# `engine.importers`' spellings of a boolean (after strip and lower).
+# The spellings of a boolean (after strip and lower), here and in `engine.importers`' Python path.
 TRUE_FORMS = ("true", "t", "yes", "y", "1")
 FALSE_FORMS = ("false", "f", "no", "n", "0")
 BIGINT_MIN = -(2**63)  # PostgreSQL's bigint takes it; Python refuses it (the magnitude must stay below 2**63)

@@ -115,8 +115,9 @@ class ImportReport:
 # --------------------------------------------------------------------------
 # Values: text or JSON in, typed Python value out (ValueError says why not)
 
-_TRUE = {"true", "t", "yes", "y", "1"}
-_FALSE = {"false", "f", "no", "n", "0"}
+# One list of spellings for both paths: the SQL typing (engine/bulkload.py) reads the same words.
+_TRUE = frozenset(bulkload.TRUE_FORMS)
+_FALSE = frozenset(bulkload.FALSE_FORMS)
 _MONEY = re.compile(r"^[$€£]?\s?-?\d{1,3}(,\d{3})+(\.\d+)?$")
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(hours?|days?|weeks?|months?)$")
 _DURATION_DAYS = {"hour": 1 / 24, "day": 1.0, "week": 7.0, "month": 30.0}
