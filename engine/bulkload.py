@@ -156,6 +156,11 @@ class Fragments:
                 value = f"(substr({c}, 1, 10) || ' ' || {clock} || '.000000')"
             return f"CASE WHEN {self._date(c, None)} THEN {value} END"
         if col.check == "strip":  # ids: Python strips them; SQL takes those with nothing to strip
+            if not pg:
+                # First and last character printable ASCII other than a space (the rest goes to Python):
+                # two comparisons and one substr instead of a trim with a set of 29 characters, which
+                # SQLite parses again for every value (2,000,000 ids: 1.7 -> 0.7 s CPU).
+                return f"CASE WHEN {c} >= '!' AND {c} < {_lit(chr(127))} AND substr({c}, -1) BETWEEN '!' AND '~' THEN {c} END"
             return f"CASE WHEN trim({c}, {self.ws}) = {c} AND {c} <> '' THEN {c} END"  # `""` is empty
         if col.check == "email":
             if pg:
@@ -179,6 +184,12 @@ class Fragments:
                     f"= substr({c}, 1, 10)")
             return (f"(CASE WHEN {c} ~ '^{day}(0[1-9]|1[0-9]|2[0-8]){tail}$' THEN true "
                     f"WHEN {c} ~ '^{day}(29|30|31){tail}$' THEN {back} ELSE false END)")
+        if length == 10:
+            # A day as SQLite writes it back (so `YYYY-MM-DD`, month and day in range: 02-30 reads as
+            # 03-02 after '+0 days'), from the year 1000 on (Python has no year 0): one call instead
+            # of a GLOB, three substr and the same call for days past the 28th (2,000,000 days:
+            # 2.5 -> 1.1 s CPU).
+            return f"({c} > '1' AND date({c}, '+0 days') = {c})"
         shape = (f"substr({c}, 1, 10) GLOB '[1-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]' "
                  f"AND substr({c}, 6, 2) BETWEEN '01' AND '12' AND (substr({c}, 9, 2) BETWEEN '01' AND '28' "
                  f"OR date(substr({c}, 1, 10), '+0 days') = substr({c}, 1, 10))")  # '+0 days': 02-30 is 03-02

@@ -42,6 +42,8 @@ CASES: list[tuple[n.TypeRef, list[str]]] = [
     # Days PostgreSQL's CAST reads (its optimistic typing takes these in one statement; see below).
     (t(T.DATE), OPTIMISTIC_DAYS),
     (t(T.DATE), ["2026-01-3x", "2026-W05-3", "+026-01-01", "", "n/a", "2026-01-31", "1999-12-31"]),
+    (t(T.DATE), ["0000-01-01", "0001-01-01", "1000-01-01", "9999-12-31", "2026-04-31", "2026-04-30", "2026-00-10",
+                 "2026-01-00", "2026-06-01Z", "2461000.5", "2026-06-1 ", "2026-6-01", "now", "2026-06-01 00:00"]),
     (t(T.DATETIME), ["2026-01-31T14:00:00Z", "2026-01-31T14:00:00", "2026-01-31", "2026-01-31T24:00:00",
                      "2026-02-30T10:00:00", "2026-01-31T14:00:00+02:00", "2026-01-31 14:00:00", "2026-01-31T14:00"]),
     (t(T.TEXT), ["Acme", " padded ", "Müller", "日本", "\u00a0", "\t", "a\nb", "", " \u3000 ", "\u3000x", "\x1c"]),
@@ -94,7 +96,8 @@ def test_plain_values_are_typed_by_sql(store: Store) -> None:
 SPECIAL: list[tuple[str, list[str]]] = [
     ("email", ["ana@acme.example", "not-an-email", " ana@acme.example", "a@b@c.io", "x@.com", "ü@x.io", "a@b.c"]),
     ("timezone", ["America/Chicago", "Mars/Olympus", "UTC", " Europe/Berlin", "europe/berlin"]),
-    ("strip", ["acc-1", " acc-1", "acc-1 ", "acc\t", "Müller", "\u00a0x"]),
+    ("strip", ["acc-1", " acc-1", "acc-1 ", "acc\t", "Müller", "\u00a0x", "\x1cacc", "acc\x1f", "acc\u3000",
+               "acc\x85", "\x7facc", "acc\x7f", "!", "~", "a", " ", "\u00e9t\u00e9", "x\u2028"]),
 ]
 
 
@@ -111,6 +114,7 @@ def test_sql_takes_only_ids_emails_and_zones_python_takes_as_they_are(store: Sto
         left = set(staging.type_rows())
         typed = dict(conn.execute(sa.select(staging.typed.c._row, staging.typed.c.v)).all())
         staging.drop()
+    assert 1 not in left, f"the plain form {raws[0]!r} is left to Python"
     for i, raw in enumerate(raws):
         if i + 1 not in left:
             assert python_ok(raw) and typed[i + 1] == raw, raw
