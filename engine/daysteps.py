@@ -189,7 +189,10 @@ def _rows_sql(dialect_: Any, key: Key, start: dt.date, end: dt.date, tag: str,
     # Per frame: the aggregates each kind reads (s, c: sum and count of values; n: points; f, l: the first
     # and last point's value; ld: the last point's day). Events come one row per day with their count `k`.
     points = "count(*)" if series == "metric" else "sum(k)"
-    aggs = {"count": {"n": points}, "avg": {"s": "sum(v)", "c": "count(v)"}, "sum": {"s": "sum(v)"},
+    # SQLite's avg() is its sum() over the frame (the same running double, added and subtracted alike)
+    # divided by the count of values, NULL for none: the same value as sum / count, one function, not two.
+    mean = {"a": "avg(v)"} if sqlite else {"s": "sum(v)", "c": "count(v)"}
+    aggs = {"count": {"n": points}, "avg": mean, "sum": {"s": "sum(v)"},
             "latest": {"l": "last_value(v)"}, "last": {"ld": "last_value(d)"},
             "ends": {"n": points, "f": "first_value(v)", "l": "last_value(v)"}}[kind]
     # The current row is the last of its frame e (no two rows share a day): its last value is its own, one
@@ -223,7 +226,7 @@ def _rows_sql(dialect_: Any, key: Key, start: dt.date, end: dt.date, tag: str,
         if kind == "count":
             return [f"{prefix}n"]
         if kind == "avg":
-            return [f"CASE WHEN {prefix}c > 0 THEN CAST({prefix}s AS FLOAT) / {prefix}c END"]
+            return [f"{prefix}a" if sqlite else f"CASE WHEN {prefix}c > 0 THEN CAST({prefix}s AS FLOAT) / {prefix}c END"]
         if kind == "sum":
             return [f"{prefix}s"]
         if kind == "latest":
