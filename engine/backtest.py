@@ -416,7 +416,11 @@ def _versions(conn: Connection, scratch: Scratch, catalog: Catalog, start: dt.da
     if dialect == "sqlite":
         conn.execute(sa.update(table).values(ns=steps.day_number(dialect, table.c.since),
                                              nu=steps.day_number(dialect, table.c.until)))
-    steps.index(conn, table, "id", "id", "since")
+        # ns and nu in the index: a step joined by day numbers is matched to its version in the index
+        # alone, the row read only for a match that reads fields (one search per step, not two).
+        steps.index(conn, table, "id", "id", "since", "ns", "nu")
+    else:
+        steps.index(conn, table, "id", "id", "since")
     steps.analyze(conn, table)
     return table
 
