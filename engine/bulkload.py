@@ -455,7 +455,7 @@ class Staging:
         return bad
 
     def write_checked(self, table: str, required: Sequence[str], key: str = "id", *, also: Sequence[str] = (),
-                      params: dict[str, Any] | None = None) -> int:
+                      params: dict[str, Any] | None = None, known: tuple[str, str] | None = None) -> int:
         """Type the staged rows and INSERT them into `table` (columns named as `columns`) in one
         statement, without `_pb_typed`; returns the rows written.
 
@@ -466,8 +466,11 @@ class Staging:
 
         `also` (PostgreSQL): statements over `w`, the keys written (`w.id`), run in the same statement
         (data-modifying WITH), so the stage is read once; `params` are their parameters.
+        `known` (SQLite): (column, table): that column's value must be an `id` of the table too.
         """
-        insert = self._insert_checked_pg(table, required, key) if self.pg else self._insert_checked(table, required, key)
+        assert known is None or not self.pg, "`known` is for SQLite"
+        insert = self._insert_checked_pg(table, required, key) if self.pg else \
+            self._insert_checked(table, required, key, known)
         if also and self.pg:
             # Every statement of `also` sees the keys written, and runs to its end whatever the
             # outer SELECT reads; that counts the keys.
@@ -504,15 +507,20 @@ class Staging:
         source = f"(SELECT *, {', '.join(fenced)} FROM {STAGE} OFFSET 0) s" if fenced else STAGE
         return f"INSERT INTO {table} ({', '.join(q(c.name) for c in self.columns)}) SELECT {', '.join(values)} FROM {source}"
 
-    def _insert_checked(self, table: str, required: Sequence[str], key: str) -> str:
+    def _insert_checked(self, table: str, required: Sequence[str], key: str,
+                        known: tuple[str, str] | None = None) -> str:
         """The INSERT ... SELECT of `write_checked` on SQLite: each value typed where SQL can type it (NULL
-        where not), and the key NULL where any is not typed, out of its range or empty where required."""
+        where not), and the key NULL where any is not typed, out of its range, empty where required or
+        (`known`) not an id of the other table."""
         q = self.conn.dialect.identifier_preparer.quote
         fragments = self.fragments
         pairs = list(zip(self.columns, self.names))
         values = [f"{fragments.value(col, s)} AS v{i}" for i, (col, s) in enumerate(pairs)]
         oks = [f"({fragments.ok(col, s, f'v{i}')})" for i, (col, s) in enumerate(pairs)]
         oks += [f"v{i} IS NOT NULL" for i, (col, _) in enumerate(pairs) if col.name in required]
+        if known:
+            i = [c.name for c in self.columns].index(known[0])
+            oks.append(f"EXISTS (SELECT 1 FROM {q(known[1])} k WHERE k.id = v{i})")
         out = [f"CASE WHEN ({' AND '.join(oks)}) IS TRUE THEN v{i} END" if col.name == key else f"v{i}"
                for i, (col, _) in enumerate(pairs)]
         return (f"INSERT INTO {table} ({', '.join(q(c.name) for c in self.columns)}) SELECT {', '.join(out)} "

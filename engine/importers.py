@@ -962,6 +962,51 @@ class _FileLoad:
         assert self.staging is not None
         self.staging.add_typed(records)
 
+    def _is_first_load(self) -> bool:
+        """Whether the file's table was empty when the file started (asked before its first write) and
+        has had no key twice since. A first load of metric points sets the table's secondary index
+        aside and computes the rollup once at the file's end."""
+        if self.first_load is None:
+            conn, plan = self.conn, self.plan
+            table = conn.dialect.identifier_preparer.quote(plan.table.name)
+            self.first_load = not conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first()
+            if self.first_load and plan.kind == "metrics":
+                # An empty table: its secondary index is built once at the end of the
+                # file (one sort) instead of kept row by row (engine/indexes.py); in the
+                # import's transaction, so a rollback brings it back as it was.
+                self.deferred = indexes.secondary(conn, [plan.table.name])
+                indexes.drop(conn, self.deferred)
+                # The table holds only this file's points when it ends: one pass over them then
+                # (rollups.rebuild) costs less than merging each chunk into the rollup.
+                self.rollup_at_end = True
+        return self.first_load
+
+    def _write_points_direct(self, read_problems: _Errors) -> bool:
+        """SQLite, a first load of metric points from CSV, nothing wrong so far: the staged rows typed,
+        checked (the account exists) and written in one statement, without the typed table (which
+        cost a write and two reads of every row). False, with nothing written, where any row needs
+        the checked path (a value SQL cannot take, an unknown account, a key twice): that path then
+        names the problem, or upserts."""
+        conn, staging = self.conn, self.staging
+        assert staging is not None
+        if staging.pg or self.src.columns is None or self.job.errors or read_problems or self.slow \
+                or not staging.staged or self.job.unwritten_accounts or not self._is_first_load():
+            return False
+        savepoint = conn.begin_nested()
+        try:
+            written = staging.write_checked(conn.dialect.identifier_preparer.quote(self.plan.table.name), [],
+                                            key="account_id",
+                                            known=("account_id", "accounts"))
+            savepoint.commit()
+        except sa.exc.IntegrityError:
+            savepoint.rollback()
+            return False
+        account = staging.names[self.columns.index("account_id")]
+        # Every staged row was written as staged: its account is the staged text.
+        changes.mark_sql(conn, f"(SELECT {account} AS account_id FROM {bulkload.STAGE})", "account_id")
+        self.result.rows += written
+        return True
+
     def _write_direct(self, read_problems: _Errors, final: bool) -> bool:
         """A first load of accounts or users (the table empty when the file started), CSV, nothing wrong so
         far: the staged rows typed and written in one statement (`Staging.write_checked`), without the
@@ -969,15 +1014,15 @@ class _FileLoad:
         cannot take, an empty required field, an id twice): that path then names the problem."""
         conn, plan, staging = self.conn, self.plan, self.staging
         assert staging is not None
+        if plan.kind == "metrics":
+            return self._write_points_direct(read_problems)
         required = [c.name for c in plan.columns.values() if c.required and c.name != "id"]
         if plan.kind not in ("accounts", "users") or self.src.columns is None or self.job.errors or read_problems \
                 or self.slow or not staging.staged or "id" not in self.columns \
                 or any(c not in self.columns for c in required):
             return False
         table = conn.dialect.identifier_preparer.quote(plan.table.name)
-        if self.first_load is None:
-            self.first_load = not conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first()
-        if not self.first_load:
+        if not self._is_first_load():
             return False  # an upsert: the history compares old values with the typed rows
         savepoint = conn.begin_nested()
         try:
@@ -1162,18 +1207,7 @@ class _FileLoad:
         update = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in cols if c not in keys)
         upsert = f"ON CONFLICT ({key_names}) DO UPDATE SET {update}"
         written = False
-        if self.first_load is None:
-            self.first_load = not conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first()
-            if self.first_load and plan.kind == "metrics":
-                # An empty table: its secondary index is built once at the end of the
-                # file (one sort) instead of kept row by row (engine/indexes.py); in the
-                # import's transaction, so a rollback brings it back as it was.
-                self.deferred = indexes.secondary(conn, [plan.table.name])
-                indexes.drop(conn, self.deferred)
-                # The table holds only this file's points when it ends: one pass over them then
-                # (rollups.rebuild) costs less than merging each chunk into the rollup.
-                self.rollup_at_end = True
-        if self.first_load:
+        if self._is_first_load():
             # The table was empty when the file started (a first load): a plain
             # INSERT, unless the file repeats a key (then upserts from this chunk on).
             savepoint = conn.begin_nested()

@@ -606,3 +606,43 @@ def test_a_quoted_line_break_keeps_every_problem_on_its_line(store: Store, tmp_p
     with pytest.raises(ImportFailed) as info:
         import_file(store, CATALOG, "accounts", quoted)
     assert [(e.row, e.column) for e in info.value.errors] == [(3, "health_score")]
+
+
+def test_a_first_load_of_plain_points_is_written_in_one_statement_per_chunk(store: Store, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """SQLite: a clean chunk of a first load is typed, checked and written without the typed table; a
+    chunk with a problem takes the checked path, which names each problem as before; a key repeated
+    from an earlier chunk upserts (the later row wins)."""
+    from engine import bulkload
+
+    typed: list[int] = []
+    real = bulkload.Staging.type_rows
+    monkeypatch.setattr(bulkload.Staging, "type_rows", lambda self: typed.append(self.staged) or real(self))
+    import_file(store, CATALOG, "accounts", write(tmp_path, "accounts.csv", ACCOUNTS_CSV))
+    header = "account_id,metric,date,value\n"
+    bad = write(tmp_path, "bad.csv", header + "a1,api_calls,2026-05-01,1\na2,api_calls,2026-05-01,2\n"
+                                             "zz,api_calls,2026-05-02,3\na1,api_calls,2026-02-30,4\n"
+                                             " a2,api_calls,2026-05-03,5\n")
+    with pytest.raises(ImportFailed) as info:
+        import_files(store, CATALOG, [("metrics", bad)], chunk_size=2)
+    assert info.value.errors == [
+        RowError(str(bad), 5, "date", "expected a date like 2026-01-31, found '2026-02-30'"),
+        RowError(str(bad), 4, "account_id", "unknown account 'zz'"),
+    ]
+    assert count(store, "metric_points") == 0
+    typed.clear()
+    good = write(tmp_path, "good.csv", header + "a1,api_calls,2026-05-01,1\na2,api_calls,2026-05-01,2\n"
+                                               "a1,api_calls,2026-05-02,3\na1,api_calls,2026-05-01,4\n"
+                                               " a2,api_calls,2026-05-03,5\n")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM account_changes")
+    assert import_files(store, CATALOG, [("metrics", good)], chunk_size=2).files[0].rows == 5
+    mp = schema.MetricPoint.__table__
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(mp.c.account_id, mp.c.date, mp.c.value).order_by(mp.c.account_id, mp.c.date)
+                            ).all() == [("a1", dt.date(2026, 5, 1), 4.0), ("a1", dt.date(2026, 5, 2), 3.0),
+                                        ("a2", dt.date(2026, 5, 1), 2.0), ("a2", dt.date(2026, 5, 3), 5.0)]
+        assert sorted(set(r[0] for r in conn.exec_driver_sql("SELECT account_id FROM account_changes"))) == ["a1", "a2"]
+    if store.dialect == "sqlite":
+        # The first chunk went in whole; the second repeats a key (checked path, upserts from then on).
+        assert typed == [2, 1]
