@@ -1083,7 +1083,9 @@ class _FileLoad:
             self.conn.exec_driver_sql(f"ANALYZE {quote(self.plan.table.name)} ({keys}){extra}")
         if self.rollup_at_end and not self.job.errors:
             # After the statistics: the rebuild's plan reads all of `metric_points`.
-            rollups.rebuild(self.conn)  # window functions read the series' latest points
+            # The table holds this file's points only, each day written as `YYYY-MM-DD` (by the SQL
+            # typing as staged, or by SQLAlchemy from a date): `iso_days` holds.
+            rollups.rebuild(self.conn, iso_days=True)  # window functions read the series' latest points
         self.rollup_at_end = False
 
     def _restore_history_key(self) -> None:

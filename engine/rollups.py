@@ -92,13 +92,44 @@ def note_points(conn: Connection, source: str) -> None:
     conn.exec_driver_sql(_upsert(dialect, ranked))
 
 
-def rebuild(conn: Connection) -> None:
-    """Recompute every row from `metric_points` (after a write that bypassed `note_points`, or a delete)."""
+def rebuild(conn: Connection, *, iso_days: bool = False) -> None:
+    """Recompute every row from `metric_points` (after a write that bypassed `note_points`, or a delete).
+
+    `iso_days`: every stored date is a day of 10 characters, `YYYY-MM-DD`, as the importers write
+    them; SQLite then reads the table once in key order without a window (`_ordered_sqlite`).
+    """
     conn.exec_driver_sql("DELETE FROM metric_series")
+    if iso_days and conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(_ordered_sqlite())
+        return
     # Into the emptied table: a plain INSERT (PostgreSQL, 1,000,000 rows: 7.4 s CPU against 11.1 s
     # for the upsert, which tests each row's key first).
     conn.exec_driver_sql(_upsert(conn.dialect.name, f"SELECT p.metric, p.account_id, p.date, p.value, {_RANK} "
                                                     "FROM metric_points p", conflict=False))
+
+
+def _ordered_sqlite() -> str:
+    """`rebuild` on SQLite where every date has 10 characters: one GROUP BY over the table in key order
+    gives each series its count, its newest point and all its days oldest first, concatenated (fixed
+    width, so the i-th newest is `substr(g, -10 * (i + 1), 10)`); each older kept point's value is then
+    read by its key. No window and no sort: 2,000,000 points in 1,000,000 series (lab, load ~5), 13.5
+    -> 7.2 s CPU, the same rows.
+
+    The order is the table's: NOT INDEXED scans a WITHOUT ROWID table's own b-tree, which is its primary
+    key (metric, account_id, date), so the GROUP BY needs no sorter and each group's rows reach
+    group_concat in date order (tests/engine/test_rollups.py checks the plan and the rows). With
+    max() the only min/max aggregate, the bare `value` is the newest point's (SQLite's documented rule
+    for bare columns)."""
+    slots = []
+    for i in range(1, KEPT):
+        day = f"substr(s.g, {-10 * (i + 1)}, 10)"
+        slots += [f"CASE WHEN s.n > {i} THEN {day_sql('sqlite', day)} END",
+                  f"CASE WHEN s.n > {i} THEN (SELECT p.value FROM metric_points p WHERE p.metric = s.metric "
+                  f"AND p.account_id = s.account_id AND p.date = {day}) END"]
+    return (f"WITH s AS (SELECT metric, account_id, max(date) AS last_date, value AS last_value, count(*) AS n, "
+            f"group_concat(date, '') AS g FROM metric_points NOT INDEXED GROUP BY metric, account_id)\n"
+            f"INSERT INTO metric_series ({_COLUMNS})\n"
+            f"SELECT s.metric, s.account_id, s.last_date, s.last_value, min(s.n, {KEPT}), {', '.join(slots)} FROM s")
 
 
 def row(metric: str, account_id: str, points: Sequence[tuple[Any, float | None]],
