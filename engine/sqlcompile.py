@@ -202,6 +202,9 @@ class SQLCompiler:
     # Metric windows read the rollup (engine/rollups.py); False: scan the
     # points (the rollups' differential test and benchmark compare the two).
     rollups: bool = field(default=True, init=False)
+    # While a route's branch compiles: (its key, the accounts that can reach it). Its windows
+    # aggregate only those accounts, under their own join key (`route`).
+    _reach: tuple[tuple, ColumnElement] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.accounts = _accounts_table(self.catalog)
@@ -295,14 +298,46 @@ class SQLCompiler:
         return self.dialect.once(value, bands)
 
     def route(self, name: str) -> ColumnElement:
+        """The first branch whose condition holds.
+
+        A branch's windows aggregate only the accounts that can reach it: no earlier branch
+        holds, and the branch's own conditions that read the account alone do. Why:
+        `account.arr >= 25000 and growth(api_calls, 60 days) >= 60%` computed the growth of
+        every candidate, though only accounts past the enterprise branch and above the ARR
+        read it (an incremental sweep's decisions spent a sixth of their time there). A CASE
+        takes a branch only where its condition is true, so an account outside the reach
+        never reads the window's value, and reading it as an empty window changes nothing.
+        """
         whens = []
         otherwise: ColumnElement = sa.null()
-        for case in self.catalog.routes[name].cases:
+        earlier: list[ColumnElement] = []  # earlier branches that read the account alone: each not true
+        outer = self._reach
+        for k, case in enumerate(self.catalog.routes[name].cases):
             if case.when is None:
                 otherwise = sa.literal(case.target)
                 break
-            whens.append((self.compile(case.when), sa.literal(case.target)))
+            reach = earlier + [c for p in conjuncts(case.when) if (c := self._plain(p)) is not None]
+            if outer is not None:
+                reach.insert(0, outer[1])
+            self._reach = ((*(outer[0] if outer else ()), name, k), sa.and_(*reach)) if reach else outer
+            try:
+                whens.append((self.compile(case.when), sa.literal(case.target)))
+            finally:
+                self._reach = outer
+            whole = self._plain(case.when)
+            if whole is not None:
+                earlier.append(sa.not_(sa.func.coalesce(whole, sa.false())))
         return sa.case(*whens, else_=otherwise) if whens else otherwise
+
+    def _plain(self, expr: n.Expr) -> ColumnElement | None:
+        """`expr` compiled, if it reads nothing but the accounts table (no window, no other day);
+        None otherwise, and then nothing it compiled is kept."""
+        joins = dict(self._joins)
+        column = self.compile(expr)
+        if self._joins == joins and all(f is self.accounts for f in column._from_objects):
+            return column
+        self._joins = joins
+        return None
 
     def gate(self, name: str) -> ColumnElement:
         gate = self.catalog.gates[name]
@@ -530,6 +565,8 @@ class SQLCompiler:
             raise SQLCompileError(f"{e.func}(...) needs a {series} name as its first argument")
         days = self._days(e.args[1]) if form.windowed else None
         key = (series, window.kind, e.args[0].name, days)
+        if self._reach is not None:
+            key += self._reach[0]
         if key not in self._joins:
             rows = self._rows(series, e.args[0].name, days)
             rollup = self._rollup(window, series)
@@ -549,10 +586,15 @@ class SQLCompiler:
         cutoff = self._cutoff(days) if days is not None else None
         if cutoff is not None:
             where.append(day > cutoff)
-        if self.only is not None:
-            where.append(table.c.account_id.in_(self.only))
+        only = self.only
+        if self._reach is not None:
+            acc = self.accounts
+            reach = sa.select(acc.c.id).where(self._reach[1]).correlate(None)  # its own FROM, never the outer accounts
+            only = reach if only is None else reach.where(acc.c.id.in_(only))
+        if only is not None:
+            where.append(table.c.account_id.in_(only))
         return SeriesRows(table, series_column, day_column, name, tuple(where), f"w{len(self._joins)}",
-                          today=self.today, cutoff=cutoff, only=self.only)
+                          today=self.today, cutoff=cutoff, only=only)
 
     # ------------------------------------------------------------ join analysis
     #

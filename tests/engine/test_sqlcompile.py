@@ -56,7 +56,10 @@ score s
 
 route r
   when account.a < 3 -> low
-  when account.b < 3 -> mid
+  when count(e, 30 days) >= 2 -> mid
+  when account.seg == x and avg(m, 7 days) > 3 -> mid
+  when account.b < 3 and not (account.flag and sum(m, 10 days) > 4) -> mid
+  when account.seg != y and (account.b < 5 or count(e, 30 days) >= 1) -> low
   otherwise -> high
 
 trigger t
@@ -452,3 +455,21 @@ def test_a_compiler_reading_the_day_from_its_rows_keeps_counting_days():
     sql = str(c.compile(n.Binary(op=n.BinOp.GT, left=call, right=n.Number(value=45))).compile(
         dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     assert "rows.day" in sql and "2026-07-16" not in sql
+
+
+def test_a_route_branch_window_aggregates_only_the_accounts_that_can_reach_the_branch(store):
+    # Branch 2 (`account.seg == x and avg(m, 7 days) > 3`): acc1 (a < 3) and acc2 (seg y) cannot
+    # reach it. acc3 takes branch 1 (two events), but that branch reads a window, which the reach
+    # leaves out (it reads the account alone): acc3's window is computed, and not read.
+    points = {TODAY: 5.0}
+    load(store, [
+        {"a": 5.0, "b": None, "p": None, "seg": "x", "flag": None, "d": None, "m": points, "e": []},
+        {"a": 1.0, "b": None, "p": None, "seg": "x", "flag": None, "d": None, "m": points, "e": []},
+        {"a": 5.0, "b": None, "p": None, "seg": "y", "flag": None, "d": None, "m": points, "e": []},
+        {"a": 5.0, "b": None, "p": None, "seg": "x", "flag": None, "d": None, "m": points, "e": [TODAY, TODAY]},
+    ])
+    c = compiler(CATALOG, TODAY, store.dialect)
+    c.route("r")
+    (window,) = [sub for key, sub in c._joins.items() if key[0] == "metric" and key[-2:] == ("r", 2)]
+    with store.connect() as conn:
+        assert [row[0] for row in conn.execute(sa.select(window.c.account_id))] == ["acc0", "acc3"]
