@@ -38,7 +38,7 @@ from dsl.catalog import Catalog
 from dsl.functions import form_of
 from dsl.plan import Plan
 from engine.schema import ENTITY_TABLES, Base
-from engine.sqlcompile import compiler, conjuncts
+from engine.sqlcompile import MIRROR, compiler, conjuncts
 
 CHANGES = Base.metadata.tables["account_changes"]
 MARKS = Base.metadata.tables["sweep_marks"]
@@ -368,10 +368,6 @@ def _dated_atom(catalog: Catalog, atom: Any) -> tuple[n.Call, n.Ref, list[float]
     return call, field, [float(b.value) for b in bounds if isinstance(b, n.Number)]
 
 
-# A comparison with the bound on the left reads as its mirror image (`3 < days_since(F)`).
-_MIRROR = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.LT, n.BinOp.GE: n.BinOp.LE}
-
-
 def _thresholds(atom: Any, bounds: list[float]) -> list[int]:
     """The whole-day counts m at which a `_dated_atom` can change: it reads `count >= m` for each m,
     negated or combined (`> b` is `>= floor(b) + 1`, `< b` is not `>= ceil(b)`, `== b` and `!= b`
@@ -380,7 +376,7 @@ def _thresholds(atom: Any, bounds: list[float]) -> list[int]:
         low, high = bounds
         return [math.ceil(low), math.floor(high) + 1]
     bound, = bounds
-    op = atom.op if isinstance(atom.left, n.Call) else _MIRROR.get(atom.op, atom.op)
+    op = atom.op if isinstance(atom.left, n.Call) else MIRROR.get(atom.op, atom.op)
     if op in (n.BinOp.GT, n.BinOp.LE):
         return [math.floor(bound) + 1]
     if op in (n.BinOp.GE, n.BinOp.LT):

@@ -383,7 +383,7 @@ class CandidateQuery:
         # Runs of plays this sweep does not know (removed, renamed) still occupy the account.
         facts.append(sa.func.min(sa.case((sa.and_(active, enr.c.play.not_in(self.plays)), enr.c.play))).label("other"))
         e_q = sa.select(*facts)
-        if only is not None and self.scoped and self.dialect == "postgresql" and cand is not None:
+        if cand is not None and self.scoped and self.dialect == "postgresql":
             # A scope's enrollments by key: `= ANY(ARRAY(...))` is an index scan of
             # (account_id, play) per candidate, where `IN` hash-joined a scan of every
             # enrollment (at 1,000,000 accounts and 170,623 enrollments, 11,213 candidates:

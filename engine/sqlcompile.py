@@ -316,7 +316,9 @@ class SQLCompiler:
             if case.when is None:
                 otherwise = sa.literal(case.target)
                 break
-            reach = earlier + [c for p in conjuncts(case.when) if (c := self._plain(p)) is not None]
+            parts = conjuncts(case.when)
+            plain = [c for p in parts if (c := self._plain(p)) is not None]
+            reach = earlier + plain
             if outer is not None:
                 reach.insert(0, outer[1])
             self._reach = ((*(outer[0] if outer else ()), name, k), sa.and_(*reach)) if reach else outer
@@ -324,9 +326,8 @@ class SQLCompiler:
                 whens.append((self.compile(case.when), sa.literal(case.target)))
             finally:
                 self._reach = outer
-            whole = self._plain(case.when)
-            if whole is not None:
-                earlier.append(sa.not_(sa.func.coalesce(whole, sa.false())))
+            if len(plain) == len(parts):  # the whole condition reads the account alone
+                earlier.append(sa.not_(sa.func.coalesce(sa.and_(*plain), sa.false())))
         return sa.case(*whens, else_=otherwise) if whens else otherwise
 
     def _plain(self, expr: n.Expr) -> ColumnElement | None:
@@ -424,8 +425,8 @@ class SQLCompiler:
             return self.dialect.conjunction([self.compile(c) for c in conjuncts(e)])
         if e.op in n.COMPARISONS:
             dated = self.day_comparison(e.left, e.op, e.right)
-            if dated is None and e.op in _MIRROR:
-                dated = self.day_comparison(e.right, _MIRROR[e.op], e.left)
+            if dated is None and e.op in MIRROR:
+                dated = self.day_comparison(e.right, MIRROR[e.op], e.left)
             if dated is not None:
                 return dated
         left, right = self.compile(e.left), self.compile(e.right)
@@ -490,13 +491,13 @@ class SQLCompiler:
         form = form_of(call)
         if form is None or form.name not in ("days_until", "days_since") or form.series is not None:
             return None
-        if not float(other.value).is_integer() or op not in _MIRROR:
+        if not float(other.value).is_integer() or op not in MIRROR:
             return None
         try:
             if form.name == "days_until":  # d - today op N  <=>  d op today + N
                 edge = self.today + dt.timedelta(days=int(other.value))
             else:  # today - d op N  <=>  d op' today - N
-                edge, op = self.today - dt.timedelta(days=int(other.value)), _MIRROR[op]
+                edge, op = self.today - dt.timedelta(days=int(other.value)), MIRROR[op]
         except OverflowError:  # beyond the calendar: leave it to the day count
             return None
         date, bound = self.compile(call.args[0]), sa.literal(edge, sa.Date)
@@ -648,7 +649,7 @@ class SQLCompiler:
 
     def _failing_when_empty(self, expr: n.Binary) -> set[tuple]:
         """`count(e, 14 days) >= 3`: with no row the count is 0, and 0 >= 3 is false."""
-        for call, other, op in ((expr.left, expr.right, expr.op), (expr.right, expr.left, _MIRROR.get(expr.op))):
+        for call, other, op in ((expr.left, expr.right, expr.op), (expr.right, expr.left, MIRROR.get(expr.op))):
             if not isinstance(call, n.Call) or not isinstance(other, n.Number) or op is None:
                 continue
             key = self.window_key(call)
@@ -660,7 +661,8 @@ class SQLCompiler:
         return set()
 
 
-_MIRROR = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.LT, n.BinOp.GE: n.BinOp.LE,
+# A comparison read from its other side (`3 < x` is `x > 3`).
+MIRROR = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.LT, n.BinOp.GE: n.BinOp.LE,
            n.BinOp.EQ: n.BinOp.EQ, n.BinOp.NE: n.BinOp.NE}
 
 
