@@ -42,6 +42,9 @@ FALSE_FORMS = ("false", "f", "no", "n", "0")
 BIGINT_MIN = -(2**63)  # PostgreSQL's bigint takes it; Python refuses it (the magnitude must stay below 2**63)
 # Columns that hold a key: empty is never fine.
 KEY_COLUMNS = ("id", "account_id", "metric", "date", "value", "event")
+# SQLite: the function a statement of `Staging.write_checked` calls where a value is not SQL's to take
+# (registered on the connection by `Staging`); it raises, which stops the statement.
+REFUSE = "_pb_refuse"
 # From this many typed rows on, PostgreSQL gets statistics of `_pb_typed` before joining it.
 ANALYZE_ROWS = 10_000
 
@@ -54,6 +57,10 @@ class Column:
     type: n.TypeRef
     check: str | None = None  # "email", "timezone", "metric", "strip": the column's own rule
     prestaged: bool = False  # COPY already typed it (a number column of a COPY stage)
+
+
+class Refused(Exception):
+    """SQLite: `Staging.write_checked` met a value SQL cannot take as it is (nothing was written)."""
 
 
 def quote(conn: Connection, name: str) -> str:
@@ -103,37 +110,59 @@ class Fragments:
     def empty(self, c: str) -> str:
         if self.pg:
             return f"({c} IS NULL OR (ascii({c}) IN ({self.ws_codes}) AND trim({c}, {self.ws}) = ''))"
-        return f"({c} IS NULL OR trim({c}, {self.ws}) = '')"
+        # A first character that is printable ASCII other than a space (most values) is no blank: the
+        # trim, whose set of 29 characters SQLite parses again for every value, runs on the others only.
+        return f"({c} IS NULL OR NOT ({c} >= '!' AND {c} < {_lit(chr(127))}) AND trim({c}, {self.ws}) = '')"
 
     def _null_or_empty(self, c: str) -> str:
         # Typed columns: a value of blanks matches no shape and goes to Python,
         # which calls it empty; only a missing value needs no test.
         return f"({c} IS NULL)" if self.pg else f"({c} IS NULL OR {c} = '')"
 
-    def _sqlite_number(self, c: str, whole: bool) -> str:
-        u = f"(CASE WHEN substr({c}, 1, 1) = '-' THEN substr({c}, 2) ELSE {c} END)"
-        if whole:
-            return f"({u} <> '' AND {u} NOT GLOB '*[^0-9]*' AND length({u}) <= 18)"
-        # At most 15 characters: at most 15 significant digits, which a double
-        # keeps exactly, so comparing it with a declared bound is exact too.
-        return (f"({u} GLOB '[0-9]*' AND {u} GLOB '*[0-9]' AND {u} NOT GLOB '*[^0-9.]*' "
-                f"AND {u} NOT GLOB '*.*.*' AND length({c}) <= 15)")
+    def _shape(self, col: Column, c: str) -> tuple[str, str] | None:
+        """SQLite: (test, value) of a non-empty `c` whose value is `value` where `test` holds (a plain
+        shape); None for the types `_typed` writes otherwise (booleans, text)."""
+        t = col.type.name
+        if t is T.INT:
+            # What reads back as written: no sign but `-`, no leading zero, no blank, at most 19 digits
+            # (the cast of more stops at the largest integer); 20 characters would let in -2**63, which
+            # Python refuses. Two casts instead of a GLOB and three substr (the rest goes to Python).
+            return f"CAST(CAST({c} AS INTEGER) AS TEXT) = {c} AND length({c}) < 20", f"CAST({c} AS INTEGER)"
+        if t in NUMERIC:
+            # The stage column has REAL affinity: the insert already turned every
+            # well-formed number into a double, and left the rest as text.
+            return f"typeof({c}) = 'real'", c
+        if t is T.ENUM:
+            return f"{c} IN ({', '.join(_lit(v) for v in col.type.values) or 'NULL'})", c
+        if t is T.DATE:
+            return self._date(c, 10), c
+        if t is T.DATETIME:
+            clock = f"(CASE WHEN length({c}) = 10 THEN '00:00:00' ELSE substr({c}, 12, 8) END)"
+            return self._date(c, None), f"(substr({c}, 1, 10) || ' ' || {clock} || '.000000')"
+        if col.check == "strip":
+            # First and last character printable ASCII other than a space (the rest goes to Python):
+            # two comparisons and one substr instead of a trim with a set of 29 characters, which
+            # SQLite parses again for every value (2,000,000 ids: 1.7 -> 0.7 s CPU).
+            return f"{c} >= '!' AND {c} < {_lit(chr(127))} AND substr({c}, -1) BETWEEN '!' AND '~'", c
+        if col.check == "email":
+            return f"{c} GLOB '?*@?*.?*' AND {c} NOT GLOB '*@*@*' AND {c} NOT GLOB '*[^!-~]*'", c
+        if col.check == "timezone":
+            return f"{c} IN ({', '.join(_lit(z) for z in _zones())})", c
+        if col.check == "metric":
+            return f"{c} IN ({', '.join(_lit(m) for m in self.metrics) or 'NULL'})", c
+        return None
 
     def _typed(self, col: Column, c: str) -> str:
         """The value of a non-empty `c` where its shape is plain, else NULL."""
         t = col.type.name
         pg = self.pg
+        if not pg and (shape := self._shape(col, c)):
+            return f"CASE WHEN {shape[0]} THEN {shape[1]} END"
         if t is T.INT:
-            if pg:
-                return f"CASE WHEN {c} ~ '^-?[0-9]{{1,18}}$' THEN CAST({c} AS BIGINT) END"
-            return f"CASE WHEN {self._sqlite_number(c, True)} THEN CAST({c} AS INTEGER) END"
+            return f"CASE WHEN {c} ~ '^-?[0-9]{{1,18}}$' THEN CAST({c} AS BIGINT) END"
         if t in NUMERIC:
-            if pg:
-                return (f"CASE WHEN length({c}) <= 15 AND {c} ~ '^-?[0-9]+(\\.[0-9]+)?$' "
-                        f"THEN CAST({c} AS DOUBLE PRECISION) END")
-            # SQLite's stage column has REAL affinity: the insert already turned
-            # every well-formed number into a double, and left the rest as text.
-            return f"CASE WHEN typeof({c}) = 'real' THEN {c} END"
+            return (f"CASE WHEN length({c}) <= 15 AND {c} ~ '^-?[0-9]+(\\.[0-9]+)?$' "
+                    f"THEN CAST({c} AS DOUBLE PRECISION) END")
         if t is T.BOOL:
             yes, no = ("true", "false") if pg else ("1", "0")
             cases = " ".join([f"WHEN '{w}' THEN {yes}" for w in TRUE_FORMS] + [f"WHEN '{w}' THEN {no}" for w in FALSE_FORMS])
@@ -141,32 +170,23 @@ class Fragments:
         if t is T.ENUM:
             values = ", ".join(_lit(v) for v in col.type.values) or "NULL"
             return f"CASE WHEN {c} IN ({values}) THEN {c} END"
+        if not pg:
+            return c  # text: anything not empty, as written
         if t is T.DATE and self.optimistic:
             # Half the cost of the regular expressions: PostgreSQL's own parser, in C, once.
             # Ten bytes keep out 'infinity'; `ok` reads the day back and keeps out looser forms
             # (a value that does not read back the same is not ok, whatever it typed to).
             return f"CASE WHEN octet_length({c}) = 10 THEN CAST({c} AS DATE) END"
         if t is T.DATE:
-            return f"CASE WHEN {self._date(c, 10)} THEN {'CAST(' + c + ' AS DATE)' if pg else c} END"
+            return f"CASE WHEN {self._date(c, 10)} THEN CAST({c} AS DATE) END"
         if t is T.DATETIME:
             clock = f"(CASE WHEN length({c}) = 10 THEN '00:00:00' ELSE substr({c}, 12, 8) END)"
-            if pg:
-                value = f"CAST(substr({c}, 1, 10) || ' ' || {clock} || '+00' AS TIMESTAMPTZ)"
-            else:
-                value = f"(substr({c}, 1, 10) || ' ' || {clock} || '.000000')"
+            value = f"CAST(substr({c}, 1, 10) || ' ' || {clock} || '+00' AS TIMESTAMPTZ)"
             return f"CASE WHEN {self._date(c, None)} THEN {value} END"
         if col.check == "strip":  # ids: Python strips them; SQL takes those with nothing to strip
-            if not pg:
-                # First and last character printable ASCII other than a space (the rest goes to Python):
-                # two comparisons and one substr instead of a trim with a set of 29 characters, which
-                # SQLite parses again for every value (2,000,000 ids: 1.7 -> 0.7 s CPU).
-                return f"CASE WHEN {c} >= '!' AND {c} < {_lit(chr(127))} AND substr({c}, -1) BETWEEN '!' AND '~' THEN {c} END"
             return f"CASE WHEN trim({c}, {self.ws}) = {c} AND {c} <> '' THEN {c} END"  # `""` is empty
         if col.check == "email":
-            if pg:
-                return f"CASE WHEN {c} ~ '^[!-?A-~]+@[!-?A-~]+\\.[!-?A-~]+$' THEN {c} END"
-            return (f"CASE WHEN {c} GLOB '?*@?*.?*' AND {c} NOT GLOB '*@*@*' AND {c} NOT GLOB '*[^!-~]*' "
-                    f"THEN {c} END")
+            return f"CASE WHEN {c} ~ '^[!-?A-~]+@[!-?A-~]+\\.[!-?A-~]+$' THEN {c} END"
         if col.check == "timezone":
             return f"CASE WHEN {c} IN ({', '.join(_lit(z) for z in _zones())}) THEN {c} END"
         if col.check == "metric":
@@ -254,6 +274,30 @@ class Fragments:
             return None, f"CASE WHEN {blank} THEN NULL ELSE {c} END", c, []
         # The rest (times, emails, zones, numbers staged as text...) is typed as the checked path types it.
         return self.value(col, c), f, f, [f"({self.ok(col, c, f)}) IS NOT TRUE"]
+
+    def refusing(self, col: Column, c: str, required: bool) -> str:
+        """SQLite, for a statement that stops where any row is not SQL's to take (`Staging.write_checked`):
+        the value of the staged `c` as it is written, or a call of `_pb_refuse()` (which stops the
+        statement) where SQL cannot type it, it is out of its range, or it is empty and `required`.
+        Each value is typed once in its own expression, with no subquery to keep it (a subquery's rows
+        and a test of every value again cost as much as the typing: 1.45 of 2.7 s CPU at 200,000 accounts)."""
+        refuse = f"{REFUSE}()"
+        empty = refuse if required or col.name in KEY_COLUMNS else "NULL"
+        if self._is_text(col):
+            return (f"CASE WHEN {c} >= '!' AND {c} < {_lit(chr(127))} THEN {c} "
+                    f"WHEN {self.empty(c)} THEN {empty} ELSE {c} END")
+        if col.type.name is T.BOOL:
+            cases = " ".join([f"WHEN '{w}' THEN 1" for w in TRUE_FORMS] + [f"WHEN '{w}' THEN 0" for w in FALSE_FORMS])
+            return f"CASE lower({c}) {cases} ELSE CASE WHEN {self._null_or_empty(c)} THEN {empty} ELSE {refuse} END END"
+        shape = self._shape(col, c)
+        if shape is None:  # not met by the types there are; typed twice, as `value` and in `ok`
+            v = self.value(col, c)
+            filled = f" AND {v} IS NOT NULL" if empty == refuse else ""
+            return f"CASE WHEN ({self.ok(col, c, v)}) IS TRUE{filled} THEN {v} ELSE {refuse} END"
+        test, value = shape
+        bounds = self.bounds(col, value)
+        return (f"CASE WHEN {test}{' AND ' + bounds if bounds else ''} THEN {value} "
+                f"WHEN {self._null_or_empty(c)} THEN {empty} ELSE {refuse} END")
 
     def _finite(self, col: Column, v: str) -> str:
         """What COPY reads into a number column that Python refuses: NaN and infinities (NaN sorts
@@ -352,6 +396,15 @@ class Staging:
         self.line_breaks: int | None = None  # of the file `copy_file` read (None: it quotes no value)
         self.rows = 0  # rows in `_pb_typed`
         self._iso: bool | None = None
+        self._refusals = [0]  # calls of `_pb_refuse` (SQLite)
+        if not self.pg:
+            refusals = self._refusals  # not `self`: the connection outlives the staging
+
+            def refuse() -> None:
+                refusals[0] += 1
+                raise ValueError("not SQL's to take")  # the statement stops (sqlite3's OperationalError)
+
+            conn.connection.dbapi_connection.create_function(REFUSE, 0, refuse)  # type: ignore[union-attr]
 
     def _stage_type(self, c: Column) -> sa.types.TypeEngine[Any]:
         if c.prestaged:
@@ -460,8 +513,8 @@ class Staging:
         statement, without `_pb_typed`; returns the rows written.
 
         Only for a stage SQL can take whole: a value SQL cannot type, out of its
-        range, or empty in a `required` column makes `key` NULL, which the table
-        refuses (NOT NULL), so the statement fails and the caller, in a
+        range, or empty in a `required` column makes the statement fail (PostgreSQL:
+        `key` NULL, which the table refuses; SQLite: `Refused`), and the caller, in a
         savepoint, rolls back and takes the checked path that names the problem.
 
         `also` (PostgreSQL): statements over `w`, the keys written (`w.id`), run in the same statement
@@ -478,7 +531,15 @@ class Staging:
             sql = f"WITH w AS ({insert} RETURNING {quote(self.conn, key)} AS id){extra} SELECT count(*) FROM w"
             return int(self.conn.exec_driver_sql(sql, params or {}).scalar_one())
         assert not also, "`also` is for PostgreSQL"
-        return int(self.conn.exec_driver_sql(insert).rowcount)
+        if self.pg:
+            return int(self.conn.exec_driver_sql(insert).rowcount)
+        refusals = self._refusals[0]
+        try:
+            return int(self.conn.exec_driver_sql(insert).rowcount)
+        except sa.exc.OperationalError:
+            if self._refusals[0] != refusals:
+                raise Refused from None
+            raise
 
     def _insert_checked_pg(self, table: str, required: Sequence[str], key: str) -> str:
         """The INSERT ... SELECT of `write_checked` on PostgreSQL: each value as it is written, and the key
@@ -509,22 +570,18 @@ class Staging:
 
     def _insert_checked(self, table: str, required: Sequence[str], key: str,
                         known: tuple[str, str] | None = None) -> str:
-        """The INSERT ... SELECT of `write_checked` on SQLite: each value typed where SQL can type it (NULL
-        where not), and the key NULL where any is not typed, out of its range, empty where required or
-        (`known`) not an id of the other table."""
+        """The INSERT ... SELECT of `write_checked` on SQLite: each value typed where SQL can type it, and
+        `_pb_refuse()` called where it cannot, where a value is out of its range, empty where required
+        or (`known`) not an id of the other table (`Fragments.refusing`)."""
         q = self.conn.dialect.identifier_preparer.quote
-        fragments = self.fragments
         pairs = list(zip(self.columns, self.names))
-        values = [f"{fragments.value(col, s)} AS v{i}" for i, (col, s) in enumerate(pairs)]
-        oks = [f"({fragments.ok(col, s, f'v{i}')})" for i, (col, s) in enumerate(pairs)]
-        oks += [f"v{i} IS NOT NULL" for i, (col, _) in enumerate(pairs) if col.name in required]
+        out = [self.fragments.refusing(col, s, col.name in required or col.name == key) for col, s in pairs]
         if known:
             i = [c.name for c in self.columns].index(known[0])
-            oks.append(f"EXISTS (SELECT 1 FROM {q(known[1])} k WHERE k.id = v{i})")
-        out = [f"CASE WHEN ({' AND '.join(oks)}) IS TRUE THEN v{i} END" if col.name == key else f"v{i}"
-               for i, (col, _) in enumerate(pairs)]
+            # The staged text as it is: a value `refusing` writes otherwise is refused anyway.
+            out[i] = f"CASE WHEN EXISTS (SELECT 1 FROM {q(known[1])} k WHERE k.id = {self.names[i]}) THEN {out[i]} ELSE {REFUSE}() END"
         return (f"INSERT INTO {table} ({', '.join(q(c.name) for c in self.columns)}) SELECT {', '.join(out)} "
-                f"FROM (SELECT {', '.join(self.names + values)} FROM {STAGE} LIMIT -1 OFFSET 0) s")
+                f"FROM {STAGE}")
 
     def add_typed(self, records: list[dict[str, Any]]) -> None:
         """Rows typed in Python (with `_row` and `_grp`)."""

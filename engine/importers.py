@@ -998,7 +998,7 @@ class _FileLoad:
                                             key="account_id",
                                             known=("account_id", "accounts"))
             savepoint.commit()
-        except sa.exc.IntegrityError:
+        except (sa.exc.IntegrityError, bulkload.Refused):
             savepoint.rollback()
             return False
         account = staging.names[self.columns.index("account_id")]
@@ -1046,7 +1046,7 @@ class _FileLoad:
             else:
                 written = staging.write_checked(table, required)
             savepoint.commit()
-        except (sa.exc.IntegrityError, sa.exc.DataError):
+        except (sa.exc.IntegrityError, sa.exc.DataError, bulkload.Refused):
             savepoint.rollback()  # and with it a key set aside in it
             return False
         self.history_key = key

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from dsl import nodes as n
 from engine import schema
-from engine.bulkload import TYPED, Column, Staging
+from engine.bulkload import TYPED, Column, Refused, Staging
 from engine.importers import parse_value
 from engine.store import Store
 from store_backends import BACKENDS, fresh_store
@@ -27,7 +27,9 @@ OPTIMISTIC_DAYS = ["2026-01-31", "2024-02-29", "1000-01-01", "0999-12-31", "2026
 
 CASES: list[tuple[n.TypeRef, list[str]]] = [
     (t(T.INT), ["12", "-3", "0", "007", "12.0", "1e3", " 4", "9223372036854775807", "99999999999999999999", "abc",
-                "", "   "]),
+                "", "   ", "-9223372036854775808", "-9223372036854775807", "9223372036854775808", "-0", "+4", "4 ",
+                "1.00000000000000001", "0x10", "1_000", "٣"]),
+    (t(T.INT, low=1, high=10), ["1", "10", "0", "11", "-5"]),
     (t(T.NUMBER, low=0, high=100), ["75", "88.5", "100", "100.0000000000001", "-1", "101", "1.5e1", ".5", "5.",
                                     "NaN", "inf", "0.1234567890123", "-0", "0.12345678901234567890123", "12345678901234567890.5",
                                     "1e-5", "+5", " 7 ", "1_000", "0x10", "99.99999999999999999"]),
@@ -74,6 +76,44 @@ def test_sql_takes_only_values_it_types_like_python(store: Store, type_: n.TypeR
         if i + 1 in left:
             continue  # Python will type it
         got = typed[i + 1]
+        if isinstance(expected, dt.datetime) and got is not None and got.tzinfo is None:
+            got = got.replace(tzinfo=dt.timezone.utc)
+        assert got == expected and type(got) is type(expected), (raw, got, expected)
+
+
+@pytest.mark.parametrize(("type_", "raws"), CASES, ids=[f"{c[0].name.value}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("required", [False, True], ids=["optional", "required"])
+def test_a_one_statement_write_takes_only_values_it_types_like_python(store: Store, type_: n.TypeRef, raws: list[str],
+                                                                     required: bool) -> None:
+    """`write_checked` (a first load's one statement) writes a value as Python types it or stops (the
+    caller then takes the checked path): one row per statement, so each value is seen alone."""
+    target = sa.Table("_t_target", sa.MetaData(), sa.Column("id", sa.Text, primary_key=True),
+                      sa.Column("v", schema.TYPE_MAP[type_.name]), prefixes=["TEMPORARY"])
+    for raw in raws:
+        with store.begin() as conn:
+            target.create(conn)
+            staging = Staging(conn, [Column("id", t(T.TEXT), "strip"), Column("v", type_)], [])
+            staging.load([[1, 0, "a-1", raw]])
+            savepoint = conn.begin_nested()
+            try:
+                written = staging.write_checked("_t_target", ["v"] if required else [])
+                savepoint.commit()
+            except (sa.exc.IntegrityError, sa.exc.DataError, Refused):
+                savepoint.rollback()
+                written = 0
+            got = conn.execute(sa.select(target.c.v)).scalar()
+            staging.drop()
+            target.drop(conn)
+        try:
+            expected = parse_value(type_, raw)
+        except ValueError:
+            assert not written, f"the statement took {raw!r}, which Python refuses"
+            continue
+        if required and expected is None:
+            assert not written, f"the statement took {raw!r} for a required field"
+            continue
+        if not written:
+            continue  # the checked path types it
         if isinstance(expected, dt.datetime) and got is not None and got.tzinfo is None:
             got = got.replace(tzinfo=dt.timezone.utc)
         assert got == expected and type(got) is type(expected), (raw, got, expected)
