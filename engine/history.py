@@ -77,10 +77,11 @@ def _changes_table(conn: Connection) -> None:
 
 
 def record_changes(conn: Connection, catalog: Catalog, source: str, columns: Sequence[str], at: dt.datetime,
-                   where: str = "1 = 1") -> int:
+                   where: str = "1 = 1", *, new: bool = False) -> int:
     """Write history for the rows of table `source` (an `id` and typed account columns) before they are upserted.
 
     `columns`: the columns `source` sets (the others stay as they are).
+    `new`: the caller knows no id of `source` has a "known since" row yet (no test per id).
     Returns the number of stored values that change.
     """
     fields = tracked_fields(catalog)
@@ -128,8 +129,8 @@ def record_changes(conn: Connection, catalog: Catalog, source: str, columns: Seq
         conn.exec_driver_sql(f"DROP TABLE {CHANGES}")
     conn.execute(sa.text(
         "INSERT INTO account_field_history (account_id, field, valid_from) "
-        f"SELECT t.id, '{KNOWN}', :at FROM {source} t WHERE ({where}) AND NOT EXISTS (SELECT 1 FROM "
-        f"account_field_history h WHERE h.account_id = t.id AND h.field = '{KNOWN}')").bindparams(at_param))
+        f"SELECT t.id, '{KNOWN}', :at FROM {source} t WHERE ({where})" + ("" if new else " AND NOT EXISTS (SELECT 1 "
+        f"FROM account_field_history h WHERE h.account_id = t.id AND h.field = '{KNOWN}')")).bindparams(at_param))
     return changed
 
 

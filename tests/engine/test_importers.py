@@ -481,6 +481,18 @@ def test_a_first_load_gives_the_history_its_key_back_with_one_known_since_row_pe
     assert marked == (["", "p3", "p4"] if chunk_size == 2 else ["p1", "p2", "p3", "p4", "p5"])
 
 
+def test_a_first_load_over_a_kept_history_adds_no_second_known_since_row(store: Store, tmp_path: Path) -> None:
+    """The accounts emptied, their history kept: a first load of the same ids (one statement per chunk) keeps
+    each account's first "known since" row and adds none (the test per id is skipped only where the
+    history was empty)."""
+    path = write(tmp_path, "plain.csv", PLAIN_GOOD)
+    import_files(store, CATALOG, [("accounts", path)], chunk_size=2, known_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    with store.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM accounts")
+    import_files(store, CATALOG, [("accounts", path)], chunk_size=2, known_at=dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc))
+    assert _known_since(store) == [("p1", 1), ("p2", 1), ("p3", 1)]
+
+
 def test_a_failed_first_load_leaves_the_history_and_its_key_as_they_were(store: Store, tmp_path: Path) -> None:
     key = _history_key(store)
     bad = PLAIN_GOOD + "p4,Four,smb,1,1,0.01,1,maybe,,u4,\n"
