@@ -247,7 +247,9 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapp
             guard = _holds_today(catalog, plans, today, dialect, roots, gates)
             if guard is not None:
                 exact = sa.and_(exact, guard)
-            hull = _date_hull(catalog, atom, since, today)
+            hull = _date_hull(catalog, atom, since, today, polarity)
+            if hull is not None and not hull[1]:
+                continue  # the day alone cannot move it the way that starts a play
             if hull is None:
                 everywhere.append(exact)
                 continue
@@ -368,26 +370,30 @@ def _dated_atom(catalog: Catalog, atom: Any) -> tuple[n.Call, n.Ref, list[float]
     return call, field, [float(b.value) for b in bounds if isinstance(b, n.Number)]
 
 
-def _thresholds(atom: Any, bounds: list[float]) -> list[int]:
-    """The whole-day counts m at which a `_dated_atom` can change: it reads `count >= m` for each m,
-    negated or combined (`> b` is `>= floor(b) + 1`, `< b` is not `>= ceil(b)`, `== b` and `!= b`
-    both, `between a and b` is `>= ceil(a)` and not `>= floor(b) + 1`)."""
+def _thresholds(atom: Any, bounds: list[float]) -> list[tuple[int, bool]]:
+    """The whole-day counts m at which a `_dated_atom` can change, each with whether the atom rises
+    with `count >= m` (True) or falls with it: it reads `count >= m` for each m, negated or combined
+    (`> b` is `>= floor(b) + 1`, `< b` is not `>= ceil(b)`, `== b` is `>= ceil(b)` and not
+    `>= floor(b) + 1`, `!= b` the reverse, `between a and b` is `>= ceil(a)` and not `>= floor(b) + 1`)."""
     if isinstance(atom, n.Between):
         low, high = bounds
-        return [math.ceil(low), math.floor(high) + 1]
+        return [(math.ceil(low), True), (math.floor(high) + 1, False)]
     bound, = bounds
     op = atom.op if isinstance(atom.left, n.Call) else MIRROR.get(atom.op, atom.op)
     if op in (n.BinOp.GT, n.BinOp.LE):
-        return [math.floor(bound) + 1]
+        return [(math.floor(bound) + 1, op == n.BinOp.GT)]
     if op in (n.BinOp.GE, n.BinOp.LT):
-        return [math.ceil(bound)]
-    return sorted({math.ceil(bound), math.floor(bound) + 1})  # == and !=
+        return [(math.ceil(bound), op == n.BinOp.GE)]
+    low, high = math.ceil(bound), math.floor(bound) + 1
+    if low == high:  # a fractional bound: == never holds and != always does, on either day
+        return []
+    return [(low, op == n.BinOp.EQ), (high, op != n.BinOp.EQ)]
 
 
-def _date_hull(catalog: Catalog, atom: Any, since: dt.date,
-               today: dt.date) -> tuple[n.Ref, list[tuple[dt.date, dt.date]]] | None:
+def _date_hull(catalog: Catalog, atom: Any, since: dt.date, today: dt.date,
+               polarity: bool | None = None) -> tuple[n.Ref, list[tuple[dt.date, dt.date]]] | None:
     """For a `_dated_atom`: F and the date ranges outside which the comparison reads the same on both
-    days.
+    days, or, with a `polarity` (see Polarity), does not move in that direction.
 
     A date field's day count is a whole number on both databases (F - day: no time of day), and the
     atom changes between the two days only where the count passes one of its `_thresholds` m, i.e.
@@ -406,10 +412,16 @@ def _date_hull(catalog: Catalog, atom: Any, since: dt.date,
     call, field, bounds = found
     f = catalog.entity_field("account", field.path[1])
     slack = dt.timedelta(days=0 if f is not None and f.type.name == n.TypeName.DATE else 2)
+    rising = call.func == "days_since"  # the count grows with the day: `count >= m` can only become true
     ranges = []
     try:
-        for m in _thresholds(atom, bounds):
-            if call.func == "days_since":
+        for m, up in _thresholds(atom, bounds):
+            # Crossing m moves the atom towards true where it rises with `count >= m` and the
+            # count rises, or falls with it and the count falls: `days_until(F) between 76 and 90`
+            # becomes true only where the count passes 90, never where it passes 76.
+            if polarity is not None and (up == rising) != polarity:
+                continue
+            if rising:
                 lo, hi = since - dt.timedelta(days=m - 1), today - dt.timedelta(days=m)
             else:
                 lo, hi = since + dt.timedelta(days=m), today + dt.timedelta(days=m - 1)
@@ -679,7 +691,7 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
         # tables' size, spent more compiling them (up to 0.8 s each at a
         # million accounts) than running them. For this transaction only.
         conn.exec_driver_sql("SET LOCAL jit = off")
-    ids = scratch.table("pb_scope", sa.Column("id", sa.Text, primary_key=True))
+    ids = scratch.table("pb_scope", sa.Column("id", sa.Text, primary_key=True), clustered=True)
     sources = [sa.select(seen.c.account_id), sa.select(RECHECKS.c.account_id), *parts]
     conn.execute(ids.insert().from_select(["id"], sa.union(*sources)))
     if conn.dialect.name == "postgresql":

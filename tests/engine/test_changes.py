@@ -388,14 +388,17 @@ def test_a_date_fields_ranges_are_the_days_its_count_can_cross_a_bound() -> None
     assert hulls["days_since(account.onboarded) == 3"] == [(day(-2), day(-2)), (day(-3), day(-3))]
 
 
-def test_a_date_fields_ranges_hold_every_date_whose_comparison_changes_and_no_other() -> None:
-    """Every comparison form, bound on either side, whole and fractional bounds, steps of 1-3 days:
-    the ranges hold exactly the dates whose comparison reads differently on the two days."""
+def test_a_date_fields_ranges_hold_every_date_whose_comparison_moves_that_way_and_no_other() -> None:
+    """Every comparison form, bound on either side, whole and fractional bounds, steps of 1-3 days,
+    each polarity: the ranges hold exactly the dates whose comparison reads differently on the two
+    days (None), or goes from false to true (True), or from true to false (False)."""
     from dsl import nodes as n
 
     ops = {n.BinOp.EQ: lambda a, b: a == b, n.BinOp.NE: lambda a, b: a != b, n.BinOp.LT: lambda a, b: a < b,
            n.BinOp.LE: lambda a, b: a <= b, n.BinOp.GT: lambda a, b: a > b, n.BinOp.GE: lambda a, b: a >= b}
     mirror = {n.BinOp.LT: n.BinOp.GT, n.BinOp.LE: n.BinOp.GE, n.BinOp.GT: n.BinOp.LT, n.BinOp.GE: n.BinOp.LE}
+    moved = {None: lambda was, now: was != now, True: lambda was, now: now and not was,
+             False: lambda was, now: was and not now}
     for func, field in (("days_since", "onboarded"), ("days_until", "renewal")):
         call = n.Call(func=func, args=[n.Ref(path=["account", field])])
 
@@ -411,20 +414,20 @@ def test_a_date_fields_ranges_hold_every_date_whose_comparison_changes_and_no_ot
                               lambda c, holds=holds, b=b: holds(c, b)))
         atoms.append((n.Between(value=call, low=n.Number(value=2.0), high=n.Number(value=4.5)),
                       lambda c: 2 <= c <= 4.5))
+        days = [START + dt.timedelta(days=k) for k in range(-20, 21)]
         for atom, holds in atoms:
             for step in (1, 2, 3):
                 today = START + dt.timedelta(days=step)
-                hull = changes._date_hull(CATALOG, atom, START, today)
-                assert hull is not None, format_expr(atom)
-                near = {START + dt.timedelta(days=k) for k in range(-20, 21)
-                        if any(lo <= START + dt.timedelta(days=k) <= hi for lo, hi in hull[1])}
-                changed = {START + dt.timedelta(days=k) for k in range(-20, 21)
-                           if holds(count(START + dt.timedelta(days=k), START))
-                           != holds(count(START + dt.timedelta(days=k), today))}
-                assert changed <= near, (format_expr(atom), step, sorted(changed - near))
-                # Tight: a date in a range but never changing is only one where == meets a fractional bound.
-                assert near - changed == set() or atom.kind == "binary" and atom.op in (n.BinOp.EQ, n.BinOp.NE), (
-                    format_expr(atom), step, sorted(near - changed))
+                for polarity, moves in moved.items():
+                    hull = changes._date_hull(CATALOG, atom, START, today, polarity)
+                    assert hull is not None, format_expr(atom)
+                    near = {d for d in days if any(lo <= d <= hi for lo, hi in hull[1])}
+                    changed = {d for d in days if moves(holds(count(d, START)), holds(count(d, today)))}
+                    assert changed <= near, (format_expr(atom), step, polarity, sorted(changed - near))
+                    # Tight: a date in a range that does not move is only one a step carries over
+                    # both ends of an == (or !=) at once.
+                    assert near == changed or atom.kind == "binary" and atom.op in (n.BinOp.EQ, n.BinOp.NE), (
+                        format_expr(atom), step, polarity, sorted(near - changed))
 
 
 def test_a_count_that_can_only_grow_is_moved_only_by_points_entering_its_window() -> None:
