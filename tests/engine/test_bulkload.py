@@ -119,6 +119,30 @@ def test_a_one_statement_write_takes_only_values_it_types_like_python(store: Sto
         assert got == expected and type(got) is type(expected), (raw, got, expected)
 
 
+def test_a_one_statement_write_takes_only_ids_with_nothing_to_strip(store: Store) -> None:
+    """An id `write_checked` writes is one Python's strip() leaves as it is; the others stop the statement."""
+    target = sa.Table("_t_ids", sa.MetaData(), sa.Column("id", sa.Text, primary_key=True), prefixes=["TEMPORARY"])
+    for raw in dict(SPECIAL)["strip"] + [""]:
+        with store.begin() as conn:
+            target.create(conn)
+            staging = Staging(conn, [Column("id", t(T.TEXT), "strip")], [])
+            staging.load([[1, 0, raw]])
+            savepoint = conn.begin_nested()
+            try:
+                written = staging.write_checked("_t_ids", [])
+                savepoint.commit()
+            except (sa.exc.IntegrityError, sa.exc.DataError, Refused):
+                savepoint.rollback()
+                written = 0
+            got = conn.execute(sa.select(target.c.id)).scalar()
+            staging.drop()
+            target.drop(conn)
+        if written:
+            assert raw.strip() == raw != "" and got == raw, raw
+        else:
+            assert raw != "acc-1", "the plain form is not written"
+
+
 def test_plain_values_are_typed_by_sql(store: Store) -> None:
     """The forms exports use are not left to Python (where the speed would go)."""
     plain = [(t(T.INT), "12"), (t(T.NUMBER), "88.5"), (t(T.PERCENT), "0.85"), (t(T.MONEY), "12000"),
