@@ -512,11 +512,14 @@ def _spans_query(conn: Connection, scratch: Scratch, catalog: Catalog, versions:
     # of a day-reading condition read them once per candidate day).
     alone = {key: prefix for key, prefix in found.windows.items()
              if key not in shared and key in required and not found.reads_today}
-    inline = {key: steps.step_rows(conn.dialect, key, start, end, prefix + "t") for key, prefix in alone.items()}
+    # SQLite: a metric window's points numbered, for lookups in place of a window pass (daysteps.ranked)
+    ranked = {key: steps.ranked(conn, scratch, key, start, end) for key in alone}
+    inline = {key: steps.step_rows(conn.dialect, key, start, end, prefix + "t", ranked=ranked[key])
+              for key, prefix in alone.items()}
     # SQLite, every window stepped here: the spans' ends stay day numbers until the output (daysteps.step_rows)
     numbers = dialect == "sqlite" and len(alone) == len(found.windows) and None not in inline.values()
     if numbers:
-        inline = {key: steps.step_rows(conn.dialect, key, start, end, prefix + "t", numbers=True)
+        inline = {key: steps.step_rows(conn.dialect, key, start, end, prefix + "t", numbers=True, ranked=ranked[key])
                   for key, prefix in alone.items()}
     for key, prefix in found.windows.items():
         rows = inline.get(key)

@@ -3,8 +3,8 @@
     ties = Ties(conn, scratch, catalog, end)
     query = ties.split(spans, windows, metrics, expr, variant)  # the spans it decides; the rest go to ties.open
 
-engine/daysteps.py takes a window's sum over a sliding RANGE frame (SQLite adds
-each value as it enters and subtracts it as it leaves, as running sums would); the
+engine/daysteps.py takes a window's sum over a sliding RANGE frame (PostgreSQL) or
+as the difference of two running totals (SQLite, daysteps.ranked); the
 reference (today's engine, `backtest_by_day`) adds the window's values
 directly. In doubles the two can differ in the last bits, so where a
 comparison's sides are equal (`avg(m, 30 days) >= 80` with an average of
@@ -22,9 +22,10 @@ reference's own SQL:
   `avg` or `sum` window is *near* when |L - R| <= 1e-9 (|L| + |R| + S), S
   the absolute sum of the account's values of each such series. Summing N
   terms in doubles errs by at most N 2^-53 times their absolute sum; the
-  sliding sums add at most twice each value, the direct sum each value in
-  the window once, so both stay within 1e-9 S of the true sum up to about a
-  million points per account and series (and a window value scaled by up
+  sliding sums add at most twice each value, two running totals each at most
+  the account's points, the direct sum each value in the window once, so all
+  stay within 1e-9 S of the true sum up to about a million points per
+  account and series (and a window value scaled by up
   to about a thousand in the comparison). A span with no near comparison
   reads the same on both paths.
 

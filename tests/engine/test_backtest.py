@@ -333,6 +333,27 @@ def test_a_window_stepped_inside_its_one_query_equals_the_shared_steps(store: St
     assert any(alone.results[0].per_day.values())
 
 
+def test_sqlite_steps_a_metric_window_by_lookups_not_a_window_pass(tmp_path) -> None:
+    """SQLite: a metric window of N days is stepped from its points numbered in a scratch table, by seeks
+    and rowid lookups (daysteps.ranked), with no RANGE frame; the answers stay the reference's."""
+    with fresh_store("sqlite", tmp_path, CATALOG) as store:
+        seed_irregular(store, random.Random(5), n=10)
+        seen: list[str] = []
+
+        def record(conn, cursor, statement, *rest) -> None:
+            seen.append(statement)
+
+        sa.event.listen(store.engine, "before_cursor_execute", record)
+        with store.engine.connect() as conn:
+            fast = backtest(conn, CATALOG, ["engaged", "summed"], START, END, today=TODAY)
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+        with store.engine.connect() as conn:
+            slow = backtest_by_day(conn, CATALOG, ["engaged", "summed"], START, END, today=TODAY)
+        same(fast, slow)
+        assert any(s.lstrip().startswith("INSERT INTO _pb_bt_points") for s in seen)
+        assert not any("RANGE BETWEEN" in s for s in seen)
+
+
 def test_vary_names_a_series_compared_with_a_number() -> None:
     [v] = vary(CATALOG, "recent.engagement_minutes=80")
     assert v.param == "engagement_minutes" and not v.current
