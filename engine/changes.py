@@ -693,7 +693,11 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
         conn.exec_driver_sql("SET LOCAL jit = off")
     ids = scratch.table("pb_scope", sa.Column("id", sa.Text, primary_key=True), clustered=True)
     sources = [sa.select(seen.c.account_id), sa.select(RECHECKS.c.account_id), *parts]
-    conn.execute(ids.insert().from_select(["id"], sa.union(*sources)))
+    # In key order: each statement of the evaluation reads the big tables (accounts, the metric
+    # rollup) by key in the order it scans the scope, and keys in order share index and heap
+    # pages that a hash order would read again (PostgreSQL at 1,000,000 accounts, 10,000 keys,
+    # warm: accounts 75-82 -> 53-54 ms, a metric's rollup rows 90 -> 71 ms).
+    conn.execute(ids.insert().from_select(["id"], sa.union(*sources).order_by(sa.text("1"))))
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text(f'ANALYZE "{ids.name}"'))
     return Scope(False, "", digest, seen, ids, dated)
