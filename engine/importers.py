@@ -1043,7 +1043,22 @@ class _FileLoad:
                     key = indexes.primary_key(conn, history.HISTORY.name)
                     indexes.drop_key(conn, history.HISTORY.name, key)
                 history_sql, at = history.known_since_sql("w", self.job.known_at, empty=key is not None)
+                own: list[tuple[str, str]] = []
+                referencing: list[tuple[str, str, str]] = []
+                if final and not self.result.rows:
+                    # The whole file in this statement (COPY): the accounts' own key is set aside too and
+                    # built again by one sort after it, which is where an id twice fails (and sends the
+                    # file to the checked path); the foreign keys that reference it go and come back with it
+                    # (the tables that hold them are empty of accounts: checking them reads nothing).
+                    # Lab, 200,000 accounts, backend CPU, medians of 3: 1.54 s with the key, 1.30 s
+                    # without it and its rebuild. The referencing tables stay locked until the commit.
+                    referencing = indexes.foreign_keys_to(conn, plan.table.name)
+                    own = indexes.primary_key(conn, plan.table.name)
+                    indexes.drop_foreign_keys(conn, referencing)
+                    indexes.drop_key(conn, plan.table.name, own)
                 written = staging.write_checked(table, required, also=[history_sql], params={"at": at})
+                indexes.create(conn, own)
+                indexes.create(conn, [(name, sql) for _, name, sql in referencing])
             else:
                 written = staging.write_checked(table, required)
             savepoint.commit()

@@ -9,7 +9,9 @@ exactly as they were. Used by the demo data generator and the importers.
 
 A primary key can be set aside too (PostgreSQL, `primary_key`), where the
 loader knows its rows are distinct (the "known since" history rows of a
-first load: one per new account); adding it back checks that anyway.
+first load: one per new account), or where adding it back is the check
+(a first load of accounts: an id twice fails there); the foreign keys that
+reference it go with it and come back after it (`foreign_keys_to`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ def primary_key(conn: Connection, table: str) -> list[tuple[str, str]]:
         {"table": table})]
 
 
+def foreign_keys_to(conn: Connection, table: str) -> list[tuple[str, str, str]]:
+    """PostgreSQL: (referencing table, name, ALTER TABLE statement that adds it) of the foreign keys in the
+    current schema that reference `table`, for `drop_foreign_keys` and `create`."""
+    quote = conn.dialect.identifier_preparer.quote
+    return [(r[0], r[1], f"ALTER TABLE {quote(r[0])} ADD CONSTRAINT {quote(r[1])} {r[2]}") for r in conn.execute(sa.text(
+        "SELECT r.relname, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+        "JOIN pg_class t ON t.oid = c.confrelid JOIN pg_class r ON r.oid = c.conrelid "
+        "WHERE c.contype = 'f' AND t.relname = :table AND t.relnamespace = current_schema()::regnamespace "
+        "ORDER BY r.relname, c.conname"), {"table": table})]
+
+
+def drop_foreign_keys(conn: Connection, defs: Sequence[tuple[str, str, str]]) -> None:
+    quote = conn.dialect.identifier_preparer.quote
+    for table, name, _ in defs:
+        conn.exec_driver_sql(f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(name)}")
+
+
 def drop(conn: Connection, defs: Sequence[tuple[str, str]]) -> None:
     for name, _ in defs:
         conn.exec_driver_sql(f"DROP INDEX {conn.dialect.identifier_preparer.quote(name)}")
@@ -63,4 +82,4 @@ def create(conn: Connection, defs: Sequence[tuple[str, str]]) -> None:
         conn.exec_driver_sql(sql)
 
 
-__all__ = ["create", "drop", "drop_key", "primary_key", "secondary"]
+__all__ = ["create", "drop", "drop_foreign_keys", "drop_key", "foreign_keys_to", "primary_key", "secondary"]
