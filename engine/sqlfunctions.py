@@ -189,24 +189,39 @@ def _covered(rows: SeriesRows, s: Any) -> Column:
                    sa.or_(s.c.kept < KEPT, s.c[f"p{KEPT - 1}_day"] <= _cut(rows)))
 
 
-def _by_points_in_window(rows: SeriesRows, s: Any, leaf: Callable[[int], Column]) -> Column:
+def _by_points_in_window(rows: SeriesRows, s: Any, leaf: Callable[[int], str]) -> Column:
     """Of a covered row, `leaf(m)` where m is the number of kept points before the latest that
     are in the window: the kept days descend, so those are p1..pm, and m is found by a binary
-    search over them (4 comparisons for 16 points; a kept day that is not there is NULL, out)."""
-    cut = _cut(rows)
+    search over them (4 comparisons for 16 points; a kept day that is not there is NULL, out).
 
-    def node(lo: int, hi: int) -> Column:  # m is in [lo, hi]
+    Written as SQL text, one element: as SQLAlchemy elements the aggregates' sixteen sums of up
+    to sixteen terms were about a thousand objects built (and walked for the cache key) at every
+    evaluation, most of the client's SQL-building time in an incremental sweep."""
+    alias, cut = _alias(s), (rows.cutoff - EPOCH).days
+
+    def node(lo: int, hi: int) -> str:  # m is in [lo, hi]
         if lo == hi:
             return leaf(lo)
         mid = (lo + hi + 1) // 2
-        return sa.case((s.c[f"p{mid}_day"] > cut, node(mid, hi)), else_=node(lo, mid - 1))
+        return f"CASE WHEN {alias}.p{mid}_day > {cut} THEN {node(mid, hi)} ELSE {node(lo, mid - 1)} END"
 
-    return node(0, KEPT - 1)
+    return sa.literal_column(f"({node(0, KEPT - 1)})", sa.Float)
+
+
+_PLAIN = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _alias(s: Any) -> str:
+    """The rollup alias's name, for SQL text (plain, so it needs no quoting)."""
+    if not _PLAIN.fullmatch(s.name):
+        raise ValueError(f"rollup alias {s.name!r} is not a plain identifier")
+    return str(s.name)
 
 
 def _kept_first(rows: SeriesRows, s: Any) -> Column:
     """Of a covered row, the oldest point in the window before the latest (none: NULL)."""
-    return _by_points_in_window(rows, s, lambda m: s.c[f"p{m}_value"] if m else sa.null())
+    alias = _alias(s)
+    return _by_points_in_window(rows, s, lambda m: f"{alias}.p{m}_value" if m else "NULL")
 
 
 def _kept_aggregate(kind: str, rows: SeriesRows, s: Any, postgresql: bool = False) -> Column:
@@ -219,14 +234,8 @@ def _kept_aggregate(kind: str, rows: SeriesRows, s: Any, postgresql: bool = Fals
     float8 (float8_accum, float8pl) add in the order its plan reads the rows, also from 0.0,
     and divide by the count: oldest first is the order of a scan by date, and any plan's
     order is as good (`postgresql`: its spelling of a truth as 0/1 and of min/max).
-
-    Written as SQL text, one element: as SQLAlchemy elements the sixteen sums of up to sixteen
-    terms were about a thousand objects built (and walked for the cache key) at every
-    evaluation, most of the client's SQL-building time in an incremental sweep.
     """
-    alias = s.name
-    if not _PLAIN.fullmatch(alias):
-        raise ValueError(f"rollup alias {alias!r} is not a plain identifier")
+    alias = _alias(s)
     values = [f"{alias}.last_value"] + [f"{alias}.p{i}_value" for i in range(1, KEPT)]  # newest first
     zero, inf = (("CAST(0.0 AS DOUBLE PRECISION)", "CAST('Infinity' AS DOUBLE PRECISION)") if postgresql
                  else ("0.0", "9e999"))  # SQLite reads a literal past the largest double as infinity
@@ -252,18 +261,7 @@ def _kept_aggregate(kind: str, rows: SeriesRows, s: Any, postgresql: bool = Fals
             return f"CASE WHEN ({count}) = 0 THEN NULL ELSE {total} END"
         return f"({total} / CAST(nullif({count}, 0) AS {'DOUBLE PRECISION' if postgresql else 'FLOAT'}))"
 
-    cut = (rows.cutoff - EPOCH).days
-
-    def node(lo: int, hi: int) -> str:  # m is in [lo, hi]; as _by_points_in_window
-        if lo == hi:
-            return over(lo)
-        mid = (lo + hi + 1) // 2
-        return f"CASE WHEN {alias}.p{mid}_day > {cut} THEN {node(mid, hi)} ELSE {node(lo, mid - 1)} END"
-
-    return sa.literal_column(f"({node(0, KEPT - 1)})", sa.Float)
-
-
-_PLAIN = re.compile(r"[a-z_][a-z0-9_]*")
+    return _by_points_in_window(rows, s, over)
 
 
 def _points(rows: SeriesRows, s: Any, suffix: str) -> tuple[Any, list[Column]]:
