@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -81,6 +82,27 @@ def test_sql_takes_only_values_it_types_like_python(store: Store, type_: n.TypeR
         assert got == expected and type(got) is type(expected), (raw, got, expected)
 
 
+def _write_one(store: Store, target: sa.Table, columns: list[Column], values: list[Any],
+               required: list[str]) -> tuple[int, Any]:
+    """One staged row written by `write_checked` into `target` (a temporary table made and dropped here),
+    in a savepoint: (rows written, the value of its last column that `target` holds then)."""
+    with store.begin() as conn:
+        target.create(conn)
+        staging = Staging(conn, columns, [])
+        staging.load([[1, 0, *values]])
+        savepoint = conn.begin_nested()
+        try:
+            written = staging.write_checked(target.name, required)
+            savepoint.commit()
+        except (sa.exc.IntegrityError, sa.exc.DataError, Refused):
+            savepoint.rollback()
+            written = 0
+        got = conn.execute(sa.select(target.c[columns[-1].name])).scalar()
+        staging.drop()
+        target.drop(conn)
+    return written, got
+
+
 @pytest.mark.parametrize(("type_", "raws"), CASES, ids=[f"{c[0].name.value}-{i}" for i, c in enumerate(CASES)])
 @pytest.mark.parametrize("required", [False, True], ids=["optional", "required"])
 def test_a_one_statement_write_takes_only_values_it_types_like_python(store: Store, type_: n.TypeRef, raws: list[str],
@@ -90,20 +112,8 @@ def test_a_one_statement_write_takes_only_values_it_types_like_python(store: Sto
     target = sa.Table("_t_target", sa.MetaData(), sa.Column("id", sa.Text, primary_key=True),
                       sa.Column("v", schema.TYPE_MAP[type_.name]), prefixes=["TEMPORARY"])
     for raw in raws:
-        with store.begin() as conn:
-            target.create(conn)
-            staging = Staging(conn, [Column("id", t(T.TEXT), "strip"), Column("v", type_)], [])
-            staging.load([[1, 0, "a-1", raw]])
-            savepoint = conn.begin_nested()
-            try:
-                written = staging.write_checked("_t_target", ["v"] if required else [])
-                savepoint.commit()
-            except (sa.exc.IntegrityError, sa.exc.DataError, Refused):
-                savepoint.rollback()
-                written = 0
-            got = conn.execute(sa.select(target.c.v)).scalar()
-            staging.drop()
-            target.drop(conn)
+        written, got = _write_one(store, target, [Column("id", t(T.TEXT), "strip"), Column("v", type_)],
+                                  ["a-1", raw], ["v"] if required else [])
         try:
             expected = parse_value(type_, raw)
         except ValueError:
@@ -123,20 +133,7 @@ def test_a_one_statement_write_takes_only_ids_with_nothing_to_strip(store: Store
     """An id `write_checked` writes is one Python's strip() leaves as it is; the others stop the statement."""
     target = sa.Table("_t_ids", sa.MetaData(), sa.Column("id", sa.Text, primary_key=True), prefixes=["TEMPORARY"])
     for raw in dict(SPECIAL)["strip"] + [""]:
-        with store.begin() as conn:
-            target.create(conn)
-            staging = Staging(conn, [Column("id", t(T.TEXT), "strip")], [])
-            staging.load([[1, 0, raw]])
-            savepoint = conn.begin_nested()
-            try:
-                written = staging.write_checked("_t_ids", [])
-                savepoint.commit()
-            except (sa.exc.IntegrityError, sa.exc.DataError, Refused):
-                savepoint.rollback()
-                written = 0
-            got = conn.execute(sa.select(target.c.id)).scalar()
-            staging.drop()
-            target.drop(conn)
+        written, got = _write_one(store, target, [Column("id", t(T.TEXT), "strip")], [raw], [])
         if written:
             assert raw.strip() == raw != "" and got == raw, raw
         else:
