@@ -98,14 +98,14 @@ def evaluate(store: Store, pb: Playbooks, knobs: Any, today: dt.date,
         t0, c0 = time.perf_counter(), time.process_time()
         trans = conn.begin()
         with Scratch(conn) as scratch:
-            ids = None
+            ids, narrow = None, None
             scope = -1
             if incremental:
                 s = changes.begin(conn, scratch, pb.catalog, pm, knobs, today)
                 assert not s.full, s.why
-                ids = s.ids
+                ids, narrow = s.ids, s.narrow
                 scope = int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
-            enrolled = {(d.play, d.account_id) for d in prepare(scratch, pb.catalog, pm, today, knobs, ids)
+            enrolled = {(d.play, d.account_id) for d in prepare(scratch, pb.catalog, pm, today, knobs, ids, narrow)
                         if d.enroll}
         trans.rollback()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0

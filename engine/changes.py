@@ -27,7 +27,7 @@ import datetime as dt
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,18 +63,24 @@ _TODAY_FUNCTIONS = frozenset({"days_since", "days_until"})
 
 
 def mark(conn: Connection, ids: sa.Select[Any] | Sequence[str]) -> None:
-    """Record that these accounts' inputs changed (in the writer's transaction)."""
+    """Record that these accounts' inputs changed (in the writer's transaction): any of them."""
     if isinstance(ids, sa.Select):
         conn.execute(CHANGES.insert().from_select(["account_id"], ids))
     elif ids:
         conn.execute(CHANGES.insert(), [{"account_id": i} for i in dict.fromkeys(ids)])
 
 
-def mark_sql(conn: Connection, table: str, column: str, *, distinct: bool = True) -> None:
+def mark_sql(conn: Connection, table: str, column: str, *, distinct: bool = True, fields: str = "NULL") -> None:
     """`mark` for a loader's staging table (or a parenthesised SELECT), named in SQL as it is;
-    `distinct=False` where the loader knows the values are distinct (a sort saved)."""
-    conn.exec_driver_sql(f"INSERT INTO account_changes (account_id) SELECT {'DISTINCT ' if distinct else ''}"
-                         f"{column} FROM {table} t")
+    `distinct=False` where the loader knows the values are distinct (a sort saved); `fields`: SQL
+    for each row's `account_changes.fields` (`fields_text`), over the table as `t`."""
+    conn.exec_driver_sql(f"INSERT INTO account_changes (account_id, fields) SELECT {'DISTINCT ' if distinct else ''}"
+                         f"{column}, {fields} FROM {table} t")
+
+
+def fields_text(fields: Iterable[str] | None) -> str | None:
+    """`account_changes.fields` for a write of these fields: their names, sorted, comma-separated."""
+    return None if fields is None else ",".join(sorted(set(fields)))
 
 
 def mark_every(conn: Connection) -> None:
@@ -637,6 +643,106 @@ def _window_days(func: str, windowed: bool, call: n.Call) -> Any:
 
 
 # --------------------------------------------------------------------------
+# Fields: which plays a change of some account fields can affect
+
+
+def trigger_inputs(catalog: Catalog, plans: Mapping[str, Plan], route: str | None) -> dict[str, frozenset[str] | None]:
+    """Per trigger of the plays: the account fields that any decision of a play it starts reads (its
+    triggers, its gate, the route, `arr` and the contact fields it emails); None: more than fields
+    (a reference this cannot follow).
+
+    Why: an account whose only changes since its last evaluation are fields none of these read
+    gets the same decision for those plays as then (see Polarity: it enrolled nobody new, and a
+    skip that may lapse put the account in `sweep_rechecks`, which re-evaluates every play), so
+    their triggers need not be evaluated for it. Neither do they need its windows: at a million
+    accounts, a 1% change of `usage_percent` re-read every scope account's metric rollup rows
+    for `headcount_growth` and `power_user_emergence`, which no play it starts reads.
+    """
+    from engine.enroll import email_fields  # engine.enroll reads this module's tables
+
+    reads = _FieldReader(catalog)
+    by_play: dict[str, frozenset[str] | None] = {}
+    for play in sorted(plans):
+        if play not in catalog.plays:
+            continue
+        plan = plans[play]
+        parts: list[Any] = [t.when for t in catalog.triggers_starting(play)]
+        if not plan.ungated and plan.gate is not None:
+            parts.append(catalog.gates.get(plan.gate))
+        if route is not None:
+            parts.append(catalog.routes.get(route))
+        parts.append(n.Ref(path=["account", "arr"]) if catalog.entity_field("account", "arr") or
+                     catalog.entity_let("account", "arr") else None)
+        fields = reads.fields([x for x in parts if x is not None])
+        by_play[play] = None if fields is None else fields | frozenset(email_fields(plan, catalog))
+    # A play with a holdout can be eligible and not started, and so take the turn of every
+    # exclusive play it outranks (engine/enroll.py `_decide_account`) at each evaluation: it is
+    # evaluated wherever they are. (One that lost to it is rechecked, `recheck`.)
+    rank = {p: (-plans[p].priority, p) for p in by_play}
+    for p, fields in list(by_play.items()):
+        if plans[p].holdout and not plans[p].concurrent:
+            for q in by_play:
+                if not plans[q].concurrent and rank[p] < rank[q]:
+                    other = by_play[q]
+                    fields = None if fields is None or other is None else fields | other
+            by_play[p] = fields
+    out: dict[str, frozenset[str] | None] = {}
+    for play, fields in by_play.items():
+        for t in catalog.triggers_starting(play):
+            known = out.get(t.name, frozenset())
+            out[t.name] = None if known is None or fields is None else known | fields
+    return out
+
+
+class _FieldReader:
+    """The account fields a rule reads, following lets, scores, bands, gates, triggers and routes."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def fields(self, node: Any) -> frozenset[str] | None:
+        found: set[str] = set()
+        return frozenset(found) if self._visit(node, found, []) else None
+
+    def _visit(self, node: Any, found: set[str], stack: list[str]) -> bool:
+        """Add what `node` reads to `found`; False where it reads what no field names."""
+        if isinstance(node, (list, tuple)):
+            return all([self._visit(x, found, stack) for x in node])
+        if not isinstance(node, n.Node):
+            return True
+        if isinstance(node, n.Ref):
+            return self._ref(node, found, stack)
+        return all([self._visit(getattr(node, f), found, stack) for f in type(node).model_fields if f != "span"])
+
+    def _ref(self, ref: n.Ref, found: set[str], stack: list[str]) -> bool:
+        c = self.catalog
+        if len(ref.path) != 2:
+            return False
+        head, name = ref.path
+        target: Any = None
+        if head == "account":
+            let = c.entity_let("account", name)
+            if let is None:
+                if c.entity_field("account", name) is None:
+                    return False
+                found.add(name)
+                return True
+            target = let.value
+        elif head == "trigger":
+            target = c.triggers[name].when if name in c.triggers else None
+        else:
+            decls: dict[str, Mapping[str, Any]] = {"score": c.scores, "band": c.scores, "gate": c.gates,
+                                                   "route": c.routes}
+            target = decls.get(head, {}).get(name)
+        if target is None:
+            return False
+        key = f"{head}.{name}"
+        if key in stack:  # a cycle: the checker's to report
+            return True
+        return self._visit(target, found, [*stack, key])
+
+
+# --------------------------------------------------------------------------
 # One sweep's scope
 
 
@@ -647,9 +753,12 @@ class Scope:
     full: bool
     why: str
     rules_hash: str
-    seen: sa.Table  # the account_changes rows this sweep consumes (id, account_id)
-    ids: sa.Table | None = None
+    seen: sa.Table  # the account_changes rows this sweep consumes (id, account_id, fields)
+    ids: sa.Table | None = None  # (id, fields: the account's one kind of fields-only change, else NULL)
     dated: tuple[str, ...] = ()  # the date fields the next day's dated scope reads by index (`dated_fields`)
+    # Per trigger, the accounts of `ids` to evaluate it on, where fewer (`trigger_inputs`): one
+    # SELECT object per distinct set, so triggers with the same one are evaluated together.
+    narrow: dict[str, sa.Select[Any]] = field(default_factory=dict)
 
 
 def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, Plan], settings: Any,
@@ -657,8 +766,9 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
     """Decide the scope of a sweep on `today` and fill its tables (temporary, in `scratch`)."""
     digest = rules_hash(catalog, plans, settings)
     seen = scratch.table("pb_seen", sa.Column("id", sa.BigInteger, primary_key=True),
-                         sa.Column("account_id", sa.Text, nullable=False))
-    conn.execute(seen.insert().from_select(["id", "account_id"], sa.select(CHANGES.c.id, CHANGES.c.account_id)))
+                         sa.Column("account_id", sa.Text, nullable=False), sa.Column("fields", sa.Text))
+    conn.execute(seen.insert().from_select(["id", "account_id", "fields"],
+                                           sa.select(CHANGES.c.id, CHANGES.c.account_id, CHANGES.c.fields)))
     prior = last_mark(conn)
     why = ""
     if full:
@@ -691,16 +801,44 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
         # tables' size, spent more compiling them (up to 0.8 s each at a
         # million accounts) than running them. For this transaction only.
         conn.exec_driver_sql("SET LOCAL jit = off")
-    ids = scratch.table("pb_scope", sa.Column("id", sa.Text, primary_key=True), clustered=True)
-    sources = [sa.select(seen.c.account_id), sa.select(RECHECKS.c.account_id), *parts]
+    ids = scratch.table("pb_scope", sa.Column("id", sa.Text, primary_key=True), sa.Column("fields", sa.Text),
+                        clustered=True)
+    anything = sa.null().label("fields")
+    rows = sa.union_all(sa.select(seen.c.account_id.label("id"), seen.c.fields),
+                        sa.select(RECHECKS.c.account_id, anything),
+                        *(p.add_columns(anything) for p in parts)).subquery("u")
+    # An account's fields-only changes count only when they are all of one kind and it is in scope
+    # for nothing else (a recheck or the day re-evaluates all of its plays).
+    one = sa.case((sa.and_(sa.func.count(rows.c.fields) == sa.func.count(),
+                           sa.func.min(rows.c.fields) == sa.func.max(rows.c.fields)), sa.func.min(rows.c.fields)))
     # In key order: each statement of the evaluation reads the big tables (accounts, the metric
     # rollup) by key in the order it scans the scope, and keys in order share index and heap
     # pages that a hash order would read again (PostgreSQL at 1,000,000 accounts, 10,000 keys,
     # warm: accounts 75-82 -> 53-54 ms, a metric's rollup rows 90 -> 71 ms).
-    conn.execute(ids.insert().from_select(["id"], sa.union(*sources).order_by(sa.text("1"))))
+    conn.execute(ids.insert().from_select(["id", "fields"], sa.select(rows.c.id, one).group_by(rows.c.id)
+                                          .order_by(sa.text("1"))))
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text(f'ANALYZE "{ids.name}"'))
-    return Scope(False, "", digest, seen, ids, dated)
+    return Scope(False, "", digest, seen, ids, dated, _narrow(conn, catalog, plans, settings, ids))
+
+
+def _narrow(conn: Connection, catalog: Catalog, plans: Mapping[str, Plan], settings: Any,
+            ids: sa.Table) -> dict[str, sa.Select[Any]]:
+    """`Scope.narrow`: each trigger skips the accounts whose one kind of change it does not read."""
+    kinds = [k for (k,) in conn.execute(sa.select(ids.c.fields).where(ids.c.fields.isnot(None)).distinct())]
+    if not kinds:
+        return {}
+    by_skip: dict[tuple[str, ...], sa.Select[Any]] = {}
+    out: dict[str, sa.Select[Any]] = {}
+    for trigger, reads in trigger_inputs(catalog, plans, getattr(settings, "route", None)).items():
+        if reads is None:
+            continue
+        skip = tuple(sorted(k for k in kinds if not set(k.split(",")) & reads))
+        if skip:
+            if skip not in by_skip:
+                by_skip[skip] = sa.select(ids.c.id).where(sa.or_(ids.c.fields.is_(None), ids.c.fields.not_in(skip)))
+            out[trigger] = by_skip[skip]
+    return out
 
 
 def finish(conn: Connection, scope: Scope, today: dt.date, lapsing: Iterable[str]) -> None:

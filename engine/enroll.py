@@ -541,7 +541,8 @@ def decide(conn: Connection, catalog: Catalog, plans: Sequence[Plan] | Mapping[s
 
 
 def prepare(scratch: Scratch, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, Plan], today: dt.date,
-            settings: Settings | None = None, only: sa.Table | None = None) -> Generator[Decision, None, None]:
+            settings: Settings | None = None, only: sa.Table | None = None,
+            narrow: Mapping[str, sa.Select[Any]] | None = None) -> Generator[Decision, None, None]:
     """Find every candidate now (into a table of `scratch`); return the stream of their decisions.
 
     Two steps so that several sweeps can be read side by side on one
@@ -549,14 +550,15 @@ def prepare(scratch: Scratch, catalog: Catalog, plans: Sequence[Plan] | Mapping[
     statement that is still reading ("abort due to ROLLBACK") when the same
     connection writes a temporary table, and refuses to drop one while any
     statement reads: drop `scratch` once every stream is closed. `only`: a
-    table of account `id`s to evaluate (an incremental sweep, engine/changes.py).
+    table of account `id`s to evaluate (an incremental sweep, engine/changes.py); `narrow`: per
+    trigger, a SELECT of the fewer of them to evaluate it on (`changes.Scope.narrow`).
     """
     settings = settings or Settings()
     pm = plan_map(plans)
     conn = scratch.conn
     accounts = None if only is None else scope_accounts(scratch, catalog, only)
     cq = CandidateQuery(catalog, pm, today, conn.dialect.name, settings, scoped=only is not None, accounts=accounts)
-    q = cq.query(candidate_table(scratch, cq, only)) if cq.plays else None
+    q = cq.query(candidate_table(scratch, cq, only, narrow)) if cq.plays else None
 
     def read() -> Generator[Decision, None, None]:
         if q is None:
@@ -642,17 +644,24 @@ class Scratch:
             pass
 
 
-def candidate_table(scratch: Scratch, cq: CandidateQuery, only: sa.Table | None = None) -> sa.Table:
+def candidate_table(scratch: Scratch, cq: CandidateQuery, only: sa.Table | None = None,
+                    narrow: Mapping[str, sa.Select[Any]] | None = None) -> sa.Table:
     """A temporary table of the accounts each trigger of the sweep fires on: `id`
     and a column `t_<k>` per trigger (its index in `cq.triggers()`), filled by one
     pass over the accounts for the triggers that read every account anyway and
-    one query for each of the others (`TriggerPass`)."""
+    one query for each of the others (`TriggerPass`); `narrow`: as in `prepare`,
+    one such pass per distinct set of accounts."""
     conn = scratch.conn
-    rules = RuleSQL(cq.catalog, cq.today, conn.dialect.name, None if only is None else sa.select(only.c.id),
-                    accounts=cq.accounts)
-    found = TriggerPass(rules, cq.triggers())
-    t = scratch.table("pb_candidates", *found.columns())
-    found.fill(conn, t)
+    every = None if only is None else sa.select(only.c.id)
+    groups: dict[int, tuple[Any, list[str]]] = {}
+    for trigger in cq.triggers():
+        among = (narrow or {}).get(trigger, every)
+        groups.setdefault(id(among), (among, []))[1].append(trigger)
+    passes = [TriggerPass(RuleSQL(cq.catalog, cq.today, conn.dialect.name, among, accounts=cq.accounts),
+                          cq.triggers(), names) for among, names in groups.values()]
+    t = scratch.table("pb_candidates", *passes[0].columns())
+    for found in passes:
+        found.fill(conn, t)
     if conn.dialect.name == "postgresql":
         # No autovacuum statistics for temporary tables: tell the planner its size and its key's,
         # which the decision query groups by (the trigger columns' statistics are read by nothing).

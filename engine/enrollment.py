@@ -131,7 +131,7 @@ def record(store: Store, catalog: Catalog, plans: Sequence[Plan] | Mapping[str, 
             result.full, result.why_full = scope.full, scope.why
             if scope.ids is not None:
                 result.scope = int(conn.execute(sa.select(sa.func.count()).select_from(scope.ids)).scalar_one())
-            stream = prepare(scratch, catalog, pm, today, knobs, scope.ids)
+            stream = prepare(scratch, catalog, pm, today, knobs, scope.ids, scope.narrow)
         else:
             stream = decide(conn, catalog, pm, today, knobs, account_ids)
         lapsing: list[str] = []

@@ -97,15 +97,17 @@ class TriggerPass:
     """
 
     rules: RuleSQL
-    triggers: Sequence[str]
+    triggers: Sequence[str]  # every column of the table, `t_<k>` for the k-th
+    among: Sequence[str] | None = None  # the ones to evaluate (None: all)
     joined: list[str] = field(init=False)  # evaluated in the pass, in `triggers` order
     alone: list[str] = field(init=False)  # one query each
 
     def __post_init__(self) -> None:
         c = self.rules.new()
-        when = {t: self.rules.catalog.triggers[t].when for t in self.triggers}
-        self.joined = [t for t in self.triggers if not c.required_joins(when[t]) and not self.rules.union(when[t])]
-        self.alone = [t for t in self.triggers if t not in self.joined]
+        names = [t for t in self.triggers if self.among is None or t in self.among]
+        when = {t: self.rules.catalog.triggers[t].when for t in names}
+        self.joined = [t for t in names if not c.required_joins(when[t]) and not self.rules.union(when[t])]
+        self.alone = [t for t in names if t not in self.joined]
 
     def columns(self) -> list[sa.Column[Any]]:
         """The table `fill` writes: `id`, then `t_<k>` for the k-th trigger."""

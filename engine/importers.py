@@ -1194,6 +1194,19 @@ class _FileLoad:
 
     # -- writing ---------------------------------------------------------------
 
+    def _mark(self, table: str, group: int, cols: list[str], existing: int, total: int) -> None:
+        """Mark the group's accounts for the next incremental sweep, before they are written, with the
+        fields written where the account was stored before (a new one's every field is new: NULL)."""
+        fields = changes.fields_text(c for c in cols if c != "id")
+        known = "'" + (fields or "").replace("'", "''") + "'"
+        if existing == 0:
+            known = "NULL"
+        elif existing < total:
+            known = f"CASE WHEN EXISTS (SELECT 1 FROM {table} a WHERE a.id = t.id) THEN {known} END"
+        # Duplicates were taken out above.
+        changes.mark_sql(self.conn, f"(SELECT * FROM {TYPED} WHERE _grp = {group})", "id", distinct=False,
+                         fields=known)
+
     def _write(self) -> None:
         conn, plan = self.conn, self.plan
         quote = conn.dialect.identifier_preparer.quote
@@ -1215,6 +1228,7 @@ class _FileLoad:
                 if plan.kind == "accounts":
                     self.job.changed_values += history.record_changes(
                         conn, self.job.catalog, TYPED, cols, self.job.known_at, where=f"t._grp = {group}")
+                    self._mark(table, group, cols, existing, total)
                 names = ", ".join(quote(c) for c in cols)
                 update = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in cols if c != "id")
                 # No id stored yet (a first import): a plain INSERT, half the upsert's cost on PostgreSQL.
@@ -1222,9 +1236,6 @@ class _FileLoad:
                     f"ON CONFLICT (id) DO UPDATE SET {update}" if update else "ON CONFLICT (id) DO NOTHING"
                 conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {TYPED} "
                                      f"WHERE _grp = {group} {conflict}")
-            if plan.kind == "accounts":
-                # The next incremental sweep evaluates them; duplicates were taken out above.
-                changes.mark_sql(conn, TYPED, "id", distinct=False)
             return
         if "account_id" in self.typed_names and plan.kind in ("metrics", "events"):
             changes.mark_sql(conn, TYPED, "account_id")

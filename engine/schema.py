@@ -462,6 +462,9 @@ class AccountChange(Base):
     __tablename__ = "account_changes"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(Text)
+    # The account fields written, comma-separated in name order; NULL: anything (points, events,
+    # enrollments, new accounts, writers that do not say).
+    fields: Mapped[str | None] = mapped_column(Text)
 
 
 class SweepMark(Base):

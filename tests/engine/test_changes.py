@@ -146,6 +146,8 @@ def load(store: Store, folder: Path, kind: Any, rows: list[dict[str, Any]]) -> N
     import_file(store, CATALOG, kind, path)
 
 
+NEW_IDS = ["b0", "b1"]  # accounts a later load may add
+FIELDS = ["usage", "health", "renewal", "onboarded", "admin"]
 account_rows = st.lists(st.fixed_dictionaries({
     "id": st.sampled_from(IDS),
     "usage": st.sampled_from([0.5, 0.9]),
@@ -159,6 +161,9 @@ metric_rows = st.lists(st.tuples(st.sampled_from(IDS), st.integers(0, 9), st.sam
 event_rows = st.lists(st.tuples(st.sampled_from(IDS), st.integers(-1, 9)), max_size=3)
 step = st.fixed_dictionaries({
     "accounts": account_rows, "metrics": metric_rows, "events": event_rows,
+    # The fields a load writes (a fields-only change: only the plays reading them are evaluated again),
+    # and whether it also adds a new account (NULL: all of its plays).
+    "columns": st.sets(st.sampled_from(FIELDS), min_size=1), "new": st.sampled_from([None, *NEW_IDS]),
     "end": st.lists(st.integers(0, 20), max_size=3),  # which running enrollments end (by position)
     "days": st.integers(0, 4),  # days passing before the sweep
 })
@@ -172,10 +177,11 @@ def test_an_incremental_sweep_enrolls_whom_a_full_evaluation_would(
     clear(store)
     today = START
 
-    def accounts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"id": r["id"], "usage": r["usage"], "health": r["health"], "admin": r["admin"],
+    def accounts(rows: list[dict[str, Any]], columns: Any = FIELDS) -> list[dict[str, Any]]:
+        full = [{"id": r["id"], "usage": r["usage"], "health": r["health"], "admin": r["admin"],
                  "renewal": (today + dt.timedelta(days=r["renewal_in"])).isoformat(),
                  "onboarded": (today - dt.timedelta(days=r["onboarded_ago"])).isoformat()} for r in rows]
+        return [{k: v for k, v in r.items() if k == "id" or k in columns} for r in full]
 
     base = {i: {"id": i, "usage": 0.5, "health": 80, "renewal_in": 30, "onboarded_ago": 30,
                 "admin": f"{i}@example.com"} for i in IDS}
@@ -185,8 +191,11 @@ def test_an_incremental_sweep_enrolls_whom_a_full_evaluation_would(
     assert first_sweep.full  # nothing to start from
     for s in steps:
         today += dt.timedelta(days=s["days"])
-        if s["accounts"]:
-            load(store, tmp_path, "accounts", accounts(s["accounts"]))
+        rows = accounts(s["accounts"], s["columns"])
+        if s["accounts"] and s["new"]:  # with every field: the test's worker emails its admin
+            rows += accounts([{**s["accounts"][0], "id": s["new"]}])
+        if rows:
+            load(store, tmp_path, "accounts", rows)
         if s["metrics"]:
             load(store, tmp_path, "metrics", [{"account_id": a, "metric": "seats", "value": v,
                                                "date": (today - dt.timedelta(days=ago)).isoformat()}
@@ -231,6 +240,67 @@ def test_after_a_load_only_the_loaded_accounts_are_evaluated(store: Store, tmp_p
     assert [(e.play, e.account_id) for e in result.enrolled] == [("upsell", "a3")]
     again = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
     assert (again.full, again.scope, again.decisions) == (False, 0, 0)
+
+
+def test_a_fields_only_change_evaluates_only_the_plays_that_read_those_fields(store: Store, tmp_path: Path) -> None:
+    """a3's renewal is near: it is in `renewal` and `expand`. Its onboarding date changes: of its plays
+    only `growth` reads it (trigger `settled`), so the others are not decided again, nor their triggers
+    evaluated; a change of its renewal date brings them back."""
+    clear(store)
+    renewal = (START + dt.timedelta(days=4)).isoformat()
+    load(store, tmp_path, "accounts", [{"id": i, "usage": 0.5, "health": 80, "admin": f"{i}@example.com",
+                                        "renewal": renewal if i == "a3" else "2027-01-01",
+                                        "onboarded": START.isoformat()} for i in IDS])
+    enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+
+    def decided() -> list[str]:
+        d = Base.metadata.tables["enrollment_decisions"]
+        with store.begin() as conn:
+            plays = sorted(r[0] for r in conn.execute(sa.select(d.c.play).where(d.c.account_id == "a3")))
+            conn.execute(d.delete())
+        return plays
+
+    assert decided() == ["expand", "renewal"]
+    load(store, tmp_path, "accounts", [{"id": "a3", "onboarded": "2026-05-01"}])
+    assert sorted(d.play for d in decision_set(store, CATALOG, PLANS, START, KNOBS)
+                  if d.account_id == "a3") == ["expand", "growth", "renewal"]  # what a full sweep decides
+    result = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert (result.full, result.scope) == (False, 1)
+    assert decided() == ["growth"]
+    load(store, tmp_path, "accounts", [{"id": "a3", "renewal": (START + dt.timedelta(days=5)).isoformat()}])
+    enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert decided() == ["expand", "renewal"]
+
+
+def test_a_held_out_winner_is_decided_again_wherever_a_play_it_outranks_is(store: Store, tmp_path: Path) -> None:
+    """x is in upsell's holdout: eligible (seats grow), not started, so no lower-priority play starts
+    on it. Its onboarding date, which only growth reads, makes growth eligible: an incremental sweep
+    must see upsell take growth's turn, as a full one does."""
+    from engine.holdouts import held_out
+
+    x = next(i for i in IDS if held_out("upsell", i, 30))
+    clear(store)
+    load(store, tmp_path, "accounts", [{"id": i, "usage": 0.5, "health": 80, "admin": f"{i}@example.com",
+                                        "renewal": "2027-01-01", "onboarded": START.isoformat()} for i in IDS])
+    load(store, tmp_path, "metrics", [{"account_id": x, "metric": "seats", "value": 60.0,
+                                       "date": (START - dt.timedelta(days=d)).isoformat()} for d in (0, 1)])
+    first = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert first.enrolled == [] and first.reasons["held_out"] == 1
+    load(store, tmp_path, "accounts", [{"id": x, "onboarded": "2026-05-01"}])
+    expected = {(d.play, d.account_id) for d in decision_set(store, CATALOG, PLANS, START, KNOBS) if d.enroll}
+    result = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert (result.full, expected) == (False, set())
+    assert [(e.play, e.account_id) for e in result.enrolled] == []
+
+
+def test_a_plays_inputs_are_the_fields_its_triggers_gate_and_emails_read() -> None:
+    inputs = changes.trigger_inputs(CATALOG, {p.play: p for p in PLANS}, None)
+    # upsell: busy, growing (a window), gate healthy; and, with its holdout, every play it outranks.
+    assert inputs["busy"] == {"usage", "health", "admin", "onboarded", "renewal"}
+    assert inputs["settled"] == {"onboarded", "usage", "health", "admin"}  # growth: settled, quiet, funded
+    # renewal (ungated) through `let days_left`, and expand's gate near_renewal; the two share renewing.
+    assert inputs["renewing"] == {"renewal", "admin"}
+    assert inputs["quiet_renewal"] == {"renewal", "usage", "health", "admin"}
 
 
 def test_a_first_load_marks_every_account_once_and_the_next_sweep_is_full_and_enrolls_as_a_full_one(

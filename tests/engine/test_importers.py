@@ -578,7 +578,8 @@ def test_a_first_load_of_points_builds_their_secondary_index_again(store: Store,
 
 def test_a_re_import_writes_and_marks_only_the_accounts_it_changes(store: Store, tmp_path: Path) -> None:
     """Unchanged rows are neither rewritten nor marked for the next sweep; a changed value, an emptied one
-    and a new account are, each with its history."""
+    and a new account are, each with its history. A stored account's mark names the fields the file
+    writes; a new one's names none (NULL: anything), also in a chunk that mixes both."""
     import_files(store, CATALOG, [("accounts", write(tmp_path, "first.csv", PLAIN_GOOD))],
                  known_at=dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc))
     with store.engine.begin() as conn:
@@ -592,13 +593,14 @@ def test_a_re_import_writes_and_marks_only_the_accounts_it_changes(store: Store,
         assert (report.files[0].rows, report.files[0].created, report.files[0].updated) == \
             ((4, 1, 3) if chunk_size == 2 else (4, 0, 4))
     with store.engine.connect() as conn:
-        marked = sorted(r[0] for r in conn.exec_driver_sql("SELECT account_id FROM account_changes"))
+        marked = sorted(conn.exec_driver_sql("SELECT account_id, fields FROM account_changes").all())
         replaced = sorted(conn.exec_driver_sql("SELECT account_id, field, value_number FROM account_field_history "
                                                "WHERE valid_to IS NOT NULL").all())
         accounts_t = store.table("account")
         stored = conn.execute(sa.select(accounts_t.c.id, accounts_t.c.health_score, accounts_t.c.nps)
                               .order_by(accounts_t.c.id)).all()
-    assert marked == ["p1", "p3", "p4"]
+    written = ",".join(sorted(c for c in lines[0].split(",") if c != "id"))
+    assert marked == [("p1", written), ("p3", written), ("p4", None)]
     assert replaced == [("p1", "nps", 9.0), ("p3", "health_score", 1.0)]
     assert stored == [("p1", 75.0, None), ("p2", 88.5, None), ("p3", 2.0, None), ("p4", 1.0, None)]
     assert report.changed_values == 0
