@@ -37,6 +37,7 @@ from dsl import nodes as n
 from dsl.catalog import Catalog
 from dsl.functions import form_of
 from dsl.plan import Plan
+from engine.enroll import email_fields
 from engine.schema import ENTITY_TABLES, Base
 from engine.sqlcompile import MIRROR, compiler, conjuncts
 
@@ -658,8 +659,6 @@ def trigger_inputs(catalog: Catalog, plans: Mapping[str, Plan], route: str | Non
     accounts, a 1% change of `usage_percent` re-read every scope account's metric rollup rows
     for `headcount_growth` and `power_user_emergence`, which no play it starts reads.
     """
-    from engine.enroll import email_fields  # engine.enroll reads this module's tables
-
     reads = _FieldReader(catalog)
     by_play: dict[str, frozenset[str] | None] = {}
     for play in sorted(plans):
