@@ -79,9 +79,9 @@ def mark_sql(conn: Connection, table: str, column: str, *, distinct: bool = True
                          f"{column}, {fields} FROM {table} t")
 
 
-def fields_text(fields: Iterable[str] | None) -> str | None:
+def fields_text(fields: Iterable[str]) -> str:
     """`account_changes.fields` for a write of these fields: their names, sorted, comma-separated."""
-    return None if fields is None else ",".join(sorted(set(fields)))
+    return ",".join(sorted(set(fields)))
 
 
 def mark_every(conn: Connection) -> None:
@@ -563,7 +563,7 @@ class _TimeFinder:
             dated = any([self.visit(a, inside, None) for a in node.args])
             return dated or (form is not None and form.name in _TODAY_FUNCTIONS)
         if isinstance(node, n.Ref):
-            target = self._target(node)
+            target = _target(self.catalog, node)
             if target is None:
                 return False
             return self._follow(node.dotted, target, inside, polarity)
@@ -608,27 +608,29 @@ class _TimeFinder:
         finally:
             self._stack.pop()
 
-    def _target(self, ref: n.Ref) -> Any:
-        c = self.catalog
-        head, rest = ref.path[0], ref.path[1:]
-        if len(rest) != 1:
-            return None
-        name = rest[0]
-        if head == "account":
-            let = c.entity_let("account", name)
-            return None if let is None else let.value
-        if head == "trigger":
-            trigger = c.triggers.get(name)
-            return None if trigger is None else trigger.when
-        decls: dict[str, Any] = {"score": c.scores, "band": c.scores, "gate": c.gates, "route": c.routes}
-        return decls.get(head, {}).get(name)
-
     def _children(self, node: n.Node, inside: bool, polarity: bool | None) -> bool:
         dated = False
         for name in type(node).model_fields:
             if name != "span":
                 dated = self.visit(getattr(node, name), inside, polarity) or dated
         return dated
+
+
+def _target(c: Catalog, ref: n.Ref) -> Any:
+    """What a reference reads, to walk as if written there: a `let`'s value, a trigger's condition, a
+    score, gate or route; None for a stored field and for what no declaration names."""
+    head, rest = ref.path[0], ref.path[1:]
+    if len(rest) != 1:
+        return None
+    name = rest[0]
+    if head == "account":
+        let = c.entity_let("account", name)
+        return None if let is None else let.value
+    if head == "trigger":
+        trigger = c.triggers.get(name)
+        return None if trigger is None else trigger.when
+    decls: dict[str, Any] = {"score": c.scores, "band": c.scores, "gate": c.gates, "route": c.routes}
+    return decls.get(head, {}).get(name)
 
 
 _EXPRESSIONS = (n.Unary, n.Binary, n.InList, n.Between, n.IsEmpty, n.Call, n.Ref, n.Today, n.Ago)
@@ -670,8 +672,8 @@ def trigger_inputs(catalog: Catalog, plans: Mapping[str, Plan], route: str | Non
             parts.append(catalog.gates.get(plan.gate))
         if route is not None:
             parts.append(catalog.routes.get(route))
-        parts.append(n.Ref(path=["account", "arr"]) if catalog.entity_field("account", "arr") or
-                     catalog.entity_let("account", "arr") else None)
+        if catalog.entity_field("account", "arr") or catalog.entity_let("account", "arr"):  # enroll.arr_column
+            parts.append(n.Ref(path=["account", "arr"]))
         fields = reads.fields([x for x in parts if x is not None])
         by_play[play] = None if fields is None else fields | frozenset(email_fields(plan, catalog))
     # A play with a holdout can be eligible and not started, and so take the turn of every
@@ -714,27 +716,13 @@ class _FieldReader:
         return all([self._visit(getattr(node, f), found, stack) for f in type(node).model_fields if f != "span"])
 
     def _ref(self, ref: n.Ref, found: set[str], stack: list[str]) -> bool:
-        c = self.catalog
-        if len(ref.path) != 2:
+        target = _target(self.catalog, ref)
+        if target is None:
+            if len(ref.path) == 2 and ref.path[0] == "account" and self.catalog.entity_field("account", ref.path[1]):
+                found.add(ref.path[1])
+                return True
             return False
         head, name = ref.path
-        target: Any = None
-        if head == "account":
-            let = c.entity_let("account", name)
-            if let is None:
-                if c.entity_field("account", name) is None:
-                    return False
-                found.add(name)
-                return True
-            target = let.value
-        elif head == "trigger":
-            target = c.triggers[name].when if name in c.triggers else None
-        else:
-            decls: dict[str, Mapping[str, Any]] = {"score": c.scores, "band": c.scores, "gate": c.gates,
-                                                   "route": c.routes}
-            target = decls.get(head, {}).get(name)
-        if target is None:
-            return False
         key = f"{head}.{name}"
         if key in stack:  # a cycle: the checker's to report
             return True

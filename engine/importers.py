@@ -1197,12 +1197,9 @@ class _FileLoad:
     def _mark(self, table: str, group: int, cols: list[str], existing: int, total: int) -> None:
         """Mark the group's accounts for the next incremental sweep, before they are written, with the
         fields written where the account was stored before (a new one's every field is new: NULL)."""
-        fields = changes.fields_text(c for c in cols if c != "id")
-        known = "'" + (fields or "").replace("'", "''") + "'"
-        if existing == 0:
-            known = "NULL"
-        elif existing < total:
-            known = f"CASE WHEN EXISTS (SELECT 1 FROM {table} a WHERE a.id = t.id) THEN {known} END"
+        written = "'" + changes.fields_text(c for c in cols if c != "id").replace("'", "''") + "'"
+        known = "NULL" if existing == 0 else written if existing == total else \
+            f"CASE WHEN EXISTS (SELECT 1 FROM {table} a WHERE a.id = t.id) THEN {written} END"
         # Duplicates were taken out above.
         changes.mark_sql(self.conn, f"(SELECT * FROM {TYPED} WHERE _grp = {group})", "id", distinct=False,
                          fields=known)
