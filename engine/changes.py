@@ -175,8 +175,8 @@ class TimeRules:
     # Comparisons that read the day (through a field: `days_until(account.renewal)`), each with its
     # polarity (below) and the roots that read it ("trigger.<name>", "gate.<name>").
     dated: list[tuple[Any, bool | None, frozenset[str]]]
-    # Values that read windows, with the windows and the polarity.
-    windowed: list[tuple[Any, frozenset[Window], bool | None]]
+    # Values that read windows, with the windows, the polarity and the roots that read them.
+    windowed: list[tuple[Any, frozenset[Window], bool | None, frozenset[str]]]
 
 
 # Polarity: whether a value can only start an enrollment by becoming true
@@ -210,8 +210,9 @@ def time_rules(catalog: Catalog, plans: Mapping[str, Plan]) -> TimeRules:
 
 
 def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, Plan], rules: TimeRules,
-                   since: dt.date, today: dt.date) -> list[sa.Select[Any]]:
-    """SELECTs of account ids whose time-dependent values differ between `since` and `today` (since < today).
+                   since: dt.date, today: dt.date) -> list[tuple[sa.Select[Any], frozenset[str]]]:
+    """SELECTs of account ids whose time-dependent values differ between `since` and `today` (since < today),
+    each with the roots reading those values (`TimeRules`: the only triggers and gates it can move).
 
     A window of N days over a series can only change for an account with a
     point entering ((since, today]) or leaving ((since-N, today-N]): those
@@ -222,12 +223,13 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapp
     computed on both days for every account in one pass.
     """
     dialect = conn.dialect.name
-    out: list[sa.Select[Any]] = []
-    windows = sorted({w for _, ws, _ in rules.windowed for w in ws}, key=repr)
+    out: list[tuple[sa.Select[Any], frozenset[str]]] = []
+    windows = sorted({w for _, ws, _, _ in rules.windowed for w in ws}, key=repr)
     # Per value, the edges that can move it (window k's entering side is key 2k, its leaving side 2k + 1).
-    reads = [(value, polarity, sorted(2 * windows.index(w) + side for w in ws for side in _sides(value, polarity)))
-             for value, ws, polarity in rules.windowed]
-    needed = sorted({k for _, _, keys in reads for k in keys})
+    reads = [(value, polarity, roots,
+              sorted(2 * windows.index(w) + side for w in ws for side in _sides(value, polarity)))
+             for value, ws, polarity, roots in rules.windowed]
+    needed = sorted({k for _, _, _, keys in reads for k in keys})
     if needed:
         edges = scratch.table("pb_edges", sa.Column("w", sa.Integer, nullable=False),
                               sa.Column("id", sa.Text, nullable=False))
@@ -238,16 +240,16 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapp
         found = {int(k) for (k,) in conn.execute(sa.select(edges.c.w).distinct())}
         if dialect == "postgresql" and found:
             conn.execute(sa.text(f'ANALYZE "{edges.name}"'))
-        for value, polarity, keys in reads:
+        for value, polarity, roots, keys in reads:
             keys = [k for k in keys if k in found]
             if keys:  # no account at these edges: the value reads the same on both days for every account
                 at_edge = sa.select(edges.c.id).where(edges.c.w.in_(keys))
-                out.append(_differs(catalog, dialect, since, today, value, polarity, at_edge))
+                out.append((_differs(catalog, dialect, since, today, value, polarity, at_edge), roots))
     if rules.dated:
         before, after = compiler(catalog, since, dialect), compiler(catalog, today, dialect)
         after.accounts = before.accounts  # one FROM for both days
         indexed = set(dated_fields(catalog, rules))
-        everywhere = []
+        everywhere, everywhere_roots = [], frozenset[str]()
         gates: dict[str, Any] = {}  # each gate compiled once (the shipped expansion_ready guards six comparisons)
         for atom, polarity, roots in rules.dated:
             exact = _moved(before.compile(atom), after.compile(atom), polarity)
@@ -259,17 +261,19 @@ def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapp
                 continue  # the day alone cannot move it the way that starts a play
             if hull is None:
                 everywhere.append(exact)
+                everywhere_roots |= roots
                 continue
             value = after.compile(hull[0])
             near = [value.between(sa.literal(lo, sa.Date), sa.literal(hi, sa.Date)) for lo, hi in hull[1]]
             if hull[0].path[1] in indexed:
                 # One index range per query (an OR of ranges may scan): only the
                 # accounts whose date is near a boundary are read.
-                out += [sa.select(after.accounts.c.id).where(r, exact) for r in near]
+                out += [(sa.select(after.accounts.c.id).where(r, exact), roots) for r in near]
             else:  # a plain range test on the date first: most rows stop there
                 everywhere.append(sa.and_(sa.or_(*near), exact))
+                everywhere_roots |= roots
         if everywhere:
-            out.append(sa.select(after.accounts.c.id).where(sa.or_(*everywhere)))
+            out.append((sa.select(after.accounts.c.id).where(sa.or_(*everywhere)), everywhere_roots))
     return out
 
 
@@ -520,10 +524,9 @@ class _TimeFinder:
         self._windows: set[Window] = set()  # read by the comparison being walked
 
     def rules(self) -> TimeRules:
-        vals = list(self._values.values())
-        return TimeRules([(v, pol, frozenset(self._read_by[k])) for k, (v, _, dated, pol) in self._values.items()
-                          if dated],
-                         [(v, ws, pol) for v, ws, dated, pol in vals if not dated])
+        vals = [(v, ws, dated, pol, frozenset(self._read_by[k])) for k, (v, ws, dated, pol) in self._values.items()]
+        return TimeRules([(v, pol, roots) for v, _, dated, pol, roots in vals if dated],
+                         [(v, ws, pol, roots) for v, ws, dated, pol, roots in vals if not dated])
 
     def root(self, key: str, node: Any) -> None:
         if key not in self._roots:
@@ -651,15 +654,18 @@ def _window_days(func: str, windowed: bool, call: n.Call) -> Any:
 
 def trigger_inputs(catalog: Catalog, plans: Mapping[str, Plan], route: str | None) -> dict[str, frozenset[str] | None]:
     """Per trigger of the plays: the account fields that any decision of a play it starts reads (its
-    triggers, its gate, the route, `arr` and the contact fields it emails); None: more than fields
-    (a reference this cannot follow).
+    triggers, its gate, the route, `arr` and the contact fields it emails) and the roots of those
+    triggers and that gate (`trigger.<name>`, `gate.<name>`: what the day moves); None: more than
+    that (a reference this cannot follow).
 
     Why: an account whose only changes since its last evaluation are fields none of these read
     gets the same decision for those plays as then (see Polarity: it enrolled nobody new, and a
     skip that may lapse put the account in `sweep_rechecks`, which re-evaluates every play), so
     their triggers need not be evaluated for it. Neither do they need its windows: at a million
     accounts, a 1% change of `usage_percent` re-read every scope account's metric rollup rows
-    for `headcount_growth` and `power_user_emergence`, which no play it starts reads.
+    for `headcount_growth` and `power_user_emergence`, which no play it starts reads. The same
+    holds for the day: an account whose renewal date comes near is evaluated for the plays whose
+    triggers or gate read it, not for the ones reading its windows.
     """
     reads = _FieldReader(catalog)
     by_play: dict[str, frozenset[str] | None] = {}
@@ -675,7 +681,11 @@ def trigger_inputs(catalog: Catalog, plans: Mapping[str, Plan], route: str | Non
         if catalog.entity_field("account", "arr") or catalog.entity_let("account", "arr"):  # enroll.arr_column
             parts.append(n.Ref(path=["account", "arr"]))
         fields = reads.fields([x for x in parts if x is not None])
-        by_play[play] = None if fields is None else fields | frozenset(email_fields(plan, catalog))
+        # And the roots of its triggers and gate that the day can move (`time_sensitive`'s parts).
+        roots = [f"trigger.{t.name}" for t in catalog.triggers_starting(play)]
+        if not plan.ungated and plan.gate is not None:
+            roots.append(f"gate.{plan.gate}")
+        by_play[play] = None if fields is None else fields | frozenset(email_fields(plan, catalog)) | set(roots)
     # A play with a holdout can be eligible and not started, and so take the turn of every
     # exclusive play it outranks (engine/enroll.py `_decide_account`) at each evaluation: it is
     # evaluated wherever they are. (One that lost to it is rechecked, `recheck`.)
@@ -741,7 +751,9 @@ class Scope:
     why: str
     rules_hash: str
     seen: sa.Table  # the account_changes rows this sweep consumes (id, account_id, fields)
-    ids: sa.Table | None = None  # (id, fields: the account's one kind of fields-only change, else NULL)
+    # (id, fields: what the account is in scope for, `fields_text` of the fields its changes wrote and
+    # the roots the day moved; NULL: anything)
+    ids: sa.Table | None = None
     dated: tuple[str, ...] = ()  # the date fields the next day's dated scope reads by index (`dated_fields`)
     # Per trigger, the accounts of `ids` to evaluate it on, where fewer (`trigger_inputs`): one
     # SELECT object per distinct set, so triggers with the same one are evaluated together.
@@ -768,7 +780,7 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
         why = f"the last sweep was for a later day ({prior.day})"
     elif conn.execute(sa.select(seen.c.id).where(seen.c.account_id == EVERY).limit(1)).first() is not None:
         why = "every account was loaded (a first load)"
-    parts: list[sa.Select[Any]] = []
+    parts: list[tuple[sa.Select[Any], frozenset[str]]] = []
     rules: TimeRules | None = None
     day_reads: str = ""
     try:
@@ -790,14 +802,18 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
         conn.exec_driver_sql("SET LOCAL jit = off")
     ids = scratch.table("pb_scope", sa.Column("id", sa.Text, primary_key=True), sa.Column("fields", sa.Text),
                         clustered=True)
-    anything = sa.null().label("fields")
     rows = sa.union_all(sa.select(seen.c.account_id.label("id"), seen.c.fields),
-                        sa.select(RECHECKS.c.account_id, anything),
-                        *(p.add_columns(anything) for p in parts)).subquery("u")
-    # An account's fields-only changes count only when they are all of one kind and it is in scope
-    # for nothing else (a recheck or the day re-evaluates all of its plays).
-    one = sa.case((sa.and_(sa.func.count(rows.c.fields) == sa.func.count(),
-                           sa.func.min(rows.c.fields) == sa.func.max(rows.c.fields)), sa.func.min(rows.c.fields)))
+                        sa.select(RECHECKS.c.account_id, sa.null().label("fields")),
+                        *(p.add_columns(sa.literal(fields_text(roots)).label("fields")) for p, roots in parts)
+                        ).subquery("u")
+    # What an account is in scope for: the fields its changes wrote and the roots the day moved,
+    # all of them (`trigger_inputs` reads both), unless one of its reasons reads anything (NULL:
+    # a change of more than fields, a recheck).
+    if conn.dialect.name == "postgresql":
+        every = sa.func.string_agg(sa.distinct(rows.c.fields), sa.literal_column("','"))
+    else:
+        every = sa.func.group_concat(sa.distinct(rows.c.fields))
+    one = sa.case((sa.func.count(rows.c.fields) == sa.func.count(), every))
     # In key order: each statement of the evaluation reads the big tables (accounts, the metric
     # rollup) by key in the order it scans the scope, and keys in order share index and heap
     # pages that a hash order would read again (PostgreSQL at 1,000,000 accounts, 10,000 keys,
@@ -811,7 +827,7 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
 
 def _narrow(conn: Connection, catalog: Catalog, plans: Mapping[str, Plan], settings: Any,
             ids: sa.Table) -> dict[str, sa.Select[Any]]:
-    """`Scope.narrow`: each trigger skips the accounts whose one kind of change it does not read."""
+    """`Scope.narrow`: each trigger skips the accounts in scope only for what it does not read."""
     kinds = [k for (k,) in conn.execute(sa.select(ids.c.fields).where(ids.c.fields.isnot(None)).distinct())]
     if not kinds:
         return {}

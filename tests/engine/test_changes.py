@@ -293,14 +293,17 @@ def test_a_held_out_winner_is_decided_again_wherever_a_play_it_outranks_is(store
     assert [(e.play, e.account_id) for e in result.enrolled] == []
 
 
-def test_a_plays_inputs_are_the_fields_its_triggers_gate_and_emails_read() -> None:
+def test_a_plays_inputs_are_the_fields_and_roots_its_triggers_gate_and_emails_read() -> None:
     inputs = changes.trigger_inputs(CATALOG, {p.play: p for p in PLANS}, None)
+    growth = {"trigger.settled", "trigger.quiet", "trigger.funded", "gate.healthy"}
+    expand = {"trigger.quiet_renewal", "gate.near_renewal"}
     # upsell: busy, growing (a window), gate healthy; and, with its holdout, every play it outranks.
-    assert inputs["busy"] == {"usage", "health", "admin", "onboarded", "renewal"}
-    assert inputs["settled"] == {"onboarded", "usage", "health", "admin"}  # growth: settled, quiet, funded
-    # renewal (ungated) through `let days_left`, and expand's gate near_renewal; the two share renewing.
-    assert inputs["renewing"] == {"renewal", "admin"}
-    assert inputs["quiet_renewal"] == {"renewal", "usage", "health", "admin"}
+    assert inputs["busy"] == {"usage", "health", "admin", "onboarded", "renewal",
+                              "trigger.busy", "trigger.growing", *growth, *expand}
+    assert inputs["settled"] == {"onboarded", "usage", "health", "admin", *growth}
+    # renewal (ungated) through `let days_left`, and expand's gate near_renewal.
+    assert inputs["renewing"] == {"renewal", "admin", "trigger.renewing", "trigger.renewal_soon"}
+    assert inputs["quiet_renewal"] == {"renewal", "usage", "health", "admin", *expand}
 
 
 def test_a_first_load_marks_every_account_once_and_the_next_sweep_is_full_and_enrolls_as_a_full_one(
@@ -386,13 +389,13 @@ route touch "Touch"
   otherwise -> low
 """, "changes.play")
     rules = changes.time_rules(project.catalog, {p.play: p for p in PLANS})
-    read = {(w.name, w.days) for _, ws, _ in rules.windowed for w in ws}
+    read = {(w.name, w.days) for _, ws, _, _ in rules.windowed for w in ws}
     assert read == {("seats", 7), ("seats", 3), ("funding", 5), ("funding", 2), ("funding", "all")}
 
 
 def test_each_windowed_value_is_checked_alone() -> None:
     rules = changes.time_rules(CATALOG, {p.play: p for p in PLANS})
-    assert sorted((format_expr(v), p) for v, _, p in rules.windowed) == [
+    assert sorted((format_expr(v), p) for v, _, p, _ in rules.windowed) == [
         ("avg(seats, 3 days) > 50", True), ("days_since(funding) == 8", True),
         ("growth(seats, 7 days) >= 20%", True), ("happened(funding, within 2 days)", False),
         ("happened(funding, within 5 days)", True)]
@@ -507,12 +510,34 @@ trigger few "Few fundings"
   then start growth
 """, "changes.play")
     plans = {p.play: p for p in (compile_play(project.catalog, d) for d in project.catalog.plays.values())}
-    sides = {format_expr(v): changes._sides(v, p) for v, _, p in changes.time_rules(project.catalog, plans).windowed}
+    sides = {format_expr(v): changes._sides(v, p) for v, _, p, _ in changes.time_rules(project.catalog, plans).windowed}
     assert sides["happened(funding, within 5 days)"] == (0,)  # becomes true only as a point enters
     assert sides["happened(funding, within 2 days)"] == (1,)  # under `not`: moves only as a point leaves
     assert sides["count(funding, 9 days) < 2"] == (0, 1)  # becomes true as points leave: both, not proven
     assert sides["growth(seats, 7 days) >= 20%"] == (0, 1)
     assert sides["days_since(funding) == 8"] == (0, 1)
+
+
+def test_a_day_later_an_account_is_decided_again_only_for_the_plays_whose_rules_the_day_moved(
+        store: Store, tmp_path: Path) -> None:
+    """a5 entered `expand` (quiet_renewal: renewal 7 days away). On 06-02 the renewal is 6 days away:
+    only `renewing` moved, so only its play, `renewal`, is decided again; a full sweep decides both."""
+    clear(store)
+    load(store, tmp_path, "accounts", [{"id": i, "usage": 0.5, "health": 80, "admin": f"{i}@example.com",
+                                        "renewal": "2026-06-08" if i == "a5" else "2026-06-20"} for i in IDS])
+    first = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
+    assert [(e.play, e.account_id) for e in first.enrolled] == [("expand", "a5")]
+    day = START + dt.timedelta(days=1)
+    assert sorted(d.play for d in decision_set(store, CATALOG, PLANS, day, KNOBS)
+                  if d.account_id == "a5") == ["expand", "renewal"]
+    d = Base.metadata.tables["enrollment_decisions"]
+    with store.begin() as conn:
+        conn.execute(d.delete())
+    result = enrollment.record(store, CATALOG, PLANS, day, KNOBS, incremental=True)
+    assert (result.full, result.scope) == (False, 1)
+    assert [(e.play, e.account_id) for e in result.enrolled] == [("renewal", "a5")]
+    with store.connect() as conn:
+        assert [r[0] for r in conn.execute(sa.select(d.c.play).where(d.c.account_id == "a5"))] == ["renewal"]
 
 
 def test_a_dated_comparison_counts_only_where_its_trigger_and_gate_can_hold(store: Store, tmp_path: Path) -> None:
