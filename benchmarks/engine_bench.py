@@ -253,7 +253,7 @@ def _child_playbook(db: str, rollups: bool) -> dict:
     import sqlalchemy as sa
 
     from dsl.project import load
-    from engine.evaluate import RuleSQL, TriggerPass, without_jit
+    from engine.evaluate import RuleSQL, TriggerPass, planner_settings, without_jit
     from engine.store import Store
 
     catalog = load([ROOT / "playbooks"]).catalog
@@ -269,7 +269,8 @@ def _child_playbook(db: str, rollups: bool) -> dict:
         with without_jit(conn):  # as TriggerPass.fill runs them
             for label, statement in found.inserts(table):
                 t = time.perf_counter()
-                conn.execute(statement)
+                with planner_settings(conn, found.settings(label)):
+                    conn.execute(statement)
                 times[label] = time.perf_counter() - t
         cpu = _cpu(pid) - cpu
         # Untimed: what each trigger found, for the comparison with the other sides.

@@ -101,6 +101,7 @@ class TriggerPass:
     among: Sequence[str] | None = None  # the ones to evaluate (None: all)
     joined: list[str] = field(init=False)  # evaluated in the pass, in `triggers` order
     alone: list[str] = field(init=False)  # one query each
+    merged: list[str] = field(init=False)  # of `alone`, run without hash joins (`settings`)
 
     def __post_init__(self) -> None:
         c = self.rules.new()
@@ -108,6 +109,23 @@ class TriggerPass:
         when = {t: self.rules.catalog.triggers[t].when for t in names}
         self.joined = [t for t in names if not c.required_joins(when[t]) and not self.rules.union(when[t])]
         self.alone = [t for t in names if t not in self.joined]
+        every = self.rules.only is None and self.rules.accounts is None
+        self.merged = [t for t in self.alone if every and self.rules.dialect == "postgresql"
+                       and any(key[0] == "metric" for key in c.required_joins(when[t]))]
+
+    def settings(self, label: str) -> dict[str, str]:
+        """PostgreSQL settings for the statement `inserts` labels so (`planner_settings`).
+
+        Why: a trigger that starts from a metric window joins the rollup's rows with
+        `accounts`, and over every account both come in account order from their primary
+        keys (`metric_series` by (metric, account_id), `accounts` by id). PostgreSQL plans a
+        hash join instead, a table of every account built (and spilled at the default
+        `work_mem`) to probe once per series: at 1,000,000 accounts `power_user_emergence`
+        took 1.60 s of CPU against 0.86 s merged (docs/BENCHMARKS.md). Hash joins stay on for
+        the other statements, which found no gain without them, and for an incremental
+        sweep's few accounts.
+        """
+        return {"enable_hashjoin": "off"} if label in self.merged else {}
 
     def columns(self) -> list[sa.Column[Any]]:
         """The table `fill` writes: `id`, then `t_<k>` for the k-th trigger."""
@@ -144,8 +162,9 @@ class TriggerPass:
     def fill(self, conn: Connection, table: sa.Table) -> None:
         """Write the firing triggers into `table` (made with `columns()`)."""
         with without_jit(conn):
-            for _, statement in self.inserts(table):
-                conn.execute(statement)
+            for label, statement in self.inserts(table):
+                with planner_settings(conn, self.settings(label)):
+                    conn.execute(statement)
 
 
 @contextmanager
@@ -162,14 +181,28 @@ def without_jit(conn: Connection) -> Iterator[None]:
     Measurements: docs/BENCHMARKS.md, "Engine: every trigger". Outside a transaction
     (autocommit) `set_config(..., true)` lasts one statement: JIT then stays on.
     """
-    if conn.dialect.name != "postgresql":
+    with planner_settings(conn, {"jit": "off"}):
+        yield
+
+
+@contextmanager
+def planner_settings(conn: Connection, settings: dict[str, str]) -> Iterator[None]:
+    """These PostgreSQL settings for the statements run inside, then each as it was
+    (transaction-local; nothing on SQLite)."""
+    if conn.dialect.name != "postgresql" or not settings:
         yield
         return
-    was = conn.execute(sa.text("SELECT current_setting('jit')")).scalar()
-    conn.execute(sa.text("SELECT set_config('jit', 'off', true)"))
+    def put(values: dict[str, str]) -> dict[str, str]:  # -> what they were
+        was = {}
+        for k, v in values.items():
+            was[k] = conn.execute(sa.text("SELECT current_setting(:k)"), {"k": k}).scalar_one()
+            conn.execute(sa.text("SELECT set_config(:k, :v, true)"), {"k": k, "v": v})
+        return was
+
+    was = put(settings)
     yield
-    # Not on an error: PostgreSQL's transaction is then aborted, and its rollback restores the setting.
-    conn.execute(sa.text("SELECT set_config('jit', :was, true)"), {"was": was})
+    # Not on an error: PostgreSQL's transaction is then aborted, and its rollback restores them.
+    put(was)
 
 
 def fired(conn: Connection, rules: RuleSQL, trigger: str) -> list[str]:

@@ -124,3 +124,34 @@ def test_the_pass_runs_without_jit_on_postgresql_and_leaves_the_setting_as_it_wa
         tp = TriggerPass(RuleSQL(catalog, TODAY, demo.dialect), sorted(catalog.triggers))
         assert any(found(conn, tp).values())
         assert conn.execute(sa.text("SHOW jit")).scalar() == "on"
+
+
+def test_a_trigger_starting_from_a_metric_window_runs_without_hash_joins_over_every_account_on_postgresql(
+        demo, catalog) -> None:
+    """`TriggerPass.settings`: `power_user_emergence` merge-joins the rollup with `accounts` in key
+    order; every other statement, and the same trigger over a few accounts, keeps the server's plan."""
+    every = TriggerPass(RuleSQL(catalog, TODAY, demo.dialect), sorted(catalog.triggers))
+    accounts = demo.table("account")
+    some = TriggerPass(RuleSQL(catalog, TODAY, demo.dialect, only=sa.select(accounts.c.id).limit(10)),
+                       sorted(catalog.triggers))
+    assert some.merged == []
+    if demo.dialect != "postgresql":
+        assert every.merged == []
+        return
+    assert every.merged == ["power_user_emergence"]
+    seen: list[tuple[str, str]] = []
+
+    def note(conn, cursor, statement, params, context, many) -> None:
+        if statement.startswith("INSERT INTO t_pass"):
+            with cursor.connection.cursor() as c:
+                c.execute("SHOW enable_hashjoin")
+                seen.append(("metric_series" in statement and "engagement_minutes" in str(params), c.fetchone()[0]))
+
+    sa.event.listen(demo.engine, "before_cursor_execute", note)
+    try:
+        with demo.engine.connect() as conn:
+            assert any(found(conn, every).values())
+            assert conn.execute(sa.text("SHOW enable_hashjoin")).scalar() == "on"
+    finally:
+        sa.event.remove(demo.engine, "before_cursor_execute", note)
+    assert sorted(set(seen)) == [(False, "on"), (True, "off")]
