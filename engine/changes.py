@@ -199,14 +199,18 @@ def time_rules(catalog: Catalog, plans: Mapping[str, Plan]) -> TimeRules:
     """
     finder = _TimeFinder(catalog)
     for play in sorted(plans):
-        if play not in catalog.plays:
-            continue
-        for trigger in catalog.triggers_starting(play):
-            finder.root(f"trigger.{trigger.name}", trigger.when)
-        plan = plans[play]
-        if not plan.ungated and plan.gate is not None and plan.gate in catalog.gates:
-            finder.root(f"gate.{plan.gate}", catalog.gates[plan.gate])
+        if play in catalog.plays:
+            for key, node in _roots(catalog, plans[play]):
+                finder.root(key, node)
     return finder.rules()
+
+
+def _roots(catalog: Catalog, plan: Plan) -> list[tuple[str, Any]]:
+    """The rules deciding whether a play starts, each with its key (`trigger.<name>`, `gate.<name>`)."""
+    out: list[tuple[str, Any]] = [(f"trigger.{t.name}", t.when) for t in catalog.triggers_starting(plan.play)]
+    if not plan.ungated and plan.gate is not None and plan.gate in catalog.gates:
+        out.append((f"gate.{plan.gate}", catalog.gates[plan.gate]))
+    return out
 
 
 def time_sensitive(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, Plan], rules: TimeRules,
@@ -681,11 +685,9 @@ def trigger_inputs(catalog: Catalog, plans: Mapping[str, Plan], route: str | Non
         if catalog.entity_field("account", "arr") or catalog.entity_let("account", "arr"):  # enroll.arr_column
             parts.append(n.Ref(path=["account", "arr"]))
         fields = reads.fields([x for x in parts if x is not None])
-        # And the roots of its triggers and gate that the day can move (`time_sensitive`'s parts).
-        roots = [f"trigger.{t.name}" for t in catalog.triggers_starting(play)]
-        if not plan.ungated and plan.gate is not None:
-            roots.append(f"gate.{plan.gate}")
-        by_play[play] = None if fields is None else fields | frozenset(email_fields(plan, catalog)) | set(roots)
+        # And the keys of its triggers and gate, which the day's parts of the scope carry (`time_sensitive`).
+        roots = {key for key, _ in _roots(catalog, plan)}
+        by_play[play] = None if fields is None else fields | frozenset(email_fields(plan, catalog)) | roots
     # A play with a holdout can be eligible and not started, and so take the turn of every
     # exclusive play it outranks (engine/enroll.py `_decide_account`) at each evaluation: it is
     # evaluated wherever they are. (One that lost to it is rechecked, `recheck`.)
