@@ -677,17 +677,16 @@ def trigger_inputs(catalog: Catalog, plans: Mapping[str, Plan], route: str | Non
         if play not in catalog.plays:
             continue
         plan = plans[play]
-        parts: list[Any] = [t.when for t in catalog.triggers_starting(play)]
-        if not plan.ungated and plan.gate is not None:
-            parts.append(catalog.gates.get(plan.gate))
+        roots = _roots(catalog, plan)
+        parts: list[Any] = [node for _, node in roots]
         if route is not None:
             parts.append(catalog.routes.get(route))
         if catalog.entity_field("account", "arr") or catalog.entity_let("account", "arr"):  # enroll.arr_column
             parts.append(n.Ref(path=["account", "arr"]))
         fields = reads.fields([x for x in parts if x is not None])
         # And the keys of its triggers and gate, which the day's parts of the scope carry (`time_sensitive`).
-        roots = {key for key, _ in _roots(catalog, plan)}
-        by_play[play] = None if fields is None else fields | frozenset(email_fields(plan, catalog)) | roots
+        keys = {key for key, _ in roots}
+        by_play[play] = None if fields is None else fields | frozenset(email_fields(plan, catalog)) | keys
     # A play with a holdout can be eligible and not started, and so take the turn of every
     # exclusive play it outranks (engine/enroll.py `_decide_account`) at each evaluation: it is
     # evaluated wherever they are. (One that lost to it is rechecked, `recheck`.)
@@ -815,12 +814,12 @@ def begin(conn: Connection, scratch: Any, catalog: Catalog, plans: Mapping[str, 
         every = sa.func.string_agg(sa.distinct(rows.c.fields), sa.literal_column("','"))
     else:
         every = sa.func.group_concat(sa.distinct(rows.c.fields))
-    one = sa.case((sa.func.count(rows.c.fields) == sa.func.count(), every))
+    reasons = sa.case((sa.func.count(rows.c.fields) == sa.func.count(), every))
     # In key order: each statement of the evaluation reads the big tables (accounts, the metric
     # rollup) by key in the order it scans the scope, and keys in order share index and heap
     # pages that a hash order would read again (PostgreSQL at 1,000,000 accounts, 10,000 keys,
     # warm: accounts 75-82 -> 53-54 ms, a metric's rollup rows 90 -> 71 ms).
-    conn.execute(ids.insert().from_select(["id", "fields"], sa.select(rows.c.id, one).group_by(rows.c.id)
+    conn.execute(ids.insert().from_select(["id", "fields"], sa.select(rows.c.id, reasons).group_by(rows.c.id)
                                           .order_by(sa.text("1"))))
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text(f'ANALYZE "{ids.name}"'))

@@ -107,11 +107,12 @@ class TriggerPass:
         c = self.rules.new()
         names = [t for t in self.triggers if self.among is None or t in self.among]
         when = {t: self.rules.catalog.triggers[t].when for t in names}
-        self.joined = [t for t in names if not c.required_joins(when[t]) and not self.rules.union(when[t])]
+        joins = {t: c.required_joins(when[t]) for t in names}
+        self.joined = [t for t in names if not joins[t] and not self.rules.union(when[t])]
         self.alone = [t for t in names if t not in self.joined]
         every = self.rules.only is None and self.rules.accounts is None
         self.merged = [t for t in self.alone if every and self.rules.dialect == "postgresql"
-                       and any(key[0] == "metric" for key in c.required_joins(when[t]))]
+                       and any(key[0] == "metric" for key in joins[t])]
 
     def settings(self, label: str) -> dict[str, str]:
         """PostgreSQL settings for the statement `inserts` labels so (`planner_settings`).

@@ -252,24 +252,25 @@ def test_a_fields_only_change_evaluates_only_the_plays_that_read_those_fields(st
                                         "renewal": renewal if i == "a3" else "2027-01-01",
                                         "onboarded": START.isoformat()} for i in IDS])
     enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
-
-    def decided() -> list[str]:
-        d = Base.metadata.tables["enrollment_decisions"]
-        with store.begin() as conn:
-            plays = sorted(r[0] for r in conn.execute(sa.select(d.c.play).where(d.c.account_id == "a3")))
-            conn.execute(d.delete())
-        return plays
-
-    assert decided() == ["expand", "renewal"]
+    assert decided(store, "a3") == ["expand", "renewal"]
     load(store, tmp_path, "accounts", [{"id": "a3", "onboarded": "2026-05-01"}])
     assert sorted(d.play for d in decision_set(store, CATALOG, PLANS, START, KNOBS)
                   if d.account_id == "a3") == ["expand", "growth", "renewal"]  # what a full sweep decides
     result = enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
     assert (result.full, result.scope) == (False, 1)
-    assert decided() == ["growth"]
+    assert decided(store, "a3") == ["growth"]
     load(store, tmp_path, "accounts", [{"id": "a3", "renewal": (START + dt.timedelta(days=5)).isoformat()}])
     enrollment.record(store, CATALOG, PLANS, START, KNOBS, incremental=True)
-    assert decided() == ["expand", "renewal"]
+    assert decided(store, "a3") == ["expand", "renewal"]
+
+
+def decided(store: Store, account: str) -> list[str]:
+    """The plays the sweeps since the last call recorded a decision of for `account` (all are cleared)."""
+    d = Base.metadata.tables["enrollment_decisions"]
+    with store.begin() as conn:
+        plays = sorted(r[0] for r in conn.execute(sa.select(d.c.play).where(d.c.account_id == account)))
+        conn.execute(d.delete())
+    return plays
 
 
 def test_a_held_out_winner_is_decided_again_wherever_a_play_it_outranks_is(store: Store, tmp_path: Path) -> None:
@@ -530,14 +531,11 @@ def test_a_day_later_an_account_is_decided_again_only_for_the_plays_whose_rules_
     day = START + dt.timedelta(days=1)
     assert sorted(d.play for d in decision_set(store, CATALOG, PLANS, day, KNOBS)
                   if d.account_id == "a5") == ["expand", "renewal"]
-    d = Base.metadata.tables["enrollment_decisions"]
-    with store.begin() as conn:
-        conn.execute(d.delete())
+    assert decided(store, "a5") == ["expand"]  # the first sweep's
     result = enrollment.record(store, CATALOG, PLANS, day, KNOBS, incremental=True)
     assert (result.full, result.scope) == (False, 1)
     assert [(e.play, e.account_id) for e in result.enrolled] == [("renewal", "a5")]
-    with store.connect() as conn:
-        assert [r[0] for r in conn.execute(sa.select(d.c.play).where(d.c.account_id == "a5"))] == ["renewal"]
+    assert decided(store, "a5") == ["renewal"]
 
 
 def test_a_dated_comparison_counts_only_where_its_trigger_and_gate_can_hold(store: Store, tmp_path: Path) -> None:

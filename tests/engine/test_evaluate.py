@@ -139,7 +139,7 @@ def test_a_trigger_starting_from_a_metric_window_runs_without_hash_joins_over_ev
         assert every.merged == []
         return
     assert every.merged == ["power_user_emergence"]
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[bool, str]] = []
 
     def note(conn, cursor, statement, params, context, many) -> None:
         if statement.startswith("INSERT INTO t_pass"):
